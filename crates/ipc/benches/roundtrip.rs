@@ -1,0 +1,152 @@
+//! One round trip through the IPC server with a trivial handler, against a bare echo
+//! server on the same kind of socket with the same payload, measured in the same run.
+//!
+//! `cargo bench -p strata-ipc --bench roundtrip` (add `-- --quick` for a short run).
+//! The servers run on a 2-worker Tokio runtime, the clients on their own runtime, all in
+//! this process; both servers are measured by the same client loop sending the same bytes.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use strata_ipc::{Router, Server, ServerConfig};
+use strata_proto::frame_codec;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::Framed;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EchoParams {
+    data: String,
+}
+
+fn payload() -> Bytes {
+    let data = "x".repeat(64);
+    Bytes::from(format!(
+        r#"{{"v":1,"req_id":"bench-1","method":"bench.echo","params":{{"data":"{data}"}}}}"#
+    ))
+}
+
+async fn bare_echo(listener: UnixListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut framed = Framed::new(stream, frame_codec());
+            while let Some(Ok(frame)) = framed.next().await {
+                if framed.send(frame.freeze()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn connect(path: &Path) -> Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec> {
+    Framed::new(UnixStream::connect(path).await.unwrap(), frame_codec())
+}
+
+async fn latencies(path: &Path, n: usize) -> Vec<Duration> {
+    let mut conn = connect(path).await;
+    let frame = payload();
+    for _ in 0..n / 10 {
+        conn.send(frame.clone()).await.unwrap();
+        conn.next().await.unwrap().unwrap();
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.send(frame.clone()).await.unwrap();
+        let reply = conn.next().await.unwrap().unwrap();
+        samples.push(t.elapsed());
+        assert!(!reply.is_empty());
+    }
+    samples.sort_unstable();
+    samples
+}
+
+async fn throughput(path: PathBuf, conns: usize, for_how_long: Duration) -> f64 {
+    let deadline = Instant::now() + for_how_long;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&path).await;
+            let frame = payload();
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                conn.send(frame.clone()).await.unwrap();
+                conn.next().await.unwrap().unwrap();
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / for_how_long.as_secs_f64()
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n, secs) = if quick {
+        (5_000, Duration::from_millis(500))
+    } else {
+        (50_000, Duration::from_secs(3))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ipc_path = dir.path().join("bench.sock");
+    let echo_path = dir.path().join("echo.sock");
+
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    servers.block_on(async {
+        let router = Router::new("bench", "0")
+            .route("bench.echo", |_call, p: EchoParams| async move {
+                Ok::<_, strata_proto::ErrorBody>(p)
+            });
+        let server = Server::bind(ServerConfig::new(&ipc_path), router).unwrap();
+        tokio::spawn(server.serve(std::future::pending()));
+        let listener = UnixListener::bind(&echo_path).unwrap();
+        tokio::spawn(bare_echo(listener));
+    });
+
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    clients.block_on(async {
+        println!("payload: {} bytes per request frame", payload().len());
+        println!(
+            "{:<12} {:>10} {:>10} {:>14} {:>14}",
+            "server", "p50", "p99", "1 conn rps", "16 conn rps"
+        );
+        let mut p50s = Vec::new();
+        for (name, path) in [("bare echo", &echo_path), ("strata ipc", &ipc_path)] {
+            let lat = latencies(path, n).await;
+            let one = throughput(path.clone(), 1, secs).await;
+            let sixteen = throughput(path.clone(), 16, secs).await;
+            println!(
+                "{:<12} {:>10.1?} {:>10.1?} {:>14.0} {:>14.0}",
+                name,
+                pct(&lat, 0.50),
+                pct(&lat, 0.99),
+                one,
+                sixteen
+            );
+            p50s.push(pct(&lat, 0.50));
+        }
+        let ratio = p50s[1].as_secs_f64() / p50s[0].as_secs_f64();
+        println!("p50 ratio strata/echo: {ratio:.2} (target <= 1.5)");
+    });
+}

@@ -1,0 +1,202 @@
+//! Method routing: wire name → typed handler.
+//!
+//! A handler is an async function of the caller ([`Call`]) and its typed params. The router
+//! decodes params (refusing bad ones by field name), runs the handler with panics caught,
+//! and encodes the result. Every router answers `sys.health` without a token.
+
+use crate::PeerCred;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use strata_proto::methods::{sys, Method};
+use strata_proto::{parse_params, parse_request, ErrorBody, ErrorCode, Response, MAX_FRAME};
+
+/// What a handler knows about the request it serves.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Kernel-verified credentials of the connected process (SO_PEERCRED).
+    pub peer: PeerCred,
+    pub req_id: String,
+    pub method: String,
+    token: Option<String>,
+}
+
+impl Call {
+    /// The bearer token from the request's `auth`, if any. Unverified: pass it to the
+    /// capability checker, never trust it directly.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// A call made by `peer` (for handlers exercised directly in tests).
+    pub fn new(peer: PeerCred, method: &str, token: Option<String>) -> Call {
+        Call {
+            peer,
+            req_id: String::new(),
+            method: method.to_owned(),
+            token,
+        }
+    }
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorBody>> + Send>>;
+type Handler = Box<dyn Fn(Call, Option<Box<RawValue>>) -> HandlerFuture + Send + Sync>;
+type HealthExtra = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
+
+/// The method table of one service.
+pub struct Router {
+    service: String,
+    version: String,
+    routes: HashMap<String, Handler>,
+    health_extra: Option<HealthExtra>,
+}
+
+impl Router {
+    /// A router for `service` whose `sys.health` reports `version`.
+    pub fn new(service: &str, version: &str) -> Router {
+        Router {
+            service: service.to_owned(),
+            version: version.to_owned(),
+            routes: HashMap::new(),
+            health_extra: None,
+        }
+    }
+
+    /// Add service-specific facts to `sys.health` (e.g. whether a sandbox is active).
+    pub fn health_extra(
+        mut self,
+        f: impl Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync + 'static,
+    ) -> Router {
+        self.health_extra = Some(Box::new(f));
+        self
+    }
+
+    /// Route the method `M` to `handler`.
+    pub fn method<M, E, F, Fut>(self, handler: F) -> Router
+    where
+        M: Method,
+        E: Into<ErrorBody> + 'static,
+        F: Fn(Call, M::Params) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Result, E>> + Send + 'static,
+    {
+        self.route(M::NAME, handler)
+    }
+
+    /// Route `method` to `handler`, with params of type `P` and result of type `R`.
+    pub fn route<P, R, E, F, Fut>(mut self, method: &str, handler: F) -> Router
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + 'static,
+        E: Into<ErrorBody> + 'static,
+        F: Fn(Call, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        assert!(
+            method != sys::Health::NAME,
+            "sys.health is answered by the router itself"
+        );
+        let handler = Arc::new(handler);
+        let erased: Handler = Box::new(move |call, raw| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move {
+                let params = parse_params::<P>(raw.as_deref())?;
+                let result = handler(call, params).await.map_err(Into::into)?;
+                serde_json::value::to_raw_value(&result).map_err(|e| {
+                    tracing::error!(error = %e, "result did not serialise");
+                    ErrorBody::new(ErrorCode::Internal, "internal error")
+                })
+            })
+        });
+        let previous = self.routes.insert(method.to_owned(), erased);
+        assert!(previous.is_none(), "method {method} routed twice");
+        self
+    }
+
+    /// The service this router answers for.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Every routed method name, sorted, `sys.health` included.
+    pub fn methods(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        names.push(sys::Health::NAME);
+        names.sort_unstable();
+        names
+    }
+
+    fn health(&self) -> sys::HealthResult {
+        sys::HealthResult {
+            service: self.service.clone(),
+            version: self.version.clone(),
+            status: "ok".to_owned(),
+            extra: self.health_extra.as_ref().map(|f| f()).unwrap_or_default(),
+        }
+    }
+
+    /// Answer one frame. Never fails: every problem becomes an error response.
+    pub async fn dispatch(&self, peer: PeerCred, frame: &[u8]) -> Bytes {
+        let req = match parse_request(frame) {
+            Ok(req) => req,
+            Err(bad) => return encode(&Response::<()>::failure(bad.req_id, bad.error)),
+        };
+        if req.method == sys::Health::NAME {
+            return encode(&Response::success(req.req_id, self.health()));
+        }
+        let Some(handler) = self.routes.get(req.method.as_str()) else {
+            let error = ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("unknown method `{}`", req.method),
+            )
+            .with_details(serde_json::json!({"method": req.method}));
+            return encode(&Response::<()>::failure(req.req_id, error));
+        };
+        let token = req.auth.and_then(|a| a.token);
+        let call = Call {
+            peer,
+            req_id: req.req_id,
+            method: req.method,
+            token,
+        };
+        let req_id = call.req_id.clone();
+        let method = call.method.clone();
+        // The handler is invoked inside the guarded future, so a panic in its synchronous
+        // part is caught as well as one in its body.
+        let params = req.params;
+        let outcome = AssertUnwindSafe(async move { handler(call, params).await })
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(result)) => encode(&Response::success(req_id, result)),
+            Ok(Err(error)) => encode(&Response::<()>::failure(req_id, error)),
+            Err(_) => {
+                tracing::error!(%method, "handler panicked; answered INTERNAL");
+                let error = ErrorBody::new(ErrorCode::Internal, "internal error");
+                encode(&Response::<()>::failure(req_id, error))
+            }
+        }
+    }
+}
+
+/// Serialise a response, replacing one too large for a frame with an INTERNAL error.
+pub(crate) fn encode<R: Serialize>(response: &Response<R>) -> Bytes {
+    match serde_json::to_vec(response) {
+        Ok(bytes) if bytes.len() <= MAX_FRAME => Bytes::from(bytes),
+        Ok(bytes) => {
+            tracing::error!(len = bytes.len(), "response exceeds the frame limit");
+            let error = ErrorBody::new(ErrorCode::Internal, "response too large for one frame");
+            encode(&Response::<()>::failure(response.req_id.as_str(), error))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response did not serialise");
+            let error = ErrorBody::new(ErrorCode::Internal, "internal error");
+            encode(&Response::<()>::failure(response.req_id.as_str(), error))
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The request and response envelopes.
+//!
+//! Requests are parsed in two steps so that every bad request still gets the best answer
+//! the protocol allows: a typed parse first, and only if that fails a lenient look at the
+//! JSON to recover the `req_id` to echo.
+
+use crate::{ErrorBody, ErrorCode};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The only protocol version there is.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The `auth` object of a request.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Auth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Auth {
+    // Tokens are bearer secrets: never print one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A request as it travels on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub v: u32,
+    #[serde(default)]
+    pub req_id: String,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Box<RawValue>>,
+}
+
+impl Request {
+    /// The bearer token, if the request carries one.
+    pub fn token(&self) -> Option<&str> {
+        self.auth.as_ref().and_then(|a| a.token.as_deref())
+    }
+}
+
+/// Why a frame could not be turned into a [`Request`], with the `req_id` to echo (empty
+/// when none could be recovered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestError {
+    pub req_id: String,
+    pub error: ErrorBody,
+}
+
+/// Parse one frame's payload into a request, checking the envelope (not the params).
+pub fn parse_request(frame: &[u8]) -> Result<Request, RequestError> {
+    let mut de = serde_json::Deserializer::from_slice(frame);
+    let req: Request = match serde_path_to_error::deserialize(&mut de) {
+        Ok(req) => req,
+        Err(typed) => return Err(explain_bad_envelope(frame, typed)),
+    };
+    if let Err(e) = de.end() {
+        return Err(RequestError {
+            req_id: req.req_id,
+            error: ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("request is not valid JSON: {}", strip_position(&e)),
+            ),
+        });
+    }
+    if req.v != PROTOCOL_VERSION {
+        return Err(RequestError {
+            req_id: req.req_id,
+            error: ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "unsupported protocol version {}: `v` must be {PROTOCOL_VERSION}",
+                    req.v
+                ),
+            )
+            .with_details(serde_json::json!({"field": "v"})),
+        });
+    }
+    Ok(req)
+}
+
+fn explain_bad_envelope(
+    frame: &[u8],
+    typed: serde_path_to_error::Error<serde_json::Error>,
+) -> RequestError {
+    let object = match serde_json::from_slice::<serde_json::Value>(frame) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) => {
+            return RequestError {
+                req_id: String::new(),
+                error: ErrorBody::new(ErrorCode::InvalidArgument, "request must be a JSON object"),
+            }
+        }
+        Err(e) => {
+            return RequestError {
+                req_id: String::new(),
+                error: ErrorBody::new(
+                    ErrorCode::InvalidArgument,
+                    format!("request is not valid JSON: {e}"),
+                ),
+            }
+        }
+    };
+    let req_id = match object.get("req_id") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    RequestError {
+        req_id,
+        error: field_error("invalid request", &typed),
+    }
+}
+
+/// An INVALID_ARGUMENT error that names the offending field.
+fn field_error(what: &str, err: &serde_path_to_error::Error<serde_json::Error>) -> ErrorBody {
+    let path = err.path().to_string();
+    let inner = err.inner();
+    // For a missing field serde's own message names it ("missing field `x`") and the
+    // path points at the parent object.
+    let field = if path == "." {
+        missing_field_name(&inner.to_string())
+    } else {
+        Some(path.clone())
+    };
+    let message = match (&field, path.as_str()) {
+        (Some(_), ".") | (None, _) => format!("{what}: {}", strip_position(inner)),
+        (Some(f), _) => format!("{what}: field `{f}`: {}", strip_position(inner)),
+    };
+    let details = match field {
+        Some(f) => serde_json::json!({ "field": f }),
+        None => serde_json::json!({}),
+    };
+    ErrorBody::new(ErrorCode::InvalidArgument, message).with_details(details)
+}
+
+fn missing_field_name(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+/// serde_json appends "at line 1 column 17"; useful in a file, noise in a request.
+fn strip_position(err: &serde_json::Error) -> String {
+    let msg = err.to_string();
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    }
+}
+
+/// Decode a method's params. Absent or `null` params decode as `{}`, so a method whose
+/// params are all optional can be called without any, and a missing required field is
+/// reported by name.
+pub fn parse_params<P: DeserializeOwned>(raw: Option<&RawValue>) -> Result<P, ErrorBody> {
+    let text = match raw.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(t) => t,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| field_error("invalid params", &e))
+}
+
+/// A response as it travels on the wire. `result` is present exactly when `ok` is true,
+/// `error` exactly when it is false.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response<R = Box<RawValue>> {
+    pub v: u32,
+    pub req_id: String,
+    pub ok: bool,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub result: Option<R>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl<R> Response<R> {
+    pub fn success(req_id: impl Into<String>, result: R) -> Self {
+        Response {
+            v: PROTOCOL_VERSION,
+            req_id: req_id.into(),
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn failure(req_id: impl Into<String>, error: ErrorBody) -> Self {
+        Response {
+            v: PROTOCOL_VERSION,
+            req_id: req_id.into(),
+            ok: false,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    /// The result, or the server's error.
+    pub fn into_result(self) -> Result<R, ErrorBody> {
+        match (self.ok, self.result, self.error) {
+            (true, Some(r), _) => Ok(r),
+            (false, _, Some(e)) => Err(e),
+            (true, None, _) => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "malformed response: ok without result",
+            )),
+            (false, _, None) => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "malformed response: error without error object",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn bad(frame: &str) -> RequestError {
+        parse_request(frame.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn parses_a_full_request() {
+        let req = parse_request(
+            br#"{"v":1,"req_id":"abc","method":"fs.read","auth":{"token":"v2.public.x"},"params":{"handle":"h1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.req_id, "abc");
+        assert_eq!(req.method, "fs.read");
+        assert_eq!(req.token(), Some("v2.public.x"));
+        assert_eq!(req.params.unwrap().get(), r#"{"handle":"h1"}"#);
+    }
+
+    #[test]
+    fn auth_and_params_are_optional() {
+        let req = parse_request(br#"{"v":1,"req_id":"a","method":"m"}"#).unwrap();
+        assert!(req.auth.is_none() && req.params.is_none());
+        let req = parse_request(br#"{"v":1,"req_id":"a","method":"m","auth":null,"params":null}"#)
+            .unwrap();
+        assert!(req.token().is_none() && req.params.is_none());
+    }
+
+    #[test]
+    fn non_object_gets_empty_req_id() {
+        for frame in ["[1,2]", "\"x\"", "42", "not json", "", "{\"v\":1,"] {
+            let e = bad(frame);
+            assert_eq!(e.req_id, "", "{frame}");
+            assert_eq!(e.error.code, ErrorCode::InvalidArgument, "{frame}");
+        }
+    }
+
+    #[test]
+    fn wrong_version_echoes_req_id() {
+        let e = bad(r#"{"v":2,"req_id":"r7","method":"m"}"#);
+        assert_eq!(e.req_id, "r7");
+        assert_eq!(e.error.code, ErrorCode::InvalidArgument);
+        assert!(
+            e.error.message.contains("`v` must be 1"),
+            "{}",
+            e.error.message
+        );
+        let e = bad(r#"{"v":"1","req_id":"r8","method":"m"}"#);
+        assert_eq!(e.req_id, "r8");
+        assert_eq!(e.error.details, json!({"field": "v"}));
+        let e = bad(r#"{"req_id":"r9","method":"m"}"#);
+        assert_eq!(e.req_id, "r9");
+        assert_eq!(e.error.details, json!({"field": "v"}));
+    }
+
+    #[test]
+    fn missing_method_is_named() {
+        let e = bad(r#"{"v":1,"req_id":"q"}"#);
+        assert_eq!(e.req_id, "q");
+        assert!(e.error.message.contains("method"), "{}", e.error.message);
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let e = bad(r#"{"v":1,"req_id":"q","method":"m"} x"#);
+        assert_eq!(e.error.code, ErrorCode::InvalidArgument);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct P {
+        service: String,
+        #[serde(default)]
+        count: u32,
+    }
+
+    #[test]
+    fn params_errors_name_the_field() {
+        let raw = RawValue::from_string(r#"{"count":1}"#.into()).unwrap();
+        let e = parse_params::<P>(Some(&raw)).unwrap_err();
+        assert_eq!(e.details, json!({"field": "service"}));
+        assert!(e.message.contains("service"), "{}", e.message);
+
+        let raw = RawValue::from_string(r#"{"service":5}"#.into()).unwrap();
+        let e = parse_params::<P>(Some(&raw)).unwrap_err();
+        assert_eq!(e.details, json!({"field": "service"}));
+        assert!(e.message.contains("`service`"), "{}", e.message);
+        assert!(!e.message.contains("line 1"), "{}", e.message);
+
+        let raw = RawValue::from_string(r#"{"service":"x","count":-1}"#.into()).unwrap();
+        let e = parse_params::<P>(Some(&raw)).unwrap_err();
+        assert_eq!(e.details, json!({"field": "count"}));
+    }
+
+    #[test]
+    fn absent_params_decode_as_empty_object() {
+        let e = parse_params::<P>(None).unwrap_err();
+        assert_eq!(e.details, json!({"field": "service"}));
+        #[derive(Deserialize)]
+        struct Empty {}
+        parse_params::<Empty>(None).unwrap();
+    }
+
+    #[test]
+    fn responses_have_the_wire_shape() {
+        let ok = Response::success("a", json!({"x": 1}));
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"v": 1, "req_id": "a", "ok": true, "result": {"x": 1}})
+        );
+        let err = Response::<serde_json::Value>::failure(
+            "b",
+            ErrorBody::new(ErrorCode::NotFound, "gone"),
+        );
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"v": 1, "req_id": "b", "ok": false,
+                   "error": {"code": 4, "name": "NOT_FOUND", "message": "gone", "details": {}}})
+        );
+    }
+
+    #[test]
+    fn auth_debug_never_shows_the_token() {
+        let a = Auth {
+            token: Some("v2.public.secret".into()),
+        };
+        assert!(!format!("{a:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,333 @@
+//! The registry service: which service listens where.
+//!
+//! `registry.resolve` and `registry.list` are open to anyone who can reach the socket;
+//! `registry.register` and `registry.deregister` only to root or the registry's own uid,
+//! checked by kernel peer credentials. Input is validated here, at the boundary: names
+//! match `[a-z][a-z0-9-]{0,62}`, endpoints parse, `api_v` is at least 1.
+//!
+//! Not here: health. The supervisor registers a service when it becomes Healthy and
+//! removes it when it stops or crashes.
+
+pub mod store;
+
+use std::sync::Arc;
+pub use store::{MemoryStore, RegistryStore, StoreError};
+use strata_ipc::{Call, Endpoint, PeerCred, Router};
+use strata_proto::methods::registry::{
+    Deregister, Entry, List, ListResult, Register, RegisterParams, Resolve, ResolveResult,
+    ServiceParams,
+};
+use strata_proto::methods::{NoParams, StatusResult};
+use strata_proto::{ErrorBody, ErrorCode};
+
+/// Everything that can go wrong in a registry request.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("`service` must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
+    BadName(String),
+    #[error("`endpoint`: {0}")]
+    BadEndpoint(#[from] strata_ipc::EndpointError),
+    #[error("`api_v` must be an integer >= 1, got {0}")]
+    BadApiVersion(i64),
+    #[error("only root or the registry's own user may {0}")]
+    NotAllowed(&'static str),
+    #[error("no service named `{0}` is registered")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RegistryError> for ErrorBody {
+    fn from(e: RegistryError) -> ErrorBody {
+        let code = match &e {
+            RegistryError::BadName(_)
+            | RegistryError::BadEndpoint(_)
+            | RegistryError::BadApiVersion(_) => ErrorCode::InvalidArgument,
+            RegistryError::NotAllowed(_) => ErrorCode::PermissionDenied,
+            RegistryError::NotFound(_) => ErrorCode::NotFound,
+            RegistryError::Store(_) => ErrorCode::Unavailable,
+        };
+        let field = match &e {
+            RegistryError::BadName(_) => Some("service"),
+            RegistryError::BadEndpoint(_) => Some("endpoint"),
+            RegistryError::BadApiVersion(_) => Some("api_v"),
+            _ => None,
+        };
+        let body = ErrorBody::new(code, e.to_string());
+        match field {
+            Some(f) => body.with_details(serde_json::json!({ "field": f })),
+            None => body,
+        }
+    }
+}
+
+/// A service name: `[a-z][a-z0-9-]{0,62}`.
+pub fn check_name(name: &str) -> Result<(), RegistryError> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::BadName(name.to_owned()))
+    }
+}
+
+/// The registry's state and its write policy.
+pub struct Registry<S> {
+    store: S,
+    /// The uid allowed to write besides root: the registry's own.
+    owner_uid: u32,
+}
+
+impl<S: RegistryStore> Registry<S> {
+    pub fn new(store: S, owner_uid: u32) -> Registry<S> {
+        Registry { store, owner_uid }
+    }
+
+    fn may_write(&self, peer: &PeerCred, what: &'static str) -> Result<(), RegistryError> {
+        if peer.is_root() || peer.uid == self.owner_uid {
+            Ok(())
+        } else {
+            tracing::warn!(uid = peer.uid, pid = ?peer.pid, action = what, "registry write denied");
+            Err(RegistryError::NotAllowed(what))
+        }
+    }
+
+    pub async fn register(
+        &self,
+        peer: &PeerCred,
+        p: RegisterParams,
+    ) -> Result<StatusResult, RegistryError> {
+        self.may_write(peer, "register services")?;
+        check_name(&p.service)?;
+        let endpoint = Endpoint::parse(&p.endpoint)?;
+        if p.api_v < 1 {
+            return Err(RegistryError::BadApiVersion(p.api_v));
+        }
+        tracing::info!(service = %p.service, %endpoint, api_v = p.api_v, uid = peer.uid, "registered");
+        self.store
+            .put(Entry {
+                service: p.service,
+                endpoint: endpoint.to_string(),
+                api_v: p.api_v,
+            })
+            .await?;
+        Ok(StatusResult::new("registered"))
+    }
+
+    pub async fn deregister(
+        &self,
+        peer: &PeerCred,
+        p: ServiceParams,
+    ) -> Result<StatusResult, RegistryError> {
+        self.may_write(peer, "deregister services")?;
+        check_name(&p.service)?;
+        if self.store.remove(&p.service).await? {
+            tracing::info!(service = %p.service, uid = peer.uid, "deregistered");
+            Ok(StatusResult::new("deregistered"))
+        } else {
+            Err(RegistryError::NotFound(p.service))
+        }
+    }
+
+    pub async fn resolve(&self, p: ServiceParams) -> Result<ResolveResult, RegistryError> {
+        check_name(&p.service)?;
+        match self.store.get(&p.service).await? {
+            Some(e) => Ok(ResolveResult {
+                endpoint: e.endpoint,
+                api_v: e.api_v,
+            }),
+            None => Err(RegistryError::NotFound(p.service)),
+        }
+    }
+
+    pub async fn list(&self) -> Result<ListResult, RegistryError> {
+        Ok(ListResult {
+            services: self.store.list().await?,
+        })
+    }
+}
+
+/// The registry's method table.
+pub fn router<S: RegistryStore>(registry: Arc<Registry<S>>) -> Router {
+    let (r1, r2, r3, r4) = (
+        registry.clone(),
+        registry.clone(),
+        registry.clone(),
+        registry,
+    );
+    Router::new("registry", env!("CARGO_PKG_VERSION"))
+        .method::<Register, _, _, _>(move |call: Call, p| {
+            let r = r1.clone();
+            async move { r.register(&call.peer, p).await }
+        })
+        .method::<Deregister, _, _, _>(move |call: Call, p| {
+            let r = r2.clone();
+            async move { r.deregister(&call.peer, p).await }
+        })
+        .method::<Resolve, _, _, _>(move |_call: Call, p| {
+            let r = r3.clone();
+            async move { r.resolve(p).await }
+        })
+        .method::<List, _, _, _>(move |_call: Call, _p: NoParams| {
+            let r = r4.clone();
+            async move { r.list().await }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(uid: u32) -> PeerCred {
+        PeerCred {
+            pid: Some(1),
+            uid,
+            gid: uid,
+        }
+    }
+
+    fn reg(service: &str, endpoint: &str, api_v: i64) -> RegisterParams {
+        RegisterParams {
+            service: service.into(),
+            endpoint: endpoint.into(),
+            api_v,
+        }
+    }
+
+    fn code(e: RegistryError) -> ErrorCode {
+        ErrorBody::from(e).code
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["fs", "a", "my-svc2", &format!("a{}", "b".repeat(62))] {
+            check_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "Fs",
+            "1fs",
+            "-x",
+            "fs.sock",
+            "a b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn register_resolve_list_deregister() {
+        let r = Registry::new(MemoryStore::default(), 1000);
+        r.register(&peer(0), reg("fs", "unix:///run/strata/fs.sock", 1))
+            .await
+            .unwrap();
+        r.register(&peer(1000), reg("billing", "unix:///run/b.sock", 2))
+            .await
+            .unwrap();
+        let got = r
+            .resolve(ServiceParams {
+                service: "fs".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.endpoint, "unix:///run/strata/fs.sock");
+        let all = r.list().await.unwrap().services;
+        assert_eq!(
+            all.iter().map(|e| e.service.as_str()).collect::<Vec<_>>(),
+            ["billing", "fs"]
+        );
+        // Re-registering replaces.
+        r.register(&peer(0), reg("fs", "unix:///other/fs.sock", 3))
+            .await
+            .unwrap();
+        let got = r
+            .resolve(ServiceParams {
+                service: "fs".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.endpoint.as_str(), got.api_v),
+            ("unix:///other/fs.sock", 3)
+        );
+        r.deregister(
+            &peer(0),
+            ServiceParams {
+                service: "fs".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let e = r
+            .resolve(ServiceParams {
+                service: "fs".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::NotFound);
+        let e = r
+            .deregister(
+                &peer(0),
+                ServiceParams {
+                    service: "fs".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::NotFound);
+    }
+
+    #[tokio::test]
+    async fn only_root_or_owner_may_write() {
+        let r = Registry::new(MemoryStore::default(), 1000);
+        let e = r
+            .register(&peer(1001), reg("fs", "unix:///x.sock", 1))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::PermissionDenied);
+        r.register(&peer(0), reg("fs", "unix:///x.sock", 1))
+            .await
+            .unwrap();
+        let e = r
+            .deregister(
+                &peer(1001),
+                ServiceParams {
+                    service: "fs".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::PermissionDenied);
+        assert!(r
+            .resolve(ServiceParams {
+                service: "fs".into()
+            })
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn bad_input_names_the_field() {
+        let r = Registry::new(MemoryStore::default(), 0);
+        for (p, field) in [
+            (reg("Bad", "unix:///x.sock", 1), "service"),
+            (reg("ok", "tcp://1.2.3.4:5", 1), "endpoint"),
+            (reg("ok", "unix://rel.sock", 1), "endpoint"),
+            (reg("ok", "unix:///x.sock", 0), "api_v"),
+            (reg("ok", "unix:///x.sock", -3), "api_v"),
+        ] {
+            let body = ErrorBody::from(r.register(&peer(0), p).await.unwrap_err());
+            assert_eq!(body.code, ErrorCode::InvalidArgument);
+            assert_eq!(body.details["field"], field, "{}", body.message);
+        }
+        assert!(
+            r.list().await.unwrap().services.is_empty(),
+            "nothing half-written"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! `strata-registry`: serves the registry on `<runtime dir>/registry.sock`.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use strata_ipc::{paths, Server, ServerConfig};
+use strata_registry::{router, MemoryStore, Registry};
+
+#[derive(Parser)]
+#[command(version, about = "Strata service registry")]
+struct Args {
+    /// Runtime directory for the socket (default: $STRATA_RUNTIME_DIR, /run/strata for root).
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// Permission bits of the socket, in octal.
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    socket_mode: u32,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{s}` is not an octal mode like 660"))
+}
+
+fn main() -> anyhow::Result<()> {
+    strata_ipc::logging::init();
+    let args = Args::parse();
+    let runtime_dir = args.runtime_dir.unwrap_or_else(paths::runtime_dir);
+    let mut config = ServerConfig::new(paths::socket_path(&runtime_dir, "registry"));
+    config.socket_mode = args.socket_mode;
+    let own_uid = strata_ipc::PeerCred::current_process().uid;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let registry = Arc::new(Registry::new(MemoryStore::default(), own_uid));
+        let server = Server::bind(config, router(registry))?;
+        server.serve_until_signal().await?;
+        Ok(())
+    })
+}

@@ -98,7 +98,7 @@ fn main() {
     let (n, secs) = if quick {
         (5_000, Duration::from_millis(500))
     } else {
-        (50_000, Duration::from_secs(3))
+        (30_000, Duration::from_secs(2))
     };
     let dir = tempfile::tempdir().unwrap();
     let ipc_path = dir.path().join("bench.sock");
@@ -127,26 +127,60 @@ fn main() {
         .unwrap();
     clients.block_on(async {
         println!("payload: {} bytes per request frame", payload().len());
+        println!("rounds: {ROUNDS}, interleaved; each figure is the median over the rounds");
+        // [server][round] -> (p50, p99, rps with 1 conn, rps with 16 conns)
+        let targets = [("bare echo", &echo_path), ("strata ipc", &ipc_path)];
+        let mut results = vec![Vec::new(); targets.len()];
+        for _ in 0..ROUNDS {
+            for (i, (_, path)) in targets.iter().enumerate() {
+                let lat = latencies(path, n).await;
+                let one = throughput((*path).clone(), 1, secs).await;
+                let sixteen = throughput((*path).clone(), 16, secs).await;
+                results[i].push((pct(&lat, 0.50), pct(&lat, 0.99), one, sixteen));
+            }
+        }
         println!(
             "{:<12} {:>10} {:>10} {:>14} {:>14}",
             "server", "p50", "p99", "1 conn rps", "16 conn rps"
         );
-        let mut p50s = Vec::new();
-        for (name, path) in [("bare echo", &echo_path), ("strata ipc", &ipc_path)] {
-            let lat = latencies(path, n).await;
-            let one = throughput(path.clone(), 1, secs).await;
-            let sixteen = throughput(path.clone(), 16, secs).await;
+        let mut medians = Vec::new();
+        for ((name, _), rounds) in targets.iter().zip(&results) {
+            let m = Medians::of(rounds);
             println!(
                 "{:<12} {:>10.1?} {:>10.1?} {:>14.0} {:>14.0}",
-                name,
-                pct(&lat, 0.50),
-                pct(&lat, 0.99),
-                one,
-                sixteen
+                name, m.p50, m.p99, m.one, m.sixteen
             );
-            p50s.push(pct(&lat, 0.50));
+            medians.push(m);
         }
-        let ratio = p50s[1].as_secs_f64() / p50s[0].as_secs_f64();
+        let ratio = medians[1].p50.as_secs_f64() / medians[0].p50.as_secs_f64();
         println!("p50 ratio strata/echo: {ratio:.2} (target <= 1.5)");
+        println!(
+            "16-conn throughput strata/echo: {:.0}%",
+            100.0 * medians[1].sixteen / medians[0].sixteen
+        );
     });
+}
+
+const ROUNDS: usize = 3;
+
+struct Medians {
+    p50: Duration,
+    p99: Duration,
+    one: f64,
+    sixteen: f64,
+}
+
+impl Medians {
+    fn of(rounds: &[(Duration, Duration, f64, f64)]) -> Medians {
+        fn mid<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        }
+        Medians {
+            p50: mid(rounds.iter().map(|r| r.0).collect()),
+            p99: mid(rounds.iter().map(|r| r.1).collect()),
+            one: mid(rounds.iter().map(|r| r.2).collect()),
+            sixteen: mid(rounds.iter().map(|r| r.3).collect()),
+        }
+    }
 }

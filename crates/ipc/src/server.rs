@@ -8,16 +8,22 @@
 use crate::router::{encode, Router};
 use crate::PeerCred;
 use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use strata_proto::{frame_codec, is_frame_too_large, ErrorBody, ErrorCode, Response};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
-use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -138,9 +144,23 @@ impl Server {
             router,
             socket_id,
         } = self;
-        let stop = CancellationToken::new();
+        let clock = Clock {
+            epoch: std::time::Instant::now(),
+        };
+        let watches = Arc::new(Watches::default());
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        let sweeper = {
+            let (watches, config) = (Arc::clone(&watches), Arc::clone(&config));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(sweep_interval(&config));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    watches.sweep(clock.now_ms(), &config);
+                }
+            })
+        };
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -148,10 +168,12 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
                         Ok(permit) => {
-                            let (router, config, stop) =
-                                (Arc::clone(&router), Arc::clone(&config), stop.clone());
+                            let watch = Arc::new(Watch::new(clock.now_ms()));
+                            let id = watches.add(Arc::clone(&watch));
+                            let (router, watches) = (Arc::clone(&router), Arc::clone(&watches));
                             tracker.spawn(async move {
-                                serve_connection(stream, &router, &config, &stop).await;
+                                serve_connection(stream, &router, watch, clock).await;
+                                watches.remove(id);
                                 drop(permit);
                             });
                         }
@@ -168,14 +190,12 @@ impl Server {
         }
         drop(listener);
         remove_own_socket(&config.socket_path, socket_id);
-        stop.cancel();
+        watches.close_all();
         tracker.close();
-        if timeout(config.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
+        if timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
+        sweeper.abort();
         tracing::info!(service = router.service(), "stopped");
     }
 }
@@ -242,17 +262,12 @@ fn refuse(stream: UnixStream) {
 
 enum Next {
     Frame(bytes::BytesMut),
-    /// The client closed, stalled, idled out, broke the framing, or we are stopping.
+    /// The client closed, broke the framing, timed out, or we are stopping.
     Close,
     TooLarge,
 }
 
-async fn serve_connection(
-    stream: UnixStream,
-    router: &Router,
-    config: &ServerConfig,
-    stop: &CancellationToken,
-) {
+async fn serve_connection(stream: UnixStream, router: &Router, watch: Arc<Watch>, clock: Clock) {
     let peer = match stream.peer_cred() {
         Ok(cred) => PeerCred {
             pid: cred.pid(),
@@ -264,10 +279,31 @@ async fn serve_connection(
             return;
         }
     };
-    let mut framed = Framed::new(stream, frame_codec());
+    let io = Watched {
+        inner: stream,
+        watch: Arc::clone(&watch),
+        clock,
+    };
+    let mut framed = Framed::new(io, frame_codec());
     loop {
-        let frame = match next_frame(&mut framed, config, stop).await {
-            Next::Frame(frame) => frame,
+        let next = tokio::select! {
+            biased;
+            _ = watch.kill.cancelled() => Next::Close,
+            next = framed.next() => match next {
+                Some(Ok(frame)) => Next::Frame(frame),
+                Some(Err(e)) if is_frame_too_large(&e) => Next::TooLarge,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "read failed; closing");
+                    Next::Close
+                }
+                None => Next::Close,
+            },
+        };
+        let reply = match next {
+            Next::Frame(frame) => {
+                watch.enter(Phase::Handling, clock.now_ms());
+                router.dispatch(peer, &frame).await
+            }
             Next::Close => return,
             Next::TooLarge => {
                 let error = ErrorBody::new(
@@ -277,72 +313,210 @@ async fn serve_connection(
                         strata_proto::MAX_FRAME
                     ),
                 );
+                watch.enter(Phase::Writing, clock.now_ms());
                 let reply = encode(&Response::<()>::failure("", error));
-                let _ = timeout(config.frame_timeout, framed.send(reply)).await;
+                tokio::select! {
+                    biased;
+                    _ = watch.kill.cancelled() => {}
+                    _ = framed.send(reply) => {}
+                }
                 return;
             }
         };
-        let reply = router.dispatch(peer, &frame).await;
-        match timeout(config.frame_timeout, framed.send(reply)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "write failed; closing");
-                return;
-            }
-            Err(_) => {
+        watch.enter(Phase::Writing, clock.now_ms());
+        let sent = tokio::select! {
+            biased;
+            _ = watch.kill.cancelled() => {
                 tracing::debug!("client did not read its response in time; closing");
                 return;
+            }
+            sent = framed.send(reply) => sent,
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "write failed; closing");
+            return;
+        }
+        let phase = if framed.read_buffer().is_empty() {
+            Phase::Waiting
+        } else {
+            Phase::Partial
+        };
+        watch.enter(phase, clock.now_ms());
+        if watch.closing.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// Milliseconds since the server started: cheap, monotonic, fits with a phase in a u64.
+#[derive(Clone, Copy)]
+struct Clock {
+    epoch: std::time::Instant,
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Where a connection is in its request cycle; each phase but `Handling` has a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: the idle timeout runs.
+    Waiting = 0,
+    /// Part of a frame has arrived: the frame timeout runs.
+    Partial = 1,
+    /// A handler is working: no deadline here (handlers bound their own work).
+    Handling = 2,
+    /// The response is being written: the frame timeout runs.
+    Writing = 3,
+}
+
+/// A connection's deadlines, kept as atomics so that one sweeper task per server enforces
+/// them all. Arming a timer per request costs more than the rest of a round trip, so the
+/// hot path only stores a phase and a timestamp.
+struct Watch {
+    /// `since_ms << 2 | phase`.
+    state: AtomicU64,
+    /// Set at shutdown: finish the request in hand, then close.
+    closing: AtomicBool,
+    /// Cancelled by the sweeper (deadline passed) or at shutdown (connection idle).
+    kill: CancellationToken,
+}
+
+impl Watch {
+    fn new(now_ms: u64) -> Watch {
+        Watch {
+            state: AtomicU64::new(now_ms << 2 | Phase::Waiting as u64),
+            closing: AtomicBool::new(false),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    fn enter(&self, phase: Phase, now_ms: u64) {
+        self.state
+            .store(now_ms << 2 | phase as u64, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> (Phase, u64) {
+        let v = self.state.load(Ordering::SeqCst);
+        let phase = match v & 3 {
+            0 => Phase::Waiting,
+            1 => Phase::Partial,
+            2 => Phase::Handling,
+            _ => Phase::Writing,
+        };
+        (phase, v >> 2)
+    }
+
+    /// The first bytes of a frame arrived while waiting: the frame deadline starts now.
+    fn bytes_arrived(&self, now_ms: u64) {
+        let waiting = self.state.load(Ordering::Relaxed);
+        if waiting & 3 == Phase::Waiting as u64 {
+            self.enter(Phase::Partial, now_ms);
+        }
+    }
+
+    fn expired(&self, now_ms: u64, config: &ServerConfig) -> bool {
+        let (phase, since) = self.get();
+        let limit = match phase {
+            Phase::Waiting => config.idle_timeout,
+            Phase::Partial | Phase::Writing => config.frame_timeout,
+            Phase::Handling => return false,
+        };
+        now_ms.saturating_sub(since) >= limit.as_millis() as u64
+    }
+}
+
+/// The live connections' watches, for the sweeper and for shutdown.
+#[derive(Default)]
+struct Watches {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<Watch>>>,
+}
+
+impl Watches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Watch>>> {
+        // Entries are inserted and removed whole; a poisoned map is still consistent.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, watch: Arc<Watch>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, watch);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Close every connection whose deadline has passed.
+    fn sweep(&self, now_ms: u64, config: &ServerConfig) {
+        for watch in self.lock().values() {
+            if watch.expired(now_ms, config) {
+                watch.kill.cancel();
+            }
+        }
+    }
+
+    /// Close idle connections now and the busy ones after their current request.
+    fn close_all(&self) {
+        for watch in self.lock().values() {
+            watch.closing.store(true, Ordering::SeqCst);
+            // Paired with the connection's SeqCst `enter(Waiting)` then `closing` load:
+            // either we see it waiting and kill it, or it sees `closing` and leaves.
+            if matches!(watch.get().0, Phase::Waiting | Phase::Partial) {
+                watch.kill.cancel();
             }
         }
     }
 }
 
-/// Wait for the next whole frame, enforcing the frame and idle deadlines.
-async fn next_frame(
-    framed: &mut Framed<UnixStream, LengthDelimitedCodec>,
-    config: &ServerConfig,
-    stop: &CancellationToken,
-) -> Next {
-    let waiting_since = Instant::now();
-    let mut partial_since: Option<Instant> = None;
-    // How often an idle wait looks for a frame that has started but not finished.
-    let check_every = (config.frame_timeout / 4).max(Duration::from_millis(5));
-    loop {
-        let now = Instant::now();
-        if framed.read_buffer().is_empty() {
-            partial_since = None;
-        } else if partial_since.is_none() {
-            partial_since = Some(now);
+/// How often the sweeper looks: often enough to enforce the shorter deadline within a
+/// quarter of it, never more than once a second.
+fn sweep_interval(config: &ServerConfig) -> Duration {
+    (config.frame_timeout.min(config.idle_timeout) / 4)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// The connection's stream, noting when the first bytes of a frame arrive.
+struct Watched {
+    inner: UnixStream,
+    watch: Arc<Watch>,
+    clock: Clock,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.bytes_arrived(self.clock.now_ms());
         }
-        let deadline = match partial_since {
-            Some(started) => started + config.frame_timeout,
-            None => waiting_since + config.idle_timeout,
-        };
-        if now >= deadline {
-            tracing::debug!(
-                partial = partial_since.is_some(),
-                "connection timed out; closing"
-            );
-            return Next::Close;
-        }
-        let wake = if partial_since.is_some() {
-            deadline
-        } else {
-            deadline.min(now + check_every)
-        };
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Next::Close,
-            next = framed.next() => return match next {
-                Some(Ok(frame)) => Next::Frame(frame),
-                Some(Err(e)) if is_frame_too_large(&e) => Next::TooLarge,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "read failed; closing");
-                    Next::Close
-                }
-                None => Next::Close,
-            },
-            _ = sleep_until(wake) => {}
-        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -1,13 +1,12 @@
 //! The frame codec: a 4-byte big-endian unsigned length, then that many bytes of UTF-8
 //! JSON, at most [`MAX_FRAME`] bytes. We use tokio-util's length-delimited codec rather
 //! than our own so that partial reads, oversize lengths and buffer management are handled
-//! by code with years of use behind it.
+//! by code with years of use behind it. A declared length above [`MAX_FRAME`] is a
+//! protocol error that the decoder reports from the header alone, without allocating.
 
 use tokio_util::codec::{length_delimited::LengthDelimitedCodecError, LengthDelimitedCodec};
 
-/// Largest payload a frame may carry: 1 MiB. A larger declared length is a protocol error
-/// and the decoder refuses it from the header alone, without allocating the payload.
-pub const MAX_FRAME: usize = 1 << 20;
+pub use crate::MAX_FRAME;
 
 /// A codec for Strata frames, in both directions.
 pub fn frame_codec() -> LengthDelimitedCodec {

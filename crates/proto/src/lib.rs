@@ -5,12 +5,17 @@
 //! Strata socket is defined here, so a change to the wire shows up as a change to this
 //! crate (and to `api/protocol.md`).
 
+#[cfg(feature = "codec")]
 pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod methods;
 
-pub use codec::{frame_codec, is_frame_too_large, MAX_FRAME};
+#[cfg(feature = "codec")]
+pub use codec::{frame_codec, is_frame_too_large};
+
+/// Largest payload a frame may carry: 1 MiB.
+pub const MAX_FRAME: usize = 1 << 20;
 pub use envelope::{
     parse_params, parse_request, Auth, Request, RequestError, Response, PROTOCOL_VERSION,
 };

@@ -1,0 +1,430 @@
+//! [`authorize`]: the one function that decides whether a verified capability may call a
+//! method (SPEC §1, invariant 3). Services call it; they never re-implement any part of it.
+
+use crate::claims::Claims;
+use crate::clock::{Clock, Timestamp};
+use crate::error::quoted;
+use crate::ids::{split_method, CapId};
+use crate::rate::RateLimiter;
+use crate::revocation::RevocationSet;
+use std::fmt;
+use std::time::Duration;
+use strata_proto::ErrorCode;
+
+/// What [`authorize`] consults besides the claims: the time, the revocations and the rate
+/// buckets. Build one per request with [`AuthContext::new`], which reads the clock once.
+#[derive(Clone, Copy)]
+pub struct AuthContext<'a> {
+    /// Wall-clock time, compared with `exp` and `nbf`.
+    pub now: Timestamp,
+    /// Monotonic time, for the rate buckets.
+    pub monotonic: Duration,
+    /// Revoked capabilities.
+    pub revocations: &'a RevocationSet,
+    /// Per-capability rate buckets.
+    pub rate_limiter: &'a RateLimiter,
+}
+
+impl<'a> AuthContext<'a> {
+    /// A context reading the time from `clock` now.
+    pub fn new(
+        clock: &dyn Clock,
+        revocations: &'a RevocationSet,
+        rate_limiter: &'a RateLimiter,
+    ) -> AuthContext<'a> {
+        AuthContext {
+            now: clock.now(),
+            monotonic: clock.monotonic(),
+            revocations,
+            rate_limiter,
+        }
+    }
+}
+
+impl fmt::Debug for AuthContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthContext")
+            .field("now", &self.now)
+            .field("monotonic", &self.monotonic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`authorize`] said no.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenialKind {
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `exp` has passed.
+    Expired,
+    /// The capability, or one it was delegated from, was revoked.
+    Revoked,
+    /// The method's name has no `service.` prefix.
+    BadMethod,
+    /// The token is for another service.
+    WrongService,
+    /// The token grants neither the right nor the legacy action for the method.
+    MissingRight,
+    /// The capability's rate limit is used up; retry after the given time.
+    RateLimited { retry_after: Duration },
+}
+
+impl DenialKind {
+    /// The protocol error code for this kind of refusal.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            DenialKind::NotYetValid | DenialKind::Expired | DenialKind::Revoked => {
+                ErrorCode::Unauthenticated
+            }
+            DenialKind::BadMethod | DenialKind::WrongService | DenialKind::MissingRight => {
+                ErrorCode::PermissionDenied
+            }
+            DenialKind::RateLimited { .. } => ErrorCode::ResourceExhausted,
+        }
+    }
+}
+
+/// A refusal from [`authorize`]: a kind (for code mapping and audit) and a reason for the
+/// person who was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Denial {
+    kind: DenialKind,
+    reason: String,
+}
+
+impl Denial {
+    fn new(kind: DenialKind, reason: String) -> Denial {
+        Denial { kind, reason }
+    }
+
+    /// Why, as a value.
+    pub fn kind(&self) -> DenialKind {
+        self.kind
+    }
+
+    /// Why, in words.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The protocol error code to answer with: expired, not yet valid or revoked →
+    /// `UNAUTHENTICATED`; wrong service or missing right → `PERMISSION_DENIED`; rate limit
+    /// → `RESOURCE_EXHAUSTED`.
+    pub fn code(&self) -> ErrorCode {
+        self.kind.code()
+    }
+}
+
+/// Decides whether the capability in `claims` may call `method` (e.g. `fs.read`) now.
+///
+/// In order, each failure ending the check:
+/// 1. `nbf` ≤ now < `exp` on `ctx`'s wall clock;
+/// 2. neither the capability nor any of its `parents` is revoked;
+/// 3. the token's `service` is the method's service (the part before the first dot);
+/// 4. the token grants the method: a right equal to the full method name, or a legacy
+///    action equal to the part after the first dot;
+/// 5. the capability's rate limit, if any, has room: one request is taken from the
+///    capability's bucket. Only requests that pass 1–4 take from the bucket.
+///
+/// `path_prefix` is not checked here: fs enforces it by resolving paths beneath the prefix
+/// ([`Claims::path_prefix`]). The claims must come from a verified token
+/// ([`Verifier::verify`](crate::Verifier::verify)); a token whose constraints could not be
+/// parsed was already refused there (fail closed).
+pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result<(), Denial> {
+    if let Some(nbf) = claims.nbf {
+        if ctx.now < nbf {
+            return Err(Denial::new(
+                DenialKind::NotYetValid,
+                format!("token is not valid before {nbf}"),
+            ));
+        }
+    }
+    if ctx.now >= claims.exp {
+        return Err(Denial::new(
+            DenialKind::Expired,
+            format!("token expired at {}", claims.exp),
+        ));
+    }
+
+    check_revocation(claims, ctx.revocations)?;
+
+    let Some((service, action)) = split_method(method) else {
+        return Err(Denial::new(
+            DenialKind::BadMethod,
+            format!(
+                "method {} is not of the form service.method",
+                quoted(method)
+            ),
+        ));
+    };
+    if claims.service != service {
+        return Err(Denial::new(
+            DenialKind::WrongService,
+            format!(
+                "token is for service {}, not {}",
+                quoted(&claims.service),
+                quoted(service)
+            ),
+        ));
+    }
+    let granted = claims.rights.iter().any(|r| r.as_str() == method)
+        || claims.actions.iter().any(|a| a == action);
+    if !granted {
+        return Err(Denial::new(
+            DenialKind::MissingRight,
+            format!("token does not grant {}", quoted(method)),
+        ));
+    }
+
+    if let Some(limit) = claims.rate_limit() {
+        if let Err(retry_after) = ctx.rate_limiter.check(&claims.jti, limit, ctx.monotonic) {
+            return Err(Denial::new(
+                DenialKind::RateLimited { retry_after },
+                format!(
+                    "rate limit {limit} for this capability is used up; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_revocation(claims: &Claims, revocations: &RevocationSet) -> Result<(), Denial> {
+    if revocations.is_empty() {
+        return Ok(());
+    }
+    let revoked = |id: &CapId, what: &str| {
+        Denial::new(DenialKind::Revoked, format!("{what} {id} has been revoked"))
+    };
+    if revocations.is_revoked(&claims.jti) {
+        return Err(revoked(&claims.jti, "capability"));
+    }
+    for parent in &claims.parents {
+        if revocations.is_revoked(parent) {
+            return Err(revoked(
+                parent,
+                "this capability was delegated from capability",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::Constraints;
+    use crate::clock::ManualClock;
+
+    const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+    fn claims() -> Claims {
+        Claims {
+            jti: CapId::from_bytes([0xab; 16]),
+            sub: "uid:1000".into(),
+            iss: "identity@node-1".into(),
+            aud: "strata".into(),
+            iat: Timestamp::from_unix_seconds(T0),
+            exp: Timestamp::from_unix_seconds(T0 + 3600),
+            nbf: None,
+            service: "fs".into(),
+            actions: vec![],
+            rights: vec!["fs.read".parse().unwrap(), "fs.open".parse().unwrap()],
+            constraints: Constraints::default(),
+            parents: vec![],
+        }
+    }
+
+    struct Fixture {
+        clock: ManualClock,
+        revocations: RevocationSet,
+        limiter: RateLimiter,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                clock: ManualClock::new(Timestamp::from_unix_seconds(T0 + 60)),
+                revocations: RevocationSet::new(),
+                limiter: RateLimiter::new(64),
+            }
+        }
+
+        fn check(&self, claims: &Claims, method: &str) -> Result<(), Denial> {
+            authorize(
+                claims,
+                method,
+                &AuthContext::new(&self.clock, &self.revocations, &self.limiter),
+            )
+        }
+    }
+
+    fn kind(r: Result<(), Denial>) -> DenialKind {
+        r.expect_err("expected a denial").kind()
+    }
+
+    #[test]
+    fn grants_a_held_right() {
+        let f = Fixture::new();
+        assert_eq!(f.check(&claims(), "fs.read"), Ok(()));
+        assert_eq!(f.check(&claims(), "fs.open"), Ok(()));
+    }
+
+    #[test]
+    fn refuses_a_missing_right_as_permission_denied() {
+        let f = Fixture::new();
+        let denial = f.check(&claims(), "fs.list").unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::MissingRight);
+        assert_eq!(denial.code(), ErrorCode::PermissionDenied);
+        assert!(denial.reason().contains("fs.list"), "{denial}");
+    }
+
+    #[test]
+    fn refuses_another_service_even_with_a_matching_action() {
+        let f = Fixture::new();
+        let mut c = claims();
+        c.actions = vec!["read".into()];
+        let denial = f.check(&c, "registry.read").unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::WrongService);
+        assert_eq!(denial.code(), ErrorCode::PermissionDenied);
+    }
+
+    #[test]
+    fn a_right_for_another_service_does_not_grant() {
+        // Service must match even if a right names the method exactly.
+        let f = Fixture::new();
+        let mut c = claims();
+        c.rights = vec!["registry.list".parse().unwrap()];
+        assert_eq!(kind(f.check(&c, "registry.list")), DenialKind::WrongService);
+        assert_eq!(kind(f.check(&c, "fs.list")), DenialKind::MissingRight);
+    }
+
+    #[test]
+    fn legacy_actions_match_the_part_after_the_first_dot() {
+        let f = Fixture::new();
+        let mut c = claims();
+        c.rights.clear();
+        c.actions = vec!["read".into()];
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+        assert_eq!(kind(f.check(&c, "fs.open")), DenialKind::MissingRight);
+
+        c.service = "supervisor".into();
+        c.actions = vec!["svc.start".into()];
+        assert_eq!(f.check(&c, "supervisor.svc.start"), Ok(()));
+        c.actions = vec!["start".into()];
+        assert_eq!(
+            kind(f.check(&c, "supervisor.svc.start")),
+            DenialKind::MissingRight
+        );
+    }
+
+    #[test]
+    fn refuses_a_method_without_a_service() {
+        let f = Fixture::new();
+        assert_eq!(kind(f.check(&claims(), "read")), DenialKind::BadMethod);
+        assert_eq!(kind(f.check(&claims(), "")), DenialKind::BadMethod);
+    }
+
+    #[test]
+    fn expiry_is_exclusive_and_unauthenticated() {
+        let f = Fixture::new();
+        let c = claims();
+        f.clock.set_wall(Timestamp::from_unix_seconds(T0 + 3599));
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+        f.clock.advance(Duration::from_secs(1));
+        let denial = f.check(&c, "fs.read").unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::Expired);
+        assert_eq!(denial.code(), ErrorCode::Unauthenticated);
+        assert!(denial.reason().contains("2026-01-01T01:00:00Z"), "{denial}");
+    }
+
+    #[test]
+    fn not_before_is_enforced() {
+        let f = Fixture::new();
+        let mut c = claims();
+        c.nbf = Some(Timestamp::from_unix_seconds(T0 + 120));
+        let denial = f.check(&c, "fs.read").unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::NotYetValid);
+        assert_eq!(denial.code(), ErrorCode::Unauthenticated);
+        f.clock.advance(Duration::from_secs(60));
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+    }
+
+    #[test]
+    fn revocation_of_the_capability_or_any_ancestor_denies() {
+        let f = Fixture::new();
+        let root = CapId::from_bytes([1; 16]);
+        let middle = CapId::from_bytes([2; 16]);
+        let mut c = claims();
+        c.parents = vec![root, middle];
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+
+        f.revocations.insert(CapId::from_bytes([9; 16]), None);
+        assert_eq!(f.check(&c, "fs.read"), Ok(()), "unrelated revocation");
+
+        f.revocations.insert(middle, None);
+        let denial = f.check(&c, "fs.read").unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::Revoked);
+        assert_eq!(denial.code(), ErrorCode::Unauthenticated);
+
+        let f = Fixture::new();
+        f.revocations.insert(root, None);
+        assert_eq!(kind(f.check(&c, "fs.read")), DenialKind::Revoked);
+
+        let f = Fixture::new();
+        f.revocations.insert(c.jti, None);
+        assert_eq!(kind(f.check(&c, "fs.read")), DenialKind::Revoked);
+    }
+
+    #[test]
+    fn rate_limit_is_per_capability_and_resource_exhausted() {
+        let f = Fixture::new();
+        let mut c = claims();
+        c.constraints.rate_limit = Some("2rps".parse().unwrap());
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+        let denial = f.check(&c, "fs.read").unwrap_err();
+        assert_eq!(
+            denial.kind(),
+            DenialKind::RateLimited {
+                retry_after: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(denial.code(), ErrorCode::ResourceExhausted);
+
+        // Another capability has its own bucket.
+        let mut other = c.clone();
+        other.jti = CapId::from_bytes([0xcd; 16]);
+        assert_eq!(f.check(&other, "fs.read"), Ok(()));
+
+        f.clock.advance(Duration::from_millis(500));
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+        assert!(f.check(&c, "fs.read").is_err());
+    }
+
+    #[test]
+    fn denied_requests_do_not_use_up_the_rate_limit() {
+        let f = Fixture::new();
+        let mut c = claims();
+        c.constraints.rate_limit = Some("1rph".parse().unwrap());
+        for _ in 0..10 {
+            assert_eq!(kind(f.check(&c, "fs.list")), DenialKind::MissingRight);
+        }
+        assert_eq!(f.check(&c, "fs.read"), Ok(()));
+        assert!(matches!(
+            kind(f.check(&c, "fs.read")),
+            DenialKind::RateLimited { .. }
+        ));
+    }
+
+    #[test]
+    fn denial_converts_to_the_crate_error_with_the_same_code() {
+        let f = Fixture::new();
+        let denial = f.check(&claims(), "fs.list").unwrap_err();
+        let err = crate::Error::from(denial.clone());
+        assert_eq!(err.code(), ErrorCode::PermissionDenied);
+        assert_eq!(err.to_string(), denial.reason());
+    }
+}

@@ -1,0 +1,271 @@
+//! Support for tests that run real Strata binaries.
+//!
+//! - [`binary`] finds (building if needed) a workspace binary in the same profile as the
+//!   running test, so `cargo test -p any-crate` works without a prior build.
+//! - [`Proc`] owns a child process and kills it (and its process group) on drop, so a
+//!   failing test never leaves a server behind.
+//! - [`Sandbox`] is a temporary runtime + state directory pair.
+//! - [`wait_until`] polls with a deadline instead of sleeping.
+//! - [`call`] speaks the wire protocol with a deliberately independent, blocking
+//!   implementation, so tests check the servers against the spec rather than against the
+//!   project's own client.
+//!
+//! Not for production code.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Generous deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// The target directory of the running test binary (`target/<profile>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash>
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// Path to the workspace binary `name`, built in the running test's profile if it is
+/// missing or older than this test binary.
+pub fn binary(name: &str) -> PathBuf {
+    let dir = profile_dir();
+    let path = dir.join(name);
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let test_exe_time = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|m| m.modified())
+        .ok();
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .zip(test_exe_time)
+        .is_some_and(|(bin, test)| bin >= test);
+    if !fresh {
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
+        if profile != "debug" {
+            cmd.args([
+                "--profile",
+                if profile == "release" {
+                    "release"
+                } else {
+                    profile
+                },
+            ]);
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// A child process that is killed, with its whole process group, when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    pub name: String,
+}
+
+impl Proc {
+    /// Start `cmd` in a new process group; its stdout/stderr go to the test's stderr
+    /// unless the caller redirected them.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        cmd.process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child: Some(child),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Send a signal to the process (not the group).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a pid we own; a stale pid at worst returns ESRCH.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Wait for exit up to `timeout`; `None` if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .expect("running")
+            .try_wait()
+            .expect("try_wait")
+            .is_some()
+    }
+
+    pub fn take_child(&mut self) -> Child {
+        self.child.take().expect("running")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            // SAFETY: signalling the process group we created for this child.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Temporary runtime and state directories for one test.
+pub struct Sandbox {
+    root: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let root = tempfile::Builder::new()
+            .prefix("strata-test-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir(root.path().join("run")).unwrap();
+        std::fs::create_dir(root.path().join("state")).unwrap();
+        Sandbox { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.path().join("run")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+
+    pub fn socket(&self, service: &str) -> PathBuf {
+        self.runtime_dir().join(format!("{service}.sock"))
+    }
+
+    /// A command for a workspace binary with this sandbox's directories in its
+    /// environment.
+    pub fn command(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(binary(bin));
+        cmd.env("STRATA_RUNTIME_DIR", self.runtime_dir())
+            .env("STRATA_STATE_DIR", self.state_dir())
+            .env_remove("STRATA_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Let other users traverse the sandbox (for tests that drop privileges).
+    pub fn open_to_all(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [self.root(), &self.runtime_dir(), &self.state_dir()] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+}
+
+/// Poll `cond` until it holds or `timeout` passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One request over a fresh connection, with the wire format written out by hand.
+pub fn call(
+    socket: &Path,
+    method: &str,
+    params: Value,
+    token: Option<&str>,
+) -> std::io::Result<Value> {
+    let mut req = serde_json::json!({"v": 1, "req_id": "t1", "method": method, "params": params});
+    if let Some(t) = token {
+        req["auth"] = serde_json::json!({"token": t});
+    }
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    write_frame(&mut stream, &serde_json::to_vec(&req).unwrap())?;
+    let reply = read_frame(&mut stream)?;
+    serde_json::from_slice(&reply)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+pub fn write_frame(stream: &mut UnixStream, payload: &[u8]) -> std::io::Result<()> {
+    stream.write_all(&(payload.len() as u32).to_be_bytes())?;
+    stream.write_all(payload)
+}
+
+pub fn read_frame(stream: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Whether `socket` answers `sys.health` with ok.
+pub fn healthy(socket: &Path) -> bool {
+    call(socket, "sys.health", serde_json::json!({}), None).is_ok_and(|r| r["ok"] == true)
+}
+
+/// Whether this test process runs as root (needed to drop privileges or use cgroups).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Print why a test is skipped; returns true when it should be.
+pub fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        false
+    } else {
+        eprintln!("SKIPPED {test}: needs root (CI runs as root)");
+        true
+    }
+}

@@ -10,13 +10,13 @@ use crate::PeerCred;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use strata_proto::{frame_codec, is_frame_too_large, ErrorBody, ErrorCode, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -192,7 +192,10 @@ impl Server {
         remove_own_socket(&config.socket_path, socket_id);
         watches.close_all();
         tracker.close();
-        if timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        if timeout(config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
         sweeper.abort();

@@ -1,6 +1,6 @@
 //! `fs.*`: capability-gated file access.
 
-use super::method;
+use super::{method, StatusResult};
 use serde::{Deserialize, Serialize};
 
 fn default_mode() -> String {
@@ -48,6 +48,12 @@ pub struct ListParams {
     /// Relative directory; empty or `.` is the prefix itself.
     #[serde(default)]
     pub path: String,
+    /// Most entries to return (the server applies its default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// `next_cursor` of the previous page; absent for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +66,31 @@ pub struct DirEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListResult {
     pub entries: Vec<DirEntry>,
+    /// Present when more entries may follow: pass it as `cursor` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloseParams {
+    pub handle: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatParams {
+    /// Relative path; empty or `.` is the prefix itself.
+    #[serde(default)]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatResult {
+    pub size: u64,
+    pub is_dir: bool,
+    /// Last modification time, RFC 3339 in UTC.
+    pub modified: String,
+    /// Permission bits (`st_mode & 0o7777`), e.g. 420 for `0644`.
+    pub mode: u32,
 }
 
 method!(
@@ -82,4 +113,18 @@ method!(
     "fs.list",
     ListParams,
     ListResult
+);
+method!(
+    /// Close a handle opened with the same capability.
+    Close,
+    "fs.close",
+    CloseParams,
+    StatusResult
+);
+method!(
+    /// Size, type, modification time and permission bits of a path beneath the prefix.
+    Stat,
+    "fs.stat",
+    StatParams,
+    StatResult
 );

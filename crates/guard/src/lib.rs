@@ -1,0 +1,331 @@
+//! The verifier side of capabilities, for every service that accepts tokens.
+//!
+//! A [`Guard`] holds identity's trusted keys and the revocation list, keeps both in step
+//! with identity through a long poll (`identity.revocations`), and answers one question
+//! per request: may this caller's token call this method? The decision itself is
+//! [`strata_cap::authorize`]; the guard supplies its inputs and turns the answer into a
+//! protocol error.
+//!
+//! The revocation guarantee ("once `identity.revoke` has answered ok, no request sent
+//! afterwards may succeed with that token") rests on three rules:
+//! - Identity answers a revocation only after every connected guard has polled again with
+//!   a `since` at or past it, i.e. has applied it (or has stopped answering for longer
+//!   than identity's acknowledgement timeout).
+//! - A guard that has never synced answers protected requests UNAVAILABLE.
+//! - A guard whose poll connection is down tries a fresh poll before each protected
+//!   request: if identity answers, the guard is up to date before it decides; if identity
+//!   is unreachable, no revocation can be made either, so the list it holds is complete
+//!   and it serves with it.
+//!
+//! Not here: what a service does with a capability once authorized (fs's path prefix, its
+//! handles), and auditing (services record their own denials).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use strata_cap::{
+    AuthContext, CapId, Claims, PublicKey, RateLimiter, RevocationSet, SystemClock, Timestamp,
+    TrustedKey, TrustedKeys, Verifier,
+};
+use strata_ipc::{Call, Client, Endpoint};
+use strata_proto::methods::identity::{KeyInfo, Revocations, RevocationsParams, RevocationsResult};
+use strata_proto::{ErrorBody, ErrorCode};
+use tokio::sync::broadcast;
+
+/// How long a background poll waits at identity when nothing happens.
+const POLL_WAIT: Duration = Duration::from_secs(25);
+/// Deadline for the quick poll made before a request while the subscription is down.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Where a guard finds identity and how it names itself there.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// Identity is reached at `<runtime_dir>/identity.sock`, never through the registry:
+    /// the runtime directory is the trust anchor for who may speak as identity.
+    pub runtime_dir: PathBuf,
+    /// Name of the subscribing service, e.g. `fs` (shown in identity's logs).
+    pub subscriber: String,
+}
+
+/// A service's view of which capabilities are good.
+pub struct Guard {
+    verifier: Verifier,
+    revoked: RevocationSet,
+    limiter: RateLimiter,
+    clock: SystemClock,
+    revoked_tx: broadcast::Sender<CapId>,
+    sync: SyncState,
+    source: Option<Source>,
+}
+
+struct Source {
+    endpoint: Endpoint,
+    subscriber: String,
+    /// One catch-up poll at a time; the others wait for its outcome.
+    catch_up: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// The complete revocation list has been loaded at least once.
+    synced_once: AtomicBool,
+    /// The background poll is connected and current.
+    live: AtomicBool,
+    seq: AtomicU64,
+    keys_epoch: AtomicU64,
+    store_id: Mutex<Option<String>>,
+}
+
+/// Test control for an offline guard: plays identity's revocation feed.
+pub struct GuardHandle {
+    guard: Arc<Guard>,
+}
+
+impl GuardHandle {
+    pub fn revoke(&self, cap: CapId) {
+        self.guard.learn_revoked(cap, None);
+    }
+}
+
+impl Guard {
+    /// A guard following identity. Spawns its subscription; call inside a Tokio runtime.
+    pub fn start(config: GuardConfig) -> Arc<Guard> {
+        let socket = strata_ipc::paths::socket_path(&config.runtime_dir, "identity");
+        let endpoint = match Endpoint::unix(&socket) {
+            Ok(e) => e,
+            Err(e) => panic!("identity socket path is unusable: {e}"),
+        };
+        let guard = Arc::new(Guard::new(
+            Arc::new(TrustedKeys::new([])),
+            Some(Source {
+                endpoint,
+                subscriber: config.subscriber,
+                catch_up: tokio::sync::Mutex::new(()),
+            }),
+        ));
+        tokio::spawn(subscribe(Arc::clone(&guard)));
+        guard
+    }
+
+    /// A guard with fixed keys and no identity (tests, tools). Synced from the start.
+    pub fn offline(keys: Arc<TrustedKeys>) -> (Arc<Guard>, GuardHandle) {
+        let guard = Arc::new(Guard::new(keys, None));
+        guard.sync.synced_once.store(true, Ordering::SeqCst);
+        guard.sync.live.store(true, Ordering::SeqCst);
+        let handle = GuardHandle {
+            guard: Arc::clone(&guard),
+        };
+        (guard, handle)
+    }
+
+    fn new(keys: Arc<TrustedKeys>, source: Option<Source>) -> Guard {
+        let (revoked_tx, _) = broadcast::channel(4096);
+        Guard {
+            verifier: Verifier::new(keys, Verifier::DEFAULT_CACHE_CAPACITY),
+            revoked: RevocationSet::new(),
+            limiter: RateLimiter::default(),
+            clock: SystemClock::new(),
+            revoked_tx,
+            sync: SyncState::default(),
+            source,
+        }
+    }
+
+    /// Authorize a protected request: the token is present, verified, current, not
+    /// revoked (nor any ancestor), for this service, carries the right, and is within its
+    /// rate limit. UNAVAILABLE until the revocation list has been loaded once.
+    pub async fn authorize(&self, call: &Call, method: &str) -> Result<Arc<Claims>, ErrorBody> {
+        let Some(token) = call.token() else {
+            return Err(ErrorBody::new(
+                ErrorCode::Unauthenticated,
+                format!("{method} needs a capability token in `auth.token`"),
+            ));
+        };
+        if !self.sync.live.load(Ordering::SeqCst) {
+            self.catch_up().await?;
+        }
+        let ctx = AuthContext::new(&self.clock, &self.revoked, &self.limiter);
+        self.verifier
+            .authorize_request(token, method, &ctx)
+            .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
+    }
+
+    /// Whether `claims` or any of its ancestors is revoked.
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        self.revoked.is_revoked(&claims.jti)
+            || claims.parents.iter().any(|p| self.revoked.is_revoked(p))
+    }
+
+    /// Every cap_id revoked from now on, as the guard learns it.
+    pub fn revocations(&self) -> broadcast::Receiver<CapId> {
+        self.revoked_tx.subscribe()
+    }
+
+    /// Facts for `sys.health`.
+    pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "revocations_synced".into(),
+            self.sync.synced_once.load(Ordering::SeqCst).into(),
+        );
+        m.insert(
+            "identity_connected".into(),
+            self.sync.live.load(Ordering::SeqCst).into(),
+        );
+        m.insert(
+            "revocation_seq".into(),
+            self.sync.seq.load(Ordering::SeqCst).into(),
+        );
+        m.insert(
+            "trusted_keys".into(),
+            self.verifier.keys().keys().len().into(),
+        );
+        m
+    }
+
+    /// Before a request while the subscription is down: ask identity once. If it answers,
+    /// apply what it says; if it cannot be reached, serve with the list we hold (no
+    /// revocation can be made while identity is down), unless we never had one.
+    async fn catch_up(&self) -> Result<(), ErrorBody> {
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        let _one_at_a_time = source.catch_up.lock().await;
+        if self.sync.live.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut client = Client::new(source.endpoint.clone());
+        client.set_timeout(CATCH_UP_TIMEOUT);
+        match client
+            .call::<Revocations>(&self.poll_params(source, 0))
+            .await
+        {
+            Ok(result) => {
+                self.apply(result);
+                Ok(())
+            }
+            Err(e) if self.sync.synced_once.load(Ordering::SeqCst) => {
+                tracing::debug!(error = %e, "identity unreachable; serving with the revocation list held");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no revocation list yet; refusing protected requests");
+                Err(ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "waiting for the revocation list from identity; try again shortly",
+                ))
+            }
+        }
+    }
+
+    fn poll_params(&self, source: &Source, wait: u64) -> RevocationsParams {
+        let synced = self.sync.synced_once.load(Ordering::SeqCst);
+        RevocationsParams {
+            since: if synced {
+                self.sync.seq.load(Ordering::SeqCst)
+            } else {
+                0
+            },
+            keys_epoch: self.sync.keys_epoch.load(Ordering::SeqCst),
+            store_id: self.lock_store_id().clone(),
+            wait_ms: wait,
+            subscriber: source.subscriber.clone(),
+        }
+    }
+
+    fn lock_store_id(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.sync.store_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply one answer from identity: keys first (so a new kid is trusted before any
+    /// token signed with it could be seen), then revocations, then the sequence number.
+    fn apply(&self, result: RevocationsResult) {
+        if let Some(keys) = &result.keys {
+            match trusted_keys(keys) {
+                Ok(trusted) => {
+                    self.verifier.keys().replace(trusted);
+                    self.sync
+                        .keys_epoch
+                        .store(result.keys_epoch, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "identity sent a key we cannot use; keeping the old set")
+                }
+            }
+        }
+        if result.full {
+            // A complete list replaces ours only by adding: a revocation is never undone,
+            // and entries identity pruned have expired anyway.
+            tracing::info!(
+                count = result.revocations.len(),
+                "loaded the full revocation list"
+            );
+        }
+        for r in &result.revocations {
+            match r.cap_id.parse::<CapId>() {
+                Ok(cap) => {
+                    let expires = r.expires.map(Timestamp::from_unix_seconds);
+                    self.learn_revoked(cap, expires);
+                }
+                Err(e) => {
+                    tracing::error!(cap_id = %r.cap_id, error = %e, "unusable revocation entry")
+                }
+            }
+        }
+        *self.lock_store_id() = Some(result.store_id);
+        self.sync.seq.store(result.seq, Ordering::SeqCst);
+        self.sync.synced_once.store(true, Ordering::SeqCst);
+    }
+
+    fn learn_revoked(&self, cap: CapId, expires: Option<Timestamp>) {
+        if self.revoked.insert(cap, expires) {
+            let _ = self.revoked_tx.send(cap);
+        }
+    }
+}
+
+fn trusted_keys(keys: &[KeyInfo]) -> Result<Vec<TrustedKey>, String> {
+    keys.iter()
+        .map(|k| {
+            let public = PublicKey::from_base64(&k.public_key).map_err(|e| e.to_string())?;
+            let mut trusted = TrustedKey::new(public);
+            if let Some(t) = &k.not_before {
+                trusted = trusted.not_before(t.parse::<Timestamp>().map_err(|e| e.to_string())?);
+            }
+            if let Some(t) = &k.not_after {
+                trusted = trusted.not_after(t.parse::<Timestamp>().map_err(|e| e.to_string())?);
+            }
+            Ok(trusted)
+        })
+        .collect()
+}
+
+/// The background subscription: long-poll identity forever, marking the guard live only
+/// while a poll on the current connection has succeeded.
+async fn subscribe(guard: Arc<Guard>) {
+    let Some(source) = &guard.source else { return };
+    let mut backoff = Duration::from_millis(20);
+    let mut client = Client::new(source.endpoint.clone());
+    client.set_timeout(POLL_WAIT + Duration::from_secs(5));
+    loop {
+        let params = guard.poll_params(source, POLL_WAIT.as_millis() as u64);
+        match client.call::<Revocations>(&params).await {
+            Ok(result) => {
+                guard.apply(result);
+                guard.sync.live.store(true, Ordering::SeqCst);
+                backoff = Duration::from_millis(20);
+            }
+            Err(e) => {
+                let was_live = guard.sync.live.swap(false, Ordering::SeqCst);
+                if was_live {
+                    tracing::warn!(error = %e, "lost identity; will catch up before each request until it is back");
+                }
+                client = Client::new(source.endpoint.clone());
+                client.set_timeout(POLL_WAIT + Duration::from_secs(5));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

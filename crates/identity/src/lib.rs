@@ -1,0 +1,899 @@
+//! The identity service: the only signer of capabilities.
+//!
+//! It owns the signing key (0600 in the state dir, created once and reused), issues tokens
+//! to callers the issuance policy allows (judged by kernel peer credentials), lets any
+//! holder delegate a weaker child, revokes durably, and feeds every verifier the trusted
+//! keys and the revocation list through a long poll (`identity.revocations`).
+//!
+//! A revocation is answered only when it is durable (redb, fsync'd) and every connected
+//! verifier has acknowledged it by polling again past it (see `strata-guard`), so once
+//! `identity.revoke` says ok no verifier on the node serves the revoked token.
+//!
+//! Not here: checking tokens for other services (each verifies locally with
+//! `strata-guard`), and path resolution (fs).
+
+pub mod policy;
+pub mod store;
+
+use policy::{is_within, per_second, Policy};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use store::{CapRecord, RetiredKey, Store};
+use strata_audit::Audit;
+use strata_cap::{
+    CapId, Claims, Clock, Constraints, PathPrefix, PublicKey, RateLimit, RevocationSet, Right,
+    SigningKey, SystemClock, Timestamp, TokenVersion, TrustedKey, TrustedKeys, Verifier,
+};
+use strata_ipc::{Call, PeerCred, Router};
+use strata_proto::methods::identity::{
+    Delegate, DelegateParams, Introspect, IntrospectParams, IntrospectResult, Issue, IssueParams,
+    IssueResult, KeyInfo, Keys, KeysResult, Revocation, Revocations, RevocationsParams,
+    RevocationsResult, Revoke, RevokeParams, Rotate, RotateResult,
+};
+use strata_proto::methods::{NoParams, StatusResult};
+use strata_proto::{ErrorBody, ErrorCode};
+use tokio::sync::{watch, Notify};
+
+/// Lifetime when `ttl_seconds` is absent.
+pub const DEFAULT_TTL_SECONDS: i64 = 3600;
+/// The longest lifetime anyone, admins included, may obtain: 30 days. A rotated-out key
+/// stays trusted this long, so every token it signed can run its course.
+pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
+/// How long a revocation or rotation waits for connected verifiers to acknowledge it.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// A verifier that has not polled for this long is no longer waited for.
+const SUBSCRIBER_GRACE: Duration = Duration::from_secs(1);
+/// The longest a long poll is held open.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("`{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("no capability `{0}` is known")]
+    NotFound(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IdentityError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> IdentityError {
+        IdentityError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<store::StoreError> for IdentityError {
+    fn from(e: store::StoreError) -> Self {
+        IdentityError::Internal(e.to_string())
+    }
+}
+
+impl From<strata_cap::Error> for IdentityError {
+    fn from(e: strata_cap::Error) -> Self {
+        match e.code() {
+            ErrorCode::Unauthenticated => IdentityError::Unauthenticated(e.to_string()),
+            ErrorCode::PermissionDenied | ErrorCode::ResourceExhausted => {
+                IdentityError::Denied(e.to_string())
+            }
+            _ => IdentityError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<IdentityError> for ErrorBody {
+    fn from(e: IdentityError) -> ErrorBody {
+        match &e {
+            IdentityError::Invalid { field, .. } => {
+                ErrorBody::new(ErrorCode::InvalidArgument, e.to_string())
+                    .with_details(json!({ "field": field }))
+            }
+            IdentityError::Unauthenticated(_) => {
+                ErrorBody::new(ErrorCode::Unauthenticated, e.to_string())
+            }
+            IdentityError::Denied(_) => ErrorBody::new(ErrorCode::PermissionDenied, e.to_string()),
+            IdentityError::NotFound(_) => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
+            IdentityError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                ErrorBody::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// Where identity keeps things and whom it trusts.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub runtime_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub node_id: String,
+    /// Issuance policy file; `None` or a missing file means admins only.
+    pub policy: Option<PathBuf>,
+}
+
+/// A verifier following the revocation feed.
+struct Subscriber {
+    acked_seq: u64,
+    acked_epoch: u64,
+    polling: bool,
+    last_seen: Instant,
+}
+
+pub struct Identity {
+    node_id: String,
+    own_uid: u32,
+    key_path: PathBuf,
+    pub_path: PathBuf,
+    signer: RwLock<Arc<SigningKey>>,
+    verifier: Verifier,
+    revoked: RevocationSet,
+    store: Store,
+    policy: Policy,
+    clock: SystemClock,
+    audit: Audit,
+    /// (latest revocation seq, key epoch); pollers wait on changes.
+    events: watch::Sender<(u64, u64)>,
+    subscribers: Mutex<HashMap<String, Subscriber>>,
+    acks: Notify,
+    /// Serialises rotations.
+    rotating: tokio::sync::Mutex<()>,
+}
+
+impl Identity {
+    /// Open (or create) identity's key and store, load the revocations, and publish
+    /// `identity.pub`.
+    pub fn open(config: &IdentityConfig) -> anyhow::Result<Identity> {
+        use anyhow::Context;
+        let dir = config.state_dir.join("identity");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        let key_path = dir.join("signing.key");
+        let (signer, origin) = SigningKey::load_or_create(&key_path)?;
+        tracing::info!(kid = %signer.kid(TokenVersion::V2), ?origin, "signing key ready");
+        let store = Store::open(&dir.join("identity.redb"))?;
+        let policy = match &config.policy {
+            Some(p) if p.exists() => Policy::load(p)?,
+            Some(p) => {
+                tracing::warn!(path = %p.display(), "no issuance policy file: only admins may issue");
+                Policy::default()
+            }
+            None => Policy::default(),
+        };
+        let revoked = RevocationSet::new();
+        revoked.extend(store.revocations_since(0)?.into_iter().filter_map(|r| {
+            let cap = r.cap_id.parse::<CapId>().ok()?;
+            Some((cap, r.expires.map(Timestamp::from_unix_seconds)))
+        }));
+        let seq = store.last_seq()?;
+        let epoch = store.keys_epoch()?;
+        let audit = Audit::open(&config.state_dir, "identity")?;
+        let identity = Identity {
+            node_id: config.node_id.clone(),
+            own_uid: PeerCred::current_process().uid,
+            key_path,
+            pub_path: config.runtime_dir.join("identity.pub"),
+            verifier: Verifier::new(
+                Arc::new(TrustedKeys::new([])),
+                Verifier::DEFAULT_CACHE_CAPACITY,
+            ),
+            signer: RwLock::new(Arc::new(signer)),
+            revoked,
+            store,
+            policy,
+            clock: SystemClock::new(),
+            audit,
+            events: watch::channel((seq, epoch)).0,
+            subscribers: Mutex::new(HashMap::new()),
+            acks: Notify::new(),
+            rotating: tokio::sync::Mutex::new(()),
+        };
+        identity.refresh_trusted_keys()?;
+        identity.publish_public_key()?;
+        tracing::info!(
+            revocations = identity.revoked.len(),
+            seq,
+            "revocation list loaded"
+        );
+        Ok(identity)
+    }
+
+    fn signer(&self) -> Arc<SigningKey> {
+        Arc::clone(&self.signer.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn is_admin(&self, peer: &PeerCred) -> bool {
+        peer.uid == 0 || peer.uid == self.own_uid
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The current key and every retired key still within its window.
+    fn key_infos(&self) -> Result<Vec<KeyInfo>, IdentityError> {
+        let current = self.signer();
+        let mut keys = vec![KeyInfo {
+            kid: current.kid(TokenVersion::V2).to_string(),
+            public_key: current.public_key().to_base64(),
+            not_before: None,
+            not_after: None,
+            current: true,
+        }];
+        let now = self.now().unix_seconds();
+        for (kid, retired) in self.store.retired_keys()? {
+            if retired.not_after > now && kid != keys[0].kid {
+                keys.push(KeyInfo {
+                    kid,
+                    public_key: retired.public_key,
+                    not_before: None,
+                    not_after: Some(Timestamp::from_unix_seconds(retired.not_after).to_string()),
+                    current: false,
+                });
+            }
+        }
+        Ok(keys)
+    }
+
+    fn refresh_trusted_keys(&self) -> Result<(), IdentityError> {
+        let mut trusted = Vec::new();
+        for k in self.key_infos()? {
+            let pk = PublicKey::from_base64(&k.public_key)?;
+            let mut t = TrustedKey::new(pk);
+            if let Some(na) = &k.not_after {
+                t = t.not_after(na.parse::<Timestamp>()?);
+            }
+            trusted.push(t);
+        }
+        self.verifier.keys().replace(trusted);
+        Ok(())
+    }
+
+    fn publish_public_key(&self) -> Result<(), IdentityError> {
+        self.signer()
+            .public_key()
+            .write_file(&self.pub_path)
+            .map_err(|e| IdentityError::Internal(format!("cannot write identity.pub: {e}")))
+    }
+
+    /// Verify a presented token: signature, key, time window, and revocation of it and
+    /// every ancestor.
+    fn check_token(&self, token: &str) -> Result<Arc<Claims>, IdentityError> {
+        let now = self.now();
+        let claims = self.verifier.verify(token, now)?;
+        if claims.exp <= now {
+            return Err(IdentityError::Unauthenticated("token has expired".into()));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(IdentityError::Unauthenticated(
+                "token is not valid yet".into(),
+            ));
+        }
+        if self.is_revoked(&claims) {
+            return Err(IdentityError::Unauthenticated(
+                "token has been revoked".into(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    fn is_revoked(&self, claims: &Claims) -> bool {
+        self.revoked.is_revoked(&claims.jti)
+            || claims.parents.iter().any(|p| self.revoked.is_revoked(p))
+    }
+
+    fn deny(
+        &self,
+        peer: &PeerCred,
+        method: &str,
+        reason: String,
+        cap: Option<&CapId>,
+    ) -> IdentityError {
+        self.audit.record(
+            "auth.denied",
+            Some(peer),
+            json!({"method": method, "reason": reason, "cap_id": cap.map(|c| c.to_string())}),
+        );
+        IdentityError::Denied(reason)
+    }
+
+    fn mint(&self, claims: &Claims) -> Result<IssueResult, IdentityError> {
+        let token = self.signer().sign(claims)?;
+        self.store.remember_cap(
+            &claims.jti,
+            &CapRecord {
+                parents: claims.parents.iter().map(ToString::to_string).collect(),
+                expires: claims.exp.unix_seconds(),
+            },
+        )?;
+        Ok(IssueResult {
+            token,
+            cap_id: claims.jti.to_string(),
+            expires: claims.exp.unix_seconds(),
+        })
+    }
+
+    /// `identity.issue`.
+    pub fn issue(&self, peer: &PeerCred, p: IssueParams) -> Result<IssueResult, IdentityError> {
+        let service = p.service.as_str();
+        if !valid_service_name(service) {
+            return Err(IdentityError::invalid(
+                "service",
+                "must match [a-z][a-z0-9-]{0,62}",
+            ));
+        }
+        let rights = requested_rights(service, p.rights.as_deref(), p.actions.as_deref())?;
+        let path_prefix = parse_prefix(p.path_prefix.as_deref())?;
+        let rate_limit = parse_rate(p.rate_limit.as_deref())?;
+        let ttl = p.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+        if ttl <= 0 {
+            return Err(IdentityError::invalid(
+                "ttl_seconds",
+                "must be a positive number of seconds",
+            ));
+        }
+        let max_ttl = if self.is_admin(peer) {
+            MAX_TTL_SECONDS
+        } else {
+            self.policy
+                .max_ttl(peer, service)
+                .unwrap_or(MAX_TTL_SECONDS)
+        };
+        if ttl > max_ttl {
+            return Err(IdentityError::invalid(
+                "ttl_seconds",
+                format!("{ttl} exceeds the maximum of {max_ttl} seconds"),
+            ));
+        }
+        if !self.is_admin(peer) {
+            let request = policy::Request {
+                service,
+                rights: &rights,
+                path_prefix: path_prefix.as_ref(),
+                ttl_seconds: ttl,
+                rate_limit,
+            };
+            if let Err(reason) = self.policy.check(peer, &request) {
+                return Err(self.deny(peer, "identity.issue", reason, None));
+            }
+        }
+        let now = self.now();
+        let claims = Claims {
+            jti: CapId::random()?,
+            sub: format!("uid:{}", peer.uid),
+            iss: format!("identity@{}", self.node_id),
+            aud: "strata".into(),
+            iat: now,
+            exp: now.saturating_add(Duration::from_secs(ttl as u64)),
+            nbf: None,
+            service: service.to_owned(),
+            actions: rights.iter().map(|r| r.method().to_owned()).collect(),
+            rights,
+            constraints: Constraints {
+                path_prefix,
+                rate_limit,
+            },
+            parents: Vec::new(),
+        };
+        let issued = self.mint(&claims)?;
+        self.audit.record(
+            "cap.issued",
+            Some(peer),
+            json!({"cap_id": issued.cap_id, "service": claims.service,
+                   "rights": claims.rights, "path_prefix": claims.constraints.path_prefix,
+                   "expires": issued.expires}),
+        );
+        Ok(issued)
+    }
+
+    /// `identity.delegate`: a child no stronger than the presented parent.
+    pub fn delegate(
+        &self,
+        peer: &PeerCred,
+        p: DelegateParams,
+    ) -> Result<IssueResult, IdentityError> {
+        let parent = self.check_token(&p.token)?;
+        let refuse =
+            |reason: String| self.deny(peer, "identity.delegate", reason, Some(&parent.jti));
+        let parent_rights: BTreeSet<String> = effective_rights(&parent);
+        let rights = match &p.rights {
+            None => parent_rights
+                .iter()
+                .map(|r| r.parse())
+                .collect::<Result<Vec<Right>, _>>()?,
+            Some(list) => {
+                let rights = requested_rights(&parent.service, Some(list), None)?;
+                if let Some(extra) = rights.iter().find(|r| !parent_rights.contains(r.as_str())) {
+                    return Err(refuse(format!(
+                        "right `{extra}` is not in the parent capability"
+                    )));
+                }
+                rights
+            }
+        };
+        let path_prefix = match (
+            parse_prefix(p.path_prefix.as_deref())?,
+            &parent.constraints.path_prefix,
+        ) {
+            (None, inherited) => inherited.clone(),
+            (Some(child), Some(parent_prefix)) if !is_within(&child, parent_prefix) => {
+                return Err(refuse(format!(
+                    "path_prefix `{child}` is outside the parent's `{parent_prefix}`"
+                )))
+            }
+            (Some(child), _) => Some(child),
+        };
+        let now = self.now();
+        let exp = match p.ttl_seconds {
+            None => parent.exp,
+            Some(ttl) if ttl <= 0 => {
+                return Err(IdentityError::invalid(
+                    "ttl_seconds",
+                    "must be a positive number of seconds",
+                ))
+            }
+            Some(ttl) => {
+                let exp = now.saturating_add(Duration::from_secs(ttl as u64));
+                if exp > parent.exp {
+                    return Err(refuse(format!(
+                        "ttl_seconds {ttl} would outlive the parent capability (expires {})",
+                        parent.exp
+                    )));
+                }
+                exp
+            }
+        };
+        let rate_limit = match (
+            parse_rate(p.rate_limit.as_deref())?,
+            parent.constraints.rate_limit,
+        ) {
+            (None, inherited) => inherited,
+            (Some(child), Some(limit)) if per_second(child) > per_second(limit) => {
+                return Err(refuse(format!(
+                    "rate_limit {child} is above the parent's {limit}"
+                )))
+            }
+            (Some(child), _) => Some(child),
+        };
+        let mut parents = parent.parents.clone();
+        parents.push(parent.jti);
+        let claims = Claims {
+            jti: CapId::random()?,
+            sub: parent.sub.clone(),
+            iss: format!("identity@{}", self.node_id),
+            aud: "strata".into(),
+            iat: now,
+            exp,
+            nbf: None,
+            service: parent.service.clone(),
+            actions: rights.iter().map(|r| r.method().to_owned()).collect(),
+            rights,
+            constraints: Constraints {
+                path_prefix,
+                rate_limit,
+            },
+            parents,
+        };
+        let issued = self.mint(&claims)?;
+        self.audit.record(
+            "cap.delegated",
+            Some(peer),
+            json!({"cap_id": issued.cap_id, "parent": parent.jti.to_string(),
+                   "rights": claims.rights, "path_prefix": claims.constraints.path_prefix,
+                   "expires": issued.expires}),
+        );
+        Ok(issued)
+    }
+
+    /// `identity.revoke`: durable, then acknowledged by every connected verifier.
+    pub async fn revoke(
+        &self,
+        call: &Call,
+        p: RevokeParams,
+    ) -> Result<StatusResult, IdentityError> {
+        let cap: CapId = p.cap_id.parse().map_err(|_| {
+            IdentityError::invalid("cap_id", "must be a capability id (32 hex digits)")
+        })?;
+        let known = self.store.cap(&cap)?;
+        if !self.is_admin(&call.peer) {
+            let Some(token) = call.token() else {
+                return Err(self.deny(
+                    &call.peer,
+                    "identity.revoke",
+                    "revoking needs admin credentials, or the capability or an ancestor of it in `auth.token`".into(),
+                    Some(&cap),
+                ));
+            };
+            let holder = self.check_token(token)?;
+            let is_self = holder.jti == cap;
+            let is_ancestor = known
+                .as_ref()
+                .is_some_and(|k| k.parents.iter().any(|a| *a == holder.jti.to_string()));
+            if !is_self && !is_ancestor {
+                return Err(self.deny(
+                    &call.peer,
+                    "identity.revoke",
+                    "the presented token is neither this capability nor an ancestor of it".into(),
+                    Some(&cap),
+                ));
+            }
+        }
+        let expires = known.map(|k| k.expires);
+        let record = self
+            .store
+            .revoke(&cap, expires, self.now().unix_seconds())?;
+        self.revoked
+            .insert(cap, expires.map(Timestamp::from_unix_seconds));
+        self.events
+            .send_modify(|(seq, _)| *seq = (*seq).max(record.seq));
+        let acked = self.wait_for_acks(record.seq, 0).await;
+        self.audit.record(
+            "cap.revoked",
+            Some(&call.peer),
+            json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked}),
+        );
+        Ok(StatusResult::new("revoked"))
+    }
+
+    /// `identity.introspect`.
+    pub fn introspect(&self, p: IntrospectParams) -> IntrospectResult {
+        let now = self.now();
+        let kid = kid_of(&p.token);
+        match self.verifier.verify_uncached(&p.token, now) {
+            Ok(claims) => {
+                let expired = claims.exp <= now;
+                let early = claims.nbf.is_some_and(|nbf| nbf > now);
+                let revoked = self.is_revoked(&claims);
+                let reason = if revoked {
+                    Some("revoked".to_owned())
+                } else if expired {
+                    Some("expired".to_owned())
+                } else if early {
+                    Some("not valid yet".to_owned())
+                } else {
+                    None
+                };
+                IntrospectResult {
+                    claims: serde_json::to_value(&claims).unwrap_or(serde_json::Value::Null),
+                    valid: reason.is_none(),
+                    expired,
+                    revoked,
+                    kid,
+                    reason,
+                }
+            }
+            Err(e) => IntrospectResult {
+                claims: serde_json::Value::Null,
+                valid: false,
+                expired: false,
+                revoked: false,
+                kid,
+                reason: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// `identity.keys`.
+    pub fn keys(&self) -> Result<KeysResult, IdentityError> {
+        Ok(KeysResult {
+            keys: self.key_infos()?,
+            keys_epoch: self.events.borrow().1,
+        })
+    }
+
+    /// `identity.rotate` (admin): a new current key; the old one stays trusted for
+    /// [`MAX_TTL_SECONDS`] so every token it signed runs its course.
+    pub async fn rotate(&self, peer: &PeerCred) -> Result<RotateResult, IdentityError> {
+        if !self.is_admin(peer) {
+            return Err(self.deny(
+                peer,
+                "identity.rotate",
+                "only admins may rotate the signing key".into(),
+                None,
+            ));
+        }
+        let _one = self.rotating.lock().await;
+        let old = self.signer();
+        let old_kid = old.kid(TokenVersion::V2).to_string();
+        let next_path = self.key_path.with_extension("key.next");
+        let _ = std::fs::remove_file(&next_path);
+        let next = SigningKey::create(&next_path)?;
+        let retired = RetiredKey {
+            public_key: old.public_key().to_base64(),
+            not_after: self.now().unix_seconds() + MAX_TTL_SECONDS,
+        };
+        // Retire the old key first: if we crash before the rename, the old key is still
+        // current and merely also listed as retired, which changes nothing.
+        let epoch = self.store.retire_key(&old_kid, &retired)?;
+        std::fs::rename(&next_path, &self.key_path)
+            .and_then(|_| sync_dir(self.key_path.parent().unwrap_or(Path::new("."))))
+            .map_err(|e| IdentityError::Internal(format!("cannot install the new key: {e}")))?;
+        let kid = next.kid(TokenVersion::V2).to_string();
+        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        self.refresh_trusted_keys()?;
+        self.publish_public_key()?;
+        self.events.send_modify(|(_, e)| *e = epoch);
+        self.wait_for_acks(0, epoch).await;
+        self.audit.record(
+            "key.rotated",
+            Some(peer),
+            json!({"kid": kid, "retired": old_kid}),
+        );
+        Ok(RotateResult {
+            kid,
+            keys_epoch: epoch,
+        })
+    }
+
+    /// `identity.revocations`: answer at once if the caller is behind, else hold the poll
+    /// until something changes or `wait_ms` passes. Polling with `since = n` acknowledges
+    /// everything up to `n`.
+    pub async fn revocations(
+        &self,
+        call: &Call,
+        p: RevocationsParams,
+    ) -> Result<RevocationsResult, IdentityError> {
+        let id = format!("{}[pid {}]", p.subscriber, call.peer.pid.unwrap_or(0));
+        let same_store = p
+            .store_id
+            .as_deref()
+            .is_none_or(|s| s == self.store.store_id());
+        let since = if same_store { p.since } else { 0 };
+        self.note_poll(&id, since, p.keys_epoch, true);
+        let _done = PollGuard {
+            identity: self,
+            id: id.clone(),
+        };
+        let mut rx = self.events.subscribe();
+        let behind = |&(seq, epoch): &(u64, u64)| seq > since || epoch != p.keys_epoch;
+        if !behind(&rx.borrow_and_update()) && p.wait_ms > 0 {
+            let wait = Duration::from_millis(p.wait_ms).min(MAX_POLL_WAIT);
+            let _ = tokio::time::timeout(wait, rx.wait_for(behind)).await;
+        }
+        let (seq, epoch) = *self.events.borrow();
+        let revocations = self
+            .store
+            .revocations_since(since)?
+            .into_iter()
+            .map(|r| Revocation {
+                seq: r.seq,
+                cap_id: r.cap_id,
+                expires: r.expires,
+            })
+            .collect();
+        Ok(RevocationsResult {
+            store_id: self.store.store_id().to_owned(),
+            seq,
+            full: since == 0,
+            revocations,
+            keys_epoch: epoch,
+            keys: (epoch != p.keys_epoch)
+                .then(|| self.key_infos())
+                .transpose()?,
+        })
+    }
+
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Subscriber>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note_poll(&self, id: &str, acked_seq: u64, acked_epoch: u64, polling: bool) {
+        {
+            let mut subs = self.subscribers();
+            let now = Instant::now();
+            subs.retain(|_, s| {
+                s.polling || now.duration_since(s.last_seen) < Duration::from_secs(60)
+            });
+            let sub = subs.entry(id.to_owned()).or_insert(Subscriber {
+                acked_seq,
+                acked_epoch,
+                polling,
+                last_seen: now,
+            });
+            sub.acked_seq = sub.acked_seq.max(acked_seq);
+            sub.acked_epoch = sub.acked_epoch.max(acked_epoch);
+            sub.polling = polling;
+            sub.last_seen = now;
+        }
+        self.acks.notify_waiters();
+    }
+
+    /// Wait until every live subscriber has acknowledged `seq` and `epoch`, or
+    /// [`ACK_TIMEOUT`]. Returns how many acknowledged.
+    async fn wait_for_acks(&self, seq: u64, epoch: u64) -> usize {
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        loop {
+            let notified = self.acks.notified();
+            let (pending, acked) = {
+                let subs = self.subscribers();
+                let now = Instant::now();
+                let mut pending = Vec::new();
+                let mut acked = 0;
+                for (id, s) in subs.iter() {
+                    let done = s.acked_seq >= seq && s.acked_epoch >= epoch;
+                    let live = s.polling || now.duration_since(s.last_seen) < SUBSCRIBER_GRACE;
+                    if done {
+                        acked += 1;
+                    } else if live {
+                        pending.push(id.clone());
+                    }
+                }
+                (pending, acked)
+            };
+            if pending.is_empty() {
+                return acked;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(
+                    ?pending,
+                    seq,
+                    epoch,
+                    "verifiers did not acknowledge in time"
+                );
+                return acked;
+            }
+        }
+    }
+}
+
+/// Marks a subscriber as no longer polling when its poll ends (answered or abandoned).
+struct PollGuard<'a> {
+    identity: &'a Identity,
+    id: String,
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        self.identity.note_poll(&self.id, 0, 0, false);
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn valid_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Rights from `rights` and legacy `actions`, all for `service`, deduplicated, sorted.
+fn requested_rights(
+    service: &str,
+    rights: Option<&[String]>,
+    actions: Option<&[String]>,
+) -> Result<Vec<Right>, IdentityError> {
+    let mut out = BTreeSet::new();
+    for r in rights.unwrap_or_default() {
+        let right: Right = r.parse().map_err(|_| {
+            IdentityError::invalid("rights", format!("`{r}` is not a right like `fs.read`"))
+        })?;
+        if right.service() != service {
+            return Err(IdentityError::invalid(
+                "rights",
+                format!(
+                    "right `{r}` is for service `{}`, not `{service}`",
+                    right.service()
+                ),
+            ));
+        }
+        out.insert(right);
+    }
+    for a in actions.unwrap_or_default() {
+        let right: Right = format!("{service}.{a}").parse().map_err(|_| {
+            IdentityError::invalid("actions", format!("`{a}` is not an action like `read`"))
+        })?;
+        out.insert(right);
+    }
+    if out.is_empty() {
+        return Err(IdentityError::invalid(
+            "rights",
+            "give at least one right (or legacy action)",
+        ));
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Every right a capability carries, legacy actions included, as full method names.
+fn effective_rights(c: &Claims) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = c.rights.iter().map(|r| r.as_str().to_owned()).collect();
+    set.extend(c.actions.iter().map(|a| format!("{}.{a}", c.service)));
+    set
+}
+
+fn parse_prefix(p: Option<&str>) -> Result<Option<PathPrefix>, IdentityError> {
+    p.map(|p| {
+        p.parse::<PathPrefix>().map_err(|_| {
+            IdentityError::invalid(
+                "path_prefix",
+                format!("`{p}` must be an absolute, normalised path"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn parse_rate(r: Option<&str>) -> Result<Option<RateLimit>, IdentityError> {
+    r.map(|r| {
+        r.parse::<RateLimit>().map_err(|_| {
+            IdentityError::invalid("rate_limit", format!("`{r}` is not a rate like `50rps`"))
+        })
+    })
+    .transpose()
+}
+
+/// The `kid` from a token's footer, if it has a readable one.
+fn kid_of(token: &str) -> Option<String> {
+    let footer = token.splitn(4, '.').nth(3)?;
+    let bytes = base64url_decode(footer)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("kid")?.as_str().map(str::to_owned)
+}
+
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The identity method table.
+pub fn router(identity: Arc<Identity>) -> Router {
+    let id = || Arc::clone(&identity);
+    let (a, b, c, d, e, f, g) = (id(), id(), id(), id(), id(), id(), id());
+    Router::new("identity", env!("CARGO_PKG_VERSION"))
+        .method::<Issue, _, _, _>(move |call: Call, p| {
+            let i = Arc::clone(&a);
+            async move { i.issue(&call.peer, p) }
+        })
+        .method::<Delegate, _, _, _>(move |call: Call, p| {
+            let i = Arc::clone(&b);
+            async move { i.delegate(&call.peer, p) }
+        })
+        .method::<Revoke, _, _, _>(move |call: Call, p| {
+            let i = Arc::clone(&c);
+            async move { i.revoke(&call, p).await }
+        })
+        .method::<Introspect, _, _, _>(move |_call: Call, p| {
+            let i = Arc::clone(&d);
+            async move { Ok::<_, IdentityError>(i.introspect(p)) }
+        })
+        .method::<Keys, _, _, _>(move |_call: Call, _p: NoParams| {
+            let i = Arc::clone(&e);
+            async move { i.keys() }
+        })
+        .method::<Rotate, _, _, _>(move |call: Call, _p: NoParams| {
+            let i = Arc::clone(&f);
+            async move { i.rotate(&call.peer).await }
+        })
+        .method::<Revocations, _, _, _>(move |call: Call, p| {
+            let i = Arc::clone(&g);
+            async move { i.revocations(&call, p).await }
+        })
+}

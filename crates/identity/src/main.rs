@@ -1,0 +1,68 @@
+//! `strata-identity`: serves `identity.sock`, the only signer of capabilities.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use strata_identity::{router, Identity, IdentityConfig};
+use strata_ipc::{paths, Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Strata identity service: mints and revokes capability tokens"
+)]
+struct Args {
+    /// Runtime directory (default: $STRATA_RUNTIME_DIR, /run/strata for root).
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// State directory for the signing key, revocations and audit log
+    /// (default: $STRATA_STATE_DIR, /var/lib/strata for root).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Issuance policy (TOML). Default: <state dir>/issuance.toml when it exists;
+    /// without one only root and identity's own user may issue.
+    #[arg(long, value_name = "FILE", env = "STRATA_ISSUANCE_POLICY")]
+    policy: Option<PathBuf>,
+    /// Permission bits of the socket, in octal.
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    socket_mode: u32,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{s}` is not an octal mode like 660"))
+}
+
+fn main() -> anyhow::Result<()> {
+    strata_ipc::logging::init();
+    let args = Args::parse();
+    let runtime_dir = args.runtime_dir.unwrap_or_else(paths::runtime_dir);
+    let state_dir = args.state_dir.unwrap_or_else(paths::state_dir);
+    let config = IdentityConfig {
+        policy: Some(
+            args.policy
+                .unwrap_or_else(|| state_dir.join("issuance.toml")),
+        ),
+        runtime_dir: runtime_dir.clone(),
+        state_dir,
+        node_id: std::env::var("STRATA_NODE_ID").unwrap_or_else(|_| "local-0".to_owned()),
+    };
+    let mut server_config = ServerConfig::new(paths::socket_path(&runtime_dir, "identity"));
+    server_config.socket_mode = args.socket_mode;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        std::fs::create_dir_all(&runtime_dir)
+            .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
+        let identity = Arc::new(Identity::open(&config)?);
+        let server = Server::bind(server_config, router(identity))?;
+        server.serve_until_signal().await?;
+        Ok(())
+    })
+}

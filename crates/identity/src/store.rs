@@ -1,0 +1,277 @@
+//! Identity's durable state, in one redb file (`<state dir>/identity/identity.redb`):
+//! revocations in sequence order, which caps were issued from which parents, retired
+//! public keys, and counters. A revocation is acknowledged only after its transaction
+//! has committed with immediate durability (fsync).
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use strata_cap::CapId;
+
+/// seq → revocation record (JSON).
+const REVOCATIONS: TableDefinition<u64, &str> = TableDefinition::new("revocations");
+/// cap_id (hex) → seq, so a revocation is recorded once.
+const REVOKED_INDEX: TableDefinition<&str, u64> = TableDefinition::new("revoked_index");
+/// cap_id (hex) → issued-cap record (JSON): parents and expiry.
+const CAPS: TableDefinition<&str, &str> = TableDefinition::new("caps");
+/// kid → retired key record (JSON).
+const RETIRED_KEYS: TableDefinition<&str, &str> = TableDefinition::new("retired_keys");
+/// name → value.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+#[error("identity store: {0}")]
+pub struct StoreError(String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub seq: u64,
+    pub cap_id: String,
+    /// Unix seconds after which the cap has expired anyway, when known.
+    pub expires: Option<i64>,
+    pub revoked_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapRecord {
+    pub parents: Vec<String>,
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    pub public_key: String,
+    pub not_after: i64,
+}
+
+pub struct Store {
+    db: Database,
+    store_id: String,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path).map_err(err)?;
+        let txn = db.begin_write().map_err(err)?;
+        let store_id = {
+            // Create every table so readers never meet a missing one.
+            txn.open_table(REVOCATIONS).map_err(err)?;
+            txn.open_table(REVOKED_INDEX).map_err(err)?;
+            txn.open_table(CAPS).map_err(err)?;
+            txn.open_table(RETIRED_KEYS).map_err(err)?;
+            let mut meta = txn.open_table(META).map_err(err)?;
+            let existing = meta
+                .get("store_id")
+                .map_err(err)?
+                .map(|v| v.value().to_owned());
+            match existing {
+                Some(id) => id,
+                None => {
+                    let id = CapId::random().map_err(err)?.to_string();
+                    meta.insert("store_id", id.as_str()).map_err(err)?;
+                    id
+                }
+            }
+        };
+        txn.commit().map_err(err)?;
+        Ok(Store { db, store_id })
+    }
+
+    /// A random id of this store, so verifiers notice a store that was replaced.
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// Record a revocation durably. Returns the record, new or existing.
+    pub fn revoke(
+        &self,
+        cap_id: &CapId,
+        expires: Option<i64>,
+        now: i64,
+    ) -> Result<RevocationRecord, StoreError> {
+        let key = cap_id.to_string();
+        let txn = self.db.begin_write().map_err(err)?;
+        let record = {
+            let mut index = txn.open_table(REVOKED_INDEX).map_err(err)?;
+            let mut revocations = txn.open_table(REVOCATIONS).map_err(err)?;
+            let existing = index.get(key.as_str()).map_err(err)?.map(|v| v.value());
+            if let Some(seq) = existing {
+                let text = revocations
+                    .get(seq)
+                    .map_err(err)?
+                    .map(|v| v.value().to_owned())
+                    .ok_or_else(|| err("revocation index points at a missing record"))?;
+                return serde_json::from_str(&text).map_err(err);
+            }
+            let seq = revocations
+                .last()
+                .map_err(err)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0)
+                + 1;
+            let record = RevocationRecord {
+                seq,
+                cap_id: key.clone(),
+                expires,
+                revoked_at: now,
+            };
+            let text = serde_json::to_string(&record).map_err(err)?;
+            revocations.insert(seq, text.as_str()).map_err(err)?;
+            index.insert(key.as_str(), seq).map_err(err)?;
+            record
+        };
+        txn.commit().map_err(err)?;
+        Ok(record)
+    }
+
+    /// Every revocation after `since`, in order.
+    pub fn revocations_since(&self, since: u64) -> Result<Vec<RevocationRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(REVOCATIONS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in table.range(since.saturating_add(1)..).map_err(err)? {
+            let (_, v) = item.map_err(err)?;
+            out.push(serde_json::from_str(v.value()).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = txn.open_table(REVOCATIONS).map_err(err)?;
+        let last = table.last().map_err(err)?.map(|(k, _)| k.value());
+        Ok(last.unwrap_or(0))
+    }
+
+    /// Remember an issued cap's parents (for revocation by an ancestor's holder). Not
+    /// fsync'd on its own: it becomes durable with the next durable commit. Losing it in
+    /// a crash only means an ancestor's holder cannot revoke that cap (admin still can).
+    pub fn remember_cap(&self, cap_id: &CapId, record: &CapRecord) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(redb::Durability::None).map_err(err)?;
+        {
+            let mut caps = txn.open_table(CAPS).map_err(err)?;
+            let text = serde_json::to_string(record).map_err(err)?;
+            caps.insert(cap_id.to_string().as_str(), text.as_str())
+                .map_err(err)?;
+        }
+        txn.commit().map_err(err)
+    }
+
+    pub fn cap(&self, cap_id: &CapId) -> Result<Option<CapRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let caps = txn.open_table(CAPS).map_err(err)?;
+        match caps.get(cap_id.to_string().as_str()).map_err(err)? {
+            Some(v) => Ok(Some(serde_json::from_str(v.value()).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Retire a key (durably) and bump the key epoch; returns the new epoch.
+    pub fn retire_key(&self, kid: &str, key: &RetiredKey) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        let epoch = {
+            let mut keys = txn.open_table(RETIRED_KEYS).map_err(err)?;
+            let text = serde_json::to_string(key).map_err(err)?;
+            keys.insert(kid, text.as_str()).map_err(err)?;
+            let mut meta = txn.open_table(META).map_err(err)?;
+            let epoch = meta
+                .get("keys_epoch")
+                .map_err(err)?
+                .and_then(|v| v.value().parse::<u64>().ok())
+                .unwrap_or(1)
+                + 1;
+            meta.insert("keys_epoch", epoch.to_string().as_str())
+                .map_err(err)?;
+            epoch
+        };
+        txn.commit().map_err(err)?;
+        Ok(epoch)
+    }
+
+    pub fn keys_epoch(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let meta = txn.open_table(META).map_err(err)?;
+        Ok(meta
+            .get("keys_epoch")
+            .map_err(err)?
+            .and_then(|v| v.value().parse::<u64>().ok())
+            .unwrap_or(1))
+    }
+
+    pub fn retired_keys(&self) -> Result<Vec<(String, RetiredKey)>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let keys = txn.open_table(RETIRED_KEYS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in keys.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            out.push((
+                k.value().to_owned(),
+                serde_json::from_str(v.value()).map_err(err)?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocations_are_sequenced_idempotent_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.redb");
+        let (a, b) = (CapId::random().unwrap(), CapId::random().unwrap());
+        let id = {
+            let store = Store::open(&path).unwrap();
+            let r1 = store.revoke(&a, Some(100), 1).unwrap();
+            let r2 = store.revoke(&b, None, 2).unwrap();
+            let again = store.revoke(&a, Some(100), 3).unwrap();
+            assert_eq!((r1.seq, r2.seq), (1, 2));
+            assert_eq!(again, r1);
+            store.store_id().to_owned()
+        };
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.store_id(), id);
+        assert_eq!(store.last_seq().unwrap(), 2);
+        let all = store.revocations_since(0).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.cap_id.clone()).collect::<Vec<_>>(),
+            [a.to_string(), b.to_string()]
+        );
+        assert_eq!(store.revocations_since(1).unwrap().len(), 1);
+        assert!(store.revocations_since(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn caps_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("id.redb")).unwrap();
+        let c = CapId::random().unwrap();
+        assert!(store.cap(&c).unwrap().is_none());
+        let rec = CapRecord {
+            parents: vec!["p".into()],
+            expires: 9,
+        };
+        store.remember_cap(&c, &rec).unwrap();
+        assert_eq!(store.cap(&c).unwrap(), Some(rec));
+        assert_eq!(store.keys_epoch().unwrap(), 1);
+        let e = store
+            .retire_key(
+                "k2.pid.x",
+                &RetiredKey {
+                    public_key: "AA".into(),
+                    not_after: 5,
+                },
+            )
+            .unwrap();
+        assert_eq!(e, 2);
+        assert_eq!(store.keys_epoch().unwrap(), 2);
+        assert_eq!(store.retired_keys().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,260 @@
+//! Command-line grammar. Raw mode (`strata-ctl <method> [params_json]`) is what clap calls
+//! an external subcommand: any first word containing a dot is a method name.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata-ctl",
+    version,
+    about = "Operate a Strata node: services, capabilities, files, discovery",
+    allow_external_subcommands = true,
+    after_help = "Raw mode: `strata-ctl [--token T] <method> [params_json]` calls any method and \
+                  prints the response envelope.\n\
+                  Exit status: 0 ok, 1 the server answered an error, 2 usage or connection error.\n\
+                  `-token` is accepted as a synonym of `--token`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Capability token sent with the request (also `$STRATA_TOKEN`).
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Read the token from this file.
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Runtime directory holding the sockets (default: $STRATA_RUNTIME_DIR, /run/strata for root).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Send to this socket instead of resolving the service.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Send to this service (raw mode; default: the method's prefix).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Seconds to wait for each answer.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Print results as JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Node status (supervisor.status).
+    Status,
+    /// Managed services.
+    #[command(subcommand)]
+    Svc(Svc),
+    /// Capability tokens.
+    #[command(subcommand)]
+    Cap(Cap),
+    /// Files, through a token's path prefix.
+    #[command(subcommand)]
+    Fs(Fs),
+    /// Service discovery.
+    #[command(subcommand)]
+    Registry(Registry),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Raw mode: `<method> [params_json]`.
+    #[command(external_subcommand)]
+    Raw(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Svc {
+    /// Every service, its state and pid.
+    List,
+    /// Start a service.
+    Start { name: String },
+    /// Stop a service (stop signal, drain, then SIGKILL).
+    Stop {
+        name: String,
+        /// Milliseconds between the stop signal and SIGKILL.
+        #[arg(long, default_value_t = 2000)]
+        drain_ms: u64,
+    },
+    /// Stop then start a service.
+    Restart { name: String },
+    /// A service's captured output.
+    Logs {
+        name: String,
+        /// How many recent lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u64,
+        /// Keep printing new lines as they arrive.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cap {
+    /// Obtain a capability from identity.
+    Issue {
+        /// The service the capability is for, e.g. `fs`.
+        #[arg(long)]
+        service: String,
+        /// A right, e.g. `fs.read` (repeatable).
+        #[arg(long = "right", value_name = "RIGHT")]
+        rights: Vec<String>,
+        /// A legacy action, e.g. `read` (repeatable).
+        #[arg(long = "action", value_name = "ACTION")]
+        actions: Vec<String>,
+        /// Path prefix the capability is confined to.
+        #[arg(long, value_name = "DIR")]
+        prefix: Option<String>,
+        /// Lifetime: seconds, or with a unit: 90s, 30m, 1h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Rate limit, e.g. 50rps.
+        #[arg(long, value_name = "RATE")]
+        rate: Option<String>,
+    },
+    /// Mint a weaker child of the token given with --token.
+    Delegate {
+        #[arg(long = "right", value_name = "RIGHT")]
+        rights: Vec<String>,
+        #[arg(long, value_name = "DIR")]
+        prefix: Option<String>,
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        #[arg(long, value_name = "RATE")]
+        rate: Option<String>,
+    },
+    /// Revoke a capability and its descendants.
+    Revoke { cap_id: String },
+    /// Decode and check a token.
+    Inspect { token: String },
+    /// Identity's trusted signing keys.
+    Keys,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Fs {
+    /// List a directory.
+    Ls {
+        #[arg(default_value = ".")]
+        path: String,
+    },
+    /// Size, type, time and mode of a path.
+    Stat { path: String },
+    /// Write a file's bytes to stdout.
+    Cat { path: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Registry {
+    /// Every registration.
+    Ls,
+    /// One service's endpoint.
+    Resolve { service: String },
+}
+
+/// Accept the original client's single-dash `-token`.
+pub fn normalise_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.map(|a| {
+        if a == "-token" {
+            "--token".to_owned()
+        } else if let Some(v) = a.strip_prefix("-token=") {
+            format!("--token={v}")
+        } else {
+            a
+        }
+    })
+    .collect()
+}
+
+/// `3600`, `90s`, `30m`, `1h`, `7d` → seconds.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let bad = || format!("`{text}` is not a duration like 3600, 90s, 30m, 1h or 7d");
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalise_args(args.iter().map(|s| s.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn raw_mode_and_subcommands_coexist() {
+        let c = parse(&["strata-ctl", "-token", "T", "fs.list", "{}"]);
+        assert_eq!(c.global.token.as_deref(), Some("T"));
+        match c.command {
+            Command::Raw(v) => assert_eq!(v, ["fs.list", "{}"]),
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&["strata-ctl", "registry.list"]);
+        assert!(matches!(c.command, Command::Raw(_)));
+        let c = parse(&["strata-ctl", "registry", "resolve", "fs"]);
+        assert!(matches!(
+            c.command,
+            Command::Registry(Registry::Resolve { .. })
+        ));
+        let c = parse(&[
+            "strata-ctl",
+            "cap",
+            "issue",
+            "--service",
+            "fs",
+            "--right",
+            "fs.open",
+            "--right",
+            "fs.read",
+            "--prefix",
+            "/tmp",
+            "--ttl",
+            "1h",
+            "--json",
+        ]);
+        assert!(c.global.json);
+        match c.command {
+            Command::Cap(Cap::Issue { rights, ttl, .. }) => {
+                assert_eq!(rights, ["fs.open", "fs.read"]);
+                assert_eq!(ttl.as_deref(), Some("1h"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&["strata-ctl", "-token=U", "fs.list"]);
+        assert_eq!(c.global.token.as_deref(), Some("U"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3600"), Ok(3600));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("7d"), Ok(604800));
+        for bad in ["", "h", "1x", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

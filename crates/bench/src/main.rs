@@ -174,7 +174,7 @@ async fn start_floor(dir: &Path, response_bytes: usize) -> anyhow::Result<PathBu
     let path = dir.join(format!("floor-{n}.sock"));
     let listener = UnixListener::bind(&path)?;
     // A response that is ok-shaped, so the client's check is the same for both.
-    let mut body = format!(r#"{{"v":1,"req_id":"b","ok":true,"result":{{"pad":""#).into_bytes();
+    let mut body = br#"{"v":1,"req_id":"b","ok":true,"result":{"pad":""#.to_vec();
     let tail = br#""}}"#;
     let pad = response_bytes.saturating_sub(body.len() + tail.len());
     body.extend(std::iter::repeat_n(b'x', pad));

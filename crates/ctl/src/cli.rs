@@ -122,6 +122,9 @@ pub enum Cap {
         /// Rate limit, e.g. 50rps.
         #[arg(long, value_name = "RATE")]
         rate: Option<String>,
+        /// Print only the token (for `TOKEN=$(strata-ctl cap issue … -q)`).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Mint a weaker child of the token given with --token.
     Delegate {
@@ -133,9 +136,15 @@ pub enum Cap {
         ttl: Option<String>,
         #[arg(long, value_name = "RATE")]
         rate: Option<String>,
+        /// Print only the token.
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
     },
-    /// Revoke a capability and its descendants.
-    Revoke { cap_id: String },
+    /// Revoke a capability and its descendants: give its cap_id, or the token itself.
+    Revoke {
+        #[arg(value_name = "CAP_ID_OR_TOKEN")]
+        cap: String,
+    },
     /// Decode and check a token.
     Inspect { token: String },
     /// Identity's trusted signing keys.

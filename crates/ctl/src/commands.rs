@@ -109,9 +109,11 @@ impl Session {
             }
             (None, Some((s, rest))) if !s.is_empty() && !rest.is_empty() => s.to_owned(),
             _ if self.global.socket.is_some() => String::new(),
-            _ => return Err(Failure::Usage(format!(
+            _ => {
+                return Err(Failure::Usage(format!(
                 "`{method}` is not a method name like `registry.list` or a subcommand (see --help)"
-            ))),
+            )))
+            }
         };
         let mut client = self.client(&service).await?;
         let response = client.call_raw(&method, params).await?;
@@ -250,6 +252,7 @@ impl Session {
                 prefix,
                 ttl,
                 rate,
+                quiet,
             } => {
                 let ttl = ttl
                     .map(|t| crate::cli::parse_duration(&t))
@@ -265,13 +268,14 @@ impl Session {
                 };
                 let mut client = self.client("identity").await?;
                 let issued = client.call::<identity::Issue>(&params).await?;
-                self.print_issued(&issued);
+                self.print_issued(&issued, quiet);
             }
             Cap::Delegate {
                 rights,
                 prefix,
                 ttl,
                 rate,
+                quiet,
             } => {
                 self.need_token("cap delegate")?;
                 let ttl = ttl
@@ -287,10 +291,26 @@ impl Session {
                 };
                 let mut client = self.client("identity").await?;
                 let issued = client.call::<identity::Delegate>(&params).await?;
-                self.print_issued(&issued);
+                self.print_issued(&issued, quiet);
             }
-            Cap::Revoke { cap_id } => {
+            Cap::Revoke { cap } => {
                 let mut client = self.client("identity").await?;
+                let cap_id = if cap.starts_with("v2.") || cap.starts_with("v4.") {
+                    let seen = client
+                        .call::<identity::Introspect>(&identity::IntrospectParams { token: cap })
+                        .await?;
+                    match seen.claims["jti"].as_str() {
+                        Some(jti) => jti.to_owned(),
+                        None => {
+                            return Err(Failure::Usage(format!(
+                                "cannot read a cap_id from that token: {}",
+                                seen.reason.unwrap_or_default()
+                            )))
+                        }
+                    }
+                } else {
+                    cap
+                };
                 let r = client
                     .call::<identity::Revoke>(&identity::RevokeParams {
                         cap_id: cap_id.clone(),
@@ -357,8 +377,10 @@ impl Session {
         Ok(ExitCode::SUCCESS)
     }
 
-    fn print_issued(&self, issued: &identity::IssueResult) {
-        if self.global.json {
+    fn print_issued(&self, issued: &identity::IssueResult, quiet: bool) {
+        if quiet {
+            println!("{}", issued.token);
+        } else if self.global.json {
             output::json(issued);
         } else {
             output::fields(&[

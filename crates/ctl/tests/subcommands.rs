@@ -75,6 +75,31 @@ fn cap_issue_inspect_revoke_and_registry() {
     let out = ctl(&sb, &["cap", "revoke", &cap]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("revoked"));
+    // -q prints the token alone; revoke accepts the token itself.
+    let out = ctl(
+        &sb,
+        &[
+            "cap",
+            "issue",
+            "--service",
+            "fs",
+            "--right",
+            "fs.read",
+            "-q",
+        ],
+    );
+    let quiet = text(&out.stdout);
+    assert!(
+        quiet.starts_with("v2.public.") && quiet.trim_end().lines().count() == 1,
+        "{quiet}"
+    );
+    let out = ctl(&sb, &["cap", "revoke", quiet.trim()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = ctl(&sb, &["cap", "inspect", quiet.trim(), "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["revoked"],
+        true
+    );
     let out = ctl(
         &sb,
         &["cap", "inspect", child["token"].as_str().unwrap(), "--json"],

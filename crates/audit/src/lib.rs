@@ -1,13 +1,14 @@
 //! The audit log: one JSON object per line, appended to `<state dir>/audit.log` (mode 0600).
 //!
-//! Every line has `time` (RFC 3339, UTC), `service`, `event`, the caller's `uid`, `gid` and
-//! `pid` when known, and the event's own fields. Events are also emitted as `tracing`
-//! events (target `audit`).
+//! Every line has `time` (RFC 3339, UTC), `source` (the service that wrote it), `event`,
+//! the caller's `uid`, `gid` and `pid` when known, and the event's own fields. Events are
+//! also emitted as `tracing` events (target `audit`).
 //!
-//! Recording never waits for the disk: lines go to a writer thread that appends them in
-//! batches and calls `fdatasync` after each batch, so a line is durable within a batch's
-//! time of being recorded. Several services may share one file: each line is written with
-//! a single `write` on an `O_APPEND` descriptor, so lines never interleave.
+//! A line is written with a single `write` on an `O_APPEND` descriptor before `record`
+//! returns, so it is visible at once, lines from several services sharing the file never
+//! interleave, and a crash of the process loses nothing. A background thread calls
+//! `fdatasync` after writes (coalescing bursts), so lines reach the disk within moments;
+//! [`Audit::flush`] syncs now.
 //!
 //! Never put a token or key in an event: record the `cap_id` instead.
 
@@ -16,13 +17,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use strata_ipc::PeerCred;
-
-/// Lines waiting for the writer; past this, recording blocks briefly (back-pressure)
-/// rather than dropping audit events.
-const QUEUE: usize = 16_384;
 
 /// A handle to a service's audit log. Cheap to clone.
 #[derive(Clone)]
@@ -31,14 +27,17 @@ pub struct Audit {
 }
 
 struct Inner {
-    service: String,
-    tx: SyncSender<Msg>,
+    source: String,
     path: PathBuf,
+    file: File,
+    /// Serialises writes and tracks whether a sync is owed.
+    dirty: Mutex<bool>,
+    wake: Condvar,
 }
 
 impl Audit {
-    /// Open (creating with mode 0600) `<state_dir>/audit.log` and start its writer.
-    pub fn open(state_dir: &Path, service: &str) -> std::io::Result<Audit> {
+    /// Open (creating with mode 0600) `<state_dir>/audit.log` and start its syncer.
+    pub fn open(state_dir: &Path, source: &str) -> std::io::Result<Audit> {
         std::fs::create_dir_all(state_dir)?;
         let path = state_dir.join("audit.log");
         let file = OpenOptions::new()
@@ -46,18 +45,18 @@ impl Audit {
             .append(true)
             .mode(0o600)
             .open(&path)?;
-        let (tx, rx) = sync_channel(QUEUE);
-        let shown = path.clone();
+        let inner = Arc::new(Inner {
+            source: source.to_owned(),
+            path,
+            file,
+            dirty: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let syncer = Arc::downgrade(&inner);
         std::thread::Builder::new()
-            .name(format!("{service}-audit"))
-            .spawn(move || write_batches(file, rx, &shown))?;
-        Ok(Audit {
-            inner: Arc::new(Inner {
-                service: service.to_owned(),
-                tx,
-                path,
-            }),
-        })
+            .name(format!("{source}-audit"))
+            .spawn(move || sync_when_dirty(syncer))?;
+        Ok(Audit { inner })
     }
 
     pub fn path(&self) -> &Path {
@@ -69,7 +68,7 @@ impl Audit {
     pub fn record(&self, event: &str, peer: Option<&PeerCred>, fields: Value) {
         let mut line = Map::new();
         line.insert("time".into(), Value::String(now_rfc3339()));
-        line.insert("service".into(), Value::String(self.inner.service.clone()));
+        line.insert("source".into(), Value::String(self.inner.source.clone()));
         line.insert("event".into(), Value::String(event.to_owned()));
         if let Some(p) = peer {
             line.insert("uid".into(), p.uid.into());
@@ -89,45 +88,45 @@ impl Audit {
         tracing::info!(target: "audit", %line);
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
-        if self.inner.tx.send(Msg::Line(bytes)).is_err() {
-            tracing::error!(event, "audit writer has stopped; event not written");
-        }
-    }
-
-    /// Wait (up to 10 s) until every event recorded so far is written and synced.
-    pub fn flush(&self) {
-        let (done_tx, done_rx) = sync_channel::<()>(1);
-        if self.inner.tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
-        }
-    }
-}
-
-enum Msg {
-    Line(Vec<u8>),
-    /// Acknowledge once everything before this message is synced.
-    Flush(SyncSender<()>),
-}
-
-fn write_batches(mut file: File, rx: Receiver<Msg>, path: &Path) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = Vec::new();
-        let mut acks = Vec::new();
-        let mut take = |msg: Msg| match msg {
-            Msg::Line(line) => batch.extend_from_slice(&line),
-            Msg::Flush(ack) => acks.push(ack),
-        };
-        take(first);
-        while let Ok(more) = rx.try_recv() {
-            take(more);
-        }
-        if !batch.is_empty() {
-            if let Err(e) = file.write_all(&batch).and_then(|_| file.sync_data()) {
-                tracing::error!(path = %path.display(), error = %e, "cannot write the audit log");
+        let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        match (&self.inner.file).write_all(&bytes) {
+            Ok(()) => {
+                *dirty = true;
+                self.inner.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(path = %self.inner.path.display(), error = %e, event, "cannot write the audit log")
             }
         }
-        for ack in acks {
-            let _ = ack.try_send(());
+    }
+
+    /// Sync everything recorded so far to disk now.
+    pub fn flush(&self) {
+        let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.inner.file.sync_data() {
+            tracing::error!(path = %self.inner.path.display(), error = %e, "cannot sync the audit log");
+        }
+        *dirty = false;
+    }
+}
+
+/// Sync after writes, at most one sync in flight; exits when the log is dropped.
+fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = inner.upgrade() else { return };
+        {
+            let dirty = inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut dirty, _) = inner
+                .wake
+                .wait_timeout_while(dirty, std::time::Duration::from_secs(1), |d| !*d)
+                .unwrap_or_else(|p| p.into_inner());
+            if !*dirty {
+                continue;
+            }
+            *dirty = false;
+        }
+        if let Err(e) = inner.file.sync_data() {
+            tracing::error!(path = %inner.path.display(), error = %e, "cannot sync the audit log");
         }
     }
 }
@@ -159,6 +158,7 @@ mod tests {
         );
         audit.record("svc.start", None, serde_json::json!({"name": "fs"}));
         audit.flush();
+        // Visible without waiting for the syncer: a line is written before record returns.
         let text = std::fs::read_to_string(audit.path()).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -166,7 +166,7 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["event"], "cap.issued");
-        assert_eq!(lines[0]["service"], "identity");
+        assert_eq!(lines[0]["source"], "identity");
         assert_eq!(lines[0]["uid"], 1000);
         assert_eq!(lines[0]["pid"], 42);
         assert_eq!(lines[0]["cap_id"], "ab");
@@ -186,7 +186,6 @@ mod tests {
         for i in 0..3 {
             let audit = Audit::open(dir.path(), "fs").unwrap();
             audit.record("fs.open", None, serde_json::json!({"i": i}));
-            audit.flush();
         }
         let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
         assert_eq!(text.lines().count(), 3);

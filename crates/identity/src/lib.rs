@@ -656,7 +656,12 @@ impl Identity {
         let behind = |&(seq, epoch): &(u64, u64)| seq > since || epoch != p.keys_epoch;
         if !behind(&rx.borrow_and_update()) && p.wait_ms > 0 {
             let wait = Duration::from_millis(p.wait_ms).min(MAX_POLL_WAIT);
-            let _ = tokio::time::timeout(wait, rx.wait_for(behind)).await;
+            // Answer early when identity is shutting down, so the poll does not hold the
+            // shutdown up; the verifier then finds identity gone and catches up later.
+            tokio::select! {
+                _ = tokio::time::timeout(wait, rx.wait_for(behind)) => {}
+                _ = call.stopping() => {}
+            }
         }
         let (seq, epoch) = *self.events.borrow();
         let revocations = self

@@ -590,3 +590,22 @@ async fn bad_tokens_are_unauthenticated_at_the_verifier() {
         Err(ErrorCode::Unauthenticated)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_prompt_with_a_verifier_polling() {
+    let sb = Sandbox::new();
+    let mut id = start_identity(&sb, &[]);
+    let guard = guard_for(&sb).await;
+    let (t, _) = fs_token(&sb);
+    until_accepted(&guard, &t).await;
+    // The guard now holds a long poll open at identity.
+    id.signal(libc::SIGTERM);
+    let t = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || id.wait_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("identity must not wait for the long poll to time out");
+    eprintln!("identity exited {:?} after SIGTERM", t.elapsed());
+    assert_eq!(status.code(), Some(0));
+    assert!(!sb.socket("identity").exists());
+}

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use strata_proto::methods::{sys, Method};
 use strata_proto::{parse_params, parse_request, ErrorBody, ErrorCode, Response, MAX_FRAME};
+use tokio_util::sync::CancellationToken;
 
 /// What a handler knows about the request it serves.
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ pub struct Call {
     pub req_id: String,
     pub method: String,
     token: Option<String>,
+    stopping: CancellationToken,
 }
 
 impl Call {
@@ -41,7 +43,14 @@ impl Call {
             req_id: String::new(),
             method: method.to_owned(),
             token,
+            stopping: CancellationToken::new(),
         }
+    }
+
+    /// Completes when the server starts shutting down. A handler that may wait a long
+    /// time (a long poll) should answer when this completes, so shutdown is not held up.
+    pub async fn stopping(&self) {
+        self.stopping.cancelled().await
     }
 }
 
@@ -55,6 +64,8 @@ pub struct Router {
     version: String,
     routes: HashMap<String, Handler>,
     health_extra: Option<HealthExtra>,
+    /// Cancelled by the server when it starts shutting down.
+    stopping: CancellationToken,
 }
 
 impl Router {
@@ -65,6 +76,7 @@ impl Router {
             version: version.to_owned(),
             routes: HashMap::new(),
             health_extra: None,
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -140,6 +152,11 @@ impl Router {
         }
     }
 
+    /// Tell long-running handlers that the server is stopping (see [`Call::stopping`]).
+    pub fn begin_shutdown(&self) {
+        self.stopping.cancel();
+    }
+
     /// Answer one frame. Never fails: every problem becomes an error response.
     pub async fn dispatch(&self, peer: PeerCred, frame: &[u8]) -> Bytes {
         let req = match parse_request(frame) {
@@ -163,6 +180,7 @@ impl Router {
             req_id: req.req_id,
             method: req.method,
             token,
+            stopping: self.stopping.clone(),
         };
         let req_id = call.req_id.clone();
         let method = call.method.clone();

@@ -191,6 +191,7 @@ impl Server {
         drop(listener);
         remove_own_socket(&config.socket_path, socket_id);
         watches.close_all();
+        router.begin_shutdown();
         tracker.close();
         if timeout(config.shutdown_grace, tracker.wait())
             .await

@@ -1,0 +1,103 @@
+//! The Strata supervisor: starts a graph of services in dependency order, decides when
+//! each is ready (it *answers*, not merely exists), restarts crashes with exponential
+//! backoff, quarantines crash loops, keeps the registry in step with health, confines
+//! each service (process group, cgroup, limits, user, `no_new_privs`, Landlock,
+//! namespaces), captures its output, and offers a control socket with peer-credential
+//! authorization.
+//!
+//! What it is for: running Strata's own services (the built-in graph: registry, identity,
+//! fs) and an operator's services declared in a TOML manifest, with the guarantees one
+//! expects of systemd or s6.
+//!
+//! What it is not: a container runtime (no images, no filesystem isolation beyond
+//! Landlock rules), an init system (it does not mount, set up the network, or run as
+//! PID 1 by design, though it reaps orphans), or a policy engine: who may control it is
+//! decided in [`control::Control::authorize_control`] and nowhere else.
+//!
+//! Codemap:
+//! - [`manifest`], [`units`], [`graph`]: the declared services, parsed and validated once.
+//! - [`state`]: the seven states and the legal transitions. [`backoff`]: crash bookkeeping.
+//! - [`supervisor`]: the shared table and the cross-service operations (boot, stop with
+//!   dependents, reload, shutdown). `service.rs`: one task per service lifecycle.
+//! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`guard`]: processes and confinement.
+//! - [`readiness`], [`logs`], [`audit`], [`registry_sync`]: what a run reports.
+//! - [`control`]: the control socket.
+
+pub mod audit;
+pub mod backoff;
+pub mod cgroup;
+pub mod control;
+pub mod graph;
+pub mod guard;
+pub mod landlock;
+pub mod logs;
+pub mod manifest;
+pub mod process;
+pub mod readiness;
+pub mod reaper;
+pub mod registry_sync;
+mod service;
+pub mod state;
+pub mod supervisor;
+pub mod units;
+
+pub use control::{Control, ControlError};
+pub use guard::OrphanGuard;
+pub use manifest::{Manifest, ManifestError, ServiceSpec};
+pub use supervisor::{ReloadReport, StartError, Supervisor, SupervisorConfig};
+
+use std::sync::Arc;
+use std::time::Duration;
+use strata_ipc::{Server, ServerConfig};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Run the supervisor until SIGTERM or SIGINT, then stop every service in reverse
+/// dependency order. SIGHUP reloads the manifest. Must run inside a Tokio runtime; the
+/// binary uses a current-thread runtime, which keeps the supervisor small and makes the
+/// thread that forks services (and so owns their `PR_SET_PDEATHSIG`) live as long as the
+/// supervisor does.
+pub async fn run(config: SupervisorConfig, guard: Option<OrphanGuard>) -> Result<(), StartError> {
+    let socket = strata_ipc::paths::socket_path(&config.runtime_dir, "supervisor");
+    let runtime_dir = config.runtime_dir.clone();
+    let mode = config.control_socket_mode;
+    let supervisor = Supervisor::new(config, guard)?;
+    let mut server_config = ServerConfig::new(socket);
+    server_config.socket_mode = mode;
+    server_config.shutdown_grace = Duration::from_secs(1);
+    let guard = strata_guard::Guard::start(strata_guard::GuardConfig {
+        runtime_dir: runtime_dir.clone(),
+        subscriber: "supervisor".to_owned(),
+    });
+    let control = Arc::new(Control::with_tokens(supervisor.clone(), guard));
+    let server = match Server::bind(server_config, control::router(control)) {
+        Ok(s) => s,
+        Err(e) => {
+            supervisor.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
+    supervisor.boot();
+    let reloader = supervisor.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloader.reload().await {
+                Ok(report) => tracing::info!(?report, "SIGHUP: manifest reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: manifest not reloaded"),
+            }
+        }
+    });
+    server
+        .serve(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping services"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping services"),
+            }
+        })
+        .await;
+    supervisor.shutdown().await;
+    supervisor.audit().flush();
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `strata-supervisor`: run the built-in graph, or the services of a manifest.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use strata_ipc::paths;
+use strata_supervisor::process::ProgramLookup;
+use strata_supervisor::{units, Manifest, OrphanGuard, SupervisorConfig};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Strata supervisor: starts and watches a graph of services",
+    after_help = "Without --config (or $STRATA_CONFIG) it runs the built-in graph: registry, identity, \
+                  and fs after identity. Binaries are found through STRATA_REGISTRY_BIN, \
+                  STRATA_IDENTITY_BIN, STRATA_FS_BIN, beside this executable, then PATH.\n\
+                  SIGTERM/SIGINT stop every service in reverse dependency order; SIGHUP reloads the manifest."
+)]
+struct Args {
+    /// TOML manifest of the services to run.
+    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate a manifest, print the start order, and exit (0 valid, 1 invalid).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Runtime directory for sockets (default: $STRATA_RUNTIME_DIR, /run/strata for root).
+    #[arg(long, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
+    /// State directory for logs and the audit log (default: $STRATA_STATE_DIR,
+    /// /var/lib/strata for root).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// This node's id, passed to services as STRATA_NODE_ID.
+    #[arg(long, env = "STRATA_NODE_ID", default_value = "local-0")]
+    node_id: String,
+    /// Permission bits of supervisor.sock in octal (default: the manifest's
+    /// control_socket_mode, else 660).
+    #[arg(long, value_name = "MODE", value_parser = units::parse_mode)]
+    socket_mode: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(file) = &args.check_config {
+        return check_config(file);
+    }
+    // Before any thread exists: the guard is forked from a single-threaded process.
+    let guard = OrphanGuard::spawn();
+    strata_ipc::logging::init();
+    let guard = match guard {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "no orphan guard: descendants of services may outlive a killed supervisor");
+            None
+        }
+    };
+    match serve(args, guard) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("strata-supervisor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Manifest::load(file) {
+        Ok(m) => {
+            let order = strata_supervisor::graph::start_order(&m.services).unwrap_or_default();
+            println!(
+                "{}: valid; {} service(s), start order: {}",
+                file.display(),
+                m.services.len(),
+                order.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("strata-supervisor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: Args, guard: Option<OrphanGuard>) -> anyhow::Result<()> {
+    let (manifest, manifest_path) = match &args.config {
+        Some(path) => (Manifest::load(path)?, Some(std::path::absolute(path)?)),
+        None => (Manifest::builtin(), None),
+    };
+    let control_socket_mode = args
+        .socket_mode
+        .or(manifest.supervisor.control_socket_mode.map(|m| m.0))
+        .unwrap_or(0o660);
+    let config = SupervisorConfig {
+        runtime_dir: args.runtime_dir.unwrap_or_else(paths::runtime_dir),
+        state_dir: args.state_dir.unwrap_or_else(paths::state_dir),
+        node_id: args.node_id,
+        manifest,
+        manifest_path,
+        control_socket_mode,
+        programs: ProgramLookup::from_env(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(strata_supervisor::run(config, guard))?;
+    Ok(())
+}

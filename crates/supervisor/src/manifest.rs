@@ -1,0 +1,699 @@
+//! The service manifest: what to run and how to keep it running.
+//!
+//! A manifest is TOML (see the crate README for every field). The built-in graph that
+//! `strata-supervisor` runs without `--config` is a manifest too ([`Manifest::builtin`]),
+//! so both go through the same validation and the same code at run time.
+//!
+//! Parsing refuses unknown keys; [`Manifest::validate`] refuses bad names, duplicate
+//! names, unknown dependencies and cycles, each with a message naming the service (and
+//! the cycle's path). Validation does not look for binaries: a missing binary is a
+//! start-up failure of that one service, reported by the supervisor, not a manifest error.
+
+use crate::graph;
+use crate::units::{ByteSize, CpuMax, HumanDuration, Mode, Signal};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Everything wrong with a manifest, in words that name the service at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("service name {0:?} is invalid: names match [a-z][a-z0-9-]{{0,62}}")]
+    BadName(String),
+    #[error("service name `{0}` is reserved for the supervisor itself")]
+    ReservedName(String),
+    #[error("service `{0}` is declared more than once")]
+    Duplicate(String),
+    #[error("service `{service}` depends on `{dependency}`, which is not declared")]
+    UnknownDependency { service: String, dependency: String },
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+    #[error("service `{service}`: `{field}` {message}")]
+    Invalid {
+        service: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// A whole manifest: supervisor settings and the services.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(default)]
+    pub supervisor: SupervisorSettings,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSpec>,
+}
+
+/// `[supervisor]`: settings of the supervisor itself. Read at start-up only; a reload
+/// applies service changes, not these.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSettings {
+    /// Permission bits of `supervisor.sock` (default 0660). Who may *control* services is
+    /// decided by peer credentials, not by this mode; it only decides who may connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket_mode: Option<Mode>,
+}
+
+/// How the supervisor decides a service is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// Its socket answers `sys.health` with `status: ok`.
+    Health,
+    /// It sends `READY=1` to `$NOTIFY_SOCKET` (systemd's protocol).
+    Notify,
+    /// The process is running (exec succeeded).
+    Started,
+}
+
+/// When a service that exited on its own is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// Exponential backoff between crash restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffSettings {
+    /// Delay before the first restart.
+    pub base: HumanDuration,
+    /// Each further consecutive crash multiplies the delay by this (≥ 1).
+    pub factor: f64,
+    /// Ceiling of the delay.
+    pub max: HumanDuration,
+    /// After running Healthy this long, the crash history is forgotten.
+    pub reset_after: HumanDuration,
+}
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        BackoffSettings {
+            base: HumanDuration::secs(1),
+            factor: 2.0,
+            max: HumanDuration::secs(30),
+            reset_after: HumanDuration::secs(60),
+        }
+    }
+}
+
+/// When a crash loop is stopped for good (until `supervisor.svc.start`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineSettings {
+    /// This many crashes within `window` quarantine the service; 0 never quarantines.
+    pub crashes: u32,
+    pub window: HumanDuration,
+}
+
+impl Default for QuarantineSettings {
+    fn default() -> Self {
+        QuarantineSettings {
+            crashes: 5,
+            window: HumanDuration::secs(120),
+        }
+    }
+}
+
+/// Resource limits. Applied through the service's cgroup when the controller is
+/// available, otherwise through rlimits where an equivalent exists; `svc.list` reports
+/// which.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max: Option<CpuMax>,
+}
+
+/// Namespaces a service may be given (created fresh for it; needs root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    /// No network but its own loopback. Path-based Unix sockets keep working.
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl Namespace {
+    pub fn clone_flag(self) -> libc::c_int {
+        match self {
+            Namespace::Net => libc::CLONE_NEWNET,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Net => "net",
+            Namespace::Ipc => "ipc",
+            Namespace::Uts => "uts",
+        }
+    }
+}
+
+/// Landlock file-system rules: the service may read (and execute) beneath `read`, and do
+/// anything beneath `write`; nothing else. Fails closed: a service asking for Landlock
+/// on a kernel without it does not start.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandlockRules {
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    #[serde(default)]
+    pub write: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// `PR_SET_NO_NEW_PRIVS`: setuid binaries and file capabilities stop working.
+    pub no_new_privs: bool,
+    pub namespaces: Vec<Namespace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<LandlockRules>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            no_new_privs: true,
+            namespaces: Vec::new(),
+            landlock: None,
+        }
+    }
+}
+
+/// Where a service's output is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Lines kept in memory for `supervisor.svc.logs`.
+    pub ring_lines: usize,
+    /// `logs/<name>.log` is rotated when it would grow past this.
+    pub max_bytes: ByteSize,
+    /// Rotated files kept (`<name>.log.1` … `<name>.log.<keep>`).
+    pub keep: u32,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            ring_lines: 1000,
+            max_bytes: ByteSize(1 << 20),
+            keep: 3,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_readiness() -> Readiness {
+    Readiness::Health
+}
+fn default_restart() -> RestartPolicy {
+    RestartPolicy::Always
+}
+fn default_ready_timeout() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_health_interval() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+fn default_health_timeout() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn default_health_failures() -> u32 {
+    3
+}
+fn default_stop_signal() -> Signal {
+    Signal::TERM
+}
+fn default_drain_ms() -> u64 {
+    2000
+}
+
+/// One `[[service]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// A path (relative ones are taken from the manifest's directory) or a bare program
+    /// name, looked up like the built-in binaries: `STRATA_*_BIN`, beside the supervisor,
+    /// then `PATH`.
+    pub exec: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default = "default_readiness")]
+    pub readiness: Readiness,
+    /// The socket probed by `health` readiness and liveness and registered with the
+    /// registry. Default `<runtime dir>/<name>.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// Register `unix://<socket>` with the registry while Healthy (services with a
+    /// socket: `health` readiness or an explicit `socket`).
+    #[serde(default = "default_true")]
+    pub register: bool,
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: HumanDuration,
+    /// Liveness: how often a Healthy `health` service is probed; "0" turns it off.
+    #[serde(default = "default_health_interval")]
+    pub health_interval: HumanDuration,
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: HumanDuration,
+    /// Consecutive failed probes that count as a crash.
+    #[serde(default = "default_health_failures")]
+    pub health_failures: u32,
+    #[serde(default = "default_restart")]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub backoff: BackoffSettings,
+    #[serde(default)]
+    pub quarantine: QuarantineSettings,
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: Signal,
+    /// Grace between the stop signal and SIGKILL of the whole group.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+    /// User (name or uid) to run as; the group defaults to the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub logs: LogSettings,
+}
+
+impl ServiceSpec {
+    /// A spec with every optional field at its default.
+    pub fn new(name: &str, exec: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_owned(),
+            exec: exec.to_owned(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            working_dir: None,
+            depends_on: Vec::new(),
+            readiness: default_readiness(),
+            socket: None,
+            register: true,
+            ready_timeout: default_ready_timeout(),
+            health_interval: default_health_interval(),
+            health_timeout: default_health_timeout(),
+            health_failures: default_health_failures(),
+            restart: default_restart(),
+            backoff: BackoffSettings::default(),
+            quarantine: QuarantineSettings::default(),
+            stop_signal: default_stop_signal(),
+            drain_ms: default_drain_ms(),
+            user: None,
+            group: None,
+            limits: Limits::default(),
+            sandbox: SandboxSettings::default(),
+            logs: LogSettings::default(),
+        }
+    }
+
+    /// The socket this service answers on, if it has one.
+    pub fn socket_path(&self, runtime_dir: &Path) -> Option<PathBuf> {
+        match (&self.socket, self.readiness) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Readiness::Health) => {
+                Some(strata_ipc::paths::socket_path(runtime_dir, &self.name))
+            }
+            (None, _) => None,
+        }
+    }
+
+    fn invalid(&self, field: &'static str, message: impl Into<String>) -> ManifestError {
+        ManifestError::Invalid {
+            service: self.name.clone(),
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn validate_fields(&self) -> Result<(), ManifestError> {
+        if self.exec.trim().is_empty() {
+            return Err(self.invalid("exec", "must name a program"));
+        }
+        if self.exec.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
+            return Err(self.invalid("exec", "and `args` must not contain NUL bytes"));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(self.invalid("env", format!("has an invalid variable {key:?}")));
+            }
+        }
+        if let Some(dir) = &self.working_dir {
+            if !dir.is_absolute() {
+                return Err(self.invalid("working_dir", "must be an absolute path"));
+            }
+        }
+        if let Some(socket) = &self.socket {
+            if !socket.is_absolute() {
+                return Err(self.invalid("socket", "must be an absolute path"));
+            }
+        }
+        if self.ready_timeout.get().is_zero() {
+            return Err(self.invalid("ready_timeout", "must be more than 0"));
+        }
+        if self.health_timeout.get().is_zero() {
+            return Err(self.invalid("health_timeout", "must be more than 0"));
+        }
+        if self.health_failures == 0 {
+            return Err(self.invalid("health_failures", "must be at least 1"));
+        }
+        let b = &self.backoff;
+        if !(b.factor.is_finite() && b.factor >= 1.0) {
+            return Err(self.invalid("backoff.factor", "must be a number >= 1"));
+        }
+        if b.max < b.base {
+            return Err(self.invalid("backoff.max", "must not be less than backoff.base"));
+        }
+        if self.quarantine.crashes > 0 && self.quarantine.window.get().is_zero() {
+            return Err(self.invalid("quarantine.window", "must be more than 0"));
+        }
+        for (field, value) in [("user", &self.user), ("group", &self.group)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(self.invalid(field, "must not be empty"));
+            }
+        }
+        if self.limits.memory_max.is_some_and(|m| m.0 < 1 << 20) {
+            return Err(self.invalid("limits.memory_max", "must be at least 1M"));
+        }
+        if self.limits.pids_max == Some(0) {
+            return Err(self.invalid("limits.pids_max", "must be at least 1"));
+        }
+        if let Some(rules) = &self.sandbox.landlock {
+            if let Some(p) = rules
+                .read
+                .iter()
+                .chain(&rules.write)
+                .find(|p| !p.is_absolute())
+            {
+                return Err(self.invalid(
+                    "sandbox.landlock",
+                    format!("paths must be absolute, got {}", p.display()),
+                ));
+            }
+            if !self.sandbox.no_new_privs {
+                return Err(self.invalid("sandbox.landlock", "needs sandbox.no_new_privs = true"));
+            }
+        }
+        if self.logs.ring_lines == 0 {
+            return Err(self.invalid("logs.ring_lines", "must be at least 1"));
+        }
+        if self.logs.max_bytes.0 < 4096 {
+            return Err(self.invalid("logs.max_bytes", "must be at least 4K"));
+        }
+        Ok(())
+    }
+}
+
+/// A service name: `[a-z][a-z0-9-]{0,62}` (the registry's rule; names also become file
+/// and cgroup names, so nothing else may pass).
+pub fn check_name(name: &str) -> Result<(), ManifestError> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(ManifestError::BadName(name.to_owned()));
+    }
+    if name == "supervisor" {
+        return Err(ManifestError::ReservedName(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// The graph `strata-supervisor` runs without a manifest: registry, identity, and fs
+    /// (after identity is Healthy), each answering `sys.health` on its conventional socket.
+    pub fn builtin() -> Manifest {
+        let registry = ServiceSpec::new("registry", "strata-registry");
+        let identity = ServiceSpec::new("identity", "strata-identity");
+        let mut fs = ServiceSpec::new("fs", "strata-fs");
+        fs.depends_on = vec!["identity".to_owned()];
+        Manifest {
+            supervisor: SupervisorSettings::default(),
+            services: vec![registry, identity, fs],
+        }
+    }
+
+    /// Read, parse and validate a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Manifest::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parse and validate manifest text. `origin` names it in errors; relative `exec`
+    /// paths are resolved against `base_dir`.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        for service in &mut manifest.services {
+            if service.exec.contains('/') && !Path::new(&service.exec).is_absolute() {
+                service.exec = base_dir.join(&service.exec).display().to_string();
+            }
+        }
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Check names, fields, dependencies and the absence of cycles.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let mut seen = BTreeSet::new();
+        for service in &self.services {
+            check_name(&service.name)?;
+            if !seen.insert(service.name.as_str()) {
+                return Err(ManifestError::Duplicate(service.name.clone()));
+            }
+        }
+        for service in &self.services {
+            service.validate_fields()?;
+            for dep in &service.depends_on {
+                if !seen.contains(dep.as_str()) {
+                    return Err(ManifestError::UnknownDependency {
+                        service: service.name.clone(),
+                        dependency: dep.clone(),
+                    });
+                }
+            }
+        }
+        graph::start_order(&self.services).map(|_| ())
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(text, "test.toml", Path::new("/etc/strata"))
+    }
+
+    #[test]
+    fn minimal_service_gets_the_documented_defaults() {
+        let m = parse("[[service]]\nname = \"a\"\nexec = \"/bin/true\"\n").unwrap();
+        let s = &m.services[0];
+        assert_eq!(s, &ServiceSpec::new("a", "/bin/true"));
+        assert_eq!(s.readiness, Readiness::Health);
+        assert_eq!(s.restart, RestartPolicy::Always);
+        assert_eq!(s.backoff.base.get(), std::time::Duration::from_secs(1));
+        assert_eq!(s.backoff.factor, 2.0);
+        assert_eq!(s.backoff.max.get(), std::time::Duration::from_secs(30));
+        assert_eq!(s.quarantine.crashes, 5);
+        assert_eq!(
+            s.quarantine.window.get(),
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(s.drain_ms, 2000);
+        assert_eq!(s.stop_signal, Signal::TERM);
+        assert!(s.sandbox.no_new_privs);
+    }
+
+    #[test]
+    fn every_field_parses() {
+        let m = parse(
+            r#"
+            [supervisor]
+            control_socket_mode = "0666"
+
+            [[service]]
+            name = "db"
+            exec = "bin/db"
+            args = ["--port", "5"]
+            env = { A = "1" }
+            working_dir = "/srv"
+            readiness = "notify"
+            ready_timeout = "3s"
+            restart = "on-failure"
+            backoff = { base = "100ms", factor = 3, max = "5s", reset_after = "1m" }
+            quarantine = { crashes = 2, window = "30s" }
+            stop_signal = "SIGINT"
+            drain_ms = 500
+            user = "nobody"
+            group = "nogroup"
+            limits = { memory_max = "64M", pids_max = 32, cpu_max = "50%" }
+            sandbox = { no_new_privs = true, namespaces = ["net"], landlock = { read = ["/usr"], write = ["/tmp"] } }
+            logs = { ring_lines = 10, max_bytes = "64K", keep = 1 }
+
+            [[service]]
+            name = "web"
+            exec = "web"
+            depends_on = ["db"]
+            socket = "/run/web.sock"
+            register = false
+            health_interval = "0"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.supervisor.control_socket_mode, Some(Mode(0o666)));
+        let db = m.service("db").unwrap();
+        assert_eq!(
+            db.exec, "/etc/strata/bin/db",
+            "relative paths are taken from the manifest's dir"
+        );
+        assert_eq!(db.readiness, Readiness::Notify);
+        assert_eq!(db.restart, RestartPolicy::OnFailure);
+        assert_eq!(db.limits.memory_max, Some(ByteSize(64 << 20)));
+        assert_eq!(db.limits.cpu_max.unwrap().quota_us, 50_000);
+        assert_eq!(db.sandbox.namespaces, vec![Namespace::Net]);
+        assert_eq!(db.stop_signal, Signal(libc::SIGINT));
+        let web = m.service("web").unwrap();
+        assert_eq!(web.exec, "web", "bare names are looked up at start");
+        assert_eq!(
+            web.socket_path(Path::new("/run/strata")),
+            Some(PathBuf::from("/run/web.sock"))
+        );
+        assert_eq!(db.socket_path(Path::new("/run/strata")), None);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e =
+            parse("[[service]]\nname = \"a\"\nexec = \"x\"\nrestrat = \"never\"\n").unwrap_err();
+        assert!(e.to_string().contains("restrat"), "{e}");
+        let e = parse("[[service]]\nname = \"a\"\nexec = \"x\"\nlimits = { memory = \"1G\" }\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("memory"), "{e}");
+        let e = parse("[supervisors]\n").unwrap_err();
+        assert!(e.to_string().contains("supervisors"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (text, needle) in [
+            ("readiness = \"socket\"", "socket"),
+            ("restart = \"sometimes\"", "sometimes"),
+            ("ready_timeout = \"soon\"", "soon"),
+            ("stop_signal = \"SIGNOPE\"", "SIGNOPE"),
+            ("backoff = { factor = 0.5 }", "backoff.factor"),
+            ("backoff = { base = \"10s\", max = \"1s\" }", "backoff.max"),
+            ("limits = { memory_max = \"12X\" }", "12X"),
+            ("working_dir = \"relative\"", "working_dir"),
+            ("health_failures = 0", "health_failures"),
+            ("sandbox = { namespaces = [\"pid\"] }", "pid"),
+        ] {
+            let text = format!("[[service]]\nname = \"svc\"\nexec = \"x\"\n{text}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_duplicates_and_dependencies() {
+        let e = parse("[[service]]\nname = \"Bad\"\nexec = \"x\"\n").unwrap_err();
+        assert!(matches!(e, ManifestError::BadName(_)), "{e}");
+        let e = parse("[[service]]\nname = \"supervisor\"\nexec = \"x\"\n").unwrap_err();
+        assert!(matches!(e, ManifestError::ReservedName(_)), "{e}");
+        let e = parse(
+            "[[service]]\nname = \"a\"\nexec = \"x\"\n[[service]]\nname = \"a\"\nexec = \"y\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "service `a` is declared more than once");
+        let e =
+            parse("[[service]]\nname = \"a\"\nexec = \"x\"\ndepends_on = [\"b\"]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service `a` depends on `b`, which is not declared"
+        );
+    }
+
+    #[test]
+    fn cycles_are_refused_with_their_path() {
+        let text = r#"
+            [[service]]
+            name = "a"
+            exec = "x"
+            depends_on = ["c"]
+            [[service]]
+            name = "b"
+            exec = "x"
+            depends_on = ["a"]
+            [[service]]
+            name = "c"
+            exec = "x"
+            depends_on = ["b"]
+        "#;
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.to_string(), "dependency cycle: a -> c -> b -> a");
+        let e =
+            parse("[[service]]\nname = \"a\"\nexec = \"x\"\ndepends_on = [\"a\"]\n").unwrap_err();
+        assert_eq!(e.to_string(), "dependency cycle: a -> a");
+    }
+
+    #[test]
+    fn builtin_graph_is_valid_and_orders_fs_after_identity() {
+        let m = Manifest::builtin();
+        m.validate().unwrap();
+        let names: Vec<_> = m.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["registry", "identity", "fs"]);
+        assert_eq!(m.service("fs").unwrap().depends_on, ["identity"]);
+        assert!(m.services.iter().all(|s| s.readiness == Readiness::Health));
+    }
+}

@@ -1,0 +1,550 @@
+//! Starting one service process with everything set between fork and exec, and the
+//! small facts about processes the rest of the supervisor needs (exit status, signals,
+//! users, where a program is).
+//!
+//! Order in the child, and why:
+//! 1. join the service's cgroup (while still privileged),
+//! 2. rlimits (only lowered, so any order works, but before the drop is simplest),
+//! 3. new namespaces (need CAP_SYS_ADMIN, so before the drop),
+//! 4. drop supplementary groups, gid, uid (done here rather than with `CommandExt::uid`
+//!    because std runs `pre_exec` closures *after* its own uid change, when steps 1–3
+//!    would no longer be permitted, and std cannot set supplementary groups),
+//! 5. `PR_SET_PDEATHSIG` = SIGKILL (after the uid change, which would clear it), then a
+//!    check that the supervisor did not die in between,
+//! 6. `PR_SET_NO_NEW_PRIVS`, 7. Landlock (which needs 6).
+//!
+//! Each step is a plain system call: nothing allocates or locks between fork and exec.
+
+use crate::landlock::{self, LandlockError, Ruleset};
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+
+/// Why a service process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot find `{exec}`{hint}")]
+    ProgramNotFound { exec: String, hint: String },
+    #[error("unknown user `{0}`")]
+    UnknownUser(String),
+    #[error("unknown group `{0}`")]
+    UnknownGroup(String),
+    #[error("cannot look up `{name}`: {source}")]
+    Lookup { name: String, source: io::Error },
+    #[error(transparent)]
+    Landlock(#[from] LandlockError),
+    #[error("cannot prepare the service's cgroup: {0}")]
+    Cgroup(io::Error),
+    #[error("cannot prepare {what}: {source}")]
+    Prepare { what: String, source: io::Error },
+    #[error("cannot start {program}: {source}")]
+    Exec { program: PathBuf, source: io::Error },
+}
+
+/// How a process ended, from its wait status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn from_wait_status(status: libc::c_int) -> ExitStatus {
+        if libc::WIFSIGNALED(status) {
+            ExitStatus::Signal(libc::WTERMSIG(status))
+        } else {
+            ExitStatus::Code(libc::WEXITSTATUS(status))
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+
+    /// `{"code": 1}` or `{"signal": 9, "signal_name": "SIGKILL"}`.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            ExitStatus::Code(c) => serde_json::json!({ "code": c }),
+            ExitStatus::Signal(s) => {
+                serde_json::json!({ "signal": s, "signal_name": crate::units::signal_name(s) })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by {}", crate::units::signal_name(*s)),
+        }
+    }
+}
+
+/// The identity a service runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's, from the group database).
+    pub groups: Vec<u32>,
+}
+
+/// Resolve `user` / `group` (names or numbers). `None` when neither is set.
+pub fn resolve_credentials(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<Credentials>, SpawnError> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let mut creds = match user {
+        Some(u) => lookup_user(u)?,
+        None => {
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            Credentials {
+                uid,
+                gid: 0,
+                groups: Vec::new(),
+            }
+        }
+    };
+    if let Some(g) = group {
+        creds.gid = lookup_group(g)?;
+        if user.is_none() {
+            creds.groups = vec![creds.gid];
+        }
+    }
+    Ok(Some(creds))
+}
+
+fn lookup_user(user: &str) -> Result<Credentials, SpawnError> {
+    let lookup_err = |source| SpawnError::Lookup {
+        name: user.to_owned(),
+        source,
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid out-parameter for getpw*_r.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let numeric = user.parse::<u32>().ok();
+    let rc = match numeric {
+        // SAFETY: valid out-pointers and a buffer of the stated length.
+        Some(uid) => unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        },
+        None => {
+            let name = CString::new(user).map_err(|_| SpawnError::UnknownUser(user.to_owned()))?;
+            // SAFETY: as above, with a NUL-terminated name.
+            unsafe {
+                libc::getpwnam_r(
+                    name.as_ptr(),
+                    &mut pwd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut result,
+                )
+            }
+        }
+    };
+    if rc != 0 {
+        return Err(lookup_err(io::Error::from_raw_os_error(rc)));
+    }
+    if result.is_null() {
+        // A bare uid without a passwd entry is allowed: it runs with gid = uid.
+        return match numeric {
+            Some(uid) => Ok(Credentials {
+                uid,
+                gid: uid,
+                groups: Vec::new(),
+            }),
+            None => Err(SpawnError::UnknownUser(user.to_owned())),
+        };
+    }
+    // SAFETY: getpw*_r filled pwd, whose pw_name points into buf, still alive.
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_owned();
+    let (uid, gid) = (pwd.pw_uid, pwd.pw_gid);
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: a NUL-terminated name and a buffer of n gids.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            break;
+        }
+        if groups.len() >= 65536 {
+            return Err(lookup_err(io::Error::other("too many groups")));
+        }
+        groups.resize((n.max(0) as usize).max(groups.len() * 2), 0);
+    }
+    Ok(Credentials { uid, gid, groups })
+}
+
+fn lookup_group(group: &str) -> Result<u32, SpawnError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = CString::new(group).map_err(|_| SpawnError::UnknownGroup(group.to_owned()))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: an all-zero group is a valid out-parameter for getgrnam_r.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: valid pointers and a buffer of the stated length.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        return Err(SpawnError::Lookup {
+            name: group.to_owned(),
+            source: io::Error::from_raw_os_error(rc),
+        });
+    }
+    if result.is_null() {
+        return Err(SpawnError::UnknownGroup(group.to_owned()));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// Where bare program names are looked for (SPEC §2): a `STRATA_*_BIN` override for the
+/// built-in binaries, beside the supervisor's own executable, then `PATH`.
+#[derive(Debug, Clone, Default)]
+pub struct ProgramLookup {
+    pub overrides: BTreeMap<String, PathBuf>,
+    pub own_dir: Option<PathBuf>,
+    pub path: Option<OsString>,
+}
+
+/// The overridable built-in binaries and their variables.
+pub const BIN_OVERRIDES: [(&str, &str); 3] = [
+    ("strata-registry", "STRATA_REGISTRY_BIN"),
+    ("strata-identity", "STRATA_IDENTITY_BIN"),
+    ("strata-fs", "STRATA_FS_BIN"),
+];
+
+impl ProgramLookup {
+    /// From this process's environment and executable.
+    pub fn from_env() -> ProgramLookup {
+        let overrides = BIN_OVERRIDES
+            .iter()
+            .filter_map(|(bin, var)| {
+                std::env::var_os(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| ((*bin).to_owned(), PathBuf::from(v)))
+            })
+            .collect();
+        ProgramLookup {
+            overrides,
+            own_dir: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+            path: std::env::var_os("PATH"),
+        }
+    }
+
+    /// The program `exec` names.
+    pub fn find(&self, exec: &str) -> Result<PathBuf, SpawnError> {
+        if exec.contains('/') {
+            let path = PathBuf::from(exec);
+            return if is_executable(&path) {
+                Ok(path)
+            } else {
+                Err(SpawnError::ProgramNotFound {
+                    exec: exec.to_owned(),
+                    hint: " (no executable file at that path)".to_owned(),
+                })
+            };
+        }
+        if let Some(path) = self.overrides.get(exec) {
+            return if is_executable(path) {
+                Ok(path.clone())
+            } else {
+                let var = BIN_OVERRIDES
+                    .iter()
+                    .find(|(b, _)| *b == exec)
+                    .map_or("its override", |(_, v)| *v);
+                Err(SpawnError::ProgramNotFound {
+                    exec: exec.to_owned(),
+                    hint: format!(": {var}={} is not an executable file", path.display()),
+                })
+            };
+        }
+        let beside = self.own_dir.iter().map(|d| d.join(exec));
+        let on_path = self
+            .path
+            .iter()
+            .flat_map(std::env::split_paths)
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join(exec));
+        if let Some(found) = beside.chain(on_path).find(|p| is_executable(p)) {
+            return Ok(found);
+        }
+        let var = BIN_OVERRIDES
+            .iter()
+            .find(|(b, _)| *b == exec)
+            .map(|(_, v)| format!("set {v}, "))
+            .unwrap_or_default();
+        Err(SpawnError::ProgramNotFound {
+            exec: exec.to_owned(),
+            hint: format!(" ({var}put it beside strata-supervisor, or on PATH)"),
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A resource limit applied with setrlimit (the fallback when a cgroup controller is
+/// missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rlimit {
+    /// Address space, for `memory_max`.
+    AddressSpace(u64),
+    /// Processes of the user, for `pids_max`.
+    Processes(u64),
+}
+
+/// Everything needed to start one service process.
+#[derive(Debug)]
+pub struct SpawnPlan {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub credentials: Option<Credentials>,
+    pub rlimits: Vec<Rlimit>,
+    /// The service cgroup's `cgroup.procs`, opened by the supervisor.
+    pub cgroup_procs: Option<File>,
+    /// `CLONE_NEW*` flags for unshare(2).
+    pub namespaces: libc::c_int,
+    pub no_new_privs: bool,
+    pub landlock: Option<Ruleset>,
+}
+
+/// A started process: its pid (also its process group id) and its output pipes.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub stdout: ChildStdout,
+    pub stderr: ChildStderr,
+}
+
+/// Start the process. The caller reaps it (by pid); the returned pipes carry its output.
+pub fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
+    let mut cmd = Command::new(&plan.program);
+    cmd.args(&plan.args)
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&plan.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+
+    // Everything the child needs, captured as plain values before fork.
+    // SAFETY: getpid has no preconditions.
+    let supervisor_pid = unsafe { libc::getpid() };
+    let procs_fd = plan.cgroup_procs.as_ref().map(|f| f.as_raw_fd());
+    let rlimits = plan.rlimits.clone();
+    let namespaces = plan.namespaces;
+    let creds = plan.credentials.clone();
+    let no_new_privs = plan.no_new_privs;
+    let landlock_fd = plan.landlock.as_ref().map(|r| r.raw_fd());
+
+    let child_setup = move || -> io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY (whole block): only async-signal-safe system calls on values captured
+        // before fork; no allocation, no locks. Descriptors are ours and still open.
+        unsafe {
+            if let Some(fd) = procs_fd {
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                if written < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for limit in &rlimits {
+                let (resource, value) = match *limit {
+                    Rlimit::AddressSpace(v) => (libc::RLIMIT_AS, v),
+                    Rlimit::Processes(v) => (libc::RLIMIT_NPROC, v),
+                };
+                let lim = libc::rlimit {
+                    rlim_cur: value as libc::rlim_t,
+                    rlim_max: value as libc::rlim_t,
+                };
+                check(libc::setrlimit(resource, &lim))?;
+            }
+            if namespaces != 0 {
+                check(libc::unshare(namespaces))?;
+            }
+            if let Some(c) = &creds {
+                check(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
+                check(libc::setresgid(c.gid, c.gid, c.gid))?;
+                check(libc::setresuid(c.uid, c.uid, c.uid))?;
+            }
+            // prctl is variadic: pass every argument at the kernel's width.
+            let zero: libc::c_ulong = 0;
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                zero,
+                zero,
+                zero,
+            ))?;
+            if libc::getppid() != supervisor_pid {
+                // The supervisor died before the death signal was armed.
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if no_new_privs {
+                check(libc::prctl(
+                    libc::PR_SET_NO_NEW_PRIVS,
+                    1 as libc::c_ulong,
+                    zero,
+                    zero,
+                    zero,
+                ))?;
+            }
+        }
+        if let Some(fd) = landlock_fd {
+            landlock::restrict_self(fd)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure above only makes async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(child_setup);
+    }
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+        program: plan.program.clone(),
+        source,
+    })?;
+    // The plan's descriptors (cgroup.procs, Landlock ruleset) close when it drops here.
+    drop(plan);
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    Ok(Spawned {
+        pid: child.id() as i32,
+        stdout,
+        stderr,
+    })
+}
+
+/// Send `sig` to a whole process group; false if there is no such group.
+pub fn signal_group(pgid: i32, sig: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) on a process group the supervisor created.
+    unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// Whether a process group still has members.
+pub fn group_exists(pgid: i32) -> bool {
+    signal_group(pgid, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_describe_themselves() {
+        assert_eq!(ExitStatus::Code(3).to_string(), "exit code 3");
+        assert_eq!(ExitStatus::Signal(9).to_string(), "killed by SIGKILL");
+        assert_eq!(
+            ExitStatus::Code(0).to_json(),
+            serde_json::json!({"code": 0})
+        );
+        assert_eq!(
+            ExitStatus::Signal(15).to_json(),
+            serde_json::json!({"signal": 15, "signal_name": "SIGTERM"})
+        );
+        assert!(ExitStatus::Code(0).success());
+        assert!(!ExitStatus::Signal(15).success());
+        // Raw wait statuses: exit 2 is 0x0200, killed by 9 is 0x0009.
+        assert_eq!(ExitStatus::from_wait_status(0x0200), ExitStatus::Code(2));
+        assert_eq!(ExitStatus::from_wait_status(0x0009), ExitStatus::Signal(9));
+    }
+
+    #[test]
+    fn programs_are_found_by_override_beside_us_then_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let beside = make("strata-registry");
+        let other = make("other-registry");
+        let bin_dir = tempfile::tempdir().unwrap();
+        let on_path = bin_dir.path().join("tool");
+        std::fs::write(&on_path, "").unwrap();
+        std::fs::set_permissions(&on_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let mut lookup = ProgramLookup {
+            overrides: BTreeMap::new(),
+            own_dir: Some(dir.path().to_path_buf()),
+            path: Some(bin_dir.path().as_os_str().to_owned()),
+        };
+        assert_eq!(lookup.find("strata-registry").unwrap(), beside);
+        assert_eq!(lookup.find("tool").unwrap(), on_path);
+        lookup
+            .overrides
+            .insert("strata-registry".to_owned(), other.clone());
+        assert_eq!(lookup.find("strata-registry").unwrap(), other);
+        let e = lookup.find("strata-fs").unwrap_err().to_string();
+        assert!(e.contains("STRATA_FS_BIN"), "{e}");
+        let e = lookup.find("/no/such/file").unwrap_err().to_string();
+        assert!(e.contains("/no/such/file"), "{e}");
+        lookup
+            .overrides
+            .insert("strata-fs".to_owned(), PathBuf::from("/nonexistent"));
+        let e = lookup.find("strata-fs").unwrap_err().to_string();
+        assert!(e.contains("STRATA_FS_BIN=/nonexistent"), "{e}");
+    }
+
+    #[test]
+    fn users_and_groups_resolve() {
+        assert_eq!(resolve_credentials(None, None).unwrap(), None);
+        let root = resolve_credentials(Some("root"), None).unwrap().unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        let numeric = resolve_credentials(Some("4242"), Some("4343"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((numeric.uid, numeric.gid), (4242, 4343));
+        assert!(matches!(
+            resolve_credentials(Some("no-such-user-strata"), None),
+            Err(SpawnError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            resolve_credentials(None, Some("no-such-group-strata")),
+            Err(SpawnError::UnknownGroup(_))
+        ));
+    }
+}

@@ -1,0 +1,159 @@
+//! Readiness and liveness probes (SPEC §5.8: readiness means the service *answers*).
+//!
+//! - `health`: the service's socket answers `sys.health` with `status: "ok"`. Polled from
+//!   a 1 ms interval growing to 25 ms, so a fast service is seen within a millisecond or
+//!   two and a slow one does not cost a busy loop.
+//! - `notify`: the service sends a datagram containing the line `READY=1` to the socket
+//!   named by `$NOTIFY_SOCKET` (systemd's protocol), which the supervisor creates for
+//!   each run, owned by the service's user and mode 0600.
+//! - `started`: the process exists (exec succeeded).
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use strata_ipc::{Client, Endpoint};
+use strata_proto::methods::{sys, NoParams};
+use tokio::net::UnixDatagram;
+use tokio::time::Instant;
+
+/// One `sys.health` call with a deadline.
+pub async fn probe_health(socket: &Path, timeout: Duration) -> Result<(), String> {
+    let endpoint = Endpoint::unix(socket).map_err(|e| e.to_string())?;
+    let mut client = Client::new(endpoint);
+    client.set_timeout(timeout);
+    match client.call::<sys::Health>(&NoParams {}).await {
+        Ok(h) if h.status == "ok" => Ok(()),
+        Ok(h) => Err(format!("sys.health answered status {:?}", h.status)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Poll `sys.health` until it answers ok or `deadline` passes; the error is the last
+/// probe's.
+pub async fn wait_healthy(
+    socket: &Path,
+    deadline: Instant,
+    per_try: Duration,
+) -> Result<(), String> {
+    let mut pause = Duration::from_millis(1);
+    let mut last = "no answer".to_owned();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(last);
+        }
+        // Skip the connect attempt while the socket file does not exist yet.
+        last = if socket.exists() {
+            match probe_health(socket, per_try.min(left)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            }
+        } else {
+            format!("{} does not exist", socket.display())
+        };
+        // Never give up before the deadline: the last pause ends exactly at it, and the
+        // loop's check then decides.
+        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        pause = (pause * 2).min(Duration::from_millis(25));
+    }
+}
+
+/// The per-run `NOTIFY_SOCKET`.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Bind at `path` (replacing a leftover file), owned by `owner` when the service runs
+    /// as another user.
+    pub fn bind(path: &Path, owner: Option<(u32, u32)>) -> io::Result<NotifySocket> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let socket = UnixDatagram::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        }
+        Ok(NotifySocket {
+            socket,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wait for a datagram with a `READY=1` line.
+    pub async fn ready(&self) -> io::Result<()> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = self.socket.recv(&mut buf).await?;
+            if is_ready_message(&buf[..n]) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a notification datagram says `READY=1`.
+pub fn is_ready_message(datagram: &[u8]) -> bool {
+    datagram
+        .split(|b| *b == b'\n')
+        .any(|line| line == b"READY=1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines_are_recognised() {
+        assert!(is_ready_message(b"READY=1"));
+        assert!(is_ready_message(b"STATUS=warming up\nREADY=1\n"));
+        assert!(!is_ready_message(b"READY=0"));
+        assert!(!is_ready_message(b"NOTREADY=1"));
+        assert!(!is_ready_message(b"STATUS=READY=1"));
+    }
+
+    #[tokio::test]
+    async fn notify_socket_sees_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.sock");
+        let notify = NotifySocket::bind(&path, None).unwrap();
+        let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        sender.send_to(b"STATUS=starting", &path).unwrap();
+        sender.send_to(b"READY=1\n", &path).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), notify.ready())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(notify);
+        assert!(!path.exists(), "the socket file is removed with the run");
+    }
+
+    #[tokio::test]
+    async fn health_wait_gives_up_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Instant::now();
+        let e = wait_healthy(
+            &dir.path().join("none.sock"),
+            start + Duration::from_millis(100),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,749 @@
+//! The supervisor's shared state and the operations the control socket offers.
+//!
+//! Each service has one long-lived task (see `service.rs`) that owns its lifecycle; this
+//! module owns the table those tasks report into, the one function that changes a
+//! service's state ([`Shared::set_state`], which enforces the legal transitions and keeps
+//! the registry in step), and the operations that span services: boot, stop with
+//! dependents, reload, and shutdown in reverse dependency order.
+//!
+//! Dependents and crashes: when a dependency crashes, its dependents are left running
+//! (like s6, unlike systemd's `BindsTo`). They are expected to ride out a dependency's
+//! restart, and liveness checks catch one that cannot. What the dependency's state does
+//! govern is *starting*: a dependent that crashes while a dependency is not Healthy waits
+//! in Restarting until it is, and `svc.start` refuses with CONFLICT naming the dependency.
+//! Stopping a service on purpose (`svc.stop`) stops its running dependents first.
+
+use crate::audit::AuditLog;
+use crate::backoff::CrashHistory;
+use crate::cgroup::{CgroupRoot, Unavailable};
+use crate::control::ControlError;
+use crate::graph;
+use crate::guard::OrphanGuard;
+use crate::logs::{LogLine, LogSink};
+use crate::manifest::{Manifest, ManifestError, ServiceSpec};
+use crate::process::{ExitStatus, ProgramLookup};
+use crate::reaper::Reaper;
+use crate::registry_sync::RegistrySync;
+use crate::service::{Command, ServiceRunner, StopReason};
+use crate::state::check_transition;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use strata_ipc::Endpoint;
+use strata_proto::methods::supervisor::{NodeStatus, SvcInfo, SvcState};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why the supervisor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("cannot start the child reaper: {0}")]
+    Reaper(std::io::Error),
+    #[error(transparent)]
+    Server(#[from] strata_ipc::ServerError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Everything the supervisor needs to run.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub runtime_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub node_id: String,
+    pub manifest: Manifest,
+    /// The file `supervisor.reload` re-reads; `None` runs (and reloads) the built-in graph.
+    pub manifest_path: Option<PathBuf>,
+    /// Permission bits of `supervisor.sock`.
+    pub control_socket_mode: u32,
+    pub programs: ProgramLookup,
+}
+
+/// How a run ended, as `svc.list` reports it.
+#[derive(Debug, Clone)]
+pub(crate) struct LastExit {
+    pub status: Option<ExitStatus>,
+    pub reason: String,
+    pub at: SystemTime,
+}
+
+impl LastExit {
+    fn to_json(&self) -> Value {
+        let mut v = self
+            .status
+            .map(ExitStatus::to_json)
+            .unwrap_or_else(|| json!({}));
+        v["reason"] = Value::String(self.reason.clone());
+        v["at"] = json!(unix_secs(self.at));
+        v
+    }
+}
+
+/// One service's row in the table.
+pub(crate) struct Record {
+    pub spec: Arc<ServiceSpec>,
+    pub state: SvcState,
+    pub since: SystemTime,
+    pub pid: Option<i32>,
+    pub restarts: u64,
+    pub last_exit: Option<LastExit>,
+    /// What limits and sandboxing the current (or last) run actually got.
+    pub applied: Option<Value>,
+    pub crashes: CrashHistory,
+    pub logs: Arc<LogSink>,
+    pub cmd: mpsc::UnboundedSender<Command>,
+}
+
+pub(crate) struct Table {
+    pub services: BTreeMap<String, Record>,
+    /// The current manifest's services, in declaration order.
+    pub specs: Vec<ServiceSpec>,
+    /// Start order (dependencies first).
+    pub order: Vec<String>,
+}
+
+/// State shared by the control handlers and every service task.
+pub(crate) struct Shared {
+    pub runtime_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub node_id: String,
+    pub owner_uid: u32,
+    pub started_at: Instant,
+    pub manifest_path: Option<PathBuf>,
+    pub programs: ProgramLookup,
+    pub cgroups: Result<CgroupRoot, Unavailable>,
+    pub guard: Option<OrphanGuard>,
+    pub reaper: Arc<Reaper>,
+    pub audit: AuditLog,
+    pub registry: RegistrySync,
+    pub registry_socket: PathBuf,
+    pub table: Mutex<Table>,
+    /// Bumped on every state change; tasks waiting for dependencies watch it.
+    pub changed: watch::Sender<u64>,
+    pub shutting_down: AtomicBool,
+    /// Serialises the operations that span services (stop with dependents, restart,
+    /// reload, shutdown).
+    pub ops: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    pub fn notify_dir(&self) -> PathBuf {
+        self.runtime_dir.join("notify")
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The endpoint a service is registered under, if it is registered at all.
+    pub fn registration(&self, spec: &ServiceSpec) -> Option<String> {
+        if !spec.register {
+            return None;
+        }
+        let socket = spec.socket_path(&self.runtime_dir)?;
+        match Endpoint::unix(&socket) {
+            Ok(e) => Some(e.to_string()),
+            Err(e) => {
+                tracing::warn!(service = %spec.name, error = %e, "not registered");
+                None
+            }
+        }
+    }
+
+    /// Change a service's state, if the transition is legal, applying `update` to its
+    /// record under the same lock. Keeps the registry in step: registered on Healthy,
+    /// deregistered on leaving Healthy; when the registry itself becomes Healthy, every
+    /// Healthy service is registered again.
+    pub fn set_state(&self, name: &str, to: SvcState, update: impl FnOnce(&mut Record)) -> bool {
+        let (from, registration, is_registry) = {
+            let mut table = self.table();
+            let Some(rec) = table.services.get_mut(name) else {
+                return false;
+            };
+            let from = rec.state;
+            if let Err(e) = check_transition(from, to) {
+                tracing::error!(service = name, error = %e, "refused an illegal state transition");
+                debug_assert!(false, "{name}: {e}");
+                return false;
+            }
+            rec.state = to;
+            rec.since = SystemTime::now();
+            update(rec);
+            let is_registry = rec.spec.socket_path(&self.runtime_dir).as_deref()
+                == Some(self.registry_socket.as_path());
+            (from, self.registration(&rec.spec), is_registry)
+        };
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        tracing::info!(service = name, from = ?from, to = ?to, "state changed");
+        if let Some(endpoint) = registration {
+            if to == SvcState::Healthy {
+                if is_registry {
+                    self.resync_registry();
+                } else {
+                    self.registry.register(name, endpoint);
+                }
+            } else if from == SvcState::Healthy {
+                self.registry.deregister(name);
+            }
+        }
+        true
+    }
+
+    /// Register every Healthy service (after the registry came back).
+    fn resync_registry(&self) {
+        let healthy: Vec<(String, String)> = {
+            let table = self.table();
+            table
+                .services
+                .iter()
+                .filter(|(_, r)| r.state == SvcState::Healthy)
+                .filter_map(|(n, r)| self.registration(&r.spec).map(|e| (n.clone(), e)))
+                .collect()
+        };
+        tracing::info!(
+            count = healthy.len(),
+            "registry is up: registering Healthy services"
+        );
+        for (name, endpoint) in healthy {
+            self.registry.register(&name, endpoint);
+        }
+    }
+
+    /// The first dependency of `spec` that is not Healthy, with its state.
+    pub fn unhealthy_dependency(&self, spec: &ServiceSpec) -> Option<(String, SvcState)> {
+        let table = self.table();
+        spec.depends_on
+            .iter()
+            .find_map(|dep| match table.services.get(dep) {
+                Some(r) if r.state == SvcState::Healthy => None,
+                Some(r) => Some((dep.clone(), r.state)),
+                None => Some((dep.clone(), SvcState::Declared)),
+            })
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<SvcState> {
+        self.table().services.get(name).map(|r| r.state)
+    }
+
+    /// Start the task of a service already in the table.
+    fn spawn_task(self: &Arc<Self>, name: &str, autostart: bool) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(rec) = self.table().services.get_mut(name) {
+            rec.cmd = tx;
+        }
+        let runner = ServiceRunner::new(Arc::clone(self), name.to_owned(), rx);
+        tokio::spawn(runner.run(autostart));
+    }
+
+    fn new_record(&self, spec: ServiceSpec) -> Record {
+        let logs = Arc::new(LogSink::new(&self.logs_dir(), &spec.name, &spec.logs));
+        // Replaced by `spawn_task` before anything is sent.
+        let (cmd, _) = mpsc::unbounded_channel();
+        Record {
+            spec: Arc::new(spec),
+            state: SvcState::Declared,
+            since: SystemTime::now(),
+            pid: None,
+            restarts: 0,
+            last_exit: None,
+            applied: None,
+            crashes: CrashHistory::default(),
+            logs,
+            cmd,
+        }
+    }
+
+    fn send(&self, name: &str, cmd: Command) -> Result<(), ControlError> {
+        let table = self.table();
+        let rec = table
+            .services
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        rec.cmd
+            .send(cmd)
+            .map_err(|_| ControlError::Superseded(name.to_owned()))
+    }
+
+    /// Ask a service to stop and wait for it.
+    async fn stop_one(
+        &self,
+        name: &str,
+        drain: Duration,
+        reason: StopReason,
+    ) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(
+            name,
+            Command::Stop {
+                drain,
+                reason,
+                reply,
+            },
+        )?;
+        rx.await
+            .map_err(|_| ControlError::Superseded(name.to_owned()))?
+    }
+
+    /// Stop a service's process for good and end its task.
+    async fn retire(&self, name: &str, drain: Duration, reason: StopReason) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .send(
+                name,
+                Command::Retire {
+                    drain,
+                    reason,
+                    reply,
+                },
+            )
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// What `supervisor.reload` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// A running supervisor. Cheap to clone.
+#[derive(Clone)]
+pub struct Supervisor {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Supervisor {
+    /// Prepare directories, probe cgroups and start the reaper. Must be called inside a
+    /// Tokio runtime; nothing is started until [`Supervisor::boot`].
+    pub fn new(
+        config: SupervisorConfig,
+        guard: Option<OrphanGuard>,
+    ) -> Result<Supervisor, StartError> {
+        config.manifest.validate()?;
+        let logs_dir = config.state_dir.join("logs");
+        let notify_dir = config.runtime_dir.join("notify");
+        // The runtime dir is traversable by all (services may run as other users and
+        // must reach their sockets); the state dir is not.
+        for (dir, mode) in [
+            (&config.runtime_dir, 0o755),
+            (&config.state_dir, 0o750),
+            (&logs_dir, 0o750),
+            (&notify_dir, 0o711),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .map_err(|source| StartError::Dir {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let cgroups = CgroupRoot::probe();
+        match &cgroups {
+            Ok(root) => {
+                tracing::info!(cgroup = %root.dir().display(), controllers = ?root.controllers(), "cgroup v2 in use");
+                if let Some(g) = &guard {
+                    g.set_root_cgroup(root.dir());
+                }
+            }
+            Err(Unavailable(why)) => {
+                tracing::warn!(reason = %why, "no cgroup; limits fall back to rlimits where they can")
+            }
+        }
+        let reaper = Reaper::start().map_err(StartError::Reaper)?;
+        let registry_socket = strata_ipc::paths::socket_path(&config.runtime_dir, "registry");
+        let registry = RegistrySync::start(registry_socket.clone());
+        let order = graph::start_order(&config.manifest.services)
+            .expect("a validated manifest has no cycle");
+        let (changed, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            audit: AuditLog::new(&config.state_dir, &config.node_id),
+            runtime_dir: config.runtime_dir,
+            state_dir: config.state_dir,
+            node_id: config.node_id,
+            owner_uid: strata_ipc::PeerCred::current_process().uid,
+            started_at: Instant::now(),
+            manifest_path: config.manifest_path,
+            programs: config.programs,
+            cgroups,
+            guard,
+            reaper,
+            registry,
+            registry_socket,
+            table: Mutex::new(Table {
+                services: BTreeMap::new(),
+                specs: config.manifest.services.clone(),
+                order,
+            }),
+            changed,
+            shutting_down: AtomicBool::new(false),
+            ops: tokio::sync::Mutex::new(()),
+        });
+        {
+            let mut table = shared.table();
+            for spec in &config.manifest.services {
+                let rec = shared.new_record(spec.clone());
+                table.services.insert(spec.name.clone(), rec);
+            }
+        }
+        Ok(Supervisor { shared })
+    }
+
+    /// Start every service as soon as its dependencies are Healthy.
+    pub fn boot(&self) {
+        let order = self.shared.table().order.clone();
+        for name in order {
+            self.shared.spawn_task(&name, true);
+        }
+    }
+
+    /// The uid that may control services besides root: the supervisor's own.
+    pub fn owner_uid(&self) -> u32 {
+        self.shared.owner_uid
+    }
+
+    pub(crate) fn audit(&self) -> &AuditLog {
+        &self.shared.audit
+    }
+
+    /// `supervisor.status`.
+    pub fn status(&self) -> NodeStatus {
+        let table = self.shared.table();
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for rec in table.services.values() {
+            *counts.entry(format!("{:?}", rec.state)).or_default() += 1;
+        }
+        let cgroup = match &self.shared.cgroups {
+            Ok(root) => json!({
+                "available": true,
+                "path": root.dir().display().to_string(),
+                "controllers": root.controllers(),
+            }),
+            Err(Unavailable(why)) => json!({"available": false, "reason": why}),
+        };
+        let mut extra = serde_json::Map::new();
+        extra.insert("pid".into(), json!(std::process::id()));
+        extra.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        extra.insert("services".into(), json!(table.services.len()));
+        extra.insert("states".into(), json!(counts));
+        extra.insert(
+            "manifest".into(),
+            json!(self
+                .shared
+                .manifest_path
+                .as_ref()
+                .map(|p| p.display().to_string())),
+        );
+        extra.insert("cgroup".into(), cgroup);
+        extra.insert(
+            "orphan_guard".into(),
+            json!(self.shared.guard.as_ref().map(|g| g.pid())),
+        );
+        extra.insert(
+            "shutting_down".into(),
+            json!(self.shared.is_shutting_down()),
+        );
+        NodeStatus {
+            node_id: self.shared.node_id.clone(),
+            uptime_sec: self.shared.started_at.elapsed().as_secs(),
+            extra,
+        }
+    }
+
+    /// `supervisor.svc.list`, in start order.
+    pub fn list(&self) -> Vec<SvcInfo> {
+        let table = self.shared.table();
+        table
+            .order
+            .iter()
+            .filter_map(|name| table.services.get(name).map(|r| (name, r)))
+            .map(|(name, r)| {
+                let mut extra = serde_json::Map::new();
+                extra.insert("restarts".into(), json!(r.restarts));
+                extra.insert(
+                    "last_exit".into(),
+                    r.last_exit.as_ref().map_or(Value::Null, LastExit::to_json),
+                );
+                extra.insert("since".into(), json!(unix_secs(r.since)));
+                extra.insert("readiness".into(), json!(r.spec.readiness));
+                extra.insert("restart".into(), json!(r.spec.restart));
+                extra.insert("depends_on".into(), json!(r.spec.depends_on));
+                extra.insert("crashes_in_window".into(), json!(r.crashes.recent()));
+                extra.insert(
+                    "socket".into(),
+                    json!(r
+                        .spec
+                        .socket_path(&self.shared.runtime_dir)
+                        .map(|p| p.display().to_string())),
+                );
+                extra.insert("applied".into(), r.applied.clone().unwrap_or(Value::Null));
+                SvcInfo {
+                    name: name.clone(),
+                    state: r.state,
+                    pid: r.pid.map(|p| p as u32),
+                    extra,
+                }
+            })
+            .collect()
+    }
+
+    /// `supervisor.svc.logs`: the last `lines` lines of a service's output.
+    pub fn logs(&self, name: &str, lines: usize) -> Result<Vec<LogLine>, ControlError> {
+        let table = self.shared.table();
+        let rec = table
+            .services
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        Ok(rec.logs.tail(lines))
+    }
+
+    /// `supervisor.svc.start`: start now (dependencies must be Healthy); answers once the
+    /// service is Healthy or its start failed.
+    pub async fn start(&self, name: &str, by: Option<u32>) -> Result<(), ControlError> {
+        let (reply, rx) = oneshot::channel();
+        self.shared.send(name, Command::Start { reply, by })?;
+        rx.await
+            .map_err(|_| ControlError::Superseded(name.to_owned()))?
+    }
+
+    /// `supervisor.svc.stop`: stop the service's running dependents (dependents of
+    /// dependents first), then the service. Returns the dependents it stopped.
+    pub async fn stop(
+        &self,
+        name: &str,
+        drain: Duration,
+        by: Option<u32>,
+    ) -> Result<Vec<String>, ControlError> {
+        let _ops = self.shared.ops.lock().await;
+        self.stop_locked(name, drain, by).await
+    }
+
+    async fn stop_locked(
+        &self,
+        name: &str,
+        drain: Duration,
+        by: Option<u32>,
+    ) -> Result<Vec<String>, ControlError> {
+        let dependents = {
+            let table = self.shared.table();
+            let rec = table
+                .services
+                .get(name)
+                .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+            if rec.state == SvcState::Stopped {
+                return Err(ControlError::NotRunning {
+                    name: name.to_owned(),
+                    state: rec.state,
+                });
+            }
+            graph::dependents_closure(&table.specs, name)
+                .into_iter()
+                .filter(|d| {
+                    table
+                        .services
+                        .get(d)
+                        .is_some_and(|r| r.state != SvcState::Stopped)
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut also = Vec::new();
+        for dep in dependents {
+            let reason = StopReason::Dependency {
+                of: name.to_owned(),
+                by,
+            };
+            if self.shared.stop_one(&dep, drain, reason).await.is_ok() {
+                also.push(dep);
+            }
+        }
+        self.shared
+            .stop_one(name, drain, StopReason::Operator { by })
+            .await?;
+        Ok(also)
+    }
+
+    /// `supervisor.svc.restart`: stop (with dependents) if running, then start.
+    pub async fn restart(
+        &self,
+        name: &str,
+        drain: Duration,
+        by: Option<u32>,
+    ) -> Result<(), ControlError> {
+        {
+            let _ops = self.shared.ops.lock().await;
+            match self.shared.state_of(name) {
+                None => return Err(ControlError::NotFound(name.to_owned())),
+                Some(SvcState::Stopped) => {}
+                Some(_) => {
+                    self.stop_locked(name, drain, by).await?;
+                }
+            }
+        }
+        self.start(name, by).await
+    }
+
+    /// `supervisor.reload`: re-read the manifest and apply the difference. Removed
+    /// services are stopped and forgotten; changed ones are stopped and started with
+    /// their new definition (unless an operator had stopped them); added ones start when
+    /// their dependencies are Healthy; unchanged ones are not touched. An invalid manifest
+    /// changes nothing.
+    pub async fn reload(&self) -> Result<ReloadReport, ControlError> {
+        let manifest = match &self.shared.manifest_path {
+            Some(path) => Manifest::load(path)?,
+            None => Manifest::builtin(),
+        };
+        self.apply(manifest).await
+    }
+
+    async fn apply(&self, manifest: Manifest) -> Result<ReloadReport, ControlError> {
+        let _ops = self.shared.ops.lock().await;
+        if self.shared.is_shutting_down() {
+            return Err(ControlError::ShuttingDown);
+        }
+        let new_order = graph::start_order(&manifest.services).map_err(ControlError::Reload)?;
+        let mut report = ReloadReport::default();
+        let (old_order, old_specs) = {
+            let table = self.shared.table();
+            let specs: BTreeMap<String, Arc<ServiceSpec>> = table
+                .services
+                .iter()
+                .map(|(n, r)| (n.clone(), Arc::clone(&r.spec)))
+                .collect();
+            (table.order.clone(), specs)
+        };
+        for name in &old_order {
+            match manifest.service(name) {
+                None => report.removed.push(name.clone()),
+                Some(new) if **old_specs.get(name).expect("in table") != *new => {
+                    report.changed.push(name.clone())
+                }
+                Some(_) => report.unchanged.push(name.clone()),
+            }
+        }
+        report.added = new_order
+            .iter()
+            .filter(|n| !old_specs.contains_key(*n))
+            .cloned()
+            .collect();
+
+        // Stop removed and changed services, dependents first.
+        let mut resume: BTreeMap<String, bool> = BTreeMap::new();
+        for name in old_order.iter().rev() {
+            let removed = report.removed.contains(name);
+            if !removed && !report.changed.contains(name) {
+                continue;
+            }
+            let was_stopped = self.shared.state_of(name) == Some(SvcState::Stopped);
+            let drain = Duration::from_millis(old_specs[name].drain_ms);
+            self.shared.retire(name, drain, StopReason::Reload).await;
+            if !removed {
+                resume.insert(name.clone(), !was_stopped);
+            }
+        }
+        {
+            let mut table = self.shared.table();
+            for name in &report.removed {
+                table.services.remove(name);
+            }
+            for name in &report.changed {
+                let spec = manifest
+                    .service(name)
+                    .expect("changed is in the new manifest")
+                    .clone();
+                if let Some(rec) = table.services.get_mut(name) {
+                    rec.logs.configure(&spec.logs);
+                    rec.spec = Arc::new(spec);
+                    rec.crashes.reset();
+                }
+            }
+            for name in &report.added {
+                let spec = manifest
+                    .service(name)
+                    .expect("added is in the new manifest")
+                    .clone();
+                let rec = self.shared.new_record(spec);
+                table.services.insert(name.clone(), rec);
+            }
+            table.specs = manifest.services.clone();
+            table.order = new_order.clone();
+        }
+        for name in &new_order {
+            if let Some(autostart) = resume.get(name) {
+                self.shared.spawn_task(name, *autostart);
+            } else if report.added.contains(name) {
+                self.shared.spawn_task(name, true);
+            }
+        }
+        for name in &report.removed {
+            let _ = std::fs::remove_file(self.shared.notify_dir().join(format!("{name}.sock")));
+        }
+        tracing::info!(?report, "manifest reloaded");
+        Ok(report)
+    }
+
+    /// Stop every service in reverse dependency order, each with its own drain, and end
+    /// all service tasks.
+    pub async fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        let _ops = self.shared.ops.lock().await;
+        let order = self.shared.table().order.clone();
+        for name in order.iter().rev() {
+            let drain = self
+                .shared
+                .table()
+                .services
+                .get(name)
+                .map(|r| Duration::from_millis(r.spec.drain_ms));
+            if let Some(drain) = drain {
+                self.shared.retire(name, drain, StopReason::Shutdown).await;
+            }
+        }
+        if let Ok(root) = &self.shared.cgroups {
+            root.remove();
+        }
+        tracing::info!("all services stopped");
+    }
+}
+
+pub(crate) fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl From<ManifestError> for ControlError {
+    fn from(e: ManifestError) -> ControlError {
+        ControlError::Reload(e)
+    }
+}
+
+/// The path of a service's per-run notify socket.
+pub(crate) fn notify_socket_path(notify_dir: &Path, name: &str) -> PathBuf {
+    notify_dir.join(format!("{name}.sock"))
+}

@@ -460,9 +460,27 @@ impl Manifest {
     /// (after identity is Healthy), each answering `sys.health` on its conventional socket.
     pub fn builtin() -> Manifest {
         let registry = ServiceSpec::new("registry", "strata-registry");
-        let identity = ServiceSpec::new("identity", "strata-identity");
+        let mut identity = ServiceSpec::new("identity", "strata-identity");
         let mut fs = ServiceSpec::new("fs", "strata-fs");
         fs.depends_on = vec!["identity".to_owned()];
+        // Children get a clean environment; the built-in services' own settings, when
+        // the operator set them for the supervisor, are handed to the service they are for.
+        let forward = |spec: &mut ServiceSpec, keys: &[&str]| {
+            for key in keys {
+                if let Ok(value) = std::env::var(key) {
+                    spec.env.insert((*key).to_owned(), value);
+                }
+            }
+        };
+        forward(&mut identity, &["STRATA_ISSUANCE_POLICY"]);
+        forward(
+            &mut fs,
+            &[
+                "STRATA_FS_EXPORT_ROOTS",
+                "STRATA_FS_MAX_HANDLES",
+                "STRATA_FS_MAX_HANDLES_PER_CAP",
+            ],
+        );
         Manifest {
             supervisor: SupervisorSettings::default(),
             services: vec![registry, identity, fs],

@@ -1,0 +1,385 @@
+//! `fs.read` of 4 KiB over persistent connections, beside a bare echo server that answers
+//! every request with a response of exactly the same size, measured in the same run; then
+//! the resident memory of the real `strata-fs` binary idle and with 10,000 open handles.
+//!
+//! `cargo bench -p strata-fs --bench read` (add `-- --quick` for a short run).
+//!
+//! Latency and throughput: an in-process fs (real router, guard with a fixed key, audit
+//! log, export root in a temp dir) and the echo server share a 2-worker Tokio runtime; the
+//! clients run on their own 2-worker runtime and send the same pre-encoded frames to both.
+//! Rounds are interleaved and each figure is the median over the rounds.
+//!
+//! Memory: `strata-identity` and `strata-fs` (release builds) on a temp runtime dir; VmRSS
+//! of the fs process from /proc after one authorized request, and again with 10,000
+//! handles open.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_audit::Audit;
+use strata_cap::{CapId, Claims, Constraints, SigningKey, Timestamp, TrustedKey, TrustedKeys};
+use strata_fs::{ExportRoots, FsService, HandleLimits, LandlockState};
+use strata_guard::Guard;
+use strata_ipc::{Server, ServerConfig};
+use strata_proto::frame_codec;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+const READ_SIZE: usize = 4096;
+const ROUNDS: usize = 3;
+
+type Conn = Framed<UnixStream, LengthDelimitedCodec>;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (samples, secs) = if quick {
+        (5_000, Duration::from_millis(500))
+    } else {
+        (30_000, Duration::from_secs(2))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let (fs_sock, echo_sock) = (base.join("fs.sock"), base.join("echo.sock"));
+    std::fs::create_dir_all(base.join("export/data")).unwrap();
+    let content: Vec<u8> = (0..READ_SIZE * 4).map(|i| (i % 251) as u8).collect();
+    std::fs::write(base.join("export/data/bench.dat"), &content).unwrap();
+    let key = SigningKey::generate().unwrap();
+    let token = key.sign(&claims(&base.join("export/data"))).unwrap();
+
+    let servers = runtime();
+    let _revocation_feed = servers.block_on(async {
+        let keys = Arc::new(TrustedKeys::new([TrustedKey::new(key.public_key())]));
+        let (guard, feed) = Guard::offline(keys);
+        let fs = Arc::new(FsService::new(
+            ExportRoots::open(&[base.join("export")]).unwrap(),
+            HandleLimits::default(),
+            Audit::open(&base.join("state"), "fs").unwrap(),
+            guard.clone(),
+        ));
+        strata_fs::spawn_maintenance(Arc::clone(&fs), &guard);
+        let router = strata_fs::router(fs, guard, LandlockState::Off);
+        dispatch_cost(&router, &token, if quick { 20_000 } else { 100_000 }).await;
+        let server = Server::bind(ServerConfig::new(&fs_sock), router).unwrap();
+        tokio::spawn(server.serve(std::future::pending()));
+        feed
+    });
+
+    let clients = runtime();
+    clients.block_on(async {
+        // One real response tells the echo server how big its canned answer must be.
+        let mut probe = connect(&fs_sock).await;
+        let read = read_frame(&mut probe, &token).await;
+        let sample = exchange(&mut probe, read).await;
+        let reply: Value = serde_json::from_slice(&sample).unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert_eq!(reply["result"]["bytes_read"], READ_SIZE);
+        let canned = Bytes::from(sample.to_vec());
+        let listener = UnixListener::bind(&echo_sock).unwrap();
+        servers.spawn(bare_echo(listener, canned.clone()));
+
+        println!(
+            "fs.read of {READ_SIZE} bytes: request {} bytes, response {} bytes (echo answers the same size)",
+            read_frame(&mut probe, &token).await.len(),
+            canned.len()
+        );
+        println!("rounds: {ROUNDS}, interleaved; each figure is the median over the rounds");
+        let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..ROUNDS {
+            for (i, path) in [&echo_sock, &fs_sock].into_iter().enumerate() {
+                let lat = latencies(path, &token, samples).await;
+                let one = throughput(path, &token, 1, secs).await;
+                let sixteen = throughput(path, &token, 16, secs).await;
+                results[i].push(Figures {
+                    p50: pct(&lat, 0.50),
+                    p99: pct(&lat, 0.99),
+                    one,
+                    sixteen,
+                });
+            }
+        }
+        println!(
+            "{:<10} {:>10} {:>10} {:>14} {:>14}",
+            "server", "p50", "p99", "1 conn rps", "16 conn rps"
+        );
+        let echo = Figures::median(&results[0]);
+        let fs = Figures::median(&results[1]);
+        for (name, m) in [("bare echo", &echo), ("fs.read", &fs)] {
+            println!(
+                "{:<10} {:>10.1?} {:>10.1?} {:>14.0} {:>14.0}",
+                name, m.p50, m.p99, m.one, m.sixteen
+            );
+        }
+        println!(
+            "p50 fs/echo (1 conn): {:.2} (target <= 2)",
+            fs.p50.as_secs_f64() / echo.p50.as_secs_f64()
+        );
+        println!(
+            "throughput fs/echo (16 conns): {:.0}% (target >= 50%)",
+            100.0 * fs.sixteen / echo.sixteen
+        );
+    });
+    drop(clients);
+    drop(servers);
+    memory();
+}
+
+/// The router's own cost per fs.read, without sockets: parse, authorize, read, encode.
+async fn dispatch_cost(router: &strata_ipc::Router, token: &str, n: u32) {
+    let peer = strata_ipc::PeerCred::current_process();
+    let opened = router
+        .dispatch(
+            peer,
+            &request("fs.open", token, json!({"path": "bench.dat"})),
+        )
+        .await;
+    let opened: Value = serde_json::from_slice(&opened).unwrap();
+    let handle = opened["result"]["handle"].as_str().unwrap();
+    let read = request(
+        "fs.read",
+        token,
+        json!({"handle": handle, "offset": READ_SIZE, "size": READ_SIZE}),
+    );
+    let started = Instant::now();
+    for _ in 0..n {
+        router.dispatch(peer, &read).await;
+    }
+    println!(
+        "fs.read handled in-process (router.dispatch, no socket): {:.1?} per request",
+        started.elapsed() / n
+    );
+    router
+        .dispatch(peer, &request("fs.close", token, json!({"handle": handle})))
+        .await;
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn claims(prefix: &Path) -> Claims {
+    let now = Timestamp::now();
+    Claims {
+        jti: CapId::random().unwrap(),
+        sub: "bench".into(),
+        iss: "identity@bench".into(),
+        aud: "strata".into(),
+        iat: now,
+        exp: now.saturating_add(Duration::from_secs(3600)),
+        nbf: None,
+        service: "fs".into(),
+        actions: vec![],
+        rights: vec!["fs.open".parse().unwrap(), "fs.read".parse().unwrap()],
+        constraints: Constraints {
+            path_prefix: Some(prefix.to_str().unwrap().parse().unwrap()),
+            rate_limit: None,
+        },
+        parents: vec![],
+    }
+}
+
+async fn connect(path: &Path) -> Conn {
+    Framed::new(UnixStream::connect(path).await.unwrap(), frame_codec())
+}
+
+async fn exchange(conn: &mut Conn, frame: Bytes) -> bytes::BytesMut {
+    conn.send(frame).await.unwrap();
+    conn.next().await.unwrap().unwrap()
+}
+
+fn request(method: &str, token: &str, params: Value) -> Bytes {
+    let req = json!({"v": 1, "req_id": "b", "method": method, "auth": {"token": token}, "params": params});
+    Bytes::from(serde_json::to_vec(&req).unwrap())
+}
+
+/// Open `bench.dat` on this connection and return the frame that reads 4 KiB from it.
+/// Against the echo server the open is answered with the canned read, which is ignored.
+async fn read_frame(conn: &mut Conn, token: &str) -> Bytes {
+    let opened = exchange(
+        conn,
+        request("fs.open", token, json!({"path": "bench.dat"})),
+    )
+    .await;
+    let opened: Value = serde_json::from_slice(&opened).unwrap();
+    let handle = opened["result"]["handle"].as_str().unwrap_or("echo");
+    request(
+        "fs.read",
+        token,
+        json!({"handle": handle, "offset": READ_SIZE, "size": READ_SIZE}),
+    )
+}
+
+async fn bare_echo(listener: UnixListener, canned: Bytes) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let canned = canned.clone();
+        tokio::spawn(async move {
+            let mut framed = Framed::new(stream, frame_codec());
+            while let Some(Ok(_)) = framed.next().await {
+                if framed.send(canned.clone()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn latencies(path: &Path, token: &str, n: usize) -> Vec<Duration> {
+    let mut conn = connect(path).await;
+    let frame = read_frame(&mut conn, token).await;
+    for _ in 0..n / 10 {
+        exchange(&mut conn, frame.clone()).await;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let reply = exchange(&mut conn, frame.clone()).await;
+        samples.push(t.elapsed());
+        assert!(reply.len() > READ_SIZE);
+    }
+    close(&mut conn, token, &frame).await;
+    samples.sort_unstable();
+    samples
+}
+
+async fn throughput(path: &Path, token: &str, conns: usize, for_how_long: Duration) -> f64 {
+    let deadline = Instant::now() + for_how_long;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (path, token) = (path.to_path_buf(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = connect(&path).await;
+            let frame = read_frame(&mut conn, &token).await;
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                exchange(&mut conn, frame.clone()).await;
+                done += 1;
+            }
+            close(&mut conn, &token, &frame).await;
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / for_how_long.as_secs_f64()
+}
+
+/// Close the handle a read frame names, so rounds do not pile up handles.
+async fn close(conn: &mut Conn, token: &str, read: &Bytes) {
+    let read: Value = serde_json::from_slice(read).unwrap();
+    let handle = read["params"]["handle"].clone();
+    exchange(
+        conn,
+        request("fs.close", token, json!({ "handle": handle })),
+    )
+    .await;
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    one: f64,
+    sixteen: f64,
+}
+
+impl Figures {
+    fn median(rounds: &[Figures]) -> Figures {
+        fn mid<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        }
+        Figures {
+            p50: mid(rounds.iter().map(|r| r.p50).collect()),
+            p99: mid(rounds.iter().map(|r| r.p99).collect()),
+            one: mid(rounds.iter().map(|r| r.one).collect()),
+            sixteen: mid(rounds.iter().map(|r| r.sixteen).collect()),
+        }
+    }
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// RSS of the real binary: idle, then holding 10,000 handles.
+fn memory() {
+    const HANDLES: usize = 10_000;
+    let sandbox = strata_testkit::Sandbox::new();
+    let export = sandbox.root().canonicalize().unwrap().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    std::fs::write(export.join("f"), b"x").unwrap();
+    let _identity = strata_testkit::Proc::spawn(
+        "identity",
+        sandbox
+            .command("strata-identity")
+            .env("STRATA_LOG", "error"),
+    );
+    let identity = sandbox.socket("identity");
+    strata_testkit::wait_until("identity", strata_testkit::DEADLINE, || {
+        strata_testkit::healthy(&identity)
+    });
+    let fs = strata_testkit::Proc::spawn(
+        "fs",
+        std::process::Command::new(fs_binary())
+            .env("STRATA_RUNTIME_DIR", sandbox.runtime_dir())
+            .env("STRATA_STATE_DIR", sandbox.state_dir())
+            .env("STRATA_LOG", "error")
+            .arg("--export-root")
+            .arg(&export)
+            .arg("--max-handles-per-cap")
+            .arg(HANDLES.to_string()),
+    );
+    let socket = sandbox.socket("fs");
+    strata_testkit::wait_until("fs", strata_testkit::DEADLINE, || {
+        strata_testkit::healthy(&socket)
+    });
+    let issued = strata_testkit::call(
+        &identity,
+        "identity.issue",
+        json!({"service": "fs", "rights": ["fs.open"], "path_prefix": export}),
+        None,
+    )
+    .unwrap();
+    let token = issued["result"]["token"].as_str().unwrap().to_owned();
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut open = || {
+        let req = json!({"v": 1, "req_id": "m", "method": "fs.open",
+                         "auth": {"token": token}, "params": {"path": "f"}});
+        strata_testkit::write_frame(&mut stream, &serde_json::to_vec(&req).unwrap()).unwrap();
+        let reply: Value =
+            serde_json::from_slice(&strata_testkit::read_frame(&mut stream).unwrap()).unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
+    };
+    open();
+    let idle = rss_kib(fs.pid() as u32);
+    for _ in 1..HANDLES {
+        open();
+    }
+    let loaded = rss_kib(fs.pid() as u32);
+    println!("strata-fs RSS: idle {idle} KiB; with {HANDLES} open handles {loaded} KiB");
+}
+
+fn fs_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strata-fs"))
+}

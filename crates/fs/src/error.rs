@@ -1,0 +1,168 @@
+//! The one error type of the fs service and its mapping to protocol error codes.
+
+use strata_proto::{ErrorBody, ErrorCode};
+
+/// Why an fs request failed. Messages are written for the caller and never carry a host
+/// path the caller did not send, nor an OS error text (those are logged, not answered).
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// A param is malformed (NUL byte, too long, unknown mode, bad cursor, limit out of range).
+    #[error("invalid `{field}`: {reason}")]
+    InvalidParam { field: &'static str, reason: String },
+    /// The path is absolute or has a `..` component: paths are relative to the prefix.
+    #[error("`{path}` is not allowed: {reason}")]
+    PathNotAllowed { path: String, reason: &'static str },
+    /// The kernel refused to resolve the path beneath the prefix: a symlink (or a rename in
+    /// flight) leads out of it, or through a `/proc` magic link.
+    #[error("`{path}` leads outside the capability's path prefix")]
+    Escapes { path: String },
+    /// The token carries no `path_prefix`; fs serves nothing without one.
+    #[error("the token has no path_prefix constraint; fs refuses tokens without one")]
+    NoPrefix,
+    /// The token's prefix is not beneath any root this fs exports.
+    #[error("path prefix `{prefix}` is outside every directory this fs exports")]
+    NotExported { prefix: String },
+    /// The token's prefix is beneath an export root but does not exist (or is not a
+    /// directory).
+    #[error("path prefix `{prefix}` does not exist")]
+    PrefixMissing { prefix: String },
+    /// The file system denied access (permissions, or the Landlock sandbox).
+    #[error("access to `{path}` is denied")]
+    AccessDenied { path: String },
+    /// Nothing at that path.
+    #[error("`{path}` does not exist")]
+    NotFound { path: String },
+    /// A directory where a file was needed.
+    #[error("`{path}` is a directory; use fs.list")]
+    IsDirectory { path: String },
+    /// A file where a directory was needed.
+    #[error("`{path}` is not a directory")]
+    NotDirectory { path: String },
+    /// A FIFO, socket or device: fs serves regular files only.
+    #[error("`{path}` is a {kind}; fs opens regular files only")]
+    NotRegular { path: String, kind: &'static str },
+    /// No open handle with this id.
+    #[error("no open handle `{handle}`")]
+    UnknownHandle { handle: String },
+    /// The handle exists but was opened with another capability (or for another subject).
+    #[error("handle `{handle}` belongs to another capability")]
+    NotYourHandle { handle: String },
+    /// The capability that opened the handle has expired; the handle died with it.
+    #[error("handle `{handle}` expired with its capability")]
+    HandleExpired { handle: String },
+    /// The capability (or one it derives from) was revoked.
+    #[error("the capability has been revoked")]
+    Revoked,
+    /// The capability already holds its maximum of open handles.
+    #[error("this capability already has {limit} open handles, the most allowed; close some")]
+    TooManyForCapability { limit: usize },
+    /// fs as a whole holds its maximum of open handles.
+    #[error("fs has {limit} open handles, the most it allows; try again later")]
+    TooManyOpen { limit: usize },
+    /// The path kept changing under resolution (rename races); the caller may retry.
+    #[error("`{path}` changed while being resolved; try again")]
+    Busy { path: String },
+    /// An export root the operator configured cannot be served (start-up only).
+    #[error("export root {path:?} {reason}")]
+    ExportRoot {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// The Landlock sandbox could not be set up (start-up only).
+    #[error("cannot set up the Landlock sandbox: {0}")]
+    Sandbox(String),
+    /// Anything unexpected. The detail is logged, never answered.
+    #[error("internal error")]
+    Internal(#[source] std::io::Error),
+}
+
+impl FsError {
+    /// The protocol code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FsError::InvalidParam { .. }
+            | FsError::IsDirectory { .. }
+            | FsError::NotDirectory { .. } => ErrorCode::InvalidArgument,
+            FsError::PathNotAllowed { .. }
+            | FsError::Escapes { .. }
+            | FsError::NoPrefix
+            | FsError::NotExported { .. }
+            | FsError::AccessDenied { .. }
+            | FsError::NotRegular { .. }
+            | FsError::NotYourHandle { .. } => ErrorCode::PermissionDenied,
+            FsError::NotFound { .. }
+            | FsError::PrefixMissing { .. }
+            | FsError::UnknownHandle { .. } => ErrorCode::NotFound,
+            FsError::HandleExpired { .. } | FsError::Revoked => ErrorCode::Unauthenticated,
+            FsError::TooManyForCapability { .. } | FsError::TooManyOpen { .. } => {
+                ErrorCode::ResourceExhausted
+            }
+            FsError::Busy { .. } => ErrorCode::Unavailable,
+            FsError::ExportRoot { .. } | FsError::Sandbox(_) | FsError::Internal(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+
+    /// The param at fault, for `details.field`.
+    fn field(&self) -> Option<&'static str> {
+        match self {
+            FsError::InvalidParam { field, .. } => Some(field),
+            FsError::PathNotAllowed { .. }
+            | FsError::Escapes { .. }
+            | FsError::AccessDenied { .. }
+            | FsError::NotFound { .. }
+            | FsError::IsDirectory { .. }
+            | FsError::NotDirectory { .. }
+            | FsError::NotRegular { .. }
+            | FsError::Busy { .. } => Some("path"),
+            FsError::UnknownHandle { .. }
+            | FsError::NotYourHandle { .. }
+            | FsError::HandleExpired { .. } => Some("handle"),
+            _ => None,
+        }
+    }
+}
+
+impl From<FsError> for ErrorBody {
+    fn from(e: FsError) -> ErrorBody {
+        match &e {
+            FsError::Internal(source) => {
+                tracing::error!(error = %source, "fs request failed unexpectedly");
+            }
+            FsError::ExportRoot { .. } | FsError::Sandbox(_) => {
+                tracing::error!(error = %e, "start-up error reached a client");
+                return ErrorBody::new(ErrorCode::Internal, "internal error");
+            }
+            _ => {}
+        }
+        let details = match e.field() {
+            Some(field) => serde_json::json!({ "field": field }),
+            None => serde_json::json!({}),
+        };
+        ErrorBody::new(e.code(), e.to_string()).with_details(details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let e = FsError::Internal(std::io::Error::other("/secret/host/path: EIO"));
+        let body = ErrorBody::from(e);
+        assert_eq!(body.code, ErrorCode::Internal);
+        assert_eq!(body.message, "internal error");
+    }
+
+    #[test]
+    fn details_name_the_field() {
+        let body = ErrorBody::from(FsError::Escapes { path: "x".into() });
+        assert_eq!(body.code, ErrorCode::PermissionDenied);
+        assert_eq!(body.details, serde_json::json!({"field": "path"}));
+        let body = ErrorBody::from(FsError::TooManyOpen { limit: 3 });
+        assert_eq!(body.code, ErrorCode::ResourceExhausted);
+        assert_eq!(body.details, serde_json::json!({}));
+    }
+}

@@ -1,0 +1,245 @@
+//! The protocol side of fs: the method table, each handler as "authorize, then serve",
+//! denials audited in one place, and the background work that keeps handles honest.
+//!
+//! Every handler first asks the guard to authorize the call for its right (`fs.open`,
+//! `fs.read`, `fs.list`, `fs.stat`). `fs.close` needs no right of its own, only the
+//! capability that owns the handle; since only a capability holding `fs.open` can own a
+//! handle, close is authorized as `fs.open`, which also proves the token is current and
+//! unrevoked.
+
+use crate::error::FsError;
+use crate::list::list_room;
+use crate::read::{read_result_json, reply_room};
+use crate::sandbox::LandlockState;
+use crate::service::{Caller, FsService, RevocationCheck};
+use std::sync::Arc;
+use std::time::Duration;
+use strata_cap::Claims;
+use strata_guard::Guard;
+use strata_ipc::{Call, Router};
+use strata_proto::methods::{fs, Method};
+use strata_proto::{ErrorBody, ErrorCode};
+use tokio::sync::broadcast::error::RecvError;
+
+/// Reads larger than this run on the blocking pool rather than a runtime worker.
+const INLINE_READ_MAX: u64 = 64 * 1024;
+
+/// How often handles of expired capabilities are swept.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl RevocationCheck for Guard {
+    fn is_revoked(&self, claims: &Claims) -> bool {
+        Guard::is_revoked(self, claims)
+    }
+}
+
+/// The fs method table. `sys.health` reports the guard's sync state, whether Landlock
+/// confines the process, how many roots are exported and how many handles are open.
+pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) -> Router {
+    let health = {
+        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        move || {
+            let mut facts = guard.status();
+            facts.insert("landlock".into(), landlock.is_active().into());
+            facts.insert("landlock_status".into(), landlock.as_str().into());
+            facts.insert("export_roots".into(), fs.roots().len().into());
+            facts.insert("open_handles".into(), fs.handles().len().into());
+            facts
+        }
+    };
+    let open = {
+        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        move |call: Call, params: fs::OpenParams| {
+            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+            async move {
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.open",
+                    Offload::No,
+                    move |fs, caller| fs.open(caller, &params),
+                )
+                .await
+            }
+        }
+    };
+    let read = {
+        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        move |call: Call, params: fs::ReadParams| {
+            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+            let room = reply_room(&call.req_id);
+            let offload = if params.size > INLINE_READ_MAX {
+                Offload::Yes
+            } else {
+                Offload::No
+            };
+            async move {
+                serve(fs, &guard, call, "fs.read", offload, move |fs, caller| {
+                    read_result_json(&fs.read(caller, &params, room)?)
+                })
+                .await
+            }
+        }
+    };
+    let close = {
+        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        move |call: Call, params: fs::CloseParams| {
+            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+            async move {
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.open",
+                    Offload::No,
+                    move |fs, caller| fs.close(caller, &params),
+                )
+                .await
+            }
+        }
+    };
+    let list = {
+        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        move |call: Call, params: fs::ListParams| {
+            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+            let room = list_room(&call.req_id);
+            async move {
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.list",
+                    Offload::Yes,
+                    move |fs, caller| fs.list(caller, &params, room),
+                )
+                .await
+            }
+        }
+    };
+    let stat = {
+        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        move |call: Call, params: fs::StatParams| {
+            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+            async move {
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.stat",
+                    Offload::No,
+                    move |fs, caller| fs.stat(caller, &params),
+                )
+                .await
+            }
+        }
+    };
+    Router::new("fs", env!("CARGO_PKG_VERSION"))
+        .health_extra(health)
+        .method::<fs::Open, _, _, _>(open)
+        // Routed by name to answer with pre-encoded JSON (see `read_result_json`); the
+        // params and the result's shape are still `fs::Read`'s.
+        .route(<fs::Read as Method>::NAME, read)
+        .method::<fs::Close, _, _, _>(close)
+        .method::<fs::List, _, _, _>(list)
+        .method::<fs::Stat, _, _, _>(stat)
+}
+
+/// Whether a handler's work may block long enough to belong on the blocking pool.
+#[derive(Clone, Copy)]
+enum Offload {
+    Yes,
+    No,
+}
+
+/// Authorize `call` for `right`, run `work` with the verified caller, and audit any
+/// denial, from the guard or from fs.
+async fn serve<R, W>(
+    fs: Arc<FsService>,
+    guard: &Guard,
+    call: Call,
+    right: &str,
+    offload: Offload,
+    work: W,
+) -> Result<R, ErrorBody>
+where
+    R: Send + 'static,
+    W: FnOnce(&FsService, &Caller) -> Result<R, FsError> + Send + 'static,
+{
+    let claims = match guard.authorize(&call, right).await {
+        Ok(claims) => claims,
+        Err(denied) => {
+            if is_denial(denied.code) {
+                fs.audit_denial(&call.method, Some(&call.peer), None, &denied);
+            }
+            return Err(denied);
+        }
+    };
+    let caller = Caller::new(claims, Some(call.peer));
+    let outcome = match offload {
+        Offload::No => work(&fs, &caller),
+        Offload::Yes => {
+            let (fs, caller) = (Arc::clone(&fs), caller.clone());
+            tokio::task::spawn_blocking(move || work(&fs, &caller))
+                .await
+                .map_err(|e| FsError::Internal(std::io::Error::other(e.to_string())))
+                .and_then(|r| r)
+        }
+    };
+    outcome.map_err(|e| {
+        let body = ErrorBody::from(e);
+        if is_denial(body.code) {
+            fs.audit_denial(&call.method, Some(&call.peer), Some(&caller.claims), &body);
+        }
+        body
+    })
+}
+
+/// Refusals that are audited: bad credentials, missing rights or constraints, quotas.
+fn is_denial(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::ResourceExhausted
+    )
+}
+
+/// Start the background work: close a capability's handles the moment the guard learns of
+/// its revocation (re-checking every handle if notices were missed), and sweep handles of
+/// expired capabilities every [`EXPIRY_SWEEP_INTERVAL`]. Call inside a Tokio runtime,
+/// before serving, so no revocation learned after this call is missed.
+pub fn spawn_maintenance(fs: Arc<FsService>, guard: &Guard) {
+    let mut revocations = guard.revocations();
+    let revoker = Arc::clone(&fs);
+    tokio::spawn(async move {
+        loop {
+            match revocations.recv().await {
+                Ok(cap) => {
+                    let closed = revoker.revoke(&cap);
+                    if closed > 0 {
+                        tracing::info!(cap_id = %cap, closed, "revoked capability: handles closed");
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let closed = revoker.recheck_revocations();
+                    tracing::warn!(
+                        missed,
+                        closed,
+                        "revocation notices missed; re-checked every handle"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let closed = fs.sweep_expired();
+            if closed > 0 {
+                tracing::info!(closed, "closed handles of expired capabilities");
+            }
+        }
+    });
+}

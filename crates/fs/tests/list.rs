@@ -1,0 +1,172 @@
+//! fs.list paging and fs.stat.
+
+mod common;
+
+use common::Fixture;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use strata_fs::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use strata_proto::methods::fs::{ListParams, StatParams};
+use strata_proto::ErrorCode;
+
+fn params(path: &str, limit: Option<u64>, cursor: Option<String>) -> ListParams {
+    ListParams {
+        path: path.into(),
+        limit,
+        cursor,
+    }
+}
+
+#[test]
+fn entries_are_sorted_with_type_and_size() {
+    let f = Fixture::new();
+    f.write("b.txt", b"12345");
+    f.write("a.txt", b"1");
+    f.write("c/inner", b"");
+    let c = f.caller();
+    for path in ["", "."] {
+        let page =
+            f.fs.list(&c, &params(path, None, None), usize::MAX)
+                .unwrap();
+        let names: Vec<_> = page.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a.txt", "b.txt", "c"]);
+        assert_eq!(page.entries[1].size, 5);
+        assert!(page.entries[2].is_dir && !page.entries[0].is_dir);
+        assert_eq!(page.next_cursor, None);
+    }
+    let sub = f.fs.list(&c, &params("c", None, None), usize::MAX).unwrap();
+    assert_eq!(sub.entries.len(), 1);
+    let e =
+        f.fs.list(&c, &params("a.txt", None, None), usize::MAX)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    let e =
+        f.fs.list(&c, &params("nope", None, None), usize::MAX)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+}
+
+#[test]
+fn a_large_directory_pages_through_every_name_once() {
+    let f = Fixture::new();
+    let dir = f.prefix().join("many");
+    std::fs::create_dir(&dir).unwrap();
+    let mut expected: Vec<Vec<u8>> = (0..2_500)
+        .map(|i| format!("f{i:05}").into_bytes())
+        .collect();
+    // A name that is not UTF-8 still pages exactly (it is shown lossily).
+    expected.push(b"z\xff".to_vec());
+    for name in &expected {
+        std::fs::write(dir.join(std::ffi::OsStr::from_bytes(name)), b"").unwrap();
+    }
+    expected.sort();
+    let c = f.caller();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page =
+            f.fs.list(&c, &params("many", Some(700), cursor), usize::MAX)
+                .unwrap();
+        assert!(page.entries.len() <= 700);
+        seen.extend(page.entries.into_iter().map(|e| e.name));
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    let shown: Vec<String> = expected
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert_eq!(seen, shown);
+    // The default page size.
+    let page =
+        f.fs.list(&c, &params("many", None, None), usize::MAX)
+            .unwrap();
+    assert_eq!(page.entries.len() as u64, DEFAULT_LIST_LIMIT);
+    assert!(page.next_cursor.is_some());
+}
+
+#[test]
+fn a_page_stops_early_when_the_frame_would_overflow() {
+    let f = Fixture::new();
+    for i in 0..50 {
+        f.write(&format!("{i:02}-{}", "n".repeat(200)), b"");
+    }
+    let c = f.caller();
+    let page =
+        f.fs.list(&c, &params("", Some(50), None), 10 * 270)
+            .unwrap();
+    assert!(page.entries.len() < 50 && !page.entries.is_empty());
+    let rest =
+        f.fs.list(
+            &c,
+            &params("", Some(50), page.next_cursor.clone()),
+            usize::MAX,
+        )
+        .unwrap();
+    assert_eq!(page.entries.len() + rest.entries.len(), 50);
+}
+
+#[test]
+fn limits_and_cursors_are_validated() {
+    let f = Fixture::new();
+    let c = f.caller();
+    for limit in [0, MAX_LIST_LIMIT + 1] {
+        let e =
+            f.fs.list(&c, &params("", Some(limit), None), usize::MAX)
+                .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        assert!(e.to_string().contains("limit"));
+    }
+    f.fs.list(&c, &params("", Some(MAX_LIST_LIMIT), None), usize::MAX)
+        .unwrap();
+    let e =
+        f.fs.list(&c, &params("", None, Some("***".into())), usize::MAX)
+            .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+}
+
+#[test]
+fn stat_describes_files_and_the_prefix() {
+    let f = Fixture::new();
+    let path = f.write("s.txt", b"abc");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let c = f.caller();
+    let st =
+        f.fs.stat(
+            &c,
+            &StatParams {
+                path: "s.txt".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!((st.size, st.is_dir, st.mode), (3, false, 0o640));
+    let modified: strata_cap::Timestamp = st.modified.parse().unwrap();
+    let now = strata_cap::Timestamp::now();
+    assert!(now.duration_since(modified).unwrap().as_secs() < 60);
+    assert!(st.modified.ends_with('Z'));
+    for itself in ["", "."] {
+        let st =
+            f.fs.stat(
+                &c,
+                &StatParams {
+                    path: itself.into(),
+                },
+            )
+            .unwrap();
+        assert!(st.is_dir);
+    }
+    let e =
+        f.fs.stat(
+            &c,
+            &StatParams {
+                path: "nope".into(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound);
+}

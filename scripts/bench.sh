@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every Strata benchmark in release mode and prints the figures recorded in
+# docs/BENCHMARKS.md. Starts its own stack (supervisor with the built-in graph) in a
+# temporary runtime/state dir and stops it on exit. Takes about five minutes on 2 cores.
+#   scripts/bench.sh            full run
+#   scripts/bench.sh --quick    shorter measurements
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=()
+secs=3
+if [ "${1:-}" = "--quick" ]; then quick=(-- --quick); secs=1; fi
+
+cargo build --release --workspace --quiet
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+
+echo "== IPC round trip vs bare echo (crates/ipc/benches/roundtrip.rs)"
+cargo bench --quiet -p strata-ipc --bench roundtrip "${quick[@]}" 2>/dev/null
+echo "== tokens (crates/cap/benches/tokens.rs)"
+cargo bench --quiet -p strata-cap --bench tokens "${quick[@]}" 2>/dev/null
+echo "== identity.issue in-process server (crates/identity/benches/issue.rs)"
+STRATA_LOG=error cargo bench --quiet -p strata-identity --bench issue "${quick[@]}" 2>/dev/null
+
+work=$(mktemp -d)
+sup=""
+cleanup() { [ -n "$sup" ] && kill "$sup" 2>/dev/null && wait "$sup" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+mkdir -p "$work/run" "$work/state" "$work/export"
+export STRATA_RUNTIME_DIR=$work/run STRATA_STATE_DIR=$work/state STRATA_FS_EXPORT_ROOTS=$work/export STRATA_LOG=error
+./target/release/strata-supervisor & sup=$!
+for _ in $(seq 200); do
+    ./target/release/strata-ctl --service fs sys.health >/dev/null 2>&1 && break
+    sleep 0.05
+done
+echo "== strata-bench against the live stack (release), each mode beside its echo floor"
+./target/release/strata-bench --duration "$secs" --fs-dir "$work/export"

@@ -11,6 +11,9 @@ use std::time::Duration;
 use strata_ipc::{paths, resolve_endpoint, Client, Endpoint};
 use strata_proto::methods::{fs, identity, registry, NoParams};
 
+/// How many recent lines each `svc logs -f` poll looks at (the supervisor allows 10,000).
+const FOLLOW_WINDOW: u64 = 1000;
+
 /// Bytes asked for per `fs.read` by `fs cat`.
 const CAT_CHUNK: u64 = 256 * 1024;
 
@@ -209,33 +212,44 @@ impl Session {
     }
 
     async fn logs(&self, name: &str, lines: u64, follow: bool) -> Result<ExitCode, Failure> {
-        let mut printed: u64 = 0;
-        let mut first = true;
+        // Following: each poll returns the latest lines; print those after the last one
+        // already printed (all of them if it scrolled out of the window).
+        let mut last: Option<Value> = None;
         loop {
+            // The first call shows the last `lines`; later ones look back further so no
+            // line written between polls is missed.
+            let window = if last.is_some() {
+                FOLLOW_WINDOW.max(lines)
+            } else {
+                lines
+            };
             let r = self
                 .call(
                     "supervisor",
                     "supervisor.svc.logs",
-                    json!({"name": name, "lines": lines}),
+                    json!({"name": name, "lines": window}),
                 )
                 .await?;
-            let entries = log_lines(&r);
-            // `total` counts every line the service ever wrote, so following knows how
-            // many of these are new.
-            let total = r["total"].as_u64().unwrap_or(entries.len() as u64);
-            let fresh = if first {
-                entries.len() as u64
-            } else {
-                total.saturating_sub(printed).min(entries.len() as u64)
+            let entries = r["lines"].as_array().cloned().unwrap_or_default();
+            let fresh = match &last {
+                Some(seen) => match entries.iter().rposition(|e| e == seen) {
+                    Some(i) => &entries[i + 1..],
+                    None => &entries[..],
+                },
+                None => &entries[..],
             };
-            let skip = entries.len() - fresh as usize;
-            let mut out = std::io::stdout().lock();
-            for line in &entries[skip..] {
-                let _ = writeln!(out, "{line}");
+            if self.global.json && !follow {
+                output::json(&r);
+            } else {
+                let mut out = std::io::stdout().lock();
+                for entry in fresh {
+                    let _ = writeln!(out, "{}", log_text(entry));
+                }
+                let _ = out.flush();
             }
-            let _ = out.flush();
-            printed = total;
-            first = false;
+            if let Some(newest) = entries.last() {
+                last = Some(newest.clone());
+            }
             if !follow {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -560,15 +574,10 @@ fn parse_params(text: &str) -> Result<Box<RawValue>, Failure> {
     serde_json::value::to_raw_value(&value).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// Lines from a `supervisor.svc.logs` result: strings, or objects with a `line` field.
-fn log_lines(r: &Value) -> Vec<String> {
-    r["lines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|l| match l {
-            Value::String(s) => s.clone(),
-            other => cell(&other["line"]),
-        })
-        .collect()
+/// One captured line as text: the line itself, or the whole entry if it has no `text`.
+fn log_text(entry: &Value) -> String {
+    match entry.get("text") {
+        Some(Value::String(t)) => t.clone(),
+        _ => cell(entry),
+    }
 }

@@ -25,15 +25,8 @@ struct Args {
     #[arg(long, value_name = "FILE", env = "STRATA_ISSUANCE_POLICY")]
     policy: Option<PathBuf>,
     /// Permission bits of the socket, in octal.
-    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = strata_ipc::parse_socket_mode)]
     socket_mode: u32,
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("`{s}` is not an octal mode like 660"))
 }
 
 fn main() -> anyhow::Result<()> {

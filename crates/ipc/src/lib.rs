@@ -19,7 +19,7 @@ pub mod server;
 pub use client::{connect_service, resolve_endpoint, Client, ClientError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use router::{Call, Router};
-pub use server::{Server, ServerConfig, ServerError};
+pub use server::{parse_socket_mode, Server, ServerConfig, ServerError};
 
 /// Kernel-verified credentials of the process at the other end of a connection
 /// (`SO_PEERCRED`, captured when the connection was accepted).

@@ -57,6 +57,17 @@ impl ServerConfig {
     }
 }
 
+/// Parse socket permission bits written in octal (`660`, `0660` or `0o660`), as every
+/// service's `--socket-mode` takes them.
+pub fn parse_socket_mode(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("`{text}` is not an octal mode like 660"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("another server is already answering on {0}; stop it first")]
@@ -522,5 +533,20 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_modes_are_octal() {
+        assert_eq!(parse_socket_mode("660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("0660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("0o600"), Ok(0o600));
+        for bad in ["", "999", "1777", "rw", "0x1a4"] {
+            assert!(parse_socket_mode(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -317,12 +317,7 @@ impl<'de> Deserialize<'de> for Signal {
 
 /// Permission bits written in octal: `"0660"`, `"660"` or `"0o660"`.
 pub fn parse_mode(text: &str) -> Result<u32, String> {
-    let t = text.trim();
-    let digits = t.strip_prefix("0o").unwrap_or(t);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("`{text}` is not an octal mode like \"0660\""))
+    strata_ipc::parse_socket_mode(text)
 }
 
 /// Permission bits in the manifest, as an octal string.

@@ -10,7 +10,7 @@ quick=()
 secs=3
 if [ "${1:-}" = "--quick" ]; then quick=(-- --quick); secs=1; fi
 
-cargo build --release --workspace --quiet
+cargo build --release --workspace --bins --quiet
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 
 echo "== IPC round trip vs bare echo (crates/ipc/benches/roundtrip.rs)"

@@ -58,6 +58,12 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Internal: run as the floor server on this socket (used by strata-bench itself).
+    #[arg(long, hide = true, value_name = "SOCKET", requires = "floor_bytes")]
+    serve_floor: Option<PathBuf>,
+    /// Internal: the floor server's response size.
+    #[arg(long, hide = true, value_name = "BYTES")]
+    floor_bytes: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -167,11 +173,44 @@ async fn measure(work: Workload, conns: usize, secs: Duration) -> anyhow::Result
     })
 }
 
-/// A bare echo server that answers every frame with a fixed response of the given size.
-async fn start_floor(dir: &Path, response_bytes: usize) -> anyhow::Result<PathBuf> {
+/// A bare echo server, in a process of its own like every Strata service and on the same
+/// runtime shape (2 workers), answering every frame with a fixed response of
+/// `response_bytes`. It is killed when the returned guard drops.
+async fn start_floor(dir: &Path, response_bytes: usize) -> anyhow::Result<(PathBuf, Floor)> {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = dir.join(format!("floor-{n}.sock"));
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--serve-floor")
+        .arg(&path)
+        .arg("--floor-bytes")
+        .arg(response_bytes.to_string())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the floor server")?;
+    let floor = Floor(child);
+    let until = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&path).await.is_err() {
+        if Instant::now() > until {
+            bail!("the floor server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok((path, floor))
+}
+
+/// The floor server process; killed on drop.
+struct Floor(std::process::Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The floor server's loop (runs in the child process).
+async fn serve_floor(path: PathBuf, response_bytes: usize) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&path)?;
     // A response that is ok-shaped, so the client's check is the same for both.
     let mut body = br#"{"v":1,"req_id":"b","ok":true,"result":{"pad":""#.to_vec();
@@ -180,20 +219,18 @@ async fn start_floor(dir: &Path, response_bytes: usize) -> anyhow::Result<PathBu
     body.extend(std::iter::repeat_n(b'x', pad));
     body.extend_from_slice(tail);
     let response = Bytes::from(body);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let response = response.clone();
-            tokio::spawn(async move {
-                let mut framed = Framed::new(stream, frame_codec());
-                while let Some(Ok(_)) = framed.next().await {
-                    if framed.send(response.clone()).await.is_err() {
-                        return;
-                    }
+    while let Ok((stream, _)) = listener.accept().await {
+        let response = response.clone();
+        tokio::spawn(async move {
+            let mut framed = Framed::new(stream, frame_codec());
+            while let Some(Ok(_)) = framed.next().await {
+                if framed.send(response.clone()).await.is_err() {
+                    return;
                 }
-            });
-        }
-    });
-    Ok(path)
+            }
+        });
+    }
+    Ok(())
 }
 
 async fn one_call(socket: &Path, f: Bytes) -> anyhow::Result<Value> {
@@ -315,6 +352,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let (Some(path), Some(bytes)) = (args.serve_floor.clone(), args.floor_bytes) {
+        return rt.block_on(serve_floor(path, bytes));
+    }
     rt.block_on(run(args))
 }
 
@@ -341,10 +381,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     let mut rows = Vec::new();
+    let mut floors = Vec::new();
     for mode in &modes {
         let (work, request_bytes, response_bytes) = if mode == "echo" {
             let req = frame("bench.echo", None, json!({"pad": "x".repeat(100)}));
-            let floor = start_floor(floor_dir.path(), req.len()).await?;
+            let (floor, guard) = start_floor(floor_dir.path(), req.len()).await?;
+            floors.push(guard);
             let n = req.len();
             let work = Workload {
                 socket: floor,
@@ -372,7 +414,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             (work, req.len(), reply.len())
         };
-        let floor_sock = start_floor(floor_dir.path(), response_bytes).await?;
+        let (floor_sock, floor_guard) = start_floor(floor_dir.path(), response_bytes).await?;
         for &n in &conns {
             let service = measure(work.clone(), n, secs).await?;
             let floor_req = (work.request)(&Value::Null);
@@ -395,7 +437,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 floor,
             });
         }
-        let _ = std::fs::remove_file(&floor_sock);
+        drop(floor_guard);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

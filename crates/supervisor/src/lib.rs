@@ -22,6 +22,7 @@
 //! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`guard`]: processes and confinement.
 //! - [`readiness`], [`logs`], [`audit`], [`registry_sync`]: what a run reports.
 //! - [`control`]: the control socket.
+//! - [`sd_notify`]: the supervisor's own readiness, watchdog and stopping, told to systemd.
 
 pub mod audit;
 pub mod backoff;
@@ -36,6 +37,7 @@ pub mod process;
 pub mod readiness;
 pub mod reaper;
 pub mod registry_sync;
+pub mod sd_notify;
 mod service;
 pub mod state;
 pub mod supervisor;
@@ -44,6 +46,7 @@ pub mod units;
 pub use control::{Control, ControlError};
 pub use guard::OrphanGuard;
 pub use manifest::{Manifest, ManifestError, ServiceSpec};
+pub use sd_notify::ServiceManager;
 pub use supervisor::{ReloadReport, StartError, Supervisor, SupervisorConfig};
 
 use std::sync::Arc;
@@ -56,7 +59,15 @@ use tokio::signal::unix::{signal, SignalKind};
 /// binary uses a current-thread runtime, which keeps the supervisor small and makes the
 /// thread that forks services (and so owns their `PR_SET_PDEATHSIG`) live as long as the
 /// supervisor does.
-pub async fn run(config: SupervisorConfig, guard: Option<OrphanGuard>) -> Result<(), StartError> {
+///
+/// With a `manager` (systemd's `NOTIFY_SOCKET`), it is told `READY=1` when boot has
+/// settled, `STATUS=` as services come and go, `WATCHDOG=1` on the interval it asked
+/// for, and `STOPPING=1` when shutdown begins (see [`sd_notify`]).
+pub async fn run(
+    config: SupervisorConfig,
+    guard: Option<OrphanGuard>,
+    manager: Option<ServiceManager>,
+) -> Result<(), StartError> {
     let socket = strata_ipc::paths::socket_path(&config.runtime_dir, "supervisor");
     let runtime_dir = config.runtime_dir.clone();
     let mode = config.control_socket_mode;
@@ -79,7 +90,19 @@ pub async fn run(config: SupervisorConfig, guard: Option<OrphanGuard>) -> Result
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
+    let manager = manager.map(Arc::new);
+    if let Some(manager) = &manager {
+        if let Some(interval) = manager.watchdog_interval() {
+            tokio::spawn(sd_notify::keep_watchdog(Arc::clone(manager), interval));
+        }
+    }
     supervisor.boot();
+    if let Some(manager) = &manager {
+        tokio::spawn(sd_notify::report_status(
+            supervisor.clone(),
+            Arc::clone(manager),
+        ));
+    }
     let reloader = supervisor.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -97,6 +120,9 @@ pub async fn run(config: SupervisorConfig, guard: Option<OrphanGuard>) -> Result
             }
         })
         .await;
+    if let Some(manager) = &manager {
+        sd_notify::report_stopping(manager);
+    }
     supervisor.shutdown().await;
     supervisor.audit().flush();
     Ok(())

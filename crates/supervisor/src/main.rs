@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use strata_ipc::paths;
 use strata_supervisor::process::ProgramLookup;
-use strata_supervisor::{units, Manifest, OrphanGuard, SupervisorConfig};
+use strata_supervisor::{units, Manifest, OrphanGuard, ServiceManager, SupervisorConfig};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +45,10 @@ fn main() -> ExitCode {
     if let Some(file) = &args.check_config {
         return check_config(file);
     }
-    // Before any thread exists: the guard is forked from a single-threaded process.
+    // Before any thread exists: NOTIFY_SOCKET and WATCHDOG_* leave the environment (which
+    // is only safe to change single-threaded), and the guard is forked from a
+    // single-threaded process.
+    let manager = ServiceManager::take_from_env();
     let guard = OrphanGuard::spawn();
     strata_ipc::logging::init();
     let guard = match guard {
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
             None
         }
     };
-    match serve(args, guard) {
+    match serve(args, guard, manager) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -84,7 +87,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(args: Args, guard: Option<OrphanGuard>) -> anyhow::Result<()> {
+fn serve(
+    args: Args,
+    guard: Option<OrphanGuard>,
+    manager: Option<ServiceManager>,
+) -> anyhow::Result<()> {
     let (manifest, manifest_path) = match &args.config {
         Some(path) => (Manifest::load(path)?, Some(std::path::absolute(path)?)),
         None => (Manifest::builtin(), None),
@@ -106,6 +113,6 @@ fn serve(args: Args, guard: Option<OrphanGuard>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(strata_supervisor::run(config, guard))?;
+    runtime.block_on(strata_supervisor::run(config, guard, manager))?;
     Ok(())
 }

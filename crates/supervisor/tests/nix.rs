@@ -1,0 +1,348 @@
+//! The Nix packaging (flake.nix, nix/), checked as far as a machine without nixpkgs
+//! allows (docs/NIXOS.md says what needs a machine with Nix):
+//! - every `.nix` file in the repository parses (`nix-instantiate --parse`);
+//! - nix/golden/manifest.toml is what the module renders from its defaults, evaluated
+//!   with builtins only (nix/render-manifest.nix on nix/defaults.nix), and the
+//!   supervisor accepts it and runs the built-in graph from it;
+//! - the module's TOML renderer and the VM test's reading of the README tour are right.
+//!
+//! Without `nix-instantiate` the tests that need it print SKIPPED; CI installs Debian's
+//! `nix-bin` (scripts/install-test-deps.sh), so there they run.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use strata_supervisor::{Manifest, ServiceSpec};
+
+const SUPERVISOR: &str = env!("CARGO_BIN_EXE_strata-supervisor");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+/// Whether `nix-instantiate` can run; prints why `test` is skipped when it cannot.
+fn have_nix(test: &str) -> bool {
+    let found = Command::new("nix-instantiate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!(
+            "SKIPPED {test}: nix-instantiate not found (scripts/install-test-deps.sh installs \
+             Debian's nix-bin)"
+        );
+    }
+    found
+}
+
+/// `nix-instantiate` on the `dummy://` store: nothing is read from or written to
+/// /nix, so it runs as any user, without a daemon.
+fn nix_instantiate() -> Command {
+    let mut cmd = Command::new("nix-instantiate");
+    cmd.args(["--store", "dummy://"]);
+    cmd
+}
+
+/// `nix-instantiate --eval --strict --json` of `expr`, evaluated in the repository root
+/// (so `./nix/...` paths work).
+fn nix_eval(expr: &str) -> Value {
+    let out = nix_instantiate()
+        .args(["--eval", "--strict", "--json", "-E", expr])
+        .current_dir(repo_root())
+        .output()
+        .expect("run nix-instantiate");
+    assert!(
+        out.status.success(),
+        "nix-instantiate --eval failed for {expr}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("nix-instantiate --json prints JSON")
+}
+
+fn nix_eval_string(expr: &str) -> String {
+    match nix_eval(expr) {
+        Value::String(s) => s,
+        other => panic!("{expr} evaluated to {other}, not a string"),
+    }
+}
+
+/// The `.nix` files of the repository, outside hidden and `target*` directories.
+fn nix_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            if !name.starts_with('.') && !name.starts_with("target") {
+                nix_files(&path, found);
+            }
+        } else if kind.is_file() && name.ends_with(".nix") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    if !have_nix("every_nix_file_parses") {
+        return;
+    }
+    let root = repo_root();
+    let mut files = Vec::new();
+    nix_files(&root, &mut files);
+    for expected in ["flake.nix", "nix/module.nix", "nix/vm-test.nix"] {
+        assert!(
+            files.contains(&root.join(expected)),
+            "{expected} not found among {files:?}"
+        );
+    }
+    for file in &files {
+        let out = nix_instantiate()
+            .arg("--parse")
+            .arg(file)
+            .output()
+            .expect("run nix-instantiate");
+        assert!(
+            out.status.success(),
+            "{} does not parse:\n{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn golden_path() -> PathBuf {
+    repo_root().join("nix/golden/manifest.toml")
+}
+
+#[test]
+fn golden_manifest_is_what_the_module_renders_from_its_defaults() {
+    if !have_nix("golden_manifest_is_what_the_module_renders_from_its_defaults") {
+        return;
+    }
+    let rendered = nix_eval_string(
+        "import ./nix/render-manifest.nix { settings = import ./nix/defaults.nix; }",
+    );
+    let golden = std::fs::read_to_string(golden_path()).expect("nix/golden/manifest.toml");
+    assert_eq!(
+        rendered, golden,
+        "nix/golden/manifest.toml is stale; regenerate it with the command in nix/defaults.nix"
+    );
+}
+
+#[test]
+fn golden_manifest_passes_check_config_and_is_the_builtin_graph() {
+    let out = Command::new(SUPERVISOR)
+        .arg("--check-config")
+        .arg(golden_path())
+        .output()
+        .expect("run strata-supervisor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "--check-config refused the golden manifest: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid; 3 service(s), start order: registry, identity, fs"),
+        "{stdout}"
+    );
+
+    // With the module's defaults, a NixOS node runs what `strata-supervisor` runs without
+    // a manifest: the same three services, in the same order, with the same settings.
+    let golden = Manifest::load(&golden_path()).unwrap();
+    let builtin = Manifest::builtin();
+    assert_eq!(golden.supervisor, builtin.supervisor);
+    let names = |m: &Manifest| {
+        m.services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&golden), names(&builtin));
+    for (g, b) in golden.services.iter().zip(&builtin.services) {
+        // The built-in graph forwards some of the supervisor's own variables (if set in
+        // this test's environment); the golden manifest has no environment of its own.
+        let mut expected = ServiceSpec::new(&b.name, &b.exec);
+        expected.depends_on = b.depends_on.clone();
+        assert_eq!(*g, expected);
+    }
+}
+
+/// Settings shaped like `config.services.strata` with every rendered option in use.
+const CONFIGURED: &str = r#"
+  let defaults = import ./nix/defaults.nix; in
+  import ./nix/render-manifest.nix {
+    settings = defaults // {
+      supervisor.control_socket_mode = "0600";
+      services = defaults.services // {
+        fs = defaults.services.fs // { enable = true; env = { STRATA_FS_MAX_HANDLES = "64"; }; };
+        registry = defaults.services.registry // { enable = false; };
+        web = {
+          enable = true;
+          exec = "/srv/web/bin/web";
+          args = [ "--port" "8080" ];
+          depends_on = [ "identity" ];
+          readiness = "notify";
+          user = "nobody";
+          env = { "WEB_GREETING" = "hi \"there\"\n"; };
+          limits = { memory_max = "256M"; pids_max = 64; };
+          backoff = { base = "500ms"; factor = 1.5; };
+          sandbox = { namespaces = [ "net" ]; landlock = { read = [ "/nix/store" ]; write = [ "/srv/web" ]; }; };
+          ready_timeout = null;
+        };
+      };
+      fs.exportRoots = [ "/srv/a" "/srv/b" ];
+      cluster.etcd = defaults.cluster.etcd // {
+        endpoints = [ "https://10.0.0.1:2379" "https://10.0.0.2:2379" ];
+        caFile = "/etc/strata/etcd-ca.pem";
+      };
+    };
+    issuancePolicyFile = "/nix/store/00000000000000000000000000000000-strata-issuance.toml";
+  }
+"#;
+
+#[test]
+fn configured_settings_render_a_manifest_the_supervisor_accepts() {
+    if !have_nix("configured_settings_render_a_manifest_the_supervisor_accepts") {
+        return;
+    }
+    let text = nix_eval_string(CONFIGURED);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifest.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(SUPERVISOR)
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .expect("run strata-supervisor");
+    assert!(
+        out.status.success(),
+        "--check-config refused:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let m = Manifest::load(&file).unwrap();
+    assert_eq!(m.supervisor.control_socket_mode.map(|m| m.0), Some(0o600));
+    let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["identity", "fs", "web"], "registry is disabled");
+    let service = |name: &str| m.service(name).unwrap();
+    let etcd = [
+        (
+            "STRATA_ETCD_ENDPOINTS",
+            "https://10.0.0.1:2379,https://10.0.0.2:2379",
+        ),
+        ("STRATA_ETCD_CA_FILE", "/etc/strata/etcd-ca.pem"),
+    ];
+    let env = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let mut identity_env = env(&etcd);
+    identity_env.insert(
+        "STRATA_ISSUANCE_POLICY".into(),
+        "/nix/store/00000000000000000000000000000000-strata-issuance.toml".into(),
+    );
+    assert_eq!(service("identity").env, identity_env);
+    let mut fs_env = env(&etcd);
+    fs_env.insert("STRATA_FS_EXPORT_ROOTS".into(), "/srv/a:/srv/b".into());
+    fs_env.insert("STRATA_FS_MAX_HANDLES".into(), "64".into());
+    assert_eq!(service("fs").env, fs_env);
+
+    let web = service("web");
+    assert_eq!(web.exec, "/srv/web/bin/web");
+    assert_eq!(web.args, ["--port", "8080"]);
+    assert_eq!(web.user.as_deref(), Some("nobody"));
+    assert_eq!(web.env, env(&[("WEB_GREETING", "hi \"there\"\n")]));
+    assert_eq!(web.limits.pids_max, Some(64));
+    assert_eq!(web.backoff.factor, 1.5);
+    assert_eq!(
+        web.sandbox.landlock.as_ref().unwrap().write,
+        [PathBuf::from("/srv/web")]
+    );
+    // A null setting is left out, so the supervisor's default applies.
+    assert_eq!(web.ready_timeout, ServiceSpec::new("x", "x").ready_timeout);
+}
+
+#[test]
+fn toml_renderer_agrees_with_builtins_to_json() {
+    if !have_nix("toml_renderer_agrees_with_builtins_to_json") {
+        return;
+    }
+    // Control characters come from JSON: Nix string literals cannot write them.
+    let out = nix_eval(
+        r#"
+        let
+          value = {
+            plain = "text";
+            tricky = builtins.fromJSON "\"quote \\\" backslash \\\\ nl \\n tab \\t cr \\r bell \\u0007 del \\u007f é ☃\"";
+            "key with spaces" = 1;
+            "dotted.key" = -42;
+            flags = [ true false ];
+            empty_list = [ ];
+            empty_table = { };
+            inline = [ [ 1 2 ] [ "a" ] { x = 1; y = [ { z = "deep"; } ]; } ];
+            table = { b = 2; a = 1; nested = { c = "three"; }; };
+            rows = [ { name = "first"; sub = { k = "v"; }; more = [ { n = 1; } { n = 2; } ]; } { name = "second"; } ];
+          };
+        in {
+          json = builtins.toJSON value;
+          toml = import ./nix/toml.nix { } value;
+          floats = import ./nix/toml.nix { } { whole = 2.0; half = 0.5; dropped = null; };
+          ordered = import ./nix/toml.nix { firstKeys = [ "name" "exec" ]; } { a = 1; exec = "e"; name = "n"; };
+        }
+        "#,
+    );
+    let toml_text = out["toml"].as_str().unwrap();
+    let from_toml: Value = toml::from_str(toml_text)
+        .unwrap_or_else(|e| panic!("the renderer wrote invalid TOML:\n{toml_text}\n{e}"));
+    let from_json: Value = serde_json::from_str(out["json"].as_str().unwrap()).unwrap();
+    assert_eq!(from_toml, from_json, "TOML:\n{toml_text}");
+
+    let floats: Value = toml::from_str(out["floats"].as_str().unwrap()).unwrap();
+    assert_eq!(floats, json!({"whole": 2.0, "half": 0.5}));
+    assert!(floats["whole"].is_f64(), "2.0 must stay a float: {floats}");
+
+    assert_eq!(out["ordered"], "name = \"n\"\nexec = \"e\"\na = 1\n");
+}
+
+#[test]
+fn the_vm_test_runs_the_readme_tour_line_by_line() {
+    if !have_nix("the_vm_test_runs_the_readme_tour_line_by_line") {
+        return;
+    }
+    let steps = nix_eval("import ./nix/readme-tour.nix (builtins.readFile ./README.md)");
+    let steps = steps.as_array().expect("a list of steps");
+
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let tour = readme
+        .split_once("<!-- tour:start -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- tour:end -->"))
+        .map(|(tour, _)| tour)
+        .expect("README.md has a tour");
+    let lines: Vec<&str> = tour
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("```"))
+        .collect();
+    assert_eq!(steps.len(), lines.len(), "{steps:?}");
+    for (step, line) in steps.iter().zip(&lines) {
+        let command = step["command"].as_str().unwrap();
+        let fails = line.contains("# fails");
+        assert_eq!(step["expectFailure"], fails, "{line}");
+        let expected = line.split(" # fails").next().unwrap().trim_end();
+        match step["assign"].as_str() {
+            Some(var) => assert_eq!(format!("{var}=$({command})"), expected),
+            None => assert_eq!(command, expected),
+        }
+    }
+    assert!(steps.iter().any(|s| s["assign"] == "TOKEN"));
+    assert!(steps.iter().any(|s| s["expectFailure"] == true));
+}

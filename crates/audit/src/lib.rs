@@ -10,11 +10,15 @@
 //! `fdatasync` after writes (coalescing bursts), so lines reach the disk within moments;
 //! [`Audit::flush`] syncs now.
 //!
+//! A crash can only tear the last line (a `write` cut short by the kernel, or a disk that
+//! lost the tail). Opening a log whose last byte is not `\n` ends that torn line first and
+//! warns, so the next line starts on a line of its own; readers skip the torn fragment.
+//!
 //! Never put a token or key in an event: record the `cap_id` instead.
 
 use serde_json::{Map, Value};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,8 +47,10 @@ impl Audit {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .mode(0o600)
             .open(&path)?;
+        end_torn_line(&file, &path)?;
         let inner = Arc::new(Inner {
             source: source.to_owned(),
             path,
@@ -108,6 +114,25 @@ impl Audit {
         }
         *dirty = false;
     }
+}
+
+/// If the log does not end in `\n`, its last line was torn by a crash: end it, so the next
+/// record starts a line of its own, and say so.
+fn end_torn_line(mut file: &File, path: &Path) -> std::io::Result<()> {
+    let meta = file.metadata()?;
+    let len = meta.len();
+    if len == 0 || !meta.is_file() {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        tracing::warn!(path = %path.display(), "the audit log ends in a torn line (a crash cut it short); starting a new line after it");
+        // O_APPEND: this lands at the end whatever the offset.
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// Sync after writes, at most one sync in flight; exits when the log is dropped.
@@ -178,6 +203,28 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, b"{\"event\":\"cap.issued\"}\n{\"event\":\"cap.rev").unwrap();
+        let audit = Audit::open(dir.path(), "identity").unwrap();
+        audit.record("cap.revoked", None, serde_json::json!({"cap_id": "ab"}));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(
+            lines[1], "{\"event\":\"cap.rev",
+            "the torn line is kept as it was"
+        );
+        let last: Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(last["event"], "cap.revoked");
+        // A log that ends properly gets no blank line.
+        drop(audit);
+        Audit::open(dir.path(), "identity").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! Support for the end-to-end tests in `tests/`: a whole node (the supervisor with its
-//! built-in graph) in temporary directories, and `strata-ctl` pointed at it.
+//! built-in graph, or the same three services from a manifest) in temporary directories,
+//! `strata-ctl` pointed at it, and what the fault tests read from `/proc` (process trees,
+//! open descriptors, peak memory).
 
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 use strata_testkit::{call, wait_until, Proc, Sandbox, DEADLINE};
+
+/// The services the supervisor runs in every e2e node.
+pub const SERVICES: [&str; 3] = ["registry", "identity", "fs"];
 
 /// A running node: supervisor, registry, identity and fs, all in one sandbox.
 pub struct Stack {
@@ -18,17 +25,43 @@ impl Stack {
     /// Start the supervisor with no configuration, fs exporting a directory of the
     /// sandbox, and wait until every service is Healthy.
     pub fn start() -> Stack {
-        Stack::launch(true)
+        Stack::launch(true, None)
     }
 
     /// Start with the embedded defaults only (fs exports `<state dir>/export`).
     pub fn start_with_defaults() -> Stack {
-        Stack::launch(false)
+        Stack::launch(false, None)
     }
 
-    fn launch(own_export: bool) -> Stack {
+    /// Start registry, identity and fs from a manifest instead of the built-in graph, with
+    /// `tuning` (manifest keys such as `backoff = {...}`) added to every service. fs
+    /// exports a directory of the sandbox, as with [`Stack::start`].
+    pub fn start_tuned(tuning: &str) -> Stack {
+        Stack::launch(true, Some(tuning))
+    }
+
+    fn launch(own_export: bool, tuning: Option<&str>) -> Stack {
         let sb = Sandbox::new();
         let mut cmd = sb.command("strata-supervisor");
+        if let Some(tuning) = tuning {
+            let manifest = sb.root().join("manifest.toml");
+            let mut text = String::new();
+            for name in SERVICES {
+                let bin = strata_testkit::binary(&format!("strata-{name}"));
+                text.push_str(&format!(
+                    "[[service]]\nname = \"{name}\"\nexec = {:?}\n{tuning}\n",
+                    bin.display().to_string()
+                ));
+                if name == "fs" {
+                    text.push_str(&format!(
+                        "depends_on = [\"identity\"]\nenv = {{ STRATA_FS_EXPORT_ROOTS = {:?} }}\n",
+                        sb.root().join("export").display().to_string()
+                    ));
+                }
+            }
+            std::fs::write(&manifest, text).unwrap();
+            cmd.arg("--config").arg(&manifest);
+        }
         let export = if own_export {
             let export = sb.root().join("export");
             std::fs::create_dir(&export).unwrap();
@@ -60,7 +93,7 @@ impl Stack {
     pub fn wait_all_healthy(&self) {
         wait_until("every service Healthy", DEADLINE, || {
             self.services().is_some_and(|list| {
-                ["registry", "identity", "fs"].iter().all(|name| {
+                SERVICES.iter().all(|name| {
                     list.iter()
                         .any(|s| s["name"] == *name && s["state"] == "Healthy")
                 })
@@ -132,4 +165,144 @@ impl Stack {
             })
         });
     }
+}
+
+impl Stack {
+    /// Where the supervisor writes `name`'s output.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.sb.state_dir().join("logs").join(format!("{name}.log"))
+    }
+
+    /// SIGKILL `name` and wait until the supervisor has it Healthy again with a new pid.
+    /// Returns how long that took, or why it did not happen within `timeout` (no panic, so
+    /// a fault test can count and report it).
+    pub fn kill_and_time_restart(&self, name: &str, timeout: Duration) -> Result<Duration, String> {
+        let old = self
+            .pid(name)
+            .ok_or_else(|| format!("{name} has no pid before the kill"))?;
+        let killed_at = Instant::now();
+        // SAFETY: signalling a child of our supervisor by pid.
+        unsafe {
+            libc::kill(old, libc::SIGKILL);
+        }
+        loop {
+            let back = self.services().is_some_and(|list| {
+                list.iter().any(|s| {
+                    s["name"] == name
+                        && s["state"] == "Healthy"
+                        && s["pid"].as_i64().is_some_and(|p| p as i32 != old)
+                })
+            });
+            if back {
+                return Ok(killed_at.elapsed());
+            }
+            if killed_at.elapsed() > timeout {
+                let state = self.services().map(|l| {
+                    l.into_iter()
+                        .find(|s| s["name"] == name)
+                        .map(|s| s.to_string())
+                });
+                return Err(format!(
+                    "{name} not Healthy again {timeout:?} after SIGKILL: {state:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every log line of every service that reports a panic, as `name: line`.
+    pub fn panics_in_logs(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let Ok(dir) = std::fs::read_dir(self.sb.state_dir().join("logs")) else {
+            return found;
+        };
+        for entry in dir.flatten() {
+            let text = std::fs::read(entry.path()).unwrap_or_default();
+            for line in String::from_utf8_lossy(&text).lines() {
+                if line.contains("panicked") {
+                    found.push(format!("{}: {line}", entry.file_name().to_string_lossy()));
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A process as `/proc` shows it: pid, parent, start time (to tell a reused pid apart)
+/// and state letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcEntry {
+    pub pid: i32,
+    pub ppid: i32,
+    pub start_ticks: u64,
+    pub state: char,
+}
+
+/// `/proc/<pid>/stat`, parsed; `None` once the process is gone.
+pub fn proc_entry(pid: i32) -> Option<ProcEntry> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcEntry {
+        pid,
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Every live process descended from `root` (not `root` itself), found by walking the
+/// parent links in `/proc`.
+pub fn descendants(root: i32) -> BTreeSet<ProcEntry> {
+    let all: Vec<ProcEntry> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter_map(proc_entry)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut tree = BTreeSet::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            if tree.insert(*p) {
+                frontier.push(p.pid);
+            }
+        }
+    }
+    tree
+}
+
+/// Whether `p` still exists as the same process and has not merely exited unreaped.
+pub fn still_running(p: &ProcEntry) -> bool {
+    proc_entry(p.pid).is_some_and(|now| now.start_ticks == p.start_ticks && now.state != 'Z')
+}
+
+/// Wait up to `timeout` for every process in `procs` to be gone; returns those left.
+pub fn wait_gone(procs: &BTreeSet<ProcEntry>, timeout: Duration) -> Vec<ProcEntry> {
+    let until = Instant::now() + timeout;
+    loop {
+        let left: Vec<ProcEntry> = procs.iter().filter(|p| still_running(p)).copied().collect();
+        if left.is_empty() || Instant::now() >= until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many descriptors `pid` has open (entries of `/proc/<pid>/fd`), if it exists.
+pub fn open_fds(pid: i32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A `kB` field of `/proc/<pid>/status` (e.g. `VmHWM`, peak resident memory), in bytes.
+pub fn status_bytes(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -63,19 +63,25 @@ pub struct Request<'a> {
 }
 
 impl Policy {
+    /// Read and parse the policy file at `path`.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
             path: shown.clone(),
             source,
         })?;
-        let policy: Policy = toml::from_str(&text).map_err(|e| PolicyError::Invalid {
-            path: shown.clone(),
+        Policy::parse(&text, &shown)
+    }
+
+    /// Parse and check policy text; `origin` names it in errors (normally the file's path).
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Invalid {
+            path: origin.to_owned(),
             message: e.to_string(),
         })?;
         for (i, g) in policy.grants.iter().enumerate() {
             let bad = |m: String| PolicyError::Invalid {
-                path: shown.clone(),
+                path: origin.to_owned(),
                 message: format!("grant {}: {m}", i + 1),
             };
             if g.uids.is_empty() && g.gids.is_empty() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Strata benchmark in release mode and prints the figures recorded in
 # docs/BENCHMARKS.md. Starts its own stack (supervisor with the built-in graph) in a
-# temporary runtime/state dir and stops it on exit. Takes about five minutes on 2 cores.
+# temporary runtime/state dir and stops it on exit. Takes about ten minutes on 2 cores.
 #   scripts/bench.sh            full run
 #   scripts/bench.sh --quick    shorter measurements
 set -euo pipefail
@@ -19,6 +19,11 @@ echo "== tokens (crates/cap/benches/tokens.rs)"
 cargo bench --quiet -p strata-cap --bench tokens "${quick[@]}" 2>/dev/null
 echo "== identity.issue in-process server (crates/identity/benches/issue.rs)"
 STRATA_LOG=error cargo bench --quiet -p strata-identity --bench issue "${quick[@]}" 2>/dev/null
+
+echo "== fs.read in-process router vs same-size echo, and fs RSS (crates/fs/benches/read.rs)"
+STRATA_LOG=error cargo bench --quiet -p strata-fs --bench read "${quick[@]}" 2>/dev/null
+echo "== supervisor cold start, crash to Healthy, RSS (crates/supervisor/benches/lifecycle.rs)"
+STRATA_LOG=error cargo bench --quiet -p strata-supervisor --bench lifecycle "${quick[@]}" 2>/dev/null
 
 work=$(mktemp -d)
 sup=""

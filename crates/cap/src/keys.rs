@@ -408,6 +408,23 @@ pub struct TrustedKey {
     not_after: Option<Timestamp>,
 }
 
+/// A key as identity publishes it (`identity.keys`, `identity.revocations`): the one
+/// conversion every verifier uses.
+impl TryFrom<&strata_proto::methods::identity::KeyInfo> for TrustedKey {
+    type Error = Error;
+
+    fn try_from(info: &strata_proto::methods::identity::KeyInfo) -> Result<TrustedKey, Error> {
+        let mut key = TrustedKey::new(PublicKey::from_base64(&info.public_key)?);
+        if let Some(t) = &info.not_before {
+            key = key.not_before(t.parse()?);
+        }
+        if let Some(t) = &info.not_after {
+            key = key.not_after(t.parse()?);
+        }
+        Ok(key)
+    }
+}
+
 impl TrustedKey {
     /// Trust `key` at all times.
     pub fn new(key: PublicKey) -> TrustedKey {

@@ -58,7 +58,7 @@ pub use error::Error;
 pub use ids::{CapId, PathPrefix, Right};
 pub use keys::{KeyId, KeyOrigin, PublicKey, SigningKey, TrustedKey, TrustedKeys};
 pub use paseto::{TokenVersion, MAX_TOKEN_LEN};
-pub use policy::{authorize, AuthContext, Denial, DenialKind};
+pub use policy::{authorize, check_current, AuthContext, Denial, DenialKind};
 pub use rate::{RateLimit, RateLimiter, RatePeriod};
 pub use revocation::RevocationSet;
 pub use verify::Verifier;

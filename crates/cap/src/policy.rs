@@ -132,22 +132,7 @@ impl Denial {
 /// ([`Verifier::verify`](crate::Verifier::verify)); a token whose constraints could not be
 /// parsed was already refused there (fail closed).
 pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result<(), Denial> {
-    if let Some(nbf) = claims.nbf {
-        if ctx.now < nbf {
-            return Err(Denial::new(
-                DenialKind::NotYetValid,
-                format!("token is not valid before {nbf}"),
-            ));
-        }
-    }
-    if ctx.now >= claims.exp {
-        return Err(Denial::new(
-            DenialKind::Expired,
-            format!("token expired at {}", claims.exp),
-        ));
-    }
-
-    check_revocation(claims, ctx.revocations)?;
+    check_current(claims, ctx.now, ctx.revocations)?;
 
     let Some((service, action)) = split_method(method) else {
         return Err(Denial::new(
@@ -189,6 +174,31 @@ pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result
         }
     }
     Ok(())
+}
+
+/// Checks 1 and 2 of [`authorize`] alone: the capability is within `nbf`..`exp` at `now`
+/// and neither it nor an ancestor is revoked. For operations on a capability itself
+/// (identity's delegate and revoke) that are not calls of the capability's service.
+pub fn check_current(
+    claims: &Claims,
+    now: Timestamp,
+    revocations: &RevocationSet,
+) -> Result<(), Denial> {
+    if let Some(nbf) = claims.nbf {
+        if now < nbf {
+            return Err(Denial::new(
+                DenialKind::NotYetValid,
+                format!("token is not valid before {nbf}"),
+            ));
+        }
+    }
+    if now >= claims.exp {
+        return Err(Denial::new(
+            DenialKind::Expired,
+            format!("token expired at {}", claims.exp),
+        ));
+    }
+    check_revocation(claims, revocations)
 }
 
 fn check_revocation(claims: &Claims, revocations: &RevocationSet) -> Result<(), Denial> {

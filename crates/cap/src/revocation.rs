@@ -40,6 +40,11 @@ impl RevocationSet {
         &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
     }
 
+    /// Whether `claims` is revoked, directly or through any ancestor in `parents`.
+    pub fn covers(&self, claims: &crate::Claims) -> bool {
+        self.is_revoked(&claims.jti) || claims.parents.iter().any(|p| self.is_revoked(p))
+    }
+
     /// Whether `id` has been revoked.
     pub fn is_revoked(&self, id: &CapId) -> bool {
         // Inserts bump `len` while holding the shard's write lock, so once an insert has

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strata_cap::{
-    AuthContext, CapId, Claims, PublicKey, RateLimiter, RevocationSet, SystemClock, Timestamp,
-    TrustedKey, TrustedKeys, Verifier,
+    AuthContext, CapId, Claims, RateLimiter, RevocationSet, SystemClock, Timestamp, TrustedKey,
+    TrustedKeys, Verifier,
 };
 use strata_ipc::{Call, Client, Endpoint};
 use strata_proto::methods::identity::{KeyInfo, Revocations, RevocationsParams, RevocationsResult};
@@ -153,8 +153,7 @@ impl Guard {
 
     /// Whether `claims` or any of its ancestors is revoked.
     pub fn is_revoked(&self, claims: &Claims) -> bool {
-        self.revoked.is_revoked(&claims.jti)
-            || claims.parents.iter().any(|p| self.revoked.is_revoked(p))
+        self.revoked.covers(claims)
     }
 
     /// Every cap_id revoked from now on, as the guard learns it.
@@ -285,20 +284,8 @@ impl Guard {
     }
 }
 
-fn trusted_keys(keys: &[KeyInfo]) -> Result<Vec<TrustedKey>, String> {
-    keys.iter()
-        .map(|k| {
-            let public = PublicKey::from_base64(&k.public_key).map_err(|e| e.to_string())?;
-            let mut trusted = TrustedKey::new(public);
-            if let Some(t) = &k.not_before {
-                trusted = trusted.not_before(t.parse::<Timestamp>().map_err(|e| e.to_string())?);
-            }
-            if let Some(t) = &k.not_after {
-                trusted = trusted.not_after(t.parse::<Timestamp>().map_err(|e| e.to_string())?);
-            }
-            Ok(trusted)
-        })
-        .collect()
+fn trusted_keys(keys: &[KeyInfo]) -> Result<Vec<TrustedKey>, strata_cap::Error> {
+    keys.iter().map(TrustedKey::try_from).collect()
 }
 
 /// The background subscription: long-poll identity forever, marking the guard live only

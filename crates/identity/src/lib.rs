@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use store::{CapRecord, RetiredKey, Store};
 use strata_audit::Audit;
 use strata_cap::{
-    CapId, Claims, Clock, Constraints, PathPrefix, PublicKey, RateLimit, RevocationSet, Right,
-    SigningKey, SystemClock, Timestamp, TokenVersion, TrustedKey, TrustedKeys, Verifier,
+    CapId, Claims, Clock, Constraints, PathPrefix, RateLimit, RevocationSet, Right, SigningKey,
+    SystemClock, Timestamp, TokenVersion, TrustedKey, TrustedKeys, Verifier,
 };
 use strata_ipc::{Call, PeerCred, Router};
 use strata_proto::methods::identity::{
@@ -244,15 +244,11 @@ impl Identity {
     }
 
     fn refresh_trusted_keys(&self) -> Result<(), IdentityError> {
-        let mut trusted = Vec::new();
-        for k in self.key_infos()? {
-            let pk = PublicKey::from_base64(&k.public_key)?;
-            let mut t = TrustedKey::new(pk);
-            if let Some(na) = &k.not_after {
-                t = t.not_after(na.parse::<Timestamp>()?);
-            }
-            trusted.push(t);
-        }
+        let trusted = self
+            .key_infos()?
+            .iter()
+            .map(TrustedKey::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         self.verifier.keys().replace(trusted);
         Ok(())
     }
@@ -269,25 +265,13 @@ impl Identity {
     fn check_token(&self, token: &str) -> Result<Arc<Claims>, IdentityError> {
         let now = self.now();
         let claims = self.verifier.verify(token, now)?;
-        if claims.exp <= now {
-            return Err(IdentityError::Unauthenticated("token has expired".into()));
-        }
-        if claims.nbf.is_some_and(|nbf| nbf > now) {
-            return Err(IdentityError::Unauthenticated(
-                "token is not valid yet".into(),
-            ));
-        }
-        if self.is_revoked(&claims) {
-            return Err(IdentityError::Unauthenticated(
-                "token has been revoked".into(),
-            ));
-        }
+        strata_cap::check_current(&claims, now, &self.revoked)
+            .map_err(|d| IdentityError::Unauthenticated(d.reason().to_owned()))?;
         Ok(claims)
     }
 
     fn is_revoked(&self, claims: &Claims) -> bool {
-        self.revoked.is_revoked(&claims.jti)
-            || claims.parents.iter().any(|p| self.revoked.is_revoked(p))
+        self.revoked.covers(claims)
     }
 
     fn deny(
@@ -324,7 +308,7 @@ impl Identity {
     /// `identity.issue`.
     pub fn issue(&self, peer: &PeerCred, p: IssueParams) -> Result<IssueResult, IdentityError> {
         let service = p.service.as_str();
-        if !valid_service_name(service) {
+        if !strata_proto::is_service_name(service) {
             return Err(IdentityError::invalid(
                 "service",
                 "must match [a-z][a-z0-9-]{0,62}",
@@ -765,13 +749,6 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn valid_service_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 63
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
 /// Rights from `rights` and legacy `actions`, all for `service`, deduplicated, sorted.
 fn requested_rights(
     service: &str,
@@ -839,33 +816,11 @@ fn parse_rate(r: Option<&str>) -> Result<Option<RateLimit>, IdentityError> {
 
 /// The `kid` from a token's footer, if it has a readable one.
 fn kid_of(token: &str) -> Option<String> {
+    use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
     let footer = token.splitn(4, '.').nth(3)?;
-    let bytes = base64url_decode(footer)?;
+    let bytes = Base64UrlSafeNoPadding::decode_to_vec(footer, None).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v.get("kid")?.as_str().map(str::to_owned)
-}
-
-fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// The identity method table.

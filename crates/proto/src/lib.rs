@@ -21,3 +21,34 @@ pub use envelope::{
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use methods::Method;
+
+/// Whether `name` is a valid service name: `[a-z][a-z0-9-]{0,62}`. Names become socket,
+/// file and cgroup names, so this one rule is used wherever a service is named.
+pub fn is_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn service_names() {
+        for ok in ["fs", "a", "my-svc2", &format!("a{}", "b".repeat(62))] {
+            assert!(super::is_service_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Fs",
+            "1fs",
+            "-x",
+            "fs.sock",
+            "a b",
+            "é",
+            &"a".repeat(64),
+        ] {
+            assert!(!super::is_service_name(bad), "{bad:?}");
+        }
+    }
+}

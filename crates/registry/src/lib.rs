@@ -63,11 +63,7 @@ impl From<RegistryError> for ErrorBody {
 
 /// A service name: `[a-z][a-z0-9-]{0,62}`.
 pub fn check_name(name: &str) -> Result<(), RegistryError> {
-    let mut chars = name.chars();
-    let ok = name.len() <= 63
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
+    if strata_proto::is_service_name(name) {
         Ok(())
     } else {
         Err(RegistryError::BadName(name.to_owned()))

@@ -442,11 +442,7 @@ impl ServiceSpec {
 /// A service name: `[a-z][a-z0-9-]{0,62}` (the registry's rule; names also become file
 /// and cgroup names, so nothing else may pass).
 pub fn check_name(name: &str) -> Result<(), ManifestError> {
-    let mut chars = name.chars();
-    let ok = name.len() <= 63
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
+    if !strata_proto::is_service_name(name) {
         return Err(ManifestError::BadName(name.to_owned()));
     }
     if name == "supervisor" {

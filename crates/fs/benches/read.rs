@@ -1,13 +1,17 @@
 //! `fs.read` of 4 KiB over persistent connections, beside a bare echo server that answers
-//! every request with a response of exactly the same size, measured in the same run; then
-//! the resident memory of the real `strata-fs` binary idle and with 10,000 open handles.
+//! every request with a response of exactly the same size, measured in the same run; the
+//! same fs.read over the server's TCP port (mutual TLS 1.3 on loopback); then the resident
+//! memory of the real `strata-fs` binary idle and with 10,000 open handles.
 //!
 //! `cargo bench -p strata-fs --bench read` (add `-- --quick` for a short run).
 //!
 //! Latency and throughput: an in-process fs (real router, guard with a fixed key, audit
 //! log, export root in a temp dir) and the echo server share a 2-worker Tokio runtime; the
-//! clients run on their own 2-worker runtime and send the same pre-encoded frames to both.
-//! Rounds are interleaved and each figure is the median over the rounds.
+//! clients run on their own 2-worker runtime and send the same pre-encoded frames to each.
+//! The fs server also listens on 127.0.0.1 with mutual TLS (certificates from a CA made for
+//! the run, every fs method allow-listed); its connections are persistent, so the
+//! handshake is outside the measured loop. Rounds are interleaved and each figure is the
+//! median over the rounds.
 //!
 //! Memory: `strata-identity` and `strata-fs` (release builds) on a temp runtime dir; VmRSS
 //! of the fs process from /proc after one authorized request, and again with 10,000
@@ -16,6 +20,7 @@
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,15 +28,27 @@ use strata_audit::Audit;
 use strata_cap::{CapId, Claims, Constraints, SigningKey, Timestamp, TrustedKey, TrustedKeys};
 use strata_fs::{ExportRoots, FsService, HandleLimits, LandlockState};
 use strata_guard::Guard;
-use strata_ipc::{Server, ServerConfig};
+use strata_ipc::tls::{self, rustls};
+use strata_ipc::{Server, ServerConfig, TcpListen, TlsFiles};
 use strata_proto::frame_codec;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::either::Either;
 
 const READ_SIZE: usize = 4096;
 const ROUNDS: usize = 3;
 
-type Conn = Framed<UnixStream, LengthDelimitedCodec>;
+type Conn = Framed<Either<UnixStream, TlsStream<TcpStream>>, LengthDelimitedCodec>;
+
+/// Where a client loop connects.
+#[derive(Clone)]
+enum Target {
+    Unix(PathBuf),
+    /// A TCP port spoken over mutual TLS.
+    Tls(SocketAddr, Arc<rustls::ClientConfig>),
+}
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -48,9 +65,10 @@ fn main() {
     std::fs::write(base.join("export/data/bench.dat"), &content).unwrap();
     let key = SigningKey::generate().unwrap();
     let token = key.sign(&claims(&base.join("export/data"))).unwrap();
+    let (server_tls, client_tls) = node_certificates(&base);
 
     let servers = runtime();
-    let _revocation_feed = servers.block_on(async {
+    let (_revocation_feed, tls_addr) = servers.block_on(async {
         let keys = Arc::new(TrustedKeys::new([TrustedKey::new(key.public_key())]));
         let (guard, feed) = Guard::offline(keys);
         let fs = Arc::new(FsService::new(
@@ -62,15 +80,29 @@ fn main() {
         strata_fs::spawn_maintenance(Arc::clone(&fs), &guard);
         let router = strata_fs::router(fs, guard, LandlockState::Off);
         dispatch_cost(&router, &token, if quick { 20_000 } else { 100_000 }).await;
-        let server = Server::bind(ServerConfig::new(&fs_sock), router).unwrap();
+        let mut config = ServerConfig::new(&fs_sock);
+        config.tcp = Some(TcpListen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: tls::server_config(&server_tls).unwrap(),
+            methods: router
+                .methods()
+                .into_iter()
+                .filter(|m| m.starts_with("fs."))
+                .map(String::from)
+                .collect(),
+        });
+        let server = Server::bind(config, router).unwrap();
+        let tls_addr = server.tcp_addr().unwrap();
         tokio::spawn(server.serve(std::future::pending()));
-        feed
+        (feed, tls_addr)
     });
+    let fs_unix = Target::Unix(fs_sock.clone());
+    let fs_tls = Target::Tls(tls_addr, tls::client_config(&client_tls).unwrap());
 
     let clients = runtime();
     clients.block_on(async {
         // One real response tells the echo server how big its canned answer must be.
-        let mut probe = connect(&fs_sock).await;
+        let mut probe = connect(&fs_unix).await;
         let read = read_frame(&mut probe, &token).await;
         let sample = exchange(&mut probe, read).await;
         let reply: Value = serde_json::from_slice(&sample).unwrap();
@@ -86,12 +118,13 @@ fn main() {
             canned.len()
         );
         println!("rounds: {ROUNDS}, interleaved; each figure is the median over the rounds");
-        let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+        let targets = [Target::Unix(echo_sock.clone()), fs_unix, fs_tls];
+        let mut results: [Vec<Figures>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for _ in 0..ROUNDS {
-            for (i, path) in [&echo_sock, &fs_sock].into_iter().enumerate() {
-                let lat = latencies(path, &token, samples).await;
-                let one = throughput(path, &token, 1, secs).await;
-                let sixteen = throughput(path, &token, 16, secs).await;
+            for (i, target) in targets.iter().enumerate() {
+                let lat = latencies(target, &token, samples).await;
+                let one = throughput(target, &token, 1, secs).await;
+                let sixteen = throughput(target, &token, 16, secs).await;
                 results[i].push(Figures {
                     p50: pct(&lat, 0.50),
                     p99: pct(&lat, 0.99),
@@ -101,14 +134,15 @@ fn main() {
             }
         }
         println!(
-            "{:<10} {:>10} {:>10} {:>14} {:>14}",
+            "{:<12} {:>10} {:>10} {:>14} {:>14}",
             "server", "p50", "p99", "1 conn rps", "16 conn rps"
         );
         let echo = Figures::median(&results[0]);
         let fs = Figures::median(&results[1]);
-        for (name, m) in [("bare echo", &echo), ("fs.read", &fs)] {
+        let mtls = Figures::median(&results[2]);
+        for (name, m) in [("bare echo", &echo), ("fs.read", &fs), ("fs.read mtls", &mtls)] {
             println!(
-                "{:<10} {:>10.1?} {:>10.1?} {:>14.0} {:>14.0}",
+                "{:<12} {:>10.1?} {:>10.1?} {:>14.0} {:>14.0}",
                 name, m.p50, m.p99, m.one, m.sixteen
             );
         }
@@ -119,6 +153,11 @@ fn main() {
         println!(
             "throughput fs/echo (16 conns): {:.0}% (target >= 50%)",
             100.0 * fs.sixteen / echo.sixteen
+        );
+        println!(
+            "fs.read over mutual TLS on loopback vs the unix socket: p50 {:.2}x, 16-conn throughput {:.0}%",
+            mtls.p50.as_secs_f64() / fs.p50.as_secs_f64(),
+            100.0 * mtls.sixteen / fs.sixteen
         );
     });
     drop(clients);
@@ -184,8 +223,69 @@ fn claims(prefix: &Path) -> Claims {
     }
 }
 
-async fn connect(path: &Path) -> Conn {
-    Framed::new(UnixStream::connect(path).await.unwrap(), frame_codec())
+async fn connect(target: &Target) -> Conn {
+    let stream = match target {
+        Target::Unix(path) => Either::Left(UnixStream::connect(path).await.unwrap()),
+        Target::Tls(addr, config) => {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = TlsConnector::from(Arc::clone(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            Either::Right(tls)
+        }
+    };
+    Framed::new(stream, frame_codec())
+}
+
+/// A CA for this run and two node certificates from it (as `strata-pki` makes them: CN =
+/// node id, SAN 127.0.0.1, serverAuth and clientAuth), for the fs server and the clients.
+fn node_certificates(dir: &Path) -> (TlsFiles, TlsFiles) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+        ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let named = |cn: &str| {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params
+    };
+    let mut ca = named("bench-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let ca_path = dir.join("ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let node = |id: &str| {
+        let mut params = named(id);
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let files = TlsFiles {
+            ca: ca_path.clone(),
+            cert: dir.join(format!("{id}.crt")),
+            key: dir.join(format!("{id}.key")),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        let mut key_file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&files.key)
+            .unwrap();
+        std::io::Write::write_all(&mut key_file, key.serialize_pem().as_bytes()).unwrap();
+        files
+    };
+    (node("bench-fs"), node("bench-client"))
 }
 
 async fn exchange(conn: &mut Conn, frame: Bytes) -> bytes::BytesMut {
@@ -232,8 +332,8 @@ async fn bare_echo(listener: UnixListener, canned: Bytes) {
     }
 }
 
-async fn latencies(path: &Path, token: &str, n: usize) -> Vec<Duration> {
-    let mut conn = connect(path).await;
+async fn latencies(target: &Target, token: &str, n: usize) -> Vec<Duration> {
+    let mut conn = connect(target).await;
     let frame = read_frame(&mut conn, token).await;
     for _ in 0..n / 10 {
         exchange(&mut conn, frame.clone()).await;
@@ -250,13 +350,13 @@ async fn latencies(path: &Path, token: &str, n: usize) -> Vec<Duration> {
     samples
 }
 
-async fn throughput(path: &Path, token: &str, conns: usize, for_how_long: Duration) -> f64 {
+async fn throughput(target: &Target, token: &str, conns: usize, for_how_long: Duration) -> f64 {
     let deadline = Instant::now() + for_how_long;
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (path, token) = (path.to_path_buf(), token.to_owned());
+        let (target, token) = (target.clone(), token.to_owned());
         tasks.push(tokio::spawn(async move {
-            let mut conn = connect(&path).await;
+            let mut conn = connect(&target).await;
             let frame = read_frame(&mut conn, &token).await;
             let mut done = 0u64;
             while Instant::now() < deadline {

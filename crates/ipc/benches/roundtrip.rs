@@ -1,18 +1,29 @@
 //! One round trip through the IPC server with a trivial handler, against a bare echo
-//! server on the same kind of socket with the same payload, measured in the same run.
+//! server on the same kind of socket with the same payload, measured in the same run; and
+//! the same server's TCP port (mutual TLS 1.3 on loopback) with the same payload.
 //!
 //! `cargo bench -p strata-ipc --bench roundtrip` (add `-- --quick` for a short run).
 //! The servers run on a 2-worker Tokio runtime, the clients on their own runtime, all in
-//! this process; both servers are measured by the same client loop sending the same bytes.
+//! this process; every target is measured by the same client loop sending the same bytes.
+//! Connections are persistent, so the TLS handshake is outside the measured loop.
+
+#[path = "../tests/pki/mod.rs"]
+mod pki;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strata_ipc::{Router, Server, ServerConfig};
+use strata_ipc::tls::{self, rustls};
+use strata_ipc::{Router, Server, ServerConfig, TcpListen};
 use strata_proto::frame_codec;
-use tokio::net::{UnixListener, UnixStream};
-use tokio_util::codec::Framed;
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::either::Either;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EchoParams {
@@ -42,12 +53,35 @@ async fn bare_echo(listener: UnixListener) {
     }
 }
 
-async fn connect(path: &Path) -> Framed<UnixStream, tokio_util::codec::LengthDelimitedCodec> {
-    Framed::new(UnixStream::connect(path).await.unwrap(), frame_codec())
+/// Where a client loop connects.
+#[derive(Clone)]
+enum Target {
+    Unix(PathBuf),
+    /// A TCP port spoken over mutual TLS.
+    Tls(SocketAddr, Arc<rustls::ClientConfig>),
 }
 
-async fn latencies(path: &Path, n: usize) -> Vec<Duration> {
-    let mut conn = connect(path).await;
+type Conn = Framed<Either<UnixStream, TlsStream<TcpStream>>, LengthDelimitedCodec>;
+
+async fn connect(target: &Target) -> Conn {
+    let stream = match target {
+        Target::Unix(path) => Either::Left(UnixStream::connect(path).await.unwrap()),
+        Target::Tls(addr, config) => {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = TlsConnector::from(Arc::clone(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            Either::Right(tls)
+        }
+    };
+    Framed::new(stream, frame_codec())
+}
+
+async fn latencies(target: &Target, n: usize) -> Vec<Duration> {
+    let mut conn = connect(target).await;
     let frame = payload();
     for _ in 0..n / 10 {
         conn.send(frame.clone()).await.unwrap();
@@ -65,13 +99,13 @@ async fn latencies(path: &Path, n: usize) -> Vec<Duration> {
     samples
 }
 
-async fn throughput(path: PathBuf, conns: usize, for_how_long: Duration) -> f64 {
+async fn throughput(target: &Target, conns: usize, for_how_long: Duration) -> f64 {
     let deadline = Instant::now() + for_how_long;
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let path = path.clone();
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut conn = connect(&path).await;
+            let mut conn = connect(&target).await;
             let frame = payload();
             let mut done = 0u64;
             while Instant::now() < deadline {
@@ -103,22 +137,34 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ipc_path = dir.path().join("bench.sock");
     let echo_path = dir.path().join("echo.sock");
+    let ca = pki::TestCa::new(dir.path(), "bench-ca");
+    let server_files = ca.node("bench-server", &["127.0.0.1"]);
+    let client_files = ca.node("bench-client", &["127.0.0.1"]);
 
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    servers.block_on(async {
+    let tls_addr = servers.block_on(async {
         let router = Router::new("bench", "0")
             .route("bench.echo", |_call, p: EchoParams| async move {
                 Ok::<_, strata_proto::ErrorBody>(p)
             });
-        let server = Server::bind(ServerConfig::new(&ipc_path), router).unwrap();
+        let mut config = ServerConfig::new(&ipc_path);
+        config.tcp = Some(TcpListen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: tls::server_config(&server_files).unwrap(),
+            methods: vec!["bench.echo".into()],
+        });
+        let server = Server::bind(config, router).unwrap();
+        let tls_addr = server.tcp_addr().unwrap();
         tokio::spawn(server.serve(std::future::pending()));
         let listener = UnixListener::bind(&echo_path).unwrap();
         tokio::spawn(bare_echo(listener));
+        tls_addr
     });
+    let client_tls = tls::client_config(&client_files).unwrap();
 
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -129,13 +175,17 @@ fn main() {
         println!("payload: {} bytes per request frame", payload().len());
         println!("rounds: {ROUNDS}, interleaved; each figure is the median over the rounds");
         // [server][round] -> (p50, p99, rps with 1 conn, rps with 16 conns)
-        let targets = [("bare echo", &echo_path), ("strata ipc", &ipc_path)];
+        let targets = [
+            ("bare echo", Target::Unix(echo_path.clone())),
+            ("strata ipc", Target::Unix(ipc_path.clone())),
+            ("strata mtls", Target::Tls(tls_addr, client_tls)),
+        ];
         let mut results = vec![Vec::new(); targets.len()];
         for _ in 0..ROUNDS {
-            for (i, (_, path)) in targets.iter().enumerate() {
-                let lat = latencies(path, n).await;
-                let one = throughput((*path).clone(), 1, secs).await;
-                let sixteen = throughput((*path).clone(), 16, secs).await;
+            for (i, (_, target)) in targets.iter().enumerate() {
+                let lat = latencies(target, n).await;
+                let one = throughput(target, 1, secs).await;
+                let sixteen = throughput(target, 16, secs).await;
                 results[i].push((pct(&lat, 0.50), pct(&lat, 0.99), one, sixteen));
             }
         }
@@ -157,6 +207,11 @@ fn main() {
         println!(
             "16-conn throughput strata/echo: {:.0}%",
             100.0 * medians[1].sixteen / medians[0].sixteen
+        );
+        println!(
+            "mutual TLS over loopback vs the unix socket: p50 {:.2}x, 16-conn throughput {:.0}%",
+            medians[2].p50.as_secs_f64() / medians[1].p50.as_secs_f64(),
+            100.0 * medians[2].sixteen / medians[1].sixteen
         );
     });
 }

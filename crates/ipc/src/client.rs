@@ -1,19 +1,30 @@
 //! The client side: one persistent connection, generated request ids, a deadline per call,
 //! typed calls, and endpoint resolution through the registry.
+//!
+//! A `unix://` endpoint is a plain socket. A `tcp://` endpoint is always mutual TLS: the
+//! configuration comes from [`Client::with_tls`], or else from the node's files named by
+//! `STRATA_TLS_CA`, `STRATA_TLS_CERT` and `STRATA_TLS_KEY` (loaded once per process).
 
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::paths::socket_path;
+use crate::tls::{self, TlsError, TlsFiles};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use serde_json::value::RawValue;
 use std::io;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use strata_proto::methods::{registry, Method};
 use strata_proto::{frame_codec, Auth, ErrorBody, ErrorCode, Request, Response, PROTOCOL_VERSION};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::either::Either;
 
 /// Default deadline for one call, connection included.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +39,19 @@ pub enum ClientError {
     Closed { endpoint: String },
     #[error("{endpoint} did not answer within {after:?}")]
     Timeout { endpoint: String, after: Duration },
+    #[error(
+        "{endpoint} is a tcp endpoint, which needs mutual TLS: set {}, {} and {} to this \
+         node's CA certificate, certificate and private key",
+        tls::CA_ENV,
+        tls::CERT_ENV,
+        tls::KEY_ENV
+    )]
+    TlsRequired { endpoint: String },
+    #[error("cannot set up TLS for {endpoint}: {source}")]
+    TlsSetup { endpoint: String, source: TlsError },
+    /// The handshake failed, or the other end refused this node's certificate.
+    #[error("TLS with {endpoint} failed: {source}")]
+    Tls { endpoint: String, source: io::Error },
     #[error("protocol error from {endpoint}: {detail}")]
     Protocol { endpoint: String, detail: String },
     /// The server answered with an error.
@@ -47,10 +71,14 @@ impl ClientError {
     }
 }
 
+type Stream = Either<UnixStream, TlsStream<TcpStream>>;
+
 /// A connection to one endpoint, opened on first use and reopened after a failure.
 pub struct Client {
     endpoint: Endpoint,
-    conn: Option<Framed<UnixStream, LengthDelimitedCodec>>,
+    /// For a tcp endpoint: given, or `None` to use the node's files from the environment.
+    tls: Option<Arc<ClientConfig>>,
+    conn: Option<Framed<Stream, LengthDelimitedCodec>>,
     call_timeout: Duration,
     token: Option<String>,
     id_prefix: String,
@@ -58,15 +86,26 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `endpoint`; nothing is connected until the first call.
+    /// A client for `endpoint`; nothing is connected until the first call. A tcp endpoint
+    /// uses the TLS files named by the environment (see the module documentation).
     pub fn new(endpoint: Endpoint) -> Client {
         Client {
             endpoint,
+            tls: None,
             conn: None,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             token: None,
             id_prefix: format!("{:x}", std::process::id()),
             next_id: 0,
+        }
+    }
+
+    /// A client for a tcp `endpoint` that speaks TLS with `tls` (made by
+    /// [`tls::client_config`], say) instead of the environment's files.
+    pub fn with_tls(endpoint: Endpoint, tls: Arc<ClientConfig>) -> Client {
+        Client {
+            tls: Some(tls),
+            ..Client::new(endpoint)
         }
     }
 
@@ -157,14 +196,45 @@ impl Client {
         }
     }
 
-    async fn open(&self) -> Result<Framed<UnixStream, LengthDelimitedCodec>, ClientError> {
-        let Endpoint::Unix(path) = &self.endpoint;
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: self.endpoint.to_string(),
-                source,
-            })?;
+    async fn open(&self) -> Result<Framed<Stream, LengthDelimitedCodec>, ClientError> {
+        let endpoint = || self.endpoint.to_string();
+        let connect_err = |source| ClientError::Connect {
+            endpoint: endpoint(),
+            source,
+        };
+        let stream = match &self.endpoint {
+            Endpoint::Unix(path) => {
+                Either::Left(UnixStream::connect(path).await.map_err(connect_err)?)
+            }
+            Endpoint::Tcp { host, port } => {
+                let config = match &self.tls {
+                    Some(config) => Arc::clone(config),
+                    None => tls_from_env()
+                        .map_err(|source| ClientError::TlsSetup {
+                            endpoint: endpoint(),
+                            source,
+                        })?
+                        .ok_or_else(|| ClientError::TlsRequired {
+                            endpoint: endpoint(),
+                        })?,
+                };
+                // The endpoint's host was checked as a server name when it was parsed.
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| connect_err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+                let tcp = TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(connect_err)?;
+                let _ = tcp.set_nodelay(true);
+                let tls = TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|source| ClientError::Tls {
+                        endpoint: endpoint(),
+                        source,
+                    })?;
+                Either::Right(tls)
+            }
+        };
         Ok(Framed::new(stream, frame_codec()))
     }
 
@@ -180,25 +250,23 @@ impl Client {
                     endpoint: endpoint(),
                 }
             } else {
-                ClientError::Io {
-                    endpoint: endpoint(),
-                    source,
-                }
+                io_failure(endpoint(), source)
             });
         }
         let reply = match conn.next().await {
             Some(Ok(reply)) => reply,
-            Some(Err(source)) if source.kind() == io::ErrorKind::ConnectionReset => {
+            // A TLS peer that closes without close_notify reads as an unexpected EOF.
+            Some(Err(source))
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
                 return Err(ClientError::Closed {
                     endpoint: endpoint(),
                 })
             }
-            Some(Err(source)) => {
-                return Err(ClientError::Io {
-                    endpoint: endpoint(),
-                    source,
-                })
-            }
+            Some(Err(source)) => return Err(io_failure(endpoint(), source)),
             None => {
                 return Err(ClientError::Closed {
                     endpoint: endpoint(),
@@ -229,13 +297,38 @@ impl Client {
     }
 }
 
+/// A failed read or write; a TLS error (such as the server's alert refusing this node's
+/// certificate) is reported as such.
+fn io_failure(endpoint: String, source: io::Error) -> ClientError {
+    if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+        ClientError::Tls { endpoint, source }
+    } else {
+        ClientError::Io { endpoint, source }
+    }
+}
+
+/// The client configuration from the node's files named by the environment: `None` when
+/// they are not set. Loaded once per process; a failure is retried on the next call.
+fn tls_from_env() -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    static LOADED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(config) = LOADED.get() {
+        return Ok(Some(Arc::clone(config)));
+    }
+    let Some(files) = TlsFiles::from_env() else {
+        return Ok(None);
+    };
+    let config = tls::client_config(&files?)?;
+    Ok(Some(Arc::clone(LOADED.get_or_init(|| config))))
+}
+
 /// Services whose socket is always at the convention, never looked up.
 fn resolved_by_convention(service: &str) -> bool {
     matches!(service, "registry" | "supervisor")
 }
 
-/// Where `service` listens: asked of the registry, falling back to
-/// `<runtime_dir>/<service>.sock` when the registry is unreachable or does not know it.
+/// Where `service` listens: asked of the registry (which may answer a `tcp://` endpoint on
+/// another node), falling back to `<runtime_dir>/<service>.sock` when the registry is
+/// unreachable or does not know it.
 pub async fn resolve_endpoint(runtime_dir: &Path, service: &str) -> Result<Endpoint, ClientError> {
     let fallback = || Endpoint::unix(&socket_path(runtime_dir, service));
     if resolved_by_convention(service) {
@@ -244,9 +337,7 @@ pub async fn resolve_endpoint(runtime_dir: &Path, service: &str) -> Result<Endpo
     let mut registry = Client::new(fallback_registry(runtime_dir)?);
     registry.set_timeout(Duration::from_secs(2));
     let asked = registry
-        .call::<registry::Resolve>(&registry::ServiceParams {
-            service: service.to_owned(),
-        })
+        .call::<registry::Resolve>(&registry::ServiceParams::new(service))
         .await;
     match asked {
         Ok(found) => match Endpoint::parse(&found.endpoint) {

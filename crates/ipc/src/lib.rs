@@ -1,13 +1,15 @@
-//! Strata's IPC runtime: the Unix-socket server every service runs on, and the client
-//! every caller uses.
+//! Strata's IPC runtime: the server every service runs on (a Unix socket, and optionally a
+//! TCP port spoken over mutual TLS), and the client every caller uses.
 //!
 //! What it owns: binding sockets safely (refusing to start over a live server, replacing
-//! stale files), connection limits, frame and idle timeouts, peer credentials, routing with
-//! typed params, panic isolation, graceful shutdown, and the runtime/state directory rules.
+//! stale files), connection limits, frame and idle timeouts, peer credentials (kernel
+//! credentials locally, the certificate's name over TCP), the TCP allow-list (deny by
+//! default), routing with typed params, panic isolation, graceful shutdown, TLS
+//! configuration from the node's certificate files, and the runtime/state directory rules.
 //!
-//! What it does not own: authorization. A handler receives the caller's kernel credentials
-//! and unverified token and decides with the capability crate. The wire types live in
-//! `strata-proto`.
+//! What it does not own: authorization. A handler receives the caller's identity and
+//! unverified token and decides with the capability crate. Certificates are made by
+//! `strata-pki`. The wire types live in `strata-proto`.
 
 pub mod client;
 pub mod endpoint;
@@ -15,14 +17,17 @@ pub mod logging;
 pub mod paths;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 pub use client::{connect_service, resolve_endpoint, Client, ClientError};
 pub use endpoint::{Endpoint, EndpointError};
-pub use router::{Call, Router};
-pub use server::{parse_socket_mode, Server, ServerConfig, ServerError};
+pub use router::{Call, RemotePeer, Router};
+pub use server::{parse_socket_mode, Server, ServerConfig, ServerError, TcpListen};
+pub use tls::{TlsError, TlsFiles};
 
 /// Kernel-verified credentials of the process at the other end of a connection
-/// (`SO_PEERCRED`, captured when the connection was accepted).
+/// (`SO_PEERCRED`, captured when the connection was accepted), or [`PeerCred::REMOTE`]
+/// for a connection over TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCred {
     pub pid: Option<i32>,
@@ -31,6 +36,15 @@ pub struct PeerCred {
 }
 
 impl PeerCred {
+    /// The credentials a call over TCP carries: no pid, and uid and gid `(uid_t)-1`, which
+    /// the kernel never assigns to a process. They match no user, root included; a
+    /// credential check must treat them as "nobody".
+    pub const REMOTE: PeerCred = PeerCred {
+        pid: None,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }

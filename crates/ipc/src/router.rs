@@ -2,15 +2,17 @@
 //!
 //! A handler is an async function of the caller ([`Call`]) and its typed params. The router
 //! decodes params (refusing bad ones by field name), runs the handler with panics caught,
-//! and encodes the result. Every router answers `sys.health` without a token.
+//! and encodes the result. Every router answers `sys.health` without a token. A caller over
+//! TCP is served only the methods its listener allows (deny by default).
 
 use crate::PeerCred;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,12 +23,27 @@ use tokio_util::sync::CancellationToken;
 /// What a handler knows about the request it serves.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// Kernel-verified credentials of the connected process (SO_PEERCRED).
+    /// Kernel-verified credentials of the connected process (SO_PEERCRED) for a local
+    /// call. For a call over TCP this is [`PeerCred::REMOTE`], which matches no user:
+    /// any check on credentials must treat it as "nobody" (never as a uid to compare or
+    /// look up). Prefer [`Call::local_peer`], which says so in its type.
     pub peer: PeerCred,
+    /// Who called over TCP (mutual TLS); `None` for a local call.
+    pub remote: Option<RemotePeer>,
     pub req_id: String,
     pub method: String,
     token: Option<String>,
     stopping: CancellationToken,
+}
+
+/// A caller on a `tcp://` endpoint, identified by the certificate it proved during the
+/// TLS handshake (it chains to the cluster CA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemotePeer {
+    pub addr: SocketAddr,
+    /// The client certificate's subject CN (the node id), or the certificate's SHA-256
+    /// fingerprint in hex when it has no CN.
+    pub name: String,
 }
 
 impl Call {
@@ -36,14 +53,31 @@ impl Call {
         self.token.as_deref()
     }
 
+    /// The kernel credentials of a local caller; `None` for a call over TCP.
+    pub fn local_peer(&self) -> Option<&PeerCred> {
+        match self.remote {
+            None => Some(&self.peer),
+            Some(_) => None,
+        }
+    }
+
     /// A call made by `peer` (for handlers exercised directly in tests).
     pub fn new(peer: PeerCred, method: &str, token: Option<String>) -> Call {
         Call {
             peer,
+            remote: None,
             req_id: String::new(),
             method: method.to_owned(),
             token,
             stopping: CancellationToken::new(),
+        }
+    }
+
+    /// A call made over TCP by `remote` (for handlers exercised directly in tests).
+    pub fn new_remote(remote: RemotePeer, method: &str, token: Option<String>) -> Call {
+        Call {
+            remote: Some(remote),
+            ..Call::new(PeerCred::REMOTE, method, token)
         }
     }
 
@@ -52,6 +86,17 @@ impl Call {
     pub async fn stopping(&self) {
         self.stopping.cancelled().await
     }
+}
+
+/// Who is at the other end of a connection, as the server tells the router.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Local(PeerCred),
+    /// Over TCP: only `allowed` methods (and `sys.health`) are served.
+    Remote {
+        peer: RemotePeer,
+        allowed: Arc<HashSet<String>>,
+    },
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorBody>> + Send>>;
@@ -157,14 +202,31 @@ impl Router {
         self.stopping.cancel();
     }
 
-    /// Answer one frame. Never fails: every problem becomes an error response.
+    /// Answer one frame from a local caller. Never fails: every problem becomes an error
+    /// response.
     pub async fn dispatch(&self, peer: PeerCred, frame: &[u8]) -> Bytes {
+        self.dispatch_from(&Origin::Local(peer), frame).await
+    }
+
+    pub(crate) async fn dispatch_from(&self, origin: &Origin, frame: &[u8]) -> Bytes {
         let req = match parse_request(frame) {
             Ok(req) => req,
             Err(bad) => return encode(&Response::<()>::failure(bad.req_id, bad.error)),
         };
         if req.method == sys::Health::NAME {
             return encode(&Response::success(req.req_id, self.health()));
+        }
+        // Before the method lookup, so that a remote peer learns nothing about which
+        // methods exist beyond those it may call.
+        if let Origin::Remote { allowed, .. } = origin {
+            if !allowed.contains(req.method.as_str()) {
+                let error = ErrorBody::new(
+                    ErrorCode::PermissionDenied,
+                    format!("`{}` is not served over tcp", req.method),
+                )
+                .with_details(serde_json::json!({"method": req.method}));
+                return encode(&Response::<()>::failure(req.req_id, error));
+            }
         }
         let Some(handler) = self.routes.get(req.method.as_str()) else {
             let error = ErrorBody::new(
@@ -174,9 +236,14 @@ impl Router {
             .with_details(serde_json::json!({"method": req.method}));
             return encode(&Response::<()>::failure(req.req_id, error));
         };
+        let (peer, remote) = match origin {
+            Origin::Local(peer) => (*peer, None),
+            Origin::Remote { peer, .. } => (PeerCred::REMOTE, Some(peer.clone())),
+        };
         let token = req.auth.and_then(|a| a.token);
         let call = Call {
             peer,
+            remote,
             req_id: req.req_id,
             method: req.method,
             token,

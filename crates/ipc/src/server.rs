@@ -1,15 +1,19 @@
-//! The Unix-socket server every Strata service runs on.
+//! The server every Strata service runs on: a Unix socket, and optionally a TCP port
+//! spoken over mutual TLS.
 //!
 //! One accept loop, one task per connection, requests on a connection answered in order.
-//! The limits live here so no service has to remember them: a cap on concurrent
-//! connections, a deadline for each frame once it has started, an idle timeout, and a
-//! graceful stop on SIGTERM/SIGINT that finishes in-flight requests and removes the socket.
+//! Both transports run the same connection loop over the same framing, so the limits live
+//! here once and no service has to remember them: a cap on concurrent connections (shared
+//! by both), a deadline for each frame once it has started (and for the TLS handshake), an
+//! idle timeout, and a graceful stop on SIGTERM/SIGINT that finishes in-flight requests and
+//! removes the socket. Over TCP only the listener's allow-listed methods are served.
 
-use crate::router::{encode, Router};
+use crate::router::{encode, Origin, RemotePeer, Router};
 use crate::PeerCred;
 use futures_util::{SinkExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -20,9 +24,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use strata_proto::{frame_codec, is_frame_too_large, ErrorBody, ErrorCode, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +46,21 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On shutdown, how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// Also listen on TCP (mutual TLS); `None` by default.
+    pub tcp: Option<TcpListen>,
+}
+
+/// A TCP listener beside the Unix socket. Every connection is mutual TLS with `tls`
+/// (see [`crate::tls::server_config`]); the handshake must finish within the frame
+/// timeout.
+#[derive(Debug, Clone)]
+pub struct TcpListen {
+    /// Port 0 picks a free port; [`Server::tcp_addr`] tells which.
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The methods served to TCP peers, besides `sys.health`. Every other method is
+    /// answered PERMISSION_DENIED: a method is local-only unless listed here.
+    pub methods: Vec<String>,
 }
 
 impl ServerConfig {
@@ -53,6 +73,7 @@ impl ServerConfig {
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            tcp: None,
         }
     }
 }
@@ -78,6 +99,10 @@ pub enum ServerError {
     RuntimeDir { path: PathBuf, source: io::Error },
     #[error("cannot bind {path}: {source}")]
     Bind { path: PathBuf, source: io::Error },
+    #[error("cannot listen on tcp {addr}: {source}")]
+    BindTcp { addr: SocketAddr, source: io::Error },
+    #[error("the tcp allow-list names `{0}`, which this service does not route")]
+    UnroutedTcpMethod(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
 }
@@ -85,15 +110,53 @@ pub enum ServerError {
 /// A bound server, ready to serve.
 pub struct Server {
     listener: UnixListener,
+    tcp: Option<TcpSide>,
     config: Arc<ServerConfig>,
     router: Arc<Router>,
     /// (dev, ino) of the socket file we created, so shutdown removes ours and only ours.
     socket_id: (u64, u64),
 }
 
+/// The bound TCP side of a server.
+struct TcpSide {
+    listener: TcpListener,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    allowed: Arc<HashSet<String>>,
+}
+
+impl TcpSide {
+    /// Check the allow-list against the router, then bind.
+    fn bind(listen: &TcpListen, router: &Router) -> Result<TcpSide, ServerError> {
+        let routed = router.methods();
+        if let Some(unrouted) = listen
+            .methods
+            .iter()
+            .find(|m| !routed.contains(&m.as_str()))
+        {
+            return Err(ServerError::UnroutedTcpMethod(unrouted.clone()));
+        }
+        let bind_err = |source| ServerError::BindTcp {
+            addr: listen.addr,
+            source,
+        };
+        let std_listener = std::net::TcpListener::bind(listen.addr).map_err(bind_err)?;
+        std_listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = std_listener.local_addr().map_err(bind_err)?;
+        let listener = TcpListener::from_std(std_listener).map_err(bind_err)?;
+        Ok(TcpSide {
+            listener,
+            addr,
+            acceptor: TlsAcceptor::from(Arc::clone(&listen.tls)),
+            allowed: Arc::new(listen.methods.iter().cloned().collect()),
+        })
+    }
+}
+
 impl Server {
     /// Bind the socket: create the runtime directory (0750) if missing, refuse to start if
-    /// a live server answers on the path, replace a stale socket file left by a dead one.
+    /// a live server answers on the path, replace a stale socket file left by a dead one;
+    /// then the TCP port, if configured (its allow-list must name only routed methods).
     /// Must be called within a Tokio runtime.
     pub fn bind(config: ServerConfig, router: Router) -> Result<Server, ServerError> {
         let path = config.socket_path.clone();
@@ -110,6 +173,10 @@ impl Server {
             }
         }
         clear_stale_socket(&path)?;
+        let tcp = match &config.tcp {
+            Some(listen) => Some(TcpSide::bind(listen, &router)?),
+            None => None,
+        };
         let bind_err = |source| ServerError::Bind {
             path: path.clone(),
             source,
@@ -119,8 +186,17 @@ impl Server {
             .map_err(bind_err)?;
         let meta = std::fs::symlink_metadata(&path).map_err(bind_err)?;
         tracing::info!(socket = %path.display(), service = router.service(), "listening");
+        if let Some(tcp) = &tcp {
+            tracing::info!(
+                addr = %tcp.addr,
+                service = router.service(),
+                methods = tcp.allowed.len(),
+                "listening on tcp (mutual TLS)"
+            );
+        }
         Ok(Server {
             listener,
+            tcp,
             config: Arc::new(config),
             router: Arc::new(router),
             socket_id: (meta.dev(), meta.ino()),
@@ -129,6 +205,11 @@ impl Server {
 
     pub fn socket_path(&self) -> &Path {
         &self.config.socket_path
+    }
+
+    /// The bound TCP address (with the real port when the configuration asked for 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|t| t.addr)
     }
 
     /// Serve until SIGTERM or SIGINT, then stop gracefully.
@@ -151,6 +232,7 @@ impl Server {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let Server {
             listener,
+            tcp,
             config,
             router,
             socket_id,
@@ -159,8 +241,13 @@ impl Server {
             epoch: std::time::Instant::now(),
         };
         let watches = Arc::new(Watches::default());
-        let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let conns = Connections {
+            router: Arc::clone(&router),
+            watches: Arc::clone(&watches),
+            tracker: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            clock,
+        };
         let sweeper = {
             let (watches, config) = (Arc::clone(&watches), Arc::clone(&config));
             tokio::spawn(async move {
@@ -174,37 +261,37 @@ impl Server {
         };
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let failed = tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
-                        Ok(permit) => {
-                            let watch = Arc::new(Watch::new(clock.now_ms()));
-                            let id = watches.add(Arc::clone(&watch));
-                            let (router, watches) = (Arc::clone(&router), Arc::clone(&watches));
-                            tracker.spawn(async move {
-                                serve_connection(stream, &router, watch, clock).await;
-                                watches.remove(id);
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => refuse(stream),
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        // Out of descriptors or memory: let some connections finish
-                        // rather than spin on the error.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok((stream, _)) => {
+                        conns.serve_unix(stream);
+                        None
                     }
+                    Err(e) => Some(e),
                 },
+                (side, accepted) = accept_tcp(tcp.as_ref()) => match accepted {
+                    Ok((stream, addr)) => {
+                        conns.serve_tcp(stream, addr, side);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+            };
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors or memory: let some connections finish rather than
+                // spin on the error.
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         drop(listener);
+        drop(tcp);
         remove_own_socket(&config.socket_path, socket_id);
         watches.close_all();
         router.begin_shutdown();
-        tracker.close();
-        if timeout(config.shutdown_grace, tracker.wait())
+        conns.tracker.close();
+        if timeout(config.shutdown_grace, conns.tracker.wait())
             .await
             .is_err()
         {
@@ -259,6 +346,145 @@ fn remove_own_socket(path: &Path, (dev, ino): (u64, u64)) {
     }
 }
 
+/// The next TCP connection, and the side it came in on; never completes without one.
+async fn accept_tcp(tcp: Option<&TcpSide>) -> (&TcpSide, io::Result<(TcpStream, SocketAddr)>) {
+    match tcp {
+        Some(side) => (side, side.listener.accept().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// What every connection task shares: the router, the deadlines, the slots, the tracker
+/// that shutdown waits on.
+struct Connections {
+    router: Arc<Router>,
+    watches: Arc<Watches>,
+    tracker: TaskTracker,
+    /// One pool for both transports.
+    slots: Arc<Semaphore>,
+    clock: Clock,
+}
+
+/// A connection's watch, registered with the sweeper until this is dropped (even if the
+/// connection task unwinds).
+struct Registered {
+    watches: Arc<Watches>,
+    id: u64,
+    watch: Arc<Watch>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.watches.remove(self.id);
+    }
+}
+
+impl Connections {
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
+    /// Watch a new connection, starting in `phase`.
+    fn register(&self, phase: Phase) -> Registered {
+        let watch = Arc::new(Watch::new(self.clock.now_ms()));
+        watch.enter(phase, self.clock.now_ms());
+        let id = self.watches.add(Arc::clone(&watch));
+        Registered {
+            watches: Arc::clone(&self.watches),
+            id,
+            watch,
+        }
+    }
+
+    fn serve_unix(&self, stream: UnixStream) {
+        let Some(permit) = self.admit() else {
+            return refuse(stream);
+        };
+        let registered = self.register(Phase::Waiting);
+        let (router, clock) = (Arc::clone(&self.router), self.clock);
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            let peer = match stream.peer_cred() {
+                Ok(cred) => PeerCred {
+                    pid: cred.pid(),
+                    uid: cred.uid(),
+                    gid: cred.gid(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "no peer credentials; closing");
+                    return;
+                }
+            };
+            let watch = &registered.watch;
+            let io = Watched {
+                inner: stream,
+                watch: Arc::clone(watch),
+                clock,
+            };
+            serve_connection(io, &Origin::Local(peer), &router, watch, clock).await;
+        });
+    }
+
+    /// A TCP connection: the TLS handshake runs under the frame deadline (and is cut short
+    /// by shutdown), then the connection is served like a local one, as its certificate's
+    /// name and limited to the allow-list. A failed handshake closes only this connection.
+    fn serve_tcp(&self, stream: TcpStream, addr: SocketAddr, side: &TcpSide) {
+        let Some(permit) = self.admit() else {
+            // A TLS client cannot read a plaintext refusal: closing is the answer.
+            tracing::debug!(peer = %addr, "tcp connection refused: at limit");
+            return;
+        };
+        // One small frame per write each way: without this, Nagle's algorithm and delayed
+        // acknowledgements add tens of milliseconds to a round trip.
+        let _ = stream.set_nodelay(true);
+        let registered = self.register(Phase::Partial);
+        let (router, clock) = (Arc::clone(&self.router), self.clock);
+        let (acceptor, allowed) = (side.acceptor.clone(), Arc::clone(&side.allowed));
+        self.tracker.spawn(async move {
+            let _permit = permit;
+            let watch = &registered.watch;
+            let io = Watched {
+                inner: stream,
+                watch: Arc::clone(watch),
+                clock,
+            };
+            let tls = tokio::select! {
+                biased;
+                _ = watch.kill.cancelled() => {
+                    // The frame deadline passed, or the server is stopping.
+                    tracing::info!(peer = %addr, "tls handshake cut short; closing");
+                    return;
+                }
+                tls = acceptor.accept(io) => match tls {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        tracing::info!(peer = %addr, error = %e, "tls handshake failed; closing");
+                        return;
+                    }
+                },
+            };
+            let certs = tls.get_ref().1.peer_certificates();
+            let Some(cert) = certs.and_then(|c| c.first()) else {
+                // The verifier requires a client certificate; this only guards that rule.
+                tracing::warn!(peer = %addr, "tls client presented no certificate; closing");
+                return;
+            };
+            let peer = RemotePeer {
+                addr,
+                name: crate::tls::peer_name(cert),
+            };
+            tracing::debug!(peer = %addr, name = %peer.name, "tls client connected");
+            watch.enter(Phase::Waiting, clock.now_ms());
+            // Shutdown may have begun during the handshake (see `Watches::close_all`).
+            if watch.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            let origin = Origin::Remote { peer, allowed };
+            serve_connection(tls, &origin, &router, watch, clock).await;
+        });
+    }
+}
+
 /// Past the connection limit: answer UNAVAILABLE without waiting on the client, and close.
 fn refuse(stream: UnixStream) {
     let error = ErrorBody::new(
@@ -282,23 +508,12 @@ enum Next {
     TooLarge,
 }
 
-async fn serve_connection(stream: UnixStream, router: &Router, watch: Arc<Watch>, clock: Clock) {
-    let peer = match stream.peer_cred() {
-        Ok(cred) => PeerCred {
-            pid: cred.pid(),
-            uid: cred.uid(),
-            gid: cred.gid(),
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "no peer credentials; closing");
-            return;
-        }
-    };
-    let io = Watched {
-        inner: stream,
-        watch: Arc::clone(&watch),
-        clock,
-    };
+/// Serve requests on one connection, in order, until it closes, breaks the framing, misses
+/// a deadline, or the server stops. `io` reports the arrival of bytes to `watch`.
+async fn serve_connection<S>(io: S, origin: &Origin, router: &Router, watch: &Watch, clock: Clock)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut framed = Framed::new(io, frame_codec());
     loop {
         let next = tokio::select! {
@@ -317,7 +532,7 @@ async fn serve_connection(stream: UnixStream, router: &Router, watch: Arc<Watch>
         let reply = match next {
             Next::Frame(frame) => {
                 watch.enter(Phase::Handling, clock.now_ms());
-                router.dispatch(peer, &frame).await
+                router.dispatch_from(origin, &frame).await
             }
             Next::Close => return,
             Next::TooLarge => {
@@ -496,14 +711,15 @@ fn sweep_interval(config: &ServerConfig) -> Duration {
         .clamp(Duration::from_millis(5), Duration::from_secs(1))
 }
 
-/// The connection's stream, noting when the first bytes of a frame arrive.
-struct Watched {
-    inner: UnixStream,
+/// The connection's stream, noting when the first bytes of a frame arrive. Over TCP it sits
+/// beneath TLS, so a record that stalls half-way is held to the frame deadline too.
+struct Watched<S> {
+    inner: S,
     watch: Arc<Watch>,
     clock: Clock,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -518,7 +734,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

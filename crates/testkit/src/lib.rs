@@ -9,6 +9,7 @@
 //! - [`call`] speaks the wire protocol with a deliberately independent, blocking
 //!   implementation, so tests check the servers against the spec rather than against the
 //!   project's own client.
+//! - [`etcd::Etcd`] runs a real single-member etcd on loopback ports for cluster tests.
 //!
 //! Not for production code.
 
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+pub mod etcd;
 
 /// Generous deadline for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -85,6 +85,10 @@ pub struct KeyInfo {
     pub not_after: Option<String>,
     /// Whether identity signs new tokens with this key.
     pub current: bool,
+    /// The node whose identity holds this key. When present, tokens signed with it are
+    /// accepted only with `iss = "identity@<node>"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

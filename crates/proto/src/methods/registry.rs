@@ -14,24 +14,52 @@ pub struct RegisterParams {
     /// API version of the service's protocol; an integer ≥ 1 (1 when absent).
     #[serde(default = "default_api_v")]
     pub api_v: i64,
+    /// Cluster mode: a `tcp://host:port` (mutual TLS) endpoint other nodes use to reach
+    /// the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceParams {
     pub service: String,
+    /// Cluster mode, `registry.resolve` only: the node whose instance is wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl ServiceParams {
+    /// Params naming `service` on no particular node.
+    pub fn new(service: impl Into<String>) -> ServiceParams {
+        ServiceParams {
+            service: service.into(),
+            node: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResolveResult {
     pub endpoint: String,
     pub api_v: i64,
+    /// Cluster mode: the node the endpoint belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub service: String,
+    /// How this node reaches the service: the local socket for services on this node,
+    /// the `tcp://` endpoint for services on other nodes.
     pub endpoint: String,
     pub api_v: i64,
+    /// Cluster mode: the node the service runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Cluster mode: the service's `tcp://` endpoint, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

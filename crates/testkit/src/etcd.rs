@@ -1,0 +1,371 @@
+//! A real, single-member etcd for tests: own data directory, own loopback ports, killed
+//! on drop.
+//!
+//! ```no_run
+//! let Some(mut etcd) = strata_testkit::etcd::Etcd::start_or_skip("my_test") else { return };
+//! let endpoint = etcd.endpoint(); // "http://127.0.0.1:PORT"
+//! etcd.stop();                    // SIGTERM, then SIGKILL after a deadline
+//! etcd.restart().unwrap();        // same data and ports, healthy again
+//! ```
+//!
+//! The binary is `$STRATA_ETCD_BIN` if set, else `etcd` on `PATH`
+//! (`scripts/install-test-deps.sh` installs Debian's). Readiness is etcd's own `/health`
+//! answering `"health":"true"`, asked over a plain TCP connection, so waiting spawns
+//! nothing. etcd's output goes to `etcd.log` in the temporary directory; errors and
+//! [`Etcd::log_tail`] quote it.
+
+use crate::{Proc, DEADLINE};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long [`Etcd::stop`] waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How many log lines an error message quotes.
+const TAIL_LINES: usize = 30;
+
+/// Why an etcd could not be had.
+#[derive(Debug)]
+pub enum EtcdError {
+    /// No etcd binary: tests should print that they were skipped, and why.
+    NotInstalled(String),
+    /// It is installed but did not start or become healthy; the message quotes its log.
+    Failed(String),
+}
+
+impl fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EtcdError::NotInstalled(m) | EtcdError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for EtcdError {}
+
+/// One etcd member serving on 127.0.0.1. Fields drop in order: the process is killed
+/// before its directory is removed.
+pub struct Etcd {
+    proc: Option<Proc>,
+    binary: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Find the binary, pick two free loopback ports, start etcd on a fresh data directory
+    /// and wait (up to [`DEADLINE`]) until it reports healthy.
+    pub fn start() -> Result<Etcd, EtcdError> {
+        let binary = find_binary()?;
+        // Ports are free when picked but could be taken before etcd binds them; a start
+        // that fails for that reason is retried on new ports.
+        let mut attempts = 3;
+        loop {
+            let (client_port, peer_port) = free_ports()?;
+            let dir = tempfile::Builder::new()
+                .prefix("strata-etcd-")
+                .tempdir()
+                .map_err(|e| {
+                    EtcdError::Failed(format!("cannot make a temporary directory: {e}"))
+                })?;
+            let mut etcd = Etcd {
+                proc: None,
+                binary: binary.clone(),
+                client_port,
+                peer_port,
+                dir,
+            };
+            match etcd.launch() {
+                Ok(()) => return Ok(etcd),
+                Err(e) => {
+                    attempts -= 1;
+                    if attempts == 0 || !etcd.log_tail().contains("address already in use") {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Etcd::start`], or `None` after printing `SKIPPED <test>: <why>` when etcd is not
+    /// installed. Panics (with etcd's log) if it is installed but does not start.
+    pub fn start_or_skip(test: &str) -> Option<Etcd> {
+        match Etcd::start() {
+            Ok(etcd) => Some(etcd),
+            Err(EtcdError::NotInstalled(why)) => {
+                eprintln!("SKIPPED {test}: {why}");
+                None
+            }
+            Err(e) => panic!("{test}: {e}"),
+        }
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    pub fn peer_port(&self) -> u16 {
+        self.peer_port
+    }
+
+    /// The member's data directory (kept across [`Etcd::restart`]).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Where etcd's stdout and stderr go (appended to across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// The running process's pid, if it is running.
+    pub fn pid(&self) -> Option<i32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Whether `/health` answers `"health":"true"` right now.
+    pub fn healthy(&self) -> bool {
+        health(self.client_port)
+    }
+
+    /// Graceful stop: SIGTERM, wait up to 10 s, then SIGKILL. Returns once the process
+    /// has exited and been reaped. Does nothing if it is not running.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.signal(libc::SIGTERM);
+            if proc.wait_timeout(STOP_GRACE).is_none() {
+                eprintln!("etcd ignored SIGTERM for {STOP_GRACE:?}; killing it");
+            }
+            reap(proc);
+        }
+    }
+
+    /// Crash: SIGKILL (the whole process group), then reap. Does nothing if it is not
+    /// running.
+    pub fn kill(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            reap(proc);
+        }
+    }
+
+    /// Stop (if running) and start again on the same data directory and ports, waiting
+    /// until it is healthy.
+    pub fn restart(&mut self) -> Result<(), EtcdError> {
+        self.stop();
+        self.launch()
+    }
+
+    /// The last lines etcd wrote, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+    }
+
+    /// Spawn etcd on this member's ports and data directory and wait until it is healthy.
+    fn launch(&mut self) -> Result<(), EtcdError> {
+        assert!(self.proc.is_none(), "etcd is already running");
+        let failed = |what: String, etcd: &Etcd| {
+            EtcdError::Failed(format!(
+                "{what}\n--- last lines of {} ---\n{}",
+                etcd.log_path().display(),
+                etcd.log_tail()
+            ))
+        };
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| failed(format!("cannot open etcd's log: {e}"), self))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| failed(format!("cannot open etcd's log: {e}"), self))?;
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--name")
+            .arg("test")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        // The flags above are the whole configuration: no ETCD_* setting from the
+        // environment leaks in, except the one that lets etcd 3.4 run on arm64 at all.
+        for (key, _) in std::env::vars_os() {
+            let key_text = key.to_string_lossy();
+            if key_text.starts_with("ETCD_") && key_text != "ETCD_UNSUPPORTED_ARCH" {
+                cmd.env_remove(&key);
+            }
+        }
+        if cfg!(target_arch = "aarch64") && std::env::var_os("ETCD_UNSUPPORTED_ARCH").is_none() {
+            cmd.env("ETCD_UNSUPPORTED_ARCH", "arm64");
+        }
+        let mut proc = Proc::spawn("etcd", &mut cmd);
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if health(self.client_port) {
+                self.proc = Some(proc);
+                return Ok(());
+            }
+            if let Some(status) = proc.wait_timeout(Duration::ZERO) {
+                drop(proc);
+                return Err(failed(
+                    format!("etcd exited before it was healthy: {status}"),
+                    self,
+                ));
+            }
+            if Instant::now() >= until {
+                drop(proc);
+                return Err(failed(
+                    format!("etcd was not healthy within {DEADLINE:?}"),
+                    self,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// SIGKILL the process group (through `Proc`'s drop, which also waits for the child).
+fn reap(proc: Proc) {
+    drop(proc);
+}
+
+/// `$STRATA_ETCD_BIN`, else `etcd` on `PATH`.
+pub fn find_binary() -> Result<PathBuf, EtcdError> {
+    find_binary_in(
+        std::env::var_os("STRATA_ETCD_BIN"),
+        std::env::var_os("PATH"),
+    )
+}
+
+fn find_binary_in(
+    etcd_bin: Option<OsString>,
+    path: Option<OsString>,
+) -> Result<PathBuf, EtcdError> {
+    if let Some(bin) = etcd_bin.filter(|p| !p.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if is_executable(&bin) {
+            Ok(bin)
+        } else {
+            Err(EtcdError::NotInstalled(format!(
+                "$STRATA_ETCD_BIN={} is not an executable file; run scripts/install-test-deps.sh \
+                 (as root) to install etcd, or point $STRATA_ETCD_BIN at an etcd binary",
+                bin.display()
+            )))
+        };
+    }
+    path.iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("etcd"))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| {
+            EtcdError::NotInstalled(
+                "no etcd binary on PATH and $STRATA_ETCD_BIN is not set; run \
+                 scripts/install-test-deps.sh (as root) to install it"
+                    .into(),
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Two distinct ports that were free on 127.0.0.1 a moment ago.
+fn free_ports() -> Result<(u16, u16), EtcdError> {
+    let bind = || {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| EtcdError::Failed(format!("cannot find a free port: {e}")))
+    };
+    // Both held at once, so they differ.
+    let a = bind()?;
+    let b = bind()?;
+    let port = |l: &TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| EtcdError::Failed(format!("cannot find a free port: {e}")))
+    };
+    Ok((port(&a)?, port(&b)?))
+}
+
+/// `GET /health` on the client port: true if etcd answers `"health":"true"`.
+pub fn health(client_port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, client_port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "GET /health HTTP/1.0\r\nHost: 127.0.0.1:{client_port}\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut reply = Vec::new();
+    // HTTP/1.0 with Connection: close: the server closes after the body.
+    let _ = stream.take(64 * 1024).read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    reply.starts_with("HTTP/1.") && reply.contains(" 200 ") && reply.contains(r#""health":"true""#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = find_binary_in(None, Some(empty.path().into())).unwrap_err();
+        assert!(matches!(err, EtcdError::NotInstalled(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("scripts/install-test-deps.sh"),
+            "{err}"
+        );
+        let err = find_binary_in(
+            Some(empty.path().join("etcd").into()),
+            Some("/usr/bin:/bin".into()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("$STRATA_ETCD_BIN="), "{err}");
+        assert!(
+            err.to_string().contains("scripts/install-test-deps.sh"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_binary_is_found_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("etcd");
+        std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
+        assert_eq!(find_binary_in(None, Some(path)).unwrap(), fake);
+        assert_eq!(
+            find_binary_in(Some(fake.clone().into()), None).unwrap(),
+            fake
+        );
+    }
+}

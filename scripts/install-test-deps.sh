@@ -12,15 +12,26 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
+# Debian packages the build and tests need, installed together (one apt-get update):
+# - protobuf-compiler: protoc, for etcd-client's generated gRPC code (strata-cluster);
+# - etcd-server: a real etcd the cluster tests start on loopback (crates/e2e/tests/cluster.rs);
+# - nix-bin: nix-instantiate, see below.
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+    else
+        echo "missing: ${missing[*]} (Debian packages; install them as root with apt-get)" >&2
+        echo "without protoc the workspace does not build; without etcd the cluster tests print SKIPPED" >&2
+    fi
+fi
 # nix-instantiate checks that every .nix file parses and that the module renders the
 # golden manifest (crates/supervisor/tests/nix.rs). Debian's nix-bin is enough: the
 # checks evaluate builtins only and never fetch nixpkgs.
 if ! command -v nix-instantiate >/dev/null; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y nix-bin
-    else
-        echo "nix-instantiate not found: install Debian's nix-bin (apt-get install nix-bin, as root)" >&2
-        echo "or Nix itself; until then the Nix checks print SKIPPED" >&2
-    fi
+    echo "nix-instantiate not found: the Nix checks print SKIPPED until nix-bin (or Nix) is installed" >&2
 fi

@@ -63,7 +63,10 @@ impl TokenCache {
         if entry.generation != keys.generation {
             // The key set changed since this entry was confirmed; look the key up again.
             match keys.get(&entry.kid) {
-                Some(current) if current.key() == entry.key.key() => {
+                Some(current)
+                    if current.key() == entry.key.key()
+                        && current.bound_issuer() == entry.key.bound_issuer() =>
+                {
                     entry.key = Arc::clone(current);
                     entry.generation = keys.generation;
                 }

@@ -28,6 +28,15 @@ pub enum Error {
     #[error("token was signed with key {kid}, which is not valid at this time")]
     KeyNotValid { kid: String },
 
+    /// The key that signed the token vouches for one node's identity only, and the
+    /// token names another issuer.
+    #[error("token names issuer `{got}`, but key {kid} signs only for `{expected}`")]
+    WrongIssuer {
+        kid: String,
+        expected: String,
+        got: String,
+    },
+
     /// The signature does not match the token's contents and the named key.
     #[error("token signature is not valid")]
     BadSignature,
@@ -84,6 +93,7 @@ impl Error {
             | Error::MalformedToken(_)
             | Error::UnknownKey { .. }
             | Error::KeyNotValid { .. }
+            | Error::WrongIssuer { .. }
             | Error::BadSignature
             | Error::InvalidClaims(_) => ErrorCode::Unauthenticated,
             Error::Denied(denial) => denial.code(),

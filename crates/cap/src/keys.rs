@@ -406,6 +406,8 @@ pub struct TrustedKey {
     key: PublicKey,
     not_before: Option<Timestamp>,
     not_after: Option<Timestamp>,
+    /// When set, tokens signed with this key must carry exactly this `iss`.
+    issuer: Option<String>,
 }
 
 /// A key as identity publishes it (`identity.keys`, `identity.revocations`): the one
@@ -421,6 +423,9 @@ impl TryFrom<&strata_proto::methods::identity::KeyInfo> for TrustedKey {
         if let Some(t) = &info.not_after {
             key = key.not_after(t.parse()?);
         }
+        if let Some(node) = &info.node {
+            key = key.issuer(format!("identity@{node}"));
+        }
         Ok(key)
     }
 }
@@ -432,7 +437,20 @@ impl TrustedKey {
             key,
             not_before: None,
             not_after: None,
+            issuer: None,
         }
+    }
+
+    /// Accept tokens signed with this key only when their `iss` is `issuer` (a node's
+    /// identity, `identity@<node>`): one node's key cannot speak for another node.
+    pub fn issuer(mut self, issuer: String) -> TrustedKey {
+        self.issuer = Some(issuer);
+        self
+    }
+
+    /// The `iss` tokens signed with this key must carry, if bound to one.
+    pub fn bound_issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// Trust the key only from `t` on.

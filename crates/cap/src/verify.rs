@@ -148,6 +148,15 @@ fn verify_with(
     let verified = untrusted.verify(key.key(), &[])?;
     let claims: Claims = serde_json::from_str(&verified.payload)
         .map_err(|e| Error::InvalidClaims(truncate(e.to_string(), 200)))?;
+    if let Some(expected) = key.bound_issuer() {
+        if claims.iss != expected {
+            return Err(Error::WrongIssuer {
+                kid: kid.to_string(),
+                expected: expected.to_owned(),
+                got: truncate(claims.iss, 80),
+            });
+        }
+    }
     Ok((claims, kid, Arc::clone(key)))
 }
 

@@ -422,3 +422,23 @@ fn concurrent_verify_and_authorize_agree() {
     // The clock never moves, so exactly the burst is allowed across all threads.
     assert_eq!(allowed, 1000);
 }
+
+#[test]
+fn a_key_bound_to_a_node_accepts_only_that_nodes_issuer() {
+    let key = SigningKey::generate().unwrap();
+    let token = key.sign(&claims()).unwrap(); // iss = identity@node-1
+    let bound = |node: &str| {
+        let trusted = TrustedKey::new(key.public_key()).issuer(format!("identity@{node}"));
+        Verifier::new(Arc::new(TrustedKeys::new([trusted])), 64)
+    };
+    assert!(bound("node-1").verify(&token, now()).is_ok());
+    let err = assert_unauthenticated(bound("node-2").verify(&token, now()), "other node");
+    assert!(matches!(err, Error::WrongIssuer { .. }), "{err}");
+
+    // A cached token is checked again when the key's binding changes.
+    let keys = Arc::new(TrustedKeys::new([TrustedKey::new(key.public_key())]));
+    let verifier = Verifier::new(Arc::clone(&keys), 64);
+    verifier.verify(&token, now()).unwrap();
+    keys.replace([TrustedKey::new(key.public_key()).issuer("identity@node-2".into())]);
+    assert_unauthenticated(verifier.verify(&token, now()), "rebound key, cached token");
+}

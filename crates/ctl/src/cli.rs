@@ -8,11 +8,12 @@ use std::path::PathBuf;
 #[command(
     name = "strata-ctl",
     version,
-    about = "Operate a Strata node: services, capabilities, files, discovery",
+    about = "Operate a Strata node: services, capabilities, files, discovery, cluster certificates",
     allow_external_subcommands = true,
     after_help = "Raw mode: `strata-ctl [--token T] <method> [params_json]` calls any method and \
                   prints the response envelope.\n\
-                  Exit status: 0 ok, 1 the server answered an error, 2 usage or connection error.\n\
+                  Exit status: 0 ok, 1 the server answered an error (or a local operation was \
+                  refused), 2 usage or connection error.\n\
                   `-token` is accepted as a synonym of `--token`."
 )]
 pub struct Cli {
@@ -36,6 +37,14 @@ pub struct Global {
     /// Send to this socket instead of resolving the service.
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Send to this endpoint (`unix:///path` or `tcp://host:port`) instead of resolving
+    /// the service. tcp endpoints use mutual TLS with $STRATA_TLS_CA/CERT/KEY.
+    #[arg(long, global = true, value_name = "URL", conflicts_with = "socket")]
+    pub endpoint: Option<String>,
+    /// Cluster mode: use the service's instance on this node (resolved through the local
+    /// registry; another node's is reached over mutual TLS).
+    #[arg(long, global = true, value_name = "NODE", conflicts_with_all = ["socket", "endpoint"])]
+    pub node: Option<String>,
     /// Send to this service (raw mode; default: the method's prefix).
     #[arg(long, global = true, value_name = "NAME")]
     pub service: Option<String>,
@@ -63,6 +72,9 @@ pub enum Command {
     /// Service discovery.
     #[command(subcommand)]
     Registry(Registry),
+    /// Cluster certificates: the CA and one certificate per node (local files only).
+    #[command(subcommand)]
+    Cluster(Cluster),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -172,6 +184,62 @@ pub enum Registry {
     Resolve { service: String },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum Cluster {
+    /// Create the cluster CA.
+    ///
+    /// Writes DIR/ca.crt (0644) and DIR/ca.key (0600). Refuses to replace an existing CA.
+    Init {
+        /// Directory for the CA's files (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CA certificate's common name.
+        #[arg(long, default_value = "Strata cluster CA")]
+        name: String,
+    },
+    /// Issue a node's certificate and key, signed by the cluster CA.
+    ///
+    /// Writes node.crt (0644), node.key (0600) and a copy of ca.crt into --out; copy those
+    /// three to the node. Refuses to replace existing node files unless --force.
+    AddNode {
+        /// Node id: lowercase letters, digits and `-`, starting with a letter.
+        node: String,
+        /// The directory made by `cluster init`.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// An IP address or DNS name the node is reached at (repeatable, at least one).
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+        /// Directory for the node's files (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "N", default_value_t = 365)]
+        days: u32,
+        /// Replace the node's files if --out already has them.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a node from the cluster, in etcd: its signing keys leave the trust bundle
+    /// (every token it issued is refused on every node from then on), its registrations
+    /// vanish, and its id is never trusted again.
+    RemoveNode {
+        /// The node id to remove.
+        node: String,
+        /// etcd client URLs, comma-separated.
+        #[arg(long, value_name = "URLS", env = "STRATA_ETCD_ENDPOINTS")]
+        etcd: String,
+        /// The cluster's etcd key prefix.
+        #[arg(
+            long,
+            value_name = "PREFIX",
+            env = "STRATA_CLUSTER_PREFIX",
+            default_value = "/strata"
+        )]
+        prefix: String,
+    },
+}
+
 /// Accept the original client's single-dash `-token`.
 pub fn normalise_args(args: impl Iterator<Item = String>) -> Vec<String> {
     args.map(|a| {
@@ -253,6 +321,59 @@ mod tests {
         }
         let c = parse(&["strata-ctl", "-token=U", "fs.list"]);
         assert_eq!(c.global.token.as_deref(), Some("U"));
+    }
+
+    #[test]
+    fn cluster_subcommands() {
+        let c = parse(&["strata-ctl", "cluster", "init", "--dir", "/etc/strata/ca"]);
+        match c.command {
+            Command::Cluster(Cluster::Init { dir, name }) => {
+                assert_eq!(dir, PathBuf::from("/etc/strata/ca"));
+                assert_eq!(name, "Strata cluster CA");
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse(&[
+            "strata-ctl",
+            "cluster",
+            "add-node",
+            "node-a",
+            "--ca-dir",
+            "ca",
+            "--host",
+            "10.0.0.5",
+            "--host",
+            "a.example",
+            "--out",
+            "out",
+        ]);
+        match c.command {
+            Command::Cluster(Cluster::AddNode {
+                node,
+                hosts,
+                days,
+                force,
+                ..
+            }) => {
+                assert_eq!(node, "node-a");
+                assert_eq!(hosts, ["10.0.0.5", "a.example"]);
+                assert_eq!(days, 365);
+                assert!(!force);
+            }
+            other => panic!("{other:?}"),
+        }
+        // At least one --host.
+        assert!(Cli::try_parse_from([
+            "strata-ctl",
+            "cluster",
+            "add-node",
+            "n",
+            "--ca-dir",
+            "ca",
+            "--out",
+            "o"
+        ])
+        .is_err());
     }
 
     #[test]

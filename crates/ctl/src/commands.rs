@@ -18,15 +18,20 @@ const FOLLOW_WINDOW: u64 = 1000;
 const CAT_CHUNK: u64 = 256 * 1024;
 
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    // Local files only: no token, no connection.
+    let command = match cli.command {
+        Command::Cluster(c) => return crate::cluster::run(c, &cli.global).await,
+        other => other,
+    };
     let g = Session::new(cli.global)?;
-    match cli.command {
+    match command {
         Command::Raw(words) => g.raw(words).await,
         Command::Status => g.status().await,
         Command::Svc(s) => g.svc(s).await,
         Command::Cap(c) => g.cap(c).await,
         Command::Fs(f) => g.fs(f).await,
         Command::Registry(r) => g.registry(r).await,
-        Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. } | Command::Cluster(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -66,12 +71,39 @@ impl Session {
                     std::path::absolute(socket).map_err(|e| Failure::Usage(e.to_string()))?;
                 Endpoint::unix(&absolute).map_err(|e| Failure::Usage(e.to_string()))?
             }
-            None => resolve_endpoint(&self.runtime_dir, service).await?,
+            None => match (&self.global.endpoint, &self.global.node) {
+                (Some(url), _) => {
+                    Endpoint::parse(url).map_err(|e| Failure::Usage(e.to_string()))?
+                }
+                (None, Some(node)) => self.resolve_on(service, node).await?,
+                (None, None) => resolve_endpoint(&self.runtime_dir, service).await?,
+            },
         };
         let mut client = Client::new(endpoint);
         client.set_timeout(Duration::from_secs_f64(self.global.timeout));
         client.set_token(self.token.clone());
         Ok(client)
+    }
+
+    /// `service` on `node`, as the local registry knows it.
+    async fn resolve_on(&self, service: &str, node: &str) -> Result<Endpoint, Failure> {
+        let registry = Endpoint::unix(&paths::socket_path(&self.runtime_dir, "registry"))
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let mut client = Client::new(registry);
+        client.set_timeout(Duration::from_secs_f64(self.global.timeout));
+        let found = client
+            .call::<strata_proto::methods::registry::Resolve>(
+                &strata_proto::methods::registry::ServiceParams {
+                    service: service.to_owned(),
+                    node: Some(node.to_owned()),
+                },
+            )
+            .await?;
+        Endpoint::parse(&found.endpoint).map_err(|e| {
+            Failure::Usage(format!(
+                "the registry gave an unusable endpoint for {service} on {node}: {e}"
+            ))
+        })
     }
 
     fn need_token(&self, what: &str) -> Result<(), Failure> {
@@ -486,7 +518,7 @@ impl Session {
             }
             Registry::Resolve { service } => {
                 let r = client
-                    .call::<registry::Resolve>(&registry::ServiceParams { service })
+                    .call::<registry::Resolve>(&registry::ServiceParams::new(service))
                     .await?;
                 if self.global.json {
                     output::json(&r);

@@ -1,11 +1,13 @@
 //! `strata-ctl`: operate a Strata node from a shell.
 //!
-//! Subcommands (`status`, `svc`, `cap`, `fs`, `registry`) print tables, or JSON with
-//! `--json`. Raw mode (`strata-ctl <method> [params_json]`, compatible with the original
-//! client) prints the whole response envelope. Exit codes: 0 ok, 1 the server answered an
-//! error (one line on stderr: `CODE_NAME: message`), 2 usage or connection error.
+//! Subcommands (`status`, `svc`, `cap`, `fs`, `registry`, `cluster`) print tables, or JSON
+//! with `--json`. Raw mode (`strata-ctl <method> [params_json]`, compatible with the
+//! original client) prints the whole response envelope. Exit codes: 0 ok, 1 the server
+//! answered an error (one line on stderr: `CODE_NAME: message`) or a local operation was
+//! refused or failed (`cluster init` over an existing CA), 2 usage or connection error.
 
 mod cli;
+mod cluster;
 mod commands;
 mod output;
 
@@ -22,6 +24,9 @@ pub enum Failure {
     Server(strata_proto::ErrorBody),
     /// Bad usage, or no answer could be had (exit 2).
     Usage(String),
+    /// A local operation was refused or failed, e.g. `cluster init` over an existing CA
+    /// (exit 1).
+    Failed(String),
 }
 
 impl From<strata_ipc::ClientError> for Failure {
@@ -70,6 +75,10 @@ fn fail(f: Failure) -> ExitCode {
         Failure::Usage(msg) => {
             eprintln!("strata-ctl: {msg}");
             ExitCode::from(EXIT_USAGE)
+        }
+        Failure::Failed(msg) => {
+            eprintln!("strata-ctl: {msg}");
+            ExitCode::from(EXIT_SERVER_ERROR)
         }
     }
 }

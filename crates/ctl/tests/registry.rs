@@ -89,7 +89,7 @@ fn bad_registrations_are_refused_by_field() {
         ),
         (r#"{"service":"ok","endpoint":"http://x"}"#, "endpoint"),
         (
-            r#"{"service":"ok","endpoint":"tcp://127.0.0.1:9"}"#,
+            r#"{"service":"ok","endpoint":"tcp://127.0.0.1:9/path"}"#,
             "endpoint",
         ),
         (

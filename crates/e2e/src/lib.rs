@@ -19,30 +19,74 @@ pub struct Stack {
     pub supervisor: Proc,
     /// The directory fs exports.
     pub export: PathBuf,
+    /// Extra environment for `strata-ctl` (cluster mode: the node's TLS files).
+    pub ctl_env: Vec<(String, String)>,
+}
+
+/// One node of a test cluster: its id, the cluster's etcd, the node's TLS files (from
+/// `strata-ctl cluster add-node`) and the address fs listens on for other nodes.
+pub struct ClusterNode<'a> {
+    pub node: &'a str,
+    pub etcd: &'a str,
+    pub tls_dir: &'a std::path::Path,
+    pub fs_tcp: std::net::SocketAddr,
+    pub lease_ttl_secs: u32,
+    /// The directory fs exports (the nodes of a test cluster may share one).
+    pub export: &'a std::path::Path,
+}
+
+impl ClusterNode<'_> {
+    /// The variables that put a node (and `strata-ctl` on it) in cluster mode.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let file = |name: &str| self.tls_dir.join(name).display().to_string();
+        vec![
+            ("STRATA_NODE_ID".into(), self.node.into()),
+            ("STRATA_ETCD_ENDPOINTS".into(), self.etcd.into()),
+            (
+                "STRATA_LEASE_TTL_SECS".into(),
+                self.lease_ttl_secs.to_string(),
+            ),
+            ("STRATA_TLS_CA".into(), file("ca.crt")),
+            ("STRATA_TLS_CERT".into(), file("node.crt")),
+            ("STRATA_TLS_KEY".into(), file("node.key")),
+            ("STRATA_FS_TCP_LISTEN".into(), self.fs_tcp.to_string()),
+            (
+                "STRATA_FS_EXPORT_ROOTS".into(),
+                self.export.display().to_string(),
+            ),
+        ]
+    }
 }
 
 impl Stack {
     /// Start the supervisor with no configuration, fs exporting a directory of the
     /// sandbox, and wait until every service is Healthy.
     pub fn start() -> Stack {
-        Stack::launch(true, None)
+        Stack::launch(true, None, Vec::new())
+    }
+
+    /// Start one node of a cluster (built-in graph, fs exporting a sandbox directory and
+    /// listening on `node.fs_tcp` with mutual TLS).
+    pub fn start_cluster(node: &ClusterNode<'_>) -> Stack {
+        Stack::launch(true, None, node.env())
     }
 
     /// Start with the embedded defaults only (fs exports `<state dir>/export`).
     pub fn start_with_defaults() -> Stack {
-        Stack::launch(false, None)
+        Stack::launch(false, None, Vec::new())
     }
 
     /// Start registry, identity and fs from a manifest instead of the built-in graph, with
     /// `tuning` (manifest keys such as `backoff = {...}`) added to every service. fs
     /// exports a directory of the sandbox, as with [`Stack::start`].
     pub fn start_tuned(tuning: &str) -> Stack {
-        Stack::launch(true, Some(tuning))
+        Stack::launch(true, Some(tuning), Vec::new())
     }
 
-    fn launch(own_export: bool, tuning: Option<&str>) -> Stack {
+    fn launch(own_export: bool, tuning: Option<&str>, env: Vec<(String, String)>) -> Stack {
         let sb = Sandbox::new();
         let mut cmd = sb.command("strata-supervisor");
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         if let Some(tuning) = tuning {
             let manifest = sb.root().join("manifest.toml");
             let mut text = String::new();
@@ -62,7 +106,13 @@ impl Stack {
             std::fs::write(&manifest, text).unwrap();
             cmd.arg("--config").arg(&manifest);
         }
-        let export = if own_export {
+        let given = env
+            .iter()
+            .find(|(k, _)| k == "STRATA_FS_EXPORT_ROOTS")
+            .map(|(_, v)| PathBuf::from(v));
+        let export = if let Some(export) = given {
+            export
+        } else if own_export {
             let export = sb.root().join("export");
             std::fs::create_dir(&export).unwrap();
             cmd.env("STRATA_FS_EXPORT_ROOTS", &export);
@@ -80,10 +130,16 @@ impl Stack {
             cmd.env(var, strata_testkit::binary(bin));
         }
         let supervisor = Proc::spawn("strata-supervisor", &mut cmd);
+        // strata-ctl on this node speaks TLS as the node.
+        let ctl_env = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("STRATA_TLS_"))
+            .collect();
         let stack = Stack {
             sb,
             supervisor,
             export,
+            ctl_env,
         };
         stack.wait_all_healthy();
         stack
@@ -124,6 +180,7 @@ impl Stack {
     pub fn ctl(&self, args: &[&str]) -> Output {
         self.sb
             .command("strata-ctl")
+            .envs(self.ctl_env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

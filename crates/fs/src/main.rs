@@ -48,7 +48,15 @@ struct Args {
     /// Permission bits of the socket, in octal.
     #[arg(long, value_name = "MODE", default_value = "660", value_parser = strata_ipc::parse_socket_mode)]
     socket_mode: u32,
+    /// Also serve the fs methods on this address with mutual TLS (cluster mode), e.g.
+    /// `10.0.0.5:7101`. Needs STRATA_TLS_CA, STRATA_TLS_CERT and STRATA_TLS_KEY.
+    #[arg(long, value_name = "IP:PORT", env = "STRATA_TCP_LISTEN")]
+    listen_tcp: Option<std::net::SocketAddr>,
 }
+
+/// The methods fs serves to other nodes over mutual TLS: all of them (each needs a
+/// capability); nothing else of the process is reachable that way.
+const REMOTE_METHODS: [&str; 5] = ["fs.open", "fs.read", "fs.list", "fs.close", "fs.stat"];
 
 /// Descriptors kept free for sockets, the audit log and directory lookups.
 const SPARE_FDS: u64 = 256;
@@ -78,6 +86,20 @@ fn main() -> anyhow::Result<()> {
         export_roots.push(default_root);
     }
     let roots = ExportRoots::open(&export_roots).context("bad export root")?;
+    // TLS files are read before Landlock closes everything but the export roots.
+    let tcp = match args.listen_tcp {
+        None => None,
+        Some(addr) => {
+            let files = strata_ipc::tls::TlsFiles::from_env().context(
+                "--listen-tcp needs STRATA_TLS_CA, STRATA_TLS_CERT and STRATA_TLS_KEY",
+            )??;
+            Some(strata_ipc::TcpListen {
+                addr,
+                tls: strata_ipc::tls::server_config(&files)?,
+                methods: REMOTE_METHODS.map(str::to_owned).to_vec(),
+            })
+        }
+    };
     let limits = HandleLimits {
         per_capability: args.max_handles_per_cap,
         total: args
@@ -126,6 +148,7 @@ fn main() -> anyhow::Result<()> {
     let audit = Audit::open(&state_dir, "fs").context("cannot open the audit log")?;
     let mut config = ServerConfig::new(paths::socket_path(&runtime_dir, "fs"));
     config.socket_mode = args.socket_mode;
+    config.tcp = tcp;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

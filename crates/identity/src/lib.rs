@@ -12,6 +12,7 @@
 //! Not here: checking tokens for other services (each verifies locally with
 //! `strata-guard`), and path resolution (fs).
 
+pub mod cluster;
 pub mod policy;
 pub mod store;
 
@@ -59,6 +60,9 @@ pub enum IdentityError {
     Denied(String),
     #[error("no capability `{0}` is known")]
     NotFound(String),
+    /// Cluster state (etcd) is needed and not reachable or not loaded yet.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -102,6 +106,7 @@ impl From<IdentityError> for ErrorBody {
             }
             IdentityError::Denied(_) => ErrorBody::new(ErrorCode::PermissionDenied, e.to_string()),
             IdentityError::NotFound(_) => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
+            IdentityError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
             IdentityError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ErrorBody::new(ErrorCode::Internal, "internal error")
@@ -146,6 +151,13 @@ pub struct Identity {
     acks: Notify,
     /// Serialises rotations.
     rotating: tokio::sync::Mutex<()>,
+    /// Cluster mode: the link to etcd (set once by [`Identity::join_cluster`]).
+    cluster: std::sync::OnceLock<cluster::ClusterLink>,
+    /// Cluster mode: the other nodes' keys from the trust bundle.
+    remote_keys: RwLock<Vec<KeyInfo>>,
+    /// Cluster mode: this node was removed (`strata-ctl cluster remove-node`); its own
+    /// keys are no longer trusted and it issues nothing.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl Identity {
@@ -195,6 +207,9 @@ impl Identity {
             subscribers: Mutex::new(HashMap::new()),
             acks: Notify::new(),
             rotating: tokio::sync::Mutex::new(()),
+            cluster: std::sync::OnceLock::new(),
+            remote_keys: RwLock::new(Vec::new()),
+            removed: std::sync::atomic::AtomicBool::new(false),
         };
         identity.refresh_trusted_keys()?;
         identity.publish_public_key()?;
@@ -218,8 +233,31 @@ impl Identity {
         self.clock.now()
     }
 
-    /// The current key and every retired key still within its window.
+    /// Every key verifiers should trust: this node's own (unless it was removed from
+    /// the cluster) and, in cluster mode, the other nodes' keys from the trust bundle.
     fn key_infos(&self) -> Result<Vec<KeyInfo>, IdentityError> {
+        let mut keys = if self.is_removed() {
+            Vec::new()
+        } else {
+            self.own_key_infos()?
+        };
+        keys.extend(
+            self.remote_keys
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        Ok(keys)
+    }
+
+    fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// This node's current key and every retired key still within its window, each
+    /// bound to this node's issuer name.
+    fn own_key_infos(&self) -> Result<Vec<KeyInfo>, IdentityError> {
         let current = self.signer();
         let mut keys = vec![KeyInfo {
             kid: current.kid(TokenVersion::V2).to_string(),
@@ -227,6 +265,7 @@ impl Identity {
             not_before: None,
             not_after: None,
             current: true,
+            node: Some(self.node_id.clone()),
         }];
         let now = self.now().unix_seconds();
         for (kid, retired) in self.store.retired_keys()? {
@@ -237,6 +276,7 @@ impl Identity {
                     not_before: None,
                     not_after: Some(Timestamp::from_unix_seconds(retired.not_after).to_string()),
                     current: false,
+                    node: Some(self.node_id.clone()),
                 });
             }
         }
@@ -263,6 +303,7 @@ impl Identity {
     /// Verify a presented token: signature, key, time window, and revocation of it and
     /// every ancestor.
     fn check_token(&self, token: &str) -> Result<Arc<Claims>, IdentityError> {
+        self.cluster_ready()?;
         let now = self.now();
         let claims = self.verifier.verify(token, now)?;
         strata_cap::check_current(&claims, now, &self.revoked)
@@ -290,6 +331,12 @@ impl Identity {
     }
 
     fn mint(&self, claims: &Claims) -> Result<IssueResult, IdentityError> {
+        if self.is_removed() {
+            return Err(IdentityError::Denied(format!(
+                "node `{}` was removed from the cluster; it issues no capabilities",
+                self.node_id
+            )));
+        }
         let token = self.signer().sign(claims)?;
         self.store.remember_cap(
             &claims.jti,
@@ -519,11 +566,23 @@ impl Identity {
         self.events
             .send_modify(|(seq, _)| *seq = (*seq).max(record.seq));
         let acked = self.wait_for_acks(record.seq, 0).await;
+        let published = match self.cluster.get() {
+            None => Ok(()),
+            Some(link) => link.publish_revocation(&record).await,
+        };
         self.audit.record(
             "cap.revoked",
             Some(&call.peer),
-            json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked}),
+            json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked,
+                   "cluster": match &published { Ok(()) => "recorded".to_owned(), Err(e) => format!("not recorded: {e}") }}),
         );
+        if let Err(e) = published {
+            return Err(IdentityError::Unavailable(format!(
+                "revoked and enforced on node `{}`, but NOT yet cluster-wide: {e}. It will be \
+                 published when etcd is reachable again; repeat the revocation to confirm",
+                self.node_id
+            )));
+        }
         Ok(StatusResult::new("revoked"))
     }
 
@@ -605,6 +664,9 @@ impl Identity {
         self.refresh_trusted_keys()?;
         self.publish_public_key()?;
         self.events.send_modify(|(_, e)| *e = epoch);
+        if let Some(link) = self.cluster.get() {
+            link.keys_changed();
+        }
         self.wait_for_acks(0, epoch).await;
         self.audit.record(
             "key.rotated",
@@ -625,6 +687,16 @@ impl Identity {
         call: &Call,
         p: RevocationsParams,
     ) -> Result<RevocationsResult, IdentityError> {
+        if let Some(link) = self.cluster.get() {
+            if !link.is_loaded() {
+                let wait = Duration::from_millis(p.wait_ms).min(MAX_POLL_WAIT);
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, link.wait_loaded()) => {}
+                    _ = call.stopping() => {}
+                }
+            }
+        }
+        self.cluster_ready()?;
         let id = format!("{}[pid {}]", p.subscriber, call.peer.pid.unwrap_or(0));
         let same_store = p
             .store_id
@@ -826,8 +898,16 @@ fn kid_of(token: &str) -> Option<String> {
 /// The identity method table.
 pub fn router(identity: Arc<Identity>) -> Router {
     let id = || Arc::clone(&identity);
-    let (a, b, c, d, e, f, g) = (id(), id(), id(), id(), id(), id(), id());
+    let (a, b, c, d, e, f, g, h) = (id(), id(), id(), id(), id(), id(), id(), id());
     Router::new("identity", env!("CARGO_PKG_VERSION"))
+        .health_extra(move || {
+            let mut m = serde_json::Map::new();
+            m.insert("node".into(), h.node_id.clone().into());
+            if let Some(cluster) = h.cluster_status() {
+                m.insert("cluster".into(), cluster);
+            }
+            m
+        })
         .method::<Issue, _, _, _>(move |call: Call, p| {
             let i = Arc::clone(&a);
             async move { i.issue(&call.peer, p) }

@@ -43,6 +43,8 @@ fn main() -> anyhow::Result<()> {
         state_dir,
         node_id: std::env::var("STRATA_NODE_ID").unwrap_or_else(|_| "local-0".to_owned()),
     };
+    // Cluster mode when STRATA_ETCD_ENDPOINTS is set (the supervisor passes it on).
+    let cluster = strata_cluster::ClusterConfig::from_env()?;
     let mut server_config = ServerConfig::new(paths::socket_path(&runtime_dir, "identity"));
     server_config.socket_mode = args.socket_mode;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -54,6 +56,10 @@ fn main() -> anyhow::Result<()> {
         std::fs::create_dir_all(&runtime_dir)
             .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
         let identity = Arc::new(Identity::open(&config)?);
+        if let Some(cluster) = &cluster {
+            tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
+            identity.join_cluster(cluster).await?;
+        }
         let server = Server::bind(server_config, router(identity))?;
         server.serve_until_signal().await?;
         Ok(())

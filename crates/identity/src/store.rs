@@ -128,6 +128,48 @@ impl Store {
         Ok(record)
     }
 
+    /// Record revocations learnt from the cluster, in one durable transaction. Ones
+    /// already recorded are skipped. Returns the records added.
+    pub fn learn(
+        &self,
+        revocations: &[(CapId, Option<i64>, i64)],
+    ) -> Result<Vec<RevocationRecord>, StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        let mut added = Vec::new();
+        {
+            let mut index = txn.open_table(REVOKED_INDEX).map_err(err)?;
+            let mut table = txn.open_table(REVOCATIONS).map_err(err)?;
+            let mut seq = table
+                .last()
+                .map_err(err)?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0);
+            for (cap_id, expires, revoked_at) in revocations {
+                let key = cap_id.to_string();
+                if index.get(key.as_str()).map_err(err)?.is_some() {
+                    continue;
+                }
+                seq += 1;
+                let record = RevocationRecord {
+                    seq,
+                    cap_id: key.clone(),
+                    expires: *expires,
+                    revoked_at: *revoked_at,
+                };
+                let text = serde_json::to_string(&record).map_err(err)?;
+                table.insert(seq, text.as_str()).map_err(err)?;
+                index.insert(key.as_str(), seq).map_err(err)?;
+                added.push(record);
+            }
+        }
+        if added.is_empty() {
+            txn.abort().map_err(err)?;
+        } else {
+            txn.commit().map_err(err)?;
+        }
+        Ok(added)
+    }
+
     /// Every revocation after `since`, in order.
     pub fn revocations_since(&self, since: u64) -> Result<Vec<RevocationRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
@@ -179,15 +221,19 @@ impl Store {
             let text = serde_json::to_string(key).map_err(err)?;
             keys.insert(kid, text.as_str()).map_err(err)?;
             let mut meta = txn.open_table(META).map_err(err)?;
-            let epoch = meta
-                .get("keys_epoch")
-                .map_err(err)?
-                .and_then(|v| v.value().parse::<u64>().ok())
-                .unwrap_or(1)
-                + 1;
-            meta.insert("keys_epoch", epoch.to_string().as_str())
-                .map_err(err)?;
-            epoch
+            next_epoch(&mut meta)?
+        };
+        txn.commit().map_err(err)?;
+        Ok(epoch)
+    }
+
+    /// Bump the key epoch (durably) because the trusted key set changed in some other
+    /// way (the cluster's trust bundle); returns the new epoch.
+    pub fn bump_keys_epoch(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        let epoch = {
+            let mut meta = txn.open_table(META).map_err(err)?;
+            next_epoch(&mut meta)?
         };
         txn.commit().map_err(err)?;
         Ok(epoch)
@@ -216,6 +262,18 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn next_epoch(meta: &mut redb::Table<'_, &str, &str>) -> Result<u64, StoreError> {
+    let epoch = meta
+        .get("keys_epoch")
+        .map_err(err)?
+        .and_then(|v| v.value().parse::<u64>().ok())
+        .unwrap_or(1)
+        + 1;
+    meta.insert("keys_epoch", epoch.to_string().as_str())
+        .map_err(err)?;
+    Ok(epoch)
 }
 
 #[cfg(test)]

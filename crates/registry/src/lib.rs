@@ -8,8 +8,10 @@
 //! Not here: health. The supervisor registers a service when it becomes Healthy and
 //! removes it when it stops or crashes.
 
+pub mod cluster;
 pub mod store;
 
+pub use cluster::ClusterStore;
 use std::sync::Arc;
 pub use store::{MemoryStore, RegistryStore, StoreError};
 use strata_ipc::{Call, Endpoint, PeerCred, Router};
@@ -27,6 +29,10 @@ pub enum RegistryError {
     BadName(String),
     #[error("`endpoint`: {0}")]
     BadEndpoint(#[from] strata_ipc::EndpointError),
+    #[error("`remote_endpoint`: {0}")]
+    BadRemoteEndpoint(String),
+    #[error("`node` must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
+    BadNode(String),
     #[error("`api_v` must be an integer >= 1, got {0}")]
     BadApiVersion(i64),
     #[error("only root or the registry's own user may {0}")]
@@ -42,6 +48,8 @@ impl From<RegistryError> for ErrorBody {
         let code = match &e {
             RegistryError::BadName(_)
             | RegistryError::BadEndpoint(_)
+            | RegistryError::BadRemoteEndpoint(_)
+            | RegistryError::BadNode(_)
             | RegistryError::BadApiVersion(_) => ErrorCode::InvalidArgument,
             RegistryError::NotAllowed(_) => ErrorCode::PermissionDenied,
             RegistryError::NotFound(_) => ErrorCode::NotFound,
@@ -51,6 +59,8 @@ impl From<RegistryError> for ErrorBody {
             RegistryError::BadName(_) => Some("service"),
             RegistryError::BadEndpoint(_) => Some("endpoint"),
             RegistryError::BadApiVersion(_) => Some("api_v"),
+            RegistryError::BadRemoteEndpoint(_) => Some("remote_endpoint"),
+            RegistryError::BadNode(_) => Some("node"),
             _ => None,
         };
         let body = ErrorBody::new(code, e.to_string());
@@ -102,12 +112,26 @@ impl<S: RegistryStore> Registry<S> {
         if p.api_v < 1 {
             return Err(RegistryError::BadApiVersion(p.api_v));
         }
-        tracing::info!(service = %p.service, %endpoint, api_v = p.api_v, uid = peer.uid, "registered");
+        let remote_endpoint = match &p.remote_endpoint {
+            None => None,
+            Some(text) => match Endpoint::parse(text) {
+                Ok(e @ Endpoint::Tcp { .. }) => Some(e.to_string()),
+                Ok(_) => {
+                    return Err(RegistryError::BadRemoteEndpoint(format!(
+                        "{text:?} is not a tcp://host:port endpoint"
+                    )))
+                }
+                Err(e) => return Err(RegistryError::BadRemoteEndpoint(e.to_string())),
+            },
+        };
+        tracing::info!(service = %p.service, %endpoint, ?remote_endpoint, api_v = p.api_v, uid = peer.uid, "registered");
         self.store
             .put(Entry {
                 service: p.service,
                 endpoint: endpoint.to_string(),
                 api_v: p.api_v,
+                node: None,
+                remote_endpoint,
             })
             .await?;
         Ok(StatusResult::new("registered"))
@@ -128,14 +152,40 @@ impl<S: RegistryStore> Registry<S> {
         }
     }
 
+    /// This node's instance when it has one (and no other node was asked for), else a
+    /// live remote instance with a `tcp://` endpoint.
     pub async fn resolve(&self, p: ServiceParams) -> Result<ResolveResult, RegistryError> {
         check_name(&p.service)?;
-        match self.store.get(&p.service).await? {
+        if let Some(node) = &p.node {
+            if !strata_proto::is_service_name(node) {
+                return Err(RegistryError::BadNode(node.clone()));
+            }
+        }
+        let here = self.store.node();
+        let local_wanted = match (&p.node, here) {
+            (None, _) => true,
+            (Some(asked), Some(here)) => asked == here,
+            (Some(_), None) => false,
+        };
+        if local_wanted {
+            if let Some(e) = self.store.get(&p.service).await? {
+                return Ok(ResolveResult {
+                    endpoint: e.endpoint,
+                    api_v: e.api_v,
+                    node: here.map(str::to_owned),
+                });
+            }
+        }
+        match self.store.remote(&p.service, p.node.as_deref()) {
             Some(e) => Ok(ResolveResult {
                 endpoint: e.endpoint,
                 api_v: e.api_v,
+                node: e.node,
             }),
-            None => Err(RegistryError::NotFound(p.service)),
+            None => Err(RegistryError::NotFound(match &p.node {
+                Some(node) => format!("{} on node {node}", p.service),
+                None => p.service,
+            })),
         }
     }
 
@@ -190,6 +240,7 @@ mod tests {
             service: service.into(),
             endpoint: endpoint.into(),
             api_v,
+            remote_endpoint: None,
         }
     }
 
@@ -225,12 +276,7 @@ mod tests {
         r.register(&peer(1000), reg("billing", "unix:///run/b.sock", 2))
             .await
             .unwrap();
-        let got = r
-            .resolve(ServiceParams {
-                service: "fs".into(),
-            })
-            .await
-            .unwrap();
+        let got = r.resolve(ServiceParams::new("fs")).await.unwrap();
         assert_eq!(got.endpoint, "unix:///run/strata/fs.sock");
         let all = r.list().await.unwrap().services;
         assert_eq!(
@@ -241,38 +287,18 @@ mod tests {
         r.register(&peer(0), reg("fs", "unix:///other/fs.sock", 3))
             .await
             .unwrap();
-        let got = r
-            .resolve(ServiceParams {
-                service: "fs".into(),
-            })
-            .await
-            .unwrap();
+        let got = r.resolve(ServiceParams::new("fs")).await.unwrap();
         assert_eq!(
             (got.endpoint.as_str(), got.api_v),
             ("unix:///other/fs.sock", 3)
         );
-        r.deregister(
-            &peer(0),
-            ServiceParams {
-                service: "fs".into(),
-            },
-        )
-        .await
-        .unwrap();
-        let e = r
-            .resolve(ServiceParams {
-                service: "fs".into(),
-            })
+        r.deregister(&peer(0), ServiceParams::new("fs"))
             .await
-            .unwrap_err();
+            .unwrap();
+        let e = r.resolve(ServiceParams::new("fs")).await.unwrap_err();
         assert_eq!(code(e), ErrorCode::NotFound);
         let e = r
-            .deregister(
-                &peer(0),
-                ServiceParams {
-                    service: "fs".into(),
-                },
-            )
+            .deregister(&peer(0), ServiceParams::new("fs"))
             .await
             .unwrap_err();
         assert_eq!(code(e), ErrorCode::NotFound);
@@ -290,21 +316,11 @@ mod tests {
             .await
             .unwrap();
         let e = r
-            .deregister(
-                &peer(1001),
-                ServiceParams {
-                    service: "fs".into(),
-                },
-            )
+            .deregister(&peer(1001), ServiceParams::new("fs"))
             .await
             .unwrap_err();
         assert_eq!(code(e), ErrorCode::PermissionDenied);
-        assert!(r
-            .resolve(ServiceParams {
-                service: "fs".into()
-            })
-            .await
-            .is_ok());
+        assert!(r.resolve(ServiceParams::new("fs")).await.is_ok());
     }
 
     #[tokio::test]
@@ -312,7 +328,7 @@ mod tests {
         let r = Registry::new(MemoryStore::default(), 0);
         for (p, field) in [
             (reg("Bad", "unix:///x.sock", 1), "service"),
-            (reg("ok", "tcp://1.2.3.4:5", 1), "endpoint"),
+            (reg("ok", "http://1.2.3.4:5", 1), "endpoint"),
             (reg("ok", "unix://rel.sock", 1), "endpoint"),
             (reg("ok", "unix:///x.sock", 0), "api_v"),
             (reg("ok", "unix:///x.sock", -3), "api_v"),

@@ -20,6 +20,15 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn list(&self) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;
     /// Remove an entry; whether it existed.
     fn remove(&self, service: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// This node's id in cluster mode (`None`: single node).
+    fn node(&self) -> Option<&str> {
+        None
+    }
+    /// Cluster mode: `service` on another node (`node`, or any node when `None`) that
+    /// other nodes can reach. Single node: never.
+    fn remote(&self, _service: &str, _node: Option<&str>) -> Option<Entry> {
+        None
+    }
 }
 
 /// The single-node store: a sorted map in memory. Registrations are not persisted; the

@@ -34,6 +34,25 @@ struct Args {
     /// This node's id, passed to services as STRATA_NODE_ID.
     #[arg(long, env = "STRATA_NODE_ID", default_value = "local-0")]
     node_id: String,
+    /// Cluster mode: etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379).
+    /// Without them the node runs alone and nothing leaves the machine.
+    #[arg(long, env = "STRATA_ETCD_ENDPOINTS", value_name = "URLS")]
+    etcd: Option<String>,
+    /// Cluster mode: the etcd key prefix shared by the cluster's nodes.
+    #[arg(long, env = "STRATA_CLUSTER_PREFIX", value_name = "PREFIX")]
+    cluster_prefix: Option<String>,
+    /// Cluster mode: seconds a dead node's registrations outlive it at most.
+    #[arg(long, env = "STRATA_LEASE_TTL_SECS", value_name = "SECS")]
+    lease_ttl: Option<String>,
+    /// Cluster CA certificate (PEM), for mutual TLS between nodes.
+    #[arg(long, env = "STRATA_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), from `strata-ctl cluster add-node`.
+    #[arg(long, env = "STRATA_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM, mode 0600).
+    #[arg(long, env = "STRATA_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Permission bits of supervisor.sock in octal (default: the manifest's
     /// control_socket_mode, else 660).
     #[arg(long, value_name = "MODE", value_parser = units::parse_mode)]
@@ -100,10 +119,12 @@ fn serve(
         .socket_mode
         .or(manifest.supervisor.control_socket_mode.map(|m| m.0))
         .unwrap_or(0o660);
+    let cluster_env = cluster_env(&args)?;
     let config = SupervisorConfig {
         runtime_dir: args.runtime_dir.unwrap_or_else(paths::runtime_dir),
         state_dir: args.state_dir.unwrap_or_else(paths::state_dir),
         node_id: args.node_id,
+        cluster_env,
         manifest,
         manifest_path,
         control_socket_mode,
@@ -115,4 +136,44 @@ fn serve(
         .context("cannot start the async runtime")?;
     runtime.block_on(strata_supervisor::run(config, guard, manager))?;
     Ok(())
+}
+
+/// The cluster settings every service gets, checked here so a bad setting stops the
+/// supervisor with one clear message instead of every service failing on its own.
+fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            vars.push((k.to_owned(), v));
+        }
+    };
+    put("STRATA_ETCD_ENDPOINTS", args.etcd.clone());
+    put("STRATA_CLUSTER_PREFIX", args.cluster_prefix.clone());
+    put("STRATA_LEASE_TTL_SECS", args.lease_ttl.clone());
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref().map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+    };
+    put("STRATA_TLS_CA", path(&args.tls_ca));
+    put("STRATA_TLS_CERT", path(&args.tls_cert));
+    put("STRATA_TLS_KEY", path(&args.tls_key));
+    put("STRATA_NODE_ID", Some(args.node_id.clone()));
+    let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if let Some(cluster) = strata_cluster::ClusterConfig::from_lookup(lookup)? {
+        tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
+    }
+    let tls = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with("STRATA_TLS_"))
+        .count();
+    anyhow::ensure!(
+        tls == 0 || tls == 3,
+        "--tls-ca, --tls-cert and --tls-key (STRATA_TLS_CA/CERT/KEY) go together: set all three or none"
+    );
+    vars.retain(|(k, _)| k != "STRATA_NODE_ID");
+    Ok(vars)
 }

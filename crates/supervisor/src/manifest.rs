@@ -278,6 +278,11 @@ pub struct ServiceSpec {
     /// socket: `health` readiness or an explicit `socket`).
     #[serde(default = "default_true")]
     pub register: bool,
+    /// Cluster mode: the `ip:port` the service also listens on with mutual TLS. The
+    /// supervisor passes it as `STRATA_TCP_LISTEN` and registers `tcp://<ip:port>` as the
+    /// endpoint other nodes use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<std::net::SocketAddr>,
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: HumanDuration,
     /// Liveness: how often a Healthy `health` service is probed; "0" turns it off.
@@ -325,6 +330,7 @@ impl ServiceSpec {
             readiness: default_readiness(),
             socket: None,
             register: true,
+            tcp: None,
             ready_timeout: default_ready_timeout(),
             health_interval: default_health_interval(),
             health_timeout: default_health_timeout(),
@@ -477,6 +483,15 @@ impl Manifest {
                 "STRATA_FS_MAX_HANDLES_PER_CAP",
             ],
         );
+        // Cluster mode: fs's mutual-TLS listener for other nodes.
+        if let Ok(addr) = std::env::var("STRATA_FS_TCP_LISTEN") {
+            match addr.parse() {
+                Ok(addr) => fs.tcp = Some(addr),
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "STRATA_FS_TCP_LISTEN is not ip:port; fs gets no tcp listener")
+                }
+            }
+        }
         Manifest {
             supervisor: SupervisorSettings::default(),
             services: vec![registry, identity, fs],

@@ -15,10 +15,24 @@ use strata_proto::methods::registry::{Deregister, Register, RegisterParams, Serv
 use strata_proto::ErrorCode;
 use tokio::sync::mpsc;
 
+/// What the registry is told about a Healthy service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// `unix://<socket>` on this node.
+    pub endpoint: String,
+    /// Cluster mode: `tcp://ip:port` for other nodes, when the service listens on one.
+    pub remote_endpoint: Option<String>,
+}
+
 #[derive(Debug)]
 enum Op {
-    Register { service: String, endpoint: String },
-    Deregister { service: String },
+    Register {
+        service: String,
+        registration: Registration,
+    },
+    Deregister {
+        service: String,
+    },
 }
 
 /// Handle to the registry synchroniser.
@@ -36,10 +50,10 @@ impl RegistrySync {
         RegistrySync { tx }
     }
 
-    pub fn register(&self, service: &str, endpoint: String) {
+    pub fn register(&self, service: &str, registration: Registration) {
         let _ = self.tx.send(Op::Register {
             service: service.to_owned(),
-            endpoint,
+            registration,
         });
     }
 
@@ -63,18 +77,20 @@ async fn run(socket: PathBuf, mut rx: mpsc::UnboundedReceiver<Op>) {
     client.set_timeout(Duration::from_secs(2));
     while let Some(op) = rx.recv().await {
         let outcome = match &op {
-            Op::Register { service, endpoint } => client
+            Op::Register {
+                service,
+                registration,
+            } => client
                 .call::<Register>(&RegisterParams {
                     service: service.clone(),
-                    endpoint: endpoint.clone(),
+                    endpoint: registration.endpoint.clone(),
                     api_v: 1,
+                    remote_endpoint: registration.remote_endpoint.clone(),
                 })
                 .await
                 .map(|_| ()),
             Op::Deregister { service } => match client
-                .call::<Deregister>(&ServiceParams {
-                    service: service.clone(),
-                })
+                .call::<Deregister>(&ServiceParams::new(service.clone()))
                 .await
             {
                 Err(ClientError::Server(e)) if e.code == ErrorCode::NotFound => Ok(()),

@@ -695,6 +695,12 @@ impl ServiceRunner {
         );
         env.insert("STRATA_NODE_ID".into(), shared.node_id.clone());
         env.insert("STRATA_SERVICE".into(), spec.name.clone());
+        for (k, v) in &shared.cluster_env {
+            env.insert(k.clone(), v.clone());
+        }
+        if let Some(addr) = spec.tcp {
+            env.insert("STRATA_TCP_LISTEN".into(), addr.to_string());
+        }
         if let Some(n) = notify {
             env.insert("NOTIFY_SOCKET".into(), n.display().to_string());
         }

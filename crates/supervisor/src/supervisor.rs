@@ -23,7 +23,7 @@ use crate::logs::{LogLine, LogSink};
 use crate::manifest::{Manifest, ManifestError, ServiceSpec};
 use crate::process::{ExitStatus, ProgramLookup};
 use crate::reaper::Reaper;
-use crate::registry_sync::RegistrySync;
+use crate::registry_sync::{Registration, RegistrySync};
 use crate::service::{Command, ServiceRunner, StopReason};
 use crate::state::check_transition;
 use serde::Serialize;
@@ -62,6 +62,9 @@ pub struct SupervisorConfig {
     pub runtime_dir: PathBuf,
     pub state_dir: PathBuf,
     pub node_id: String,
+    /// Cluster mode: the variables every service gets (etcd endpoints, prefix, lease TTL,
+    /// TLS files); empty on a single node.
+    pub cluster_env: Vec<(String, String)>,
     pub manifest: Manifest,
     /// The file `supervisor.reload` re-reads; `None` runs (and reloads) the built-in graph.
     pub manifest_path: Option<PathBuf>,
@@ -118,6 +121,7 @@ pub(crate) struct Shared {
     pub runtime_dir: PathBuf,
     pub state_dir: PathBuf,
     pub node_id: String,
+    pub cluster_env: Vec<(String, String)>,
     pub owner_uid: u32,
     pub started_at: Instant,
     pub manifest_path: Option<PathBuf>,
@@ -155,13 +159,16 @@ impl Shared {
     }
 
     /// The endpoint a service is registered under, if it is registered at all.
-    pub fn registration(&self, spec: &ServiceSpec) -> Option<String> {
+    pub fn registration(&self, spec: &ServiceSpec) -> Option<Registration> {
         if !spec.register {
             return None;
         }
         let socket = spec.socket_path(&self.runtime_dir)?;
         match Endpoint::unix(&socket) {
-            Ok(e) => Some(e.to_string()),
+            Ok(e) => Some(Registration {
+                endpoint: e.to_string(),
+                remote_endpoint: spec.tcp.map(|addr| format!("tcp://{addr}")),
+            }),
             Err(e) => {
                 tracing::warn!(service = %spec.name, error = %e, "not registered");
                 None
@@ -210,7 +217,7 @@ impl Shared {
 
     /// Register every Healthy service (after the registry came back).
     fn resync_registry(&self) {
-        let healthy: Vec<(String, String)> = {
+        let healthy: Vec<(String, Registration)> = {
             let table = self.table();
             table
                 .services
@@ -387,6 +394,7 @@ impl Supervisor {
             runtime_dir: config.runtime_dir,
             state_dir: config.state_dir,
             node_id: config.node_id,
+            cluster_env: config.cluster_env,
             owner_uid: strata_ipc::PeerCred::current_process().uid,
             started_at: Instant::now(),
             manifest_path: config.manifest_path,

@@ -1,0 +1,190 @@
+//! Cluster configuration, from the environment the supervisor passes to its services.
+
+use std::time::Duration;
+
+/// Where the cluster's etcd is and who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id: `[a-z][a-z0-9-]{0,62}`; tokens it issues carry `iss = identity@<node>`.
+    pub node: String,
+    /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
+    pub etcd: Vec<String>,
+    /// Key prefix every Strata key lives under (no trailing slash).
+    pub prefix: String,
+    /// TTL of the node lease: how long a dead node's registrations outlive it at most.
+    pub lease_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{ENV_ETCD} is set, so cluster mode needs {ENV_NODE} (this node's id)")]
+    MissingNode,
+    #[error("{ENV_NODE}: node ids must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
+    BadNode(String),
+    #[error("{ENV_ETCD}: {0:?} is not an http:// or https:// URL")]
+    BadEndpoint(String),
+    #[error("{ENV_PREFIX}: the prefix must start with `/`, not end with one, and hold no spaces; got {0:?}")]
+    BadPrefix(String),
+    #[error("{ENV_TTL}: the lease TTL must be a whole number of seconds from 2 to 300, got {0:?}")]
+    BadTtl(String),
+}
+
+pub const ENV_NODE: &str = "STRATA_NODE_ID";
+pub const ENV_ETCD: &str = "STRATA_ETCD_ENDPOINTS";
+pub const ENV_PREFIX: &str = "STRATA_CLUSTER_PREFIX";
+pub const ENV_TTL: &str = "STRATA_LEASE_TTL_SECS";
+
+impl ClusterConfig {
+    pub const DEFAULT_PREFIX: &'static str = "/strata";
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+    /// A configuration with the default prefix and lease TTL.
+    pub fn new(node: &str, etcd: Vec<String>) -> Result<ClusterConfig, ConfigError> {
+        let config = ClusterConfig {
+            node: node.to_owned(),
+            etcd,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            lease_ttl: Self::DEFAULT_LEASE_TTL,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cluster mode is on when `STRATA_ETCD_ENDPOINTS` names at least one endpoint;
+    /// otherwise `Ok(None)`: single node, nothing leaves the machine.
+    pub fn from_env() -> Result<Option<ClusterConfig>, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`ClusterConfig::from_env`] over any variable lookup (tests).
+    pub fn from_lookup(
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<ClusterConfig>, ConfigError> {
+        let etcd: Vec<String> = var(ENV_ETCD)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if etcd.is_empty() {
+            return Ok(None);
+        }
+        let node = var(ENV_NODE).ok_or(ConfigError::MissingNode)?;
+        let prefix = var(ENV_PREFIX).unwrap_or_else(|| Self::DEFAULT_PREFIX.to_owned());
+        let lease_ttl = match var(ENV_TTL) {
+            None => Self::DEFAULT_LEASE_TTL,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(secs @ 2..=300) => Duration::from_secs(secs),
+                _ => return Err(ConfigError::BadTtl(text)),
+            },
+        };
+        let config = ClusterConfig {
+            node,
+            etcd,
+            prefix,
+            lease_ttl,
+        };
+        config.check()?;
+        Ok(Some(config))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if !strata_proto::is_service_name(&self.node) {
+            return Err(ConfigError::BadNode(self.node.clone()));
+        }
+        for e in &self.etcd {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError::BadEndpoint(e.clone()));
+            }
+        }
+        let p = &self.prefix;
+        if !p.starts_with('/') || p.ends_with('/') || p.contains(char::is_whitespace) {
+            return Err(ConfigError::BadPrefix(p.clone()));
+        }
+        Ok(())
+    }
+
+    /// The variables a service needs to join the cluster as this node (the supervisor
+    /// passes them on).
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (ENV_NODE, self.node.clone()),
+            (ENV_ETCD, self.etcd.join(",")),
+            (ENV_PREFIX, self.prefix.clone()),
+            (ENV_TTL, self.lease_ttl.as_secs().to_string()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Option<ClusterConfig>, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ClusterConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn off_without_endpoints() {
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(parse(&[(ENV_NODE, "a"), (ENV_ETCD, " , ")]), Ok(None));
+    }
+
+    #[test]
+    fn parses_and_round_trips_through_env() {
+        let c = parse(&[
+            (ENV_NODE, "node-a"),
+            (ENV_ETCD, "http://127.0.0.1:2379, http://127.0.0.1:2380"),
+            (ENV_TTL, "4"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.node, "node-a");
+        assert_eq!(c.etcd.len(), 2);
+        assert_eq!(c.prefix, "/strata");
+        assert_eq!(c.lease_ttl, Duration::from_secs(4));
+        let env: Vec<(String, String)> = c
+            .to_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let back = ClusterConfig::from_lookup(|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let etcd = (ENV_ETCD, "http://127.0.0.1:2379");
+        assert_eq!(parse(&[etcd]), Err(ConfigError::MissingNode));
+        assert!(matches!(
+            parse(&[etcd, (ENV_NODE, "Node A")]),
+            Err(ConfigError::BadNode(_))
+        ));
+        assert!(matches!(
+            parse(&[(ENV_ETCD, "127.0.0.1:2379"), (ENV_NODE, "a")]),
+            Err(ConfigError::BadEndpoint(_))
+        ));
+        for prefix in ["strata", "/strata/", "/a b"] {
+            assert!(matches!(
+                parse(&[etcd, (ENV_NODE, "a"), (ENV_PREFIX, prefix)]),
+                Err(ConfigError::BadPrefix(_))
+            ));
+        }
+        for ttl in ["0", "1", "301", "ten", "-5"] {
+            assert!(matches!(
+                parse(&[etcd, (ENV_NODE, "a"), (ENV_TTL, ttl)]),
+                Err(ConfigError::BadTtl(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The node lease: everything a node registers lives only as long as the node does.
+
+use crate::etcd::deadline;
+use crate::records::{unix_now, NodeRecord};
+use crate::Etcd;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A lease for this node, granted and kept alive in the background. When etcd lets it
+/// expire (the node was cut off for longer than the TTL) a new one is granted, and
+/// [`NodeLease::subscribe`] says so, so that owners put their keys back.
+pub struct NodeLease {
+    id: watch::Receiver<Option<i64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NodeLease {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl NodeLease {
+    pub fn start(etcd: Etcd, node: String, ttl: Duration) -> NodeLease {
+        let (tx, rx) = watch::channel(None);
+        let task = tokio::spawn(keep(etcd, node, ttl, tx));
+        NodeLease { id: rx, task }
+    }
+
+    /// The lease in force, if one is.
+    pub fn current(&self) -> Option<i64> {
+        *self.id.borrow()
+    }
+
+    /// Wakes when the lease changes (granted, lost, replaced).
+    pub fn subscribe(&self) -> watch::Receiver<Option<i64>> {
+        self.id.clone()
+    }
+}
+
+async fn keep(etcd: Etcd, node: String, ttl: Duration, tx: watch::Sender<Option<i64>>) {
+    let ttl_secs = ttl.as_secs().max(2) as i64;
+    let beat = ttl / 3;
+    let mut lease: Option<i64> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let id = match lease {
+            Some(id) => id,
+            None => match grant(&etcd, &node, ttl_secs).await {
+                Ok(id) => {
+                    tracing::info!(%node, lease = id, ttl_secs, "node lease granted");
+                    lease = Some(id);
+                    tx.send_replace(Some(id));
+                    backoff = Duration::from_millis(50);
+                    id
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot grant the node lease yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        match keep_alive(&etcd, id, beat).await {
+            KeepAlive::Expired => {
+                tracing::warn!(%node, lease = id, "node lease expired; granting a new one");
+                lease = None;
+                tx.send_replace(None);
+            }
+            KeepAlive::Broken(e) => {
+                // The lease may well still be alive (etcd keeps leases across restarts):
+                // go on with the same id; a keep-alive answer of TTL 0 says otherwise.
+                tracing::debug!(lease = id, error = %e, "lease keep-alive interrupted");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn grant(etcd: &Etcd, node: &str, ttl_secs: i64) -> Result<i64, crate::ClusterError> {
+    let mut client = etcd.client();
+    let id = deadline("lease grant", client.lease_grant(ttl_secs, None))
+        .await?
+        .id();
+    let record = NodeRecord {
+        node: node.to_owned(),
+        lease: id,
+        since: unix_now(),
+    };
+    etcd.put_json(&etcd.key(&["nodes", node]), &record, Some(id))
+        .await?;
+    Ok(id)
+}
+
+enum KeepAlive {
+    Expired,
+    Broken(String),
+}
+
+async fn keep_alive(etcd: &Etcd, id: i64, beat: Duration) -> KeepAlive {
+    let mut client = etcd.client();
+    let (mut keeper, mut stream) = match deadline("keep-alive", client.lease_keep_alive(id)).await {
+        Ok(pair) => pair,
+        Err(e) => return KeepAlive::Broken(e.to_string()),
+    };
+    loop {
+        if let Err(e) = deadline("keep-alive", keeper.keep_alive()).await {
+            return KeepAlive::Broken(e.to_string());
+        }
+        match tokio::time::timeout(beat.max(Duration::from_millis(500)), stream.message()).await {
+            Ok(Ok(Some(answer))) if answer.ttl() <= 0 => return KeepAlive::Expired,
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return KeepAlive::Broken("keep-alive stream ended".into()),
+            Ok(Err(e)) => return KeepAlive::Broken(e.to_string()),
+            Err(_) => return KeepAlive::Broken("no keep-alive answer in time".into()),
+        }
+        tokio::time::sleep(beat).await;
+    }
+}

@@ -1,0 +1,69 @@
+//! Cluster mode: several nodes sharing one etcd cluster.
+//!
+//! etcd is the only shared state. This crate knows its key layout and the three ways
+//! Strata uses it:
+//! - [`NodeLease`]: one lease per node, kept alive by the node; everything the node
+//!   registers is attached to it, so a node that dies disappears within the lease TTL.
+//! - [`Mirror`]: a watch-fed, in-memory copy of one key prefix (registrations,
+//!   revocations, the trust bundle), so reads never wait for etcd. It reloads the whole
+//!   prefix after every reconnect, so nothing that happened while it was cut off is missed.
+//! - [`Etcd`]: the client, every unary call bounded by a deadline (etcd being down must
+//!   turn into a prompt, loud error, never a hang).
+//!
+//! Key layout under the configured prefix (default `/strata`):
+//!
+//! | key                             | value               | lease      |
+//! |---------------------------------|---------------------|------------|
+//! | `nodes/<node>`                  | [`NodeRecord`]      | node lease |
+//! | `registry/<service>/<node>`     | [`RegistryRecord`]  | node lease |
+//! | `revocations/<cap_id>`          | [`RevocationRecord`]| none       |
+//! | `trust/<node>/<kid>`            | `KeyInfo` (node set)| none       |
+//! | `removed/<node>`                | [`RemovedRecord`]   | none       |
+//!
+//! Not here: what the services do with these (registry, identity), certificates
+//! (strata-pki) and TLS (strata-ipc).
+
+mod config;
+mod etcd;
+mod lease;
+mod mirror;
+mod records;
+
+pub use config::{ClusterConfig, ConfigError};
+pub use etcd::{ClusterError, Etcd};
+pub use lease::NodeLease;
+pub use mirror::{Mirror, MirrorEvent, MirrorState};
+pub use records::{NodeRecord, RegistryRecord, RemovedRecord, RevocationRecord};
+
+/// Removes `node` from the cluster: records a tombstone (a removed node id is never
+/// trusted again), deletes its trust-bundle keys, revokes its lease (its registrations
+/// vanish at once) and deletes any registration left under its name.
+///
+/// Returns how many trust-bundle keys were deleted.
+pub async fn remove_node(etcd: &Etcd, node: &str) -> Result<u64, ClusterError> {
+    if !strata_proto::is_service_name(node) {
+        return Err(ClusterError::Invalid(format!(
+            "node id must match [a-z][a-z0-9-]{{0,62}}, got {node:?}"
+        )));
+    }
+    let tombstone = RemovedRecord {
+        node: node.to_owned(),
+        removed_at: records::unix_now(),
+    };
+    etcd.put_json(&etcd.key(&["removed", node]), &tombstone, None)
+        .await?;
+    let deleted = etcd.delete_prefix(&etcd.key(&["trust", node, ""])).await?;
+    if let Some(value) = etcd.get(&etcd.key(&["nodes", node])).await? {
+        if let Ok(record) = serde_json::from_slice::<NodeRecord>(&value) {
+            etcd.revoke_lease(record.lease).await?;
+        }
+    }
+    let (_, registrations) = etcd.get_prefix(&etcd.key(&["registry", ""])).await?;
+    let suffix = format!("/{node}");
+    for (key, _) in registrations {
+        if key.ends_with(&suffix) {
+            etcd.delete(&key).await?;
+        }
+    }
+    Ok(deleted)
+}

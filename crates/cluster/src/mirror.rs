@@ -1,0 +1,217 @@
+//! A watch-fed copy of one etcd key prefix.
+
+use crate::etcd::deadline;
+use crate::Etcd;
+use etcd_client::{EventType, WatchOptions};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a mirror holds right now.
+#[derive(Debug)]
+pub struct MirrorState<T> {
+    /// Key (after the mirrored prefix) → value. Values that do not parse are left out
+    /// (and logged).
+    pub entries: Arc<BTreeMap<String, T>>,
+    /// The whole prefix has been read at least once.
+    pub loaded: bool,
+    /// The watch is established and current.
+    pub connected: bool,
+    /// Bumped on every change, reload or connection change.
+    pub generation: u64,
+}
+
+impl<T> Clone for MirrorState<T> {
+    fn clone(&self) -> Self {
+        MirrorState {
+            entries: Arc::clone(&self.entries),
+            loaded: self.loaded,
+            connected: self.connected,
+            generation: self.generation,
+        }
+    }
+}
+
+/// One change, as the mirror applies it (given to the optional event handler).
+#[derive(Debug)]
+pub enum MirrorEvent<'a, T> {
+    /// The prefix was read whole (at start and after every reconnect); `entries` is now
+    /// everything there is.
+    Loaded(&'a BTreeMap<String, T>),
+    Put(&'a str, &'a T),
+    Deleted(&'a str),
+    /// The watch broke; the mirror keeps its entries and reconnects.
+    Disconnected(&'a str),
+}
+
+type Handler<T> = Arc<dyn Fn(MirrorEvent<'_, T>) + Send + Sync>;
+
+/// A live copy of everything under one prefix. Reads are local; a background task keeps
+/// the copy current and reloads it whole after every reconnect.
+pub struct Mirror<T> {
+    state: watch::Receiver<MirrorState<T>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<T> Drop for Mirror<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
+    /// Starts mirroring `prefix` (a full key, ending in `/`).
+    pub fn start(etcd: Etcd, prefix: String) -> Mirror<T> {
+        Mirror::start_with(etcd, prefix, |_| {})
+    }
+
+    /// Starts mirroring `prefix`, calling `handler` for every change it applies (from the
+    /// mirror's task, before readers see the change).
+    pub fn start_with(
+        etcd: Etcd,
+        prefix: String,
+        handler: impl Fn(MirrorEvent<'_, T>) + Send + Sync + 'static,
+    ) -> Mirror<T> {
+        let (tx, rx) = watch::channel(MirrorState {
+            entries: Arc::new(BTreeMap::new()),
+            loaded: false,
+            connected: false,
+            generation: 0,
+        });
+        let task = tokio::spawn(run(etcd, prefix, tx, Arc::new(handler)));
+        Mirror { state: rx, task }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> MirrorState<T> {
+        self.state.borrow().clone()
+    }
+
+    /// The current entries.
+    pub fn entries(&self) -> Arc<BTreeMap<String, T>> {
+        Arc::clone(&self.state.borrow().entries)
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<MirrorState<T>> {
+        self.state.clone()
+    }
+
+    /// Waits until the prefix has been read once.
+    pub async fn wait_loaded(&self) {
+        let mut rx = self.state.clone();
+        let _ = rx.wait_for(|s| s.loaded).await;
+    }
+}
+
+async fn run<T: DeserializeOwned + Clone + Send + Sync + 'static>(
+    etcd: Etcd,
+    prefix: String,
+    tx: watch::Sender<MirrorState<T>>,
+    handler: Handler<T>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = follow(&etcd, &prefix, &tx, &handler, &mut backoff).await;
+        let was_connected = tx.borrow().connected;
+        tx.send_modify(|s| {
+            s.connected = false;
+            s.generation += 1;
+        });
+        handler(MirrorEvent::Disconnected(&error));
+        if was_connected {
+            tracing::warn!(%prefix, %error, "lost the etcd watch; keeping the last copy and reconnecting");
+        } else {
+            tracing::debug!(%prefix, %error, "etcd watch not established; retrying");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Loads the prefix whole, then applies the watch from the next revision until it breaks.
+/// Returns why it stopped.
+async fn follow<T: DeserializeOwned + Clone>(
+    etcd: &Etcd,
+    prefix: &str,
+    tx: &watch::Sender<MirrorState<T>>,
+    handler: &Handler<T>,
+    backoff: &mut Duration,
+) -> String {
+    let (revision, raw) = match etcd.get_prefix(prefix).await {
+        Ok(r) => r,
+        Err(e) => return e.to_string(),
+    };
+    let mut client = etcd.client();
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let mut stream = match deadline("watch", client.watch(prefix, Some(options))).await {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    let entries: BTreeMap<String, T> = raw
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix(prefix)?.to_owned();
+            parse(prefix, &name, &value).map(|v| (name, v))
+        })
+        .collect();
+    handler(MirrorEvent::Loaded(&entries));
+    tx.send_modify(|s| {
+        s.entries = Arc::new(entries);
+        s.loaded = true;
+        s.connected = true;
+        s.generation += 1;
+    });
+    *backoff = Duration::from_millis(50);
+    tracing::debug!(%prefix, revision, "etcd mirror loaded; watching");
+    loop {
+        let response = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return "the watch stream ended".to_owned(),
+            Err(e) => return e.to_string(),
+        };
+        if response.canceled() {
+            return format!("the watch was cancelled: {}", response.cancel_reason());
+        }
+        if response.events().is_empty() {
+            continue;
+        }
+        let mut entries = BTreeMap::clone(&tx.borrow().entries);
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else {
+                continue;
+            };
+            match event.event_type() {
+                EventType::Put => {
+                    if let Some(value) = parse::<T>(prefix, name, kv.value()) {
+                        handler(MirrorEvent::Put(name, &value));
+                        entries.insert(name.to_owned(), value);
+                    }
+                }
+                EventType::Delete => {
+                    handler(MirrorEvent::Deleted(name));
+                    entries.remove(name);
+                }
+            }
+        }
+        tx.send_modify(|s| {
+            s.entries = Arc::new(entries);
+            s.generation += 1;
+        });
+    }
+}
+
+fn parse<T: DeserializeOwned>(prefix: &str, name: &str, value: &[u8]) -> Option<T> {
+    match serde_json::from_slice(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(key = %format!("{prefix}{name}"), error = %e, "ignoring an etcd value that does not parse");
+            None
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The values Strata stores in etcd (JSON).
+
+use serde::{Deserialize, Serialize};
+
+/// `nodes/<node>`: the node is alive (attached to its lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node: String,
+    /// The node's lease id, so `cluster remove-node` can revoke it.
+    pub lease: i64,
+    /// Unix seconds when this lease was granted.
+    pub since: i64,
+}
+
+/// `registry/<service>/<node>`: a Healthy service on a node (attached to the node lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryRecord {
+    pub service: String,
+    pub node: String,
+    /// The endpoint on its own node (usually `unix://`).
+    pub endpoint: String,
+    /// The `tcp://` endpoint other nodes use, when the service listens on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_endpoint: Option<String>,
+    pub api_v: i64,
+}
+
+/// `revocations/<cap_id>`: a revoked capability. Never deleted while it could matter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub cap_id: String,
+    /// Unix seconds after which the capability has expired anyway, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+    /// The node whose identity recorded it.
+    pub node: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+}
+
+/// `removed/<node>`: the node was removed from the cluster; its keys are never trusted again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedRecord {
+    pub node: String,
+    pub removed_at: i64,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,204 @@
+//! strata-cluster against a real etcd (started by the test on loopback ports): the
+//! watch-fed mirror, the node lease, reconnection after etcd restarts, node removal.
+
+use std::time::{Duration, Instant};
+use strata_cluster::{remove_node, ClusterConfig, Etcd, Mirror, NodeLease, RevocationRecord};
+use strata_testkit::etcd::Etcd as EtcdServer;
+
+fn config(server: &EtcdServer, node: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::new(node, vec![server.endpoint()]).unwrap();
+    c.lease_ttl = Duration::from_secs(2);
+    c
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn revocation(cap: &str) -> RevocationRecord {
+    RevocationRecord {
+        cap_id: cap.to_owned(),
+        expires: None,
+        node: "a".into(),
+        revoked_at: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_loads_follows_and_survives_an_etcd_restart() {
+    let Some(mut server) =
+        EtcdServer::start_or_skip("the_mirror_loads_follows_and_survives_an_etcd_restart")
+    else {
+        return;
+    };
+    let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
+    let prefix = etcd.key(&["revocations", ""]);
+    etcd.put_json(&format!("{prefix}one"), &revocation("one"), None)
+        .await
+        .unwrap();
+    // A value that does not parse is left out, not fatal.
+    etcd.put(&format!("{prefix}junk"), b"not json", None)
+        .await
+        .unwrap();
+
+    let mirror: Mirror<RevocationRecord> = Mirror::start(etcd.clone(), prefix.clone());
+    tokio::time::timeout(Duration::from_secs(10), mirror.wait_loaded())
+        .await
+        .expect("mirror loaded");
+    assert_eq!(mirror.entries().keys().collect::<Vec<_>>(), ["one"]);
+
+    etcd.put_json(&format!("{prefix}two"), &revocation("two"), None)
+        .await
+        .unwrap();
+    eventually("put seen", Duration::from_secs(5), || {
+        mirror.entries().contains_key("two")
+    })
+    .await;
+    etcd.delete(&format!("{prefix}one")).await.unwrap();
+    eventually("delete seen", Duration::from_secs(5), || {
+        !mirror.entries().contains_key("one")
+    })
+    .await;
+
+    // etcd goes away: the mirror keeps its copy and says it is disconnected; writes fail
+    // promptly instead of hanging.
+    server.stop();
+    eventually("disconnect noticed", Duration::from_secs(10), || {
+        !mirror.state().connected
+    })
+    .await;
+    assert!(
+        mirror.entries().contains_key("two"),
+        "the copy is kept while etcd is down"
+    );
+    let started = Instant::now();
+    let err = etcd
+        .put_json(&format!("{prefix}three"), &revocation("three"), None)
+        .await
+        .expect_err("a write with etcd down fails");
+    assert!(err.to_string().contains("etcd"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the failure is prompt"
+    );
+
+    // Back: whatever changed meanwhile (here written by another client) is picked up.
+    server.restart().unwrap();
+    let other = Etcd::connect(&config(&server, "b")).await.unwrap();
+    other
+        .put_json(&format!("{prefix}four"), &revocation("four"), None)
+        .await
+        .unwrap();
+    eventually("reconnected and reloaded", Duration::from_secs(15), || {
+        let s = mirror.state();
+        s.connected && s.entries.contains_key("four") && s.entries.contains_key("two")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_on_a_node_lease_vanish_when_the_node_stops_renewing() {
+    let Some(server) =
+        EtcdServer::start_or_skip("keys_on_a_node_lease_vanish_when_the_node_stops_renewing")
+    else {
+        return;
+    };
+    let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
+    let lease = NodeLease::start(etcd.clone(), "a".into(), Duration::from_secs(2));
+    let mut rx = lease.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|l| l.is_some()))
+        .await
+        .expect("lease granted")
+        .unwrap();
+    let id = lease.current().unwrap();
+    let key = etcd.key(&["registry", "fs", "a"]);
+    etcd.put(&key, b"{}", Some(id)).await.unwrap();
+    assert!(etcd
+        .get(&etcd.key(&["nodes", "a"]))
+        .await
+        .unwrap()
+        .is_some());
+
+    // Renewed: still there after more than one TTL.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(etcd.get(&key).await.unwrap().is_some(), "kept alive");
+
+    // The node stops renewing (its process died): gone within the TTL (plus etcd's
+    // expiry granularity).
+    drop(lease);
+    let stopped = Instant::now();
+    loop {
+        if etcd.get(&key).await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "key outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(etcd
+        .get(&etcd.key(&["nodes", "a"]))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_node_drops_its_keys_and_registrations_and_leaves_a_tombstone() {
+    let Some(server) = EtcdServer::start_or_skip(
+        "removing_a_node_drops_its_keys_and_registrations_and_leaves_a_tombstone",
+    ) else {
+        return;
+    };
+    let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
+    let lease = NodeLease::start(etcd.clone(), "b".into(), Duration::from_secs(30));
+    let mut rx = lease.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|l| l.is_some()))
+        .await
+        .expect("lease granted")
+        .unwrap();
+    let b_reg = etcd.key(&["registry", "fs", "b"]);
+    etcd.put(&b_reg, b"{}", lease.current()).await.unwrap();
+    etcd.put(&etcd.key(&["trust", "b", "k2.pid.x"]), b"{}", None)
+        .await
+        .unwrap();
+    etcd.put(&etcd.key(&["trust", "bb", "k2.pid.y"]), b"{}", None)
+        .await
+        .unwrap();
+    etcd.put(&etcd.key(&["registry", "fs", "a"]), b"{}", None)
+        .await
+        .unwrap();
+
+    assert_eq!(remove_node(&etcd, "b").await.unwrap(), 1);
+    assert!(etcd
+        .get(&etcd.key(&["removed", "b"]))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(etcd.get(&b_reg).await.unwrap().is_none());
+    assert!(
+        etcd.get(&etcd.key(&["nodes", "b"]))
+            .await
+            .unwrap()
+            .is_none(),
+        "lease revoked"
+    );
+    // Another node whose id merely starts the same is untouched.
+    assert!(etcd
+        .get(&etcd.key(&["trust", "bb", "k2.pid.y"]))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(etcd
+        .get(&etcd.key(&["registry", "fs", "a"]))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(remove_node(&etcd, "Bad Id").await.is_err());
+}

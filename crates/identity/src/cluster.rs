@@ -1,0 +1,355 @@
+//! Identity in cluster mode: revocations and the trust bundle shared through etcd.
+//!
+//! This node's identity is the node's one link to the cluster's security state. It
+//! - records every revocation it makes in etcd (`revocations/<cap_id>`) and answers ok
+//!   only after etcd acknowledged it;
+//! - watches `revocations/`, adding every other node's revocations to its own store and
+//!   revocation feed, so this node's verifiers (strata-guard, long-polling identity)
+//!   enforce them like local ones;
+//! - publishes its public keys to `trust/<node>/<kid>` and watches `trust/` and
+//!   `removed/`, so every verifier here trusts exactly the bundle's keys, each bound to
+//!   its node's issuer name (`identity@<node>`).
+//!
+//! Until all three prefixes have been read once, the revocation feed (and every check of
+//! a presented token) answers UNAVAILABLE: a node never serves protected requests
+//! without the whole cluster's revocation list. After a reconnect the prefixes are read
+//! whole again; anything missed while etcd was away is picked up then. Revocations made
+//! here while etcd was down are enforced here at once, reported as not cluster-wide, and
+//! published when etcd is back.
+
+use crate::{Identity, IdentityError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use strata_cap::{CapId, Timestamp, TrustedKey};
+use strata_cluster::{ClusterConfig, Etcd, Mirror, MirrorEvent, RemovedRecord, RevocationRecord};
+use strata_proto::methods::identity::KeyInfo;
+use tokio::sync::Notify;
+
+/// What identity holds of the cluster.
+pub struct ClusterLink {
+    node: String,
+    etcd: Etcd,
+    revocations: Mirror<RevocationRecord>,
+    trust: Mirror<KeyInfo>,
+    removed: Mirror<RemovedRecord>,
+    /// Wakes the publisher (own keys, unpublished revocations).
+    publish: Arc<Notify>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClusterLink {
+    fn drop(&mut self) {
+        self.publisher.abort();
+    }
+}
+
+impl ClusterLink {
+    /// Whether every shared prefix has been read at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.revocations.state().loaded && self.trust.state().loaded && self.removed.state().loaded
+    }
+
+    pub async fn wait_loaded(&self) {
+        self.revocations.wait_loaded().await;
+        self.trust.wait_loaded().await;
+        self.removed.wait_loaded().await;
+    }
+
+    /// Whether the etcd watches are up right now.
+    pub fn is_connected(&self) -> bool {
+        self.revocations.state().connected
+            && self.trust.state().connected
+            && self.removed.state().connected
+    }
+
+    /// Records a revocation in etcd; Ok once etcd acknowledged it.
+    pub(crate) async fn publish_revocation(
+        &self,
+        record: &crate::store::RevocationRecord,
+    ) -> Result<(), strata_cluster::ClusterError> {
+        let shared = RevocationRecord {
+            cap_id: record.cap_id.clone(),
+            expires: record.expires,
+            node: self.node.clone(),
+            revoked_at: record.revoked_at,
+        };
+        let key = self.etcd.key(&["revocations", &record.cap_id]);
+        match self.etcd.put_json(&key, &shared, None).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // The publisher retries once etcd is back.
+                self.publish.notify_one();
+                Err(e)
+            }
+        }
+    }
+
+    /// This node's keys changed (rotation): publish them.
+    pub(crate) fn keys_changed(&self) {
+        self.publish.notify_one();
+    }
+}
+
+impl Identity {
+    /// Joins the cluster: starts the etcd watches and the publisher. Protected requests
+    /// wait (UNAVAILABLE) until the shared state has been loaded once.
+    pub async fn join_cluster(self: &Arc<Self>, config: &ClusterConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            config.node == self.node_id,
+            "cluster node id {} differs from identity's node id {}",
+            config.node,
+            self.node_id
+        );
+        let etcd = Etcd::connect(config).await?;
+        let publish = Arc::new(Notify::new());
+        let weak = Arc::downgrade(self);
+        let revocations = {
+            let (weak, publish) = (Weak::clone(&weak), Arc::clone(&publish));
+            Mirror::start_with(etcd.clone(), etcd.key(&["revocations", ""]), move |event| {
+                let Some(identity) = weak.upgrade() else {
+                    return;
+                };
+                match event {
+                    MirrorEvent::Loaded(all) => {
+                        identity.learn_revocations(all.values());
+                        // Anything revoked here while etcd was away goes out now.
+                        publish.notify_one();
+                    }
+                    MirrorEvent::Put(_, record) => identity.learn_revocations([record]),
+                    MirrorEvent::Deleted(_) | MirrorEvent::Disconnected(_) => {}
+                }
+            })
+        };
+        let bundle_changed = Arc::new(Notify::new());
+        let on_bundle = {
+            let changed = Arc::clone(&bundle_changed);
+            move || changed.notify_one()
+        };
+        let trust = {
+            let on_bundle = on_bundle.clone();
+            Mirror::start_with(etcd.clone(), etcd.key(&["trust", ""]), move |event| {
+                if !matches!(event, MirrorEvent::Disconnected(_)) {
+                    on_bundle();
+                }
+            })
+        };
+        let removed = Mirror::start_with(etcd.clone(), etcd.key(&["removed", ""]), move |event| {
+            if !matches!(event, MirrorEvent::Disconnected(_)) {
+                on_bundle();
+            }
+        });
+        let publisher = tokio::spawn(publisher(
+            Weak::clone(&weak),
+            etcd.clone(),
+            Arc::clone(&publish),
+        ));
+        let link = ClusterLink {
+            node: config.node.clone(),
+            etcd,
+            revocations,
+            trust,
+            removed,
+            publish,
+            publisher,
+        };
+        if self.cluster.set(link).is_err() {
+            anyhow::bail!("identity joined the cluster twice");
+        }
+        tokio::spawn(follow_bundle(weak, bundle_changed));
+        Ok(())
+    }
+
+    /// UNAVAILABLE while cluster state has not been loaded yet.
+    pub(crate) fn cluster_ready(&self) -> Result<(), IdentityError> {
+        match self.cluster.get() {
+            Some(link) if !link.is_loaded() => Err(IdentityError::Unavailable(
+                "this node has not loaded the cluster's revocations and trusted keys from etcd yet; try again shortly".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether identity is in cluster mode and connected (for `sys.health`).
+    pub fn cluster_status(&self) -> Option<serde_json::Value> {
+        let link = self.cluster.get()?;
+        Some(serde_json::json!({
+            "node": link.node,
+            "loaded": link.is_loaded(),
+            "etcd_connected": link.is_connected(),
+            "removed": self.is_removed(),
+            "remote_keys": self.remote_keys.read().unwrap_or_else(|p| p.into_inner()).len(),
+        }))
+    }
+
+    /// Adds revocations seen in etcd to the local store and feed (new ones only).
+    fn learn_revocations<'a>(&self, records: impl IntoIterator<Item = &'a RevocationRecord>) {
+        let mut fresh = Vec::new();
+        for r in records {
+            let Ok(cap) = r.cap_id.parse::<CapId>() else {
+                tracing::error!(cap_id = %r.cap_id, "ignoring an unusable revocation from etcd");
+                continue;
+            };
+            if !self.revoked.is_revoked(&cap) {
+                fresh.push((cap, r.expires, r.revoked_at));
+            }
+        }
+        if fresh.is_empty() {
+            return;
+        }
+        // The set first: enforcement here must not wait for the disk.
+        for (cap, expires, _) in &fresh {
+            self.revoked
+                .insert(*cap, expires.map(Timestamp::from_unix_seconds));
+        }
+        match self.store.learn(&fresh) {
+            Ok(added) => {
+                if let Some(last) = added.last() {
+                    self.events
+                        .send_modify(|(seq, _)| *seq = (*seq).max(last.seq));
+                    tracing::info!(count = added.len(), "revocations learnt from the cluster");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record revocations learnt from the cluster")
+            }
+        }
+    }
+
+    /// Recomputes the other nodes' trusted keys from the bundle; bumps the key epoch when
+    /// they changed, so verifiers reload them.
+    fn apply_bundle(
+        &self,
+        trust: &BTreeMap<String, KeyInfo>,
+        removed: &BTreeMap<String, RemovedRecord>,
+    ) {
+        let was_removed = self.is_removed();
+        let now_removed = removed.contains_key(&self.node_id);
+        let mut remote: Vec<KeyInfo> = Vec::new();
+        for (path, info) in trust {
+            // `<node>/<kid>`: the node is taken from the key's place in etcd, never from
+            // the value, and must be a live member.
+            let Some((node, _kid)) = path.split_once('/') else {
+                continue;
+            };
+            if node == self.node_id || removed.contains_key(node) {
+                continue;
+            }
+            let mut info = info.clone();
+            info.node = Some(node.to_owned());
+            if let Err(e) = TrustedKey::try_from(&info) {
+                tracing::error!(%path, error = %e, "ignoring an unusable key in the trust bundle");
+                continue;
+            }
+            remote.push(info);
+        }
+        let changed = {
+            let mut current = self.remote_keys.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *current != remote || was_removed != now_removed;
+            *current = remote;
+            changed
+        };
+        self.removed
+            .store(now_removed, std::sync::atomic::Ordering::SeqCst);
+        if now_removed && !was_removed {
+            tracing::error!(node = %self.node_id, "this node was removed from the cluster: its keys are no longer trusted and it issues nothing");
+        }
+        if !changed {
+            return;
+        }
+        let result = self
+            .refresh_trusted_keys()
+            .and_then(|()| Ok(self.store.bump_keys_epoch()?));
+        match result {
+            Ok(epoch) => {
+                self.events.send_modify(|(_, e)| *e = epoch);
+                tracing::info!(epoch, "trust bundle changed");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot apply the trust bundle"),
+        }
+    }
+}
+
+/// Applies the trust bundle whenever it (or the removed-node list) changes.
+async fn follow_bundle(identity: Weak<Identity>, changed: Arc<Notify>) {
+    loop {
+        changed.notified().await;
+        let Some(identity) = identity.upgrade() else {
+            return;
+        };
+        let Some(link) = identity.cluster.get() else {
+            continue;
+        };
+        if !(link.trust.state().loaded && link.removed.state().loaded) {
+            continue;
+        }
+        identity.apply_bundle(&link.trust.entries(), &link.removed.entries());
+    }
+}
+
+/// Keeps etcd holding this node's keys and every revocation made here. Runs when woken
+/// (load, reconnect, rotation, a failed publish) and retries every second while failing.
+async fn publisher(identity: Weak<Identity>, etcd: Etcd, wake: Arc<Notify>) {
+    let mut failing = false;
+    loop {
+        if failing {
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        } else {
+            wake.notified().await;
+        }
+        let Some(identity) = identity.upgrade() else {
+            return;
+        };
+        let Some(link) = identity.cluster.get() else {
+            failing = true;
+            continue;
+        };
+        if !link.is_loaded() {
+            failing = true;
+            continue;
+        }
+        match publish_once(&identity, link, &etcd).await {
+            Ok((keys, revocations)) => {
+                if keys + revocations > 0 || failing {
+                    tracing::info!(keys, revocations, "published to etcd");
+                }
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot publish to etcd yet; retrying");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+async fn publish_once(
+    identity: &Identity,
+    link: &ClusterLink,
+    etcd: &Etcd,
+) -> Result<(usize, usize), anyhow::Error> {
+    let node = identity.node_id.as_str();
+    let mut keys = 0;
+    if !identity.is_removed() {
+        let bundle = link.trust.entries();
+        for info in identity.own_key_infos()? {
+            let path = format!("{node}/{}", info.kid);
+            if bundle.get(&path) != Some(&info) {
+                etcd.put_json(&etcd.key(&["trust", node, &info.kid]), &info, None)
+                    .await?;
+                keys += 1;
+            }
+        }
+    }
+    let shared = link.revocations.entries();
+    let mut revocations = 0;
+    for record in identity.store.revocations_since(0)? {
+        if !shared.contains_key(&record.cap_id) {
+            link.publish_revocation(&record).await?;
+            revocations += 1;
+        }
+    }
+    Ok((keys, revocations))
+}

@@ -35,10 +35,17 @@
   # None: fs exports `<stateDir>/export`, which it creates.
   fs.exportRoots = [ ];
 
-  cluster.etcd = {
-    endpoints = [ ];
-    caFile = null;
-    certFile = null;
-    keyFile = null;
+  # A single node: no etcd, no TLS, no TCP listener. The prefix and lease TTL are the
+  # supervisor's own defaults, and only given to it in cluster mode.
+  cluster = {
+    etcd.endpoints = [ ];
+    prefix = "/strata";
+    leaseTtl = 10;
+    tls = {
+      caFile = null;
+      certFile = null;
+      keyFile = null;
+    };
+    fsListen = null;
   };
 }

@@ -12,20 +12,25 @@
 }:
 let
   inherit (lib)
+    all
     any
     attrValues
     concatMap
     concatStringsSep
     filterAttrs
     hasPrefix
+    last
     literalExpression
     mkDefault
     mkEnableOption
     mkIf
     mkOption
     optional
+    optionalAttrs
     optionals
     removePrefix
+    splitString
+    toInt
     types
     unique
     ;
@@ -64,7 +69,35 @@ let
   dropsPrivileges = any (s: (s.user or null) != null || (s.group or null) != null) services;
   namespaces = unique (concatMap (s: (sandboxOf s).namespaces or [ ]) services);
   landlockWrites = unique (concatMap (s: ((sandboxOf s).landlock or { }).write or [ ]) services);
-  usesNetwork = cfg.tcpPorts != [ ] || cfg.cluster.etcd.endpoints != [ ];
+  # Cluster mode (crates/supervisor/src/main.rs `cluster_env`; docs/OPERATIONS.md
+  # "Running a cluster"): the supervisor reads these from its own environment, checks them
+  # once and hands them to every service.
+  cluster = cfg.cluster;
+  clustered = cluster.etcd.endpoints != [ ];
+  tls = cluster.tls;
+  tlsFiles = [
+    tls.caFile
+    tls.certFile
+    tls.keyFile
+  ];
+  hasTls = all (f: f != null) tlsFiles;
+  # The mutual-TLS listeners: fs's from `cluster.fsListen`, and any manifest service's own
+  # `tcp` key.
+  tcpListeners = unique (
+    optional (cluster.fsListen != null && (cfg.services.fs.enable or false)) cluster.fsListen
+    ++ concatMap (s: optional ((s.tcp or null) != null) s.tcp) services
+  );
+  portOf = listen: toInt (last (splitString ":" listen));
+  listenerPorts = unique (map portOf tcpListeners);
+  # What the supervisor's `tcp` check refuses (crates/supervisor/src/manifest.rs), in the
+  # spellings the option's type lets through, so the mistake shows at evaluation.
+  unusableListener =
+    listen:
+    let
+      port = portOf listen;
+    in
+    port == 0 || port > 65535 || hasPrefix "0.0.0.0:" listen || hasPrefix "[::]:" listen;
+  usesNetwork = cfg.tcpPorts != [ ] || clustered || tcpListeners != [ ];
 
   # The smallest bounding set for what the manifest asks. The supervisor runs as root;
   # with the default graph every service runs as root too, and nothing needs a
@@ -85,10 +118,12 @@ let
     ]
     # unshare(2) of net/ipc/uts namespaces for `sandbox.namespaces`.
     ++ optional (namespaces != [ ]) "CAP_SYS_ADMIN"
-    ++ optional (any (p: p < 1024) cfg.tcpPorts) "CAP_NET_BIND_SERVICE"
+    ++ optional (any (p: p < 1024) (cfg.tcpPorts ++ listenerPorts)) "CAP_NET_BIND_SERVICE"
     ++ cfg.extraCapabilities;
 
   underHome = p: any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
+  # Files services read from under those trees: ProtectHome must leave them visible.
+  readsUnderHome = any underHome (cfg.fs.exportRoots ++ (if hasTls then tlsFiles else [ ]));
 
   inRun = hasPrefix "/run/" cfg.runtimeDir;
   inVarLib = hasPrefix "/var/lib/" cfg.stateDir;
@@ -123,9 +158,14 @@ in
     };
 
     nodeId = mkOption {
-      type = types.strMatching "[^[:space:]]+";
+      type = types.strMatching "[a-z][a-z0-9-]{0,62}";
       default = defaults.nodeId;
-      description = "This node's id (STRATA_NODE_ID): identity issues tokens as `identity@<nodeId>`.";
+      example = "node-a";
+      description = ''
+        This node's id (STRATA_NODE_ID): identity issues tokens as `identity@<nodeId>`,
+        and in cluster mode it names the node to the others (unique in the cluster; a
+        removed node's id is never trusted again).
+      '';
     };
 
     runtimeDir = mkOption {
@@ -219,33 +259,84 @@ in
       '';
     };
 
-    cluster.etcd = {
-      endpoints = mkOption {
-        type = types.listOf types.str;
+    cluster = {
+      etcd.endpoints = mkOption {
+        type = types.listOf (types.strMatching "https?://[^,[:space:]]+");
         default = defaults.cluster.etcd.endpoints;
-        example = [ "https://10.0.0.1:2379" ];
+        example = [
+          "http://10.0.0.1:2379"
+          "http://10.0.0.2:2379"
+        ];
         description = ''
-          etcd endpoints for multi-node operation. Cluster mode is not implemented yet:
-          these settings are only passed through, as STRATA_ETCD_ENDPOINTS
-          (comma-separated) and STRATA_ETCD_{CA,CERT,KEY}_FILE in the environment of the
-          supervisor and of registry, identity and fs, and nothing reads them. Setting
-          endpoints also allows AF_INET and AF_INET6 in the unit.
+          etcd (v3 API) client URLs; setting any turns cluster mode on
+          (STRATA_ETCD_ENDPOINTS, comma-separated). Empty: the node runs alone and nothing
+          leaves the machine. Only http:// URLs: this build does not speak TLS to etcd
+          (https:// is refused), so keep etcd on a network only the nodes reach. Also
+          allows AF_INET and AF_INET6 in the unit.
         '';
       };
-      caFile = mkOption {
-        type = types.nullOr absolutePath;
-        default = defaults.cluster.etcd.caFile;
-        description = "CA bundle for etcd's TLS (passed through; see `endpoints`). A path string, so it is not copied into the store.";
+
+      prefix = mkOption {
+        type = types.strMatching "/[^[:space:]]*[^/[:space:]]";
+        default = defaults.cluster.prefix;
+        description = ''
+          The etcd key prefix shared by the cluster's nodes (STRATA_CLUSTER_PREFIX, in
+          cluster mode): starts with "/", does not end with one.
+        '';
       };
-      certFile = mkOption {
-        type = types.nullOr absolutePath;
-        default = defaults.cluster.etcd.certFile;
-        description = "Client certificate for etcd (passed through; see `endpoints`).";
+
+      leaseTtl = mkOption {
+        type = types.ints.between 2 300;
+        default = defaults.cluster.leaseTtl;
+        description = ''
+          Seconds of the node's etcd lease (STRATA_LEASE_TTL_SECS, in cluster mode): a
+          node that dies leaves the registry within this time.
+        '';
       };
-      keyFile = mkOption {
-        type = types.nullOr absolutePath;
-        default = defaults.cluster.etcd.keyFile;
-        description = "Client key for etcd (passed through; see `endpoints`). Keep it out of the store.";
+
+      tls = {
+        caFile = mkOption {
+          type = types.nullOr absolutePath;
+          default = defaults.cluster.tls.caFile;
+          example = "/etc/strata/tls/ca.crt";
+          description = ''
+            The cluster CA's certificate, PEM (STRATA_TLS_CA). caFile, certFile and
+            keyFile go together, and are needed for `fsListen` (mutual TLS between
+            nodes). Path strings, so nothing is copied into the store.
+          '';
+        };
+        certFile = mkOption {
+          type = types.nullOr absolutePath;
+          default = defaults.cluster.tls.certFile;
+          example = "/etc/strata/tls/node.crt";
+          description = "This node's certificate, PEM, from `strata-ctl cluster add-node` (STRATA_TLS_CERT).";
+        };
+        keyFile = mkOption {
+          type = types.nullOr absolutePath;
+          default = defaults.cluster.tls.keyFile;
+          example = "/etc/strata/tls/node.key";
+          description = ''
+            This node's private key, PEM (STRATA_TLS_KEY). Keep it out of the store: it
+            must be mode 0600 (or 0400) and owned by the user the services that read it
+            run as, which is root unless the service sets `user`. A key readable by group
+            or others is refused.
+          '';
+        };
+      };
+
+      fsListen = mkOption {
+        type = types.nullOr (
+          types.strMatching "(([0-9]{1,3}[.]){3}[0-9]{1,3}|[[][0-9A-Fa-f:.]+[]]):[0-9]{1,5}"
+        );
+        default = defaults.cluster.fsListen;
+        example = "10.0.0.5:7101";
+        description = ''
+          fs's mutual-TLS listener for other nodes, "ip:port" or "[ipv6]:port": rendered
+          as fs's `tcp` key in the manifest, and registered as `tcp://<fsListen>`, so it
+          must be the particular address other nodes reach (not 0.0.0.0, [::] or port
+          0). Needs the `tls` files. Allows AF_INET and AF_INET6 in the unit;
+          `openFirewall` opens its port.
+        '';
       };
     };
 
@@ -254,16 +345,18 @@ in
       default = [ ];
       example = [ 8080 ];
       description = ''
-        TCP ports the node's services listen on. Strata's own services use Unix sockets
-        only; list the ports of your manifest services here. Any port allows AF_INET and
-        AF_INET6 in the unit, and a port below 1024 adds CAP_NET_BIND_SERVICE.
+        TCP ports the node's services listen on, besides the `tcp` listeners
+        (`cluster.fsListen` and services' `tcp` keys, which are counted already). Strata's
+        own services otherwise use Unix sockets only; list the ports of your manifest
+        services here. Any port allows AF_INET and AF_INET6 in the unit, and a port
+        below 1024 adds CAP_NET_BIND_SERVICE.
       '';
     };
 
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open `tcpPorts` in the firewall.";
+      description = "Open `tcpPorts` and the ports of the `tcp` listeners (`cluster.fsListen`) in the firewall.";
     };
 
     watchdogSec = mkOption {
@@ -312,13 +405,42 @@ in
 
     assertions = [
       {
-        assertion = (cfg.cluster.etcd.certFile == null) == (cfg.cluster.etcd.keyFile == null);
-        message = "services.strata.cluster.etcd: certFile and keyFile go together.";
+        assertion = !any (hasPrefix "https://") cluster.etcd.endpoints;
+        message = ''
+          services.strata.cluster.etcd.endpoints: https:// is refused; this build of Strata
+          speaks only plain http:// to etcd. Use http:// URLs on a network only the nodes
+          reach.
+        '';
+      }
+      {
+        assertion = all (f: f == null) tlsFiles || hasTls;
+        message = "services.strata.cluster.tls: caFile, certFile and keyFile go together: set all three or none.";
+      }
+      {
+        assertion = tcpListeners == [ ] || hasTls;
+        message = ''
+          services.strata.cluster.fsListen (or a service's `tcp`) needs
+          services.strata.cluster.tls.{caFile,certFile,keyFile}: the listener accepts only
+          clients with a certificate from the cluster CA.
+        '';
+      }
+      {
+        assertion = !any unusableListener tcpListeners;
+        message = ''
+          services.strata: a `tcp` listener (${concatStringsSep ", " tcpListeners}) must be the
+          particular ip:port other nodes reach the service at (not 0.0.0.0, [::], or port 0,
+          and a port up to 65535).
+        '';
+      }
+      {
+        assertion = cluster.fsListen == null || (cfg.services.fs.tcp or null) == null;
+        message = "services.strata: set fs's listener with cluster.fsListen or services.fs.tcp, not both.";
       }
     ];
-    warnings = optional (cfg.openFirewall && cfg.tcpPorts == [ ]) ''
-      services.strata.openFirewall is set but services.strata.tcpPorts is empty: Strata's
-      own services listen on Unix sockets only, so nothing is opened.
+    warnings = optional (cfg.openFirewall && cfg.tcpPorts == [ ] && listenerPorts == [ ]) ''
+      services.strata.openFirewall is set but there is nothing to open: tcpPorts is empty
+      and no service has a `tcp` listener (cluster.fsListen); Strata's own services listen
+      on Unix sockets only otherwise.
     '';
 
     environment.systemPackages = [ cfg.package ];
@@ -326,7 +448,9 @@ in
     environment.variables.STRATA_RUNTIME_DIR = cfg.runtimeDir;
     environment.etc."strata/manifest.toml".source = manifestFile;
 
-    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall cfg.tcpPorts;
+    networking.firewall.allowedTCPPorts = mkIf cfg.openFirewall (
+      unique (cfg.tcpPorts ++ listenerPorts)
+    );
 
     systemd.tmpfiles.rules =
       optional (!inRun) "d ${cfg.runtimeDir} 0755 root root -"
@@ -335,7 +459,10 @@ in
     systemd.services.strata = {
       description = "Strata supervisor";
       wantedBy = [ "multi-user.target" ];
-      after = [ "network.target" ];
+      # A listener binds a particular address, which must be configured first. etcd is not
+      # waited for: a node whose etcd is down starts and works locally.
+      after = [ "network.target" ] ++ optional usesNetwork "network-online.target";
+      wants = optional usesNetwork "network-online.target";
       reloadTriggers = [ manifestFile ];
 
       environment = {
@@ -344,18 +471,16 @@ in
         STRATA_STATE_DIR = cfg.stateDir;
         STRATA_NODE_ID = cfg.nodeId;
       }
-      // lib.optionalAttrs (cfg.cluster.etcd.endpoints != [ ]) (
-        {
-          STRATA_ETCD_ENDPOINTS = concatStringsSep "," cfg.cluster.etcd.endpoints;
-        }
-        // lib.optionalAttrs (cfg.cluster.etcd.caFile != null) {
-          STRATA_ETCD_CA_FILE = cfg.cluster.etcd.caFile;
-        }
-        // lib.optionalAttrs (cfg.cluster.etcd.certFile != null) {
-          STRATA_ETCD_CERT_FILE = cfg.cluster.etcd.certFile;
-          STRATA_ETCD_KEY_FILE = cfg.cluster.etcd.keyFile;
-        }
-      );
+      // optionalAttrs clustered {
+        STRATA_ETCD_ENDPOINTS = concatStringsSep "," cluster.etcd.endpoints;
+        STRATA_CLUSTER_PREFIX = cluster.prefix;
+        STRATA_LEASE_TTL_SECS = toString cluster.leaseTtl;
+      }
+      // optionalAttrs hasTls {
+        STRATA_TLS_CA = tls.caFile;
+        STRATA_TLS_CERT = tls.certFile;
+        STRATA_TLS_KEY = tls.keyFile;
+      };
 
       serviceConfig = {
         # READY=1 once every service is Healthy or at rest (crates/supervisor/src/sd_notify.rs),
@@ -392,7 +517,7 @@ in
           ++ optional (!inVarLib) cfg.stateDir
           ++ map (p: "-${p}") landlockWrites
           ++ cfg.readWritePaths;
-        ProtectHome = if any underHome cfg.fs.exportRoots then "read-only" else true;
+        ProtectHome = if readsUnderHome then "read-only" else true;
         PrivateTmp = true;
         RestrictAddressFamilies = [ "AF_UNIX" ] ++ optionals usesNetwork [
           "AF_INET"

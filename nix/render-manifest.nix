@@ -3,7 +3,7 @@
 # nothing but `nix-instantiate` and compare it with nix/golden/manifest.toml.
 #
 # `settings` has the shape of `config.services.strata` (nix/defaults.nix is one):
-# `supervisor`, `services`, `fs.exportRoots` and `cluster.etcd` are read. Each service is
+# `supervisor`, `services`, `fs.exportRoots` and `cluster.fsListen` are read. Each service is
 # a `[[service]]` named after its attribute, with the manifest's own keys
 # (crates/supervisor/README.md); `enable = false` leaves it out. Strata's own services
 # come first, in the built-in graph's order (registry, identity, fs: the order the
@@ -13,9 +13,12 @@
 #
 # Strata's services get a clean environment from the supervisor, so the settings meant
 # for one of them travel in that service's `env`: the issuance policy to `identity`
-# (STRATA_ISSUANCE_POLICY), the export roots to `fs` (STRATA_FS_EXPORT_ROOTS, colon-
-# separated), and the etcd settings (STRATA_ETCD_*, read by nothing yet: cluster mode is
-# not implemented) to all three. A service's own `env` wins over these.
+# (STRATA_ISSUANCE_POLICY) and the export roots to `fs` (STRATA_FS_EXPORT_ROOTS, colon-
+# separated). A service's own `env` wins over these. The cluster settings are not here:
+# they are the supervisor's (STRATA_ETCD_ENDPOINTS, STRATA_TLS_*, ... in the unit's
+# environment), which checks them and hands them to every service. Only fs's mutual-TLS
+# listener is per service: `cluster.fsListen` becomes fs's `tcp` key (and wins over a
+# `tcp` of `services.fs`; the module refuses both at once).
 {
   settings,
   issuancePolicyFile ? null,
@@ -38,24 +41,15 @@ let
 
   optional = name: value: if value == null then { } else { ${name} = value; };
 
-  etcd = settings.cluster.etcd;
-  clusterEnv =
-    if etcd.endpoints == [ ] then
-      { }
-    else
-      {
-        STRATA_ETCD_ENDPOINTS = concatStringsSep "," etcd.endpoints;
-      }
-      // optional "STRATA_ETCD_CA_FILE" etcd.caFile
-      // optional "STRATA_ETCD_CERT_FILE" etcd.certFile
-      // optional "STRATA_ETCD_KEY_FILE" etcd.keyFile;
   exportRoots = settings.fs.exportRoots;
   generatedEnv = {
-    registry = clusterEnv;
-    identity = clusterEnv // optional "STRATA_ISSUANCE_POLICY" issuancePolicyFile;
+    identity = optional "STRATA_ISSUANCE_POLICY" issuancePolicyFile;
     fs =
-      clusterEnv
-      // (if exportRoots == [ ] then { } else { STRATA_FS_EXPORT_ROOTS = concatStringsSep ":" exportRoots; });
+      if exportRoots == [ ] then { } else { STRATA_FS_EXPORT_ROOTS = concatStringsSep ":" exportRoots; };
+  };
+  # Manifest keys set from options, over the service's own.
+  generatedKeys = {
+    fs = optional "tcp" (settings.cluster.fsListen or null);
   };
 
   service =
@@ -67,6 +61,7 @@ let
       "enable"
       "env"
     ]
+    // (generatedKeys.${name} or { })
     // {
       inherit name;
     }

@@ -25,6 +25,10 @@ STRATA_LOG=error cargo bench --quiet -p strata-fs --bench read "${quick[@]}" 2>/
 echo "== supervisor cold start, crash to Healthy, RSS (crates/supervisor/benches/lifecycle.rs)"
 STRATA_LOG=error cargo bench --quiet -p strata-supervisor --bench lifecycle "${quick[@]}" 2>/dev/null
 
+echo "== cluster: revocation propagation node a -> node b over 100 revocations (crates/e2e/tests/cluster.rs, real etcd)"
+STRATA_LOG=error cargo test --quiet --release -p strata-e2e --test cluster -- \
+    revocations_on_a_are_enforced_on_b_and_propagation_is_measured --nocapture 2>/dev/null | grep -E 'propagation|SKIPPED' || true
+
 work=$(mktemp -d)
 sup=""
 cleanup() { [ -n "$sup" ] && kill "$sup" 2>/dev/null && wait "$sup" 2>/dev/null; rm -rf "$work"; }

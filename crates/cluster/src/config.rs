@@ -21,8 +21,10 @@ pub enum ConfigError {
     MissingNode,
     #[error("{ENV_NODE}: node ids must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
     BadNode(String),
-    #[error("{ENV_ETCD}: {0:?} is not an http:// or https:// URL")]
+    #[error("{ENV_ETCD}: {0:?} is not an http:// URL")]
     BadEndpoint(String),
+    #[error("{ENV_ETCD}: {0:?}: https:// etcd endpoints are not supported by this build; reach etcd over a trusted network with http://")]
+    TlsEndpoint(String),
     #[error("{ENV_PREFIX}: the prefix must start with `/`, not end with one, and hold no spaces; got {0:?}")]
     BadPrefix(String),
     #[error("{ENV_TTL}: the lease TTL must be a whole number of seconds from 2 to 300, got {0:?}")]
@@ -94,7 +96,10 @@ impl ClusterConfig {
             return Err(ConfigError::BadNode(self.node.clone()));
         }
         for e in &self.etcd {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
+            if e.starts_with("https://") {
+                return Err(ConfigError::TlsEndpoint(e.clone()));
+            }
+            if !e.starts_with("http://") {
                 return Err(ConfigError::BadEndpoint(e.clone()));
             }
         }
@@ -173,6 +178,10 @@ mod tests {
         assert!(matches!(
             parse(&[(ENV_ETCD, "127.0.0.1:2379"), (ENV_NODE, "a")]),
             Err(ConfigError::BadEndpoint(_))
+        ));
+        assert!(matches!(
+            parse(&[(ENV_ETCD, "https://127.0.0.1:2379"), (ENV_NODE, "a")]),
+            Err(ConfigError::TlsEndpoint(_))
         ));
         for prefix in ["strata", "/strata/", "/a b"] {
             assert!(matches!(

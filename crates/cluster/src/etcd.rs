@@ -104,23 +104,42 @@ impl Etcd {
     }
 
     /// Every key under `prefix` with its value, and the store revision they were read at.
+    /// Read in pages of [`PAGE`] keys, all at the revision of the first page, so the
+    /// result is one consistent snapshot however large the prefix grows (a single reply
+    /// is capped at 4 MiB by the gRPC client).
     pub async fn get_prefix(
         &self,
         prefix: &str,
     ) -> Result<(i64, Vec<(String, Vec<u8>)>), ClusterError> {
+        let end = prefix_end(prefix.as_bytes());
         let mut client = self.client.clone();
-        let response = deadline(
-            "get",
-            client.get(prefix, Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        let entries = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
-            .collect();
-        Ok((revision, entries))
+        let mut from: Vec<u8> = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut entries = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let response = deadline("get", client.get(from.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = response.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            let kvs = response.kvs();
+            for kv in kvs {
+                if let Ok(key) = kv.key_str() {
+                    entries.push((key.to_owned(), kv.value().to_vec()));
+                }
+            }
+            match kvs.last() {
+                Some(last) if response.more() => {
+                    // The next page starts just after the last key read.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((revision, entries)),
+            }
+        }
     }
 
     /// Deletes `key`; whether it existed.
@@ -153,6 +172,22 @@ impl Etcd {
     }
 }
 
+/// Keys per page when reading a whole prefix.
+const PAGE: i64 = 1000;
+
+/// The first key after every key that starts with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the key space.
+    vec![0]
+}
+
 /// Runs one etcd request with [`OP_TIMEOUT`].
 pub(crate) async fn deadline<T>(
     what: &str,
@@ -164,5 +199,17 @@ pub(crate) async fn deadline<T>(
             "etcd {what} took longer than {} ms",
             OP_TIMEOUT.as_millis()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/strata/a/"), b"/strata/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }

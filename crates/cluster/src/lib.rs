@@ -46,9 +46,27 @@ pub async fn remove_node(etcd: &Etcd, node: &str) -> Result<u64, ClusterError> {
             "node id must match [a-z][a-z0-9-]{{0,62}}, got {node:?}"
         )));
     }
+    let trust = etcd.key(&["trust", node, ""]);
+    let (_, keys) = etcd.get_prefix(&trust).await?;
+    let mut public_keys: Vec<String> = keys
+        .iter()
+        .filter_map(|(_, value)| {
+            let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+            v.get("public_key")?.as_str().map(str::to_owned)
+        })
+        .collect();
+    // Removing twice keeps what the first removal recorded.
+    if let Some(old) = etcd.get(&etcd.key(&["removed", node])).await? {
+        if let Ok(old) = serde_json::from_slice::<RemovedRecord>(&old) {
+            public_keys.extend(old.public_keys);
+        }
+    }
+    public_keys.sort();
+    public_keys.dedup();
     let tombstone = RemovedRecord {
         node: node.to_owned(),
         removed_at: records::unix_now(),
+        public_keys,
     };
     etcd.put_json(&etcd.key(&["removed", node]), &tombstone, None)
         .await?;

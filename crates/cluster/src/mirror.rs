@@ -152,20 +152,23 @@ async fn follow<T: DeserializeOwned + Clone>(
         Ok(s) => s,
         Err(e) => return e.to_string(),
     };
-    let entries: BTreeMap<String, T> = raw
-        .into_iter()
-        .filter_map(|(key, value)| {
-            let name = key.strip_prefix(prefix)?.to_owned();
-            parse(prefix, &name, &value).map(|v| (name, v))
-        })
-        .collect();
-    handler(MirrorEvent::Loaded(&entries));
+    let entries: Arc<BTreeMap<String, T>> = Arc::new(
+        raw.into_iter()
+            .filter_map(|(key, value)| {
+                let name = key.strip_prefix(prefix)?.to_owned();
+                parse(prefix, &name, &value).map(|v| (name, v))
+            })
+            .collect(),
+    );
+    // Readers see the new state before the handler runs, so a handler (or a task it
+    // wakes) that reads the mirror sees at least what it was told about.
     tx.send_modify(|s| {
-        s.entries = Arc::new(entries);
+        s.entries = Arc::clone(&entries);
         s.loaded = true;
         s.connected = true;
         s.generation += 1;
     });
+    handler(MirrorEvent::Loaded(&entries));
     *backoff = Duration::from_millis(50);
     tracing::debug!(%prefix, revision, "etcd mirror loaded; watching");
     loop {
@@ -181,28 +184,34 @@ async fn follow<T: DeserializeOwned + Clone>(
             continue;
         }
         let mut entries = BTreeMap::clone(&tx.borrow().entries);
+        let mut applied: Vec<(String, Option<T>)> = Vec::new();
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else {
                 continue;
             };
-            match event.event_type() {
-                EventType::Put => {
-                    if let Some(value) = parse::<T>(prefix, name, kv.value()) {
-                        handler(MirrorEvent::Put(name, &value));
-                        entries.insert(name.to_owned(), value);
-                    }
-                }
-                EventType::Delete => {
-                    handler(MirrorEvent::Deleted(name));
-                    entries.remove(name);
-                }
-            }
+            // A value that no longer parses stops counting, like a deleted key: a
+            // corrupted entry must not keep its old meaning.
+            let value = match event.event_type() {
+                EventType::Put => parse::<T>(prefix, name, kv.value()),
+                EventType::Delete => None,
+            };
+            match &value {
+                Some(v) => entries.insert(name.to_owned(), v.clone()),
+                None => entries.remove(name),
+            };
+            applied.push((name.to_owned(), value));
         }
         tx.send_modify(|s| {
             s.entries = Arc::new(entries);
             s.generation += 1;
         });
+        for (name, value) in &applied {
+            match value {
+                Some(v) => handler(MirrorEvent::Put(name, v)),
+                None => handler(MirrorEvent::Deleted(name)),
+            }
+        }
     }
 }
 

@@ -43,6 +43,10 @@ pub struct RevocationRecord {
 pub struct RemovedRecord {
     pub node: String,
     pub removed_at: i64,
+    /// The public keys (standard base64) the node had in the trust bundle when it was
+    /// removed: never trusted again, under any node's name.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
 }
 
 /// Seconds since the Unix epoch.

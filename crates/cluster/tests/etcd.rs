@@ -202,3 +202,32 @@ async fn removing_a_node_drops_its_keys_and_registrations_and_leaves_a_tombstone
         .is_some());
     assert!(remove_node(&etcd, "Bad Id").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_larger_than_one_page_is_read_whole_and_consistently() {
+    let Some(server) =
+        EtcdServer::start_or_skip("a_prefix_larger_than_one_page_is_read_whole_and_consistently")
+    else {
+        return;
+    };
+    let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
+    let prefix = etcd.key(&["revocations", ""]);
+    const N: usize = 2_345; // more than two pages
+    for i in 0..N {
+        let cap = format!("{i:032x}");
+        etcd.put_json(&format!("{prefix}{cap}"), &revocation(&cap), None)
+            .await
+            .unwrap();
+    }
+    // A key just outside the prefix is not part of it.
+    etcd.put(&etcd.key(&["revocations0"]), b"{}", None)
+        .await
+        .unwrap();
+    let (_, all) = etcd.get_prefix(&prefix).await.unwrap();
+    assert_eq!(all.len(), N);
+    let mirror: Mirror<RevocationRecord> = Mirror::start(etcd.clone(), prefix);
+    tokio::time::timeout(Duration::from_secs(20), mirror.wait_loaded())
+        .await
+        .expect("mirror loaded");
+    assert_eq!(mirror.entries().len(), N);
+}

@@ -297,6 +297,24 @@ fn a_token_issued_on_a_reads_a_file_through_b_over_mutual_tls() {
 
     // A token naming another node's issuer is not accepted from A's key: forge-proofing
     // is covered in strata-cap; here, B's own identity keeps issuing its own tokens.
+    // Only the issuing node delegates: b refuses to re-sign a child of a's token.
+    let r = call(
+        &c.b.sb.socket("identity"),
+        "identity.delegate",
+        json!({ "token": token, "rights": ["fs.read"] }),
+        None,
+    )
+    .unwrap();
+    assert_eq!(r["error"]["name"], "PERMISSION_DENIED", "{r}");
+    let r = call(
+        &c.a.sb.socket("identity"),
+        "identity.delegate",
+        json!({ "token": token, "rights": ["fs.read"] }),
+        None,
+    )
+    .unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+
     let (b_token, _) = issue(&c.b, &c.export);
     wait_until("a serves b's token over tls", DEADLINE, || {
         cat_on_node(&c.b, "a", &b_token, "hello.txt")
@@ -595,4 +613,60 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     wait_until("a's registrations are gone from b", DEADLINE, || {
         !c.fs_nodes(&c.b).contains(&"a".to_owned())
     });
+
+    // The removed node still holds its signing key. Re-publishing that key under a fresh
+    // node id and minting tokens for that id gets it nowhere: the tombstone lists the key.
+    let key_file = c.a.sb.state_dir().join("identity/signing.key");
+    let stolen = strata_cap::SigningKey::load(&key_file).unwrap();
+    let claims: strata_cap::Claims = serde_json::from_value(json!({
+        "jti": "0123456789abcdef0123456789abcdef", "sub": "uid:0", "iss": "identity@mallory",
+        "aud": "strata", "service": "fs",
+        "iat": strata_cap::Timestamp::from_unix_seconds(unix_now() - 5).to_string(),
+        "exp": strata_cap::Timestamp::from_unix_seconds(unix_now() + 600).to_string(),
+        "actions": ["open", "read"], "rights": ["fs.open", "fs.read"],
+        "constraints": {"path_prefix": c.export}, "parents": []
+    }))
+    .unwrap();
+    let forged = stolen.sign(&claims).unwrap();
+    let info = strata_proto::methods::identity::KeyInfo {
+        kid: stolen.kid(strata_cap::TokenVersion::V2).to_string(),
+        public_key: stolen.public_key().to_base64(),
+        not_before: None,
+        not_after: None,
+        current: true,
+        node: Some("mallory".into()),
+    };
+    runtime().block_on(async {
+        let config =
+            strata_cluster::ClusterConfig::new("mallory", vec![c.etcd.endpoint()]).unwrap();
+        let etcd = strata_cluster::Etcd::connect(&config).await.unwrap();
+        etcd.put_json(&etcd.key(&["trust", "mallory", &info.kid]), &info, None)
+            .await
+            .unwrap();
+        // Then an honest new node's key: once b trusts it, b has processed the stolen
+        // key too (etcd delivers watch events in order).
+        let fresh = strata_cap::SigningKey::generate().unwrap();
+        let honest = strata_proto::methods::identity::KeyInfo {
+            kid: fresh.kid(strata_cap::TokenVersion::V2).to_string(),
+            public_key: fresh.public_key().to_base64(),
+            node: Some("zed".into()),
+            ..info.clone()
+        };
+        etcd.put_json(&etcd.key(&["trust", "zed", &honest.kid]), &honest, None)
+            .await
+            .unwrap();
+    });
+    wait_until("b trusts the honest new node's key", DEADLINE, || {
+        let h = call(&c.b.sb.socket("identity"), "sys.health", json!({}), None).unwrap();
+        h["result"]["cluster"]["remote_keys"] == 1
+    });
+    let refused = read_local(&c.b, &forged, "r.txt").unwrap_err();
+    assert_eq!(refused["name"], "UNAUTHENTICATED", "{refused}");
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

@@ -18,11 +18,13 @@
 //! published when etcd is back.
 
 use crate::{Identity, IdentityError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use strata_cap::{CapId, Timestamp, TrustedKey};
-use strata_cluster::{ClusterConfig, Etcd, Mirror, MirrorEvent, RemovedRecord, RevocationRecord};
+use strata_cluster::{
+    ClusterConfig, Etcd, Mirror, MirrorEvent, MirrorState, RemovedRecord, RevocationRecord,
+};
 use strata_proto::methods::identity::KeyInfo;
 use tokio::sync::Notify;
 
@@ -35,25 +37,39 @@ pub struct ClusterLink {
     removed: Mirror<RemovedRecord>,
     /// Wakes the publisher (own keys, unpublished revocations).
     publish: Arc<Notify>,
+    /// The trust bundle has been applied at least once.
+    bundle_applied: Arc<std::sync::atomic::AtomicBool>,
     publisher: tokio::task::JoinHandle<()>,
+    follower: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ClusterLink {
     fn drop(&mut self) {
         self.publisher.abort();
+        self.follower.abort();
     }
 }
 
 impl ClusterLink {
     /// Whether every shared prefix has been read at least once.
     pub fn is_loaded(&self) -> bool {
-        self.revocations.state().loaded && self.trust.state().loaded && self.removed.state().loaded
+        self.revocations.state().loaded
+            && self
+                .bundle_applied
+                .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub async fn wait_loaded(&self) {
         self.revocations.wait_loaded().await;
         self.trust.wait_loaded().await;
         self.removed.wait_loaded().await;
+        // The bundle follower applies what the mirrors loaded right after they did.
+        while !self
+            .bundle_applied
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Whether the etcd watches are up right now.
@@ -121,24 +137,15 @@ impl Identity {
                 }
             })
         };
-        let bundle_changed = Arc::new(Notify::new());
-        let on_bundle = {
-            let changed = Arc::clone(&bundle_changed);
-            move || changed.notify_one()
-        };
-        let trust = {
-            let on_bundle = on_bundle.clone();
-            Mirror::start_with(etcd.clone(), etcd.key(&["trust", ""]), move |event| {
-                if !matches!(event, MirrorEvent::Disconnected(_)) {
-                    on_bundle();
-                }
-            })
-        };
-        let removed = Mirror::start_with(etcd.clone(), etcd.key(&["removed", ""]), move |event| {
-            if !matches!(event, MirrorEvent::Disconnected(_)) {
-                on_bundle();
-            }
-        });
+        let trust = Mirror::start(etcd.clone(), etcd.key(&["trust", ""]));
+        let removed = Mirror::start(etcd.clone(), etcd.key(&["removed", ""]));
+        let bundle_applied = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let follower = tokio::spawn(follow_bundle(
+            Weak::clone(&weak),
+            trust.subscribe(),
+            removed.subscribe(),
+            Arc::clone(&bundle_applied),
+        ));
         let publisher = tokio::spawn(publisher(
             Weak::clone(&weak),
             etcd.clone(),
@@ -151,12 +158,13 @@ impl Identity {
             trust,
             removed,
             publish,
+            bundle_applied,
             publisher,
+            follower,
         };
         if self.cluster.set(link).is_err() {
             anyhow::bail!("identity joined the cluster twice");
         }
-        tokio::spawn(follow_bundle(weak, bundle_changed));
         Ok(())
     }
 
@@ -190,14 +198,14 @@ impl Identity {
                 tracing::error!(cap_id = %r.cap_id, "ignoring an unusable revocation from etcd");
                 continue;
             };
-            if !self.revoked.is_revoked(&cap) {
-                fresh.push((cap, r.expires, r.revoked_at));
-            }
+            fresh.push((cap, r.expires, r.revoked_at));
         }
         if fresh.is_empty() {
             return;
         }
-        // The set first: enforcement here must not wait for the disk.
+        // The set first: enforcement here must not wait for the disk. What is new is
+        // decided by the store (not the set), so a failed write is retried on the next
+        // load instead of being skipped as already known.
         for (cap, expires, _) in &fresh {
             self.revoked
                 .insert(*cap, expires.map(Timestamp::from_unix_seconds));
@@ -225,14 +233,46 @@ impl Identity {
     ) {
         let was_removed = self.is_removed();
         let now_removed = removed.contains_key(&self.node_id);
+        // Keys of removed nodes are refused under any name; this node's own keys are
+        // never taken from etcd (nobody can rebind them to another issuer).
+        let own: Vec<String> = self
+            .own_key_infos()
+            .map(|keys| keys.into_iter().map(|k| k.public_key).collect())
+            .unwrap_or_default();
+        let mut refused: HashSet<&str> = removed
+            .values()
+            .flat_map(|r| r.public_keys.iter().map(String::as_str))
+            .collect();
+        refused.extend(own.iter().map(String::as_str));
+        // A public key published under two nodes is ambiguous: trusted under neither.
+        let mut owners: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for (path, info) in trust {
+            if let Some((node, _)) = path.split_once('/') {
+                owners
+                    .entry(info.public_key.as_str())
+                    .or_default()
+                    .insert(node);
+            }
+        }
         let mut remote: Vec<KeyInfo> = Vec::new();
         for (path, info) in trust {
             // `<node>/<kid>`: the node is taken from the key's place in etcd, never from
-            // the value, and must be a live member.
+            // the value.
             let Some((node, _kid)) = path.split_once('/') else {
                 continue;
             };
             if node == self.node_id || removed.contains_key(node) {
+                continue;
+            }
+            if refused.contains(info.public_key.as_str()) {
+                tracing::error!(%path, "ignoring a removed node's (or this node's own) key in the trust bundle");
+                continue;
+            }
+            if owners
+                .get(info.public_key.as_str())
+                .is_some_and(|o| o.len() > 1)
+            {
+                tracing::error!(%path, "ignoring a key published under more than one node");
                 continue;
             }
             let mut info = info.clone();
@@ -270,20 +310,28 @@ impl Identity {
     }
 }
 
-/// Applies the trust bundle whenever it (or the removed-node list) changes.
-async fn follow_bundle(identity: Weak<Identity>, changed: Arc<Notify>) {
+/// Applies the trust bundle whenever it (or the removed-node list) changes, reading the
+/// mirrors' own current state.
+async fn follow_bundle(
+    identity: Weak<Identity>,
+    mut trust: tokio::sync::watch::Receiver<MirrorState<KeyInfo>>,
+    mut removed: tokio::sync::watch::Receiver<MirrorState<RemovedRecord>>,
+    applied: Arc<std::sync::atomic::AtomicBool>,
+) {
     loop {
-        changed.notified().await;
-        let Some(identity) = identity.upgrade() else {
-            return;
-        };
-        let Some(link) = identity.cluster.get() else {
-            continue;
-        };
-        if !(link.trust.state().loaded && link.removed.state().loaded) {
-            continue;
+        let t = trust.borrow_and_update().clone();
+        let r = removed.borrow_and_update().clone();
+        if t.loaded && r.loaded {
+            let Some(identity) = identity.upgrade() else {
+                return;
+            };
+            identity.apply_bundle(&t.entries, &r.entries);
+            applied.store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        identity.apply_bundle(&link.trust.entries(), &link.removed.entries());
+        tokio::select! {
+            changed = trust.changed() => if changed.is_err() { return },
+            changed = removed.changed() => if changed.is_err() { return },
+        }
     }
 }
 

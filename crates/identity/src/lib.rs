@@ -434,6 +434,16 @@ impl Identity {
         let parent = self.check_token(&p.token)?;
         let refuse =
             |reason: String| self.deny(peer, "identity.delegate", reason, Some(&parent.jti));
+        // Only the issuing node delegates: a child signed here for another node's token
+        // would outlive that node's removal from the cluster (its key leaves the trust
+        // bundle, but this node's key would still vouch for the child).
+        let own_issuer = format!("identity@{}", self.node_id);
+        if parent.iss != own_issuer {
+            return Err(refuse(format!(
+                "the capability was issued by `{}`; delegate it at that node's identity",
+                parent.iss
+            )));
+        }
         let parent_rights: BTreeSet<String> = effective_rights(&parent);
         let rights = match &p.rights {
             None => parent_rights
@@ -565,11 +575,13 @@ impl Identity {
             .insert(cap, expires.map(Timestamp::from_unix_seconds));
         self.events
             .send_modify(|(seq, _)| *seq = (*seq).max(record.seq));
-        let acked = self.wait_for_acks(record.seq, 0).await;
-        let published = match self.cluster.get() {
-            None => Ok(()),
-            Some(link) => link.publish_revocation(&record).await,
-        };
+        // This node's verifiers and etcd, at the same time.
+        let (acked, published) = tokio::join!(self.wait_for_acks(record.seq, 0), async {
+            match self.cluster.get() {
+                None => Ok(()),
+                Some(link) => link.publish_revocation(&record).await,
+            }
+        });
         self.audit.record(
             "cap.revoked",
             Some(&call.peer),

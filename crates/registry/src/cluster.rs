@@ -59,7 +59,11 @@ impl ClusterStore {
     fn remote_entries(&self) -> Vec<Entry> {
         self.mirror
             .entries()
-            .values()
+            .iter()
+            // The service and node are those of the key's place in etcd; a record whose
+            // value names others is ignored.
+            .filter(|(path, r)| path.split_once('/') == Some((r.service.as_str(), r.node.as_str())))
+            .map(|(_, r)| r)
             .filter(|r| r.node != self.node)
             .filter_map(|r| {
                 Some(Entry {

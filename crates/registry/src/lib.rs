@@ -115,6 +115,15 @@ impl<S: RegistryStore> Registry<S> {
         let remote_endpoint = match &p.remote_endpoint {
             None => None,
             Some(text) => match Endpoint::parse(text) {
+                Ok(Endpoint::Tcp { host, .. })
+                    if host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_unspecified()) =>
+                {
+                    return Err(RegistryError::BadRemoteEndpoint(format!(
+                        "{text:?} names no particular address; give the address other nodes reach the service at"
+                    )))
+                }
                 Ok(e @ Endpoint::Tcp { .. }) => Some(e.to_string()),
                 Ok(_) => {
                     return Err(RegistryError::BadRemoteEndpoint(format!(
@@ -336,6 +345,18 @@ mod tests {
             let body = ErrorBody::from(r.register(&peer(0), p).await.unwrap_err());
             assert_eq!(body.code, ErrorCode::InvalidArgument);
             assert_eq!(body.details["field"], field, "{}", body.message);
+        }
+        for remote in [
+            "unix:///x.sock",
+            "tcp://0.0.0.0:7101",
+            "tcp://[::]:7101",
+            "tcp://h:0",
+        ] {
+            let mut p = reg("ok", "unix:///x.sock", 1);
+            p.remote_endpoint = Some(remote.into());
+            let body = ErrorBody::from(r.register(&peer(0), p).await.unwrap_err());
+            assert_eq!(body.code, ErrorCode::InvalidArgument, "{remote}");
+            assert_eq!(body.details["field"], "remote_endpoint", "{}", body.message);
         }
         assert!(
             r.list().await.unwrap().services.is_empty(),

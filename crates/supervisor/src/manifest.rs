@@ -280,7 +280,7 @@ pub struct ServiceSpec {
     pub register: bool,
     /// Cluster mode: the `ip:port` the service also listens on with mutual TLS. The
     /// supervisor passes it as `STRATA_TCP_LISTEN` and registers `tcp://<ip:port>` as the
-    /// endpoint other nodes use.
+    /// endpoint other nodes use, so it must be a particular address (not 0.0.0.0 or ::).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<std::net::SocketAddr>,
     #[serde(default = "default_ready_timeout")]
@@ -370,6 +370,14 @@ impl ServiceSpec {
     fn validate_fields(&self) -> Result<(), ManifestError> {
         if self.exec.trim().is_empty() {
             return Err(self.invalid("exec", "must name a program"));
+        }
+        if let Some(addr) = self.tcp {
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(self.invalid(
+                    "tcp",
+                    "must be the particular ip:port other nodes reach the service at (not 0.0.0.0, ::, or port 0)",
+                ));
+            }
         }
         if self.exec.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
             return Err(self.invalid("exec", "and `args` must not contain NUL bytes"));
@@ -583,6 +591,22 @@ mod tests {
         assert_eq!(s.drain_ms, 2000);
         assert_eq!(s.stop_signal, Signal::TERM);
         assert!(s.sandbox.no_new_privs);
+    }
+
+    #[test]
+    fn a_tcp_listener_must_be_a_particular_address() {
+        let with = |tcp: &str| {
+            parse(&format!(
+                "[[service]]\nname = \"fs\"\nexec = \"/bin/true\"\ntcp = \"{tcp}\"\n"
+            ))
+        };
+        let ok = with("10.0.0.5:7101").unwrap();
+        assert_eq!(ok.services[0].tcp, Some("10.0.0.5:7101".parse().unwrap()));
+        for bad in ["0.0.0.0:7101", "[::]:7101", "10.0.0.5:0"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("`tcp`"), "{bad}: {e}");
+        }
+        assert!(with("not-an-address").is_err());
     }
 
     #[test]

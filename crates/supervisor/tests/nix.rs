@@ -4,6 +4,7 @@
 //! - nix/golden/manifest.toml is what the module renders from its defaults, evaluated
 //!   with builtins only (nix/render-manifest.nix on nix/defaults.nix), and the
 //!   supervisor accepts it and runs the built-in graph from it;
+//! - every variable the module puts in the unit's environment is one the supervisor reads;
 //! - the module's TOML renderer and the VM test's reading of the README tour are right.
 //!
 //! Without `nix-instantiate` the tests that need it print SKIPPED; CI installs Debian's
@@ -174,6 +175,39 @@ fn golden_manifest_passes_check_config_and_is_the_builtin_graph() {
     }
 }
 
+/// The unit's environment (the `STRATA_* = ...` attributes of nix/module.nix) names only
+/// variables the supervisor reads: a setting the module passes and nothing reads is a
+/// silently ignored option.
+#[test]
+fn every_variable_the_unit_sets_is_one_the_supervisor_reads() {
+    let module = std::fs::read_to_string(repo_root().join("nix/module.nix")).unwrap();
+    let set: Vec<&str> = module
+        .lines()
+        .filter_map(|line| line.trim_start().split_once(" = "))
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.starts_with("STRATA_")
+                && name[7..]
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_')
+        })
+        .collect();
+    for expected in ["STRATA_CONFIG", "STRATA_ETCD_ENDPOINTS", "STRATA_TLS_KEY"] {
+        assert!(set.contains(&expected), "{expected} not among {set:?}");
+    }
+    let out = Command::new(SUPERVISOR)
+        .arg("--help")
+        .output()
+        .expect("run strata-supervisor");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in set {
+        assert!(
+            help.contains(name),
+            "nix/module.nix sets {name}, which strata-supervisor --help does not mention:\n{help}"
+        );
+    }
+}
+
 /// Settings shaped like `config.services.strata` with every rendered option in use.
 const CONFIGURED: &str = r#"
   let defaults = import ./nix/defaults.nix; in
@@ -198,9 +232,10 @@ const CONFIGURED: &str = r#"
         };
       };
       fs.exportRoots = [ "/srv/a" "/srv/b" ];
-      cluster.etcd = defaults.cluster.etcd // {
-        endpoints = [ "https://10.0.0.1:2379" "https://10.0.0.2:2379" ];
-        caFile = "/etc/strata/etcd-ca.pem";
+      cluster = defaults.cluster // {
+        etcd.endpoints = [ "http://10.0.0.1:2379" "http://10.0.0.2:2379" ];
+        tls = { caFile = "/etc/strata/tls/ca.crt"; certFile = "/etc/strata/tls/node.crt"; keyFile = "/etc/strata/tls/node.key"; };
+        fsListen = "10.0.0.5:7101";
       };
     };
     issuancePolicyFile = "/nix/store/00000000000000000000000000000000-strata-issuance.toml";
@@ -232,29 +267,31 @@ fn configured_settings_render_a_manifest_the_supervisor_accepts() {
     let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["identity", "fs", "web"], "registry is disabled");
     let service = |name: &str| m.service(name).unwrap();
-    let etcd = [
-        (
-            "STRATA_ETCD_ENDPOINTS",
-            "https://10.0.0.1:2379,https://10.0.0.2:2379",
-        ),
-        ("STRATA_ETCD_CA_FILE", "/etc/strata/etcd-ca.pem"),
-    ];
     let env = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let mut identity_env = env(&etcd);
-    identity_env.insert(
-        "STRATA_ISSUANCE_POLICY".into(),
-        "/nix/store/00000000000000000000000000000000-strata-issuance.toml".into(),
+    // The cluster settings are the supervisor's (the unit's environment), which hands them
+    // to every service: none is in a service's `env`. fs's listener is its `tcp` key.
+    assert_eq!(
+        service("identity").env,
+        env(&[(
+            "STRATA_ISSUANCE_POLICY",
+            "/nix/store/00000000000000000000000000000000-strata-issuance.toml"
+        )])
     );
-    assert_eq!(service("identity").env, identity_env);
-    let mut fs_env = env(&etcd);
-    fs_env.insert("STRATA_FS_EXPORT_ROOTS".into(), "/srv/a:/srv/b".into());
-    fs_env.insert("STRATA_FS_MAX_HANDLES".into(), "64".into());
-    assert_eq!(service("fs").env, fs_env);
+    assert_eq!(
+        service("fs").env,
+        env(&[
+            ("STRATA_FS_EXPORT_ROOTS", "/srv/a:/srv/b"),
+            ("STRATA_FS_MAX_HANDLES", "64")
+        ])
+    );
+    assert_eq!(service("fs").tcp, Some("10.0.0.5:7101".parse().unwrap()));
+    assert_eq!(service("identity").tcp, None);
+    assert_eq!(service("web").tcp, None);
 
     let web = service("web");
     assert_eq!(web.exec, "/srv/web/bin/web");

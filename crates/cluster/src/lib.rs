@@ -17,7 +17,7 @@
 //! | `nodes/<node>`                  | [`NodeRecord`]      | node lease |
 //! | `registry/<service>/<node>`     | [`RegistryRecord`]  | node lease |
 //! | `revocations/<cap_id>`          | [`RevocationRecord`]| none       |
-//! | `trust/<node>/<kid>`            | `KeyInfo` (node set)| none       |
+//! | `trust/<node>/<kid>`            | [`TrustRecord`]     | none       |
 //! | `removed/<node>`                | [`RemovedRecord`]   | none       |
 //!
 //! Not here: what the services do with these (registry, identity), certificates
@@ -33,7 +33,7 @@ pub use config::{ClusterConfig, ConfigError};
 pub use etcd::{ClusterError, Etcd};
 pub use lease::NodeLease;
 pub use mirror::{Mirror, MirrorEvent, MirrorState};
-pub use records::{NodeRecord, RegistryRecord, RemovedRecord, RevocationRecord};
+pub use records::{NodeRecord, RegistryRecord, RemovedRecord, RevocationRecord, TrustRecord};
 
 /// Removes `node` from the cluster: records a tombstone (a removed node id is never
 /// trusted again), deletes its trust-bundle keys, revokes its lease (its registrations
@@ -51,8 +51,8 @@ pub async fn remove_node(etcd: &Etcd, node: &str) -> Result<u64, ClusterError> {
     let mut public_keys: Vec<String> = keys
         .iter()
         .filter_map(|(_, value)| {
-            let v: serde_json::Value = serde_json::from_slice(value).ok()?;
-            v.get("public_key")?.as_str().map(str::to_owned)
+            let record: TrustRecord = serde_json::from_slice(value).ok()?;
+            Some(record.key.public_key)
         })
         .collect();
     // Removing twice keeps what the first removal recorded.

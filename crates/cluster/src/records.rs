@@ -49,6 +49,34 @@ pub struct RemovedRecord {
     pub public_keys: Vec<String>,
 }
 
+/// `trust/<node>/<kid>`: one of a node's public keys, signed with the node's certificate
+/// (from the cluster CA, CN = the node), so that writing etcd is not enough to make the
+/// cluster trust a key in a node's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustRecord {
+    pub key: strata_proto::methods::identity::KeyInfo,
+    /// The node's certificate, DER in standard base64.
+    pub cert: String,
+    /// ECDSA P-256/SHA-256 signature (ASN.1 DER, standard base64) over
+    /// [`TrustRecord::signed_message`].
+    pub signature: String,
+}
+
+impl TrustRecord {
+    /// What a node signs when it publishes `key`: the node, and every field that decides
+    /// what the key may verify (not `current`, which is informational).
+    pub fn signed_message(node: &str, key: &strata_proto::methods::identity::KeyInfo) -> Vec<u8> {
+        format!(
+            "strata-trust-v1\n{node}\n{}\n{}\n{}\n{}",
+            key.kid,
+            key.public_key,
+            key.not_before.as_deref().unwrap_or(""),
+            key.not_after.as_deref().unwrap_or(""),
+        )
+        .into_bytes()
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

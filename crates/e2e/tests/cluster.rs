@@ -67,6 +67,12 @@ fn make_certs(dir: &Path, ca: &str, nodes: &[(&str, &str)]) {
         ctl(&["cluster", "init", "--dir", ca_dir.to_str().unwrap()]),
         "cluster init",
     );
+    make_certs_with(dir, ca, nodes);
+}
+
+/// Node certificates from the existing CA in `dir/ca`.
+fn make_certs_with(dir: &Path, ca: &str, nodes: &[(&str, &str)]) {
+    let ca_dir = dir.join(ca);
     for (node, host) in nodes {
         let out = dir.join(node);
         ok(
@@ -291,6 +297,18 @@ fn a_token_issued_on_a_reads_a_file_through_b_over_mutual_tls() {
             .unwrap();
         assert_eq!(read.bytes_read, 29);
     });
+    // B's audit log names the remote caller by its certificate, not by a made-up uid.
+    let audit = std::fs::read_to_string(c.b.sb.state_dir().join("audit.log")).unwrap();
+    let remote_open = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "fs.open" && e["remote"].is_string())
+        .expect("a remote fs.open in b's audit log");
+    assert!(
+        remote_open["remote"].as_str().unwrap().starts_with("a@"),
+        "{remote_open}"
+    );
+    assert!(remote_open.get("uid").is_none(), "{remote_open}");
     let health = call(&c.b.sb.socket("identity"), "sys.health", json!({}), None).unwrap();
     assert_eq!(health["result"]["cluster"]["loaded"], true, "{health}");
     assert_eq!(health["result"]["cluster"]["remote_keys"], 1, "{health}");
@@ -614,54 +632,75 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
         !c.fs_nodes(&c.b).contains(&"a".to_owned())
     });
 
-    // The removed node still holds its signing key. Re-publishing that key under a fresh
-    // node id and minting tokens for that id gets it nowhere: the tombstone lists the key.
-    let key_file = c.a.sb.state_dir().join("identity/signing.key");
-    let stolen = strata_cap::SigningKey::load(&key_file).unwrap();
-    let claims: strata_cap::Claims = serde_json::from_value(json!({
-        "jti": "0123456789abcdef0123456789abcdef", "sub": "uid:0", "iss": "identity@mallory",
-        "aud": "strata", "service": "fs",
-        "iat": strata_cap::Timestamp::from_unix_seconds(unix_now() - 5).to_string(),
-        "exp": strata_cap::Timestamp::from_unix_seconds(unix_now() + 600).to_string(),
-        "actions": ["open", "read"], "rights": ["fs.open", "fs.read"],
-        "constraints": {"path_prefix": c.export}, "parents": []
-    }))
-    .unwrap();
-    let forged = stolen.sign(&claims).unwrap();
-    let info = strata_proto::methods::identity::KeyInfo {
-        kid: stolen.kid(strata_cap::TokenVersion::V2).to_string(),
-        public_key: stolen.public_key().to_base64(),
-        not_before: None,
-        not_after: None,
-        current: true,
-        node: Some("mallory".into()),
-    };
+    // The removed node still holds its signing key and its node certificate. Publishing
+    // the key under a fresh node id, signed with its own certificate, gets it nowhere (the
+    // certificate names `a`, and the tombstone lists the key); a new node whose entry is
+    // signed by its own certificate from the cluster CA is trusted at once.
+    let stolen =
+        strata_cap::SigningKey::load(&c.a.sb.state_dir().join("identity/signing.key")).unwrap();
+    let a_cert = strata_ipc::tls::NodeIdentity::load(&c.tls("a")).unwrap();
+    make_certs_with(c.certs.path(), "ca", &[("zed", "127.0.0.3")]);
+    let zed_cert = strata_ipc::tls::NodeIdentity::load(&c.tls("zed")).unwrap();
+    let zed_key = strata_cap::SigningKey::generate().unwrap();
+    let forged = token_signed_by(&stolen, "mallory", &c.export);
+    let from_zed = token_signed_by(&zed_key, "zed", &c.export);
     runtime().block_on(async {
         let config =
             strata_cluster::ClusterConfig::new("mallory", vec![c.etcd.endpoint()]).unwrap();
         let etcd = strata_cluster::Etcd::connect(&config).await.unwrap();
-        etcd.put_json(&etcd.key(&["trust", "mallory", &info.kid]), &info, None)
-            .await
-            .unwrap();
-        // Then an honest new node's key: once b trusts it, b has processed the stolen
-        // key too (etcd delivers watch events in order).
-        let fresh = strata_cap::SigningKey::generate().unwrap();
-        let honest = strata_proto::methods::identity::KeyInfo {
-            kid: fresh.kid(strata_cap::TokenVersion::V2).to_string(),
-            public_key: fresh.public_key().to_base64(),
-            node: Some("zed".into()),
-            ..info.clone()
+        let publish = |node: &'static str,
+                       key: &strata_cap::SigningKey,
+                       signer: &strata_ipc::tls::NodeIdentity| {
+            let info = strata_proto::methods::identity::KeyInfo {
+                kid: key.kid(strata_cap::TokenVersion::V2).to_string(),
+                public_key: key.public_key().to_base64(),
+                not_before: None,
+                not_after: None,
+                current: true,
+                node: None,
+            };
+            let signature = signer.sign(&strata_cluster::TrustRecord::signed_message(node, &info));
+            let record = strata_cluster::TrustRecord {
+                cert: b64(signer.certificate()),
+                signature: b64(&signature),
+                key: info,
+            };
+            (etcd.key(&["trust", node, &record.key.kid]), record)
         };
-        etcd.put_json(&etcd.key(&["trust", "zed", &honest.kid]), &honest, None)
-            .await
-            .unwrap();
+        for (key, record) in [
+            publish("mallory", &stolen, &a_cert),
+            // Last: once b trusts zed's key it has seen the entries before it too.
+            publish("zed", &zed_key, &zed_cert),
+        ] {
+            etcd.put_json(&key, &record, None).await.unwrap();
+        }
     });
-    wait_until("b trusts the honest new node's key", DEADLINE, || {
-        let h = call(&c.b.sb.socket("identity"), "sys.health", json!({}), None).unwrap();
-        h["result"]["cluster"]["remote_keys"] == 1
+    wait_until("b trusts the new node's key", DEADLINE, || {
+        read_local(&c.b, &from_zed, "r.txt").is_ok()
     });
     let refused = read_local(&c.b, &forged, "r.txt").unwrap_err();
     assert_eq!(refused["name"], "UNAUTHENTICATED", "{refused}");
+    let h = call(&c.b.sb.socket("identity"), "sys.health", json!({}), None).unwrap();
+    assert_eq!(h["result"]["cluster"]["remote_keys"], 1, "{h}");
+}
+
+/// A token for fs beneath `export`, claiming to come from `node`'s identity.
+fn token_signed_by(key: &strata_cap::SigningKey, node: &str, export: &Path) -> String {
+    let claims: strata_cap::Claims = serde_json::from_value(json!({
+        "jti": strata_cap::CapId::random().unwrap().to_string(), "sub": "uid:0",
+        "iss": format!("identity@{node}"), "aud": "strata", "service": "fs",
+        "iat": strata_cap::Timestamp::from_unix_seconds(unix_now() - 5).to_string(),
+        "exp": strata_cap::Timestamp::from_unix_seconds(unix_now() + 600).to_string(),
+        "actions": ["open", "read"], "rights": ["fs.open", "fs.read"],
+        "constraints": {"path_prefix": export}, "parents": []
+    }))
+    .unwrap();
+    key.sign(&claims).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use ct_codecs::{Base64, Encoder};
+    Base64::encode_to_string(bytes).unwrap()
 }
 
 fn unix_now() -> i64 {
@@ -669,4 +708,36 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+#[test]
+fn cluster_settings_are_checked_before_anything_starts() {
+    let sb = strata_testkit::Sandbox::new();
+    let run = |env: &[(&str, &str)]| {
+        let out = sb
+            .command("strata-supervisor")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let etcd = ("STRATA_ETCD_ENDPOINTS", "http://127.0.0.1:9");
+    let (ok, err) = run(&[etcd, ("STRATA_NODE_ID", "a")]);
+    assert!(
+        !ok && err.contains("needs this node's certificate"),
+        "{err}"
+    );
+    let (ok, err) = run(&[
+        ("STRATA_ETCD_ENDPOINTS", "https://127.0.0.1:9"),
+        ("STRATA_NODE_ID", "a"),
+    ]);
+    assert!(!ok && err.contains("https://"), "{err}");
+    let (ok, err) = run(&[etcd, ("STRATA_NODE_ID", "Not A Node")]);
+    assert!(!ok && err.contains("STRATA_NODE_ID"), "{err}");
+    let (ok, err) = run(&[("STRATA_TLS_CA", "/x")]);
+    assert!(!ok && err.contains("go together"), "{err}");
+    assert!(!sb.socket("supervisor").exists(), "nothing was started");
 }

@@ -70,6 +70,7 @@ impl FsService {
             json!({
                 "cap_id": caller.claims.jti.to_string(),
                 "sub": caller.claims.sub,
+                "remote": caller.remote,
                 "prefix": caller.claims.path_prefix().map(|p| p.as_str()),
                 "path": path.as_str(),
                 "handle": handle.id.short(),

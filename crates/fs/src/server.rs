@@ -170,12 +170,12 @@ where
         Ok(claims) => claims,
         Err(denied) => {
             if is_denial(denied.code) {
-                fs.audit_denial(&call.method, Some(&call.peer), None, &denied);
+                fs.audit_denial(&call, None, &denied);
             }
             return Err(denied);
         }
     };
-    let caller = Caller::new(claims, Some(call.peer));
+    let caller = Caller::of(claims, &call);
     let outcome = match offload {
         Offload::No => work(&fs, &caller),
         Offload::Yes => {
@@ -189,7 +189,7 @@ where
     outcome.map_err(|e| {
         let body = ErrorBody::from(e);
         if is_denial(body.code) {
-            fs.audit_denial(&call.method, Some(&call.peer), Some(&caller.claims), &body);
+            fs.audit_denial(&call, Some(&caller.claims), &body);
         }
         body
     })

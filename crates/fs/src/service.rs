@@ -26,12 +26,31 @@ pub trait RevocationCheck: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub claims: Arc<Claims>,
+    /// Kernel credentials of a local caller; `None` over TCP (and in tests).
     pub peer: Option<PeerCred>,
+    /// A caller over mutual TLS: its certificate name and address, for the audit log.
+    pub remote: Option<String>,
 }
 
 impl Caller {
     pub fn new(claims: Arc<Claims>, peer: Option<PeerCred>) -> Caller {
-        Caller { claims, peer }
+        Caller {
+            claims,
+            peer,
+            remote: None,
+        }
+    }
+
+    /// The caller of `call`, as the kernel or its certificate tells.
+    pub fn of(claims: Arc<Claims>, call: &strata_ipc::Call) -> Caller {
+        Caller {
+            claims,
+            peer: call.local_peer().copied(),
+            remote: call
+                .remote
+                .as_ref()
+                .map(|r| format!("{}@{}", r.name, r.addr)),
+        }
     }
 }
 
@@ -175,18 +194,20 @@ impl FsService {
     /// Audit a refused request. Every denial is recorded: refusals by the guard (bad,
     /// expired or revoked token, missing right, rate limit) and by fs (paths out of the
     /// prefix, foreign handles, limits).
+    /// Records a refused request. A caller over TCP has no kernel credentials: it is
+    /// recorded by its certificate name and address instead.
     pub fn audit_denial(
         &self,
-        method: &str,
-        peer: Option<&PeerCred>,
+        call: &strata_ipc::Call,
         claims: Option<&Claims>,
         error: &strata_proto::ErrorBody,
     ) {
         self.audit.record(
             "auth.denied",
-            peer,
+            call.local_peer(),
             json!({
-                "method": method,
+                "method": call.method,
+                "remote": call.remote.as_ref().map(|r| json!({"node": r.name, "addr": r.addr.to_string()})),
                 "cap_id": claims.map(|c| c.jti.to_string()),
                 "sub": claims.map(|c| c.sub.clone()),
                 "code": error.code.name(),

@@ -24,7 +24,9 @@ use std::time::Duration;
 use strata_cap::{CapId, Timestamp, TrustedKey};
 use strata_cluster::{
     ClusterConfig, Etcd, Mirror, MirrorEvent, MirrorState, RemovedRecord, RevocationRecord,
+    TrustRecord,
 };
+use strata_ipc::tls::NodeIdentity;
 use strata_proto::methods::identity::KeyInfo;
 use tokio::sync::Notify;
 
@@ -33,7 +35,10 @@ pub struct ClusterLink {
     node: String,
     etcd: Etcd,
     revocations: Mirror<RevocationRecord>,
-    trust: Mirror<KeyInfo>,
+    trust: Mirror<TrustRecord>,
+    /// This node's certificate and key: signs what it publishes to the trust bundle and
+    /// checks what the other nodes published.
+    tls: Arc<NodeIdentity>,
     removed: Mirror<RemovedRecord>,
     /// Wakes the publisher (own keys, unpublished revocations).
     publish: Arc<Notify>,
@@ -117,6 +122,17 @@ impl Identity {
             config.node,
             self.node_id
         );
+        let files = strata_ipc::tls::TlsFiles::from_env().ok_or_else(|| {
+            anyhow::anyhow!("cluster mode needs this node's certificate: set STRATA_TLS_CA, STRATA_TLS_CERT and STRATA_TLS_KEY")
+        })??;
+        let tls = Arc::new(NodeIdentity::load(&files)?);
+        anyhow::ensure!(
+            tls.name() == self.node_id,
+            "the node certificate {} is for `{}`, not this node `{}`",
+            files.cert.display(),
+            tls.name(),
+            self.node_id
+        );
         let etcd = Etcd::connect(config).await?;
         let publish = Arc::new(Notify::new());
         let weak = Arc::downgrade(self);
@@ -142,6 +158,7 @@ impl Identity {
         let bundle_applied = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let follower = tokio::spawn(follow_bundle(
             Weak::clone(&weak),
+            Arc::clone(&tls),
             trust.subscribe(),
             removed.subscribe(),
             Arc::clone(&bundle_applied),
@@ -156,6 +173,7 @@ impl Identity {
             etcd,
             revocations,
             trust,
+            tls,
             removed,
             publish,
             bundle_applied,
@@ -228,7 +246,8 @@ impl Identity {
     /// they changed, so verifiers reload them.
     fn apply_bundle(
         &self,
-        trust: &BTreeMap<String, KeyInfo>,
+        tls: &NodeIdentity,
+        trust: &BTreeMap<String, TrustRecord>,
         removed: &BTreeMap<String, RemovedRecord>,
     ) {
         let was_removed = self.is_removed();
@@ -245,8 +264,22 @@ impl Identity {
             .collect();
         refused.extend(own.iter().map(String::as_str));
         // A public key published under two nodes is ambiguous: trusted under neither.
+        // Only entries signed by their node's certificate count at all.
+        let signed: Vec<(&str, &KeyInfo)> = trust
+            .iter()
+            .filter_map(|(path, record)| {
+                let (node, _) = path.split_once('/')?;
+                match check_signature(tls, node, record) {
+                    Ok(()) => Some((path.as_str(), &record.key)),
+                    Err(e) => {
+                        tracing::error!(%path, error = %e, "ignoring a trust-bundle entry not signed by its node");
+                        None
+                    }
+                }
+            })
+            .collect();
         let mut owners: HashMap<&str, HashSet<&str>> = HashMap::new();
-        for (path, info) in trust {
+        for (path, info) in &signed {
             if let Some((node, _)) = path.split_once('/') {
                 owners
                     .entry(info.public_key.as_str())
@@ -255,7 +288,7 @@ impl Identity {
             }
         }
         let mut remote: Vec<KeyInfo> = Vec::new();
-        for (path, info) in trust {
+        for (path, info) in signed {
             // `<node>/<kid>`: the node is taken from the key's place in etcd, never from
             // the value.
             let Some((node, _kid)) = path.split_once('/') else {
@@ -275,7 +308,7 @@ impl Identity {
                 tracing::error!(%path, "ignoring a key published under more than one node");
                 continue;
             }
-            let mut info = info.clone();
+            let mut info = KeyInfo::clone(info);
             info.node = Some(node.to_owned());
             if let Err(e) = TrustedKey::try_from(&info) {
                 tracing::error!(%path, error = %e, "ignoring an unusable key in the trust bundle");
@@ -314,7 +347,8 @@ impl Identity {
 /// mirrors' own current state.
 async fn follow_bundle(
     identity: Weak<Identity>,
-    mut trust: tokio::sync::watch::Receiver<MirrorState<KeyInfo>>,
+    tls: Arc<NodeIdentity>,
+    mut trust: tokio::sync::watch::Receiver<MirrorState<TrustRecord>>,
     mut removed: tokio::sync::watch::Receiver<MirrorState<RemovedRecord>>,
     applied: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -325,7 +359,7 @@ async fn follow_bundle(
             let Some(identity) = identity.upgrade() else {
                 return;
             };
-            identity.apply_bundle(&t.entries, &r.entries);
+            identity.apply_bundle(&tls, &t.entries, &r.entries);
             applied.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         tokio::select! {
@@ -384,8 +418,14 @@ async fn publish_once(
         let bundle = link.trust.entries();
         for info in identity.own_key_infos()? {
             let path = format!("{node}/{}", info.kid);
-            if bundle.get(&path) != Some(&info) {
-                etcd.put_json(&etcd.key(&["trust", node, &info.kid]), &info, None)
+            if bundle.get(&path).map(|r| &r.key) != Some(&info) {
+                let signature = link.tls.sign(&TrustRecord::signed_message(node, &info));
+                let record = TrustRecord {
+                    cert: b64(link.tls.certificate()),
+                    signature: b64(&signature),
+                    key: info,
+                };
+                etcd.put_json(&etcd.key(&["trust", node, &record.key.kid]), &record, None)
                     .await?;
                 keys += 1;
             }
@@ -400,4 +440,26 @@ async fn publish_once(
         }
     }
     Ok((keys, revocations))
+}
+
+/// Whether `record` (published at `trust/<node>/…`) was signed by `node`'s certificate
+/// from the cluster CA.
+fn check_signature(tls: &NodeIdentity, node: &str, record: &TrustRecord) -> Result<(), String> {
+    use ct_codecs::{Base64, Decoder};
+    let cert =
+        Base64::decode_to_vec(&record.cert, None).map_err(|_| "certificate is not base64")?;
+    let signature =
+        Base64::decode_to_vec(&record.signature, None).map_err(|_| "signature is not base64")?;
+    tls.verify(
+        node,
+        &cert,
+        &TrustRecord::signed_message(node, &record.key),
+        &signature,
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use ct_codecs::{Base64, Encoder};
+    Base64::encode_to_string(bytes).unwrap_or_default()
 }

@@ -242,6 +242,128 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// A node's certificate and key used to *sign* statements other nodes check (cluster mode:
+/// identity signs the keys it publishes to the trust bundle), and the cluster CA used to
+/// check such statements from other nodes. Signatures are ECDSA P-256 with SHA-256 (the
+/// key type `strata-pki` issues).
+pub struct NodeIdentity {
+    name: String,
+    cert: CertificateDer<'static>,
+    key: ring::signature::EcdsaKeyPair,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Why a signed statement from another node was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the certificate does not chain to the cluster CA: {0}")]
+    Untrusted(String),
+    #[error("the certificate names `{got}`, not `{expected}`")]
+    WrongName { expected: String, got: String },
+    #[error("the signature does not verify")]
+    BadSignature,
+}
+
+impl NodeIdentity {
+    /// Loads the node's certificate (its name is the certificate's CN), key and the CA.
+    pub fn load(files: &TlsFiles) -> Result<NodeIdentity, TlsError> {
+        let loaded = files.load()?;
+        let cert = loaded.chain[0].clone();
+        let pkcs8 = match &loaded.key {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => return Err(TlsError::Pem {
+                path: files.key.clone(),
+                what: "private key",
+                detail:
+                    "signing needs a PKCS#8 ECDSA P-256 key (as strata-ctl cluster add-node writes)"
+                        .into(),
+            }),
+        };
+        let pkcs8 = zeroize::Zeroizing::new(pkcs8);
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &pkcs8,
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|e| TlsError::Pem {
+            path: files.key.clone(),
+            what: "private key",
+            detail: format!("not an ECDSA P-256 key: {e}"),
+        })?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(loaded.roots, provider())
+            .build()
+            .map_err(|e| TlsError::BadCa {
+                path: files.ca.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(NodeIdentity {
+            name: peer_name(&cert),
+            cert,
+            key,
+            verifier,
+        })
+    }
+
+    /// The node name in the certificate (its CN).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The certificate (DER), to send with a signature.
+    pub fn certificate(&self) -> &[u8] {
+        self.cert.as_ref()
+    }
+
+    /// Signs `message` with the node's key (ASN.1 DER ECDSA signature).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        // Signing with a valid key and the system RNG fails only if the RNG does.
+        self.key
+            .sign(&ring::rand::SystemRandom::new(), message)
+            .map(|s| s.as_ref().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Checks that `cert` chains to the cluster CA (now), names `node`, and signed
+    /// `message` with `signature`.
+    pub fn verify(
+        &self,
+        node: &str,
+        cert: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        let cert = CertificateDer::from(cert.to_vec());
+        self.verifier
+            .verify_client_cert(&cert, &[], rustls::pki_types::UnixTime::now())
+            .map_err(|e| SignatureError::Untrusted(e.to_string()))?;
+        let name = peer_name(&cert);
+        if name != node {
+            return Err(SignatureError::WrongName {
+                expected: node.to_owned(),
+                got: name,
+            });
+        }
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+            .map_err(|e| SignatureError::Untrusted(e.to_string()))?;
+        let public_key = parsed.public_key().subject_public_key.data.as_ref();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_ASN1,
+            public_key,
+        )
+        .verify(message, signature)
+        .map_err(|_| SignatureError::BadSignature)
+    }
+}
+
 /// The name a peer's certificate goes by: its subject CN, or the hex SHA-256 of the
 /// certificate when it has none.
 pub(crate) fn peer_name(cert: &CertificateDer<'_>) -> String {

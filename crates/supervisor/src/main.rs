@@ -163,9 +163,7 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     put("STRATA_TLS_KEY", path(&args.tls_key));
     put("STRATA_NODE_ID", Some(args.node_id.clone()));
     let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if let Some(cluster) = strata_cluster::ClusterConfig::from_lookup(lookup)? {
-        tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
-    }
+    let cluster = strata_cluster::ClusterConfig::from_lookup(lookup)?;
     let tls = vars
         .iter()
         .filter(|(k, _)| k.starts_with("STRATA_TLS_"))
@@ -174,6 +172,15 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
         tls == 0 || tls == 3,
         "--tls-ca, --tls-cert and --tls-key (STRATA_TLS_CA/CERT/KEY) go together: set all three or none"
     );
+    if let Some(cluster) = cluster {
+        anyhow::ensure!(
+            tls == 3,
+            "cluster mode (--etcd) needs this node's certificate: --tls-ca, --tls-cert and \
+             --tls-key (from `strata-ctl cluster add-node {}`)",
+            cluster.node
+        );
+        tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
+    }
     vars.retain(|(k, _)| k != "STRATA_NODE_ID");
     Ok(vars)
 }

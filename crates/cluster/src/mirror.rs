@@ -183,7 +183,6 @@ async fn follow<T: DeserializeOwned + Clone>(
         if response.events().is_empty() {
             continue;
         }
-        let mut entries = BTreeMap::clone(&tx.borrow().entries);
         let mut applied: Vec<(String, Option<T>)> = Vec::new();
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
@@ -196,14 +195,18 @@ async fn follow<T: DeserializeOwned + Clone>(
                 EventType::Put => parse::<T>(prefix, name, kv.value()),
                 EventType::Delete => None,
             };
-            match &value {
-                Some(v) => entries.insert(name.to_owned(), v.clone()),
-                None => entries.remove(name),
-            };
             applied.push((name.to_owned(), value));
         }
+        // In place: the map is copied only while a reader still holds the previous
+        // snapshot, not once per event (the revocation prefix can be large).
         tx.send_modify(|s| {
-            s.entries = Arc::new(entries);
+            let entries = Arc::make_mut(&mut s.entries);
+            for (name, value) in &applied {
+                match value {
+                    Some(v) => entries.insert(name.clone(), v.clone()),
+                    None => entries.remove(name),
+                };
+            }
             s.generation += 1;
         });
         for (name, value) in &applied {

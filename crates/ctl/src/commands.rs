@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use strata_ipc::{paths, resolve_endpoint, Client, Endpoint};
+use strata_ipc::{paths, resolve_endpoint, resolve_on_node, Client, Endpoint};
 use strata_proto::methods::{fs, identity, registry, NoParams};
 
 /// How many recent lines each `svc logs -f` poll looks at (the supervisor allows 10,000).
@@ -75,7 +75,7 @@ impl Session {
                 (Some(url), _) => {
                     Endpoint::parse(url).map_err(|e| Failure::Usage(e.to_string()))?
                 }
-                (None, Some(node)) => self.resolve_on(service, node).await?,
+                (None, Some(node)) => resolve_on_node(&self.runtime_dir, service, node).await?,
                 (None, None) => resolve_endpoint(&self.runtime_dir, service).await?,
             },
         };
@@ -83,27 +83,6 @@ impl Session {
         client.set_timeout(Duration::from_secs_f64(self.global.timeout));
         client.set_token(self.token.clone());
         Ok(client)
-    }
-
-    /// `service` on `node`, as the local registry knows it.
-    async fn resolve_on(&self, service: &str, node: &str) -> Result<Endpoint, Failure> {
-        let registry = Endpoint::unix(&paths::socket_path(&self.runtime_dir, "registry"))
-            .map_err(|e| Failure::Usage(e.to_string()))?;
-        let mut client = Client::new(registry);
-        client.set_timeout(Duration::from_secs_f64(self.global.timeout));
-        let found = client
-            .call::<strata_proto::methods::registry::Resolve>(
-                &strata_proto::methods::registry::ServiceParams {
-                    service: service.to_owned(),
-                    node: Some(node.to_owned()),
-                },
-            )
-            .await?;
-        Endpoint::parse(&found.endpoint).map_err(|e| {
-            Failure::Usage(format!(
-                "the registry gave an unusable endpoint for {service} on {node}: {e}"
-            ))
-        })
     }
 
     fn need_token(&self, what: &str) -> Result<(), Failure> {

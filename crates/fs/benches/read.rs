@@ -29,18 +29,15 @@ use strata_cap::{CapId, Claims, Constraints, SigningKey, Timestamp, TrustedKey, 
 use strata_fs::{ExportRoots, FsService, HandleLimits, LandlockState};
 use strata_guard::Guard;
 use strata_ipc::tls::{self, rustls};
-use strata_ipc::{Server, ServerConfig, TcpListen, TlsFiles};
+use strata_ipc::{Client, Endpoint, Server, ServerConfig, TcpListen, TlsFiles};
 use strata_proto::frame_codec;
-use tokio::net::{TcpStream, UnixListener, UnixStream};
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
-use tokio_util::either::Either;
+use tokio::net::UnixListener;
+use tokio_util::codec::Framed;
 
 const READ_SIZE: usize = 4096;
 const ROUNDS: usize = 3;
 
-type Conn = Framed<Either<UnixStream, TlsStream<TcpStream>>, LengthDelimitedCodec>;
+type Conn = strata_ipc::client::Connection;
 
 /// Where a client loop connects.
 #[derive(Clone)]
@@ -224,20 +221,14 @@ fn claims(prefix: &Path) -> Claims {
 }
 
 async fn connect(target: &Target) -> Conn {
-    let stream = match target {
-        Target::Unix(path) => Either::Left(UnixStream::connect(path).await.unwrap()),
-        Target::Tls(addr, config) => {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-            let tls = TlsConnector::from(Arc::clone(config))
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            Either::Right(tls)
-        }
+    let client = match target {
+        Target::Unix(path) => Client::new(Endpoint::unix(path).unwrap()),
+        Target::Tls(addr, config) => Client::with_tls(
+            Endpoint::from_socket_addr(*addr).unwrap(),
+            Arc::clone(config),
+        ),
     };
-    Framed::new(stream, frame_codec())
+    client.connect_framed().await.unwrap()
 }
 
 /// A CA for this run and two node certificates from it (as `strata-pki` makes them: CN =

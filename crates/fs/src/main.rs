@@ -56,7 +56,16 @@ struct Args {
 
 /// The methods fs serves to other nodes over mutual TLS: all of them (each needs a
 /// capability); nothing else of the process is reachable that way.
-const REMOTE_METHODS: [&str; 5] = ["fs.open", "fs.read", "fs.list", "fs.close", "fs.stat"];
+const REMOTE_METHODS: [&str; 5] = {
+    use strata_proto::methods::{fs, Method};
+    [
+        fs::Open::NAME,
+        fs::Read::NAME,
+        fs::List::NAME,
+        fs::Close::NAME,
+        fs::Stat::NAME,
+    ]
+};
 
 /// Descriptors kept free for sockets, the audit log and directory lookups.
 const SPARE_FDS: u64 = 256;

@@ -43,7 +43,7 @@ pub struct ClusterLink {
     /// Wakes the publisher (own keys, unpublished revocations).
     publish: Arc<Notify>,
     /// The trust bundle has been applied at least once.
-    bundle_applied: Arc<std::sync::atomic::AtomicBool>,
+    bundle_applied: tokio::sync::watch::Sender<bool>,
     publisher: tokio::task::JoinHandle<()>,
     follower: tokio::task::JoinHandle<()>,
 }
@@ -58,23 +58,16 @@ impl Drop for ClusterLink {
 impl ClusterLink {
     /// Whether every shared prefix has been read at least once.
     pub fn is_loaded(&self) -> bool {
-        self.revocations.state().loaded
-            && self
-                .bundle_applied
-                .load(std::sync::atomic::Ordering::SeqCst)
+        self.revocations.state().loaded && *self.bundle_applied.borrow()
     }
 
     pub async fn wait_loaded(&self) {
         self.revocations.wait_loaded().await;
-        self.trust.wait_loaded().await;
-        self.removed.wait_loaded().await;
-        // The bundle follower applies what the mirrors loaded right after they did.
-        while !self
+        let _ = self
             .bundle_applied
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+            .subscribe()
+            .wait_for(|applied| *applied)
+            .await;
     }
 
     /// Whether the etcd watches are up right now.
@@ -155,13 +148,13 @@ impl Identity {
         };
         let trust = Mirror::start(etcd.clone(), etcd.key(&["trust", ""]));
         let removed = Mirror::start(etcd.clone(), etcd.key(&["removed", ""]));
-        let bundle_applied = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bundle_applied = tokio::sync::watch::Sender::new(false);
         let follower = tokio::spawn(follow_bundle(
             Weak::clone(&weak),
             Arc::clone(&tls),
             trust.subscribe(),
             removed.subscribe(),
-            Arc::clone(&bundle_applied),
+            bundle_applied.clone(),
         ));
         let publisher = tokio::spawn(publisher(
             Weak::clone(&weak),
@@ -350,17 +343,20 @@ async fn follow_bundle(
     tls: Arc<NodeIdentity>,
     mut trust: tokio::sync::watch::Receiver<MirrorState<TrustRecord>>,
     mut removed: tokio::sync::watch::Receiver<MirrorState<RemovedRecord>>,
-    applied: Arc<std::sync::atomic::AtomicBool>,
+    applied: tokio::sync::watch::Sender<bool>,
 ) {
     loop {
-        let t = trust.borrow_and_update().clone();
-        let r = removed.borrow_and_update().clone();
-        if t.loaded && r.loaded {
-            let Some(identity) = identity.upgrade() else {
-                return;
-            };
-            identity.apply_bundle(&tls, &t.entries, &r.entries);
-            applied.store(true, std::sync::atomic::Ordering::SeqCst);
+        {
+            // Snapshots are dropped before waiting, so the mirrors can update in place.
+            let t = trust.borrow_and_update().clone();
+            let r = removed.borrow_and_update().clone();
+            if t.loaded && r.loaded {
+                let Some(identity) = identity.upgrade() else {
+                    return;
+                };
+                identity.apply_bundle(&tls, &t.entries, &r.entries);
+                let _ = applied.send_replace(true);
+            }
         }
         tokio::select! {
             changed = trust.changed() => if changed.is_err() { return },

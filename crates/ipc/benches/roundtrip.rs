@@ -17,13 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_ipc::tls::{self, rustls};
-use strata_ipc::{Router, Server, ServerConfig, TcpListen};
+use strata_ipc::{Client, Endpoint, Router, Server, ServerConfig, TcpListen};
 use strata_proto::frame_codec;
-use tokio::net::{TcpStream, UnixListener, UnixStream};
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
-use tokio_util::either::Either;
+use tokio::net::UnixListener;
+use tokio_util::codec::Framed;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EchoParams {
@@ -61,23 +58,17 @@ enum Target {
     Tls(SocketAddr, Arc<rustls::ClientConfig>),
 }
 
-type Conn = Framed<Either<UnixStream, TlsStream<TcpStream>>, LengthDelimitedCodec>;
+type Conn = strata_ipc::client::Connection;
 
 async fn connect(target: &Target) -> Conn {
-    let stream = match target {
-        Target::Unix(path) => Either::Left(UnixStream::connect(path).await.unwrap()),
-        Target::Tls(addr, config) => {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-            let tls = TlsConnector::from(Arc::clone(config))
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            Either::Right(tls)
-        }
+    let client = match target {
+        Target::Unix(path) => Client::new(Endpoint::unix(path).unwrap()),
+        Target::Tls(addr, config) => Client::with_tls(
+            Endpoint::from_socket_addr(*addr).unwrap(),
+            Arc::clone(config),
+        ),
     };
-    Framed::new(stream, frame_codec())
+    client.connect_framed().await.unwrap()
 }
 
 async fn latencies(target: &Target, n: usize) -> Vec<Duration> {

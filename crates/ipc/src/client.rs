@@ -71,14 +71,18 @@ impl ClientError {
     }
 }
 
-type Stream = Either<UnixStream, TlsStream<TcpStream>>;
+/// A connection to a Unix socket or, over mutual TLS, to a TCP endpoint.
+pub type Stream = Either<UnixStream, TlsStream<TcpStream>>;
+
+/// A framed connection as [`Client::connect_framed`] opens it.
+pub type Connection = Framed<Stream, LengthDelimitedCodec>;
 
 /// A connection to one endpoint, opened on first use and reopened after a failure.
 pub struct Client {
     endpoint: Endpoint,
     /// For a tcp endpoint: given, or `None` to use the node's files from the environment.
     tls: Option<Arc<ClientConfig>>,
-    conn: Option<Framed<Stream, LengthDelimitedCodec>>,
+    conn: Option<Connection>,
     call_timeout: Duration,
     token: Option<String>,
     id_prefix: String,
@@ -112,7 +116,7 @@ impl Client {
     /// A client connected now, so that a wrong endpoint fails here rather than later.
     pub async fn connect(endpoint: Endpoint) -> Result<Client, ClientError> {
         let mut client = Client::new(endpoint);
-        let conn = client.open().await?;
+        let conn = client.connect_framed().await?;
         client.conn = Some(conn);
         Ok(client)
     }
@@ -196,7 +200,9 @@ impl Client {
         }
     }
 
-    async fn open(&self) -> Result<Framed<Stream, LengthDelimitedCodec>, ClientError> {
+    /// Opens a new framed connection to the endpoint (TLS handshake included), without
+    /// sending anything: for tools that drive the frames themselves (the benches).
+    pub async fn connect_framed(&self) -> Result<Connection, ClientError> {
         let endpoint = || self.endpoint.to_string();
         let connect_err = |source| ClientError::Connect {
             endpoint: endpoint(),
@@ -241,7 +247,7 @@ impl Client {
     async fn exchange(&mut self, frame: Bytes, req_id: &str) -> Result<Response, ClientError> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => self.open().await?,
+            None => self.connect_framed().await?,
         };
         let endpoint = || self.endpoint.to_string();
         if let Err(source) = conn.send(frame).await {
@@ -352,6 +358,25 @@ pub async fn resolve_endpoint(runtime_dir: &Path, service: &str) -> Result<Endpo
             Ok(fallback()?)
         }
     }
+}
+
+/// Where `service` listens on cluster node `node`, as this node's registry knows it: this
+/// node's own endpoint, or another node's `tcp://` one. No fallback: a service on another
+/// node has no conventional socket here.
+pub async fn resolve_on_node(
+    runtime_dir: &Path,
+    service: &str,
+    node: &str,
+) -> Result<Endpoint, ClientError> {
+    let mut registry = Client::new(fallback_registry(runtime_dir)?);
+    registry.set_timeout(Duration::from_secs(2));
+    let found = registry
+        .call::<registry::Resolve>(&registry::ServiceParams {
+            service: service.to_owned(),
+            node: Some(node.to_owned()),
+        })
+        .await?;
+    Ok(Endpoint::parse(&found.endpoint)?)
 }
 
 fn fallback_registry(runtime_dir: &Path) -> Result<Endpoint, EndpointError> {

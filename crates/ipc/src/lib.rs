@@ -19,7 +19,7 @@ pub mod router;
 pub mod server;
 pub mod tls;
 
-pub use client::{connect_service, resolve_endpoint, Client, ClientError};
+pub use client::{connect_service, resolve_endpoint, resolve_on_node, Client, ClientError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use router::{Call, RemotePeer, Router};
 pub use server::{parse_socket_mode, Server, ServerConfig, ServerError, TcpListen};

@@ -55,26 +55,31 @@ impl ClusterStore {
         }
     }
 
-    /// Remote entries in the mirror for `service`, sorted by node.
+    /// Every remote entry in the mirror, sorted by service then node.
     fn remote_entries(&self) -> Vec<Entry> {
-        self.mirror
-            .entries()
+        let entries = self.mirror.entries();
+        entries
             .iter()
-            // The service and node are those of the key's place in etcd; a record whose
-            // value names others is ignored.
-            .filter(|(path, r)| path.split_once('/') == Some((r.service.as_str(), r.node.as_str())))
-            .map(|(_, r)| r)
-            .filter(|r| r.node != self.node)
-            .filter_map(|r| {
-                Some(Entry {
-                    service: r.service.clone(),
-                    endpoint: r.remote_endpoint.clone()?,
-                    api_v: r.api_v,
-                    node: Some(r.node.clone()),
-                    remote_endpoint: r.remote_endpoint.clone(),
-                })
-            })
+            .filter_map(|(path, r)| self.remote_entry(path, r))
             .collect()
+    }
+
+    /// The entry other nodes' record at `path` (`<service>/<node>`) stands for, if it is a
+    /// usable remote one: another node's, with a `tcp://` endpoint, and saying the same
+    /// service and node as its place in etcd (a record whose value names others is ignored).
+    fn remote_entry(&self, path: &str, r: &RegistryRecord) -> Option<Entry> {
+        if path.split_once('/') != Some((r.service.as_str(), r.node.as_str()))
+            || r.node == self.node
+        {
+            return None;
+        }
+        Some(Entry {
+            service: r.service.clone(),
+            endpoint: r.remote_endpoint.clone()?,
+            api_v: r.api_v,
+            node: Some(r.node.clone()),
+            remote_endpoint: r.remote_endpoint.clone(),
+        })
     }
 }
 
@@ -108,9 +113,21 @@ impl RegistryStore for ClusterStore {
     }
 
     fn remote(&self, service: &str, node: Option<&str>) -> Option<Entry> {
-        self.remote_entries()
-            .into_iter()
-            .find(|e| e.service == service && node.is_none_or(|n| e.node.as_deref() == Some(n)))
+        let entries = self.mirror.entries();
+        match node {
+            Some(node) => {
+                let path = format!("{service}/{node}");
+                self.remote_entry(&path, entries.get(&path)?)
+            }
+            // The service's keys are contiguous (`<service>/<node>`, sorted by node).
+            None => {
+                let start = format!("{service}/");
+                entries
+                    .range(start.clone()..)
+                    .take_while(|(path, _)| path.starts_with(&start))
+                    .find_map(|(path, r)| self.remote_entry(path, r))
+            }
+        }
     }
 }
 

@@ -202,6 +202,11 @@ fn read_local(stack: &Stack, token: &str, name: &str) -> Result<String, Value> {
     }
     let handle = r["result"]["handle"].clone();
     let r = call(&fs, "fs.read", json!({ "handle": handle }), Some(token)).unwrap();
+    // Close the handle whatever the read gave: callers poll this in loops, and the
+    // capability may hold only so many open handles. The close itself may be refused when
+    // a revocation lands in between (which closes the handle anyway), so its answer is
+    // not a verdict on the read.
+    let _ = call(&fs, "fs.close", json!({ "handle": handle }), Some(token));
     if r["ok"] != true {
         return Err(r["error"].clone());
     }
@@ -239,6 +244,15 @@ async fn open(client: &mut Client, name: &str) -> Result<String, ErrorCode> {
         Err(ClientError::Server(e)) => Err(e.code),
         Err(e) => panic!("fs.open: transport failure: {e}"),
     }
+}
+
+/// Opens `name` through `client` and closes the handle again (the close may itself be
+/// refused if a revocation lands in between): polling loops use this so that they never
+/// pile up open handles against the capability's limit.
+async fn probe(client: &mut Client, name: &str) -> Result<(), ErrorCode> {
+    let handle = open(client, name).await?;
+    let _ = client.call::<fs::Close>(&fs::CloseParams { handle }).await;
+    Ok(())
 }
 
 #[test]
@@ -370,7 +384,7 @@ fn revocations_on_a_are_enforced_on_b_and_propagation_is_measured() {
             // Valid on B first (within a deadline: B learns A's key once, at the start).
             let until = Instant::now() + DEADLINE;
             loop {
-                match open(&mut b, "f.txt").await {
+                match probe(&mut b, "f.txt").await {
                     Ok(_) => break,
                     Err(code) if Instant::now() < until => {
                         assert_ne!(code, ErrorCode::PermissionDenied, "round {round}");
@@ -388,7 +402,7 @@ fn revocations_on_a_are_enforced_on_b_and_propagation_is_measured() {
             let answered = Instant::now();
             let until = answered + Duration::from_secs(10);
             loop {
-                match open(&mut b, "f.txt").await {
+                match probe(&mut b, "f.txt").await {
                     Err(ErrorCode::Unauthenticated) => break,
                     Err(other) => panic!("round {round}: unexpected refusal {other:?}"),
                     Ok(_) if Instant::now() < until => {}
@@ -446,7 +460,7 @@ fn clients_from_another_ca_and_plaintext_clients_are_refused() {
         // The cluster's own clients are still served.
         let until = Instant::now() + DEADLINE;
         let mut client = remote_fs(c.b_tcp, &good, &token);
-        while open(&mut client, "secret.txt").await.is_err() {
+        while probe(&mut client, "secret.txt").await.is_err() {
             assert!(Instant::now() < until, "good client refused");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -60,5 +60,5 @@ pub use keys::{KeyId, KeyOrigin, PublicKey, SigningKey, TrustedKey, TrustedKeys}
 pub use paseto::{TokenVersion, MAX_TOKEN_LEN};
 pub use policy::{authorize, check_current, AuthContext, Denial, DenialKind};
 pub use rate::{RateLimit, RateLimiter, RatePeriod};
-pub use revocation::RevocationSet;
+pub use revocation::{RevocationSet, DEFAULT_REVOCATION_RETENTION};
 pub use verify::Verifier;

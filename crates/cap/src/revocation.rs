@@ -9,6 +9,12 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
+/// How long a revocation is kept, by default, after the revoked token's `exp` before it
+/// may be pruned. Within one node any margin is safe: the token's `exp` refuses it by the
+/// same clock. Across nodes it must cover the difference between their clocks, because a
+/// node that loads the shared list after the pruning no longer sees the revocation.
+pub const DEFAULT_REVOCATION_RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Revoked cap ids, each with the time after which it no longer matters (the revoked
 /// token's `exp`), if known.
 ///

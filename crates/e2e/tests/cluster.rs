@@ -755,3 +755,64 @@ fn cluster_settings_are_checked_before_anything_starts() {
     assert!(!ok && err.contains("go together"), "{err}");
     assert!(!sb.socket("supervisor").exists(), "nothing was started");
 }
+
+#[test]
+fn revocations_of_long_expired_capabilities_are_pruned_from_etcd() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::start("revocations_of_long_expired_capabilities_are_pruned_from_etcd")
+    else {
+        return;
+    };
+    let rt = runtime();
+    let config = strata_cluster::ClusterConfig::new("tester", vec![c.etcd.endpoint()]).unwrap();
+    let etcd = rt.block_on(strata_cluster::Etcd::connect(&config)).unwrap();
+    let now = unix_now();
+    // Written as a node would: one long expired (a day ago, far beyond the default
+    // retention), one still valid, one of unknown expiry.
+    let records: Vec<(String, Option<i64>)> = [Some(now - 86_400), Some(now + 86_400), None]
+        .into_iter()
+        .map(|expires| (strata_cap::CapId::random().unwrap().to_string(), expires))
+        .collect();
+    let key = |cap: &str| etcd.key(&["revocations", cap]);
+    rt.block_on(async {
+        for (cap, expires) in &records {
+            let record = strata_cluster::RevocationRecord {
+                cap_id: cap.clone(),
+                expires: *expires,
+                node: "a".into(),
+                revoked_at: now,
+            };
+            etcd.put_json(&key(cap), &record, None).await.unwrap();
+        }
+    });
+    let present = |cap: &str| rt.block_on(etcd.get(&key(cap))).unwrap().is_some();
+    wait_until(
+        "the nodes to delete the long-expired revocation from etcd",
+        DEADLINE,
+        || !present(&records[0].0),
+    );
+    assert!(present(&records[1].0), "a current revocation was pruned");
+    assert!(
+        present(&records[2].0),
+        "a revocation of unknown expiry was pruned"
+    );
+    // The nodes learnt the others: B's feed holds both, and not the expired one.
+    let feed = call(
+        &c.b.sb.socket("identity"),
+        "identity.revocations",
+        json!({"since": 0, "wait_ms": 0, "subscriber": "prune-test"}),
+        None,
+    )
+    .unwrap();
+    let learnt: Vec<&str> = feed["result"]["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["cap_id"].as_str())
+        .collect();
+    assert!(
+        learnt.contains(&records[1].0.as_str()) && learnt.contains(&records[2].0.as_str()),
+        "{feed}"
+    );
+    assert!(!learnt.contains(&records[0].0.as_str()), "{feed}");
+}

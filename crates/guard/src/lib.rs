@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use strata_cap::{
-    AuthContext, CapId, Claims, RateLimiter, RevocationSet, SystemClock, Timestamp, TrustedKey,
-    TrustedKeys, Verifier,
+    AuthContext, CapId, Claims, Clock, RateLimiter, RevocationSet, SystemClock, Timestamp,
+    TrustedKey, TrustedKeys, Verifier, DEFAULT_REVOCATION_RETENTION,
 };
 use strata_ipc::{Call, Client, Endpoint};
 use strata_proto::methods::identity::{KeyInfo, Revocations, RevocationsParams, RevocationsResult};
@@ -35,6 +35,8 @@ use tokio::sync::broadcast;
 
 /// How long a background poll waits at identity when nothing happens.
 const POLL_WAIT: Duration = Duration::from_secs(25);
+/// How often the guard drops revocations of long-expired tokens from memory.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Deadline for the quick poll made before a request while the subscription is down.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -161,6 +163,17 @@ impl Guard {
         self.revoked_tx.subscribe()
     }
 
+    /// Drops revocations of tokens that expired more than
+    /// [`strata_cap::DEFAULT_REVOCATION_RETENTION`] ago (by this guard's clock, which also
+    /// refuses such tokens on their `exp`); returns how many went. Without it the set grows
+    /// with every revocation ever made.
+    pub fn prune_expired(&self) -> usize {
+        let retention = i64::try_from(DEFAULT_REVOCATION_RETENTION.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = self.clock.now().unix_seconds().saturating_sub(retention);
+        self.revoked
+            .prune_expired(Timestamp::from_unix_seconds(cutoff))
+    }
+
     /// Facts for `sys.health`.
     pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
@@ -176,6 +189,7 @@ impl Guard {
             "revocation_seq".into(),
             self.sync.seq.load(Ordering::SeqCst).into(),
         );
+        m.insert("revocations".into(), self.revoked.len().into());
         m.insert(
             "trusted_keys".into(),
             self.verifier.keys().keys().len().into(),
@@ -295,6 +309,7 @@ async fn subscribe(guard: Arc<Guard>) {
     let mut backoff = Duration::from_millis(20);
     let mut client = Client::new(source.endpoint.clone());
     client.set_timeout(POLL_WAIT + Duration::from_secs(5));
+    let mut pruned_at = std::time::Instant::now();
     loop {
         let params = guard.poll_params(source, POLL_WAIT.as_millis() as u64);
         match client.call::<Revocations>(&params).await {
@@ -302,6 +317,13 @@ async fn subscribe(guard: Arc<Guard>) {
                 guard.apply(result);
                 guard.sync.live.store(true, Ordering::SeqCst);
                 backoff = Duration::from_millis(20);
+                if pruned_at.elapsed() >= PRUNE_EVERY {
+                    pruned_at = std::time::Instant::now();
+                    let pruned = guard.prune_expired();
+                    if pruned > 0 {
+                        tracing::info!(pruned, "dropped revocations of expired tokens");
+                    }
+                }
             }
             Err(e) => {
                 let was_live = guard.sync.live.swap(false, Ordering::SeqCst);
@@ -314,5 +336,28 @@ async fn subscribe(guard: Arc<Guard>) {
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_drops_only_revocations_of_tokens_expired_beyond_the_retention() {
+        let (guard, _) = Guard::offline(Arc::new(TrustedKeys::new([])));
+        let now = guard.clock.now().unix_seconds();
+        let retention = DEFAULT_REVOCATION_RETENTION.as_secs() as i64;
+        let ids: Vec<CapId> = (0..4).map(|_| CapId::random().unwrap()).collect();
+        let at = |s: i64| Some(Timestamp::from_unix_seconds(s));
+        guard.learn_revoked(ids[0], at(now - retention - 60)); // long expired: goes
+        guard.learn_revoked(ids[1], at(now - 60)); // expired within the retention: stays
+        guard.learn_revoked(ids[2], at(now + 600)); // still valid: stays
+        guard.learn_revoked(ids[3], None); // expiry unknown: stays
+        assert_eq!(guard.prune_expired(), 1);
+        assert_eq!(guard.status()["revocations"], 3);
+        assert!(!guard.revoked.is_revoked(&ids[0]));
+        assert!(ids[1..].iter().all(|id| guard.revoked.is_revoked(id)));
+        assert_eq!(guard.prune_expired(), 0);
     }
 }

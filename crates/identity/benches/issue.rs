@@ -51,6 +51,7 @@ fn main() {
         state_dir: dir.path().join("state"),
         node_id: "bench".into(),
         policy: None,
+        revocation_retention: strata_cap::DEFAULT_REVOCATION_RETENTION,
     };
     std::fs::create_dir_all(&config.runtime_dir).unwrap();
     let socket = config.runtime_dir.join("identity.sock");

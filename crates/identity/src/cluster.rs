@@ -99,6 +99,20 @@ impl ClusterLink {
         }
     }
 
+    /// Deletes from etcd the revocations of capabilities that expired before `cutoff`
+    /// (unix seconds); returns how many went. Every node prunes, so a removed or retired
+    /// node's records go too; deleting twice is harmless.
+    pub(crate) async fn prune_expired(&self, cutoff: i64) -> usize {
+        let doomed: Vec<String> = self
+            .revocations
+            .entries()
+            .iter()
+            .filter(|(_, r)| expired_before(r.expires, cutoff))
+            .map(|(name, _)| name.clone())
+            .collect();
+        delete_revocations(self.etcd.clone(), doomed).await
+    }
+
     /// This node's keys changed (rotation): publish them.
     pub(crate) fn keys_changed(&self) {
         self.publish.notify_one();
@@ -130,21 +144,42 @@ impl Identity {
         let publish = Arc::new(Notify::new());
         let weak = Arc::downgrade(self);
         let revocations = {
-            let (weak, publish) = (Weak::clone(&weak), Arc::clone(&publish));
-            Mirror::start_with(etcd.clone(), etcd.key(&["revocations", ""]), move |event| {
-                let Some(identity) = weak.upgrade() else {
-                    return;
-                };
-                match event {
-                    MirrorEvent::Loaded(all) => {
-                        identity.learn_revocations(all.values());
-                        // Anything revoked here while etcd was away goes out now.
-                        publish.notify_one();
+            let (weak, publish, shared) = (Weak::clone(&weak), Arc::clone(&publish), etcd.clone());
+            Mirror::start_with(
+                etcd.clone(),
+                etcd.key(&["revocations", ""]),
+                move |event: MirrorEvent<'_, RevocationRecord>| {
+                    let Some(identity) = weak.upgrade() else {
+                        return;
+                    };
+                    let cutoff = identity.prune_cutoff();
+                    // Records of capabilities long expired are not learnt but deleted (the
+                    // periodic pruning catches the ones that expire while stored).
+                    let expired: Vec<String> = match &event {
+                        MirrorEvent::Loaded(all) => all
+                            .iter()
+                            .filter(|(_, r)| expired_before(r.expires, cutoff))
+                            .map(|(name, _)| name.clone())
+                            .collect(),
+                        MirrorEvent::Put(name, r) if expired_before(r.expires, cutoff) => {
+                            vec![(*name).to_owned()]
+                        }
+                        _ => Vec::new(),
+                    };
+                    if !expired.is_empty() {
+                        tokio::spawn(delete_revocations(shared.clone(), expired));
                     }
-                    MirrorEvent::Put(_, record) => identity.learn_revocations([record]),
-                    MirrorEvent::Deleted(_) | MirrorEvent::Disconnected(_) => {}
-                }
-            })
+                    match event {
+                        MirrorEvent::Loaded(all) => {
+                            identity.learn_revocations(all.values(), cutoff);
+                            // Anything revoked here while etcd was away goes out now.
+                            publish.notify_one();
+                        }
+                        MirrorEvent::Put(_, record) => identity.learn_revocations([record], cutoff),
+                        MirrorEvent::Deleted(_) | MirrorEvent::Disconnected(_) => {}
+                    }
+                },
+            )
         };
         let trust = Mirror::start(etcd.clone(), etcd.key(&["trust", ""]));
         let removed = Mirror::start(etcd.clone(), etcd.key(&["removed", ""]));
@@ -201,10 +236,18 @@ impl Identity {
         }))
     }
 
-    /// Adds revocations seen in etcd to the local store and feed (new ones only).
-    fn learn_revocations<'a>(&self, records: impl IntoIterator<Item = &'a RevocationRecord>) {
+    /// Adds revocations seen in etcd to the local store and feed (new ones only), except
+    /// those of capabilities that expired before `cutoff`.
+    fn learn_revocations<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a RevocationRecord>,
+        cutoff: i64,
+    ) {
         let mut fresh = Vec::new();
         for r in records {
+            if expired_before(r.expires, cutoff) {
+                continue;
+            }
             let Ok(cap) = r.cap_id.parse::<CapId>() else {
                 tracing::error!(cap_id = %r.cap_id, "ignoring an unusable revocation from etcd");
                 continue;
@@ -428,14 +471,39 @@ async fn publish_once(
         }
     }
     let shared = link.revocations.entries();
+    let cutoff = identity.prune_cutoff();
     let mut revocations = 0;
     for record in identity.store.revocations_since(0)? {
-        if !shared.contains_key(&record.cap_id) {
+        // Long-expired ones are being pruned everywhere: publishing them would undo it.
+        if !shared.contains_key(&record.cap_id) && !expired_before(record.expires, cutoff) {
             link.publish_revocation(&record).await?;
             revocations += 1;
         }
     }
     Ok((keys, revocations))
+}
+
+/// Whether a capability expiring at `expires` (unix seconds; `None`: unknown, kept
+/// forever) expired before `cutoff`.
+fn expired_before(expires: Option<i64>, cutoff: i64) -> bool {
+    expires.is_some_and(|e| e < cutoff)
+}
+
+/// Deletes `revocations/<name>` for each name; stops at the first failure (etcd away:
+/// the next pruning pass or load tries again). Returns how many were deleted.
+async fn delete_revocations(etcd: Etcd, names: Vec<String>) -> usize {
+    let mut deleted = 0;
+    for name in &names {
+        match etcd.delete(&etcd.key(&["revocations", name])).await {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prune expired revocations from etcd yet");
+                break;
+            }
+        }
+    }
+    deleted
 }
 
 /// Whether `record` (published at `trust/<node>/…`) was signed by `node`'s certificate

@@ -123,6 +123,9 @@ pub struct IdentityConfig {
     pub node_id: String,
     /// Issuance policy file; `None` or a missing file means admins only.
     pub policy: Option<PathBuf>,
+    /// How long revocations and issuance records are kept after their capability expired
+    /// (see [`strata_cap::DEFAULT_REVOCATION_RETENTION`]).
+    pub revocation_retention: Duration,
 }
 
 /// A verifier following the revocation feed.
@@ -158,6 +161,8 @@ pub struct Identity {
     /// Cluster mode: this node was removed (`strata-ctl cluster remove-node`); its own
     /// keys are no longer trusted and it issues nothing.
     removed: std::sync::atomic::AtomicBool,
+    /// How long after expiry revocations and issuance records are kept.
+    retention: Duration,
 }
 
 impl Identity {
@@ -210,6 +215,7 @@ impl Identity {
             cluster: std::sync::OnceLock::new(),
             remote_keys: RwLock::new(Vec::new()),
             removed: std::sync::atomic::AtomicBool::new(false),
+            retention: config.revocation_retention,
         };
         identity.refresh_trusted_keys()?;
         identity.publish_public_key()?;
@@ -231,6 +237,71 @@ impl Identity {
 
     fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Unix seconds: capabilities that expired before this no longer need their
+    /// revocation or issuance record.
+    pub(crate) fn prune_cutoff(&self) -> i64 {
+        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
+        self.now().unix_seconds().saturating_sub(retention)
+    }
+
+    /// Forgets what capabilities that expired more than the retention ago left behind:
+    /// their revocations (in memory, on disk and, in cluster mode, in etcd) and issuance
+    /// records. Without this both grow with every token ever revoked or issued.
+    pub async fn prune_expired(self: &Arc<Self>) {
+        let cutoff = self.prune_cutoff();
+        let in_memory = self
+            .revoked
+            .prune_expired(Timestamp::from_unix_seconds(cutoff));
+        let this = Arc::clone(self);
+        // A durable write transaction: not on the async workers.
+        let stored = tokio::task::spawn_blocking(move || this.store.prune_expired(cutoff)).await;
+        let stored = match stored {
+            Ok(Ok(pruned)) => pruned,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot prune expired revocations from the store");
+                store::Pruned::default()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the store pruning task failed");
+                store::Pruned::default()
+            }
+        };
+        let shared = match self.cluster.get() {
+            Some(link) => link.prune_expired(cutoff).await,
+            None => 0,
+        };
+        if in_memory + stored.revocations + stored.caps + shared > 0 {
+            tracing::info!(
+                in_memory,
+                stored_revocations = stored.revocations,
+                stored_caps = stored.caps,
+                etcd = shared,
+                cutoff,
+                "pruned records of expired capabilities"
+            );
+        }
+    }
+
+    /// Prunes now, then every retention period (at least every second, at most every ten
+    /// minutes), for as long as identity lives.
+    pub fn spawn_pruner(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let every = self
+            .retention
+            .clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(identity) = weak.upgrade() else {
+                    return;
+                };
+                identity.prune_expired().await;
+            }
+        })
     }
 
     /// Every key verifiers should trust: this node's own (unless it was removed from

@@ -24,6 +24,13 @@ struct Args {
     /// without one only root and identity's own user may issue.
     #[arg(long, value_name = "FILE", env = "STRATA_ISSUANCE_POLICY")]
     policy: Option<PathBuf>,
+    /// Seconds a revocation (and the record of an issued capability) is kept after the
+    /// capability expired, then pruned. In a cluster, more than the nodes' clocks may
+    /// differ.
+    #[arg(long, value_name = "SECS", env = "STRATA_REVOCATION_RETENTION",
+          default_value_t = strata_cap::DEFAULT_REVOCATION_RETENTION.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    revocation_retention: u64,
     /// Permission bits of the socket, in octal.
     #[arg(long, value_name = "MODE", default_value = "660", value_parser = strata_ipc::parse_socket_mode)]
     socket_mode: u32,
@@ -42,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         runtime_dir: runtime_dir.clone(),
         state_dir,
         node_id: std::env::var("STRATA_NODE_ID").unwrap_or_else(|_| "local-0".to_owned()),
+        revocation_retention: std::time::Duration::from_secs(args.revocation_retention),
     };
     // Cluster mode when STRATA_ETCD_ENDPOINTS is set (the supervisor passes it on).
     let cluster = strata_cluster::ClusterConfig::from_env()?;
@@ -60,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
             identity.join_cluster(cluster).await?;
         }
+        let _pruner = identity.spawn_pruner();
         let server = Server::bind(server_config, router(identity))?;
         server.serve_until_signal().await?;
         Ok(())

@@ -48,6 +48,13 @@ pub struct RetiredKey {
     pub not_after: i64,
 }
 
+/// What one [`Store::prune_expired`] dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub revocations: usize,
+    pub caps: usize,
+}
+
 pub struct Store {
     db: Database,
     store_id: String,
@@ -189,6 +196,55 @@ impl Store {
         Ok(last.unwrap_or(0))
     }
 
+    /// Drops the revocations and issued-cap records of capabilities that expired before
+    /// `cutoff` (unix seconds), in one durable transaction: an expired token is refused on
+    /// its `exp` alone, so they have nothing left to do. Revocations of unknown expiry are
+    /// kept. The newest revocation is always kept, so sequence numbers never go back
+    /// (verifiers poll by sequence).
+    pub fn prune_expired(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        let expired = |expires: Option<i64>| expires.is_some_and(|e| e < cutoff);
+        let txn = self.db.begin_write().map_err(err)?;
+        let mut pruned = Pruned::default();
+        {
+            let mut revocations = txn.open_table(REVOCATIONS).map_err(err)?;
+            let mut index = txn.open_table(REVOKED_INDEX).map_err(err)?;
+            let newest = revocations.last().map_err(err)?.map(|(k, _)| k.value());
+            let mut doomed = Vec::new();
+            for item in revocations.iter().map_err(err)? {
+                let (seq, text) = item.map_err(err)?;
+                let record: RevocationRecord = serde_json::from_str(text.value()).map_err(err)?;
+                if Some(seq.value()) != newest && expired(record.expires) {
+                    doomed.push((seq.value(), record.cap_id));
+                }
+            }
+            for (seq, cap_id) in &doomed {
+                revocations.remove(seq).map_err(err)?;
+                index.remove(cap_id.as_str()).map_err(err)?;
+            }
+            pruned.revocations = doomed.len();
+
+            let mut caps = txn.open_table(CAPS).map_err(err)?;
+            let mut doomed = Vec::new();
+            for item in caps.iter().map_err(err)? {
+                let (cap_id, text) = item.map_err(err)?;
+                let record: CapRecord = serde_json::from_str(text.value()).map_err(err)?;
+                if expired(Some(record.expires)) {
+                    doomed.push(cap_id.value().to_owned());
+                }
+            }
+            for cap_id in &doomed {
+                caps.remove(cap_id.as_str()).map_err(err)?;
+            }
+            pruned.caps = doomed.len();
+        }
+        if pruned == Pruned::default() {
+            txn.abort().map_err(err)?;
+        } else {
+            txn.commit().map_err(err)?;
+        }
+        Ok(pruned)
+    }
+
     /// Remember an issued cap's parents (for revocation by an ancestor's holder). Not
     /// fsync'd on its own: it becomes durable with the next durable commit. Losing it in
     /// a crash only means an ancestor's holder cannot revoke that cap (admin still can).
@@ -304,6 +360,64 @@ mod tests {
         );
         assert_eq!(store.revocations_since(1).unwrap().len(), 1);
         assert!(store.revocations_since(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruning_drops_only_expired_records_and_never_reuses_a_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.redb");
+        let store = Store::open(&path).unwrap();
+        let ids: Vec<CapId> = (0..5).map(|_| CapId::random().unwrap()).collect();
+        // seq 1: expired; 2: unknown expiry; 3: still good; 4: expired; 5: expired, newest.
+        for (id, expires) in ids
+            .iter()
+            .zip([Some(10), None, Some(500), Some(20), Some(30)])
+        {
+            store.revoke(id, expires, 1).unwrap();
+        }
+        let cap = |expires| CapRecord {
+            parents: vec![],
+            expires,
+        };
+        store.remember_cap(&ids[0], &cap(10)).unwrap();
+        store.remember_cap(&ids[2], &cap(500)).unwrap();
+
+        let pruned = store.prune_expired(100).unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                revocations: 2,
+                caps: 1
+            }
+        );
+        let left = |store: &Store| {
+            store
+                .revocations_since(0)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.seq, r.cap_id))
+                .collect::<Vec<_>>()
+        };
+        let expected = vec![
+            (2, ids[1].to_string()),
+            (3, ids[2].to_string()),
+            (5, ids[4].to_string()),
+        ];
+        assert_eq!(left(&store), expected);
+        assert!(store.cap(&ids[0]).unwrap().is_none());
+        assert!(store.cap(&ids[2]).unwrap().is_some());
+        // Nothing more to drop: a second pass changes nothing.
+        assert_eq!(store.prune_expired(100).unwrap(), Pruned::default());
+
+        // A pruned id can be revoked again (a fresh record), and numbering goes on.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(left(&store), expected);
+        let again = store.revoke(&ids[0], Some(10), 2).unwrap();
+        assert_eq!(again.seq, 6);
+        // Once something newer exists, the old newest goes too.
+        assert_eq!(store.prune_expired(100).unwrap().revocations, 1);
+        assert_eq!(store.last_seq().unwrap(), 6);
     }
 
     #[test]

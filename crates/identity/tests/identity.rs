@@ -609,3 +609,76 @@ async fn sigterm_is_prompt_with_a_verifier_polling() {
     assert_eq!(status.code(), Some(0));
     assert!(!sb.socket("identity").exists());
 }
+
+#[test]
+fn revocations_of_long_expired_capabilities_are_pruned_for_good() {
+    let sb = Sandbox::new();
+    let retention = ["--revocation-retention", "1"];
+    let mut id = start_identity(&sb, &retention);
+    let (short, short_id) = issue(
+        &sb,
+        json!({"service": "fs", "rights": ["fs.read"], "ttl_seconds": 1}),
+    );
+    let (long, long_id) = fs_token(&sb);
+    for cap in [&short_id, &long_id] {
+        let r = ask(&sb, "identity.revoke", json!({ "cap_id": cap }), None);
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let revoked = |token: &str| {
+        let r = ask(&sb, "identity.introspect", json!({ "token": token }), None);
+        r["result"]["revoked"]
+            .as_bool()
+            .expect("introspect answers")
+    };
+    // The full list a verifier would load: (seq, cap_id).
+    let feed = || -> Vec<(u64, String)> {
+        let r = ask(
+            &sb,
+            "identity.revocations",
+            json!({"since": 0, "wait_ms": 0, "subscriber": "prune-test"}),
+            None,
+        );
+        r["result"]["revocations"]
+            .as_array()
+            .expect("a revocation list")
+            .iter()
+            .map(|r| {
+                (
+                    r["seq"].as_u64().unwrap(),
+                    r["cap_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(revoked(&short) && revoked(&long));
+    let before = feed();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // One second after the short one expired, its revocation goes: from memory and from
+    // the durable list. The long one's stays.
+    wait_until(
+        "the expired capability's revocation to be pruned",
+        DEADLINE,
+        || !revoked(&short) && feed().iter().all(|(_, cap)| *cap != short_id),
+    );
+    assert!(revoked(&long));
+    assert!(feed().iter().any(|(_, cap)| *cap == long_id));
+
+    // For good: a restart does not bring it back, and numbering goes on past it.
+    id.signal(libc::SIGTERM);
+    id.wait_timeout(DEADLINE).expect("identity stops");
+    let _id = start_identity(&sb, &retention);
+    assert!(!revoked(&short));
+    assert!(revoked(&long));
+    let (_, next_id) = fs_token(&sb);
+    let r = ask(&sb, "identity.revoke", json!({ "cap_id": next_id }), None);
+    assert_eq!(r["ok"], true, "{r}");
+    let after = feed();
+    let newest = before.iter().map(|(seq, _)| *seq).max().unwrap();
+    assert!(
+        after
+            .iter()
+            .any(|(seq, cap)| *cap == next_id && *seq > newest),
+        "a new revocation reused an old sequence number: {before:?} then {after:?}"
+    );
+}

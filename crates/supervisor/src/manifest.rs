@@ -482,7 +482,10 @@ impl Manifest {
                 }
             }
         };
-        forward(&mut identity, &["STRATA_ISSUANCE_POLICY"]);
+        forward(
+            &mut identity,
+            &["STRATA_ISSUANCE_POLICY", "STRATA_REVOCATION_RETENTION"],
+        );
         forward(
             &mut fs,
             &[

@@ -132,6 +132,13 @@ impl Cluster {
             cluster.fs_nodes(&cluster.a).contains(&"b".to_owned())
                 && cluster.fs_nodes(&cluster.b).contains(&"a".to_owned())
         });
+        // And trusts the other's signing key: every test starts from a settled cluster.
+        wait_until("each node trusts the other's key", DEADLINE, || {
+            [&cluster.a, &cluster.b].iter().all(|node| {
+                call(&node.sb.socket("identity"), "sys.health", json!({}), None)
+                    .is_ok_and(|h| h["result"]["cluster"]["remote_keys"] == 1)
+            })
+        });
         Some(cluster)
     }
 
@@ -815,4 +822,54 @@ fn revocations_of_long_expired_capabilities_are_pruned_from_etcd() {
         "{feed}"
     );
     assert!(!learnt.contains(&records[0].0.as_str()), "{feed}");
+}
+
+#[test]
+fn an_identity_that_has_not_loaded_the_cluster_state_does_not_answer_for_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(mut c) =
+        Cluster::start("an_identity_that_has_not_loaded_the_cluster_state_does_not_answer_for_it")
+    else {
+        return;
+    };
+    let (token, cap) = issue(&c.a, &c.export);
+    assert_eq!(revoke(&c.a, &cap)["ok"], true);
+
+    // B's identity restarts while etcd is away: it cannot know A's key, the revocation,
+    // or whether B itself was removed, so it says so instead of guessing.
+    c.etcd.stop();
+    c.b.kill_and_wait_restart("identity");
+    let identity_b = c.b.sb.socket("identity");
+    let ask = |method: &str, params: Value| call(&identity_b, method, params, None).unwrap();
+    let requests = [
+        ("identity.introspect", json!({ "token": token })),
+        ("identity.keys", json!({})),
+        (
+            "identity.issue",
+            json!({"service": "fs", "actions": ["read"], "path_prefix": c.export, "ttl_seconds": 60}),
+        ),
+    ];
+    for (method, params) in &requests {
+        let r = ask(method, params.clone());
+        assert_eq!(r["error"]["name"], "UNAVAILABLE", "{method}: {r}");
+    }
+
+    // Once etcd is back it answers, knowing all of it.
+    c.etcd.restart().unwrap();
+    wait_until("b's identity to load the cluster state", DEADLINE, || {
+        ask("identity.keys", json!({}))["ok"] == true
+    });
+    // A's key was in etcd before the outage: it is there at the first answer.
+    let keys = ask("identity.keys", json!({}));
+    assert!(
+        keys["result"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["node"] == "a"),
+        "{keys}"
+    );
+    let i = ask("identity.introspect", json!({ "token": token }));
+    assert_eq!(i["result"]["revoked"], true, "{i}");
+    assert_eq!(ask(requests[2].0, requests[2].1.clone())["ok"], true);
 }

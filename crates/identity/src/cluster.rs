@@ -224,6 +224,17 @@ impl Identity {
         }
     }
 
+    /// Like [`Identity::cluster_ready`], but first waits up to `wait` for the cluster state
+    /// to load (a node that just started).
+    pub(crate) async fn cluster_loaded_within(&self, wait: Duration) -> Result<(), IdentityError> {
+        if let Some(link) = self.cluster.get() {
+            if !link.is_loaded() {
+                let _ = tokio::time::timeout(wait, link.wait_loaded()).await;
+            }
+        }
+        self.cluster_ready()
+    }
+
     /// Whether identity is in cluster mode and connected (for `sys.health`).
     pub fn cluster_status(&self) -> Option<serde_json::Value> {
         let link = self.cluster.get()?;
@@ -398,7 +409,13 @@ async fn follow_bundle(
                     return;
                 };
                 identity.apply_bundle(&tls, &t.entries, &r.entries);
-                let _ = applied.send_replace(true);
+                if !applied.send_replace(true) {
+                    // The first time: the publisher may have been woken by the revocations'
+                    // load before this, and found the node not loaded yet.
+                    if let Some(link) = identity.cluster.get() {
+                        link.publish.notify_one();
+                    }
+                }
             }
         }
         tokio::select! {
@@ -426,6 +443,7 @@ async fn publisher(identity: Weak<Identity>, etcd: Etcd, wake: Arc<Notify>) {
             continue;
         };
         if !link.is_loaded() {
+            // The bundle's first application wakes us again.
             failing = true;
             continue;
         }

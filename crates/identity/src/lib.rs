@@ -49,6 +49,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 const SUBSCRIBER_GRACE: Duration = Duration::from_secs(1);
 /// The longest a long poll is held open.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+/// Cluster mode: how long a request that needs the cluster's state waits for it to load
+/// before answering UNAVAILABLE.
+const CLUSTER_LOAD_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -993,7 +996,11 @@ pub fn router(identity: Arc<Identity>) -> Router {
         })
         .method::<Issue, _, _, _>(move |call: Call, p| {
             let i = Arc::clone(&a);
-            async move { i.issue(&call.peer, p) }
+            async move {
+                // A node learns whether it was removed from the cluster state.
+                i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;
+                i.issue(&call.peer, p)
+            }
         })
         .method::<Delegate, _, _, _>(move |call: Call, p| {
             let i = Arc::clone(&b);
@@ -1005,11 +1012,19 @@ pub fn router(identity: Arc<Identity>) -> Router {
         })
         .method::<Introspect, _, _, _>(move |_call: Call, p| {
             let i = Arc::clone(&d);
-            async move { Ok::<_, IdentityError>(i.introspect(p)) }
+            async move {
+                // Revoked elsewhere, or signed by another node's key: not known before.
+                i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;
+                Ok::<_, IdentityError>(i.introspect(p))
+            }
         })
         .method::<Keys, _, _, _>(move |_call: Call, _p: NoParams| {
             let i = Arc::clone(&e);
-            async move { i.keys() }
+            async move {
+                // The list is the trust bundle: incomplete before it is loaded.
+                i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;
+                i.keys()
+            }
         })
         .method::<Rotate, _, _, _>(move |call: Call, _p: NoParams| {
             let i = Arc::clone(&f);

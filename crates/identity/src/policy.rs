@@ -87,6 +87,15 @@ impl Policy {
             if g.uids.is_empty() && g.gids.is_empty() {
                 return Err(bad("names no uids and no gids".into()));
             }
+            // (uid_t)-1 is no process's id; it is what a caller without kernel
+            // credentials (over TCP, `PeerCred::REMOTE`) carries, so a grant naming it
+            // would hand capabilities to the network.
+            if g.uids.contains(&u32::MAX) || g.gids.contains(&u32::MAX) {
+                return Err(bad(format!(
+                    "{} is (uid_t)-1, which names no user or group",
+                    u32::MAX
+                )));
+            }
             if g.max_ttl_seconds <= 0 {
                 return Err(bad("max_ttl_seconds must be positive".into()));
             }
@@ -375,5 +384,19 @@ max_rate_limit = "10rps"
             std::fs::write(&p, bad).unwrap();
             assert!(Policy::load(&p).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn no_grant_can_name_the_id_callers_without_credentials_carry() {
+        for who in ["uids = [4294967295]", "gids = [100, 4294967295]"] {
+            let text = format!(
+                "[[grant]]\n{who}\nservices=[\"fs\"]\nrights=[\"fs.read\"]\nmax_ttl_seconds=1\n"
+            );
+            let e = Policy::parse(&text, "p.toml").unwrap_err().to_string();
+            assert!(e.contains("(uid_t)-1"), "{e}");
+        }
+        // So nothing in a valid policy matches a TCP caller.
+        let p = policy("[[grant]]\ngids = [0, 65534]\nuids = [0]\nservices = [\"fs\"]\nrights = [\"fs.*\"]\nmax_ttl_seconds = 60\n");
+        assert_eq!(p.max_ttl(&PeerCred::REMOTE, "fs"), None);
     }
 }

@@ -873,3 +873,78 @@ fn an_identity_that_has_not_loaded_the_cluster_state_does_not_answer_for_it() {
     assert_eq!(i["result"]["revoked"], true, "{i}");
     assert_eq!(ask(requests[2].0, requests[2].1.clone())["ok"], true);
 }
+
+#[test]
+fn a_starting_identity_feeds_its_verifiers_every_revocation_from_its_first_answer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = Cluster::start(
+        "a_starting_identity_feeds_its_verifiers_every_revocation_from_its_first_answer",
+    ) else {
+        return;
+    };
+    // Many revocations already in etcd (more than one page of a prefix read).
+    const COUNT: usize = 1500;
+    let rt = runtime();
+    let config = strata_cluster::ClusterConfig::new("tester", vec![c.etcd.endpoint()]).unwrap();
+    let etcd = rt.block_on(strata_cluster::Etcd::connect(&config)).unwrap();
+    let now = unix_now();
+    let caps: Vec<String> = (0..COUNT)
+        .map(|_| strata_cap::CapId::random().unwrap().to_string())
+        .collect();
+    rt.block_on(async {
+        for cap in &caps {
+            let record = strata_cluster::RevocationRecord {
+                cap_id: cap.clone(),
+                expires: Some(now + 3600),
+                node: "a".into(),
+                revoked_at: now,
+            };
+            etcd.put_json(&etcd.key(&["revocations", cap]), &record, None)
+                .await
+                .unwrap();
+        }
+    });
+
+    // A third node's identity, with empty state, asked by a verifier from the moment its
+    // socket exists: it answers UNAVAILABLE, or with the whole list, never with part.
+    make_certs_with(c.certs.path(), "ca", &[("c", "127.0.0.3")]);
+    let tls = c.tls("c");
+    let sb = strata_testkit::Sandbox::new();
+    let mut cmd = sb.command("strata-identity");
+    cmd.env("STRATA_ETCD_ENDPOINTS", c.etcd.endpoint())
+        .env("STRATA_NODE_ID", "c")
+        .env("STRATA_TLS_CA", &tls.ca)
+        .env("STRATA_TLS_CERT", &tls.cert)
+        .env("STRATA_TLS_KEY", &tls.key);
+    let _identity = strata_testkit::Proc::spawn("strata-identity", &mut cmd);
+    let socket = sb.socket("identity");
+    let params = json!({"since": 0, "wait_ms": 0, "subscriber": "first-answer"});
+    let mut refused = 0;
+    let until = Instant::now() + DEADLINE;
+    let first = loop {
+        match call(&socket, "identity.revocations", params.clone(), None) {
+            Ok(r) if r["ok"] == true => break r,
+            Ok(r) => {
+                assert_eq!(r["error"]["name"], "UNAVAILABLE", "{r}");
+                refused += 1;
+            }
+            Err(_) => {} // not listening yet
+        }
+        assert!(
+            Instant::now() < until,
+            "node c never loaded the cluster's revocations"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let listed: std::collections::HashSet<&str> = first["result"]["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["cap_id"].as_str())
+        .collect();
+    let missing = caps.iter().filter(|c| !listed.contains(c.as_str())).count();
+    assert_eq!(
+        missing, 0,
+        "the first answer (after {refused} UNAVAILABLE) lacked {missing} of {COUNT} revocations"
+    );
+}

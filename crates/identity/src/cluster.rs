@@ -10,8 +10,9 @@
 //!   `removed/`, so every verifier here trusts exactly the bundle's keys, each bound to
 //!   its node's issuer name (`identity@<node>`).
 //!
-//! Until all three prefixes have been read once, the revocation feed (and every check of
-//! a presented token) answers UNAVAILABLE: a node never serves protected requests
+//! Until all three prefixes have been read once (and the revocations recorded in the
+//! store, which feeds this node's verifiers), the revocation feed, every check of a
+//! presented token, issue, introspect and keys answer UNAVAILABLE: a node never serves protected requests
 //! without the whole cluster's revocation list. After a reconnect the prefixes are read
 //! whole again; anything missed while etcd was away is picked up then. Revocations made
 //! here while etcd was down are enforced here at once, reported as not cluster-wide, and
@@ -28,7 +29,7 @@ use strata_cluster::{
 };
 use strata_ipc::tls::NodeIdentity;
 use strata_proto::methods::identity::KeyInfo;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, watch, Notify};
 
 /// What identity holds of the cluster.
 pub struct ClusterLink {
@@ -42,32 +43,42 @@ pub struct ClusterLink {
     removed: Mirror<RemovedRecord>,
     /// Wakes the publisher (own keys, unpublished revocations).
     publish: Arc<Notify>,
+    /// The whole revocation prefix has been recorded in the store (so this node's
+    /// verifiers get it from the feed) at least once.
+    revocations_recorded: watch::Sender<bool>,
     /// The trust bundle has been applied at least once.
-    bundle_applied: tokio::sync::watch::Sender<bool>,
+    bundle_applied: watch::Sender<bool>,
     publisher: tokio::task::JoinHandle<()>,
     follower: tokio::task::JoinHandle<()>,
+    learner: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ClusterLink {
     fn drop(&mut self) {
         self.publisher.abort();
         self.follower.abort();
+        self.learner.abort();
     }
 }
 
+/// Revocations seen in etcd, on their way to the store.
+struct Learnt {
+    records: Vec<(CapId, Option<i64>, i64)>,
+    /// From a whole-prefix load (not a single watch event).
+    load: bool,
+}
+
 impl ClusterLink {
-    /// Whether every shared prefix has been read at least once.
+    /// Whether every shared prefix has been read (and the revocations recorded) at least
+    /// once.
     pub fn is_loaded(&self) -> bool {
-        self.revocations.state().loaded && *self.bundle_applied.borrow()
+        *self.revocations_recorded.borrow() && *self.bundle_applied.borrow()
     }
 
     pub async fn wait_loaded(&self) {
-        self.revocations.wait_loaded().await;
-        let _ = self
-            .bundle_applied
-            .subscribe()
-            .wait_for(|applied| *applied)
-            .await;
+        for flag in [&self.revocations_recorded, &self.bundle_applied] {
+            let _ = flag.subscribe().wait_for(|done| *done).await;
+        }
     }
 
     /// Whether the etcd watches are up right now.
@@ -143,8 +154,16 @@ impl Identity {
         let etcd = Etcd::connect(config).await?;
         let publish = Arc::new(Notify::new());
         let weak = Arc::downgrade(self);
+        let revocations_recorded = watch::Sender::new(false);
+        let (learnt_tx, learnt_rx) = mpsc::unbounded_channel();
+        let learner = tokio::spawn(learner(
+            Weak::clone(&weak),
+            learnt_rx,
+            revocations_recorded.clone(),
+            Arc::clone(&publish),
+        ));
         let revocations = {
-            let (weak, publish, shared) = (Weak::clone(&weak), Arc::clone(&publish), etcd.clone());
+            let (weak, shared) = (Weak::clone(&weak), etcd.clone());
             Mirror::start_with(
                 etcd.clone(),
                 etcd.key(&["revocations", ""]),
@@ -169,21 +188,26 @@ impl Identity {
                     if !expired.is_empty() {
                         tokio::spawn(delete_revocations(shared.clone(), expired));
                     }
-                    match event {
-                        MirrorEvent::Loaded(all) => {
-                            identity.learn_revocations(all.values(), cutoff);
-                            // Anything revoked here while etcd was away goes out now.
-                            publish.notify_one();
-                        }
-                        MirrorEvent::Put(_, record) => identity.learn_revocations([record], cutoff),
-                        MirrorEvent::Deleted(_) | MirrorEvent::Disconnected(_) => {}
+                    let learnt = match event {
+                        MirrorEvent::Loaded(all) => Learnt {
+                            records: identity.learn_revocations(all.values(), cutoff),
+                            load: true,
+                        },
+                        MirrorEvent::Put(_, record) => Learnt {
+                            records: identity.learn_revocations([record], cutoff),
+                            load: false,
+                        },
+                        MirrorEvent::Deleted(_) | MirrorEvent::Disconnected(_) => return,
+                    };
+                    if learnt.load || !learnt.records.is_empty() {
+                        let _ = learnt_tx.send(learnt);
                     }
                 },
             )
         };
         let trust = Mirror::start(etcd.clone(), etcd.key(&["trust", ""]));
         let removed = Mirror::start(etcd.clone(), etcd.key(&["removed", ""]));
-        let bundle_applied = tokio::sync::watch::Sender::new(false);
+        let bundle_applied = watch::Sender::new(false);
         let follower = tokio::spawn(follow_bundle(
             Weak::clone(&weak),
             Arc::clone(&tls),
@@ -204,9 +228,11 @@ impl Identity {
             tls,
             removed,
             publish,
+            revocations_recorded,
             bundle_applied,
             publisher,
             follower,
+            learner,
         };
         if self.cluster.set(link).is_err() {
             anyhow::bail!("identity joined the cluster twice");
@@ -247,13 +273,14 @@ impl Identity {
         }))
     }
 
-    /// Adds revocations seen in etcd to the local store and feed (new ones only), except
-    /// those of capabilities that expired before `cutoff`.
+    /// Enforces revocations seen in etcd here at once (except those of capabilities that
+    /// expired before `cutoff`) and returns them for the store, which the learner task
+    /// writes.
     fn learn_revocations<'a>(
         &self,
         records: impl IntoIterator<Item = &'a RevocationRecord>,
         cutoff: i64,
-    ) {
+    ) -> Vec<(CapId, Option<i64>, i64)> {
         let mut fresh = Vec::new();
         for r in records {
             if expired_before(r.expires, cutoff) {
@@ -265,9 +292,6 @@ impl Identity {
             };
             fresh.push((cap, r.expires, r.revoked_at));
         }
-        if fresh.is_empty() {
-            return;
-        }
         // The set first: enforcement here must not wait for the disk. What is new is
         // decided by the store (not the set), so a failed write is retried on the next
         // load instead of being skipped as already known.
@@ -275,18 +299,7 @@ impl Identity {
             self.revoked
                 .insert(*cap, expires.map(Timestamp::from_unix_seconds));
         }
-        match self.store.learn(&fresh) {
-            Ok(added) => {
-                if let Some(last) = added.last() {
-                    self.events
-                        .send_modify(|(seq, _)| *seq = (*seq).max(last.seq));
-                    tracing::info!(count = added.len(), "revocations learnt from the cluster");
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record revocations learnt from the cluster")
-            }
-        }
+        fresh
     }
 
     /// Recomputes the other nodes' trusted keys from the bundle; bumps the key epoch when
@@ -386,6 +399,58 @@ impl Identity {
                 tracing::info!(epoch, "trust bundle changed");
             }
             Err(e) => tracing::error!(error = %e, "cannot apply the trust bundle"),
+        }
+    }
+}
+
+/// Records revocations learnt from etcd in the store, one durable transaction for
+/// whatever has queued up, on a blocking thread (it fsyncs), then tells this node's
+/// verifiers through the feed. A whole-prefix load counts as done only once recorded:
+/// until then the feed answers UNAVAILABLE, so no verifier here loads a list without it.
+async fn learner(
+    identity: Weak<Identity>,
+    mut queue: mpsc::UnboundedReceiver<Learnt>,
+    recorded: watch::Sender<bool>,
+    publish: Arc<Notify>,
+) {
+    while let Some(first) = queue.recv().await {
+        let (mut records, mut load) = (first.records, first.load);
+        while let Ok(more) = queue.try_recv() {
+            records.extend(more.records);
+            load |= more.load;
+        }
+        // Until recorded (retried every second: they are enforced here meanwhile, but this
+        // node's verifiers only learn them from the store).
+        let added = loop {
+            let Some(identity) = identity.upgrade() else {
+                return;
+            };
+            let (this, batch) = (Arc::clone(&identity), records.clone());
+            match tokio::task::spawn_blocking(move || this.store.learn(&batch)).await {
+                Ok(Ok(added)) => break added,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot record revocations learnt from the cluster; retrying")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the revocation recording task failed; retrying")
+                }
+            }
+            drop(identity);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let Some(identity) = identity.upgrade() else {
+            return;
+        };
+        if let Some(last) = added.last() {
+            identity
+                .events
+                .send_modify(|(seq, _)| *seq = (*seq).max(last.seq));
+            tracing::info!(count = added.len(), "revocations learnt from the cluster");
+        }
+        if load {
+            recorded.send_replace(true);
+            // Anything revoked here while etcd was away goes out now.
+            publish.notify_one();
         }
     }
 }

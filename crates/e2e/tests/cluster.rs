@@ -161,6 +161,13 @@ impl Cluster {
         }
     }
 
+    /// A plain etcd client for the cluster's etcd, as a test's own "node".
+    fn etcd_client(&self, rt: &tokio::runtime::Runtime) -> strata_cluster::Etcd {
+        let config =
+            strata_cluster::ClusterConfig::new("tester", vec![self.etcd.endpoint()]).unwrap();
+        rt.block_on(strata_cluster::Etcd::connect(&config)).unwrap()
+    }
+
     fn write(&self, name: &str, bytes: &[u8]) {
         std::fs::write(self.export.join(name), bytes).unwrap();
     }
@@ -705,6 +712,22 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     assert_eq!(h["result"]["cluster"]["remote_keys"], 1, "{h}");
 }
 
+/// Writes a revocation record for each `(cap_id, expires)`, as node `a`'s identity would.
+async fn put_revocations(etcd: &strata_cluster::Etcd, records: &[(String, Option<i64>)]) {
+    let now = unix_now();
+    for (cap, expires) in records {
+        let record = strata_cluster::RevocationRecord {
+            cap_id: cap.clone(),
+            expires: *expires,
+            node: "a".into(),
+            revoked_at: now,
+        };
+        etcd.put_json(&etcd.key(&["revocations", cap]), &record, None)
+            .await
+            .unwrap();
+    }
+}
+
 /// A token for fs beneath `export`, claiming to come from `node`'s identity.
 fn token_signed_by(key: &strata_cap::SigningKey, node: &str, export: &Path) -> String {
     let claims: strata_cap::Claims = serde_json::from_value(json!({
@@ -771,8 +794,7 @@ fn revocations_of_long_expired_capabilities_are_pruned_from_etcd() {
         return;
     };
     let rt = runtime();
-    let config = strata_cluster::ClusterConfig::new("tester", vec![c.etcd.endpoint()]).unwrap();
-    let etcd = rt.block_on(strata_cluster::Etcd::connect(&config)).unwrap();
+    let etcd = c.etcd_client(&rt);
     let now = unix_now();
     // Written as a node would: one long expired (a day ago, far beyond the default
     // retention), one still valid, one of unknown expiry.
@@ -780,18 +802,8 @@ fn revocations_of_long_expired_capabilities_are_pruned_from_etcd() {
         .into_iter()
         .map(|expires| (strata_cap::CapId::random().unwrap().to_string(), expires))
         .collect();
+    rt.block_on(put_revocations(&etcd, &records));
     let key = |cap: &str| etcd.key(&["revocations", cap]);
-    rt.block_on(async {
-        for (cap, expires) in &records {
-            let record = strata_cluster::RevocationRecord {
-                cap_id: cap.clone(),
-                expires: *expires,
-                node: "a".into(),
-                revoked_at: now,
-            };
-            etcd.put_json(&key(cap), &record, None).await.unwrap();
-        }
-    });
     let present = |cap: &str| rt.block_on(etcd.get(&key(cap))).unwrap().is_some();
     wait_until(
         "the nodes to delete the long-expired revocation from etcd",
@@ -885,25 +897,13 @@ fn a_starting_identity_feeds_its_verifiers_every_revocation_from_its_first_answe
     // Many revocations already in etcd (more than one page of a prefix read).
     const COUNT: usize = 1500;
     let rt = runtime();
-    let config = strata_cluster::ClusterConfig::new("tester", vec![c.etcd.endpoint()]).unwrap();
-    let etcd = rt.block_on(strata_cluster::Etcd::connect(&config)).unwrap();
-    let now = unix_now();
+    let etcd = c.etcd_client(&rt);
+    let expires = Some(unix_now() + 3600);
     let caps: Vec<String> = (0..COUNT)
         .map(|_| strata_cap::CapId::random().unwrap().to_string())
         .collect();
-    rt.block_on(async {
-        for cap in &caps {
-            let record = strata_cluster::RevocationRecord {
-                cap_id: cap.clone(),
-                expires: Some(now + 3600),
-                node: "a".into(),
-                revoked_at: now,
-            };
-            etcd.put_json(&etcd.key(&["revocations", cap]), &record, None)
-                .await
-                .unwrap();
-        }
-    });
+    let records: Vec<(String, Option<i64>)> = caps.iter().map(|c| (c.clone(), expires)).collect();
+    rt.block_on(put_revocations(&etcd, &records));
 
     // A third node's identity, with empty state, asked by a verifier from the moment its
     // socket exists: it answers UNAVAILABLE, or with the whole list, never with part.

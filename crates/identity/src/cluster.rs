@@ -12,8 +12,8 @@
 //!
 //! Until all three prefixes have been read once (and the revocations recorded in the
 //! store, which feeds this node's verifiers), the revocation feed, every check of a
-//! presented token, issue, introspect and keys answer UNAVAILABLE: a node never serves protected requests
-//! without the whole cluster's revocation list. After a reconnect the prefixes are read
+//! presented token, issue, introspect and keys answer UNAVAILABLE: a node never serves
+//! protected requests without the whole cluster's revocation list. After a reconnect the prefixes are read
 //! whole again; anything missed while etcd was away is picked up then. Revocations made
 //! here while etcd was down are enforced here at once, reported as not cluster-wide, and
 //! published when etcd is back.

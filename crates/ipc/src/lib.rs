@@ -19,6 +19,21 @@ pub mod router;
 pub mod server;
 pub mod tls;
 
+/// A fake environment for the modules' unit tests that read settings from one.
+#[cfg(test)]
+mod test_env {
+    use std::collections::HashMap;
+
+    /// A lookup function answering from `pairs` only.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).map(Into::into)
+    }
+}
+
 pub use client::{connect_service, resolve_endpoint, resolve_on_node, Client, ClientError};
 pub use endpoint::{Endpoint, EndpointError};
 pub use router::{Call, RemotePeer, Router};

@@ -65,15 +65,7 @@ fn pick_state_dir(env: Env, uid: u32) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).map(Into::into)
-    }
+    use crate::test_env::env;
 
     #[test]
     fn runtime_dir_precedence() {

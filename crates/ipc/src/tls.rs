@@ -117,16 +117,24 @@ struct Loaded {
     key: PrivateKeyDer<'static>,
 }
 
-/// The configuration a `tcp://` listener serves with: TLS 1.3, a client certificate that
-/// chains to the CA required, no session resumption.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let loaded = files.load()?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(loaded.roots, provider())
+/// Checks that a certificate chains to the cluster CA in `roots` (loaded from `files.ca`).
+fn client_verifier(
+    files: &TlsFiles,
+    roots: Arc<RootCertStore>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| TlsError::BadCa {
             path: files.ca.clone(),
             detail: e.to_string(),
-        })?;
+        })
+}
+
+/// The configuration a `tcp://` listener serves with: TLS 1.3, a client certificate that
+/// chains to the CA required, no session resumption.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let loaded = files.load()?;
+    let verifier = client_verifier(files, loaded.roots)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("the ring provider supports TLS 1.3")
@@ -298,12 +306,7 @@ impl NodeIdentity {
             what: "private key",
             detail: format!("not an ECDSA P-256 key: {e}"),
         })?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(loaded.roots, provider())
-            .build()
-            .map_err(|e| TlsError::BadCa {
-                path: files.ca.clone(),
-                detail: e.to_string(),
-            })?;
+        let verifier = client_verifier(files, loaded.roots)?;
         Ok(NodeIdentity {
             name: peer_name(&cert),
             cert,
@@ -387,15 +390,7 @@ fn fingerprint(cert: &CertificateDer<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).map(Into::into)
-    }
+    use crate::test_env::env;
 
     #[test]
     fn env_is_all_or_nothing() {

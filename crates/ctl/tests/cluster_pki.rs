@@ -4,16 +4,11 @@
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use strata_testkit::Sandbox;
 
 fn ctl(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.command("strata-ctl")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run strata-ctl")
+    sb.run("strata-ctl", args)
 }
 
 fn text(b: &[u8]) -> String {

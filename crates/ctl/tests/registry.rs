@@ -15,7 +15,7 @@ fn start_registry(sb: &Sandbox, extra: &[&str]) -> Proc {
 }
 
 fn ctl(sb: &Sandbox, args: &[&str]) -> Output {
-    ctl_cmd(sb, args).output().expect("run strata-ctl")
+    sb.run("strata-ctl", args)
 }
 
 fn ctl_cmd(sb: &Sandbox, args: &[&str]) -> Command {

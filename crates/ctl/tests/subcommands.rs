@@ -1,7 +1,7 @@
 //! `strata-ctl` subcommands against real registry and identity processes.
 
 use serde_json::Value;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use strata_testkit::{healthy, wait_until, Proc, Sandbox, DEADLINE};
 
 fn start(sb: &Sandbox, bin: &str, service: &str) -> Proc {
@@ -12,12 +12,7 @@ fn start(sb: &Sandbox, bin: &str, service: &str) -> Proc {
 }
 
 fn ctl(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.command("strata-ctl")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
+    sb.run("strata-ctl", args)
 }
 
 fn text(b: &[u8]) -> String {

@@ -190,6 +190,24 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     seen
 }
 
+/// `client` is refused in the TLS handshake, no handler runs, and a client with a cluster
+/// certificate is still served; then the server stops.
+async fn refused_while_cluster_clients_are_served(
+    server: TestServer,
+    mut client: Client,
+    pki: &Pki,
+) {
+    let err = client
+        .call::<Echo>(&EchoParams { text: "x".into() })
+        .await
+        .unwrap_err();
+    assert_tls_refusal(&err);
+    assert_eq!(server.handled.load(Ordering::SeqCst), 0, "a handler ran");
+    let mut good = server.client(pki.client_config());
+    assert_eq!(health(&mut good).await.unwrap(), "test");
+    server.stop().await;
+}
+
 fn assert_tls_refusal(err: &ClientError) {
     assert!(
         matches!(err, ClientError::Tls { .. }),
@@ -294,16 +312,8 @@ async fn client_certificate_from_another_ca_is_refused() {
         ca: pki.ca.cert.clone(),
         ..pki.other.node("stranger", &["127.0.0.1"])
     };
-    let mut client = server.client(tls::client_config(&stranger).unwrap());
-    let err = client
-        .call::<Echo>(&EchoParams { text: "x".into() })
-        .await
-        .unwrap_err();
-    assert_tls_refusal(&err);
-    assert_eq!(server.handled.load(Ordering::SeqCst), 0, "a handler ran");
-    let mut good = server.client(pki.client_config());
-    assert_eq!(health(&mut good).await.unwrap(), "test");
-    server.stop().await;
+    let client = server.client(tls::client_config(&stranger).unwrap());
+    refused_while_cluster_clients_are_served(server, client, &pki).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,16 +332,8 @@ async fn client_without_a_certificate_is_refused() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut client = server.client(Arc::new(anonymous));
-    let err = client
-        .call::<Echo>(&EchoParams { text: "x".into() })
-        .await
-        .unwrap_err();
-    assert_tls_refusal(&err);
-    assert_eq!(server.handled.load(Ordering::SeqCst), 0, "a handler ran");
-    let mut good = server.client(pki.client_config());
-    assert_eq!(health(&mut good).await.unwrap(), "test");
-    server.stop().await;
+    let client = server.client(Arc::new(anonymous));
+    refused_while_cluster_clients_are_served(server, client, &pki).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

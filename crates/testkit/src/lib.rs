@@ -199,6 +199,14 @@ impl Sandbox {
         cmd
     }
 
+    /// Runs a workspace binary in this sandbox to completion, capturing its output.
+    pub fn run(&self, bin: &str, args: &[&str]) -> std::process::Output {
+        self.command(bin)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
+    }
+
     /// Let other users traverse the sandbox (for tests that drop privileges).
     pub fn open_to_all(&self) {
         use std::os::unix::fs::PermissionsExt;

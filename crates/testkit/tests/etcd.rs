@@ -8,6 +8,17 @@ use std::time::Duration;
 use strata_testkit::etcd::Etcd;
 
 /// One HTTP/1.0 request to etcd's client port; the whole reply.
+/// The test key still holds its value (etcd's gRPC gateway; the key is base64).
+fn assert_key_kept(port: u16) {
+    let range = http(
+        port,
+        "POST",
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{KEY}"}}"#),
+    );
+    assert!(range.contains(VALUE), "{range}");
+}
+
 fn http(port: u16, method: &str, path: &str, body: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to etcd");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -72,13 +83,7 @@ fn etcd_starts_stops_restarts_and_dies_with_its_guard() {
     etcd.restart().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(etcd.client_port(), port);
     assert!(etcd.healthy());
-    let range = http(
-        port,
-        "POST",
-        "/v3/kv/range",
-        &format!(r#"{{"key":"{KEY}"}}"#),
-    );
-    assert!(range.contains(VALUE), "{range}");
+    assert_key_kept(port);
 
     // A crash (SIGKILL) and a restart after it.
     let pid = etcd.pid().expect("running");
@@ -86,13 +91,7 @@ fn etcd_starts_stops_restarts_and_dies_with_its_guard() {
     assert!(!pid_exists(pid), "etcd {pid} still exists after kill");
     assert!(!listening(port));
     etcd.restart().unwrap_or_else(|e| panic!("{e}"));
-    let range = http(
-        port,
-        "POST",
-        "/v3/kv/range",
-        &format!(r#"{{"key":"{KEY}"}}"#),
-    );
-    assert!(range.contains(VALUE), "{range}");
+    assert_key_kept(port);
     assert!(!etcd.log_tail().is_empty());
 
     // Dropping the guard kills the process and removes its directory.

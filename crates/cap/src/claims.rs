@@ -27,7 +27,7 @@ pub struct Claims {
     pub sub: String,
     /// Who issued it, e.g. `identity@node-1`.
     pub iss: String,
-    /// Audience, `strata`.
+    /// Audience: must be [`Claims::AUDIENCE`] (`strata`), checked on verification.
     pub aud: String,
     /// When it was issued.
     pub iat: Timestamp,
@@ -70,6 +70,10 @@ pub struct Constraints {
 }
 
 impl Claims {
+    /// The one audience Strata tokens are for: verification refuses a token whose `aud`
+    /// is anything else (a token minted for another system by a key we trust is not ours).
+    pub const AUDIENCE: &'static str = "strata";
+
     /// The capability id (the `jti` claim).
     pub fn cap_id(&self) -> &CapId {
         &self.jti

@@ -15,9 +15,9 @@ use std::sync::Arc;
 /// A token is accepted when it is a `v2.public` (or `v4.public`) PASETO token no longer
 /// than [`MAX_TOKEN_LEN`], its footer is `{"kid":"k2.pid.…"}` (`k4.pid` for v4) naming a
 /// key that is trusted and inside its validity window at `now`, the signature verifies
-/// with that key, and the payload parses as [`Claims`]. Tokens without a `kid` are refused:
-/// every token identity issues has one, and it bounds the work per token to one signature
-/// check.
+/// with that key, the payload parses as [`Claims`] and its `aud` is [`Claims::AUDIENCE`].
+/// Tokens without a `kid` are refused: every token identity issues has one, and it bounds
+/// the work per token to one signature check.
 ///
 /// Verification does not look at `exp`, `nbf` or revocation; [`authorize`] does, on every
 /// request, cached or not.
@@ -148,6 +148,13 @@ fn verify_with(
     let verified = untrusted.verify(key.key(), &[])?;
     let claims: Claims = serde_json::from_str(&verified.payload)
         .map_err(|e| Error::InvalidClaims(truncate(e.to_string(), 200)))?;
+    if claims.aud != Claims::AUDIENCE {
+        return Err(Error::InvalidClaims(format!(
+            "aud is {:?}, not \"{}\"",
+            truncate(claims.aud, 80),
+            Claims::AUDIENCE
+        )));
+    }
     if let Some(expected) = key.bound_issuer() {
         if claims.iss != expected {
             return Err(Error::WrongIssuer {

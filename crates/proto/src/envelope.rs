@@ -4,12 +4,24 @@
 //! the protocol allows: a typed parse first, and only if that fails a lenient look at the
 //! JSON to recover the `req_id` to echo.
 
+use crate::error::{clip, MAX_ERROR_MESSAGE_LEN};
 use crate::{ErrorBody, ErrorCode};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The only protocol version there is.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest `req_id`, in bytes (UTF-8, after JSON unescaping). A request with a longer one
+/// is refused INVALID_ARGUMENT with an empty `req_id`: nothing unbounded is echoed.
+pub const MAX_REQ_ID_LEN: usize = 256;
+
+/// Longest method name, in bytes. Longer is INVALID_ARGUMENT (`details.field = "method"`).
+pub const MAX_METHOD_LEN: usize = 128;
+
+/// Longest `details.field` an error names, in bytes (a path into the params may contain
+/// map keys the caller chose).
+pub const MAX_FIELD_NAME_LEN: usize = 128;
 
 /// The `auth` object of a request.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,12 +68,37 @@ pub struct RequestError {
 }
 
 /// Parse one frame's payload into a request, checking the envelope (not the params).
+///
+/// An accepted request's `req_id` is at most [`MAX_REQ_ID_LEN`] bytes and its method at
+/// most [`MAX_METHOD_LEN`]; a refused one's `req_id` is the request's when that is within
+/// the bound, else empty. So nothing a caller sends is echoed without a bound.
 pub fn parse_request(frame: &[u8]) -> Result<Request, RequestError> {
     let mut de = serde_json::Deserializer::from_slice(frame);
     let req: Request = match serde_path_to_error::deserialize(&mut de) {
         Ok(req) => req,
         Err(typed) => return Err(explain_bad_envelope(frame, typed)),
     };
+    // First, so that no later error echoes an over-long req_id.
+    if req.req_id.len() > MAX_REQ_ID_LEN {
+        return Err(RequestError {
+            req_id: String::new(),
+            error: ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("`req_id` is longer than {MAX_REQ_ID_LEN} bytes"),
+            )
+            .with_details(serde_json::json!({"field": "req_id"})),
+        });
+    }
+    if req.method.len() > MAX_METHOD_LEN {
+        return Err(RequestError {
+            req_id: req.req_id,
+            error: ErrorBody::new(
+                ErrorCode::InvalidArgument,
+                format!("`method` is longer than {MAX_METHOD_LEN} bytes"),
+            )
+            .with_details(serde_json::json!({"field": "method"})),
+        });
+    }
     if let Err(e) = de.end() {
         return Err(RequestError {
             req_id: req.req_id,
@@ -110,7 +147,7 @@ fn explain_bad_envelope(
         }
     };
     let req_id = match object.get("req_id") {
-        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_REQ_ID_LEN => s.clone(),
         _ => String::new(),
     };
     RequestError {
@@ -125,14 +162,19 @@ fn field_error(what: &str, err: &serde_path_to_error::Error<serde_json::Error>) 
     let inner = err.inner();
     // For a missing field serde's own message names it ("missing field `x`") and the
     // path points at the parent object.
+    // The path may hold map keys and serde's message may quote the value: both are the
+    // caller's, so both are cut to a bound.
     let field = if path == "." {
         missing_field_name(&inner.to_string())
     } else {
         Some(path.clone())
-    };
+    }
+    .map(|f| clip(&f, MAX_FIELD_NAME_LEN).to_owned());
+    let reason = strip_position(inner);
+    let reason = clip(&reason, MAX_ERROR_MESSAGE_LEN / 2);
     let message = match (&field, path.as_str()) {
-        (Some(_), ".") | (None, _) => format!("{what}: {}", strip_position(inner)),
-        (Some(f), _) => format!("{what}: field `{f}`: {}", strip_position(inner)),
+        (Some(_), ".") | (None, _) => format!("{what}: {reason}"),
+        (Some(f), _) => format!("{what}: field `{f}`: {reason}"),
     };
     let details = match field {
         Some(f) => serde_json::json!({ "field": f }),
@@ -286,6 +328,94 @@ mod tests {
     fn trailing_garbage_is_refused() {
         let e = bad(r#"{"v":1,"req_id":"q","method":"m"} x"#);
         assert_eq!(e.error.code, ErrorCode::InvalidArgument);
+    }
+
+    fn with_req_id(req_id: &str) -> String {
+        serde_json::to_string(&json!({"v": 1, "req_id": req_id, "method": "m"})).unwrap()
+    }
+
+    #[test]
+    fn req_id_at_the_bound_is_accepted_and_one_past_is_refused_without_echo() {
+        let at = "r".repeat(MAX_REQ_ID_LEN);
+        assert_eq!(parse_request(with_req_id(&at).as_bytes()).unwrap().req_id, at);
+        // Multi-byte characters count in bytes.
+        let wide = "é".repeat(MAX_REQ_ID_LEN / 2);
+        assert_eq!(parse_request(with_req_id(&wide).as_bytes()).unwrap().req_id, wide);
+
+        for past in ["r".repeat(MAX_REQ_ID_LEN + 1), format!("{wide}x")] {
+            let e = bad(&with_req_id(&past));
+            assert_eq!(e.req_id, "", "an over-long req_id is never echoed");
+            assert_eq!(e.error.code, ErrorCode::InvalidArgument);
+            assert_eq!(e.error.details, json!({"field": "req_id"}));
+            assert!(e.error.message.contains("256"), "{}", e.error.message);
+            assert!(!e.error.message.contains(&past));
+        }
+    }
+
+    #[test]
+    fn over_long_req_id_is_not_echoed_whatever_else_is_wrong() {
+        let long = "q".repeat(MAX_REQ_ID_LEN + 1);
+        for frame in [
+            json!({"v": 2, "req_id": long, "method": "m"}),
+            json!({"v": "1", "req_id": long, "method": "m"}),
+            json!({"req_id": long, "method": "m"}),
+            json!({"v": 1, "req_id": long}),
+            json!({"v": 1, "req_id": long, "method": 5}),
+        ] {
+            let e = bad(&frame.to_string());
+            assert_eq!(e.req_id, "", "{frame}");
+            assert_eq!(e.error.code, ErrorCode::InvalidArgument);
+        }
+        let e = bad(&format!(r#"{{"v":1,"req_id":"{long}","method":"m"}} x"#));
+        assert_eq!(e.req_id, "");
+    }
+
+    #[test]
+    fn a_mebibyte_req_id_is_refused_with_a_small_error() {
+        let huge = "A".repeat(crate::MAX_FRAME - 64);
+        let e = bad(&with_req_id(&huge));
+        assert_eq!(e.req_id, "");
+        let wire = serde_json::to_vec(&Response::<()>::failure(e.req_id, e.error)).unwrap();
+        assert!(wire.len() < 512, "{} bytes", wire.len());
+    }
+
+    #[test]
+    fn method_name_at_the_bound_is_accepted_and_one_past_is_refused() {
+        let at = "m".repeat(MAX_METHOD_LEN);
+        let frame = json!({"v": 1, "req_id": "r1", "method": at}).to_string();
+        assert_eq!(parse_request(frame.as_bytes()).unwrap().method, at);
+        let past = "m".repeat(MAX_METHOD_LEN + 1);
+        let e = bad(&json!({"v": 1, "req_id": "r2", "method": past}).to_string());
+        assert_eq!(e.req_id, "r2");
+        assert_eq!(e.error.code, ErrorCode::InvalidArgument);
+        assert_eq!(e.error.details, json!({"field": "method"}));
+        assert!(!e.error.message.contains(&past), "{}", e.error.message);
+    }
+
+    #[test]
+    fn errors_never_quote_an_attacker_sized_value() {
+        let huge = "Z".repeat(200_000);
+        // serde quotes a mistyped string value and an unknown map key's path.
+        let e = bad(&json!({"v": huge, "req_id": "r", "method": "m"}).to_string());
+        assert!(e.error.message.len() <= MAX_ERROR_MESSAGE_LEN, "{}", e.error.message.len());
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Keyed {
+            m: std::collections::HashMap<String, u32>,
+        }
+        let raw = RawValue::from_string(json!({"m": {huge.clone(): "x"}}).to_string()).unwrap();
+        let e = parse_params::<Keyed>(Some(&raw)).unwrap_err();
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE_LEN, "{}", e.message.len());
+        let field = e.details["field"].as_str().unwrap();
+        assert!(field.len() <= MAX_FIELD_NAME_LEN, "{}", field.len());
+        let raw = RawValue::from_string(json!({"service": huge}).to_string()).unwrap();
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Num {
+            service: u32,
+        }
+        let e = parse_params::<Num>(Some(&raw)).unwrap_err();
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE_LEN, "{}", e.message.len());
     }
 
     #[derive(Debug, Deserialize)]

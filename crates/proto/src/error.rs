@@ -93,6 +93,24 @@ impl<'de> Deserialize<'de> for ErrorCode {
     }
 }
 
+/// Longest `error.message` a server sends, in bytes; a longer one is cut (at a character
+/// boundary, ending in `…`). Messages may quote what a caller sent, so this is the bound
+/// on how much of it comes back.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
+
+/// The longest prefix of `text` that is at most `max` bytes and ends on a character
+/// boundary.
+pub fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The `error` object of a failed response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -108,11 +126,18 @@ fn empty_details() -> serde_json::Value {
 }
 
 impl ErrorBody {
+    /// An error with `message` cut to [`MAX_ERROR_MESSAGE_LEN`] bytes.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_ERROR_MESSAGE_LEN {
+            let keep = clip(&message, MAX_ERROR_MESSAGE_LEN - '…'.len_utf8()).len();
+            message.truncate(keep);
+            message.push('…');
+        }
         ErrorBody {
             code,
             name: code.name().to_owned(),
-            message: message.into(),
+            message,
             details: empty_details(),
         }
     }
@@ -155,6 +180,28 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_code(0), None);
         assert_eq!(ErrorCode::from_code(9), None);
+    }
+
+    #[test]
+    fn messages_are_bounded_at_a_character_boundary() {
+        let at = "m".repeat(MAX_ERROR_MESSAGE_LEN);
+        assert_eq!(ErrorBody::new(ErrorCode::Internal, at.clone()).message, at);
+        let past = format!("{at}x");
+        let body = ErrorBody::new(ErrorCode::Internal, past);
+        assert!(body.message.len() <= MAX_ERROR_MESSAGE_LEN);
+        assert!(body.message.ends_with('…'), "{}", body.message);
+        let wide = "é".repeat(MAX_ERROR_MESSAGE_LEN);
+        let body = ErrorBody::new(ErrorCode::Internal, wide);
+        assert!(body.message.len() <= MAX_ERROR_MESSAGE_LEN);
+        assert!(body.message.trim_end_matches('…').chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_boundary() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc");
+        assert_eq!(clip("aé", 2), "a");
+        assert_eq!(clip("", 0), "");
     }
 
     #[test]

@@ -17,9 +17,10 @@ pub use codec::{frame_codec, is_frame_too_large};
 /// Largest payload a frame may carry: 1 MiB.
 pub const MAX_FRAME: usize = 1 << 20;
 pub use envelope::{
-    parse_params, parse_request, Auth, Request, RequestError, Response, PROTOCOL_VERSION,
+    parse_params, parse_request, Auth, Request, RequestError, Response, MAX_FIELD_NAME_LEN,
+    MAX_METHOD_LEN, MAX_REQ_ID_LEN, PROTOCOL_VERSION,
 };
-pub use error::{ErrorBody, ErrorCode};
+pub use error::{clip, ErrorBody, ErrorCode, MAX_ERROR_MESSAGE_LEN};
 pub use methods::Method;
 
 /// Whether `name` is a valid service name: `[a-z][a-z0-9-]{0,62}`. Names become socket,

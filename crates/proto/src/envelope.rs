@@ -337,10 +337,16 @@ mod tests {
     #[test]
     fn req_id_at_the_bound_is_accepted_and_one_past_is_refused_without_echo() {
         let at = "r".repeat(MAX_REQ_ID_LEN);
-        assert_eq!(parse_request(with_req_id(&at).as_bytes()).unwrap().req_id, at);
+        assert_eq!(
+            parse_request(with_req_id(&at).as_bytes()).unwrap().req_id,
+            at
+        );
         // Multi-byte characters count in bytes.
         let wide = "é".repeat(MAX_REQ_ID_LEN / 2);
-        assert_eq!(parse_request(with_req_id(&wide).as_bytes()).unwrap().req_id, wide);
+        assert_eq!(
+            parse_request(with_req_id(&wide).as_bytes()).unwrap().req_id,
+            wide
+        );
 
         for past in ["r".repeat(MAX_REQ_ID_LEN + 1), format!("{wide}x")] {
             let e = bad(&with_req_id(&past));
@@ -397,7 +403,11 @@ mod tests {
         let huge = "Z".repeat(200_000);
         // serde quotes a mistyped string value and an unknown map key's path.
         let e = bad(&json!({"v": huge, "req_id": "r", "method": "m"}).to_string());
-        assert!(e.error.message.len() <= MAX_ERROR_MESSAGE_LEN, "{}", e.error.message.len());
+        assert!(
+            e.error.message.len() <= MAX_ERROR_MESSAGE_LEN,
+            "{}",
+            e.error.message.len()
+        );
         #[derive(Debug, Deserialize)]
         #[allow(dead_code)]
         struct Keyed {
@@ -405,7 +415,11 @@ mod tests {
         }
         let raw = RawValue::from_string(json!({"m": {huge.clone(): "x"}}).to_string()).unwrap();
         let e = parse_params::<Keyed>(Some(&raw)).unwrap_err();
-        assert!(e.message.len() <= MAX_ERROR_MESSAGE_LEN, "{}", e.message.len());
+        assert!(
+            e.message.len() <= MAX_ERROR_MESSAGE_LEN,
+            "{}",
+            e.message.len()
+        );
         let field = e.details["field"].as_str().unwrap();
         assert!(field.len() <= MAX_FIELD_NAME_LEN, "{}", field.len());
         let raw = RawValue::from_string(json!({"service": huge}).to_string()).unwrap();
@@ -415,7 +429,11 @@ mod tests {
             service: u32,
         }
         let e = parse_params::<Num>(Some(&raw)).unwrap_err();
-        assert!(e.message.len() <= MAX_ERROR_MESSAGE_LEN, "{}", e.message.len());
+        assert!(
+            e.message.len() <= MAX_ERROR_MESSAGE_LEN,
+            "{}",
+            e.message.len()
+        );
     }
 
     #[derive(Debug, Deserialize)]

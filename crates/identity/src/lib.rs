@@ -174,8 +174,12 @@ impl Identity {
     pub fn open(config: &IdentityConfig) -> anyhow::Result<Identity> {
         use anyhow::Context;
         let dir = config.state_dir.join("identity");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        let state = &config.state_dir;
+        std::fs::create_dir_all(state)
+            .with_context(|| format!("cannot create state directory {}", state.display()))?;
+        // Identity's own directory holds the signing key and the store: its user only.
+        store::private_dir(&dir)
+            .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
         let key_path = dir.join("signing.key");
         let (signer, origin) = SigningKey::load_or_create(&key_path)?;
         tracing::info!(kid = %signer.kid(TokenVersion::V2), ?origin, "signing key ready");

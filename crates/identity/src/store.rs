@@ -60,8 +60,45 @@ pub struct Store {
     store_id: String,
 }
 
+/// Creates `dir` (mode 0700) if missing, and narrows it to 0700 if an older install left
+/// it wider.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("exists and is not a directory"));
+    }
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates the file at `path` with mode 0600 if missing (so nothing ever sees it wider),
+/// and narrows an existing one to 0600.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o7777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Opens (or creates) the store at `path`, which is made 0600 first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        private_file(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let db = Database::create(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         let store_id = {

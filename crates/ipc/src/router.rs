@@ -17,7 +17,9 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use strata_proto::methods::{sys, Method};
-use strata_proto::{parse_params, parse_request, ErrorBody, ErrorCode, Response, MAX_FRAME};
+use strata_proto::{
+    parse_params, parse_request, ErrorBody, ErrorCode, Response, MAX_FRAME, MAX_REQ_ID_LEN,
+};
 use tokio_util::sync::CancellationToken;
 
 /// What a handler knows about the request it serves.
@@ -269,19 +271,119 @@ impl Router {
     }
 }
 
-/// Serialise a response, replacing one too large for a frame with an INTERNAL error.
-pub(crate) fn encode<R: Serialize>(response: &Response<R>) -> Bytes {
+/// The largest frame [`encode`]'s fallback ever produces: the envelope, a fixed message and
+/// a req_id of at most [`strata_proto::MAX_REQ_ID_LEN`] bytes, each escaped as `\u00XX`.
+pub const MAX_FALLBACK_LEN: usize = 2048;
+
+/// Serialise a response, replacing one too large for a frame (or that does not serialise)
+/// with an INTERNAL error built from bounded parts only. Never recurses: the replacement
+/// is at most [`MAX_FALLBACK_LEN`] bytes, whatever `response` holds.
+pub fn encode<R: Serialize>(response: &Response<R>) -> Bytes {
     match serde_json::to_vec(response) {
         Ok(bytes) if bytes.len() <= MAX_FRAME => Bytes::from(bytes),
         Ok(bytes) => {
             tracing::error!(len = bytes.len(), "response exceeds the frame limit");
-            let error = ErrorBody::new(ErrorCode::Internal, "response too large for one frame");
-            encode(&Response::<()>::failure(response.req_id.as_str(), error))
+            fallback(&response.req_id, "response too large for one frame")
         }
         Err(e) => {
             tracing::error!(error = %e, "response did not serialise");
-            let error = ErrorBody::new(ErrorCode::Internal, "internal error");
-            encode(&Response::<()>::failure(response.req_id.as_str(), error))
+            fallback(&response.req_id, "internal error")
         }
+    }
+}
+
+/// Sent if even the fallback would not fit (it always does: see the tests).
+const LAST_RESORT: &[u8] = br#"{"v":1,"req_id":"","ok":false,"error":{"code":5,"name":"INTERNAL","message":"internal error","details":{}}}"#;
+
+/// The INTERNAL answer that replaces a response [`encode`] cannot send. The req_id is
+/// echoed only within [`strata_proto::MAX_REQ_ID_LEN`] (else empty) and the message is a
+/// fixed string, so the result always fits; should it not, a constant frame is sent.
+fn fallback(req_id: &str, message: &'static str) -> Bytes {
+    let req_id = if req_id.len() <= MAX_REQ_ID_LEN {
+        req_id
+    } else {
+        ""
+    };
+    let error = ErrorBody::new(ErrorCode::Internal, message);
+    match serde_json::to_vec(&Response::<()>::failure(req_id, error)) {
+        Ok(bytes) if bytes.len() <= MAX_FALLBACK_LEN => Bytes::from(bytes),
+        _ => Bytes::from_static(LAST_RESORT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn decoded(bytes: &Bytes) -> Value {
+        assert!(bytes.len() <= MAX_FRAME, "{} bytes", bytes.len());
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn an_oversized_response_with_an_unbounded_req_id_falls_back_once_and_small() {
+        // Built by hand: parse_request refuses such a req_id, but encode must not rely
+        // on that.
+        let req_id = "A".repeat(MAX_FRAME);
+        let out = encode(&Response::success(req_id, json!({})));
+        assert!(out.len() <= MAX_FALLBACK_LEN, "{} bytes", out.len());
+        let v = decoded(&out);
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["req_id"], "");
+        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
+    }
+
+    #[test]
+    fn an_oversized_response_keeps_a_bounded_req_id() {
+        // The worst case for size: every byte of the longest req_id escaped as \u00XX.
+        let req_id = "\u{1}".repeat(MAX_REQ_ID_LEN);
+        let out = encode(&Response::success(
+            req_id.as_str(),
+            json!({"blob": "z".repeat(2 << 20)}),
+        ));
+        assert!(out.len() <= MAX_FALLBACK_LEN, "{} bytes", out.len());
+        let v = decoded(&out);
+        assert_eq!(v["req_id"], req_id);
+        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn the_last_resort_frame_is_a_valid_internal_error() {
+        let v = decoded(&fallback(&"\u{1}".repeat(MAX_REQ_ID_LEN), "internal error"));
+        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
+        let r: Response<()> = serde_json::from_slice(LAST_RESORT).unwrap();
+        assert_eq!(r.into_result().unwrap_err().code, ErrorCode::Internal);
+    }
+
+    #[test]
+    fn an_error_too_large_for_a_frame_falls_back_too() {
+        let error = ErrorBody::new(ErrorCode::NotFound, "gone")
+            .with_details(json!({"echo": "x".repeat(MAX_FRAME)}));
+        let out = encode(&Response::<()>::failure("r1", error));
+        let v = decoded(&out);
+        assert_eq!(v["req_id"], "r1");
+        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
+    }
+
+    #[tokio::test]
+    async fn a_mebibyte_req_id_on_an_unknown_method_is_refused_without_echo() {
+        let router = Router::new("t", "1");
+        let frame = format!(
+            r#"{{"v":1,"req_id":"{}","method":"nope"}}"#,
+            "A".repeat(MAX_FRAME - 64)
+        );
+        let v = decoded(
+            &router
+                .dispatch(PeerCred::current_process(), frame.as_bytes())
+                .await,
+        );
+        assert_eq!(v["req_id"], "");
+        assert_eq!(v["error"]["code"], ErrorCode::InvalidArgument.code());
+        assert_eq!(v["error"]["details"]["field"], "req_id");
     }
 }

@@ -275,6 +275,72 @@ async fn unknown_method_is_named() {
     server.stop().await;
 }
 
+fn echo_with_req_id(req_id: &str, method: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"v": 1, "req_id": req_id, "method": method,
+                               "params": {"text": "hi"}}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn req_id_is_echoed_up_to_256_bytes_and_refused_past_it() {
+    let server = TestServer::start(|_| {}, test_router());
+    let mut conn = server.raw().await;
+    let at = "r".repeat(256);
+    let r = ask(&mut conn, &echo_with_req_id(&at, "test.echo")).await;
+    assert_eq!(r["ok"], true, "{}", brief(&r));
+    assert_eq!(r["req_id"], at);
+    let past = "r".repeat(257);
+    let r = ask(&mut conn, &echo_with_req_id(&past, "test.echo")).await;
+    assert_error(&r, ErrorCode::InvalidArgument, "", "req_id");
+    assert_eq!(r["error"]["details"]["field"], "req_id");
+    // The connection stays usable.
+    let r = ask(&mut conn, &echo_with_req_id("after", "test.echo")).await;
+    assert_eq!(r["req_id"], "after");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mebibyte_req_id_gets_a_small_error_and_the_server_lives_on() {
+    let server = TestServer::start(|_| {}, test_router());
+    let mut conn = server.raw().await;
+    // Used to recurse: the answer echoing it did not fit a frame, nor did the fallback
+    // echoing it again.
+    let huge = "A".repeat(strata_proto::MAX_FRAME - 100);
+    for method in ["test.nope", "test.huge", "sys.health", "test.echo"] {
+        conn.send(Bytes::from(echo_with_req_id(&huge, method)))
+            .await
+            .unwrap();
+        let reply = timeout(DEADLINE, conn.next())
+            .await
+            .expect("no reply in time")
+            .expect("connection closed")
+            .unwrap();
+        assert!(reply.len() < 1024, "{method}: {} bytes", reply.len());
+        let r: Value = serde_json::from_slice(&reply).unwrap();
+        assert_error(&r, ErrorCode::InvalidArgument, "", "req_id");
+    }
+    // A 256-byte req_id on a response too large for a frame: one small INTERNAL.
+    let r = ask(&mut conn, &echo_with_req_id(&"q".repeat(256), "test.huge")).await;
+    assert_error(&r, ErrorCode::Internal, &"q".repeat(256), "too large");
+    let r = ask(&mut conn, br#"{"v":1,"req_id":"h","method":"sys.health"}"#).await;
+    assert_eq!(r["ok"], true);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_names_past_128_bytes_are_refused_unechoed() {
+    let server = TestServer::start(|_| {}, test_router());
+    let mut conn = server.raw().await;
+    let at = format!("test.{}", "n".repeat(123));
+    let r = ask(&mut conn, &echo_with_req_id("m1", &at)).await;
+    assert_error(&r, ErrorCode::InvalidArgument, "m1", "unknown method");
+    let past = format!("{at}n");
+    let r = ask(&mut conn, &echo_with_req_id("m2", &past)).await;
+    assert_error(&r, ErrorCode::InvalidArgument, "m2", "longer than 128");
+    assert!(!r.to_string().contains(&past), "{}", brief(&r));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_mistyped_params_name_the_field() {
     let server = TestServer::start(|_| {}, test_router());

@@ -359,7 +359,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let runtime = args.runtime_dir.clone().unwrap_or_else(paths::runtime_dir);
+    let runtime = paths::resolve_runtime_dir(args.runtime_dir.clone())?;
     let modes: Vec<String> = if args.modes.is_empty() {
         MODES.iter().map(|m| m.to_string()).collect()
     } else {

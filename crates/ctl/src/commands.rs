@@ -38,7 +38,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 struct Session {
     global: Global,
     token: Option<String>,
-    runtime_dir: PathBuf,
 }
 
 impl Session {
@@ -53,15 +52,14 @@ impl Session {
             ),
             (None, None) => None,
         };
-        let runtime_dir = global
-            .runtime_dir
-            .clone()
-            .unwrap_or_else(paths::runtime_dir);
-        Ok(Session {
-            global,
-            token,
-            runtime_dir,
-        })
+        Ok(Session { global, token })
+    }
+
+    /// The runtime directory, checked (a socket in a directory another user controls is
+    /// never trusted with a token). Only asked for when no `--socket` names the server.
+    fn runtime_dir(&self) -> Result<PathBuf, Failure> {
+        paths::resolve_runtime_dir(self.global.runtime_dir.clone())
+            .map_err(|e| Failure::Usage(e.to_string()))
     }
 
     async fn client(&self, service: &str) -> Result<Client, Failure> {
@@ -75,8 +73,8 @@ impl Session {
                 (Some(url), _) => {
                     Endpoint::parse(url).map_err(|e| Failure::Usage(e.to_string()))?
                 }
-                (None, Some(node)) => resolve_on_node(&self.runtime_dir, service, node).await?,
-                (None, None) => resolve_endpoint(&self.runtime_dir, service).await?,
+                (None, Some(node)) => resolve_on_node(&self.runtime_dir()?, service, node).await?,
+                (None, None) => resolve_endpoint(&self.runtime_dir()?, service).await?,
             },
         };
         let mut client = Client::new(endpoint);

@@ -76,10 +76,10 @@ fn main() -> anyhow::Result<()> {
     if !strata_fs::roots::kernel_supports_beneath() {
         bail!("this kernel lacks openat2 with RESOLVE_BENEATH (Linux 5.6+); fs cannot confine paths without it");
     }
-    let runtime_dir = args.runtime_dir.unwrap_or_else(paths::runtime_dir);
-    let state_dir = args.state_dir.unwrap_or_else(paths::state_dir);
-    make_dir(&runtime_dir, 0o750)?;
-    make_dir(&state_dir, 0o700)?;
+    let runtime_dir = paths::resolve_runtime_dir(args.runtime_dir)?;
+    let state_dir = paths::resolve_state_dir(args.state_dir)?;
+    paths::create_dir(paths::DirKind::Runtime, &runtime_dir, 0o750)?;
+    paths::create_dir(paths::DirKind::State, &state_dir, 0o700)?;
 
     let mut export_roots: Vec<PathBuf> = args
         .export_roots

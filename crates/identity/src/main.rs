@@ -39,8 +39,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     strata_ipc::logging::init();
     let args = Args::parse();
-    let runtime_dir = args.runtime_dir.unwrap_or_else(paths::runtime_dir);
-    let state_dir = args.state_dir.unwrap_or_else(paths::state_dir);
+    let runtime_dir = paths::resolve_runtime_dir(args.runtime_dir)?;
+    let state_dir = paths::resolve_state_dir(args.state_dir)?;
     let config = IdentityConfig {
         policy: Some(
             args.policy
@@ -61,8 +61,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        std::fs::create_dir_all(&runtime_dir)
-            .with_context(|| format!("cannot create {}", runtime_dir.display()))?;
+        paths::create_dir(paths::DirKind::Runtime, &runtime_dir, 0o750)?;
         let identity = Arc::new(Identity::open(&config)?);
         if let Some(cluster) = &cluster {
             tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");

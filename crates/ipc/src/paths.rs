@@ -1,20 +1,132 @@
-//! Where Strata keeps its sockets and its state. These two functions are the only place
-//! that decides; every binary and library asks them.
+//! Where Strata keeps its sockets and its state, and whether a directory is safe to use.
+//! This module is the only place that decides; every binary and library asks it.
+//!
+//! A directory is only used when nobody but its user (or root) could have put anything in
+//! it: a process that trusts a socket or a key file in a directory another user controls
+//! hands its tokens to that user. So every directory Strata uses, chosen by default or
+//! named by the operator, is checked with [`check_dir`]: it and every directory above it
+//! must be owned by the current user or root, and none may be writable by group or others
+//! (an ancestor with the sticky bit, such as `/tmp`, is fine: nobody can replace what
+//! another user made in it). These are the rules `XDG_RUNTIME_DIR` itself follows. There
+//! is no shared `/tmp` fallback: a predictable path there can be taken first by anyone.
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
 
-/// The runtime directory (sockets, `identity.pub`):
-/// `$STRATA_RUNTIME_DIR`, else `/run/strata` for root, else `$XDG_RUNTIME_DIR/strata`,
-/// else `/tmp/strata-<uid>`.
-pub fn runtime_dir() -> PathBuf {
-    pick_runtime_dir(&|k| std::env::var_os(k), current_uid())
+/// Why a runtime or state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("no {what} directory: {hint}")]
+    NoDefault {
+        what: &'static str,
+        hint: &'static str,
+    },
+    #[error("refusing the {what} directory {}: {reason} (it must be owned by uid {uid} or root and not writable by group or others, and so must every directory above it)", path.display())]
+    Unsafe {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+        uid: u32,
+    },
+    #[error("cannot use the {what} directory {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// The state directory (keys, revocations, audit log):
-/// `$STRATA_STATE_DIR`, else `/var/lib/strata` for root, else `$XDG_STATE_HOME/strata`,
-/// else `~/.local/state/strata`.
-pub fn state_dir() -> PathBuf {
-    pick_state_dir(&|k| std::env::var_os(k), current_uid())
+/// What a directory is for, named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirKind {
+    Runtime,
+    State,
+}
+
+impl DirKind {
+    fn name(self) -> &'static str {
+        match self {
+            DirKind::Runtime => "runtime",
+            DirKind::State => "state",
+        }
+    }
+}
+
+/// The runtime directory (sockets, `identity.pub`), checked: `explicit` when given (a
+/// `--runtime-dir` flag), else `$STRATA_RUNTIME_DIR`, else `/run/strata` for root, else
+/// `$XDG_RUNTIME_DIR/strata`, else `/run/user/<uid>/strata` when that user directory
+/// exists, else `run` inside the state directory.
+pub fn resolve_runtime_dir(explicit: Option<PathBuf>) -> Result<PathBuf, DirError> {
+    let uid = current_uid();
+    let dir = match explicit {
+        Some(dir) => dir,
+        None => pick_runtime_dir(&|k| std::env::var_os(k), uid, &|p| p.is_dir())?,
+    };
+    check_dir(DirKind::Runtime, &dir, uid)?;
+    Ok(dir)
+}
+
+/// The state directory (keys, revocations, audit log), checked: `explicit` when given,
+/// else `$STRATA_STATE_DIR`, else `/var/lib/strata` for root, else
+/// `$XDG_STATE_HOME/strata`, else `~/.local/state/strata`.
+pub fn resolve_state_dir(explicit: Option<PathBuf>) -> Result<PathBuf, DirError> {
+    let uid = current_uid();
+    let dir = match explicit {
+        Some(dir) => dir,
+        None => pick_state_dir(&|k| std::env::var_os(k), uid)?,
+    };
+    check_dir(DirKind::State, &dir, uid)?;
+    Ok(dir)
+}
+
+/// The default runtime directory, checked (see [`resolve_runtime_dir`]).
+pub fn runtime_dir() -> Result<PathBuf, DirError> {
+    resolve_runtime_dir(None)
+}
+
+/// The default state directory, checked (see [`resolve_state_dir`]).
+pub fn state_dir() -> Result<PathBuf, DirError> {
+    resolve_state_dir(None)
+}
+
+/// Create `dir` (and missing parents) with `mode` if it does not exist, then check it
+/// ([`check_dir`]). Checking after creating matters: a directory someone else made first
+/// under a sticky ancestor is found here rather than used.
+pub fn create_dir(kind: DirKind, dir: &Path, mode: u32) -> Result<(), DirError> {
+    let uid = current_uid();
+    check_dir(kind, dir, uid)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|source| DirError::Io {
+            what: kind.name(),
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    check_dir(kind, dir, uid)?;
+    if !dir.is_dir() {
+        return Err(DirError::Unsafe {
+            what: kind.name(),
+            path: dir.to_path_buf(),
+            reason: "it is not a directory".into(),
+            uid,
+        });
+    }
+    Ok(())
+}
+
+/// Give `dir` exactly `mode` when this process owns it: a directory left by an older
+/// version with wider bits is narrowed at start. One owned by root while we are not is
+/// left as it is (root chose it).
+pub fn set_mode_if_owned(dir: &Path, mode: u32) -> std::io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    if meta.uid() == current_uid() && meta.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// The conventional socket of a service: `<runtime dir>/<service>.sock`.
@@ -22,43 +134,140 @@ pub fn socket_path(runtime_dir: &Path, service: &str) -> PathBuf {
     runtime_dir.join(format!("{service}.sock"))
 }
 
+/// Refuse `dir` unless it and every existing directory above it are owned by `uid` or
+/// root and writable by nobody else (an ancestor with the sticky bit may be writable by
+/// all; `dir` itself may not). Symbolic links on the way are followed, and checked the same
+/// way along both the path as written and the path they lead to. A `dir` that does not
+/// exist yet passes when what exists above it does (its creator sets its mode).
+pub fn check_dir(kind: DirKind, dir: &Path, uid: u32) -> Result<(), DirError> {
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|source| DirError::Io {
+                what: kind.name(),
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .join(dir)
+    };
+    let unsafe_dir = |path: &Path, reason: String| DirError::Unsafe {
+        what: kind.name(),
+        path: path.to_path_buf(),
+        reason,
+        uid,
+    };
+    let chain = |path: &Path| -> Result<Option<PathBuf>, DirError> {
+        let mut prefix = PathBuf::new();
+        let mut last_existing = None;
+        let components: Vec<Component> = path.components().collect();
+        for (i, component) in components.iter().enumerate() {
+            prefix.push(component);
+            let meta = match std::fs::symlink_metadata(&prefix) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(source) => {
+                    return Err(DirError::Io {
+                        what: kind.name(),
+                        path: prefix,
+                        source,
+                    })
+                }
+            };
+            let is_target = i + 1 == components.len();
+            if let Some(reason) = judge(&meta, uid, is_target) {
+                return Err(unsafe_dir(&prefix, reason));
+            }
+            last_existing = Some(prefix.clone());
+        }
+        Ok(last_existing)
+    };
+    let Some(existing) = chain(&absolute)? else {
+        return Ok(());
+    };
+    // The path as written may pass through symbolic links: check where it really leads.
+    let real = std::fs::canonicalize(&existing).map_err(|source| DirError::Io {
+        what: kind.name(),
+        path: existing.clone(),
+        source,
+    })?;
+    if real != existing {
+        let rest = absolute.strip_prefix(&existing).unwrap_or(Path::new(""));
+        chain(&real.join(rest))?;
+    }
+    Ok(())
+}
+
+/// Why one path component makes the directory unsafe, if it does.
+fn judge(meta: &std::fs::Metadata, uid: u32, is_target: bool) -> Option<String> {
+    let owner = meta.uid();
+    if owner != uid && owner != 0 {
+        return Some(format!("it is owned by uid {owner}"));
+    }
+    if meta.file_type().is_symlink() {
+        return None;
+    }
+    let mode = meta.permissions().mode();
+    let shared_write = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    if shared_write && (is_target || !sticky) {
+        return Some(format!(
+            "it is writable by group or others (mode {:o})",
+            mode & 0o7777
+        ));
+    }
+    None
+}
+
 fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
 
-type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;
+type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
 fn non_empty(env: Env, key: &str) -> Option<PathBuf> {
     env(key).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
-fn pick_runtime_dir(env: Env, uid: u32) -> PathBuf {
+fn pick_runtime_dir(
+    env: Env,
+    uid: u32,
+    exists: &dyn Fn(&Path) -> bool,
+) -> Result<PathBuf, DirError> {
     if let Some(dir) = non_empty(env, "STRATA_RUNTIME_DIR") {
-        return dir;
+        return Ok(dir);
     }
     if uid == 0 {
-        return PathBuf::from("/run/strata");
+        return Ok(PathBuf::from("/run/strata"));
     }
     if let Some(xdg) = non_empty(env, "XDG_RUNTIME_DIR") {
-        return xdg.join("strata");
+        return Ok(xdg.join("strata"));
     }
-    PathBuf::from(format!("/tmp/strata-{uid}"))
+    // logind makes /run/user/<uid> even when the variable did not reach us (sudo, su).
+    let user_run = PathBuf::from(format!("/run/user/{uid}"));
+    if exists(&user_run) {
+        return Ok(user_run.join("strata"));
+    }
+    Ok(pick_state_dir(env, uid)?.join("run"))
 }
 
-fn pick_state_dir(env: Env, uid: u32) -> PathBuf {
+fn pick_state_dir(env: Env, uid: u32) -> Result<PathBuf, DirError> {
     if let Some(dir) = non_empty(env, "STRATA_STATE_DIR") {
-        return dir;
+        return Ok(dir);
     }
     if uid == 0 {
-        return PathBuf::from("/var/lib/strata");
+        return Ok(PathBuf::from("/var/lib/strata"));
     }
     if let Some(xdg) = non_empty(env, "XDG_STATE_HOME") {
-        return xdg.join("strata");
+        return Ok(xdg.join("strata"));
     }
     match non_empty(env, "HOME") {
-        Some(home) => home.join(".local/state/strata"),
-        None => PathBuf::from(format!("/tmp/strata-state-{uid}")),
+        Some(home) => Ok(home.join(".local/state/strata")),
+        None => Err(DirError::NoDefault {
+            what: "state",
+            hint: "set STRATA_STATE_DIR (or HOME or XDG_STATE_HOME) to a directory of your own",
+        }),
     }
 }
 
@@ -67,39 +276,72 @@ mod tests {
     use super::*;
     use crate::test_env::env;
 
+    fn never(_: &Path) -> bool {
+        false
+    }
+
     #[test]
     fn runtime_dir_precedence() {
         let e = env(&[
             ("STRATA_RUNTIME_DIR", "/x"),
             ("XDG_RUNTIME_DIR", "/run/user/1"),
         ]);
-        assert_eq!(pick_runtime_dir(&e, 1000), PathBuf::from("/x"));
-        assert_eq!(pick_runtime_dir(&e, 0), PathBuf::from("/x"));
-        let e = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
-        assert_eq!(pick_runtime_dir(&e, 0), PathBuf::from("/run/strata"));
         assert_eq!(
-            pick_runtime_dir(&e, 1000),
+            pick_runtime_dir(&e, 1000, &never).unwrap(),
+            PathBuf::from("/x")
+        );
+        assert_eq!(
+            pick_runtime_dir(&e, 0, &never).unwrap(),
+            PathBuf::from("/x")
+        );
+        let e = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
+        assert_eq!(
+            pick_runtime_dir(&e, 0, &never).unwrap(),
+            PathBuf::from("/run/strata")
+        );
+        assert_eq!(
+            pick_runtime_dir(&e, 1000, &never).unwrap(),
             PathBuf::from("/run/user/1000/strata")
         );
-        let e = env(&[("STRATA_RUNTIME_DIR", "")]);
+    }
+
+    #[test]
+    fn without_xdg_the_runtime_dir_is_per_user_and_never_in_tmp() {
+        let e = env(&[("STRATA_RUNTIME_DIR", ""), ("HOME", "/home/u")]);
+        let logind = |p: &Path| p == Path::new("/run/user/1000");
         assert_eq!(
-            pick_runtime_dir(&e, 1000),
-            PathBuf::from("/tmp/strata-1000")
+            pick_runtime_dir(&e, 1000, &logind).unwrap(),
+            PathBuf::from("/run/user/1000/strata")
         );
+        assert_eq!(
+            pick_runtime_dir(&e, 1000, &never).unwrap(),
+            PathBuf::from("/home/u/.local/state/strata/run")
+        );
+        // No home, no XDG: an error, not a guessable path in /tmp.
+        let e = env(&[]);
+        let err = pick_runtime_dir(&e, 1000, &never).unwrap_err();
+        assert!(err.to_string().contains("STRATA_STATE_DIR"), "{err}");
     }
 
     #[test]
     fn state_dir_precedence() {
         let e = env(&[("STRATA_STATE_DIR", "/s"), ("HOME", "/home/u")]);
-        assert_eq!(pick_state_dir(&e, 1000), PathBuf::from("/s"));
+        assert_eq!(pick_state_dir(&e, 1000).unwrap(), PathBuf::from("/s"));
         let e = env(&[("HOME", "/home/u")]);
-        assert_eq!(pick_state_dir(&e, 0), PathBuf::from("/var/lib/strata"));
         assert_eq!(
-            pick_state_dir(&e, 1000),
+            pick_state_dir(&e, 0).unwrap(),
+            PathBuf::from("/var/lib/strata")
+        );
+        assert_eq!(
+            pick_state_dir(&e, 1000).unwrap(),
             PathBuf::from("/home/u/.local/state/strata")
         );
         let e = env(&[("HOME", "/home/u"), ("XDG_STATE_HOME", "/xs")]);
-        assert_eq!(pick_state_dir(&e, 1000), PathBuf::from("/xs/strata"));
+        assert_eq!(
+            pick_state_dir(&e, 1000).unwrap(),
+            PathBuf::from("/xs/strata")
+        );
+        assert!(pick_state_dir(&env(&[]), 1000).is_err());
     }
 
     #[test]
@@ -108,5 +350,87 @@ mod tests {
             socket_path(Path::new("/run/strata"), "fs"),
             PathBuf::from("/run/strata/fs.sock")
         );
+    }
+
+    fn set_mode(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_private_directory_passes_and_one_writable_by_others_does_not() {
+        let uid = current_uid();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o750);
+        check_dir(DirKind::Runtime, &dir, uid).unwrap();
+        // Not there yet: fine, its creator chooses the mode.
+        check_dir(DirKind::Runtime, &dir.join("later/deeper"), uid).unwrap();
+        for mode in [0o770, 0o757, 0o1777, 0o775] {
+            set_mode(&dir, mode);
+            let err = check_dir(DirKind::Runtime, &dir, uid).unwrap_err();
+            assert!(
+                err.to_string().contains("writable by group or others"),
+                "{mode:o}: {err}"
+            );
+        }
+        // An ancestor writable by others refuses everything below it, unless sticky.
+        set_mode(&dir, 0o700);
+        set_mode(tmp.path(), 0o777);
+        assert!(check_dir(DirKind::Runtime, &dir, uid).is_err());
+        set_mode(tmp.path(), 0o1777);
+        check_dir(DirKind::Runtime, &dir, uid).unwrap();
+        set_mode(tmp.path(), 0o700);
+    }
+
+    #[test]
+    fn a_directory_owned_by_another_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        // Judged for a uid that does not own it (nor is it root's, unless we are root,
+        // in which case ask for uid 4242's view of a dir owned by uid 4243).
+        let (owner, viewer) = if current_uid() == 0 {
+            std::os::unix::fs::chown(&dir, Some(4243), Some(4243)).unwrap();
+            (4243, 4242)
+        } else {
+            (current_uid(), current_uid() + 1)
+        };
+        let err = check_dir(DirKind::Runtime, &dir, viewer).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("owned by uid {owner}")),
+            "{err}"
+        );
+        check_dir(DirKind::Runtime, &dir, owner).unwrap();
+    }
+
+    #[test]
+    fn symlinks_are_judged_where_they_lead() {
+        let uid = current_uid();
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        set_mode(&shared, 0o777);
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+        let err = check_dir(DirKind::State, &link, uid).unwrap_err();
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        set_mode(&shared, 0o700);
+        check_dir(DirKind::State, &link, uid).unwrap();
+    }
+
+    #[test]
+    fn create_dir_makes_it_with_the_mode_and_checks_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        create_dir(DirKind::State, &dir, 0o700).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        set_mode(&dir, 0o777);
+        assert!(create_dir(DirKind::State, &dir, 0o700).is_err());
     }
 }

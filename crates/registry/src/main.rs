@@ -22,7 +22,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     strata_ipc::logging::init();
     let args = Args::parse();
-    let runtime_dir = args.runtime_dir.unwrap_or_else(paths::runtime_dir);
+    let runtime_dir = paths::resolve_runtime_dir(args.runtime_dir)?;
     let mut config = ServerConfig::new(paths::socket_path(&runtime_dir, "registry"));
     config.socket_mode = args.socket_mode;
     let own_uid = strata_ipc::PeerCred::current_process().uid;

@@ -121,8 +121,8 @@ fn serve(
         .unwrap_or(0o660);
     let cluster_env = cluster_env(&args)?;
     let config = SupervisorConfig {
-        runtime_dir: args.runtime_dir.unwrap_or_else(paths::runtime_dir),
-        state_dir: args.state_dir.unwrap_or_else(paths::state_dir),
+        runtime_dir: paths::resolve_runtime_dir(args.runtime_dir)?,
+        state_dir: paths::resolve_state_dir(args.state_dir)?,
         node_id: args.node_id,
         cluster_env,
         manifest,

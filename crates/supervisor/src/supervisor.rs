@@ -29,11 +29,11 @@ use crate::state::check_transition;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+use strata_ipc::paths::{self, DirKind};
 use strata_ipc::Endpoint;
 use strata_proto::methods::supervisor::{NodeStatus, SvcInfo, SvcState};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,6 +41,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    UnsafeDir(#[from] strata_ipc::paths::DirError),
     #[error("cannot create {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -354,22 +356,21 @@ impl Supervisor {
         config.manifest.validate()?;
         let logs_dir = config.state_dir.join("logs");
         let notify_dir = config.runtime_dir.join("notify");
-        // The runtime dir is traversable by all (services may run as other users and
-        // must reach their sockets); the state dir is not.
-        for (dir, mode) in [
-            (&config.runtime_dir, 0o755),
-            (&config.state_dir, 0o750),
-            (&logs_dir, 0o750),
-            (&notify_dir, 0o711),
+        // Sockets are reached by the owner and the socket group only (0750); the state
+        // (keys, revocations, audit, service logs) by the owner alone (0700). The notify
+        // dir is traversable so a service running as another user can reach its own
+        // notify socket (each socket is made for that service alone).
+        for (kind, dir, mode) in [
+            (DirKind::Runtime, &config.runtime_dir, 0o750),
+            (DirKind::State, &config.state_dir, 0o700),
+            (DirKind::State, &logs_dir, 0o700),
+            (DirKind::Runtime, &notify_dir, 0o711),
         ] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(dir)
-                .map_err(|source| StartError::Dir {
-                    path: dir.clone(),
-                    source,
-                })?;
+            paths::create_dir(kind, dir, mode)?;
+            paths::set_mode_if_owned(dir, mode).map_err(|source| StartError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let cgroups = CgroupRoot::probe();
         match &cgroups {

@@ -1,8 +1,9 @@
 //! The audit log: one JSON object per line, appended to `<state dir>/audit.log` (mode 0600).
 //!
 //! Every line has `time` (RFC 3339, UTC), `source` (the service that wrote it), `event`,
-//! the caller's `uid`, `gid` and `pid` when known, and the event's own fields. Events are
-//! also emitted as `tracing` events (target `audit`).
+//! the caller's `uid`, `gid` and `pid` when known, and the event's own fields. Events go
+//! to this file only, never to `tracing`: a service's output lands in logs readable by
+//! more people than the audit log, and an event names callers, paths and capabilities.
 //!
 //! A line is written with a single `write` on an `O_APPEND` descriptor before `record`
 //! returns, so it is visible at once, lines from several services sharing the file never
@@ -19,7 +20,7 @@
 use serde_json::{Map, Value};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use strata_ipc::PeerCred;
@@ -42,7 +43,10 @@ struct Inner {
 impl Audit {
     /// Open (creating with mode 0600) `<state_dir>/audit.log` and start its syncer.
     pub fn open(state_dir: &Path, source: &str) -> std::io::Result<Audit> {
-        std::fs::create_dir_all(state_dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)?;
         let path = state_dir.join("audit.log");
         let file = OpenOptions::new()
             .create(true)
@@ -91,7 +95,6 @@ impl Audit {
             }
         }
         let line = Value::Object(line);
-        tracing::info!(target: "audit", %line);
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');
         let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());

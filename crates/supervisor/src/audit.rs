@@ -20,7 +20,7 @@ impl AuditLog {
         let log = match Audit::open(state_dir, "supervisor") {
             Ok(log) => Some(log),
             Err(e) => {
-                tracing::error!(dir = %state_dir.display(), error = %e, "cannot open the audit log; audit events go to the log only");
+                tracing::error!(dir = %state_dir.display(), error = %e, "cannot open the audit log; audit events are not recorded");
                 None
             }
         };
@@ -45,10 +45,9 @@ impl AuditLog {
         fields.insert("node_id".into(), Value::String(self.node_id.clone()));
         match &self.log {
             Some(log) => log.record(event, None, Value::Object(fields)),
-            None => {
-                let fields = Value::Object(fields);
-                tracing::info!(target: "audit", event, %fields)
-            }
+            // The event's fields name callers, paths and capabilities: they belong in the
+            // 0600 audit log only, never in the supervisor's own output.
+            None => tracing::error!(event, "audit log unavailable: event not recorded"),
         }
     }
 

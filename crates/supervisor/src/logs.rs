@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -183,8 +183,11 @@ impl RotatingFile {
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
-                .mode(0o640)
+                .mode(0o600)
                 .open(&self.path)?;
+            // A log made by an older version with wider bits is narrowed: service output
+            // can carry anything a caller sent, and is for the operator only.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             self.size = f.metadata()?.len();
             self.file = Some(f);
         }

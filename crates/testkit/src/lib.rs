@@ -57,6 +57,26 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
+        // `cargo test` gives the test process the package's CARGO_MANIFEST_DIR,
+        // CARGO_PKG_* and the like. Build scripts that watch them (ring's does) would see a
+        // different environment from the outer build and rebuild the whole TLS stack, and
+        // the outer build would then rebuild it back.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_by_cargo_test = key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    &*key,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_BIN_NAME"
+                );
+            if set_by_cargo_test {
+                cmd.env_remove(&*key);
+            }
+        }
         if profile != "debug" {
             cmd.args([
                 "--profile",

@@ -47,6 +47,7 @@ fn claims(now: Timestamp) -> Claims {
             path_prefix: Some("/srv/data".parse().unwrap()),
             // High enough never to refuse during the run, so the bucket is still updated.
             rate_limit: Some("1000000000rps".parse().unwrap()),
+            shared_rate_limits: vec![],
         },
         parents: vec![CapId::random().unwrap()],
     }

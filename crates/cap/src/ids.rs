@@ -183,6 +183,13 @@ impl<'de> Deserialize<'de> for Right {
 /// 4096 bytes. A trailing slash is dropped (`/srv/data/` becomes `/srv/data`). This type
 /// does *not* make the path safe to open: fs resolves every request path beneath the
 /// prefix with the kernel, which is where containment is enforced.
+///
+/// **What a prefix names.** fs opens a prefix beneath its export root component by
+/// component *without following any symlink* (`openat2` with `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS`): a prefix with a symlink anywhere below the root names nothing and
+/// is refused. So the directory a prefix names is exactly the one its string names, and
+/// string containment ([`PathPrefix::contains`]) is containment on disk: what issuance
+/// and delegation judge is what fs opens.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PathPrefix(String);
 
@@ -198,6 +205,13 @@ impl PathPrefix {
     /// The prefix as a path.
     pub fn as_path(&self) -> &Path {
         Path::new(&self.0)
+    }
+
+    /// Whether `inner` is this prefix or a directory beneath it, component by component
+    /// (`/srv/data` contains `/srv/data/a`, not `/srv/database`). The one containment rule
+    /// for issuance, delegation and fs (see the type's docs for why it is sound).
+    pub fn contains(&self, inner: &PathPrefix) -> bool {
+        inner.as_path().starts_with(self.as_path())
     }
 }
 
@@ -320,6 +334,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn containment_is_component_wise() {
+        let p = |s: &str| s.parse::<PathPrefix>().unwrap();
+        assert!(p("/srv/data").contains(&p("/srv/data")));
+        assert!(p("/srv/data").contains(&p("/srv/data/a/b")));
+        assert!(p("/").contains(&p("/srv")));
+        assert!(!p("/srv/data").contains(&p("/srv/database")));
+        assert!(!p("/srv/data").contains(&p("/srv")));
+        assert!(!p("/srv/data/a").contains(&p("/srv/data")));
     }
 
     #[test]

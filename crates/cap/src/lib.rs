@@ -52,13 +52,13 @@ mod revocation;
 mod table;
 mod verify;
 
-pub use claims::{Claims, Constraints};
+pub use claims::{Claims, Constraints, SharedRateLimit};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use ids::{CapId, PathPrefix, Right};
 pub use keys::{KeyId, KeyOrigin, PublicKey, SigningKey, TrustedKey, TrustedKeys};
 pub use paseto::{TokenVersion, MAX_TOKEN_LEN};
-pub use policy::{authorize, check_current, AuthContext, Denial, DenialKind};
+pub use policy::{attenuates, authorize, check_current, AuthContext, Denial, DenialKind, Widening};
 pub use rate::{RateLimit, RateLimiter, RatePeriod};
 pub use revocation::{RevocationSet, DEFAULT_REVOCATION_RETENTION};
 pub use verify::Verifier;

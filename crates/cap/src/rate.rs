@@ -80,6 +80,18 @@ impl RateLimit {
         self.per
     }
 
+    /// Whether this limit never allows more requests, in any window, than `other`: its
+    /// burst is at most `other`'s and its steady rate is at most `other`'s. The one rule
+    /// by which issuance (a grant's `max_rate_limit`) and delegation (the parent's limit)
+    /// judge a rate limit. Comparing the rate alone is not enough: `3600rph` has the rate
+    /// of `1rps` but lets 3,600 requests through at once.
+    pub fn at_most(self, other: RateLimit) -> bool {
+        // count / period <= other.count / other.period, in integers (no rounding).
+        let rate = u128::from(self.count) * other.per.duration().as_secs() as u128;
+        let other_rate = u128::from(other.count) * self.per.duration().as_secs() as u128;
+        self.count <= other.count && rate <= other_rate
+    }
+
     /// Nanoseconds between requests at the steady rate, rounded up so that the limit is
     /// never exceeded.
     fn interval_nanos(self) -> u64 {
@@ -184,7 +196,31 @@ impl RateLimiter {
     /// Takes one request from `cap`'s bucket at monotonic time `now`. On refusal, returns
     /// how long until a request would be allowed; the refused request takes nothing.
     pub fn check(&self, cap: &CapId, limit: RateLimit, now: Duration) -> Result<(), Duration> {
-        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        self.take(cap, limit, nanos(now))
+    }
+
+    /// Takes one request from every bucket in `buckets` (bucket id and the limit it is
+    /// charged at), or from none: on refusal, returns the index of the first bucket that
+    /// had no room and how long until it would have; what was taken from the buckets
+    /// before it is given back. A bucket id must always be used with the same limit.
+    pub fn check_all(
+        &self,
+        buckets: &[(CapId, RateLimit)],
+        now: Duration,
+    ) -> Result<(), (usize, Duration)> {
+        let now = nanos(now);
+        for (i, (bucket, limit)) in buckets.iter().enumerate() {
+            if let Err(wait) = self.take(bucket, *limit, now) {
+                for (taken, limit) in &buckets[..i] {
+                    self.give_back(taken, *limit);
+                }
+                return Err((i, wait));
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&self, cap: &CapId, limit: RateLimit, now: u64) -> Result<(), Duration> {
         let interval = limit.interval_nanos();
         // The bucket may run `burst` ahead of now: `count` requests' worth of intervals.
         let burst = interval.saturating_mul(u64::from(limit.count));
@@ -203,6 +239,15 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Undoes one [`take`](Self::take): the bucket's arrival time goes back one interval.
+    /// A bucket evicted in between is simply not found (it starts full anyway).
+    fn give_back(&self, cap: &CapId, limit: RateLimit) {
+        let mut set = self.table.lock(self.hasher.hash_one(cap));
+        if let Some(bucket) = set.find(|b| b.cap == *cap) {
+            bucket.tat = bucket.tat.saturating_sub(limit.interval_nanos());
+        }
+    }
+
     /// Number of buckets currently held. Walks the whole table: for tests and metrics.
     pub fn len(&self) -> usize {
         self.table.len()
@@ -212,6 +257,10 @@ impl RateLimiter {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Default for RateLimiter {
@@ -356,6 +405,90 @@ mod tests {
             );
             assert!(limiter.check(&cap(n), limit, t).is_ok());
         }
+    }
+
+    #[test]
+    fn at_most_compares_burst_and_rate() {
+        let r = |s: &str| s.parse::<RateLimit>().unwrap();
+        // The steady rate of 1rps, but a burst of 3,600 or 60: more in a short window.
+        assert!(!r("3600rph").at_most(r("1rps")));
+        assert!(!r("60rpm").at_most(r("1rps")));
+        assert!(!r("2rps").at_most(r("1rps")));
+        // Slower steady rate, but a bigger burst: more in a short window too.
+        assert!(!r("100rpm").at_most(r("2rps")));
+        assert!(!r("59rpm").at_most(r("1rps")));
+        for (narrower, wider) in [
+            ("1rps", "1rps"),
+            ("1rps", "60rpm"),
+            ("1rpm", "1rps"),
+            ("1rph", "1rps"),
+            ("1000000000rps", "1000000000rps"),
+            ("1rph", "1000000000rps"),
+        ] {
+            assert!(r(narrower).at_most(r(wider)), "{narrower} <= {wider}");
+        }
+        // Equal rate, bigger window: 60rpm allows 60 at once where 1rps allows 1.
+        assert!(r("1rps").at_most(r("60rpm")) && !r("60rpm").at_most(r("1rps")));
+    }
+
+    #[test]
+    fn at_most_never_lets_more_through_in_any_window() {
+        // Drive both limits with the same stream of requests, as fast as they go: the
+        // narrower one never admits more than the wider one, at any point.
+        let r = |s: &str| s.parse::<RateLimit>().unwrap();
+        let limits = ["1rps", "2rps", "60rpm", "3600rph", "1rpm", "5rps", "100rpm"];
+        for a in limits {
+            for b in limits {
+                if !r(a).at_most(r(b)) {
+                    continue;
+                }
+                let limiter = RateLimiter::new(64);
+                let (mut got_a, mut got_b) = (0, 0);
+                for step in 0..20_000u64 {
+                    let now = Duration::from_millis(step * 10);
+                    got_a += u32::from(limiter.check(&cap(1), r(a), now).is_ok());
+                    got_b += u32::from(limiter.check(&cap(2), r(b), now).is_ok());
+                    assert!(got_a <= got_b, "{a} admitted {got_a} > {b}'s {got_b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn check_all_takes_from_every_bucket_or_none() {
+        let limiter = RateLimiter::new(64);
+        let t = Duration::from_secs(1);
+        let (wide, narrow) = ("3rpm".parse().unwrap(), "1rpm".parse().unwrap());
+        // Two tokens sharing bucket 9 (3 a minute), each with its own bucket too.
+        assert_eq!(
+            limiter.check_all(&[(cap(1), narrow), (cap(9), wide)], t),
+            Ok(())
+        );
+        // Token 1's own bucket is empty: refused, and nothing is taken from bucket 9.
+        assert_eq!(
+            limiter
+                .check_all(&[(cap(1), narrow), (cap(9), wide)], t)
+                .unwrap_err()
+                .0,
+            0
+        );
+        assert_eq!(
+            limiter.check_all(&[(cap(2), wide), (cap(9), wide)], t),
+            Ok(())
+        );
+        assert_eq!(
+            limiter.check_all(&[(cap(3), wide), (cap(9), wide)], t),
+            Ok(())
+        );
+        // Bucket 9 is used up: refused at index 1, and token 4's own bucket is given back.
+        assert_eq!(
+            limiter
+                .check_all(&[(cap(4), narrow), (cap(9), wide)], t)
+                .unwrap_err()
+                .0,
+            1
+        );
+        assert!(limiter.check(&cap(4), narrow, t).is_ok());
     }
 
     #[test]

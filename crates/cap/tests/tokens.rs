@@ -32,6 +32,7 @@ fn claims() -> Claims {
         constraints: Constraints {
             path_prefix: Some("/srv/data".parse().unwrap()),
             rate_limit: Some("50rps".parse().unwrap()),
+            shared_rate_limits: vec![],
         },
         parents: vec![CapId::random().unwrap()],
     }

@@ -215,6 +215,7 @@ fn claims(prefix: &Path) -> Claims {
         constraints: Constraints {
             path_prefix: Some(prefix.to_str().unwrap().parse().unwrap()),
             rate_limit: None,
+            shared_rate_limits: vec![],
         },
         parents: vec![],
     }

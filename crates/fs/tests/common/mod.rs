@@ -148,6 +148,7 @@ pub fn claims(prefix: Option<&Path>, clock: &ManualClock, parents: &[CapId]) -> 
         constraints: Constraints {
             path_prefix: prefix.map(|p| p.to_str().unwrap().parse().unwrap()),
             rate_limit: None,
+            shared_rate_limits: vec![],
         },
         parents: parents.to_vec(),
     }

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod paths;
 pub mod router;
 pub mod server;
+mod slots;
 pub mod tls;
 
 /// A fake environment for the modules' unit tests that read settings from one.

@@ -4,11 +4,13 @@
 //! One accept loop, one task per connection, requests on a connection answered in order.
 //! Both transports run the same connection loop over the same framing, so the limits live
 //! here once and no service has to remember them: a cap on concurrent connections (shared
-//! by both), a deadline for each frame once it has started (and for the TLS handshake), an
+//! by both, with a quota per caller and a reserve for root and the server's own uid: see
+//! [`crate::slots`]), a deadline for each frame once it has started (and for the TLS handshake), an
 //! idle timeout, and a graceful stop on SIGTERM/SIGINT that finishes in-flight requests and
 //! removes the socket. Over TCP only the listener's allow-listed methods are served.
 
 use crate::router::{encode, Origin, RemotePeer, Router};
+use crate::slots::{PeerKey, Refusal, Slot, Slots};
 use crate::PeerCred;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -25,7 +27,6 @@ use std::time::Duration;
 use strata_proto::{frame_codec, is_frame_too_large, ErrorBody, ErrorCode, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
@@ -38,8 +39,16 @@ pub struct ServerConfig {
     pub socket_path: PathBuf,
     /// Permission bits of the socket file (0660 by default).
     pub socket_mode: u32,
-    /// Connections served at once; past it a client is answered UNAVAILABLE and closed.
+    /// Connections served at once, over both transports; past it a client is answered
+    /// RESOURCE_EXHAUSTED and closed.
     pub max_connections: usize,
+    /// Connections one caller may hold at once: one uid on the Unix socket, one address
+    /// (an IPv6 /64) and one certificate name over TCP. Root and the server's own uid
+    /// (the supervisor's, for a service it runs as itself) are not held to it.
+    pub max_connections_per_peer: usize,
+    /// Slots of `max_connections` that only root and the server's own uid may take, so a
+    /// flood by other uids never locks out the supervisor's health probe.
+    pub reserved_connections: usize,
     /// Once the first byte of a frame has arrived, the whole frame must arrive within this.
     pub frame_timeout: Duration,
     /// A connection with no request for this long is closed.
@@ -70,6 +79,8 @@ impl ServerConfig {
             socket_path: socket_path.into(),
             socket_mode: 0o660,
             max_connections: 1024,
+            max_connections_per_peer: 128,
+            reserved_connections: 16,
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
@@ -245,7 +256,13 @@ impl Server {
             router: Arc::clone(&router),
             watches: Arc::clone(&watches),
             tracker: TaskTracker::new(),
-            slots: Arc::new(Semaphore::new(config.max_connections)),
+            slots: Slots::new(
+                config.max_connections,
+                config.max_connections_per_peer,
+                config.reserved_connections,
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                unsafe { libc::geteuid() },
+            ),
             clock,
         };
         let sweeper = {
@@ -360,8 +377,8 @@ struct Connections {
     router: Arc<Router>,
     watches: Arc<Watches>,
     tracker: TaskTracker,
-    /// One pool for both transports.
-    slots: Arc<Semaphore>,
+    /// One table for both transports.
+    slots: Arc<Slots>,
     clock: Clock,
 }
 
@@ -380,10 +397,6 @@ impl Drop for Registered {
 }
 
 impl Connections {
-    fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.slots).try_acquire_owned().ok()
-    }
-
     /// Watch a new connection, starting in `phase`.
     fn register(&self, phase: Phase) -> Registered {
         let watch = Arc::new(Watch::new(self.clock.now_ms()));
@@ -397,24 +410,27 @@ impl Connections {
     }
 
     fn serve_unix(&self, stream: UnixStream) {
-        let Some(permit) = self.admit() else {
-            return refuse(stream);
+        // The kernel's record of who connected, before anything else: the slot is
+        // counted against that uid.
+        let peer = match stream.peer_cred() {
+            Ok(cred) => PeerCred {
+                pid: cred.pid(),
+                uid: cred.uid(),
+                gid: cred.gid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; closing");
+                return;
+            }
+        };
+        let slot = match self.slots.admit(PeerKey::Uid(peer.uid)) {
+            Ok(slot) => slot,
+            Err(refusal) => return refuse(stream, peer.uid, refusal),
         };
         let registered = self.register(Phase::Waiting);
         let (router, clock) = (Arc::clone(&self.router), self.clock);
         self.tracker.spawn(async move {
-            let _permit = permit;
-            let peer = match stream.peer_cred() {
-                Ok(cred) => PeerCred {
-                    pid: cred.pid(),
-                    uid: cred.uid(),
-                    gid: cred.gid(),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "no peer credentials; closing");
-                    return;
-                }
-            };
+            let _slot = slot;
             let watch = &registered.watch;
             let io = Watched {
                 inner: stream,
@@ -429,10 +445,15 @@ impl Connections {
     /// by shutdown), then the connection is served like a local one, as its certificate's
     /// name and limited to the allow-list. A failed handshake closes only this connection.
     fn serve_tcp(&self, stream: TcpStream, addr: SocketAddr, side: &TcpSide) {
-        let Some(permit) = self.admit() else {
-            // A TLS client cannot read a plaintext refusal: closing is the answer.
-            tracing::debug!(peer = %addr, "tcp connection refused: at limit");
-            return;
+        // Counted against the address from the start, so unauthenticated handshakes from
+        // one host cannot take every slot either.
+        let slot = match self.slots.admit(PeerKey::addr(addr.ip())) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // A TLS client cannot read a plaintext refusal: closing is the answer.
+                tracing::debug!(peer = %addr, ?refusal, "tcp connection refused: at limit");
+                return;
+            }
         };
         // One small frame per write each way: without this, Nagle's algorithm and delayed
         // acknowledgements add tens of milliseconds to a round trip.
@@ -440,8 +461,9 @@ impl Connections {
         let registered = self.register(Phase::Partial);
         let (router, clock) = (Arc::clone(&self.router), self.clock);
         let (acceptor, allowed) = (side.acceptor.clone(), Arc::clone(&side.allowed));
+        let slots = Arc::clone(&self.slots);
         self.tracker.spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let watch = &registered.watch;
             let io = Watched {
                 inner: stream,
@@ -474,6 +496,22 @@ impl Connections {
                 name: crate::tls::peer_name(cert),
             };
             tracing::debug!(peer = %addr, name = %peer.name, "tls client connected");
+            // One certificate used from many addresses is one caller.
+            let _name_slot: Slot = match slots.admit_name(&peer.name) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    tracing::info!(peer = %addr, name = %peer.name, "tls client refused: its name holds its quota");
+                    watch.enter(Phase::Writing, clock.now_ms());
+                    let mut framed = Framed::new(tls, frame_codec());
+                    let reply = encode(&Response::<()>::failure("", refusal.error()));
+                    tokio::select! {
+                        biased;
+                        _ = watch.kill.cancelled() => {}
+                        _ = framed.send(reply) => {}
+                    }
+                    return;
+                }
+            };
             watch.enter(Phase::Waiting, clock.now_ms());
             // Shutdown may have begun during the handshake (see `Watches::close_all`).
             if watch.closing.load(Ordering::SeqCst) {
@@ -485,20 +523,18 @@ impl Connections {
     }
 }
 
-/// Past the connection limit: answer UNAVAILABLE without waiting on the client, and close.
-fn refuse(stream: UnixStream) {
-    let error = ErrorBody::new(
-        ErrorCode::Unavailable,
-        "server is at its connection limit; try again later",
-    );
-    let body = encode(&Response::<()>::failure("", error));
+/// Past a connection limit: answer RESOURCE_EXHAUSTED without waiting on the client, and
+/// close. An answer, not a silent close, so that a health probe can tell "at its limit"
+/// from "dead".
+fn refuse(stream: UnixStream, uid: u32, refusal: Refusal) {
+    let body = encode(&Response::<()>::failure("", refusal.error()));
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
     frame.extend_from_slice(&body);
     // A fresh socket's send buffer takes this small frame whole; if not, the client
     // still sees the connection close.
     let _ = stream.try_write(&frame);
-    tracing::debug!("connection refused: at limit");
+    tracing::debug!(uid, ?refusal, "connection refused: at limit");
 }
 
 enum Next {

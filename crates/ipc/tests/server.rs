@@ -492,7 +492,7 @@ async fn two_thousand_concurrent_connections_are_served_or_cleanly_refused() {
             } else {
                 assert_eq!(
                     reply["error"]["code"],
-                    ErrorCode::Unavailable.code(),
+                    ErrorCode::ResourceExhausted.code(),
                     "{reply}"
                 );
                 "refused"

@@ -463,7 +463,10 @@ async fn stalled_tls_handshake_is_dropped_at_the_frame_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_is_shared_by_unix_and_tcp() {
     let pki = Pki::new();
-    let server = TestServer::start(&pki.server, |c| c.max_connections = 2);
+    let server = TestServer::start(&pki.server, |c| {
+        c.max_connections = 2;
+        c.reserved_connections = 0;
+    });
     // Two local connections, each answered once, so both hold a slot.
     let mut held = Vec::new();
     for i in 0..2 {
@@ -623,4 +626,95 @@ fn node_signatures_verify_only_for_the_named_node_under_the_cluster_ca() {
     ));
     // Garbage instead of a certificate.
     assert!(b.verify("a", b"not a certificate", message, &sig).is_err());
+}
+
+/// A TLS connection to `server` from the local address `from`, framed.
+async fn tls_from(
+    server: &TestServer,
+    from: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<
+    Framed<tokio_rustls::client::TlsStream<TcpStream>, tokio_util::codec::LengthDelimitedCodec>,
+> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().unwrap())?;
+    let tcp = socket.connect(server.addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(Framed::new(tls, frame_codec()))
+}
+
+/// `sys.health` on a framed connection: the reply, or `None` if it closed first.
+async fn framed_health<S>(
+    conn: &mut Framed<S, tokio_util::codec::LengthDelimitedCodec>,
+) -> Option<Value>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = conn
+        .send(Bytes::from_static(
+            br#"{"v":1,"req_id":"q","method":"sys.health"}"#,
+        ))
+        .await;
+    match timeout(DEADLINE, conn.next())
+        .await
+        .expect("no answer in time")
+    {
+        Some(Ok(reply)) => Some(serde_json::from_slice(&reply).unwrap()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_callers_have_a_quota_per_address_and_per_certificate_name() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki.server, |c| c.max_connections_per_peer = 2);
+    // Two handshakes that never finish hold 127.0.0.1's quota: a third connection from
+    // there is closed before TLS, while another address is served.
+    let _stalled: Vec<TcpStream> = vec![
+        TcpStream::connect(server.addr).await.unwrap(),
+        TcpStream::connect(server.addr).await.unwrap(),
+    ];
+    let mut client = server.client(pki.client_config());
+    let until = Instant::now() + DEADLINE;
+    // The server counts the stalled ones as it accepts them.
+    loop {
+        match health(&mut client).await {
+            Err(e) => break assert_eq!(e.code(), None, "refused before TLS: {e}"),
+            Ok(_) => assert!(
+                Instant::now() < until,
+                "127.0.0.1 was never held to its quota"
+            ),
+        }
+        tokio::task::yield_now().await;
+    }
+    // node-b from two other addresses: its name's quota of 2 is reached...
+    let mut b2 = tls_from(&server, "127.0.0.2", pki.client_config())
+        .await
+        .unwrap();
+    let mut b3 = tls_from(&server, "127.0.0.3", pki.client_config())
+        .await
+        .unwrap();
+    assert_eq!(framed_health(&mut b2).await.unwrap()["ok"], true);
+    assert_eq!(framed_health(&mut b3).await.unwrap()["ok"], true);
+    // ... so from a fourth address it gets one RESOURCE_EXHAUSTED frame, after TLS.
+    let mut b4 = tls_from(&server, "127.0.0.4", pki.client_config())
+        .await
+        .unwrap();
+    let refused = framed_health(&mut b4).await.expect("a refusal frame");
+    assert_eq!(
+        refused["error"]["code"],
+        ErrorCode::ResourceExhausted.code(),
+        "{refused}"
+    );
+    assert_eq!(refused["req_id"], "");
+    // The local socket is unaffected.
+    let mut local = Framed::new(
+        UnixStream::connect(&server.path).await.unwrap(),
+        frame_codec(),
+    );
+    assert_eq!(framed_health(&mut local).await.unwrap()["ok"], true);
+    server.stop().await;
 }

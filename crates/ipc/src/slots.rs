@@ -1,0 +1,299 @@
+//! Connection slots: how many connections a server holds, and for whom.
+//!
+//! Three rules, checked when a connection is accepted (and, over TCP, again once the
+//! certificate's name is known):
+//! - at most `max_connections` in all, both transports together;
+//! - at most `max_connections_per_peer` for one caller: a uid on the Unix socket, an
+//!   address (an IPv6 /64, since one host holds a whole one) or a certificate name over
+//!   TCP;
+//! - `reserved_connections` of the total are for root and the server's own uid only, who
+//!   are not held to the per-caller quota. The supervisor probes health as one of these,
+//!   so other uids filling the server never make it look dead.
+//!
+//! The table holds one entry per caller with a live connection, so it is bounded by the
+//! connection limit itself.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use strata_proto::{ErrorBody, ErrorCode};
+
+/// Who a slot is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum PeerKey {
+    Uid(u32),
+    /// A TCP peer's address: IPv4 whole, IPv6 reduced to its /64.
+    Addr(IpAddr),
+    /// A TCP peer's certificate name, once the handshake has proved it.
+    Name(String),
+}
+
+impl PeerKey {
+    pub(crate) fn addr(ip: IpAddr) -> PeerKey {
+        match ip {
+            IpAddr::V4(v4) => PeerKey::Addr(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => PeerKey::Addr(IpAddr::V4(v4)),
+                None => {
+                    let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                    PeerKey::Addr(IpAddr::V6(bits.into()))
+                }
+            },
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Every slot open to this caller is taken.
+    Full { limit: usize },
+    /// This caller holds its quota.
+    PeerFull { limit: usize },
+}
+
+impl Refusal {
+    /// The one frame a refused client is told (RESOURCE_EXHAUSTED: a quota, not a dead
+    /// server, which a health probe must be able to tell apart).
+    pub(crate) fn error(self) -> ErrorBody {
+        match self {
+            Refusal::Full { limit } => ErrorBody::new(
+                ErrorCode::ResourceExhausted,
+                "server is at its connection limit; try again later",
+            )
+            .with_details(serde_json::json!({ "limit": limit })),
+            Refusal::PeerFull { limit } => ErrorBody::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "this caller holds {limit} connections, the most one caller may hold; \
+                     close one or try again later"
+                ),
+            )
+            .with_details(serde_json::json!({ "limit_per_peer": limit })),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Held {
+    total: usize,
+    by_peer: HashMap<PeerKey, usize>,
+}
+
+/// The slot table of one server.
+pub(crate) struct Slots {
+    max: usize,
+    per_peer: usize,
+    reserved: usize,
+    own_uid: u32,
+    held: Mutex<Held>,
+}
+
+/// One admitted connection's slot, given back when dropped (even if the task unwinds).
+pub(crate) struct Slot {
+    slots: Arc<Slots>,
+    key: PeerKey,
+    counts_in_total: bool,
+}
+
+impl Slots {
+    pub(crate) fn new(max: usize, per_peer: usize, reserved: usize, own_uid: u32) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            per_peer,
+            reserved: reserved.min(max),
+            own_uid,
+            held: Mutex::new(Held::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // Every update is a pair of counter changes made under the lock; a poisoned table
+        // is still consistent.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn privileged(&self, key: &PeerKey) -> bool {
+        matches!(key, PeerKey::Uid(uid) if *uid == 0 || *uid == self.own_uid)
+    }
+
+    /// A slot for a new connection from `key`.
+    pub(crate) fn admit(self: &Arc<Self>, key: PeerKey) -> Result<Slot, Refusal> {
+        self.take(key, true)
+    }
+
+    /// Count a TCP connection (already holding its address's slot) against its
+    /// certificate name as well.
+    pub(crate) fn admit_name(self: &Arc<Self>, name: &str) -> Result<Slot, Refusal> {
+        self.take(PeerKey::Name(name.to_owned()), false)
+    }
+
+    fn take(self: &Arc<Self>, key: PeerKey, counts_in_total: bool) -> Result<Slot, Refusal> {
+        let privileged = self.privileged(&key);
+        let mut held = self.lock();
+        if counts_in_total {
+            let open_to_caller = if privileged {
+                self.max
+            } else {
+                self.max - self.reserved
+            };
+            if held.total >= open_to_caller {
+                return Err(Refusal::Full {
+                    limit: open_to_caller,
+                });
+            }
+        }
+        let mine = held.by_peer.get(&key).copied().unwrap_or(0);
+        if !privileged && mine >= self.per_peer {
+            return Err(Refusal::PeerFull {
+                limit: self.per_peer,
+            });
+        }
+        held.by_peer.insert(key.clone(), mine + 1);
+        if counts_in_total {
+            held.total += 1;
+        }
+        Ok(Slot {
+            slots: Arc::clone(self),
+            key,
+            counts_in_total,
+        })
+    }
+
+    #[cfg(test)]
+    fn peers(&self) -> usize {
+        self.lock().by_peer.len()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        if self.counts_in_total {
+            held.total -= 1;
+        }
+        if let Some(n) = held.by_peer.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.by_peer.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: u32 = 990;
+
+    fn take_n(slots: &Arc<Slots>, key: PeerKey, n: usize) -> Vec<Slot> {
+        (0..n)
+            .map(|i| {
+                slots
+                    .admit(key.clone())
+                    .unwrap_or_else(|r| panic!("{i}: {r:?}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_caller_may_hold_its_quota_and_not_one_more() {
+        let slots = Slots::new(100, 3, 0, OWN);
+        let held = take_n(&slots, PeerKey::Uid(1000), 3);
+        assert_eq!(
+            slots.admit(PeerKey::Uid(1000)).err(),
+            Some(Refusal::PeerFull { limit: 3 })
+        );
+        // Another caller has a quota of its own.
+        let _other = take_n(&slots, PeerKey::Uid(1001), 3);
+        drop(held);
+        let _again = take_n(&slots, PeerKey::Uid(1000), 3);
+    }
+
+    #[test]
+    fn the_reserve_is_for_root_and_the_servers_own_uid() {
+        let slots = Slots::new(6, 2, 2, OWN);
+        let _a = take_n(&slots, PeerKey::Uid(1), 2);
+        let _b = take_n(&slots, PeerKey::Uid(2), 2);
+        assert_eq!(
+            slots.admit(PeerKey::Uid(3)).err(),
+            Some(Refusal::Full { limit: 4 })
+        );
+        assert_eq!(
+            slots
+                .admit(PeerKey::addr("10.0.0.1".parse().unwrap()))
+                .err(),
+            Some(Refusal::Full { limit: 4 })
+        );
+        let _root = slots.admit(PeerKey::Uid(0)).unwrap();
+        let _own = slots.admit(PeerKey::Uid(OWN)).unwrap();
+        assert_eq!(
+            slots.admit(PeerKey::Uid(0)).err(),
+            Some(Refusal::Full { limit: 6 })
+        );
+    }
+
+    #[test]
+    fn privileged_uids_are_held_to_the_total_only() {
+        let slots = Slots::new(5, 1, 1, OWN);
+        let _root = take_n(&slots, PeerKey::Uid(0), 3);
+        let _own = take_n(&slots, PeerKey::Uid(OWN), 2);
+        assert!(slots.admit(PeerKey::Uid(0)).is_err());
+    }
+
+    #[test]
+    fn a_name_is_counted_without_taking_another_slot() {
+        let slots = Slots::new(3, 2, 0, OWN);
+        let a1 = slots
+            .admit(PeerKey::addr("10.0.0.1".parse().unwrap()))
+            .unwrap();
+        let a2 = slots
+            .admit(PeerKey::addr("10.0.0.2".parse().unwrap()))
+            .unwrap();
+        let n1 = slots.admit_name("node-a").unwrap();
+        let n2 = slots.admit_name("node-a").unwrap();
+        assert_eq!(
+            slots.admit_name("node-a").err(),
+            Some(Refusal::PeerFull { limit: 2 })
+        );
+        // The names took no slot from the total of 3.
+        let _a3 = slots
+            .admit(PeerKey::addr("10.0.0.3".parse().unwrap()))
+            .unwrap();
+        drop((a1, a2, n1, n2));
+    }
+
+    #[test]
+    fn ipv6_peers_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let a = PeerKey::addr("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = PeerKey::addr("2001:db8:1:2:bbbb::2".parse().unwrap());
+        let c = PeerKey::addr("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            PeerKey::addr("::ffff:10.1.2.3".parse().unwrap()),
+            PeerKey::addr("10.1.2.3".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_table_forgets_callers_that_left() {
+        let slots = Slots::new(2000, 2000, 0, OWN);
+        let held: Vec<Slot> = (0..1000)
+            .map(|uid| slots.admit(PeerKey::Uid(5000 + uid)).unwrap())
+            .collect();
+        assert_eq!(slots.peers(), 1000);
+        drop(held);
+        assert_eq!(slots.peers(), 0);
+        assert_eq!(slots.lock().total, 0);
+    }
+
+    #[test]
+    fn refusals_are_resource_exhausted() {
+        for r in [Refusal::Full { limit: 1 }, Refusal::PeerFull { limit: 1 }] {
+            assert_eq!(r.error().code, ErrorCode::ResourceExhausted);
+            assert!(r.error().details.is_object());
+        }
+    }
+}

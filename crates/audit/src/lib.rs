@@ -16,14 +16,36 @@
 //! warns, so the next line starts on a line of its own; readers skip the torn fragment.
 //!
 //! Never put a token or key in an event: record the `cap_id` instead.
+//!
+//! What a caller sends can end up in an event, so both size and rate are bounded here,
+//! once for every service: each string in an event is cut to [`MAX_VALUE_LEN`] bytes, and
+//! `auth.denied`, the one event anyone who can connect can cause without holding
+//! anything, is recorded at most [`DENIALS_PER_SEC`] a second per caller uid (burst
+//! [`DENIAL_BURST`]) and [`GLOBAL_DENIALS_PER_SEC`] in all. What is held back is counted,
+//! never silently dropped: the next recorded denial of that caller carries
+//! `suppressed_before`, and within a second or so the syncer writes one
+//! `auth.denied.suppressed` line per caller with the count.
 
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 use strata_ipc::PeerCred;
+
+/// Longest string value an event keeps, in bytes (longer ones are cut, ending in `…`).
+pub const MAX_VALUE_LEN: usize = 1024;
+/// Steady rate of `auth.denied` lines per caller uid.
+pub const DENIALS_PER_SEC: f64 = 20.0;
+/// Burst of `auth.denied` lines per caller uid.
+pub const DENIAL_BURST: f64 = 100.0;
+/// Steady rate of `auth.denied` lines for all callers together (burst ten times that).
+pub const GLOBAL_DENIALS_PER_SEC: f64 = 200.0;
+/// Callers tracked at once; beyond that, new callers share one bucket.
+pub const MAX_TRACKED_CALLERS: usize = 1024;
 
 /// A handle to a service's audit log. Cheap to clone.
 #[derive(Clone)]
@@ -38,6 +60,94 @@ struct Inner {
     /// Serialises writes and tracks whether a sync is owed.
     dirty: Mutex<bool>,
     wake: Condvar,
+    denials: Mutex<DenialLimiter>,
+}
+
+/// Token buckets for `auth.denied`, per caller uid (`None`: no kernel credentials, or
+/// past [`MAX_TRACKED_CALLERS`]) and in all.
+struct DenialLimiter {
+    callers: HashMap<Option<u32>, Bucket>,
+    global: Bucket,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Denials held back since the last line recorded for this caller.
+    suppressed: u64,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            at: now,
+            suppressed: 0,
+        }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.at = now;
+    }
+}
+
+impl DenialLimiter {
+    fn new(now: Instant) -> DenialLimiter {
+        DenialLimiter {
+            callers: HashMap::new(),
+            global: Bucket::full(GLOBAL_DENIALS_PER_SEC * 10.0, now),
+        }
+    }
+
+    /// Whether a denial by `caller` may be written now; if so, how many of its denials
+    /// were held back before it.
+    fn admit(&mut self, caller: Option<u32>, now: Instant) -> Option<u64> {
+        let key = if self.callers.contains_key(&caller) || self.callers.len() < MAX_TRACKED_CALLERS
+        {
+            caller
+        } else {
+            self.forget_idle(now);
+            if self.callers.len() < MAX_TRACKED_CALLERS {
+                caller
+            } else {
+                None
+            }
+        };
+        self.global
+            .refill(GLOBAL_DENIALS_PER_SEC, GLOBAL_DENIALS_PER_SEC * 10.0, now);
+        let bucket = self
+            .callers
+            .entry(key)
+            .or_insert_with(|| Bucket::full(DENIAL_BURST, now));
+        bucket.refill(DENIALS_PER_SEC, DENIAL_BURST, now);
+        if bucket.tokens >= 1.0 && self.global.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            self.global.tokens -= 1.0;
+            Some(std::mem::take(&mut bucket.suppressed))
+        } else {
+            bucket.suppressed += 1;
+            None
+        }
+    }
+
+    /// Drop buckets that are full again and owe no count: they hold nothing to remember.
+    fn forget_idle(&mut self, now: Instant) {
+        self.callers.retain(|_, b| {
+            b.refill(DENIALS_PER_SEC, DENIAL_BURST, now);
+            b.suppressed > 0 || b.tokens < DENIAL_BURST
+        });
+    }
+
+    /// The callers with denials held back, taking their counts.
+    fn take_suppressed(&mut self) -> Vec<(Option<u32>, u64)> {
+        self.callers
+            .iter_mut()
+            .filter(|(_, b)| b.suppressed > 0)
+            .map(|(k, b)| (*k, std::mem::take(&mut b.suppressed)))
+            .collect()
+    }
 }
 
 impl Audit {
@@ -61,6 +171,7 @@ impl Audit {
             file,
             dirty: Mutex::new(false),
             wake: Condvar::new(),
+            denials: Mutex::new(DenialLimiter::new(Instant::now())),
         });
         let syncer = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -74,8 +185,51 @@ impl Audit {
     }
 
     /// Record `event` by `peer` with extra `fields` (a JSON object; other values are
-    /// stored under `"detail"`).
-    pub fn record(&self, event: &str, peer: Option<&PeerCred>, fields: Value) {
+    /// stored under `"detail"`). String values are cut to [`MAX_VALUE_LEN`]; `auth.denied`
+    /// is rate-limited per caller (see the module documentation).
+    pub fn record(&self, event: &str, peer: Option<&PeerCred>, mut fields: Value) {
+        if event == DENIED {
+            let caller = peer.map(|p| p.uid);
+            let admitted = self
+                .inner
+                .denials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(caller, Instant::now());
+            match admitted {
+                None => return,
+                Some(0) => {}
+                Some(n) => {
+                    if let Value::Object(map) = &mut fields {
+                        map.insert("suppressed_before".into(), n.into());
+                    }
+                }
+            }
+        }
+        clip_strings(&mut fields);
+        self.write(event, peer, fields);
+    }
+
+    /// Write the `auth.denied.suppressed` summaries owed (one line per caller with a
+    /// count). The syncer calls this about once a second.
+    fn report_suppressed(&self) {
+        let owed = self
+            .inner
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_suppressed();
+        for (caller, count) in owed {
+            let mut fields = Map::new();
+            fields.insert("count".into(), count.into());
+            if let Some(uid) = caller {
+                fields.insert("uid".into(), uid.into());
+            }
+            self.write(SUPPRESSED, None, Value::Object(fields));
+        }
+    }
+
+    fn write(&self, event: &str, peer: Option<&PeerCred>, fields: Value) {
         let mut line = Map::new();
         line.insert("time".into(), Value::String(now_rfc3339()));
         line.insert("source".into(), Value::String(self.inner.source.clone()));
@@ -119,6 +273,23 @@ impl Audit {
     }
 }
 
+const DENIED: &str = "auth.denied";
+const SUPPRESSED: &str = "auth.denied.suppressed";
+
+/// Cut every string inside `value` to [`MAX_VALUE_LEN`] bytes.
+fn clip_strings(value: &mut Value) {
+    match value {
+        Value::String(s) if s.len() > MAX_VALUE_LEN => {
+            let keep = strata_proto::clip(s, MAX_VALUE_LEN - '…'.len_utf8()).len();
+            s.truncate(keep);
+            s.push('…');
+        }
+        Value::Array(items) => items.iter_mut().for_each(clip_strings),
+        Value::Object(map) => map.values_mut().for_each(clip_strings),
+        _ => {}
+    }
+}
+
 /// If the log does not end in `\n`, its last line was torn by a crash: end it, so the next
 /// record starts a line of its own, and say so.
 fn end_torn_line(mut file: &File, path: &Path) -> std::io::Result<()> {
@@ -142,6 +313,10 @@ fn end_torn_line(mut file: &File, path: &Path) -> std::io::Result<()> {
 fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(inner) = inner.upgrade() else { return };
+        Audit {
+            inner: Arc::clone(&inner),
+        }
+        .report_suppressed();
         {
             let dirty = inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
             let (mut dirty, _) = inner
@@ -228,6 +403,121 @@ mod tests {
         drop(audit);
         Audit::open(dir.path(), "identity").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    fn lines(audit: &Audit) -> Vec<Value> {
+        std::fs::read_to_string(audit.path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn peer(uid: u32) -> PeerCred {
+        PeerCred {
+            pid: Some(1),
+            uid,
+            gid: uid,
+        }
+    }
+
+    #[test]
+    fn a_flood_of_denials_by_one_caller_is_bounded_counted_and_leaves_others_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path(), "fs").unwrap();
+        let started = Instant::now();
+        let flood = 10_000u64;
+        for _ in 0..flood {
+            audit.record(
+                "auth.denied",
+                Some(&peer(1000)),
+                serde_json::json!({"method": "fs.open"}),
+            );
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        for _ in 0..10 {
+            audit.record(
+                "auth.denied",
+                Some(&peer(1001)),
+                serde_json::json!({"method": "fs.open"}),
+            );
+        }
+        // Other events are never held back.
+        audit.record("cap.issued", Some(&peer(1000)), serde_json::json!({}));
+        let written = lines(&audit);
+        let by = |uid: u32| {
+            written
+                .iter()
+                .filter(|l| l["event"] == "auth.denied" && l["uid"] == uid)
+                .count() as f64
+        };
+        let allowed = DENIAL_BURST + elapsed * DENIALS_PER_SEC + 1.0;
+        assert!(
+            by(1000) <= allowed && by(1000) >= DENIAL_BURST,
+            "{} lines for uid 1000, allowed {allowed}",
+            by(1000)
+        );
+        assert_eq!(by(1001), 10.0, "another caller is still recorded");
+        assert!(written.iter().any(|l| l["event"] == "cap.issued"));
+        // The held-back denials are reported, with their number.
+        audit.report_suppressed();
+        let summary: Vec<Value> = lines(&audit)
+            .into_iter()
+            .filter(|l| l["event"] == "auth.denied.suppressed")
+            .collect();
+        assert_eq!(summary.len(), 1, "{summary:?}");
+        assert_eq!(summary[0]["uid"], 1000);
+        let counted = summary[0]["count"].as_u64().unwrap();
+        assert_eq!(counted + by(1000) as u64, flood);
+        // Nothing more is owed.
+        audit.report_suppressed();
+        assert_eq!(
+            lines(&audit)
+                .iter()
+                .filter(|l| l["event"] == "auth.denied.suppressed")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn tracked_callers_are_bounded() {
+        let now = Instant::now();
+        let mut limiter = DenialLimiter::new(now);
+        for uid in 0..(MAX_TRACKED_CALLERS as u32 * 4) {
+            // Each caller spends one token, so its bucket is not idle.
+            limiter.admit(Some(uid), now);
+        }
+        assert!(
+            limiter.callers.len() <= MAX_TRACKED_CALLERS + 1,
+            "{}",
+            limiter.callers.len()
+        );
+    }
+
+    #[test]
+    fn strings_in_events_are_cut_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path(), "fs").unwrap();
+        let at = "p".repeat(MAX_VALUE_LEN);
+        let past = "é".repeat(MAX_VALUE_LEN);
+        audit.record(
+            "fs.open",
+            None,
+            serde_json::json!({"path": at, "nested": {"reason": [past]}}),
+        );
+        let line = &lines(&audit)[0];
+        assert_eq!(
+            line["path"].as_str().unwrap(),
+            at,
+            "at the bound: kept whole"
+        );
+        let cut = line["nested"]["reason"][0].as_str().unwrap();
+        assert!(
+            cut.len() <= MAX_VALUE_LEN && cut.ends_with('…'),
+            "{}",
+            cut.len()
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use strata_proto::methods::{registry, Method};
-use strata_proto::{frame_codec, Auth, ErrorBody, ErrorCode, Request, Response, PROTOCOL_VERSION};
+use strata_proto::{
+    clip, frame_codec, Auth, ErrorBody, ErrorCode, Request, Response, MAX_ERROR_MESSAGE_LEN,
+    MAX_REQ_ID_LEN, PROTOCOL_VERSION,
+};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
@@ -145,7 +148,7 @@ impl Client {
         let result = response.into_result().map_err(ClientError::Server)?;
         serde_json::from_str(result.get()).map_err(|e| ClientError::Protocol {
             endpoint: self.endpoint.to_string(),
-            detail: format!("{} result did not decode: {e}", M::NAME),
+            detail: format!("{} result did not decode: {}", M::NAME, bounded_reason(&e)),
         })
     }
 
@@ -279,11 +282,19 @@ impl Client {
                 })
             }
         };
-        let response: Response =
+        let mut response: Response =
             serde_json::from_slice(&reply).map_err(|e| ClientError::Protocol {
                 endpoint: endpoint(),
-                detail: format!("response is not a valid envelope: {e}"),
+                detail: format!("response is not a valid envelope: {}", bounded_reason(&e)),
             })?;
+        // The server's message is shown to people and logged: held to the bound a
+        // well-behaved server keeps anyway.
+        if let Some(error) = &mut response.error {
+            if error.message.len() > MAX_ERROR_MESSAGE_LEN {
+                *error = ErrorBody::new(error.code, std::mem::take(&mut error.message))
+                    .with_details(std::mem::take(&mut error.details));
+            }
+        }
         if response.req_id != req_id {
             // Either the server refused the connection (empty req_id) or it is out of
             // step with us; in both cases the connection is not reused.
@@ -294,13 +305,19 @@ impl Client {
                 endpoint: endpoint(),
                 detail: format!(
                     "answer for request `{}` arrived while waiting for `{req_id}`",
-                    response.req_id
+                    clip(&response.req_id, MAX_REQ_ID_LEN)
                 ),
             });
         }
         self.conn = Some(conn);
         Ok(response)
     }
+}
+
+/// A decoding error's text, cut to a bound: serde quotes the offending value, which the
+/// server chose.
+fn bounded_reason(e: &serde_json::Error) -> String {
+    clip(&e.to_string(), 256).to_owned()
 }
 
 /// A failed read or write; a TLS error (such as the server's alert refusing this node's

@@ -14,17 +14,30 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_ipc::{Client, Endpoint};
 use strata_proto::methods::{sys, NoParams};
+use strata_proto::ErrorCode;
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
 
 /// One `sys.health` call with a deadline.
+///
+/// A server that refuses the connection with RESOURCE_EXHAUSTED (it is at a connection
+/// limit) has answered: it is alive, and counts as such. The probe runs as root or as the
+/// service's own uid, for which the server keeps reserved slots, so this happens only when
+/// those too are taken.
 pub async fn probe_health(socket: &Path, timeout: Duration) -> Result<(), String> {
     let endpoint = Endpoint::unix(socket).map_err(|e| e.to_string())?;
     let mut client = Client::new(endpoint);
     client.set_timeout(timeout);
     match client.call::<sys::Health>(&NoParams {}).await {
         Ok(h) if h.status == "ok" => Ok(()),
-        Ok(h) => Err(format!("sys.health answered status {:?}", h.status)),
+        Ok(h) => Err(format!(
+            "sys.health answered status {:?}",
+            strata_proto::clip(&h.status, 64)
+        )),
+        Err(e) if e.code() == Some(ErrorCode::ResourceExhausted) => {
+            tracing::warn!(socket = %socket.display(), "health probe refused at the connection limit; the service answers, so it is alive");
+            Ok(())
+        }
         Err(e) => Err(e.to_string()),
     }
 }
@@ -140,6 +153,33 @@ mod tests {
             .unwrap();
         drop(notify);
         assert!(!path.exists(), "the socket file is removed with the run");
+    }
+
+    #[tokio::test]
+    async fn a_server_at_its_connection_limit_counts_as_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.sock");
+        let mut config = strata_ipc::ServerConfig::new(&path);
+        config.max_connections = 1;
+        config.reserved_connections = 0;
+        let server =
+            strata_ipc::Server::bind(config, strata_ipc::Router::new("full", "1")).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        // Hold the only slot (answered once, so the server has surely counted it).
+        let mut held = strata_ipc::Client::connect(Endpoint::unix(&path).unwrap())
+            .await
+            .unwrap();
+        held.call::<sys::Health>(&NoParams {}).await.unwrap();
+        // The probe's connection is refused with RESOURCE_EXHAUSTED: alive, not dead.
+        probe_health(&path, Duration::from_secs(5)).await.unwrap();
+        // No server at all is still a failure.
+        drop(held);
+        let _ = stop.send(());
+        task.await.unwrap();
+        assert!(probe_health(&path, Duration::from_secs(5)).await.is_err());
     }
 
     #[tokio::test]

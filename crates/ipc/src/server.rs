@@ -192,9 +192,12 @@ impl Server {
             path: path.clone(),
             source,
         };
-        let listener = UnixListener::bind(&path).map_err(bind_err)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(config.socket_mode))
-            .map_err(bind_err)?;
+        let listener = bind_socket_file(&path, config.socket_mode, None, |at| {
+            let std_listener = std::os::unix::net::UnixListener::bind(at)?;
+            std_listener.set_nonblocking(true)?;
+            UnixListener::from_std(std_listener)
+        })
+        .map_err(bind_err)?;
         let meta = std::fs::symlink_metadata(&path).map_err(bind_err)?;
         tracing::info!(socket = %path.display(), service = router.service(), "listening");
         if let Some(tcp) = &tcp {
@@ -316,6 +319,88 @@ impl Server {
         }
         sweeper.abort();
         tracing::info!(service = router.service(), "stopped");
+    }
+}
+
+/// Bind a Unix socket at `path` so that it is never reachable with more than `mode`:
+/// `bind` runs on a path inside a fresh directory beside `path` that only this uid can
+/// enter (0700), the socket is given `mode` (and `owner`) there, and only then is it
+/// renamed into place. `bind` and `chmod` are two steps, and between them the socket has
+/// whatever mode the umask leaves; no other user can reach it through the private
+/// directory in that time. The rename never replaces an existing file (a server that
+/// appeared meanwhile keeps its socket: `AlreadyExists`).
+pub fn bind_socket_file<T>(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    bind: impl FnOnce(&Path) -> io::Result<T>,
+) -> io::Result<T> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let private = private_dir(dir)?;
+    // A short name, so that the path bound first is no longer than `path` itself for any
+    // socket name of five bytes or more (sockaddr_un holds 107).
+    let temp = private.join("s");
+    let placed = (|| {
+        let bound = bind(&temp)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&temp, Some(uid), Some(gid))?;
+        }
+        rename_no_replace(&temp, path)?;
+        Ok(bound)
+    })();
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    let _ = std::fs::remove_dir(&private);
+    placed
+}
+
+/// A new directory `dir/.sN` (the first N free), mode 0700.
+fn private_dir(dir: &Path) -> io::Result<PathBuf> {
+    for n in 0..100u32 {
+        let candidate = dir.join(format!(".s{n}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "no free private directory to bind in under {} (.s0 to .s99 exist)",
+            dir.display()
+        ),
+    ))
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -791,6 +876,53 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_are_bound_in_a_private_directory_then_moved_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sock");
+        let listener = bind_socket_file(&path, 0o640, None, |at| {
+            let private = at.parent().unwrap();
+            let meta = std::fs::metadata(private).unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o700, "{}", private.display());
+            // SAFETY: geteuid has no preconditions.
+            assert_eq!(meta.uid(), unsafe { libc::geteuid() });
+            assert!(!path.exists(), "nothing at the final path while binding");
+            std::os::unix::net::UnixListener::bind(at)
+        })
+        .unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "the private directory is removed");
+        // Bound where it now lives: a client connects through the final path.
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        drop(listener);
+    }
+
+    #[test]
+    fn binding_never_replaces_a_file_and_cleans_up_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("taken");
+        std::fs::write(&path, b"someone else's").unwrap();
+        let err = bind_socket_file(&path, 0o600, None, |at| {
+            std::os::unix::net::UnixListener::bind(at)
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+        let err = bind_socket_file(&dir.path().join("y.sock"), 0o600, None, |_| {
+            Err::<(), _>(io::Error::other("bind failed"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "bind failed");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("taken")]);
+    }
 
     #[test]
     fn socket_modes_are_octal() {

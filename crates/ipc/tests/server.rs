@@ -583,6 +583,48 @@ async fn creates_runtime_dir_and_sets_socket_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_never_appears_with_a_wider_mode_than_configured() {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.sock");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Stat the path as fast as possible while servers bind it, one after another.
+    let watcher = {
+        let (path, stop) = (path.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    seen.insert(m.mode() & 0o7777);
+                }
+            }
+            seen
+        })
+    };
+    for _ in 0..300 {
+        let mut config = ServerConfig::new(&path);
+        config.socket_mode = 0o600;
+        // Dropped unserved: the next bind replaces the stale file.
+        drop(Server::bind(config, test_router()).unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(!seen.is_empty(), "the watcher never saw the socket");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [0o600],
+        "modes the socket was seen with"
+    );
+    // No private binding directory is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("w.sock")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_and_removes_the_socket() {
     let entered = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());

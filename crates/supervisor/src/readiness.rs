@@ -9,7 +9,6 @@
 //! - `started`: the process exists (exec succeeded).
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_ipc::{Client, Endpoint};
@@ -80,17 +79,18 @@ pub struct NotifySocket {
 
 impl NotifySocket {
     /// Bind at `path` (replacing a leftover file), owned by `owner` when the service runs
-    /// as another user.
+    /// as another user. Mode and owner are set before the socket appears at `path` (see
+    /// [`strata_ipc::server::bind_socket_file`]), so no one else can send to it meanwhile.
     pub fn bind(path: &Path, owner: Option<(u32, u32)>) -> io::Result<NotifySocket> {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let socket = UnixDatagram::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-        }
+        let socket = strata_ipc::server::bind_socket_file(path, 0o600, owner, |at| {
+            let std_socket = std::os::unix::net::UnixDatagram::bind(at)?;
+            std_socket.set_nonblocking(true)?;
+            UnixDatagram::from_std(std_socket)
+        })?;
         Ok(NotifySocket {
             socket,
             path: path.to_path_buf(),
@@ -144,6 +144,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.sock");
         let notify = NotifySocket::bind(&path, None).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no binding directory left"
+        );
         let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
         sender.send_to(b"STATUS=starting", &path).unwrap();
         sender.send_to(b"READY=1\n", &path).unwrap();

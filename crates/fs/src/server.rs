@@ -6,6 +6,11 @@
 //! capability that owns the handle; since only a capability holding `fs.open` can own a
 //! handle, close is authorized as `fs.open`, which also proves the token is current and
 //! unrevoked.
+//!
+//! No handler touches a file on an async worker: the work of every method runs on the
+//! bounded blocking pool ([`crate::blocking`]), so a file system that hangs `open(2)` or
+//! `read(2)` (a dead NFS server, a stuck FUSE daemon) costs its callers their slots and
+//! nobody else anything; the maintenance tasks close descriptors on blocking threads too.
 
 use crate::error::FsError;
 use crate::list::list_room;
@@ -20,9 +25,6 @@ use strata_ipc::{Call, Router};
 use strata_proto::methods::{fs, Method};
 use strata_proto::{ErrorBody, ErrorCode};
 use tokio::sync::broadcast::error::RecvError;
-
-/// Reads larger than this run on the blocking pool rather than a runtime worker.
-const INLINE_READ_MAX: u64 = 64 * 1024;
 
 /// How often handles of expired capabilities are swept.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +46,10 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
             facts.insert("landlock_status".into(), landlock.as_str().into());
             facts.insert("export_roots".into(), fs.roots().len().into());
             facts.insert("open_handles".into(), fs.handles().len().into());
+            facts.insert(
+                "file_ops_in_flight".into(),
+                fs.blocking().in_flight().into(),
+            );
             facts
         }
     };
@@ -52,14 +58,9 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::OpenParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.open",
-                    Offload::No,
-                    move |fs, caller| fs.open(caller, &params),
-                )
+                serve(fs, &guard, call, "fs.open", move |fs, caller| {
+                    fs.open(caller, &params)
+                })
                 .await
             }
         }
@@ -69,13 +70,8 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::ReadParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             let room = reply_room(&call.req_id);
-            let offload = if params.size > INLINE_READ_MAX {
-                Offload::Yes
-            } else {
-                Offload::No
-            };
             async move {
-                serve(fs, &guard, call, "fs.read", offload, move |fs, caller| {
+                serve(fs, &guard, call, "fs.read", move |fs, caller| {
                     read_result_json(&fs.read(caller, &params, room)?)
                 })
                 .await
@@ -87,14 +83,9 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::CloseParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.open",
-                    Offload::No,
-                    move |fs, caller| fs.close(caller, &params),
-                )
+                serve(fs, &guard, call, "fs.open", move |fs, caller| {
+                    fs.close(caller, &params)
+                })
                 .await
             }
         }
@@ -105,14 +96,9 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             let room = list_room(&call.req_id);
             async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.list",
-                    Offload::Yes,
-                    move |fs, caller| fs.list(caller, &params, room),
-                )
+                serve(fs, &guard, call, "fs.list", move |fs, caller| {
+                    fs.list(caller, &params, room)
+                })
                 .await
             }
         }
@@ -122,20 +108,17 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::StatParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.stat",
-                    Offload::No,
-                    move |fs, caller| fs.stat(caller, &params),
-                )
+                serve(fs, &guard, call, "fs.stat", move |fs, caller| {
+                    fs.stat(caller, &params)
+                })
                 .await
             }
         }
     };
     Router::new("fs", env!("CARGO_PKG_VERSION"))
         .health_extra(health)
+        // Not healthy before the guard has the whole revocation list.
+        .health_check(move || guard.ready())
         .method::<fs::Open, _, _, _>(open)
         // Routed by name to answer with pre-encoded JSON (see `read_result_json`); the
         // params and the result's shape are still `fs::Read`'s.
@@ -145,21 +128,13 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         .method::<fs::Stat, _, _, _>(stat)
 }
 
-/// Whether a handler's work may block long enough to belong on the blocking pool.
-#[derive(Clone, Copy)]
-enum Offload {
-    Yes,
-    No,
-}
-
-/// Authorize `call` for `right`, run `work` with the verified caller, and audit any
-/// denial, from the guard or from fs.
+/// Authorize `call` for `right`, run `work` with the verified caller on the blocking pool,
+/// and audit any denial, from the guard or from fs.
 async fn serve<R, W>(
     fs: Arc<FsService>,
     guard: &Guard,
     call: Call,
     right: &str,
-    offload: Offload,
     work: W,
 ) -> Result<R, ErrorBody>
 where
@@ -176,15 +151,11 @@ where
         }
     };
     let caller = Caller::of(claims, &call);
-    let outcome = match offload {
-        Offload::No => work(&fs, &caller),
-        Offload::Yes => {
-            let (fs, caller) = (Arc::clone(&fs), caller.clone());
-            tokio::task::spawn_blocking(move || work(&fs, &caller))
-                .await
-                .map_err(|e| FsError::Internal(std::io::Error::other(e.to_string())))
-                .and_then(|r| r)
-        }
+    let outcome = {
+        let (service, worker) = (Arc::clone(&fs), caller.clone());
+        fs.blocking
+            .run(&caller.holder, move || work(&service, &worker))
+            .await
     };
     outcome.map_err(|e| {
         let body = ErrorBody::from(e);
@@ -214,13 +185,20 @@ pub fn spawn_maintenance(fs: Arc<FsService>, guard: &Guard) {
         loop {
             match revocations.recv().await {
                 Ok(cap) => {
-                    let closed = revoker.revoke(&cap);
+                    // Closing descriptors can block (NFS flushes on close).
+                    let fs = Arc::clone(&revoker);
+                    let closed = tokio::task::spawn_blocking(move || fs.revoke(&cap))
+                        .await
+                        .unwrap_or(0);
                     if closed > 0 {
                         tracing::info!(cap_id = %cap, closed, "revoked capability: handles closed");
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    let closed = revoker.recheck_revocations();
+                    let fs = Arc::clone(&revoker);
+                    let closed = tokio::task::spawn_blocking(move || fs.recheck_revocations())
+                        .await
+                        .unwrap_or(0);
                     tracing::warn!(
                         missed,
                         closed,
@@ -236,7 +214,10 @@ pub fn spawn_maintenance(fs: Arc<FsService>, guard: &Guard) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let closed = fs.sweep_expired();
+            let sweeper = Arc::clone(&fs);
+            let closed = tokio::task::spawn_blocking(move || sweeper.sweep_expired())
+                .await
+                .unwrap_or(0);
             if closed > 0 {
                 tracing::info!(closed, "closed handles of expired capabilities");
             }

@@ -11,7 +11,9 @@
 //! - Identity answers a revocation only after every connected guard has polled again with
 //!   a `since` at or past it, i.e. has applied it (or has stopped answering for longer
 //!   than identity's acknowledgement timeout).
-//! - A guard that has never synced answers protected requests UNAVAILABLE.
+//! - A guard that has never synced (loaded the complete list, every page of it) answers
+//!   protected requests UNAVAILABLE, and [`Guard::ready`] says so, for the service's
+//!   `sys.health` to report (so the supervisor does not take it for healthy).
 //! - A guard whose poll connection is down tries a fresh poll before each protected
 //!   request: if identity answers, the guard is up to date before it decides; if identity
 //!   is unreachable, no revocation can be made either, so the list it holds is complete
@@ -29,7 +31,9 @@ use strata_cap::{
     TrustedKey, TrustedKeys, Verifier, DEFAULT_REVOCATION_RETENTION,
 };
 use strata_ipc::{Call, Client, Endpoint};
-use strata_proto::methods::identity::{KeyInfo, Revocations, RevocationsParams, RevocationsResult};
+use strata_proto::methods::identity::{
+    KeyInfo, Revocations, RevocationsParams, RevocationsResult, MAX_REVOCATIONS_PAGE,
+};
 use strata_proto::{ErrorBody, ErrorCode};
 use tokio::sync::broadcast;
 
@@ -37,8 +41,10 @@ use tokio::sync::broadcast;
 const POLL_WAIT: Duration = Duration::from_secs(25);
 /// How often the guard drops revocations of long-expired tokens from memory.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// Deadline for the quick poll made before a request while the subscription is down.
+/// Deadline for each quick poll made before a request while the subscription is down.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_millis(500);
+/// Deadline for all the pages a request's catch-up reads.
+const CATCH_UP_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a guard finds identity and how it names itself there.
 #[derive(Debug, Clone)]
@@ -70,10 +76,11 @@ struct Source {
 
 #[derive(Default)]
 struct SyncState {
-    /// The complete revocation list has been loaded at least once.
+    /// The complete revocation list has been loaded at least once (every page).
     synced_once: AtomicBool,
-    /// The background poll is connected and current.
+    /// The background poll is connected and its last answer succeeded.
     live: AtomicBool,
+    /// The feed's cursor: everything up to it has been applied.
     seq: AtomicU64,
     keys_epoch: AtomicU64,
     store_id: Mutex<Option<String>>,
@@ -144,7 +151,7 @@ impl Guard {
                 format!("{method} needs a capability token in `auth.token`"),
             ));
         };
-        if !self.sync.live.load(Ordering::SeqCst) {
+        if !self.sync.live.load(Ordering::SeqCst) || !self.sync.synced_once.load(Ordering::SeqCst) {
             self.catch_up().await?;
         }
         let ctx = AuthContext::new(&self.clock, &self.revoked, &self.limiter);
@@ -174,6 +181,21 @@ impl Guard {
             .prune_expired(Timestamp::from_unix_seconds(cutoff))
     }
 
+    /// Whether this guard can decide requests: it has loaded the complete revocation list
+    /// from identity at least once. A service passes this to
+    /// [`strata_ipc::Router::health_check`], so its `sys.health` is not ok (and the
+    /// supervisor does not mark it healthy) before that.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.sync.synced_once.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the revocation list has not been loaded from identity yet ({} entries so far)",
+                self.revoked.len()
+            ))
+        }
+    }
+
     /// Facts for `sys.health`.
     pub fn status(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
@@ -197,53 +219,73 @@ impl Guard {
         m
     }
 
-    /// Before a request while the subscription is down: ask identity once. If it answers,
-    /// apply what it says; if it cannot be reached, serve with the list we hold (no
-    /// revocation can be made while identity is down), unless we never had one.
+    /// Before a request while the subscription is down or the list not loaded yet: ask
+    /// identity, every page until it says there is no more. If it answers, apply what it
+    /// says; if it cannot be reached, serve with the list we hold (no revocation can be
+    /// made while identity is down), unless we never had a complete one.
     async fn catch_up(&self) -> Result<(), ErrorBody> {
         let Some(source) = &self.source else {
             return Ok(());
         };
         let _one_at_a_time = source.catch_up.lock().await;
-        if self.sync.live.load(Ordering::SeqCst) {
+        if self.sync.live.load(Ordering::SeqCst) && self.sync.synced_once.load(Ordering::SeqCst) {
             return Ok(());
         }
         let mut client = Client::new(source.endpoint.clone());
         client.set_timeout(CATCH_UP_TIMEOUT);
-        match client
-            .call::<Revocations>(&self.poll_params(source, 0))
-            .await
-        {
-            Ok(result) => {
-                self.apply(result);
-                Ok(())
-            }
-            Err(e) if self.sync.synced_once.load(Ordering::SeqCst) => {
-                tracing::debug!(error = %e, "identity unreachable; serving with the revocation list held");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no revocation list yet; refusing protected requests");
-                Err(ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    "waiting for the revocation list from identity; try again shortly",
-                ))
+        let deadline = tokio::time::Instant::now() + CATCH_UP_LOAD_TIMEOUT;
+        loop {
+            let answer = client
+                .call::<Revocations>(&self.poll_params(source, 0))
+                .await;
+            match answer {
+                Ok(result) => {
+                    if !self.apply(result) {
+                        return Ok(());
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!("the revocation list is still loading; refusing for now");
+                        return Err(ErrorBody::new(
+                            ErrorCode::Unavailable,
+                            "still loading the revocation list from identity; try again shortly",
+                        ));
+                    }
+                }
+                // Identity is up but will not track this verifier (its subscriber
+                // quota): revocations can be made that it would not hear of in time, so
+                // the list held is not enough.
+                Err(strata_ipc::ClientError::Server(e))
+                    if e.code == ErrorCode::ResourceExhausted =>
+                {
+                    tracing::warn!(error = %e, "identity refuses this verifier's feed; refusing protected requests");
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        "identity does not accept this verifier's revocation feed now; try again shortly",
+                    ));
+                }
+                Err(e) if self.sync.synced_once.load(Ordering::SeqCst) => {
+                    tracing::debug!(error = %e, "identity unreachable; serving with the revocation list held");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no revocation list yet; refusing protected requests");
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        "waiting for the revocation list from identity; try again shortly",
+                    ));
+                }
             }
         }
     }
 
     fn poll_params(&self, source: &Source, wait: u64) -> RevocationsParams {
-        let synced = self.sync.synced_once.load(Ordering::SeqCst);
         RevocationsParams {
-            since: if synced {
-                self.sync.seq.load(Ordering::SeqCst)
-            } else {
-                0
-            },
+            since: self.sync.seq.load(Ordering::SeqCst),
             keys_epoch: self.sync.keys_epoch.load(Ordering::SeqCst),
             store_id: self.lock_store_id().clone(),
             wait_ms: wait,
             subscriber: source.subscriber.clone(),
+            limit: Some(MAX_REVOCATIONS_PAGE),
         }
     }
 
@@ -252,8 +294,9 @@ impl Guard {
     }
 
     /// Apply one answer from identity: keys first (so a new kid is trusted before any
-    /// token signed with it could be seen), then revocations, then the sequence number.
-    fn apply(&self, result: RevocationsResult) {
+    /// token signed with it could be seen), then revocations, then the cursor. Returns
+    /// whether more pages follow; the guard is synced once an answer says none do.
+    fn apply(&self, result: RevocationsResult) -> bool {
         if let Some(keys) = &result.keys {
             match trusted_keys(keys) {
                 Ok(trusted) => {
@@ -267,14 +310,8 @@ impl Guard {
                 }
             }
         }
-        if result.full {
-            // A complete list replaces ours only by adding: a revocation is never undone,
-            // and entries identity pruned have expired anyway.
-            tracing::info!(
-                count = result.revocations.len(),
-                "loaded the full revocation list"
-            );
-        }
+        // A complete list (`full`, then its further pages) replaces ours only by adding: a
+        // revocation is never undone, and entries identity pruned have expired anyway.
         for r in &result.revocations {
             match r.cap_id.parse::<CapId>() {
                 Ok(cap) => {
@@ -288,7 +325,14 @@ impl Guard {
         }
         *self.lock_store_id() = Some(result.store_id);
         self.sync.seq.store(result.seq, Ordering::SeqCst);
-        self.sync.synced_once.store(true, Ordering::SeqCst);
+        if !result.more && !self.sync.synced_once.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                count = self.revoked.len(),
+                seq = result.seq,
+                "loaded the full revocation list"
+            );
+        }
+        result.more
     }
 
     fn learn_revoked(&self, cap: CapId, expires: Option<Timestamp>) {
@@ -310,11 +354,18 @@ async fn subscribe(guard: Arc<Guard>) {
     let mut client = Client::new(source.endpoint.clone());
     client.set_timeout(POLL_WAIT + Duration::from_secs(5));
     let mut pruned_at = std::time::Instant::now();
+    let mut more = false;
     loop {
-        let params = guard.poll_params(source, POLL_WAIT.as_millis() as u64);
+        // While pages remain, ask for the next at once.
+        let wait = if more {
+            0
+        } else {
+            POLL_WAIT.as_millis() as u64
+        };
+        let params = guard.poll_params(source, wait);
         match client.call::<Revocations>(&params).await {
             Ok(result) => {
-                guard.apply(result);
+                more = guard.apply(result);
                 guard.sync.live.store(true, Ordering::SeqCst);
                 backoff = Duration::from_millis(20);
                 if pruned_at.elapsed() >= PRUNE_EVERY {

@@ -13,12 +13,13 @@
 //! `strata-guard`), and path resolution (fs).
 
 pub mod cluster;
+pub mod feed;
 pub mod policy;
 pub mod store;
 
 use policy::{is_within, per_second, Policy};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ use strata_ipc::{Call, PeerCred, Router};
 use strata_proto::methods::identity::{
     Delegate, DelegateParams, Introspect, IntrospectParams, IntrospectResult, Issue, IssueParams,
     IssueResult, KeyInfo, Keys, KeysResult, Revocation, Revocations, RevocationsParams,
-    RevocationsResult, Revoke, RevokeParams, Rotate, RotateResult,
+    RevocationsResult, Revoke, RevokeParams, Rotate, RotateResult, MAX_REVOCATIONS_PAGE,
 };
 use strata_proto::methods::{NoParams, StatusResult};
 use strata_proto::{ErrorBody, ErrorCode};
@@ -67,6 +68,9 @@ pub enum IdentityError {
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
+    /// The caller's quota (revocations, feed subscribers) is used up.
+    #[error("{0}")]
+    Exhausted(String),
     Internal(String),
 }
 
@@ -111,6 +115,9 @@ impl From<IdentityError> for ErrorBody {
             IdentityError::NotFound(_) => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
             IdentityError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
             IdentityError::Internal(detail) => {
+            IdentityError::Exhausted(_) => {
+                ErrorBody::new(ErrorCode::ResourceExhausted, e.to_string())
+            }
                 tracing::error!(%detail, "internal error");
                 ErrorBody::new(ErrorCode::Internal, "internal error")
             }
@@ -131,14 +138,6 @@ pub struct IdentityConfig {
     pub revocation_retention: Duration,
 }
 
-/// A verifier following the revocation feed.
-struct Subscriber {
-    acked_seq: u64,
-    acked_epoch: u64,
-    polling: bool,
-    last_seen: Instant,
-}
-
 pub struct Identity {
     node_id: String,
     own_uid: u32,
@@ -153,7 +152,10 @@ pub struct Identity {
     audit: Audit,
     /// (latest revocation seq, key epoch); pollers wait on changes.
     events: watch::Sender<(u64, u64)>,
-    subscribers: Mutex<HashMap<String, Subscriber>>,
+    /// The verifiers following the feed (bounded: see [`feed`]).
+    subscribers: Mutex<feed::Subscribers>,
+    /// Revocations made by non-admin callers, counted for their quota.
+    quota: Mutex<feed::RevocationQuota>,
     acks: Notify,
     /// Serialises rotations.
     rotating: tokio::sync::Mutex<()>,
@@ -193,7 +195,9 @@ impl Identity {
             None => Policy::default(),
         };
         let revoked = RevocationSet::new();
-        revoked.extend(store.revocations_since(0)?.into_iter().filter_map(|r| {
+        let records = store.revocations_since(0)?;
+        let quota = feed::RevocationQuota::from_records(&records);
+        revoked.extend(records.into_iter().filter_map(|r| {
             let cap = r.cap_id.parse::<CapId>().ok()?;
             Some((cap, r.expires.map(Timestamp::from_unix_seconds)))
         }));
@@ -216,7 +220,8 @@ impl Identity {
             clock: SystemClock::new(),
             audit,
             events: watch::channel((seq, epoch)).0,
-            subscribers: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(feed::Subscribers::default()),
+            quota: Mutex::new(quota),
             acks: Notify::new(),
             rotating: tokio::sync::Mutex::new(()),
             cluster: std::sync::OnceLock::new(),
@@ -262,8 +267,18 @@ impl Identity {
             .revoked
             .prune_expired(Timestamp::from_unix_seconds(cutoff));
         let this = Arc::clone(self);
-        // A durable write transaction: not on the async workers.
-        let stored = tokio::task::spawn_blocking(move || this.store.prune_expired(cutoff)).await;
+        // A durable write transaction: not on the async workers. What non-admin callers
+        // revoked and is dropped no longer counts against their quota.
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut freed = Vec::new();
+            let pruned = this
+                .store
+                .prune_expired_each(cutoff, |r| freed.extend(r.by.clone()))?;
+            let mut quota = this.lock_quota();
+            freed.iter().for_each(|by| quota.remove(by));
+            Ok::<_, store::StoreError>(pruned)
+        })
+        .await;
         let stored = match stored {
             Ok(Ok(pruned)) => pruned,
             Ok(Err(e)) => {
@@ -607,6 +622,8 @@ impl Identity {
             Some(peer),
             json!({"cap_id": issued.cap_id, "parent": parent.jti.to_string(),
                    "rights": claims.rights, "path_prefix": claims.constraints.path_prefix,
+        // Who is held to the revocation quota for this one: `None` for an admin.
+        let mut by = None;
                    "expires": issued.expires}),
         );
         Ok(issued)
@@ -629,6 +646,10 @@ impl Identity {
                     "identity.revoke",
                     "revoking needs admin credentials, or the capability or an ancestor of it in `auth.token`".into(),
                     Some(&cap),
+            by = Some(store::Revoker {
+                uid: call.peer.uid,
+                lineage: holder.parents.first().unwrap_or(&holder.jti).to_string(),
+            });
                 ));
             };
             let holder = self.check_token(token)?;
@@ -646,9 +667,7 @@ impl Identity {
             }
         }
         let expires = known.map(|k| k.expires);
-        let record = self
-            .store
-            .revoke(&cap, expires, self.now().unix_seconds())?;
+        let record = self.record_revocation(&call.peer, &cap, expires, by)?;
         self.revoked
             .insert(cap, expires.map(Timestamp::from_unix_seconds));
         self.events
@@ -661,6 +680,48 @@ impl Identity {
             }
         });
         self.audit.record(
+    /// Records the revocation of `cap` durably, within the quota of `by` (a non-admin
+    /// caller). Revoking what is already revoked is answered with the existing record and
+    /// costs no quota.
+    fn record_revocation(
+        &self,
+        peer: &PeerCred,
+        cap: &CapId,
+        expires: Option<i64>,
+        by: Option<store::Revoker>,
+    ) -> Result<store::RevocationRecord, IdentityError> {
+        // Held across the check and the write, so two revocations cannot both take the
+        // last unit of a quota.
+        let mut quota = self.lock_quota();
+        if let Some(existing) = self.store.revocation_of(cap)? {
+            return Ok(existing);
+        }
+        if let Some(by) = &by {
+            if let Err(reason) = quota.admit(by) {
+                drop(quota);
+                self.audit.record(
+                    "revoke.quota_exceeded",
+                    Some(peer),
+                    json!({"cap_id": cap.to_string(), "lineage": by.lineage}),
+                );
+                return Err(IdentityError::Exhausted(reason));
+            }
+        }
+        let record = self
+            .store
+            .revoke(cap, expires, self.now().unix_seconds(), by)?;
+        // Only a new record made by this call carries `by` (one learnt from the cluster
+        // in between does not).
+        if let Some(by) = &record.by {
+            quota.add(by);
+        }
+        Ok(record)
+    }
+
+    fn lock_quota(&self) -> std::sync::MutexGuard<'_, feed::RevocationQuota> {
+        self.quota.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
             "cap.revoked",
             Some(&call.peer),
             json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked,
@@ -771,7 +832,9 @@ impl Identity {
 
     /// `identity.revocations`: answer at once if the caller is behind, else hold the poll
     /// until something changes or `wait_ms` passes. Polling with `since = n` acknowledges
-    /// everything up to `n`.
+    /// everything up to `n`. An answer is one page of at most `limit` entries (at most
+    /// [`MAX_REVOCATIONS_PAGE`]): while it says `more`, the caller asks again at once with
+    /// the `seq` it was given.
     pub async fn revocations(
         &self,
         call: &Call,
@@ -782,21 +845,23 @@ impl Identity {
                 let wait = Duration::from_millis(p.wait_ms).min(MAX_POLL_WAIT);
                 tokio::select! {
                     _ = tokio::time::timeout(wait, link.wait_loaded()) => {}
+        let _poll = self.poll_begins(key, self.is_admin(&call.peer), since, p.keys_epoch)?;
                     _ = call.stopping() => {}
                 }
             }
         }
         self.cluster_ready()?;
-        let id = format!("{}[pid {}]", p.subscriber, call.peer.pid.unwrap_or(0));
         let same_store = p
             .store_id
             .as_deref()
             .is_none_or(|s| s == self.store.store_id());
         let since = if same_store { p.since } else { 0 };
-        self.note_poll(&id, since, p.keys_epoch, true);
-        let _done = PollGuard {
-            identity: self,
-            id: id.clone(),
+        let key = feed::SubscriberKey {
+        // The newest sequence number first, then the page: the page holds everything up
+        // to it that fits.
+            uid: call.peer.uid,
+            pid: call.peer.pid.unwrap_or(0),
+            name: p.subscriber,
         };
         let mut rx = self.events.subscribe();
         let behind = |&(seq, epoch): &(u64, u64)| seq > since || epoch != p.keys_epoch;
@@ -810,21 +875,29 @@ impl Identity {
             }
         }
         let (seq, epoch) = *self.events.borrow();
-        let revocations = self
-            .store
-            .revocations_since(since)?
-            .into_iter()
-            .map(|r| Revocation {
-                seq: r.seq,
-                cap_id: r.cap_id,
-                expires: r.expires,
-            })
-            .collect();
+        let limit = p.limit.unwrap_or(MAX_REVOCATIONS_PAGE) as usize;
+        let mut page = self.store.revocations_page(since, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let last = page.last().map(|r| r.seq);
+        let cursor = match last {
+            Some(last) if more => last,
+            Some(last) => last.max(seq),
+            None => seq,
+        };
         Ok(RevocationsResult {
             store_id: self.store.store_id().to_owned(),
-            seq,
+            seq: cursor,
             full: since == 0,
-            revocations,
+            revocations: page
+                .into_iter()
+                .map(|r| Revocation {
+                    seq: r.seq,
+                    cap_id: r.cap_id,
+                    expires: r.expires,
+                })
+                .collect(),
+            more,
             keys_epoch: epoch,
             keys: (epoch != p.keys_epoch)
                 .then(|| self.key_infos())
@@ -832,59 +905,49 @@ impl Identity {
         })
     }
 
-    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Subscriber>> {
+    fn lock_subscribers(&self) -> std::sync::MutexGuard<'_, feed::Subscribers> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn note_poll(&self, id: &str, acked_seq: u64, acked_epoch: u64, polling: bool) {
-        {
-            let mut subs = self.subscribers();
-            let now = Instant::now();
-            subs.retain(|_, s| {
-                s.polling || now.duration_since(s.last_seen) < Duration::from_secs(60)
-            });
-            let sub = subs.entry(id.to_owned()).or_insert(Subscriber {
-                acked_seq,
-                acked_epoch,
-                polling,
-                last_seen: now,
-            });
-            sub.acked_seq = sub.acked_seq.max(acked_seq);
-            sub.acked_epoch = sub.acked_epoch.max(acked_epoch);
-            sub.polling = polling;
-            sub.last_seen = now;
+    /// A poll of `key` begins, acknowledging `seq` and `epoch`; refused beyond the
+    /// caller's subscriber quota. The guard ends the poll when dropped.
+    fn poll_begins(
+        &self,
+        key: feed::SubscriberKey,
+        admin: bool,
+        seq: u64,
+        epoch: u64,
+    ) -> Result<PollGuard<'_>, IdentityError> {
+        let noted = self
+            .lock_subscribers()
+            .poll_begins(&key, admin, seq, epoch, Instant::now())
+            .map_err(|e| IdentityError::Exhausted(e.0))?;
+        if noted == feed::Noted::Advanced {
+            self.acks.notify_waiters();
         }
-        self.acks.notify_waiters();
+        Ok(PollGuard {
+            identity: self,
+            key,
+        })
     }
 
     /// Wait until every live subscriber has acknowledged `seq` and `epoch`, or
-    /// [`ACK_TIMEOUT`]. Returns how many acknowledged.
+    /// [`ACK_TIMEOUT`]. Returns how many acknowledged. Woken only when a subscriber
+    /// acknowledges more or stops polling; each look walks the bounded table once.
     async fn wait_for_acks(&self, seq: u64, epoch: u64) -> usize {
         let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
         loop {
             let notified = self.acks.notified();
-            let (pending, acked) = {
-                let subs = self.subscribers();
-                let now = Instant::now();
-                let mut pending = Vec::new();
-                let mut acked = 0;
-                for (id, s) in subs.iter() {
-                    let done = s.acked_seq >= seq && s.acked_epoch >= epoch;
-                    let live = s.polling || now.duration_since(s.last_seen) < SUBSCRIBER_GRACE;
-                    if done {
-                        acked += 1;
-                    } else if live {
-                        pending.push(id.clone());
-                    }
-                }
-                (pending, acked)
-            };
-            if pending.is_empty() {
+            let (acked, pending, sample) =
+                self.lock_subscribers()
+                    .acks(seq, epoch, SUBSCRIBER_GRACE, Instant::now(), 8);
+            if pending == 0 {
                 return acked;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 tracing::warn!(
-                    ?pending,
+                    pending,
+                    ?sample,
                     seq,
                     epoch,
                     "verifiers did not acknowledge in time"
@@ -895,15 +958,21 @@ impl Identity {
     }
 }
 
-/// Marks a subscriber as no longer polling when its poll ends (answered or abandoned).
+/// Ends a subscriber's poll when dropped (answered or abandoned).
 struct PollGuard<'a> {
     identity: &'a Identity,
-    id: String,
+    key: feed::SubscriberKey,
 }
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
-        self.identity.note_poll(&self.id, 0, 0, false);
+        let stopped = self
+            .identity
+            .lock_subscribers()
+            .poll_ends(&self.key, Instant::now());
+        if stopped {
+            self.identity.acks.notify_waiters();
+        }
     }
 }
 

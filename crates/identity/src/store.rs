@@ -34,6 +34,18 @@ pub struct RevocationRecord {
     /// Unix seconds after which the cap has expired anyway, when known.
     pub expires: Option<i64>,
     pub revoked_at: i64,
+    /// Who made it, when that was a caller held to the revocation quota (not an admin,
+    /// not learnt from the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Revoker>,
+}
+
+/// A caller that is not an admin, as the revocation quota counts it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Revoker {
+    pub uid: u32,
+    /// The root capability of the token presented (its first parent, or itself).
+    pub lineage: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,12 +142,14 @@ impl Store {
         &self.store_id
     }
 
-    /// Record a revocation durably. Returns the record, new or existing.
+    /// Record a revocation durably, made `by` a caller held to the quota (`None`: an
+    /// admin). Returns the record, new or existing.
     pub fn revoke(
         &self,
         cap_id: &CapId,
         expires: Option<i64>,
         now: i64,
+        by: Option<Revoker>,
     ) -> Result<RevocationRecord, StoreError> {
         let key = cap_id.to_string();
         let txn = self.db.begin_write().map_err(err)?;
@@ -162,6 +176,7 @@ impl Store {
                 cap_id: key.clone(),
                 expires,
                 revoked_at: now,
+                by,
             };
             let text = serde_json::to_string(&record).map_err(err)?;
             revocations.insert(seq, text.as_str()).map_err(err)?;
@@ -199,6 +214,7 @@ impl Store {
                     cap_id: key.clone(),
                     expires: *expires,
                     revoked_at: *revoked_at,
+                    by: None,
                 };
                 let text = serde_json::to_string(&record).map_err(err)?;
                 table.insert(seq, text.as_str()).map_err(err)?;
@@ -216,14 +232,47 @@ impl Store {
 
     /// Every revocation after `since`, in order.
     pub fn revocations_since(&self, since: u64) -> Result<Vec<RevocationRecord>, StoreError> {
+        self.revocations_page(since, usize::MAX)
+    }
+
+    /// At most `limit` revocations after `since`, in order: reads only those.
+    pub fn revocations_page(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<RevocationRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(REVOCATIONS).map_err(err)?;
         let mut out = Vec::new();
-        for item in table.range(since.saturating_add(1)..).map_err(err)? {
+        for item in table
+            .range(since.saturating_add(1)..)
+            .map_err(err)?
+            .take(limit)
+        {
             let (_, v) = item.map_err(err)?;
             out.push(serde_json::from_str(v.value()).map_err(err)?);
         }
         Ok(out)
+    }
+
+    /// The revocation of `cap_id`, if it is recorded.
+    pub fn revocation_of(&self, cap_id: &CapId) -> Result<Option<RevocationRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let index = txn.open_table(REVOKED_INDEX).map_err(err)?;
+        let Some(seq) = index
+            .get(cap_id.to_string().as_str())
+            .map_err(err)?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let table = txn.open_table(REVOCATIONS).map_err(err)?;
+        let text = table
+            .get(seq)
+            .map_err(err)?
+            .map(|v| v.value().to_owned())
+            .ok_or_else(|| err("revocation index points at a missing record"))?;
+        Ok(Some(serde_json::from_str(&text).map_err(err)?))
     }
 
     pub fn last_seq(&self) -> Result<u64, StoreError> {
@@ -239,9 +288,20 @@ impl Store {
     /// kept. The newest revocation is always kept, so sequence numbers never go back
     /// (verifiers poll by sequence).
     pub fn prune_expired(&self, cutoff: i64) -> Result<Pruned, StoreError> {
+        self.prune_expired_each(cutoff, |_| {})
+    }
+
+    /// [`Store::prune_expired`], calling `dropped` with each revocation it drops (once the
+    /// transaction has committed).
+    pub fn prune_expired_each(
+        &self,
+        cutoff: i64,
+        mut dropped: impl FnMut(&RevocationRecord),
+    ) -> Result<Pruned, StoreError> {
         let expired = |expires: Option<i64>| expires.is_some_and(|e| e < cutoff);
         let txn = self.db.begin_write().map_err(err)?;
         let mut pruned = Pruned::default();
+        let dropped_records;
         {
             let mut revocations = txn.open_table(REVOCATIONS).map_err(err)?;
             let mut index = txn.open_table(REVOKED_INDEX).map_err(err)?;
@@ -251,14 +311,15 @@ impl Store {
                 let (seq, text) = item.map_err(err)?;
                 let record: RevocationRecord = serde_json::from_str(text.value()).map_err(err)?;
                 if Some(seq.value()) != newest && expired(record.expires) {
-                    doomed.push((seq.value(), record.cap_id));
+                    doomed.push(record);
                 }
             }
-            for (seq, cap_id) in &doomed {
-                revocations.remove(seq).map_err(err)?;
-                index.remove(cap_id.as_str()).map_err(err)?;
+            for record in &doomed {
+                revocations.remove(record.seq).map_err(err)?;
+                index.remove(record.cap_id.as_str()).map_err(err)?;
             }
             pruned.revocations = doomed.len();
+            dropped_records = doomed;
 
             let mut caps = txn.open_table(CAPS).map_err(err)?;
             let mut doomed = Vec::new();
@@ -279,6 +340,7 @@ impl Store {
         } else {
             txn.commit().map_err(err)?;
         }
+        dropped_records.iter().for_each(&mut dropped);
         Ok(pruned)
     }
 
@@ -380,9 +442,9 @@ mod tests {
         let (a, b) = (CapId::random().unwrap(), CapId::random().unwrap());
         let id = {
             let store = Store::open(&path).unwrap();
-            let r1 = store.revoke(&a, Some(100), 1).unwrap();
-            let r2 = store.revoke(&b, None, 2).unwrap();
-            let again = store.revoke(&a, Some(100), 3).unwrap();
+            let r1 = store.revoke(&a, Some(100), 1, None).unwrap();
+            let r2 = store.revoke(&b, None, 2, None).unwrap();
+            let again = store.revoke(&a, Some(100), 3, None).unwrap();
             assert_eq!((r1.seq, r2.seq), (1, 2));
             assert_eq!(again, r1);
             store.store_id().to_owned()
@@ -410,7 +472,7 @@ mod tests {
             .iter()
             .zip([Some(10), None, Some(500), Some(20), Some(30)])
         {
-            store.revoke(id, expires, 1).unwrap();
+            store.revoke(id, expires, 1, None).unwrap();
         }
         let cap = |expires| CapRecord {
             parents: vec![],
@@ -450,11 +512,49 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(left(&store), expected);
-        let again = store.revoke(&ids[0], Some(10), 2).unwrap();
+        let again = store.revoke(&ids[0], Some(10), 2, None).unwrap();
         assert_eq!(again.seq, 6);
         // Once something newer exists, the old newest goes too.
         assert_eq!(store.prune_expired(100).unwrap().revocations, 1);
         assert_eq!(store.last_seq().unwrap(), 6);
+    }
+
+    #[test]
+    fn pages_read_only_their_entries_and_revokers_are_kept_and_reported_when_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("id.redb")).unwrap();
+        let by = Revoker {
+            uid: 1000,
+            lineage: "root".into(),
+        };
+        let ids: Vec<CapId> = (0..10).map(|_| CapId::random().unwrap()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let who = (i % 2 == 0).then(|| by.clone());
+            store.revoke(id, Some(10 + i as i64), 1, who).unwrap();
+        }
+        let seqs = |page: Vec<RevocationRecord>| page.iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.revocations_page(0, 3).unwrap()), [1, 2, 3]);
+        assert_eq!(seqs(store.revocations_page(8, 3).unwrap()), [9, 10]);
+        assert!(store.revocations_page(10, 3).unwrap().is_empty());
+        assert!(store.revocations_page(u64::MAX, 3).unwrap().is_empty());
+        let first = store.revocation_of(&ids[0]).unwrap().unwrap();
+        assert_eq!((first.seq, first.by), (1, Some(by.clone())));
+        assert_eq!(store.revocation_of(&ids[1]).unwrap().unwrap().by, None);
+        assert!(store
+            .revocation_of(&CapId::random().unwrap())
+            .unwrap()
+            .is_none());
+        // Old records without `by` still read.
+        let old: RevocationRecord =
+            serde_json::from_str(r#"{"seq":1,"cap_id":"x","expires":null,"revoked_at":0}"#)
+                .unwrap();
+        assert_eq!(old.by, None);
+        let mut dropped = Vec::new();
+        let pruned = store
+            .prune_expired_each(15, |r| dropped.push(r.by.clone()))
+            .unwrap();
+        assert_eq!(pruned.revocations, 5);
+        assert_eq!(dropped.iter().filter(|b| b.is_some()).count(), 3);
     }
 
     #[test]

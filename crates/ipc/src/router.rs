@@ -104,6 +104,7 @@ pub(crate) enum Origin {
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorBody>> + Send>>;
 type Handler = Box<dyn Fn(Call, Option<Box<RawValue>>) -> HandlerFuture + Send + Sync>;
 type HealthExtra = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
+type HealthCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The method table of one service.
 pub struct Router {
@@ -111,6 +112,7 @@ pub struct Router {
     version: String,
     routes: HashMap<String, Handler>,
     health_extra: Option<HealthExtra>,
+    health_check: Option<HealthCheck>,
     /// Cancelled by the server when it starts shutting down.
     stopping: CancellationToken,
 }
@@ -123,6 +125,7 @@ impl Router {
             version: version.to_owned(),
             routes: HashMap::new(),
             health_extra: None,
+            health_check: None,
             stopping: CancellationToken::new(),
         }
     }
@@ -133,6 +136,17 @@ impl Router {
         f: impl Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync + 'static,
     ) -> Router {
         self.health_extra = Some(Box::new(f));
+        self
+    }
+
+    /// Make `sys.health` report whether the service can serve: while `check` returns an
+    /// error, `status` is `"unavailable"` and `status_reason` says why (the supervisor's
+    /// probe wants `"ok"`). For example a guard that has not loaded the revocation list.
+    pub fn health_check(
+        mut self,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Router {
+        self.health_check = Some(Box::new(check));
         self
     }
 
@@ -191,11 +205,19 @@ impl Router {
     }
 
     fn health(&self) -> sys::HealthResult {
+        let mut extra = self.health_extra.as_ref().map(|f| f()).unwrap_or_default();
+        let status = match self.health_check.as_ref().map(|check| check()) {
+            None | Some(Ok(())) => "ok",
+            Some(Err(reason)) => {
+                extra.insert("status_reason".into(), reason.into());
+                "unavailable"
+            }
+        };
         sys::HealthResult {
             service: self.service.clone(),
             version: self.version.clone(),
-            status: "ok".to_owned(),
-            extra: self.health_extra.as_ref().map(|f| f()).unwrap_or_default(),
+            status: status.to_owned(),
+            extra,
         }
     }
 

@@ -109,10 +109,53 @@ fn default_subscriber() -> String {
     "anonymous".to_owned()
 }
 
-/// `identity.revocations`: a verifier's long poll for revocations and key changes.
+/// The longest `subscriber` name, in bytes.
+pub const MAX_SUBSCRIBER_LEN: usize = 128;
+/// The most revocations one `identity.revocations` answer carries (and the largest
+/// `limit`). Each entry is at most ~110 bytes of JSON, so a full page stays under 512 KiB,
+/// well inside a frame.
+pub const MAX_REVOCATIONS_PAGE: u32 = 4096;
+
+/// Whether `name` is a usable subscriber name: 1..=[`MAX_SUBSCRIBER_LEN`] bytes of
+/// printable ASCII without spaces (it appears in identity's logs).
+pub fn is_subscriber_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SUBSCRIBER_LEN
+        && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn bounded_subscriber<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    if is_subscriber_name(&name) {
+        Ok(name)
+    } else {
+        // The name itself is not echoed: it may be a megabyte of anything.
+        Err(serde::de::Error::custom(format!(
+            "must be 1 to {MAX_SUBSCRIBER_LEN} bytes of printable ASCII without spaces \
+             (got {} bytes)",
+            name.len()
+        )))
+    }
+}
+
+fn bounded_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(limit) = Option::<u64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match u32::try_from(limit) {
+        Ok(n) if (1..=MAX_REVOCATIONS_PAGE).contains(&n) => Ok(Some(n)),
+        _ => Err(serde::de::Error::custom(format!(
+            "must be 1 to {MAX_REVOCATIONS_PAGE}"
+        ))),
+    }
+}
+
+/// `identity.revocations`: a verifier's long poll for revocations and key changes, paged:
+/// `since` is the cursor, and the answer's `seq` the cursor for the next call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevocationsParams {
-    /// The last sequence number the caller has applied (0: none).
+    /// The last sequence number the caller has applied (0: none). Entries after it are
+    /// returned, oldest first.
     #[serde(default)]
     pub since: u64,
     /// The key epoch the caller holds (0: none).
@@ -124,9 +167,20 @@ pub struct RevocationsParams {
     /// How long to hold the request open when there is nothing new (0..=60000).
     #[serde(default)]
     pub wait_ms: u64,
-    /// A name for the subscribing service, e.g. `fs`.
-    #[serde(default = "default_subscriber")]
+    /// A name for the subscribing service, e.g. `fs`: 1..=[`MAX_SUBSCRIBER_LEN`] bytes of
+    /// printable ASCII (anything else is INVALID_ARGUMENT).
+    #[serde(
+        default = "default_subscriber",
+        deserialize_with = "bounded_subscriber"
+    )]
     pub subscriber: String,
+    /// The most entries to return, 1..=[`MAX_REVOCATIONS_PAGE`] (absent: the maximum).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_limit"
+    )]
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,11 +195,18 @@ pub struct Revocation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevocationsResult {
     pub store_id: String,
-    /// The newest sequence number; pass it as `since` next time.
+    /// The cursor: pass it as `since` next time. The newest sequence number when `more` is
+    /// false, else the last one in `revocations`.
     pub seq: u64,
-    /// True when `revocations` is the complete list and replaces what the caller holds.
+    /// True when the answer starts from the beginning of the list (`since` was 0, or the
+    /// caller's `store_id` is not this store's): with the pages that follow while `more`
+    /// is true, it is the complete list.
     pub full: bool,
     pub revocations: Vec<Revocation>,
+    /// True when entries after `seq` did not fit in this answer: ask again at once with
+    /// `since = seq`. A verifier has the complete list only once an answer says false.
+    #[serde(default)]
+    pub more: bool,
     pub keys_epoch: u64,
     /// Present when the caller's `keys_epoch` is out of date: the complete trusted key set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,3 +262,56 @@ method!(
     RevocationsParams,
     RevocationsResult
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<RevocationsParams, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn subscriber_and_limit_are_bounded_at_parse_time() {
+        let old = parse(json!({"since": 3, "wait_ms": 10})).unwrap();
+        assert_eq!((old.subscriber.as_str(), old.limit), ("anonymous", None));
+        let name = "s".repeat(MAX_SUBSCRIBER_LEN);
+        assert_eq!(
+            parse(json!({ "subscriber": name })).unwrap().subscriber,
+            name
+        );
+        for bad in [
+            "s".repeat(MAX_SUBSCRIBER_LEN + 1),
+            String::new(),
+            "a b".into(),
+            "a\u{7f}".into(),
+            "é".into(),
+        ] {
+            let e = parse(json!({ "subscriber": bad })).unwrap_err();
+            assert!(!e.contains("sss"), "the name was echoed: {e}");
+        }
+        let max = MAX_REVOCATIONS_PAGE;
+        assert_eq!(parse(json!({"limit": max})).unwrap().limit, Some(max));
+        assert_eq!(parse(json!({"limit": 1})).unwrap().limit, Some(1));
+        assert_eq!(parse(json!({"limit": null})).unwrap().limit, None);
+        for bad in [
+            json!(max + 1),
+            json!(0),
+            json!(-1),
+            json!(u64::MAX),
+            json!("9"),
+        ] {
+            assert!(parse(json!({ "limit": bad })).is_err(), "limit {bad}");
+        }
+    }
+
+    #[test]
+    fn a_result_without_more_is_complete() {
+        let r: RevocationsResult = serde_json::from_value(json!({
+            "store_id": "s", "seq": 4, "full": true, "revocations": [], "keys_epoch": 1
+        }))
+        .unwrap();
+        assert!(!r.more);
+    }
+}

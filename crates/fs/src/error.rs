@@ -22,6 +22,10 @@ pub enum FsError {
     /// The token's prefix is not beneath any root this fs exports.
     #[error("path prefix `{prefix}` is outside every directory this fs exports")]
     NotExported { prefix: String },
+    /// A component of the token's prefix (between its export root and itself) is a
+    /// symlink: a prefix names the directory its string names, or nothing.
+    #[error("path prefix `{prefix}` goes through a symlink; a prefix must name a directory with no symlink on the way")]
+    PrefixThroughSymlink { prefix: String },
     /// The token's prefix is beneath an export root but does not exist (or is not a
     /// directory).
     #[error("path prefix `{prefix}` does not exist")]
@@ -56,6 +60,19 @@ pub enum FsError {
     /// The capability already holds its maximum of open handles.
     #[error("this capability already has {limit} open handles, the most allowed; close some")]
     TooManyForCapability { limit: usize },
+    /// The capability's lineage (it and everything delegated from the same root) holds its
+    /// maximum of open handles.
+    #[error("the capabilities delegated from this one's root already have {limit} open handles, the most allowed; close some")]
+    TooManyForLineage { limit: usize },
+    /// The caller (local uid, or remote node) holds its maximum of open handles.
+    #[error("this caller already has {limit} open handles, the most allowed; close some")]
+    TooManyForCaller { limit: usize },
+    /// The caller has its maximum of file operations in flight (or fs has, and none
+    /// finished in time): likely stuck on a slow or hung file system.
+    #[error(
+        "too many file operations in flight (at most {per_caller} per caller); try again later"
+    )]
+    TooBusy { per_caller: usize },
     /// fs as a whole holds its maximum of open handles.
     #[error("fs has {limit} open handles, the most it allows; try again later")]
     TooManyOpen { limit: usize },
@@ -87,6 +104,7 @@ impl FsError {
             | FsError::Escapes { .. }
             | FsError::NoPrefix
             | FsError::NotExported { .. }
+            | FsError::PrefixThroughSymlink { .. }
             | FsError::AccessDenied { .. }
             | FsError::NotRegular { .. }
             | FsError::NotYourHandle { .. } => ErrorCode::PermissionDenied,
@@ -94,9 +112,11 @@ impl FsError {
             | FsError::PrefixMissing { .. }
             | FsError::UnknownHandle { .. } => ErrorCode::NotFound,
             FsError::HandleExpired { .. } | FsError::Revoked => ErrorCode::Unauthenticated,
-            FsError::TooManyForCapability { .. } | FsError::TooManyOpen { .. } => {
-                ErrorCode::ResourceExhausted
-            }
+            FsError::TooManyForCapability { .. }
+            | FsError::TooManyForLineage { .. }
+            | FsError::TooManyForCaller { .. }
+            | FsError::TooBusy { .. }
+            | FsError::TooManyOpen { .. } => ErrorCode::ResourceExhausted,
             FsError::Busy { .. } => ErrorCode::Unavailable,
             FsError::ExportRoot { .. } | FsError::Sandbox(_) | FsError::Internal(_) => {
                 ErrorCode::Internal

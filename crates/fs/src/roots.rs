@@ -7,6 +7,13 @@
 //! resolution that would leave the directory: absolute symlinks, `..` that climbs out,
 //! `/proc/self/root`-style magic links, and renames racing the lookup. The process's working
 //! directory never takes part.
+//!
+//! A prefix is opened with `RESOLVE_NO_SYMLINKS` as well: no component between the root and
+//! the prefix may be a symlink, so the directory a prefix names is the one its string names.
+//! Identity judges prefixes as strings (a child's inside its parent's, a request's inside a
+//! grant's, [`PathPrefix::contains`]); following a symlink here would let `users/a/x ->
+//! ../b` turn a grant for `users/a` into access to `users/b`. For the same reason a root
+//! nested in another root must be reachable from it without symlinks (checked at start).
 
 use crate::error::FsError;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -24,6 +31,11 @@ fn beneath() -> ResolveFlags {
     ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
 }
 
+/// The rules for a prefix beneath its root: no symlink at all (see the module docs).
+fn prefix_rules() -> ResolveFlags {
+    beneath() | ResolveFlags::NO_SYMLINKS
+}
+
 /// Open `path` beneath `dir` with the kernel's containment rules (see the module docs).
 /// `O_CLOEXEC` is always added, and `O_NOCTTY` unless this is an `O_PATH` open (for which
 /// `openat2` refuses every other flag).
@@ -37,9 +49,18 @@ pub(crate) fn open_beneath(
     } else {
         flags | OFlags::CLOEXEC | OFlags::NOCTTY
     };
+    open_with(dir, path, flags, beneath())
+}
+
+fn open_with(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    rules: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
     let mut attempts = 0;
     loop {
-        match openat2(dir, path, flags, Mode::empty(), beneath()) {
+        match openat2(dir, path, flags, Mode::empty(), rules) {
             Err(Errno::AGAIN) if attempts < RENAME_RACE_RETRIES => attempts += 1,
             Err(Errno::INTR) => {}
             other => return other,
@@ -125,6 +146,38 @@ impl ExportRoots {
         }
         roots.sort_by_key(|r| std::cmp::Reverse(r.path.as_str().len()));
         roots.dedup_by(|a, b| a.path == b.path);
+        // A root inside another must be the directory its path names from the outer root,
+        // with no symlink on the way: else a prefix beneath the inner root would name a
+        // directory a prefix of the outer root cannot reach, and containment by string
+        // (which identity applies to delegation) would not be containment on disk.
+        for (i, inner) in roots.iter().enumerate() {
+            for outer in &roots[i + 1..] {
+                let Ok(rest) = inner.path.as_path().strip_prefix(outer.path.as_path()) else {
+                    continue;
+                };
+                let rest = rest.to_str().unwrap_or(".");
+                let same = open_with(
+                    outer.dir.as_fd(),
+                    rest,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    prefix_rules(),
+                )
+                .and_then(|reached| {
+                    let (a, b) = (rustix::fs::fstat(&reached)?, rustix::fs::fstat(&inner.dir)?);
+                    Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+                });
+                if !matches!(same, Ok(true)) {
+                    return Err(FsError::ExportRoot {
+                        path: inner.path.as_path().to_owned(),
+                        reason: format!(
+                            "lies inside export root {} but is not the directory its path \
+                             names there (a symlink on the way?); export the real directory",
+                            outer.path
+                        ),
+                    });
+                }
+            }
+        }
         Ok(ExportRoots { roots })
     }
 
@@ -147,8 +200,8 @@ impl ExportRoots {
     }
 
     /// A directory handle (`O_PATH`) for `prefix`, resolved beneath the export root that
-    /// contains it. A prefix outside every root, or one whose path leaves its root through
-    /// a symlink, is refused.
+    /// contains it without following any symlink. A prefix outside every root, or with a
+    /// symlink anywhere between the root and itself, is refused (PERMISSION_DENIED).
     pub fn open_prefix(&self, prefix: &PathPrefix) -> Result<OwnedFd, FsError> {
         let not_exported = || FsError::NotExported {
             prefix: prefix.as_str().to_owned(),
@@ -167,14 +220,21 @@ impl ExportRoots {
             Some(s) => s,
             None => return Err(not_exported()),
         };
-        open_beneath(root.dir.as_fd(), rest, OFlags::PATH | OFlags::DIRECTORY).map_err(|errno| {
-            match errno {
-                Errno::NOENT | Errno::NOTDIR => FsError::PrefixMissing {
-                    prefix: prefix.as_str().to_owned(),
-                },
-                Errno::XDEV | Errno::LOOP => not_exported(),
-                other => lookup_error(other, prefix.as_str()),
-            }
+        open_with(
+            root.dir.as_fd(),
+            rest,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            prefix_rules(),
+        )
+        .map_err(|errno| match errno {
+            Errno::NOENT | Errno::NOTDIR => FsError::PrefixMissing {
+                prefix: prefix.as_str().to_owned(),
+            },
+            // ELOOP: a symlink in the prefix (RESOLVE_NO_SYMLINKS). EXDEV: out of the root.
+            Errno::XDEV | Errno::LOOP => FsError::PrefixThroughSymlink {
+                prefix: prefix.as_str().to_owned(),
+            },
+            other => lookup_error(other, prefix.as_str()),
         })
     }
 }
@@ -237,6 +297,39 @@ mod tests {
             roots.open_prefix(&p).unwrap_err().code(),
             ErrorCode::PermissionDenied
         );
+    }
+
+    #[test]
+    fn a_prefix_through_any_symlink_is_refused_even_inside_its_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("root/users/a")).unwrap();
+        std::fs::create_dir_all(base.join("root/users/b")).unwrap();
+        std::os::unix::fs::symlink("../b", base.join("root/users/a/x")).unwrap();
+        std::os::unix::fs::symlink("users", base.join("root/u")).unwrap();
+        std::os::unix::fs::symlink("a", base.join("root/users/self")).unwrap();
+        let roots = ExportRoots::open(&[base.join("root")]).unwrap();
+        for through_link in ["root/users/a/x", "root/u/a", "root/users/self"] {
+            let p = prefix(base.join(through_link).to_str().unwrap());
+            let e = roots.open_prefix(&p).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::PermissionDenied, "{through_link}");
+            assert!(e.to_string().contains("symlink"), "{e}");
+        }
+        roots
+            .open_prefix(&prefix(base.join("root/users/a").to_str().unwrap()))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_nested_root_reached_through_a_symlink_stops_start_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("outer/real")).unwrap();
+        std::fs::create_dir_all(base.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("../elsewhere", base.join("outer/link")).unwrap();
+        let e = ExportRoots::open(&[base.join("outer"), base.join("outer/link")]).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
+        ExportRoots::open(&[base.join("outer"), base.join("outer/real")]).unwrap();
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! A handle id is 128 random bits (32 hex digits), so ids cannot be guessed; but an id is
 //! not a credential: every use must also present the capability it is bound to. The table
-//! enforces two limits, per capability and overall, and hands back removed handles so the
-//! caller can audit them; a file descriptor closes when the last reference to its handle
+//! enforces four limits (per capability, per lineage, per caller and overall; see
+//! [`HandleLimits`]) and hands back removed handles so the caller can audit them; a file descriptor closes when the last reference to its handle
 //! drops, which is at once unless a read is in flight on it.
 
 use crate::error::FsError;
@@ -62,6 +62,8 @@ pub struct OpenHandle {
     pub(crate) claims: Arc<Claims>,
     /// Who opened it, for the audit summary.
     pub(crate) opener: Option<PeerCred>,
+    /// Who the per-caller quota charges for it.
+    pub(crate) holder: Holder,
     /// The path as requested (relative to the prefix), for the audit summary.
     pub(crate) path: String,
     reads: AtomicU64,
@@ -73,6 +75,7 @@ impl OpenHandle {
         file: File,
         claims: Arc<Claims>,
         opener: Option<PeerCred>,
+        holder: Holder,
         path: String,
     ) -> Result<OpenHandle, FsError> {
         Ok(OpenHandle {
@@ -80,6 +83,7 @@ impl OpenHandle {
             file,
             claims,
             opener,
+            holder,
             path,
             reads: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -88,6 +92,16 @@ impl OpenHandle {
 
     pub fn id(&self) -> HandleId {
         self.id
+    }
+
+    /// The caller the handle is charged to.
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// The root of the lineage of the capability that opened it.
+    pub fn lineage_root(&self) -> &CapId {
+        self.claims.lineage_root()
     }
 
     /// Count one read of `bytes` bytes.
@@ -120,17 +134,26 @@ impl OpenHandle {
     }
 }
 
-/// How many handles may be open.
+/// How many handles may be open. An open must fit every one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandleLimits {
     /// Per capability (`cap_id`).
     pub per_capability: usize,
+    /// Per lineage: a capability and everything delegated from it, keyed by the lineage's
+    /// root ([`Claims::lineage_root`]), so delegating children does not multiply the
+    /// per-capability limit.
+    pub per_lineage: usize,
+    /// Per caller ([`Holder`]): a local uid, or a remote node by certificate name, across
+    /// all the capabilities it presents, so one caller cannot take every handle.
+    pub per_caller: usize,
     /// For the whole fs process.
     pub total: usize,
 }
 
 impl HandleLimits {
     pub const DEFAULT_PER_CAPABILITY: usize = 64;
+    pub const DEFAULT_PER_LINEAGE: usize = 1024;
+    pub const DEFAULT_PER_CALLER: usize = 4096;
     pub const DEFAULT_TOTAL: usize = 65_536;
 }
 
@@ -138,26 +161,54 @@ impl Default for HandleLimits {
     fn default() -> HandleLimits {
         HandleLimits {
             per_capability: HandleLimits::DEFAULT_PER_CAPABILITY,
+            per_lineage: HandleLimits::DEFAULT_PER_LINEAGE,
+            per_caller: HandleLimits::DEFAULT_PER_CALLER,
             total: HandleLimits::DEFAULT_TOTAL,
         }
     }
 }
 
+/// Who holds a handle, for the per-caller quota: what the transport proves about the
+/// caller, never what its token says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// A local caller, by the kernel's peer credentials.
+    Uid(u32),
+    /// A caller over mutual TLS, by its certificate name.
+    Remote(String),
+    /// No credentials known (in-process use, tests): all such callers share one quota.
+    Unknown,
+}
+
+/// Open handles, and how many each capability, lineage and caller holds. A key with no
+/// handles has no entry, so every map is bounded by the number of open handles.
 #[derive(Default)]
 struct Table {
     by_id: HashMap<HandleId, Arc<OpenHandle>>,
     per_cap: HashMap<CapId, usize>,
+    per_lineage: HashMap<CapId, usize>,
+    per_caller: HashMap<Holder, usize>,
+}
+
+fn count<K: std::hash::Hash + Eq>(map: &HashMap<K, usize>, key: &K) -> usize {
+    map.get(key).copied().unwrap_or(0)
+}
+
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Table {
     fn take(&mut self, id: &HandleId) -> Option<Arc<OpenHandle>> {
         let handle = self.by_id.remove(id)?;
-        if let Some(n) = self.per_cap.get_mut(&handle.claims.jti) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_cap.remove(&handle.claims.jti);
-            }
-        }
+        release(&mut self.per_cap, &handle.claims.jti);
+        release(&mut self.per_lineage, handle.lineage_root());
+        release(&mut self.per_caller, &handle.holder);
         Some(handle)
     }
 }
@@ -185,23 +236,37 @@ impl HandleTable {
         self.limits
     }
 
-    /// Add `handle`, unless its capability or the process is at its limit.
+    /// Add `handle`, unless its capability, its lineage, its caller or the process is at
+    /// its limit.
     pub fn insert(&self, handle: OpenHandle) -> Result<Arc<OpenHandle>, FsError> {
+        let limits = self.limits;
         let mut table = self.lock();
-        if table.by_id.len() >= self.limits.total {
-            return Err(FsError::TooManyOpen {
-                limit: self.limits.total,
+        let cap = handle.claims.jti;
+        let lineage = *handle.lineage_root();
+        if count(&table.per_cap, &cap) >= limits.per_capability {
+            return Err(FsError::TooManyForCapability {
+                limit: limits.per_capability,
             });
         }
-        let cap = handle.claims.jti;
-        let held = table.per_cap.get(&cap).copied().unwrap_or(0);
-        if held >= self.limits.per_capability {
-            return Err(FsError::TooManyForCapability {
-                limit: self.limits.per_capability,
+        if count(&table.per_lineage, &lineage) >= limits.per_lineage {
+            return Err(FsError::TooManyForLineage {
+                limit: limits.per_lineage,
+            });
+        }
+        if count(&table.per_caller, &handle.holder) >= limits.per_caller {
+            return Err(FsError::TooManyForCaller {
+                limit: limits.per_caller,
+            });
+        }
+        if table.by_id.len() >= limits.total {
+            return Err(FsError::TooManyOpen {
+                limit: limits.total,
             });
         }
         let handle = Arc::new(handle);
-        table.per_cap.insert(cap, held + 1);
+        *table.per_cap.entry(cap).or_insert(0) += 1;
+        *table.per_lineage.entry(lineage).or_insert(0) += 1;
+        *table.per_caller.entry(handle.holder.clone()).or_insert(0) += 1;
         table.by_id.insert(handle.id, Arc::clone(&handle));
         Ok(handle)
     }
@@ -244,7 +309,17 @@ impl HandleTable {
 
     /// Handles open now for `cap`.
     pub fn count_for(&self, cap: &CapId) -> usize {
-        self.lock().per_cap.get(cap).copied().unwrap_or(0)
+        count(&self.lock().per_cap, cap)
+    }
+
+    /// Handles open now for the lineage rooted at `root`.
+    pub fn count_for_lineage(&self, root: &CapId) -> usize {
+        count(&self.lock().per_lineage, root)
+    }
+
+    /// Handles open now for `holder`.
+    pub fn count_for_caller(&self, holder: &Holder) -> usize {
+        count(&self.lock().per_caller, holder)
     }
 }
 
@@ -274,7 +349,7 @@ mod tests {
 
     fn handle(c: &Arc<Claims>) -> OpenHandle {
         let file = tempfile::tempfile().unwrap();
-        OpenHandle::new(file, Arc::clone(c), None, "f".into()).unwrap()
+        OpenHandle::new(file, Arc::clone(c), None, Holder::Unknown, "f".into()).unwrap()
     }
 
     #[test]
@@ -295,6 +370,7 @@ mod tests {
         let table = HandleTable::new(HandleLimits {
             per_capability: 2,
             total: 3,
+            ..HandleLimits::default()
         });
         let (a, b) = (claims(1, &[]), claims(2, &[]));
         table.insert(handle(&a)).unwrap();

@@ -26,6 +26,7 @@
 //! are in `strata_proto::methods::fs`.
 
 mod base64;
+pub mod blocking;
 pub mod error;
 pub mod handles;
 mod list;
@@ -38,8 +39,9 @@ pub mod server;
 mod service;
 mod stat;
 
+pub use blocking::{BlockingLimits, BlockingPool};
 pub use error::FsError;
-pub use handles::{HandleLimits, HandleTable};
+pub use handles::{HandleLimits, HandleTable, Holder};
 pub use list::{list_room, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 pub use read::{reply_room, MAX_READ_SIZE};
 pub use roots::ExportRoots;

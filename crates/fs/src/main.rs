@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_audit::Audit;
-use strata_fs::{sandbox, ExportRoots, FsService, HandleLimits, LandlockState};
+use strata_fs::{sandbox, BlockingLimits, ExportRoots, FsService, HandleLimits, LandlockState};
 use strata_guard::{Guard, GuardConfig};
 use strata_ipc::{paths, Server, ServerConfig};
 
@@ -39,9 +39,21 @@ struct Args {
     /// Open handles allowed per capability.
     #[arg(long, value_name = "N", env = "STRATA_FS_MAX_HANDLES_PER_CAP", default_value_t = HandleLimits::DEFAULT_PER_CAPABILITY)]
     max_handles_per_cap: usize,
+    /// Open handles allowed per lineage (a capability and all delegated from its root).
+    #[arg(long, value_name = "N", env = "STRATA_FS_MAX_HANDLES_PER_LINEAGE", default_value_t = HandleLimits::DEFAULT_PER_LINEAGE)]
+    max_handles_per_lineage: usize,
+    /// Open handles allowed per caller (local uid, or remote node by certificate name).
+    #[arg(long, value_name = "N", env = "STRATA_FS_MAX_HANDLES_PER_CALLER", default_value_t = HandleLimits::DEFAULT_PER_CALLER)]
+    max_handles_per_caller: usize,
     /// Open handles allowed in total (also bounded by the open-files limit).
     #[arg(long, value_name = "N", env = "STRATA_FS_MAX_HANDLES", default_value_t = HandleLimits::DEFAULT_TOTAL)]
     max_handles: usize,
+    /// File operations (open, read, list, stat, close) in flight at once, in total.
+    #[arg(long, value_name = "N", env = "STRATA_FS_MAX_BLOCKING", default_value_t = BlockingLimits::DEFAULT_TOTAL)]
+    max_blocking: usize,
+    /// File operations in flight at once per caller; past it, RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "N", env = "STRATA_FS_MAX_BLOCKING_PER_CALLER", default_value_t = BlockingLimits::DEFAULT_PER_CALLER)]
+    max_blocking_per_caller: usize,
     /// Do not confine the process with Landlock (for debugging only).
     #[arg(long)]
     no_landlock: bool,
@@ -109,11 +121,19 @@ fn main() -> anyhow::Result<()> {
             })
         }
     };
+    let total = args
+        .max_handles
+        .min(raise_open_files_limit().saturating_sub(SPARE_FDS) as usize);
     let limits = HandleLimits {
         per_capability: args.max_handles_per_cap,
-        total: args
-            .max_handles
-            .min(raise_open_files_limit().saturating_sub(SPARE_FDS) as usize),
+        per_lineage: args.max_handles_per_lineage,
+        per_caller: args.max_handles_per_caller,
+        total,
+    };
+    let blocking = BlockingLimits {
+        total: args.max_blocking,
+        per_caller: args.max_blocking_per_caller,
+        ..BlockingLimits::default()
     };
     if limits.total < args.max_handles {
         tracing::info!(
@@ -168,7 +188,10 @@ fn main() -> anyhow::Result<()> {
             runtime_dir: runtime_dir.clone(),
             subscriber: "fs".to_owned(),
         });
-        let fs = Arc::new(FsService::new(roots, limits, audit.clone(), guard.clone()));
+        let fs = Arc::new(
+            FsService::new(roots, limits, audit.clone(), guard.clone())
+                .with_blocking_limits(blocking),
+        );
         strata_fs::spawn_maintenance(Arc::clone(&fs), &guard);
         let server = Server::bind(config, strata_fs::router(Arc::clone(&fs), guard, landlock))?;
         server.serve_until_signal().await?;

@@ -55,6 +55,7 @@ impl FsService {
             std::fs::File::from(fd),
             caller.claims.clone(),
             caller.peer,
+            caller.holder.clone(),
             path.as_str().to_owned(),
         )?;
         let handle = self.handles.insert(handle)?;

@@ -6,8 +6,9 @@
 //! Each takes a [`Caller`] whose claims were already verified and authorized for that
 //! method by the guard; this crate never checks a token itself.
 
+use crate::blocking::{BlockingLimits, BlockingPool};
 use crate::error::FsError;
-use crate::handles::{HandleLimits, HandleTable, OpenHandle};
+use crate::handles::{HandleLimits, HandleTable, Holder, OpenHandle};
 use crate::roots::ExportRoots;
 use rustix::fd::OwnedFd;
 use serde_json::json;
@@ -30,6 +31,8 @@ pub struct Caller {
     pub peer: Option<PeerCred>,
     /// A caller over mutual TLS: its certificate name and address, for the audit log.
     pub remote: Option<String>,
+    /// Who the per-caller quotas charge: the local uid, or the remote certificate name.
+    pub holder: Holder,
 }
 
 impl Caller {
@@ -38,18 +41,26 @@ impl Caller {
             claims,
             peer,
             remote: None,
+            holder: peer.map_or(Holder::Unknown, |p| Holder::Uid(p.uid)),
         }
     }
 
     /// The caller of `call`, as the kernel or its certificate tells.
     pub fn of(claims: Arc<Claims>, call: &strata_ipc::Call) -> Caller {
+        let peer = call.local_peer().copied();
+        let holder = match (&peer, &call.remote) {
+            (Some(p), _) => Holder::Uid(p.uid),
+            (None, Some(r)) => Holder::Remote(r.name.clone()),
+            (None, None) => Holder::Unknown,
+        };
         Caller {
             claims,
-            peer: call.local_peer().copied(),
+            peer,
             remote: call
                 .remote
                 .as_ref()
                 .map(|r| format!("{}@{}", r.name, r.addr)),
+            holder,
         }
     }
 }
@@ -85,6 +96,8 @@ pub struct FsService {
     pub(crate) audit: Audit,
     pub(crate) revocations: Arc<dyn RevocationCheck>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where the file work of requests runs (off the async workers, bounded).
+    pub(crate) blocking: BlockingPool,
 }
 
 impl FsService {
@@ -118,7 +131,18 @@ impl FsService {
             audit,
             revocations,
             clock,
+            blocking: BlockingPool::new(BlockingLimits::default()),
         }
+    }
+
+    /// The same fs with other bounds on file work in flight.
+    pub fn with_blocking_limits(mut self, limits: BlockingLimits) -> FsService {
+        self.blocking = BlockingPool::new(limits);
+        self
+    }
+
+    pub fn blocking(&self) -> &BlockingPool {
+        &self.blocking
     }
 
     pub fn roots(&self) -> &ExportRoots {

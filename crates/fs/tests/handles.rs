@@ -210,6 +210,7 @@ fn the_global_limit_holds() {
     let f = Fixture::with_limits(HandleLimits {
         per_capability: 64,
         total: 10,
+        ..HandleLimits::default()
     });
     f.write("f", b"x");
     for _ in 0..5 {

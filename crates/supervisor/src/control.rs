@@ -217,12 +217,15 @@ impl Control {
 
     async fn start(&self, call: &Call, p: SvcNameParams) -> Result<StatusResult, ErrorBody> {
         self.authorize_control(call).await?;
+        check_name(&p.name)?;
         self.supervisor.start(&p.name, Some(call.peer.uid)).await?;
         Ok(StatusResult::new("started"))
     }
 
     async fn stop(&self, call: &Call, p: SvcStopParams) -> Result<SvcStopResult, ErrorBody> {
         self.authorize_control(call).await?;
+        check_name(&p.name)?;
+        check_drain(p.drain_ms)?;
         let also_stopped = self
             .supervisor
             .stop(
@@ -239,6 +242,8 @@ impl Control {
 
     async fn restart(&self, call: &Call, p: SvcRestartParams) -> Result<StatusResult, ErrorBody> {
         self.authorize_control(call).await?;
+        check_name(&p.name)?;
+        check_drain(p.drain_ms)?;
         self.supervisor
             .restart(
                 &p.name,
@@ -251,6 +256,7 @@ impl Control {
 
     async fn logs(&self, call: &Call, p: SvcLogsParams) -> Result<SvcLogsResult, ErrorBody> {
         self.authorize_control(call).await?;
+        check_name(&p.name)?;
         if p.lines == 0 || p.lines > MAX_LOG_LINES {
             return Err(ControlError::BadParam {
                 field: "lines",
@@ -271,6 +277,35 @@ impl Control {
         Ok(ReloadResult {
             status: "reloaded".to_owned(),
             report,
+        })
+    }
+}
+
+/// Longest grace a stop or restart may ask for between the stop signal and SIGKILL. A
+/// longer one would let one caller hold the supervisor's operations lock for as long
+/// as it likes.
+pub const MAX_DRAIN_MS: u64 = 10 * 60 * 1000;
+
+/// A `name` param must follow the service-name rule before it is looked up (so an error
+/// never echoes more than a name's 63 bytes).
+fn check_name(name: &str) -> Result<(), ControlError> {
+    if strata_proto::is_service_name(name) {
+        Ok(())
+    } else {
+        Err(ControlError::BadParam {
+            field: "name",
+            message: "is not a service name ([a-z][a-z0-9-]{0,62})".into(),
+        })
+    }
+}
+
+fn check_drain(drain_ms: u64) -> Result<(), ControlError> {
+    if drain_ms <= MAX_DRAIN_MS {
+        Ok(())
+    } else {
+        Err(ControlError::BadParam {
+            field: "drain_ms",
+            message: format!("must be at most {MAX_DRAIN_MS}"),
         })
     }
 }
@@ -319,6 +354,26 @@ pub fn router(control: Arc<Control>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_and_drain_times_are_bounded_before_use() {
+        check_name("fs").unwrap();
+        check_name(&"a".repeat(63)).unwrap();
+        for bad in [
+            "a".repeat(64),
+            "x".repeat(1 << 20),
+            "../fs".into(),
+            String::new(),
+        ] {
+            let body = ErrorBody::from(check_name(&bad).unwrap_err());
+            assert_eq!(body.code, ErrorCode::InvalidArgument);
+            assert!(body.message.len() < 100, "{}", body.message);
+        }
+        check_drain(MAX_DRAIN_MS).unwrap();
+        let body = ErrorBody::from(check_drain(MAX_DRAIN_MS + 1).unwrap_err());
+        assert_eq!(body.code, ErrorCode::InvalidArgument);
+        assert!(check_drain(u64::MAX).is_err());
+    }
 
     #[test]
     fn errors_map_to_the_documented_codes() {

@@ -100,11 +100,23 @@ impl LogSink {
         ring.lines.push_back(line);
     }
 
-    /// The last `n` lines, oldest first.
-    pub fn tail(&self, n: usize) -> Vec<LogLine> {
+    /// The last `n` lines, oldest first, as many of them as take at most `max_bytes`
+    /// encoded as JSON: the newest are kept, so an answer always fits in one frame (a
+    /// line's JSON can be six times its text, for control bytes).
+    pub fn tail(&self, n: usize, max_bytes: usize) -> Vec<LogLine> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let skip = ring.lines.len().saturating_sub(n);
-        ring.lines.iter().skip(skip).cloned().collect()
+        let mut kept = Vec::new();
+        let mut total = 0usize;
+        for line in ring.lines.iter().rev().take(n) {
+            let size = serde_json::to_string(line).map_or(usize::MAX, |j| j.len() + 1);
+            total = total.saturating_add(size);
+            if total > max_bytes {
+                break;
+            }
+            kept.push(line.clone());
+        }
+        kept.reverse();
+        kept
     }
 }
 
@@ -276,12 +288,38 @@ mod tests {
         for i in 0..5 {
             sink.push(Stream::Stdout, format!("line {i}"));
         }
-        let texts: Vec<String> = sink.tail(10).into_iter().map(|l| l.text).collect();
+        let texts: Vec<String> = sink
+            .tail(10, usize::MAX)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
         assert_eq!(texts, ["line 2", "line 3", "line 4"]);
-        let texts: Vec<String> = sink.tail(1).into_iter().map(|l| l.text).collect();
+        let texts: Vec<String> = sink
+            .tail(1, usize::MAX)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
         assert_eq!(texts, ["line 4"]);
         sink.configure(&settings(2, 1 << 20, 1));
-        assert_eq!(sink.tail(10).len(), 2);
+        assert_eq!(sink.tail(10, usize::MAX).len(), 2);
+    }
+
+    #[test]
+    fn a_tail_fits_its_byte_budget_keeping_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LogSink::new(dir.path(), "svc", &settings(10_000, 1 << 30, 1));
+        // Control bytes: each is six bytes of JSON (\u0001).
+        let noisy = "\u{1}".repeat(MAX_LINE);
+        for _ in 0..200 {
+            sink.push(Stream::Stdout, noisy.clone());
+        }
+        sink.push(Stream::Stdout, "last".into());
+        let budget = crate::supervisor::MAX_LOGS_ANSWER_BYTES;
+        let tail = sink.tail(10_000, budget);
+        let encoded = serde_json::to_string(&tail).unwrap();
+        assert!(encoded.len() <= budget, "{} > {budget}", encoded.len());
+        assert!(tail.len() > 1 && tail.len() < 201, "{}", tail.len());
+        assert_eq!(tail.last().unwrap().text, "last");
     }
 
     #[test]
@@ -313,7 +351,11 @@ mod tests {
         let long = "y".repeat(MAX_LINE + 10);
         let input = format!("one\r\ntwo\n{long}\nlast without newline");
         capture(input.as_bytes(), Stream::Stdout, Arc::clone(&sink)).await;
-        let lines: Vec<String> = sink.tail(100).into_iter().map(|l| l.text).collect();
+        let lines: Vec<String> = sink
+            .tail(100, usize::MAX)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
         assert_eq!(
             lines.len(),
             5,

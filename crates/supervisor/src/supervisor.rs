@@ -331,6 +331,10 @@ impl Shared {
     }
 }
 
+/// Most bytes of log lines one `svc.logs` answer carries: the frame limit less room for
+/// the envelope.
+pub const MAX_LOGS_ANSWER_BYTES: usize = strata_proto::MAX_FRAME - 64 * 1024;
+
 /// What `supervisor.reload` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReloadReport {
@@ -529,7 +533,7 @@ impl Supervisor {
             .services
             .get(name)
             .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
-        Ok(rec.logs.tail(lines))
+        Ok(rec.logs.tail(lines, MAX_LOGS_ANSWER_BYTES))
     }
 
     /// `supervisor.svc.start`: start now (dependencies must be Healthy); answers once the

@@ -500,7 +500,7 @@ impl Session {
                 if self.global.json {
                     output::json(&r);
                 } else {
-                    println!("{}", r.endpoint);
+                    println!("{}", output::printable(&r.endpoint));
                 }
             }
         }
@@ -586,7 +586,7 @@ fn parse_params(text: &str) -> Result<Box<RawValue>, Failure> {
 /// One captured line as text: the line itself, or the whole entry if it has no `text`.
 fn log_text(entry: &Value) -> String {
     match entry.get("text") {
-        Some(Value::String(t)) => t.clone(),
-        _ => cell(entry),
+        Some(Value::String(t)) => output::printable(t).into_owned(),
+        _ => output::printable(&cell(entry)).into_owned(),
     }
 }

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 fn fail(f: Failure) -> ExitCode {
     match f {
         Failure::Server(body) => {
-            eprintln!("{}: {}", body.code.name(), body.message);
+            eprintln!("{}: {}", body.code.name(), output::printable(&body.message));
             ExitCode::from(EXIT_SERVER_ERROR)
         }
         Failure::Usage(msg) => {

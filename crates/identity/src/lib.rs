@@ -17,7 +17,7 @@ pub mod feed;
 pub mod policy;
 pub mod store;
 
-use policy::{is_within, per_second, Policy};
+use policy::Policy;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use store::{CapRecord, RetiredKey, Store};
 use strata_audit::Audit;
 use strata_cap::{
-    CapId, Claims, Clock, Constraints, PathPrefix, RateLimit, RevocationSet, Right, SigningKey,
-    SystemClock, Timestamp, TokenVersion, TrustedKey, TrustedKeys, Verifier,
+    CapId, Claims, Clock, Constraints, PathPrefix, RateLimit, RevocationSet, Right,
+    SharedRateLimit, SigningKey, SystemClock, Timestamp, TokenVersion, TrustedKey, TrustedKeys,
+    Verifier,
 };
 use strata_ipc::{Call, PeerCred, Router};
 use strata_proto::methods::identity::{
@@ -67,10 +68,10 @@ pub enum IdentityError {
     /// Cluster state (etcd) is needed and not reachable or not loaded yet.
     #[error("{0}")]
     Unavailable(String),
-    #[error("internal error")]
     /// The caller's quota (revocations, feed subscribers) is used up.
     #[error("{0}")]
     Exhausted(String),
+    #[error("internal error")]
     Internal(String),
 }
 
@@ -114,10 +115,10 @@ impl From<IdentityError> for ErrorBody {
             IdentityError::Denied(_) => ErrorBody::new(ErrorCode::PermissionDenied, e.to_string()),
             IdentityError::NotFound(_) => ErrorBody::new(ErrorCode::NotFound, e.to_string()),
             IdentityError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
-            IdentityError::Internal(detail) => {
             IdentityError::Exhausted(_) => {
                 ErrorBody::new(ErrorCode::ResourceExhausted, e.to_string())
             }
+            IdentityError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ErrorBody::new(ErrorCode::Internal, "internal error")
             }
@@ -477,6 +478,10 @@ impl Identity {
                 format!("{ttl} exceeds the maximum of {max_ttl} seconds"),
             ));
         }
+        let issuer = format!("identity@{}", self.node_id);
+        // A grant's max_rate_limit holds across every token the caller obtains under it:
+        // each carries the grant's shared bucket (see `policy::grant_bucket`).
+        let mut shared_rate_limits = Vec::new();
         if !self.is_admin(peer) {
             let request = policy::Request {
                 service,
@@ -485,15 +490,23 @@ impl Identity {
                 ttl_seconds: ttl,
                 rate_limit,
             };
-            if let Err(reason) = self.policy.check(peer, &request) {
-                return Err(self.deny(peer, "identity.issue", reason, None));
+            match self.policy.check(peer, &request) {
+                Err(reason) => return Err(self.deny(peer, "identity.issue", reason, None)),
+                Ok((index, grant)) => {
+                    if let Some(max) = grant.max_rate_limit {
+                        shared_rate_limits.push(SharedRateLimit {
+                            bucket: policy::grant_bucket(&issuer, peer.uid, index, grant),
+                            rate_limit: max,
+                        });
+                    }
+                }
             }
         }
         let now = self.now();
         let claims = Claims {
             jti: CapId::random()?,
             sub: format!("uid:{}", peer.uid),
-            iss: format!("identity@{}", self.node_id),
+            iss: issuer,
             aud: "strata".into(),
             iat: now,
             exp: now.saturating_add(Duration::from_secs(ttl as u64)),
@@ -504,6 +517,7 @@ impl Identity {
             constraints: Constraints {
                 path_prefix,
                 rate_limit,
+                shared_rate_limits,
             },
             parents: Vec::new(),
         };
@@ -518,7 +532,9 @@ impl Identity {
         Ok(issued)
     }
 
-    /// `identity.delegate`: a child no stronger than the presented parent.
+    /// `identity.delegate`: a child no stronger than the presented parent. Omitted params
+    /// are inherited; the child is then judged by [`strata_cap::attenuates`], the one
+    /// rule for delegation, and refused whole if it widens anything.
     pub fn delegate(
         &self,
         peer: &PeerCred,
@@ -537,34 +553,18 @@ impl Identity {
                 parent.iss
             )));
         }
-        let parent_rights: BTreeSet<String> = effective_rights(&parent);
+        // Malformed params are INVALID_ARGUMENT; what they ask for is judged below.
         let rights = match &p.rights {
-            None => parent_rights
+            None => parent
+                .effective_rights()
                 .iter()
                 .map(|r| r.parse())
                 .collect::<Result<Vec<Right>, _>>()?,
-            Some(list) => {
-                let rights = requested_rights(&parent.service, Some(list), None)?;
-                if let Some(extra) = rights.iter().find(|r| !parent_rights.contains(r.as_str())) {
-                    return Err(refuse(format!(
-                        "right `{extra}` is not in the parent capability"
-                    )));
-                }
-                rights
-            }
+            Some(list) => requested_rights(&parent.service, Some(list), None)?,
         };
-        let path_prefix = match (
-            parse_prefix(p.path_prefix.as_deref())?,
-            &parent.constraints.path_prefix,
-        ) {
-            (None, inherited) => inherited.clone(),
-            (Some(child), Some(parent_prefix)) if !is_within(&child, parent_prefix) => {
-                return Err(refuse(format!(
-                    "path_prefix `{child}` is outside the parent's `{parent_prefix}`"
-                )))
-            }
-            (Some(child), _) => Some(child),
-        };
+        let path_prefix = parse_prefix(p.path_prefix.as_deref())?
+            .or_else(|| parent.constraints.path_prefix.clone());
+        let rate_limit = parse_rate(p.rate_limit.as_deref())?.or(parent.constraints.rate_limit);
         let now = self.now();
         let exp = match p.ttl_seconds {
             None => parent.exp,
@@ -574,36 +574,15 @@ impl Identity {
                     "must be a positive number of seconds",
                 ))
             }
-            Some(ttl) => {
-                let exp = now.saturating_add(Duration::from_secs(ttl as u64));
-                if exp > parent.exp {
-                    return Err(refuse(format!(
-                        "ttl_seconds {ttl} would outlive the parent capability (expires {})",
-                        parent.exp
-                    )));
-                }
-                exp
-            }
-        };
-        let rate_limit = match (
-            parse_rate(p.rate_limit.as_deref())?,
-            parent.constraints.rate_limit,
-        ) {
-            (None, inherited) => inherited,
-            (Some(child), Some(limit)) if per_second(child) > per_second(limit) => {
-                return Err(refuse(format!(
-                    "rate_limit {child} is above the parent's {limit}"
-                )))
-            }
-            (Some(child), _) => Some(child),
+            Some(ttl) => now.saturating_add(Duration::from_secs(ttl as u64)),
         };
         let mut parents = parent.parents.clone();
         parents.push(parent.jti);
         let claims = Claims {
             jti: CapId::random()?,
             sub: parent.sub.clone(),
-            iss: format!("identity@{}", self.node_id),
-            aud: "strata".into(),
+            iss: own_issuer,
+            aud: parent.aud.clone(),
             iat: now,
             exp,
             nbf: None,
@@ -613,17 +592,21 @@ impl Identity {
             constraints: Constraints {
                 path_prefix,
                 rate_limit,
+                // The parent's limit, and its ancestors' and grant's, hold across all of
+                // its descendants.
+                shared_rate_limits: parent.shared_rate_limits_for_child(),
             },
             parents,
         };
+        if let Err(widening) = strata_cap::attenuates(&parent, &claims) {
+            return Err(refuse(widening.reason().to_owned()));
+        }
         let issued = self.mint(&claims)?;
         self.audit.record(
             "cap.delegated",
             Some(peer),
             json!({"cap_id": issued.cap_id, "parent": parent.jti.to_string(),
                    "rights": claims.rights, "path_prefix": claims.constraints.path_prefix,
-        // Who is held to the revocation quota for this one: `None` for an admin.
-        let mut by = None;
                    "expires": issued.expires}),
         );
         Ok(issued)
@@ -639,6 +622,8 @@ impl Identity {
             IdentityError::invalid("cap_id", "must be a capability id (32 hex digits)")
         })?;
         let known = self.store.cap(&cap)?;
+        // Who is held to the revocation quota for this one: `None` for an admin.
+        let mut by = None;
         if !self.is_admin(&call.peer) {
             let Some(token) = call.token() else {
                 return Err(self.deny(
@@ -646,10 +631,6 @@ impl Identity {
                     "identity.revoke",
                     "revoking needs admin credentials, or the capability or an ancestor of it in `auth.token`".into(),
                     Some(&cap),
-            by = Some(store::Revoker {
-                uid: call.peer.uid,
-                lineage: holder.parents.first().unwrap_or(&holder.jti).to_string(),
-            });
                 ));
             };
             let holder = self.check_token(token)?;
@@ -665,6 +646,10 @@ impl Identity {
                     Some(&cap),
                 ));
             }
+            by = Some(store::Revoker {
+                uid: call.peer.uid,
+                lineage: holder.parents.first().unwrap_or(&holder.jti).to_string(),
+            });
         }
         let expires = known.map(|k| k.expires);
         let record = self.record_revocation(&call.peer, &cap, expires, by)?;
@@ -680,6 +665,21 @@ impl Identity {
             }
         });
         self.audit.record(
+            "cap.revoked",
+            Some(&call.peer),
+            json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked,
+                   "cluster": match &published { Ok(()) => "recorded".to_owned(), Err(e) => format!("not recorded: {e}") }}),
+        );
+        if let Err(e) = published {
+            return Err(IdentityError::Unavailable(format!(
+                "revoked and enforced on node `{}`, but NOT yet cluster-wide: {e}. It will be \
+                 published when etcd is reachable again; repeat the revocation to confirm",
+                self.node_id
+            )));
+        }
+        Ok(StatusResult::new("revoked"))
+    }
+
     /// Records the revocation of `cap` durably, within the quota of `by` (a non-admin
     /// caller). Revoking what is already revoked is answered with the existing record and
     /// costs no quota.
@@ -720,21 +720,6 @@ impl Identity {
 
     fn lock_quota(&self) -> std::sync::MutexGuard<'_, feed::RevocationQuota> {
         self.quota.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-            "cap.revoked",
-            Some(&call.peer),
-            json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked,
-                   "cluster": match &published { Ok(()) => "recorded".to_owned(), Err(e) => format!("not recorded: {e}") }}),
-        );
-        if let Err(e) = published {
-            return Err(IdentityError::Unavailable(format!(
-                "revoked and enforced on node `{}`, but NOT yet cluster-wide: {e}. It will be \
-                 published when etcd is reachable again; repeat the revocation to confirm",
-                self.node_id
-            )));
-        }
-        Ok(StatusResult::new("revoked"))
     }
 
     /// `identity.introspect`.
@@ -845,7 +830,6 @@ impl Identity {
                 let wait = Duration::from_millis(p.wait_ms).min(MAX_POLL_WAIT);
                 tokio::select! {
                     _ = tokio::time::timeout(wait, link.wait_loaded()) => {}
-        let _poll = self.poll_begins(key, self.is_admin(&call.peer), since, p.keys_epoch)?;
                     _ = call.stopping() => {}
                 }
             }
@@ -857,12 +841,11 @@ impl Identity {
             .is_none_or(|s| s == self.store.store_id());
         let since = if same_store { p.since } else { 0 };
         let key = feed::SubscriberKey {
-        // The newest sequence number first, then the page: the page holds everything up
-        // to it that fits.
             uid: call.peer.uid,
             pid: call.peer.pid.unwrap_or(0),
             name: p.subscriber,
         };
+        let _poll = self.poll_begins(key, self.is_admin(&call.peer), since, p.keys_epoch)?;
         let mut rx = self.events.subscribe();
         let behind = |&(seq, epoch): &(u64, u64)| seq > since || epoch != p.keys_epoch;
         if !behind(&rx.borrow_and_update()) && p.wait_ms > 0 {
@@ -874,6 +857,8 @@ impl Identity {
                 _ = call.stopping() => {}
             }
         }
+        // The newest sequence number first, then the page: the page holds everything up
+        // to it that fits.
         let (seq, epoch) = *self.events.borrow();
         let limit = p.limit.unwrap_or(MAX_REVOCATIONS_PAGE) as usize;
         let mut page = self.store.revocations_page(since, limit + 1)?;
@@ -1015,13 +1000,6 @@ fn requested_rights(
         ));
     }
     Ok(out.into_iter().collect())
-}
-
-/// Every right a capability carries, legacy actions included, as full method names.
-fn effective_rights(c: &Claims) -> BTreeSet<String> {
-    let mut set: BTreeSet<String> = c.rights.iter().map(|r| r.as_str().to_owned()).collect();
-    set.extend(c.actions.iter().map(|a| format!("{}.{a}", c.service)));
-    set
 }
 
 fn parse_prefix(p: Option<&str>) -> Result<Option<PathPrefix>, IdentityError> {

@@ -12,11 +12,21 @@
 //! max_rate_limit = "100rps"     # optional: tokens must carry a rate limit at most this
 //! ```
 //!
-//! A request is granted when one grant that matches the caller covers all of it.
+//! A request is granted when one grant that matches the caller covers all of it. Prefixes
+//! and rate limits are judged by the same rules as delegation, from `strata-cap`:
+//! [`PathPrefix::contains`] (sound because fs follows no symlink in a prefix) and
+//! [`RateLimit::at_most`] (burst and rate: `3600rph` is not at most `1rps`). A grant with
+//! no `path_prefixes` puts no bound on the prefix (an fs token without one is refused by
+//! fs anyway).
+//!
+//! A grant's `max_rate_limit` holds across every token the caller obtains under it, not
+//! per token: identity gives each such token a shared bucket ([`grant_bucket`]) keyed by
+//! issuer, caller uid and grant, which every verifier charges along with the token's own.
 
 use serde::Deserialize;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
-use strata_cap::{PathPrefix, RateLimit, Right};
+use strata_cap::{CapId, PathPrefix, RateLimit, Right};
 use strata_ipc::PeerCred;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -124,18 +134,20 @@ impl Policy {
     }
 
     fn matching<'a>(&'a self, peer: &'a PeerCred) -> impl Iterator<Item = &'a Grant> + 'a {
-        self.grants
-            .iter()
-            .filter(move |g| g.uids.contains(&peer.uid) || g.gids.contains(&peer.gid))
+        self.grants.iter().filter(move |g| g.matches(peer))
     }
 
-    /// `Ok` if one matching grant covers the whole request; otherwise the reason, naming
-    /// the part that exceeded the closest grant.
-    pub fn check(&self, peer: &PeerCred, req: &Request<'_>) -> Result<(), String> {
+    /// The grant (its index in the file, and itself) that covers the whole request, the
+    /// first if several do; otherwise the reason, naming the part that exceeded the
+    /// closest grant.
+    pub fn check(&self, peer: &PeerCred, req: &Request<'_>) -> Result<(usize, &Grant), String> {
         let mut closest: Option<String> = None;
-        for grant in self.matching(peer) {
+        for (index, grant) in self.grants.iter().enumerate() {
+            if !grant.matches(peer) {
+                continue;
+            }
             match grant.covers(req) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok((index, grant)),
                 Err(reason) => {
                     if closest.is_none() || grant.services.iter().any(|s| s == req.service) {
                         closest = Some(reason);
@@ -153,6 +165,10 @@ impl Policy {
 }
 
 impl Grant {
+    fn matches(&self, peer: &PeerCred) -> bool {
+        self.uids.contains(&peer.uid) || self.gids.contains(&peer.gid)
+    }
+
     fn covers(&self, req: &Request<'_>) -> Result<(), String> {
         if !self.services.iter().any(|s| s == req.service) {
             return Err(format!("service `{}` is not granted", req.service));
@@ -173,7 +189,7 @@ impl Grant {
                         "path_prefix is required and must lie inside a granted prefix".into(),
                     )
                 }
-                Some(p) if !self.path_prefixes.iter().any(|g| is_within(p, g)) => {
+                Some(p) if !self.path_prefixes.iter().any(|g| g.contains(p)) => {
                     return Err(format!("path_prefix `{p}` is outside every granted prefix"));
                 }
                 Some(_) => {}
@@ -188,8 +204,11 @@ impl Grant {
         if let Some(max) = self.max_rate_limit {
             match req.rate_limit {
                 None => return Err(format!("rate_limit is required, at most {max}")),
-                Some(r) if per_second(r) > per_second(max) => {
-                    return Err(format!("rate_limit {r} exceeds the granted maximum {max}"))
+                Some(r) if !r.at_most(max) => {
+                    return Err(format!(
+                        "rate_limit {r} exceeds the granted maximum {max} (burst and rate \
+                         must each be at most the grant's)"
+                    ))
                 }
                 Some(_) => {}
             }
@@ -198,14 +217,23 @@ impl Grant {
     }
 }
 
-/// Whether `inner` is `outer` or a directory beneath it (component-wise, both normalised).
-pub fn is_within(inner: &PathPrefix, outer: &PathPrefix) -> bool {
-    inner.as_path().starts_with(outer.as_path())
-}
-
-/// A rate limit as requests per second, for comparisons.
-pub fn per_second(r: RateLimit) -> f64 {
-    r.count() as f64 / r.per().duration().as_secs_f64()
+/// The id of the bucket shared by every token `uid` obtains from issuer `issuer` under
+/// `grant` (the `index`th in the policy): a hash of those, so it is the same for every
+/// such token and across restarts of identity with the same policy, and differs between
+/// callers, grants and nodes. Not a secret: only identity writes claims.
+pub fn grant_bucket(issuer: &str, uid: u32, index: usize, grant: &Grant) -> CapId {
+    let half = |domain: u8| {
+        // SipHash with fixed keys: deterministic, which is what a bucket id needs.
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        (domain, "strata grant bucket", issuer, uid, index).hash(&mut h);
+        format!("{grant:?}").hash(&mut h);
+        h.finish()
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&half(0).to_le_bytes());
+    bytes[8..].copy_from_slice(&half(1).to_le_bytes());
+    CapId::from_bytes(bytes)
 }
 
 #[cfg(test)]
@@ -350,6 +378,44 @@ max_rate_limit = "10rps"
             path_prefix: r.path_prefix,
             ttl_seconds: r.ttl_seconds,
             rate_limit: r.rate_limit,
+        }
+    }
+
+    #[test]
+    fn a_grant_rate_is_judged_by_burst_and_rate() {
+        let p = policy(
+            "[[grant]]\nuids = [1000]\nservices = [\"fs\"]\nrights = [\"fs.read\"]\n\
+             max_ttl_seconds = 60\nmax_rate_limit = \"1rps\"\n",
+        );
+        let rs = rights(&["fs.read"]);
+        let req = |rate: &str| Request {
+            service: "fs",
+            rights: &rs,
+            path_prefix: None,
+            ttl_seconds: 60,
+            rate_limit: Some(rate.parse().unwrap()),
+        };
+        for wider in ["3600rph", "60rpm", "2rps"] {
+            let e = p.check(&peer(1000, 1), &req(wider)).unwrap_err();
+            assert!(e.contains("rate_limit"), "{wider}: {e}");
+        }
+        for narrower in ["1rps", "1rpm", "1rph"] {
+            assert_eq!(p.check(&peer(1000, 1), &req(narrower)).unwrap().0, 0);
+        }
+    }
+
+    #[test]
+    fn grant_buckets_are_stable_and_distinct() {
+        let p = policy(&format!("{GRANT}{GRANT}"));
+        let (g0, g1) = (&p.grants[0], &p.grants[1]);
+        let a = grant_bucket("identity@n1", 1000, 0, g0);
+        assert_eq!(a, grant_bucket("identity@n1", 1000, 0, g0));
+        for other in [
+            grant_bucket("identity@n2", 1000, 0, g0),
+            grant_bucket("identity@n1", 1001, 0, g0),
+            grant_bucket("identity@n1", 1000, 1, g1),
+        ] {
+            assert_ne!(a, other);
         }
     }
 

@@ -319,9 +319,13 @@ fn delegation_never_widens() {
         json!({"token": inherit["result"]["token"]}),
         None,
     );
+    let constraints = &c["result"]["claims"]["constraints"];
+    assert_eq!(constraints["path_prefix"], "/srv/data");
+    assert_eq!(constraints["rate_limit"], "10rps");
+    // ...and the parent's limit is shared with it (issue 13, finding 6).
     assert_eq!(
-        c["result"]["claims"]["constraints"],
-        json!({"path_prefix": "/srv/data", "rate_limit": "10rps"})
+        constraints["shared_rate_limits"],
+        json!([{"bucket": c["result"]["claims"]["parents"][0], "rate_limit": "10rps"}])
     );
     for (params, mentions) in [
         (json!({"token": parent, "rights": ["fs.list"]}), "fs.list"),

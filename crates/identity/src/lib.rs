@@ -45,6 +45,10 @@ pub const DEFAULT_TTL_SECONDS: i64 = 3600;
 /// The longest lifetime anyone, admins included, may obtain: 30 days. A rotated-out key
 /// stays trusted this long, so every token it signed can run its course.
 pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
+/// Most retired keys kept trusted at once (each for [`MAX_TTL_SECONDS`] after its
+/// rotation): a rotation beyond is RESOURCE_EXHAUSTED, so the key list every verifier
+/// loads (and every feed answer may carry) stays small.
+pub const MAX_RETIRED_KEYS: usize = 256;
 /// How long a revocation or rotation waits for connected verifiers to acknowledge it.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A verifier that has not polled for this long is no longer waited for.
@@ -780,6 +784,20 @@ impl Identity {
             ));
         }
         let _one = self.rotating.lock().await;
+        let now = self.now().unix_seconds();
+        let retired_in_window = self
+            .store
+            .retired_keys()?
+            .iter()
+            .filter(|(_, k)| k.not_after > now)
+            .count();
+        if retired_in_window >= MAX_RETIRED_KEYS {
+            return Err(IdentityError::Exhausted(format!(
+                "{MAX_RETIRED_KEYS} retired keys are still trusted (each for {} days after \
+                 its rotation); no further rotation until the oldest lapses",
+                MAX_TTL_SECONDS / 86_400
+            )));
+        }
         let old = self.signer();
         let old_kid = old.kid(TokenVersion::V2).to_string();
         let next_path = self.key_path.with_extension("key.next");
@@ -1023,13 +1041,18 @@ fn parse_rate(r: Option<&str>) -> Result<Option<RateLimit>, IdentityError> {
     .transpose()
 }
 
-/// The `kid` from a token's footer, if it has a readable one.
+/// The `kid` from a token's footer, if it has one that is a PASERK key id: nothing else of
+/// the caller's token is echoed, and a token too long to verify is not decoded at all.
 fn kid_of(token: &str) -> Option<String> {
     use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+    if token.len() > strata_cap::MAX_TOKEN_LEN {
+        return None;
+    }
     let footer = token.splitn(4, '.').nth(3)?;
     let bytes = Base64UrlSafeNoPadding::decode_to_vec(footer, None).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("kid")?.as_str().map(str::to_owned)
+    let kid: strata_cap::KeyId = v.get("kid")?.as_str()?.parse().ok()?;
+    Some(kid.to_string())
 }
 
 /// The identity method table.

@@ -278,6 +278,48 @@ fn deep_nesting(t: &mut Target) {
     }
 }
 
+/// The envelope's bounds (api/protocol.md): a req_id of up to 256 bytes is echoed, a longer
+/// one is refused and never echoed; a method name longer than 128 bytes is refused.
+fn envelope_bounds(t: &mut Target) {
+    let health = |req_id: &str, method: &str| {
+        frame(format!(r#"{{"v":1,"req_id":"{req_id}","method":"{method}"}}"#).as_bytes())
+    };
+    let at = "r".repeat(256);
+    t.inputs += 1;
+    match connect(&t.socket).map(|mut s| {
+        s.write_all(&health(&at, "sys.health"))
+            .map_err(|e| e.to_string())
+            .and_then(|()| read_response(&mut s))
+    }) {
+        Ok(Ok(v)) if v["ok"] == true && v["req_id"] == at.as_str() => {}
+        other => t.fail("req_id of 256 bytes", format!("{other:?}")),
+    }
+    for (case, req_id, method) in [
+        (
+            "req_id of 257 bytes",
+            "r".repeat(257),
+            "sys.health".to_owned(),
+        ),
+        (
+            "req_id of 1 MiB",
+            "r".repeat(MAX_FRAME - 100),
+            "sys.nope".to_owned(),
+        ),
+        ("method of 129 bytes", "m".to_owned(), "m".repeat(129)),
+    ] {
+        if let Some(v) = expect_error(t, case, &health(&req_id, &method), 1) {
+            let echoed = if req_id.len() > 256 {
+                ""
+            } else {
+                req_id.as_str()
+            };
+            if v["req_id"] != echoed || v.to_string().len() > 2048 {
+                t.fail(case, format!("echoed too much: {:.300}", v.to_string()));
+            }
+        }
+    }
+}
+
 fn huge_strings(t: &mut Target) {
     // As large as a frame allows, in the places a server looks at.
     let room = MAX_FRAME - 200;
@@ -601,7 +643,7 @@ fn random_bytes(t: &mut Target, seed: u64) {
 }
 
 /// Thousands of connections held open at once: idle, or stopped halfway through a frame
-/// (small and 1 MiB frames). Past the limit a connection must get a clean UNAVAILABLE.
+/// (small and 1 MiB frames). Past the limit a connection must get a clean RESOURCE_EXHAUSTED.
 fn connection_flood(t: &mut Target) {
     let mut held = Vec::with_capacity(FLOOD);
     for i in 0..FLOOD {
@@ -627,12 +669,12 @@ fn connection_flood(t: &mut Target) {
         }
         held.push(s);
     }
-    // Over the limit now: a new connection gets UNAVAILABLE (or, if the server noticed a
+    // Over the limit now: a new connection gets RESOURCE_EXHAUSTED (or, if the server noticed a
     // closed one meanwhile, an answer).
     if let Ok(mut s) = connect(&t.socket) {
         let _ = s.write_all(&frame(br#"{"v":1,"req_id":"x","method":"sys.health"}"#));
         match read_response(&mut s) {
-            Ok(v) if v["ok"] == false && v["error"]["code"] == 6 => t.refused_at_limit += 1,
+            Ok(v) if v["ok"] == false && v["error"]["code"] == 7 => t.refused_at_limit += 1,
             Ok(v) if v["ok"] == true => {}
             Ok(v) => t.fail("connection flood", format!("over the limit: {v}")),
             // Refused connections are closed right after the answer, which a blocked
@@ -640,14 +682,14 @@ fn connection_flood(t: &mut Target) {
             Err(_) => t.refused_at_limit += 1,
         }
     }
-    // Count how many of ours were refused at the limit: they got UNAVAILABLE and a close.
+    // Count how many of ours were refused at the limit: they got RESOURCE_EXHAUSTED and a close.
     for s in held.iter_mut().skip(1_100) {
         s.set_read_timeout(Some(Duration::from_millis(200))).ok();
         let mut len = [0u8; 4];
         if s.read_exact(&mut len).is_ok() {
             let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).min(4096)];
             if s.read_exact(&mut body).is_ok()
-                && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["error"]["code"] == 6)
+                && serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["error"]["code"] == 7)
             {
                 t.refused_at_limit += 1;
             }
@@ -723,13 +765,14 @@ fn every_socket_survives_hostile_input() {
     let started = Instant::now();
     for t in &mut targets {
         let service = t.name;
-        let cases: [Case; 10] = [
+        let cases: [Case; 11] = [
             ("truncated frames", &truncated_frames),
             ("zero and huge lengths", &lengths),
             ("non-JSON", &not_json),
             ("JSON of the wrong shape", &wrong_shape),
             ("100,000-deep nesting", &deep_nesting),
             ("multi-megabyte strings", &huge_strings),
+            ("envelope bounds", &envelope_bounds),
             ("wrong param types", &|t: &mut Target| {
                 wrong_types(t, service)
             }),

@@ -160,8 +160,25 @@ impl From<FsError> for ErrorBody {
             Some(field) => serde_json::json!({ "field": field }),
             None => serde_json::json!({}),
         };
-        ErrorBody::new(e.code(), e.to_string()).with_details(details)
+        ErrorBody::new(e.code(), bounded(e.to_string())).with_details(details)
     }
+}
+
+/// Longest error message fs answers, in bytes: messages quote paths the caller sent (up to
+/// 4,095 bytes) or prefixes from its token, and never echo them whole.
+pub const MAX_MESSAGE_LEN: usize = 512;
+
+/// `message` cut to [`MAX_MESSAGE_LEN`] bytes on a character boundary, marked with `…`.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_LEN {
+        let mut end = MAX_MESSAGE_LEN - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 #[cfg(test)]
@@ -174,6 +191,22 @@ mod tests {
         let body = ErrorBody::from(e);
         assert_eq!(body.code, ErrorCode::Internal);
         assert_eq!(body.message, "internal error");
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        for len in [MAX_MESSAGE_LEN, 4095] {
+            let body = ErrorBody::from(FsError::NotFound {
+                path: "é".repeat(len),
+            });
+            assert!(
+                body.message.len() <= MAX_MESSAGE_LEN,
+                "{}",
+                body.message.len()
+            );
+        }
+        let short = ErrorBody::from(FsError::NotFound { path: "x".into() });
+        assert_eq!(short.message, "`x` does not exist");
     }
 
     #[test]

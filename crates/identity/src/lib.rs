@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod feed;
+pub mod mint_quota;
 pub mod policy;
 pub mod store;
 
@@ -173,6 +174,8 @@ pub struct Identity {
     removed: std::sync::atomic::AtomicBool,
     /// How long after expiry revocations and issuance records are kept.
     retention: Duration,
+    /// Live capabilities minted for non-admins, per uid and lineage (issue and delegate).
+    minted: mint_quota::MintQuota,
 }
 
 impl Identity {
@@ -233,6 +236,7 @@ impl Identity {
             remote_keys: RwLock::new(Vec::new()),
             removed: std::sync::atomic::AtomicBool::new(false),
             retention: config.revocation_retention,
+            minted: mint_quota::MintQuota::new(mint_quota::MintLimits::default()),
         };
         identity.refresh_trusted_keys()?;
         identity.publish_public_key()?;
@@ -450,6 +454,27 @@ impl Identity {
         })
     }
 
+    /// [`Identity::mint`], counted against the caller's quota of live capabilities (and the
+    /// lineage's, for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past
+    /// it (see [`mint_quota`]).
+    fn mint_counted(
+        &self,
+        peer: &PeerCred,
+        lineage: Option<CapId>,
+        claims: &Claims,
+    ) -> Result<IssueResult, IdentityError> {
+        if self.is_admin(peer) {
+            return self.mint(claims);
+        }
+        let expires = claims.exp.unix_seconds();
+        self.minted
+            .reserve(self.now().unix_seconds(), peer.uid, lineage, expires)
+            .map_err(IdentityError::Exhausted)?;
+        self.mint(claims).inspect_err(|_| {
+            self.minted.cancel(peer.uid, lineage, expires);
+        })
+    }
+
     /// `identity.issue`.
     pub fn issue(&self, peer: &PeerCred, p: IssueParams) -> Result<IssueResult, IdentityError> {
         let service = p.service.as_str();
@@ -525,7 +550,7 @@ impl Identity {
             },
             parents: Vec::new(),
         };
-        let issued = self.mint(&claims)?;
+        let issued = self.mint_counted(peer, None, &claims)?;
         self.audit.record(
             "cap.issued",
             Some(peer),
@@ -605,7 +630,7 @@ impl Identity {
         if let Err(widening) = strata_cap::attenuates(&parent, &claims) {
             return Err(refuse(widening.reason().to_owned()));
         }
-        let issued = self.mint(&claims)?;
+        let issued = self.mint_counted(peer, Some(*claims.lineage_root()), &claims)?;
         self.audit.record(
             "cap.delegated",
             Some(peer),

@@ -5,6 +5,10 @@
 //!
 //! Before the fix each such request made the oversized-response fallback recurse, every
 //! level holding another copy of the 1 MiB req_id, until the service ran out of memory.
+//!
+//! Also (root only): four uids each holding their whole connection quota half-way through
+//! 1 MiB frames must not make the server hold more than [`RSS_BOUND`] (the byte budget for
+//! partly received frames; before it, 128 × 4 × 1 MiB was held, 527 MiB measured).
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -158,5 +162,97 @@ fn a_req_id_flood_keeps_memory_bounded_and_the_service_answering() {
     );
     let now = proc_entry(pid).expect("registry is running");
     assert_eq!(now.start_ticks, started.start_ticks, "the same process");
+    drop(registry);
+}
+
+/// Connections one uid holds, each most of the way through a 1 MiB frame and then silent,
+/// as a thread running as `uid` (gid unchanged). Holds them until `release` is dropped;
+/// reports how many it opened.
+fn hold_partial_frames(
+    uid: u32,
+    socket: &Path,
+    count: usize,
+) -> (
+    std::sync::mpsc::Receiver<usize>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (report, opened) = std::sync::mpsc::channel();
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: the raw system call changes this thread's credentials only; the saved
+        // uid stays 0, and the thread ends after releasing its connections.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, 0) };
+        assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        let mut part = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        part.resize(4 + MAX_FRAME - 1024, b' ');
+        let mut held = Vec::new();
+        for _ in 0..count {
+            let Ok(mut s) = UnixStream::connect(&socket) else {
+                continue;
+            };
+            s.set_write_timeout(Some(Duration::from_secs(5))).ok();
+            // Refused past a budget: the server closes, and the write fails. Fine.
+            let _ = s.write_all(&part);
+            held.push(s);
+        }
+        report.send(held.len()).unwrap();
+        let _ = wait.recv();
+    });
+    (opened, release)
+}
+
+#[test]
+fn connections_held_half_way_through_large_frames_keep_memory_bounded() {
+    if !strata_testkit::is_root() {
+        eprintln!(
+            "SKIPPED connections_held_half_way_through_large_frames_keep_memory_bounded: \
+             needs root to connect as other uids"
+        );
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // Other uids reach the socket as members of its group (gid 0 here).
+    sandbox.open_to_all();
+    let registry = start_registry(&sandbox);
+    let pid = registry.pid();
+    let socket = sandbox.socket("registry");
+    // Four uids, each its whole connection quota, each connection 1 MiB less 1 KiB into a
+    // 1 MiB frame: 512 MiB of requests if the server buffered them all.
+    let holders: Vec<_> = (65531..=65534)
+        .map(|uid| hold_partial_frames(uid, &socket, 128))
+        .collect();
+    let mut releases = Vec::new();
+    for (opened, release) in holders {
+        let n = opened
+            .recv_timeout(DEADLINE * 3)
+            .expect("the holder finished");
+        assert!(n > 0, "no connection opened");
+        releases.push(release);
+    }
+    // They are all held now (the frame deadline is 10 s): measure for a while.
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        peak = peak.max(status_bytes(pid, "VmRSS").expect("registry is running"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hwm = status_bytes(pid, "VmHWM").expect("registry is running");
+    eprintln!(
+        "partial-frame flood: peak VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        peak as f64 / (1 << 20) as f64,
+        hwm as f64 / (1 << 20) as f64
+    );
+    assert!(
+        hwm < RSS_BOUND,
+        "registry held {:.1} MiB (bound {} MiB)",
+        hwm as f64 / (1 << 20) as f64,
+        RSS_BOUND >> 20
+    );
+    assert!(
+        healthy(&socket),
+        "the registry no longer answers sys.health"
+    );
+    drop(releases);
     drop(registry);
 }

@@ -5,13 +5,15 @@
 //! Both transports run the same connection loop over the same framing, so the limits live
 //! here once and no service has to remember them: a cap on concurrent connections (shared
 //! by both, with a quota per caller and a reserve for root and the server's own uid: see
-//! [`crate::slots`]), a deadline for each frame once it has started (and for the TLS handshake), an
+//! [`crate::slots`]), a byte budget for partly received large frames (total and per
+//! caller), a deadline for each frame once it has started (and for the TLS handshake), an
 //! idle timeout, and a graceful stop on SIGTERM/SIGINT that finishes in-flight requests and
 //! removes the socket. Over TCP only the listener's allow-listed methods are served.
 
 use crate::router::{encode, Origin, RemotePeer, Router};
-use crate::slots::{PeerKey, Refusal, Slot, Slots};
+use crate::slots::{ByteBudget, PeerKey, Refusal, Reservation, Slot, Slots};
 use crate::PeerCred;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -24,14 +26,18 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use strata_proto::{frame_codec, is_frame_too_large, ErrorBody, ErrorCode, Response};
+use strata_proto::{frame_codec, is_frame_too_large, ErrorBody, ErrorCode, Response, MAX_FRAME};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder, Encoder, Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Frames up to this size are not counted against the buffered-bytes budget: every
+/// connection may have one arriving (1,024 × 64 KiB = 64 MiB at most).
+pub const UNBUDGETED_FRAME: usize = 64 << 10;
 
 /// How a server listens and what it tolerates.
 #[derive(Debug, Clone)]
@@ -49,6 +55,13 @@ pub struct ServerConfig {
     /// Slots of `max_connections` that only root and the server's own uid may take, so a
     /// flood by other uids never locks out the supervisor's health probe.
     pub reserved_connections: usize,
+    /// Bytes of frames still arriving that the server holds at once, over all connections.
+    /// A frame's declared length is reserved when its header arrives (frames up to
+    /// [`UNBUDGETED_FRAME`] bytes aside); past the budget the connection is answered
+    /// RESOURCE_EXHAUSTED and closed.
+    pub max_buffered_bytes: usize,
+    /// The same, for one caller (root and the server's own uid are held only to the total).
+    pub max_buffered_bytes_per_peer: usize,
     /// Once the first byte of a frame has arrived, the whole frame must arrive within this.
     pub frame_timeout: Duration,
     /// A connection with no request for this long is closed.
@@ -81,6 +94,8 @@ impl ServerConfig {
             max_connections: 1024,
             max_connections_per_peer: 128,
             reserved_connections: 16,
+            max_buffered_bytes: 128 << 20,
+            max_buffered_bytes_per_peer: 16 << 20,
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
@@ -255,6 +270,8 @@ impl Server {
             epoch: std::time::Instant::now(),
         };
         let watches = Arc::new(Watches::default());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let own_uid = unsafe { libc::geteuid() };
         let conns = Connections {
             router: Arc::clone(&router),
             watches: Arc::clone(&watches),
@@ -263,8 +280,12 @@ impl Server {
                 config.max_connections,
                 config.max_connections_per_peer,
                 config.reserved_connections,
-                // SAFETY: geteuid has no preconditions and cannot fail.
-                unsafe { libc::geteuid() },
+                own_uid,
+            ),
+            budget: ByteBudget::new(
+                config.max_buffered_bytes,
+                config.max_buffered_bytes_per_peer,
+                own_uid,
             ),
             clock,
         };
@@ -464,6 +485,8 @@ struct Connections {
     tracker: TaskTracker,
     /// One table for both transports.
     slots: Arc<Slots>,
+    /// Bytes of frames arriving, both transports.
+    budget: Arc<ByteBudget>,
     clock: Clock,
 }
 
@@ -514,6 +537,7 @@ impl Connections {
         };
         let registered = self.register(Phase::Waiting);
         let (router, clock) = (Arc::clone(&self.router), self.clock);
+        let budget = Arc::clone(&self.budget);
         self.tracker.spawn(async move {
             let _slot = slot;
             let watch = &registered.watch;
@@ -522,7 +546,8 @@ impl Connections {
                 watch: Arc::clone(watch),
                 clock,
             };
-            serve_connection(io, &Origin::Local(peer), &router, watch, clock).await;
+            let budget = (budget, PeerKey::Uid(peer.uid));
+            serve_connection(io, &Origin::Local(peer), &router, watch, clock, budget).await;
         });
     }
 
@@ -545,6 +570,7 @@ impl Connections {
         let _ = stream.set_nodelay(true);
         let registered = self.register(Phase::Partial);
         let (router, clock) = (Arc::clone(&self.router), self.clock);
+        let budget = Arc::clone(&self.budget);
         let (acceptor, allowed) = (side.acceptor.clone(), Arc::clone(&side.allowed));
         let slots = Arc::clone(&self.slots);
         self.tracker.spawn(async move {
@@ -603,7 +629,8 @@ impl Connections {
                 return;
             }
             let origin = Origin::Remote { peer, allowed };
-            serve_connection(tls, &origin, &router, watch, clock).await;
+            let budget = (budget, PeerKey::addr(addr.ip()));
+            serve_connection(tls, &origin, &router, watch, clock, budget).await;
         });
     }
 }
@@ -622,20 +649,109 @@ fn refuse(stream: UnixStream, uid: u32, refusal: Refusal) {
     tracing::debug!(uid, ?refusal, "connection refused: at limit");
 }
 
+/// A frame arriving past the byte budget (see [`BudgetedCodec`]).
+#[derive(Debug)]
+struct OverBudget(Refusal);
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "frame over the buffered-bytes budget: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+/// The frame codec, with each large frame's declared length reserved from the server's
+/// byte budget when its header arrives. The reservation lasts until [`Self::done`], which
+/// the connection calls once the frame's request is answered, so that the frame's memory
+/// is counted for as long as the server holds it.
+struct BudgetedCodec {
+    inner: LengthDelimitedCodec,
+    budget: Arc<ByteBudget>,
+    key: PeerKey,
+    /// The header of the frame now arriving has been seen.
+    in_frame: bool,
+    reserved: Option<Reservation>,
+}
+
+impl BudgetedCodec {
+    fn new(budget: Arc<ByteBudget>, key: PeerKey) -> BudgetedCodec {
+        BudgetedCodec {
+            inner: frame_codec(),
+            budget,
+            key,
+            in_frame: false,
+            reserved: None,
+        }
+    }
+
+    /// The last frame's request is answered: give its bytes back.
+    fn done(&mut self) {
+        self.reserved = None;
+    }
+}
+
+impl Decoder for BudgetedCodec {
+    type Item = BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        if !self.in_frame && src.len() >= 4 {
+            let declared = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            // Larger than a frame: the inner codec refuses it from the header alone.
+            if declared > UNBUDGETED_FRAME && declared <= MAX_FRAME {
+                self.reserved = None;
+                match self.budget.reserve(&self.key, declared) {
+                    Ok(r) => self.reserved = Some(r),
+                    Err(refusal) => return Err(io::Error::other(OverBudget(refusal))),
+                }
+            }
+            self.in_frame = true;
+        }
+        let frame = self.inner.decode(src)?;
+        if frame.is_some() {
+            self.in_frame = false;
+        }
+        Ok(frame)
+    }
+}
+
+impl Encoder<Bytes> for BudgetedCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> io::Result<()> {
+        self.inner.encode(item, dst)
+    }
+}
+
+fn over_budget(err: &io::Error) -> Option<Refusal> {
+    err.get_ref()
+        .and_then(|e| e.downcast_ref::<OverBudget>())
+        .map(|o| o.0)
+}
+
 enum Next {
     Frame(bytes::BytesMut),
     /// The client closed, broke the framing, timed out, or we are stopping.
     Close,
     TooLarge,
+    OverBudget(Refusal),
 }
 
 /// Serve requests on one connection, in order, until it closes, breaks the framing, misses
-/// a deadline, or the server stops. `io` reports the arrival of bytes to `watch`.
-async fn serve_connection<S>(io: S, origin: &Origin, router: &Router, watch: &Watch, clock: Clock)
-where
+/// a deadline, or the server stops. `io` reports the arrival of bytes to `watch`; frames
+/// are counted against `budget` as `key`.
+async fn serve_connection<S>(
+    io: S,
+    origin: &Origin,
+    router: &Router,
+    watch: &Watch,
+    clock: Clock,
+    (budget, key): (Arc<ByteBudget>, PeerKey),
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut framed = Framed::new(io, frame_codec());
+    let mut framed = Framed::new(io, BudgetedCodec::new(budget, key));
     loop {
         let next = tokio::select! {
             biased;
@@ -643,6 +759,9 @@ where
             next = framed.next() => match next {
                 Some(Ok(frame)) => Next::Frame(frame),
                 Some(Err(e)) if is_frame_too_large(&e) => Next::TooLarge,
+                Some(Err(e)) if over_budget(&e).is_some() => {
+                    Next::OverBudget(over_budget(&e).expect("checked by the guard"))
+                }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "read failed; closing");
                     Next::Close
@@ -656,6 +775,17 @@ where
                 router.dispatch_from(origin, &frame).await
             }
             Next::Close => return,
+            Next::OverBudget(refusal) => {
+                tracing::debug!(?refusal, "frame refused: over the buffered-bytes budget");
+                watch.enter(Phase::Writing, clock.now_ms());
+                let reply = encode(&Response::<()>::failure("", refusal.error()));
+                tokio::select! {
+                    biased;
+                    _ = watch.kill.cancelled() => {}
+                    _ = framed.send(reply) => {}
+                }
+                return;
+            }
             Next::TooLarge => {
                 let error = ErrorBody::new(
                     ErrorCode::InvalidArgument,
@@ -686,6 +816,13 @@ where
         if let Err(e) = sent {
             tracing::debug!(error = %e, "write failed; closing");
             return;
+        }
+        // The request is answered and its frame dropped: give back its budget, and the
+        // read buffer's memory too when it grew for a large frame (an idle connection
+        // would keep it for the whole idle timeout otherwise).
+        framed.codec_mut().done();
+        if framed.read_buffer().is_empty() && framed.read_buffer().capacity() > UNBUDGETED_FRAME {
+            *framed.read_buffer_mut() = BytesMut::new();
         }
         let phase = if framed.read_buffer().is_empty() {
             Phase::Waiting

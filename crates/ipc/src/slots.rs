@@ -12,6 +12,10 @@
 //!
 //! The table holds one entry per caller with a live connection, so it is bounded by the
 //! connection limit itself.
+//!
+//! [`ByteBudget`] counts the same callers' partly received frames in bytes: a frame's
+//! declared length is reserved when its header arrives, so holding many connections
+//! half-way through large frames cannot make a server hold more than the budget.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,6 +54,10 @@ pub(crate) enum Refusal {
     Full { limit: usize },
     /// This caller holds its quota.
     PeerFull { limit: usize },
+    /// Frames arriving on every connection already hold the server's byte budget.
+    BytesFull { limit: usize },
+    /// Frames arriving from this caller hold its byte budget.
+    PeerBytesFull { limit: usize },
 }
 
 impl Refusal {
@@ -70,6 +78,19 @@ impl Refusal {
                 ),
             )
             .with_details(serde_json::json!({ "limit_per_peer": limit })),
+            Refusal::BytesFull { limit } => ErrorBody::new(
+                ErrorCode::ResourceExhausted,
+                "server holds too many partly received large frames; try again later",
+            )
+            .with_details(serde_json::json!({ "buffered_bytes_limit": limit })),
+            Refusal::PeerBytesFull { limit } => ErrorBody::new(
+                ErrorCode::ResourceExhausted,
+                format!(
+                    "this caller's partly received large frames hold {limit} bytes, the most \
+                     one caller may; finish sending them or try again later"
+                ),
+            )
+            .with_details(serde_json::json!({ "buffered_bytes_limit_per_peer": limit })),
         }
     }
 }
@@ -174,6 +195,77 @@ impl Drop for Slot {
         }
         if let Some(n) = held.by_peer.get_mut(&self.key) {
             *n -= 1;
+            if *n == 0 {
+                held.by_peer.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Bytes of partly received frames a server holds, for whom: the same callers as the
+/// slots, with a total and a per-caller budget (root and the server's own uid held to the
+/// total only).
+pub(crate) struct ByteBudget {
+    max: usize,
+    per_peer: usize,
+    own_uid: u32,
+    held: Mutex<Held>,
+}
+
+/// Bytes reserved for one frame that is arriving; given back when dropped.
+pub(crate) struct Reservation {
+    budget: Arc<ByteBudget>,
+    key: PeerKey,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(max: usize, per_peer: usize, own_uid: u32) -> Arc<ByteBudget> {
+        Arc::new(ByteBudget {
+            max,
+            per_peer,
+            own_uid,
+            held: Mutex::new(Held::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserve `bytes` for `key`, or say which budget it would exceed.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        key: &PeerKey,
+        bytes: usize,
+    ) -> Result<Reservation, Refusal> {
+        let privileged = matches!(key, PeerKey::Uid(uid) if *uid == 0 || *uid == self.own_uid);
+        let mut held = self.lock();
+        if held.total + bytes > self.max {
+            return Err(Refusal::BytesFull { limit: self.max });
+        }
+        let mine = held.by_peer.get(key).copied().unwrap_or(0);
+        if !privileged && mine + bytes > self.per_peer {
+            return Err(Refusal::PeerBytesFull {
+                limit: self.per_peer,
+            });
+        }
+        held.by_peer.insert(key.clone(), mine + bytes);
+        held.total += bytes;
+        Ok(Reservation {
+            budget: Arc::clone(self),
+            key: key.clone(),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut held = self.budget.lock();
+        held.total -= self.bytes;
+        if let Some(n) = held.by_peer.get_mut(&self.key) {
+            *n -= self.bytes;
             if *n == 0 {
                 held.by_peer.remove(&self.key);
             }
@@ -290,8 +382,34 @@ mod tests {
     }
 
     #[test]
+    fn frame_bytes_are_budgeted_per_caller_and_in_all() {
+        let budget = ByteBudget::new(10, 4, OWN);
+        let a = PeerKey::Uid(1000);
+        let at_quota = budget.reserve(&a, 4).unwrap();
+        assert_eq!(
+            budget.reserve(&a, 1).err(),
+            Some(Refusal::PeerBytesFull { limit: 4 })
+        );
+        let _b = budget.reserve(&PeerKey::Uid(1001), 4).unwrap();
+        // Root is held to the total only: 2 bytes are left of 10.
+        let _root = budget.reserve(&PeerKey::Uid(0), 2).unwrap();
+        assert_eq!(
+            budget.reserve(&PeerKey::Uid(0), 1).err(),
+            Some(Refusal::BytesFull { limit: 10 })
+        );
+        drop(at_quota);
+        let _again = budget.reserve(&a, 4).unwrap();
+        assert_eq!(budget.lock().by_peer.len(), 3);
+    }
+
+    #[test]
     fn refusals_are_resource_exhausted() {
-        for r in [Refusal::Full { limit: 1 }, Refusal::PeerFull { limit: 1 }] {
+        for r in [
+            Refusal::Full { limit: 1 },
+            Refusal::PeerFull { limit: 1 },
+            Refusal::BytesFull { limit: 1 },
+            Refusal::PeerBytesFull { limit: 1 },
+        ] {
             assert_eq!(r.error().code, ErrorCode::ResourceExhausted);
             assert!(r.error().details.is_object());
         }

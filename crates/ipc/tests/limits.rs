@@ -237,3 +237,120 @@ async fn the_servers_own_uid_is_held_only_to_the_global_limit() {
     .await
     .unwrap();
 }
+
+/// Open a connection and send the header of a `declared`-byte frame plus 100 bytes of it,
+/// then stall. Returns the stream (read timeout short).
+fn start_big_frame(path: &Path, declared: u32) -> UnixStream {
+    let mut s = connect(path);
+    let mut part = declared.to_be_bytes().to_vec();
+    part.extend_from_slice(&[b' '; 100]);
+    s.write_all(&part).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+/// What a stalled big-frame connection got: `Some(code)` for a refusal frame, `None` if
+/// the server is still waiting for the rest of the frame.
+fn refusal(s: &mut UnixStream) -> Option<u64> {
+    let mut len = [0u8; 4];
+    match s.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return None
+        }
+        Err(e) => panic!("closed without an answer: {e}"),
+    }
+    let mut body = vec![0u8; (u32::from_be_bytes(len) as usize).min(1 << 16)];
+    s.read_exact(&mut body).unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    Some(v["error"]["code"].as_u64().unwrap())
+}
+
+/// Start `count` big frames from the current thread's uid and hold them all; wait until
+/// the server has refused `refused` of them (in whatever order it read them), and check
+/// that it refused no more. Returns the refusal codes.
+fn big_frames_refused(path: &Path, count: usize, refused: usize) -> Vec<u64> {
+    let mut held: Vec<UnixStream> = (0..count).map(|_| start_big_frame(path, BIG)).collect();
+    let mut codes: Vec<Option<u64>> = vec![None; count];
+    let until = Instant::now() + DEADLINE;
+    while codes.iter().filter(|c| c.is_some()).count() < refused {
+        assert!(
+            Instant::now() < until,
+            "only {codes:?} were refused, expected {refused}"
+        );
+        for (s, code) in held.iter_mut().zip(codes.iter_mut()) {
+            if code.is_none() {
+                *code = refusal(s);
+            }
+        }
+    }
+    // The others are still waiting for the rest of their frames.
+    for (s, code) in held.iter_mut().zip(codes.iter_mut()) {
+        if code.is_none() {
+            assert_eq!(refusal(s), None, "refused more than {refused}");
+        }
+    }
+    codes.into_iter().flatten().collect()
+}
+
+const BIG: u32 = 1_000_000;
+const EXHAUSTED: u64 = ErrorCode::ResourceExhausted.code() as u64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_received_big_frames_are_held_to_a_byte_budget() {
+    let server = TestServer::start(|c| c.max_buffered_bytes = 2_500_000);
+    let path = server.path.clone();
+    tokio::task::spawn_blocking(move || {
+        // Room for two 1 MB frames: of four, two are refused.
+        assert_eq!(big_frames_refused(&path, 4, 2), [EXHAUSTED; 2]);
+        // Small frames are never held to it.
+        assert_eq!(health(&mut connect(&path)), Outcome::Served);
+        // The budget came back when those connections went.
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let mut a = start_big_frame(&path, BIG);
+            let mut b = start_big_frame(&path, BIG);
+            if refusal(&mut a).is_none() && refusal(&mut b).is_none() {
+                break;
+            }
+            assert!(Instant::now() < until, "the budget never came back");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_uid_cannot_take_the_whole_frame_budget() {
+    if skip_unless_root("one_uid_cannot_take_the_whole_frame_budget") {
+        return;
+    }
+    let server = TestServer::start(|c| {
+        c.max_buffered_bytes = 10_000_000;
+        c.max_buffered_bytes_per_peer = 2_500_000;
+    });
+    let path = server.path.clone();
+    tokio::task::spawn_blocking(move || {
+        let (tx, rx) = mpsc::channel();
+        let (p, (release, wait)) = (path.clone(), mpsc::channel::<()>());
+        std::thread::spawn(move || {
+            // SAFETY: as in `hold_as`: this thread's credentials only.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 0) };
+            assert_eq!(rc, 0);
+            tx.send(big_frames_refused(&p, 4, 2)).unwrap();
+            let _ = wait.recv();
+        });
+        assert_eq!(rx.recv_timeout(DEADLINE * 2).unwrap(), [EXHAUSTED; 2]);
+        // With that uid's two held, root's big frames still fit the global budget.
+        assert_eq!(big_frames_refused(&path, 2, 0), Vec::<u64>::new());
+        drop(release);
+    })
+    .await
+    .unwrap();
+}

@@ -17,32 +17,50 @@ use strata_proto::ErrorCode;
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
 
-/// One `sys.health` call with a deadline.
+/// What one `sys.health` call found, when the service answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    /// `status: "ok"`.
+    Healthy,
+    /// The connection was refused with RESOURCE_EXHAUSTED: the server is at a connection
+    /// limit. It answers, so it is alive; whether it is ready, this probe cannot tell.
+    AtConnectionLimit,
+}
+
+async fn probe(socket: &Path, timeout: Duration) -> Result<Answered, String> {
+    let endpoint = Endpoint::unix(socket).map_err(|e| e.to_string())?;
+    let mut client = Client::new(endpoint);
+    client.set_timeout(timeout);
+    match client.call::<sys::Health>(&NoParams {}).await {
+        Ok(h) if h.status == "ok" => Ok(Answered::Healthy),
+        Ok(h) => Err(format!(
+            "sys.health answered status {:?}",
+            strata_proto::clip(&h.status, 64)
+        )),
+        Err(e) if e.code() == Some(ErrorCode::ResourceExhausted) => Ok(Answered::AtConnectionLimit),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One `sys.health` call with a deadline: the liveness probe.
 ///
 /// A server that refuses the connection with RESOURCE_EXHAUSTED (it is at a connection
 /// limit) has answered: it is alive, and counts as such. The probe runs as root or as the
 /// service's own uid, for which the server keeps reserved slots, so this happens only when
 /// those too are taken.
 pub async fn probe_health(socket: &Path, timeout: Duration) -> Result<(), String> {
-    let endpoint = Endpoint::unix(socket).map_err(|e| e.to_string())?;
-    let mut client = Client::new(endpoint);
-    client.set_timeout(timeout);
-    match client.call::<sys::Health>(&NoParams {}).await {
-        Ok(h) if h.status == "ok" => Ok(()),
-        Ok(h) => Err(format!(
-            "sys.health answered status {:?}",
-            strata_proto::clip(&h.status, 64)
-        )),
-        Err(e) if e.code() == Some(ErrorCode::ResourceExhausted) => {
+    match probe(socket, timeout).await? {
+        Answered::Healthy => Ok(()),
+        Answered::AtConnectionLimit => {
             tracing::warn!(socket = %socket.display(), "health probe refused at the connection limit; the service answers, so it is alive");
             Ok(())
         }
-        Err(e) => Err(e.to_string()),
     }
 }
 
 /// Poll `sys.health` until it answers ok or `deadline` passes; the error is the last
-/// probe's.
+/// probe's. Readiness needs `status: "ok"` itself: a refusal at the connection limit only
+/// says the server is up, so polling goes on.
 pub async fn wait_healthy(
     socket: &Path,
     deadline: Instant,
@@ -57,8 +75,11 @@ pub async fn wait_healthy(
         }
         // Skip the connect attempt while the socket file does not exist yet.
         last = if socket.exists() {
-            match probe_health(socket, per_try.min(left)).await {
-                Ok(()) => return Ok(()),
+            match probe(socket, per_try.min(left)).await {
+                Ok(Answered::Healthy) => return Ok(()),
+                Ok(Answered::AtConnectionLimit) => {
+                    "refused at its connection limit (answers, not yet seen ready)".to_owned()
+                }
                 Err(e) => e,
             }
         } else {
@@ -181,8 +202,17 @@ mod tests {
             .await
             .unwrap();
         held.call::<sys::Health>(&NoParams {}).await.unwrap();
-        // The probe's connection is refused with RESOURCE_EXHAUSTED: alive, not dead.
+        // The probe's connection is refused with RESOURCE_EXHAUSTED: alive, not dead...
         probe_health(&path, Duration::from_secs(5)).await.unwrap();
+        // ... but not seen ready: readiness waits for "ok" itself.
+        let e = wait_healthy(
+            &path,
+            Instant::now() + Duration::from_millis(200),
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("connection limit"), "{e}");
         // No server at all is still a failure.
         drop(held);
         let _ = stop.send(());

@@ -29,8 +29,11 @@ fn trap(dir: &Path) -> Vec<UnixListener> {
     ["identity", "registry", "supervisor", "fs"]
         .iter()
         .map(|s| {
-            let l = UnixListener::bind(dir.join(format!("{s}.sock"))).unwrap();
+            let path = dir.join(format!("{s}.sock"));
+            let l = UnixListener::bind(&path).unwrap();
             l.set_nonblocking(true).unwrap();
+            // Anyone may connect, as the attacker would make it.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
             l
         })
         .collect()

@@ -21,7 +21,7 @@ if ! [ "$secs" -gt 0 ] 2>/dev/null; then
     echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET > 0] [TARGET...]" >&2
     exit 2
 fi
-all_targets=(frame_decoder envelope token fs_path manifest policy)
+all_targets=(frame_decoder envelope token fs_path manifest policy router)
 targets=("${@:-${all_targets[@]}}")
 sanitizer="${FUZZ_SANITIZER:-address}"
 log_dir="${FUZZ_LOG_DIR:-fuzz/logs}"
@@ -47,14 +47,15 @@ for t in "${targets[@]}"; do
     # Absolute paths: the fs_path target changes its working directory.
     dict=()
     case "$t" in
-        envelope) dict=(-dict="$PWD/fuzz/dicts/envelope.dict") ;;
+        envelope | router) dict=(-dict="$PWD/fuzz/dicts/envelope.dict") ;;
         fs_path) dict=(-dict="$PWD/fuzz/dicts/fs_path.dict") ;;
         manifest | policy) dict=(-dict="$PWD/fuzz/dicts/toml.dict") ;;
     esac
     log="$log_dir/$t.log"
-    # The frame decoder is fed up to 1 MiB + header, to reach the size limit itself.
+    # The frame decoder and the router are fed up to 1 MiB + header, to reach the size
+    # limit itself.
     max_len=65536
-    [ "$t" = frame_decoder ] && max_len=1048600
+    case "$t" in frame_decoder | router) max_len=1048600 ;; esac
     result=ok
     if ! cargo fuzz run --sanitizer "$sanitizer" --codegen-units 16 "$t" \
         "$PWD/fuzz/work/$t" "$PWD/fuzz/corpus/$t" -- \

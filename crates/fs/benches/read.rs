@@ -440,6 +440,10 @@ fn memory() {
             .arg("--export-root")
             .arg(&export)
             .arg("--max-handles-per-cap")
+            .arg(HANDLES.to_string())
+            .arg("--max-handles-per-lineage")
+            .arg(HANDLES.to_string())
+            .arg("--max-handles-per-caller")
             .arg(HANDLES.to_string()),
     );
     let socket = sandbox.socket("fs");

@@ -4,6 +4,11 @@
 //! none of it runs on the async workers, of which fs has two: it runs on Tokio's blocking
 //! threads, and this pool bounds how many of those a caller, and everyone, may hold.
 //!
+//! One exception keeps the common case cheap: a read of at most 64 KiB, or a close, of a
+//! handle whose file is on a local disk or memory file system ([`is_local_fs`], decided
+//! once at open) runs inline: it cannot hang on a server, and the thread hop would cost
+//! more than the read.
+//!
 //! A call that would take a caller past [`BlockingLimits::per_caller`] is refused at once
 //! (RESOURCE_EXHAUSTED): a caller whose calls are stuck cannot queue more behind them. Past
 //! [`BlockingLimits::total`] a call waits up to [`BlockingLimits::queue_wait`] for a slot,
@@ -104,6 +109,24 @@ impl BlockingPool {
     }
 }
 
+/// Whether `fd` lives on a local disk or memory file system, whose reads and closes of an
+/// open file return promptly (from the page cache, or after one disk access): ext2/3/4,
+/// XFS, Btrfs, F2FS, tmpfs, ramfs, overlayfs. Everything else (NFS, CIFS, FUSE, 9p, Ceph,
+/// unknown) may block indefinitely and is never worked on inline.
+pub fn is_local_fs(fd: impl rustix::fd::AsFd) -> bool {
+    const LOCAL: [u64; 8] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // XFS
+        0x9123_683E, // Btrfs
+        0xF2F5_2010, // F2FS
+        0x0102_1994, // tmpfs
+        0x8584_58F6, // ramfs
+        0x794C_7630, // overlayfs
+        0x2FC1_2FC1, // ZFS
+    ];
+    rustix::fs::fstatfs(fd).is_ok_and(|s| LOCAL.contains(&(s.f_type as u64)))
+}
+
 /// One call in flight for one caller; released on drop.
 struct CallerSlot {
     map: Arc<Mutex<HashMap<Holder, usize>>>,
@@ -194,6 +217,20 @@ mod tests {
         while pool.run(&a, || Ok(())).await.is_err() {
             assert!(std::time::Instant::now() < until, "slot never released");
             tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn only_local_file_systems_count_as_local() {
+        let tmp = tempfile::tempfile().unwrap();
+        let tmp_is_local = is_local_fs(&tmp);
+        let kind = rustix::fs::fstatfs(&tmp).unwrap().f_type;
+        // This machine's temp dir is ext4 or tmpfs (CI and dev), both local.
+        assert!(tmp_is_local, "temp dir file system {kind:#x}");
+        // procfs and sysfs are not on the list: whatever is not known local is not.
+        for other in ["/proc/self/stat", "/sys/kernel"] {
+            let f = std::fs::File::open(other).unwrap();
+            assert!(!is_local_fs(&f), "{other}");
         }
     }
 

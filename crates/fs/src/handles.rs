@@ -64,6 +64,9 @@ pub struct OpenHandle {
     pub(crate) opener: Option<PeerCred>,
     /// Who the per-caller quota charges for it.
     pub(crate) holder: Holder,
+    /// Whether the file is on a local file system, so reads and close may run inline
+    /// ([`crate::blocking::is_local_fs`]).
+    pub(crate) local: bool,
     /// The path as requested (relative to the prefix), for the audit summary.
     pub(crate) path: String,
     reads: AtomicU64,
@@ -80,6 +83,7 @@ impl OpenHandle {
     ) -> Result<OpenHandle, FsError> {
         Ok(OpenHandle {
             id: HandleId::random()?,
+            local: crate::blocking::is_local_fs(&file),
             file,
             claims,
             opener,

@@ -7,10 +7,11 @@
 //! handle, close is authorized as `fs.open`, which also proves the token is current and
 //! unrevoked.
 //!
-//! No handler touches a file on an async worker: the work of every method runs on the
-//! bounded blocking pool ([`crate::blocking`]), so a file system that hangs `open(2)` or
-//! `read(2)` (a dead NFS server, a stuck FUSE daemon) costs its callers their slots and
-//! nobody else anything; the maintenance tasks close descriptors on blocking threads too.
+//! The work of every method runs on the bounded blocking pool ([`crate::blocking`]), so a
+//! file system that hangs `open(2)` or `read(2)` (a dead NFS server, a stuck FUSE daemon)
+//! costs its callers their slots and nobody else anything; only small reads and closes of
+//! handles on local file systems run inline. The maintenance tasks close descriptors on
+//! blocking threads too.
 
 use crate::error::FsError;
 use crate::list::list_room;
@@ -58,9 +59,14 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::OpenParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             async move {
-                serve(fs, &guard, call, "fs.open", move |fs, caller| {
-                    fs.open(caller, &params)
-                })
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.open",
+                    Place::Pool,
+                    move |fs, caller| fs.open(caller, &params),
+                )
                 .await
             }
         }
@@ -70,8 +76,9 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::ReadParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             let room = reply_room(&call.req_id);
+            let place = Place::for_handle(&fs, &params.handle, params.size);
             async move {
-                serve(fs, &guard, call, "fs.read", move |fs, caller| {
+                serve(fs, &guard, call, "fs.read", place, move |fs, caller| {
                     read_result_json(&fs.read(caller, &params, room)?)
                 })
                 .await
@@ -82,8 +89,9 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
         move |call: Call, params: fs::CloseParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+            let place = Place::for_handle(&fs, &params.handle, 0);
             async move {
-                serve(fs, &guard, call, "fs.open", move |fs, caller| {
+                serve(fs, &guard, call, "fs.open", place, move |fs, caller| {
                     fs.close(caller, &params)
                 })
                 .await
@@ -96,9 +104,14 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             let room = list_room(&call.req_id);
             async move {
-                serve(fs, &guard, call, "fs.list", move |fs, caller| {
-                    fs.list(caller, &params, room)
-                })
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.list",
+                    Place::Pool,
+                    move |fs, caller| fs.list(caller, &params, room),
+                )
                 .await
             }
         }
@@ -108,9 +121,14 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         move |call: Call, params: fs::StatParams| {
             let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             async move {
-                serve(fs, &guard, call, "fs.stat", move |fs, caller| {
-                    fs.stat(caller, &params)
-                })
+                serve(
+                    fs,
+                    &guard,
+                    call,
+                    "fs.stat",
+                    Place::Pool,
+                    move |fs, caller| fs.stat(caller, &params),
+                )
                 .await
             }
         }
@@ -128,13 +146,33 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         .method::<fs::Stat, _, _, _>(stat)
 }
 
-/// Authorize `call` for `right`, run `work` with the verified caller on the blocking pool,
+/// Where a handler's file work runs.
+#[derive(Clone, Copy)]
+enum Place {
+    /// The bounded blocking pool: anything that may block for long.
+    Pool,
+    /// The async worker: a small read or a close of a handle on a local file system.
+    Inline,
+}
+
+impl Place {
+    fn for_handle(fs: &FsService, handle: &str, size: u64) -> Place {
+        if fs.runs_inline(handle, size) {
+            Place::Inline
+        } else {
+            Place::Pool
+        }
+    }
+}
+
+/// Authorize `call` for `right`, run `work` with the verified caller where `place` says,
 /// and audit any denial, from the guard or from fs.
 async fn serve<R, W>(
     fs: Arc<FsService>,
     guard: &Guard,
     call: Call,
     right: &str,
+    place: Place,
     work: W,
 ) -> Result<R, ErrorBody>
 where
@@ -151,11 +189,14 @@ where
         }
     };
     let caller = Caller::of(claims, &call);
-    let outcome = {
-        let (service, worker) = (Arc::clone(&fs), caller.clone());
-        fs.blocking
-            .run(&caller.holder, move || work(&service, &worker))
-            .await
+    let outcome = match place {
+        Place::Inline => work(&fs, &caller),
+        Place::Pool => {
+            let (service, worker) = (Arc::clone(&fs), caller.clone());
+            fs.blocking
+                .run(&caller.holder, move || work(&service, &worker))
+                .await
+        }
     };
     outcome.map_err(|e| {
         let body = ErrorBody::from(e);

@@ -17,6 +17,9 @@ use strata_audit::Audit;
 use strata_cap::{CapId, Claims, Clock, SystemClock};
 use strata_ipc::PeerCred;
 
+/// Reads up to this size of a handle on a local file system run inline.
+pub(crate) const INLINE_READ_MAX: u64 = 64 * 1024;
+
 /// Whether a capability has been revoked (it or any ancestor). Implemented by the guard in
 /// production and by a plain set in tests.
 pub trait RevocationCheck: Send + Sync {
@@ -143,6 +146,16 @@ impl FsService {
 
     pub fn blocking(&self) -> &BlockingPool {
         &self.blocking
+    }
+
+    /// Whether a read of `size` bytes (0 for a close) from the handle named `text` may run
+    /// on the async worker: small, and on a local file system (see [`crate::blocking`]).
+    /// Anything else, an unknown handle included, goes to the blocking pool.
+    pub(crate) fn runs_inline(&self, text: &str, size: u64) -> bool {
+        size <= INLINE_READ_MAX
+            && crate::handles::HandleId::parse(text)
+                .and_then(|id| self.handles.get(&id))
+                .is_some_and(|h| h.local)
     }
 
     pub fn roots(&self) -> &ExportRoots {

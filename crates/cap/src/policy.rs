@@ -164,23 +164,34 @@ pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result
         ));
     }
 
-    let buckets = claims.rate_buckets();
-    if !buckets.is_empty() {
-        if let Err((i, retry_after)) = ctx.rate_limiter.check_all(&buckets, ctx.monotonic) {
-            let (bucket, limit) = buckets[i];
-            let whose = if bucket == claims.jti {
-                "this capability"
-            } else {
-                "the capabilities this one shares it with (its lineage or grant)"
-            };
-            return Err(Denial::new(
-                DenialKind::RateLimited { retry_after },
-                format!(
-                    "rate limit {limit} for {whose} is used up; retry in {} ms",
-                    retry_after.as_millis().max(1)
-                ),
-            ));
-        }
+    let refused = if claims.constraints.shared_rate_limits.is_empty() {
+        // The common case, without building a list: the capability's own bucket only.
+        claims.rate_limit().and_then(|limit| {
+            ctx.rate_limiter
+                .check(&claims.jti, limit, ctx.monotonic)
+                .err()
+                .map(|wait| ((claims.jti, limit), wait))
+        })
+    } else {
+        let buckets = claims.rate_buckets();
+        ctx.rate_limiter
+            .check_all(&buckets, ctx.monotonic)
+            .err()
+            .map(|(i, wait)| (buckets[i], wait))
+    };
+    if let Some(((bucket, limit), retry_after)) = refused {
+        let whose = if bucket == claims.jti {
+            "this capability"
+        } else {
+            "the capabilities this one shares it with (its lineage or grant)"
+        };
+        return Err(Denial::new(
+            DenialKind::RateLimited { retry_after },
+            format!(
+                "rate limit {limit} for {whose} is used up; retry in {} ms",
+                retry_after.as_millis().max(1)
+            ),
+        ));
     }
     Ok(())
 }

@@ -24,13 +24,15 @@ struct HungFuse {
 }
 
 impl HungFuse {
-    fn mount(at: &Path) -> HungFuse {
+    /// Mount one at `at`; `Err` says why this machine cannot (no FUSE in the kernel or no
+    /// /dev/fuse in the container).
+    fn mount(at: &Path) -> Result<HungFuse, String> {
         use std::ffi::CString;
         let device = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/fuse")
-            .expect("open /dev/fuse");
+            .map_err(|e| format!("cannot open /dev/fuse: {e}"))?;
         let device = OwnedFd::from(device);
         let target = CString::new(at.to_str().unwrap()).unwrap();
         let options = CString::new(format!(
@@ -48,11 +50,16 @@ impl HungFuse {
                 options.as_ptr().cast(),
             )
         };
-        assert_eq!(rc, 0, "mount fuse: {}", std::io::Error::last_os_error());
-        HungFuse {
+        if rc != 0 {
+            return Err(format!(
+                "cannot mount FUSE: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(HungFuse {
             device: Some(device),
             at: at.to_owned(),
-        }
+        })
     }
 
     /// Abort the connection: every call blocked on the mount returns.
@@ -96,7 +103,13 @@ fn a_hung_mount_does_not_stall_other_requests() {
     let root = sandbox.root().canonicalize().unwrap().join("export");
     std::fs::create_dir_all(root.join("data/hung")).unwrap();
     std::fs::write(root.join("data/hello.txt"), b"hello").unwrap();
-    let mut fuse = HungFuse::mount(&root.join("data/hung"));
+    let mut fuse = match HungFuse::mount(&root.join("data/hung")) {
+        Ok(fuse) => fuse,
+        Err(why) => {
+            eprintln!("SKIPPED a_hung_mount_does_not_stall_other_requests: {why}");
+            return;
+        }
+    };
 
     let _identity = Proc::spawn(
         "identity",

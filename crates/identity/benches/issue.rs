@@ -52,6 +52,7 @@ fn main() {
         node_id: "bench".into(),
         policy: None,
         revocation_retention: strata_cap::DEFAULT_REVOCATION_RETENTION,
+        mint_limits: strata_identity::mint_quota::MintLimits::default(),
     };
     std::fs::create_dir_all(&config.runtime_dir).unwrap();
     let socket = config.runtime_dir.join("identity.sock");

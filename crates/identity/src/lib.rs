@@ -142,6 +142,9 @@ pub struct IdentityConfig {
     /// How long revocations and issuance records are kept after their capability expired
     /// (see [`strata_cap::DEFAULT_REVOCATION_RETENTION`]).
     pub revocation_retention: Duration,
+    /// How many live capabilities non-admins may make identity mint
+    /// ([`mint_quota::MintLimits::default`] in production).
+    pub mint_limits: mint_quota::MintLimits,
 }
 
 pub struct Identity {
@@ -236,8 +239,9 @@ impl Identity {
             remote_keys: RwLock::new(Vec::new()),
             removed: std::sync::atomic::AtomicBool::new(false),
             retention: config.revocation_retention,
-            minted: mint_quota::MintQuota::new(mint_quota::MintLimits::default()),
+            minted: mint_quota::MintQuota::new(config.mint_limits),
         };
+        identity.count_live_minted()?;
         identity.refresh_trusted_keys()?;
         identity.publish_public_key()?;
         tracing::info!(
@@ -432,7 +436,9 @@ impl Identity {
         IdentityError::Denied(reason)
     }
 
-    fn mint(&self, claims: &Claims) -> Result<IssueResult, IdentityError> {
+    /// Sign `claims` and record the issuance (with the non-admin uid it counts against,
+    /// if any).
+    fn mint(&self, claims: &Claims, minted_for: Option<u32>) -> Result<IssueResult, IdentityError> {
         if self.is_removed() {
             return Err(IdentityError::Denied(format!(
                 "node `{}` was removed from the cluster; it issues no capabilities",
@@ -445,6 +451,7 @@ impl Identity {
             &CapRecord {
                 parents: claims.parents.iter().map(ToString::to_string).collect(),
                 expires: claims.exp.unix_seconds(),
+                minted_for,
             },
         )?;
         Ok(IssueResult {
@@ -464,15 +471,45 @@ impl Identity {
         claims: &Claims,
     ) -> Result<IssueResult, IdentityError> {
         if self.is_admin(peer) {
-            return self.mint(claims);
+            return self.mint(claims, None);
         }
         let expires = claims.exp.unix_seconds();
         self.minted
             .reserve(self.now().unix_seconds(), peer.uid, lineage, expires)
             .map_err(IdentityError::Exhausted)?;
-        self.mint(claims).inspect_err(|_| {
+        self.mint(claims, Some(peer.uid)).inspect_err(|_| {
             self.minted.cancel(peer.uid, lineage, expires);
         })
+    }
+
+    /// Rebuild the mint quota's counts from the store, so a restart does not give every
+    /// caller a fresh quota while its earlier capabilities still live. Records are made
+    /// durable with the next durable commit, so a crash can forget the last few.
+    fn count_live_minted(&self) -> Result<(), IdentityError> {
+        let now = self.now().unix_seconds();
+        let live = self.store.live_minted_caps(now)?;
+        let mut over = 0usize;
+        for record in &live {
+            let Some(uid) = record.minted_for else {
+                continue;
+            };
+            let lineage = record.parents.first().and_then(|p| p.parse::<CapId>().ok());
+            if self
+                .minted
+                .reserve(now, uid, lineage, record.expires)
+                .is_err()
+            {
+                over += 1;
+            }
+        }
+        if over > 0 {
+            tracing::warn!(
+                over,
+                "live capabilities beyond the mint quota (limits lowered?); they expire as issued"
+            );
+        }
+        tracing::debug!(live = live.len(), "mint quota counts rebuilt");
+        Ok(())
     }
 
     /// `identity.issue`.

@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         state_dir,
         node_id: std::env::var("STRATA_NODE_ID").unwrap_or_else(|_| "local-0".to_owned()),
         revocation_retention: std::time::Duration::from_secs(args.revocation_retention),
+        mint_limits: strata_identity::mint_quota::MintLimits::default(),
     };
     // Cluster mode when STRATA_ETCD_ENDPOINTS is set (the supervisor passes it on).
     let cluster = strata_cluster::ClusterConfig::from_env()?;

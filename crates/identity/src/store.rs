@@ -52,6 +52,10 @@ pub struct Revoker {
 pub struct CapRecord {
     pub parents: Vec<String>,
     pub expires: i64,
+    /// The non-admin uid it was minted for, so the mint quota's counts are rebuilt at
+    /// start (`None` for admins, and in records written before the quota existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted_for: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -359,6 +363,22 @@ impl Store {
         txn.commit().map_err(err)
     }
 
+    /// Every issuance record of a capability that expires after `now` and was minted for
+    /// a non-admin: what the mint quota counts.
+    pub fn live_minted_caps(&self, now: i64) -> Result<Vec<CapRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let caps = txn.open_table(CAPS).map_err(err)?;
+        let mut live = Vec::new();
+        for item in caps.iter().map_err(err)? {
+            let (_, text) = item.map_err(err)?;
+            let record: CapRecord = serde_json::from_str(text.value()).map_err(err)?;
+            if record.minted_for.is_some() && record.expires > now {
+                live.push(record);
+            }
+        }
+        Ok(live)
+    }
+
     pub fn cap(&self, cap_id: &CapId) -> Result<Option<CapRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let caps = txn.open_table(CAPS).map_err(err)?;
@@ -475,6 +495,7 @@ mod tests {
             store.revoke(id, expires, 1, None).unwrap();
         }
         let cap = |expires| CapRecord {
+            minted_for: None,
             parents: vec![],
             expires,
         };
@@ -564,6 +585,7 @@ mod tests {
         let c = CapId::random().unwrap();
         assert!(store.cap(&c).unwrap().is_none());
         let rec = CapRecord {
+            minted_for: None,
             parents: vec!["p".into()],
             expires: 9,
         };

@@ -18,13 +18,17 @@
 //! Never put a token or key in an event: record the `cap_id` instead.
 //!
 //! What a caller sends can end up in an event, so both size and rate are bounded here,
-//! once for every service: each string in an event is cut to [`MAX_VALUE_LEN`] bytes, and
+//! once for every service: each string in an event is cut to [`MAX_VALUE_LEN`] bytes and
+//! a whole line to [`MAX_EVENT_LEN`] (longer values cut, `"truncated": true`).
 //! `auth.denied`, the one event anyone who can connect can cause without holding
 //! anything, is recorded at most [`DENIALS_PER_SEC`] a second per caller uid (burst
-//! [`DENIAL_BURST`]) and [`GLOBAL_DENIALS_PER_SEC`] in all. What is held back is counted,
-//! never silently dropped: the next recorded denial of that caller carries
-//! `suppressed_before`, and within a second or so the syncer writes one
-//! `auth.denied.suppressed` line per caller with the count.
+//! [`DENIAL_BURST`]) and [`GLOBAL_DENIALS_PER_SEC`] in all; every other event recorded
+//! for a non-root caller at most [`EVENTS_PER_SEC`] per uid (burst [`EVENT_BURST`]) and
+//! [`GLOBAL_EVENTS_PER_SEC`] in all. What is held back is counted, never silently
+//! dropped: the next line recorded for that caller carries `suppressed_before`, and within
+//! a second or so the syncer writes one `auth.denied.suppressed` / `audit.suppressed` line
+//! per caller with the count. The file is not rotated here (its size grows at most at
+//! those rates); rotation belongs with log rotation in the supervisor's settings.
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -33,7 +37,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use strata_ipc::PeerCred;
 
 /// Longest string value an event keeps, in bytes (longer ones are cut, ending in `…`).
@@ -44,6 +48,17 @@ pub const DENIALS_PER_SEC: f64 = 20.0;
 pub const DENIAL_BURST: f64 = 100.0;
 /// Steady rate of `auth.denied` lines for all callers together (burst ten times that).
 pub const GLOBAL_DENIALS_PER_SEC: f64 = 200.0;
+/// Steady rate of other events recorded for one (non-root) caller uid.
+pub const EVENTS_PER_SEC: f64 = 1_000.0;
+/// Burst of other events per caller uid.
+pub const EVENT_BURST: f64 = 10_000.0;
+/// Steady rate of other events for all non-root callers together (burst ten times that).
+pub const GLOBAL_EVENTS_PER_SEC: f64 = 5_000.0;
+/// Longest line an event becomes, in bytes: values too large are replaced by a cut
+/// rendering of themselves, and the line says `truncated`.
+pub const MAX_EVENT_LEN: usize = 8 * 1024;
+/// How often the held-back counts are written as summary lines.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Callers tracked at once; beyond that, new callers share one bucket.
 pub const MAX_TRACKED_CALLERS: usize = 1024;
 
@@ -60,20 +75,48 @@ struct Inner {
     /// Serialises writes and tracks whether a sync is owed.
     dirty: Mutex<bool>,
     wake: Condvar,
-    denials: Mutex<DenialLimiter>,
+    limiter: Mutex<EventLimiter>,
 }
 
-/// Token buckets for `auth.denied`, per caller uid (`None`: no kernel credentials, or
-/// past [`MAX_TRACKED_CALLERS`]) and in all.
-struct DenialLimiter {
-    callers: HashMap<Option<u32>, Bucket>,
-    global: Bucket,
+/// Which budget an event is charged to: `auth.denied`, which needs nothing to cause,
+/// or any other event recorded for a (non-root) caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Class {
+    Denied,
+    Other,
+}
+
+impl Class {
+    /// (steady rate per caller, burst per caller, steady rate in all; burst in all is ten
+    /// times its rate).
+    fn limits(self) -> (f64, f64, f64) {
+        match self {
+            Class::Denied => (DENIALS_PER_SEC, DENIAL_BURST, GLOBAL_DENIALS_PER_SEC),
+            Class::Other => (EVENTS_PER_SEC, EVENT_BURST, GLOBAL_EVENTS_PER_SEC),
+        }
+    }
+
+    fn summary_event(self) -> &'static str {
+        match self {
+            Class::Denied => "auth.denied.suppressed",
+            Class::Other => "audit.suppressed",
+        }
+    }
+}
+
+/// Token buckets per (caller uid, class) and per class in all. `None` as the caller:
+/// no kernel credentials, or past [`MAX_TRACKED_CALLERS`].
+struct EventLimiter {
+    callers: HashMap<(Option<u32>, Class), Bucket>,
+    global: HashMap<Class, Bucket>,
+    /// When the held-back counts were last reported.
+    reported: Instant,
 }
 
 struct Bucket {
     tokens: f64,
     at: Instant,
-    /// Denials held back since the last line recorded for this caller.
+    /// Events held back since the last line recorded for this caller.
     suppressed: u64,
 }
 
@@ -93,38 +136,39 @@ impl Bucket {
     }
 }
 
-impl DenialLimiter {
-    fn new(now: Instant) -> DenialLimiter {
-        DenialLimiter {
+impl EventLimiter {
+    fn new() -> EventLimiter {
+        EventLimiter {
             callers: HashMap::new(),
-            global: Bucket::full(GLOBAL_DENIALS_PER_SEC * 10.0, now),
+            global: HashMap::new(),
+            reported: Instant::now(),
         }
     }
 
-    /// Whether a denial by `caller` may be written now; if so, how many of its denials
-    /// were held back before it.
-    fn admit(&mut self, caller: Option<u32>, now: Instant) -> Option<u64> {
-        let key = if self.callers.contains_key(&caller) || self.callers.len() < MAX_TRACKED_CALLERS
-        {
-            caller
-        } else {
+    /// Whether an event of `class` by `caller` may be written now; if so, how many of
+    /// its events of that class were held back before it.
+    fn admit(&mut self, caller: Option<u32>, class: Class, now: Instant) -> Option<u64> {
+        let (rate, burst, global_rate) = class.limits();
+        let mut key = (caller, class);
+        if !self.callers.contains_key(&key) && self.callers.len() >= MAX_TRACKED_CALLERS {
             self.forget_idle(now);
-            if self.callers.len() < MAX_TRACKED_CALLERS {
-                caller
-            } else {
-                None
+            if self.callers.len() >= MAX_TRACKED_CALLERS {
+                key = (None, class);
             }
-        };
-        self.global
-            .refill(GLOBAL_DENIALS_PER_SEC, GLOBAL_DENIALS_PER_SEC * 10.0, now);
+        }
+        let global = self
+            .global
+            .entry(class)
+            .or_insert_with(|| Bucket::full(global_rate * 10.0, now));
+        global.refill(global_rate, global_rate * 10.0, now);
         let bucket = self
             .callers
             .entry(key)
-            .or_insert_with(|| Bucket::full(DENIAL_BURST, now));
-        bucket.refill(DENIALS_PER_SEC, DENIAL_BURST, now);
-        if bucket.tokens >= 1.0 && self.global.tokens >= 1.0 {
+            .or_insert_with(|| Bucket::full(burst, now));
+        bucket.refill(rate, burst, now);
+        if bucket.tokens >= 1.0 && global.tokens >= 1.0 {
             bucket.tokens -= 1.0;
-            self.global.tokens -= 1.0;
+            global.tokens -= 1.0;
             Some(std::mem::take(&mut bucket.suppressed))
         } else {
             bucket.suppressed += 1;
@@ -134,18 +178,24 @@ impl DenialLimiter {
 
     /// Drop buckets that are full again and owe no count: they hold nothing to remember.
     fn forget_idle(&mut self, now: Instant) {
-        self.callers.retain(|_, b| {
-            b.refill(DENIALS_PER_SEC, DENIAL_BURST, now);
-            b.suppressed > 0 || b.tokens < DENIAL_BURST
+        self.callers.retain(|(_, class), b| {
+            let (rate, burst, _) = class.limits();
+            b.refill(rate, burst, now);
+            b.suppressed > 0 || b.tokens < burst
         });
     }
 
-    /// The callers with denials held back, taking their counts.
-    fn take_suppressed(&mut self) -> Vec<(Option<u32>, u64)> {
+    /// The callers with events held back, taking their counts, unless the last report
+    /// was less than `every` ago (so a flood gets one summary per caller per interval).
+    fn take_suppressed(&mut self, now: Instant, every: Duration) -> Vec<(Option<u32>, Class, u64)> {
+        if now.saturating_duration_since(self.reported) < every {
+            return Vec::new();
+        }
+        self.reported = now;
         self.callers
             .iter_mut()
             .filter(|(_, b)| b.suppressed > 0)
-            .map(|(k, b)| (*k, std::mem::take(&mut b.suppressed)))
+            .map(|((caller, class), b)| (*caller, *class, std::mem::take(&mut b.suppressed)))
             .collect()
     }
 }
@@ -171,7 +221,7 @@ impl Audit {
             file,
             dirty: Mutex::new(false),
             wake: Condvar::new(),
-            denials: Mutex::new(DenialLimiter::new(Instant::now())),
+            limiter: Mutex::new(EventLimiter::new()),
         });
         let syncer = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -188,14 +238,20 @@ impl Audit {
     /// stored under `"detail"`). String values are cut to [`MAX_VALUE_LEN`]; `auth.denied`
     /// is rate-limited per caller (see the module documentation).
     pub fn record(&self, event: &str, peer: Option<&PeerCred>, mut fields: Value) {
-        if event == DENIED {
-            let caller = peer.map(|p| p.uid);
+        let class = if event == DENIED {
+            Some(Class::Denied)
+        } else {
+            // Root's own actions are not budgeted; neither are a service's own events
+            // (recorded without a caller).
+            peer.filter(|p| p.uid != 0).map(|_| Class::Other)
+        };
+        if let Some(class) = class {
             let admitted = self
                 .inner
-                .denials
+                .limiter
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .admit(caller, Instant::now());
+                .admit(peer.map(|p| p.uid), class, Instant::now());
             match admitted {
                 None => return,
                 Some(0) => {}
@@ -210,22 +266,23 @@ impl Audit {
         self.write(event, peer, fields);
     }
 
-    /// Write the `auth.denied.suppressed` summaries owed (one line per caller with a
-    /// count). The syncer calls this about once a second.
-    fn report_suppressed(&self) {
+    /// Write the summaries owed: one `auth.denied.suppressed` or `audit.suppressed` line
+    /// per caller with a count, at most once per `every`. The syncer calls this with
+    /// [`REPORT_EVERY`].
+    fn report_suppressed(&self, every: Duration) {
         let owed = self
             .inner
-            .denials
+            .limiter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take_suppressed();
-        for (caller, count) in owed {
+            .take_suppressed(Instant::now(), every);
+        for (caller, class, count) in owed {
             let mut fields = Map::new();
             fields.insert("count".into(), count.into());
             if let Some(uid) = caller {
                 fields.insert("uid".into(), uid.into());
             }
-            self.write(SUPPRESSED, None, Value::Object(fields));
+            self.write(class.summary_event(), None, Value::Object(fields));
         }
     }
 
@@ -248,8 +305,7 @@ impl Audit {
                 line.insert("detail".into(), other);
             }
         }
-        let line = Value::Object(line);
-        let mut bytes = line.to_string().into_bytes();
+        let mut bytes = bounded_line(line).into_bytes();
         bytes.push(b'\n');
         let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
         match (&self.inner.file).write_all(&bytes) {
@@ -274,7 +330,43 @@ impl Audit {
 }
 
 const DENIED: &str = "auth.denied";
-const SUPPRESSED: &str = "auth.denied.suppressed";
+
+/// Fields every line keeps whole, whatever else is cut.
+const IDENTIFYING: [&str; 8] = [
+    "time", "source", "event", "uid", "gid", "pid", "cap_id", "node_id",
+];
+/// Largest rendering a value of a line over [`MAX_EVENT_LEN`] keeps.
+const CUT_VALUE_LEN: usize = 256;
+
+/// `line` as JSON of at most [`MAX_EVENT_LEN`] bytes. Over that, every value but the
+/// identifying ones whose JSON is longer than [`CUT_VALUE_LEN`] becomes a string holding
+/// the start of its JSON, ending in `…` (so an array of 40,000 rights keeps its first few);
+/// if that is still too long, only the identifying fields stay. Either way the line says
+/// `"truncated": true`.
+fn bounded_line(mut line: Map<String, Value>) -> String {
+    let text = Value::Object(line.clone()).to_string();
+    if text.len() <= MAX_EVENT_LEN {
+        return text;
+    }
+    for (key, value) in line.iter_mut() {
+        if IDENTIFYING.contains(&key.as_str()) {
+            continue;
+        }
+        let json = value.to_string();
+        if json.len() > CUT_VALUE_LEN {
+            let keep = strata_proto::clip(&json, CUT_VALUE_LEN - '…'.len_utf8()).len();
+            *value = Value::String(format!("{}…", &json[..keep]));
+        }
+    }
+    line.insert("truncated".into(), Value::Bool(true));
+    let text = Value::Object(line.clone()).to_string();
+    if text.len() <= MAX_EVENT_LEN {
+        return text;
+    }
+    line.retain(|k, _| IDENTIFYING.contains(&k.as_str()));
+    line.insert("truncated".into(), Value::Bool(true));
+    Value::Object(line).to_string()
+}
 
 /// Cut every string inside `value` to [`MAX_VALUE_LEN`] bytes.
 fn clip_strings(value: &mut Value) {
@@ -316,7 +408,7 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
         Audit {
             inner: Arc::clone(&inner),
         }
-        .report_suppressed();
+        .report_suppressed(REPORT_EVERY);
         {
             let dirty = inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
             let (mut dirty, _) = inner
@@ -459,40 +551,145 @@ mod tests {
         );
         assert_eq!(by(1001), 10.0, "another caller is still recorded");
         assert!(written.iter().any(|l| l["event"] == "cap.issued"));
-        // The held-back denials are reported, with their number.
-        audit.report_suppressed();
-        let summary: Vec<Value> = lines(&audit)
-            .into_iter()
-            .filter(|l| l["event"] == "auth.denied.suppressed")
-            .collect();
-        assert_eq!(summary.len(), 1, "{summary:?}");
-        assert_eq!(summary[0]["uid"], 1000);
-        let counted = summary[0]["count"].as_u64().unwrap();
+        // The held-back denials are reported, with their number (the syncer may have
+        // written a summary already if the flood took over a second: count them all).
+        audit.report_suppressed(Duration::ZERO);
+        let (summaries, counted) = suppressed(&audit, "auth.denied.suppressed", 1000);
+        assert!(summaries >= 1 && summaries as f64 <= started.elapsed().as_secs_f64() + 2.0);
         assert_eq!(counted + by(1000) as u64, flood);
         // Nothing more is owed.
-        audit.report_suppressed();
+        audit.report_suppressed(Duration::ZERO);
         assert_eq!(
-            lines(&audit)
-                .iter()
-                .filter(|l| l["event"] == "auth.denied.suppressed")
-                .count(),
-            1
+            suppressed(&audit, "auth.denied.suppressed", 1000),
+            (summaries, counted)
         );
+    }
+
+    /// How many `event` summary lines name `uid`, and how many held-back events they and
+    /// the `suppressed_before` of that caller's recorded lines add up to.
+    fn suppressed(audit: &Audit, event: &str, uid: u64) -> (usize, u64) {
+        let all = lines(audit);
+        let summaries: Vec<&Value> = all
+            .iter()
+            .filter(|l| l["event"] == event && l["uid"] == uid)
+            .collect();
+        let in_summaries: u64 = summaries.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+        let before: u64 = all
+            .iter()
+            .filter(|l| l["uid"] == uid)
+            .filter_map(|l| l["suppressed_before"].as_u64())
+            .sum();
+        (summaries.len(), in_summaries + before)
     }
 
     #[test]
     fn tracked_callers_are_bounded() {
         let now = Instant::now();
-        let mut limiter = DenialLimiter::new(now);
+        let mut limiter = EventLimiter::new();
         for uid in 0..(MAX_TRACKED_CALLERS as u32 * 4) {
             // Each caller spends one token, so its bucket is not idle.
-            limiter.admit(Some(uid), now);
+            limiter.admit(Some(uid), Class::Denied, now);
+            limiter.admit(Some(uid), Class::Other, now);
         }
         assert!(
-            limiter.callers.len() <= MAX_TRACKED_CALLERS + 1,
+            // Beyond the bound, each class shares one overflow bucket.
+            limiter.callers.len() <= MAX_TRACKED_CALLERS + 2,
             "{}",
             limiter.callers.len()
         );
+    }
+
+    #[test]
+    fn other_events_by_one_caller_are_budgeted_apart_from_root_and_services() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path(), "fs").unwrap();
+        let started = Instant::now();
+        let flood = (EVENT_BURST as u64) * 2;
+        for _ in 0..flood {
+            audit.record(
+                "fs.open",
+                Some(&peer(1000)),
+                serde_json::json!({"path": "x"}),
+            );
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let root = PeerCred {
+            pid: None,
+            uid: 0,
+            gid: 0,
+        };
+        for _ in 0..(EVENT_BURST as u64 + 10) {
+            audit.record("cap.issued", Some(&root), serde_json::json!({}));
+        }
+        audit.record("svc.start", None, serde_json::json!({}));
+        let written = lines(&audit);
+        let count = |event: &str, uid: Option<u64>| {
+            written
+                .iter()
+                .filter(|l| l["event"] == event && uid.is_none_or(|u| l["uid"] == u))
+                .count() as f64
+        };
+        let allowed = EVENT_BURST + elapsed * EVENTS_PER_SEC + 1.0;
+        let opens = count("fs.open", Some(1000));
+        assert!(
+            opens >= EVENT_BURST && opens <= allowed,
+            "{opens} > {allowed}"
+        );
+        assert_eq!(
+            count("cap.issued", Some(0)),
+            EVENT_BURST + 10.0,
+            "root is not budgeted"
+        );
+        assert_eq!(count("svc.start", None), 1.0);
+        audit.report_suppressed(Duration::ZERO);
+        let (summaries, counted) = suppressed(&audit, "audit.suppressed", 1000);
+        assert!(summaries >= 1, "the held-back events are reported");
+        assert_eq!(counted + opens as u64, flood);
+    }
+
+    #[test]
+    fn a_line_is_bounded_whatever_its_arrays_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::open(dir.path(), "identity").unwrap();
+        let rights: Vec<String> = (0..40_000).map(|i| format!("fs.r{i}")).collect();
+        audit.record(
+            "cap.issued",
+            None,
+            serde_json::json!({"cap_id": "ab", "rights": rights}),
+        );
+        // Just under the bound: written as it is.
+        let small: Vec<String> = (0..100).map(|i| format!("fs.r{i}")).collect();
+        audit.record(
+            "cap.issued",
+            None,
+            serde_json::json!({"cap_id": "cd", "rights": small.clone()}),
+        );
+        // Many fields, each under the value cut: only the identifying ones stay.
+        let mut wide = serde_json::Map::new();
+        for i in 0..400 {
+            wide.insert(format!("f{i}"), Value::String("v".repeat(200)));
+        }
+        wide.insert("cap_id".into(), "ef".into());
+        audit.record("cap.issued", None, Value::Object(wide));
+        let text = std::fs::read_to_string(audit.path()).unwrap();
+        let written: Vec<&str> = text.lines().collect();
+        assert_eq!(written.len(), 3);
+        for line in &written {
+            assert!(line.len() <= MAX_EVENT_LEN, "{} bytes", line.len());
+        }
+        let first: Value = serde_json::from_str(written[0]).unwrap();
+        assert_eq!(first["truncated"], true);
+        assert_eq!(first["cap_id"], "ab");
+        assert!(first["rights"].as_str().unwrap().starts_with("[\"fs.r0\""));
+        let second: Value = serde_json::from_str(written[1]).unwrap();
+        assert_eq!(second["rights"], serde_json::json!(small));
+        assert!(second.get("truncated").is_none());
+        let third: Value = serde_json::from_str(written[2]).unwrap();
+        assert_eq!(
+            (third["cap_id"].as_str(), third["truncated"].as_bool()),
+            (Some("ef"), Some(true))
+        );
+        assert!(third.get("f0").is_none());
     }
 
     #[test]

@@ -4,14 +4,17 @@
 //! One accept loop, one task per connection, requests on a connection answered in order.
 //! Both transports run the same connection loop over the same framing, so the limits live
 //! here once and no service has to remember them: a cap on concurrent connections (shared
-//! by both, with a quota per caller and a reserve for root and the server's own uid: see
-//! [`crate::slots`]), a byte budget for partly received large frames (total and per
-//! caller), a deadline for each frame once it has started (and for the TLS handshake), an
-//! idle timeout, and a graceful stop on SIGTERM/SIGINT that finishes in-flight requests and
-//! removes the socket. Over TCP only the listener's allow-listed methods are served.
+//! by both, with a quota per caller, a reserve for root and the server's own uid, a share
+//! that TCP peers may not exceed and a small pool for unfinished TLS handshakes: see
+//! [`crate::slots`]), a byte budget for partly received large frames (total, per caller,
+//! and a TCP share), a deadline for each frame once it has started and a shorter one for
+//! the TLS handshake, an idle timeout, a rate limit on the lines that connections failing
+//! over TCP write to the log, and a graceful stop on SIGTERM/SIGINT that finishes in-flight
+//! requests and removes the socket. Over TCP only the listener's allow-listed methods are
+//! served.
 
 use crate::router::{encode, Origin, RemotePeer, Router};
-use crate::slots::{ByteBudget, PeerKey, Refusal, Reservation, Slot, Slots};
+use crate::slots::{ByteBudget, PeerKey, Refusal, Reservation, Slot, Slots, TcpLimits};
 use crate::PeerCred;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -62,6 +65,34 @@ pub struct ServerConfig {
     pub max_buffered_bytes: usize,
     /// The same, for one caller (root and the server's own uid are held only to the total).
     pub max_buffered_bytes_per_peer: usize,
+    /// Of `max_connections`, the most TCP connections held at once (handshaking or
+    /// established); past it a new one is closed before TLS. Half by default, so that
+    /// local callers other than root and the server's own uid keep at least
+    /// `max_connections - reserved_connections - max_tcp_connections` (496) slots whatever
+    /// network peers do. A cluster peer is held to `max_connections_per_peer` anyway, so
+    /// 512 is four peers at their full quota.
+    pub max_tcp_connections: usize,
+    /// TCP connections whose TLS handshake has not finished, at once: anyone who can reach
+    /// the port may open one, so they get a small pool of their own (64) instead of
+    /// competing for the slots. Past it a new connection is closed before TLS. A handshake
+    /// takes a round trip or two and milliseconds of CPU, so 64 at once is ample for a
+    /// cluster's nodes reconnecting together.
+    pub max_tls_handshakes: usize,
+    /// The same, from one address (an IPv6 /64): 8, so that filling the pool takes eight
+    /// addresses and one host's burst of reconnects still fits.
+    pub max_tls_handshakes_per_addr: usize,
+    /// The TLS handshake must finish within this (3 s) from accept: a peer on any network
+    /// the cluster spans finishes in well under a second, and a prober holding a place in
+    /// the handshake pool is cut loose quickly.
+    pub handshake_timeout: Duration,
+    /// Of `max_buffered_bytes`, the most that frames arriving over TCP hold at once (half by
+    /// default): local callers keep the rest whatever network peers send.
+    pub max_buffered_bytes_tcp: usize,
+    /// Lines written per second about single TCP connections that failed (a failed or
+    /// stalled TLS handshake, a refusal at a limit): anyone who can reach the port can cause
+    /// them. Past it they are counted, and one line per second reports how many were not
+    /// written (`suppressed=N`).
+    pub failure_logs_per_sec: u32,
     /// Once the first byte of a frame has arrived, the whole frame must arrive within this.
     pub frame_timeout: Duration,
     /// A connection with no request for this long is closed.
@@ -73,8 +104,8 @@ pub struct ServerConfig {
 }
 
 /// A TCP listener beside the Unix socket. Every connection is mutual TLS with `tls`
-/// (see [`crate::tls::server_config`]); the handshake must finish within the frame
-/// timeout.
+/// (see [`crate::tls::server_config`]); the handshake must finish within
+/// [`ServerConfig::handshake_timeout`].
 #[derive(Debug, Clone)]
 pub struct TcpListen {
     /// Port 0 picks a free port; [`Server::tcp_addr`] tells which.
@@ -96,6 +127,12 @@ impl ServerConfig {
             reserved_connections: 16,
             max_buffered_bytes: 128 << 20,
             max_buffered_bytes_per_peer: 16 << 20,
+            max_tcp_connections: 512,
+            max_tls_handshakes: 64,
+            max_tls_handshakes_per_addr: 8,
+            handshake_timeout: Duration::from_secs(3),
+            max_buffered_bytes_tcp: 64 << 20,
+            failure_logs_per_sec: 10,
             frame_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
@@ -281,22 +318,34 @@ impl Server {
                 config.max_connections_per_peer,
                 config.reserved_connections,
                 own_uid,
+                TcpLimits {
+                    max: config.max_tcp_connections,
+                    handshakes: config.max_tls_handshakes,
+                    handshakes_per_addr: config.max_tls_handshakes_per_addr,
+                },
             ),
             budget: ByteBudget::new(
                 config.max_buffered_bytes,
                 config.max_buffered_bytes_per_peer,
+                config.max_buffered_bytes_tcp,
                 own_uid,
             ),
+            failures: Arc::new(FailureLog::new(config.failure_logs_per_sec)),
             clock,
         };
         let sweeper = {
             let (watches, config) = (Arc::clone(&watches), Arc::clone(&config));
+            let failures = Arc::clone(&conns.failures);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(sweep_interval(&config));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     watches.sweep(clock.now_ms(), &config);
+                    // A flood that has stopped still gets its summary line.
+                    if let Some(n) = failures.flush(clock.now_ms()) {
+                        report_suppressed(n);
+                    }
                 }
             })
         };
@@ -487,6 +536,8 @@ struct Connections {
     slots: Arc<Slots>,
     /// Bytes of frames arriving, both transports.
     budget: Arc<ByteBudget>,
+    /// The rate limit on lines about failed TCP connections.
+    failures: Arc<FailureLog>,
     clock: Clock,
 }
 
@@ -551,28 +602,34 @@ impl Connections {
         });
     }
 
-    /// A TCP connection: the TLS handshake runs under the frame deadline (and is cut short
-    /// by shutdown), then the connection is served like a local one, as its certificate's
-    /// name and limited to the allow-list. A failed handshake closes only this connection.
+    /// A TCP connection: the TLS handshake runs under the handshake deadline (and is cut
+    /// short by shutdown), then the connection is served like a local one, as its
+    /// certificate's name and limited to the allow-list. A failed handshake closes only
+    /// this connection.
     fn serve_tcp(&self, stream: TcpStream, addr: SocketAddr, side: &TcpSide) {
-        // Counted against the address from the start, so unauthenticated handshakes from
-        // one host cannot take every slot either.
-        let slot = match self.slots.admit(PeerKey::addr(addr.ip())) {
-            Ok(slot) => slot,
+        // Counted against the address from the start, within the TCP share of the slots,
+        // and in the handshake pool until TLS has proved a certificate: peers that have
+        // shown none never hold more than that pool.
+        let (slot, handshake) = match self.slots.admit_tcp(addr.ip()) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
                 // A TLS client cannot read a plaintext refusal: closing is the answer.
-                tracing::debug!(peer = %addr, ?refusal, "tcp connection refused: at limit");
+                self.failures.line(
+                    self.clock.now_ms(),
+                    || tracing::debug!(peer = %addr, ?refusal, "tcp connection refused: at limit"),
+                );
                 return;
             }
         };
         // One small frame per write each way: without this, Nagle's algorithm and delayed
         // acknowledgements add tens of milliseconds to a round trip.
         let _ = stream.set_nodelay(true);
-        let registered = self.register(Phase::Partial);
+        let registered = self.register(Phase::Handshake);
         let (router, clock) = (Arc::clone(&self.router), self.clock);
         let budget = Arc::clone(&self.budget);
         let (acceptor, allowed) = (side.acceptor.clone(), Arc::clone(&side.allowed));
         let slots = Arc::clone(&self.slots);
+        let failures = Arc::clone(&self.failures);
         self.tracker.spawn(async move {
             let _slot = slot;
             let watch = &registered.watch;
@@ -584,22 +641,30 @@ impl Connections {
             let tls = tokio::select! {
                 biased;
                 _ = watch.kill.cancelled() => {
-                    // The frame deadline passed, or the server is stopping.
-                    tracing::info!(peer = %addr, "tls handshake cut short; closing");
+                    // The handshake deadline passed, or the server is stopping.
+                    failures.line(clock.now_ms(), || {
+                        tracing::info!(peer = %addr, "tls handshake cut short; closing")
+                    });
                     return;
                 }
                 tls = acceptor.accept(io) => match tls {
                     Ok(tls) => tls,
                     Err(e) => {
-                        tracing::info!(peer = %addr, error = %e, "tls handshake failed; closing");
+                        failures.line(clock.now_ms(), || {
+                            tracing::info!(peer = %addr, error = %e, "tls handshake failed; closing")
+                        });
                         return;
                     }
                 },
             };
+            // The handshake is over: its place in the pool is free for the next one.
+            drop(handshake);
             let certs = tls.get_ref().1.peer_certificates();
             let Some(cert) = certs.and_then(|c| c.first()) else {
                 // The verifier requires a client certificate; this only guards that rule.
-                tracing::warn!(peer = %addr, "tls client presented no certificate; closing");
+                failures.line(clock.now_ms(), || {
+                    tracing::warn!(peer = %addr, "tls client presented no certificate; closing")
+                });
                 return;
             };
             let peer = RemotePeer {
@@ -611,7 +676,9 @@ impl Connections {
             let _name_slot: Slot = match slots.admit_name(&peer.name) {
                 Ok(slot) => slot,
                 Err(refusal) => {
-                    tracing::info!(peer = %addr, name = %peer.name, "tls client refused: its name holds its quota");
+                    failures.line(clock.now_ms(), || {
+                        tracing::info!(peer = %addr, name = %peer.name, "tls client refused: its name holds its quota")
+                    });
                     watch.enter(Phase::Writing, clock.now_ms());
                     let mut framed = Framed::new(tls, frame_codec());
                     let reply = encode(&Response::<()>::failure("", refusal.error()));
@@ -859,13 +926,15 @@ enum Phase {
     Handling = 2,
     /// The response is being written: the frame timeout runs.
     Writing = 3,
+    /// A TCP connection's TLS handshake: the handshake timeout runs.
+    Handshake = 4,
 }
 
 /// A connection's deadlines, kept as atomics so that one sweeper task per server enforces
 /// them all. Arming a timer per request costs more than the rest of a round trip, so the
 /// hot path only stores a phase and a timestamp.
 struct Watch {
-    /// `since_ms << 2 | phase`.
+    /// `since_ms << 3 | phase`.
     state: AtomicU64,
     /// Set at shutdown: finish the request in hand, then close.
     closing: AtomicBool,
@@ -876,7 +945,7 @@ struct Watch {
 impl Watch {
     fn new(now_ms: u64) -> Watch {
         Watch {
-            state: AtomicU64::new(now_ms << 2 | Phase::Waiting as u64),
+            state: AtomicU64::new(now_ms << 3 | Phase::Waiting as u64),
             closing: AtomicBool::new(false),
             kill: CancellationToken::new(),
         }
@@ -884,24 +953,25 @@ impl Watch {
 
     fn enter(&self, phase: Phase, now_ms: u64) {
         self.state
-            .store(now_ms << 2 | phase as u64, Ordering::SeqCst);
+            .store(now_ms << 3 | phase as u64, Ordering::SeqCst);
     }
 
     fn get(&self) -> (Phase, u64) {
         let v = self.state.load(Ordering::SeqCst);
-        let phase = match v & 3 {
+        let phase = match v & 7 {
             0 => Phase::Waiting,
             1 => Phase::Partial,
             2 => Phase::Handling,
-            _ => Phase::Writing,
+            3 => Phase::Writing,
+            _ => Phase::Handshake,
         };
-        (phase, v >> 2)
+        (phase, v >> 3)
     }
 
     /// The first bytes of a frame arrived while waiting: the frame deadline starts now.
     fn bytes_arrived(&self, now_ms: u64) {
         let waiting = self.state.load(Ordering::Relaxed);
-        if waiting & 3 == Phase::Waiting as u64 {
+        if waiting & 7 == Phase::Waiting as u64 {
             self.enter(Phase::Partial, now_ms);
         }
     }
@@ -911,6 +981,7 @@ impl Watch {
         let limit = match phase {
             Phase::Waiting => config.idle_timeout,
             Phase::Partial | Phase::Writing => config.frame_timeout,
+            Phase::Handshake => config.handshake_timeout,
             Phase::Handling => return false,
         };
         now_ms.saturating_sub(since) >= limit.as_millis() as u64
@@ -955,18 +1026,109 @@ impl Watches {
             watch.closing.store(true, Ordering::SeqCst);
             // Paired with the connection's SeqCst `enter(Waiting)` then `closing` load:
             // either we see it waiting and kill it, or it sees `closing` and leaves.
-            if matches!(watch.get().0, Phase::Waiting | Phase::Partial) {
+            if matches!(
+                watch.get().0,
+                Phase::Waiting | Phase::Partial | Phase::Handshake
+            ) {
                 watch.kill.cancel();
             }
         }
     }
 }
 
-/// How often the sweeper looks: often enough to enforce the shorter deadline within a
-/// quarter of it, never more than once a second.
+/// How often the sweeper looks: often enough to enforce the shortest deadline within a
+/// quarter of it, and at least once a second (it also writes the failure summary lines).
 fn sweep_interval(config: &ServerConfig) -> Duration {
-    (config.frame_timeout.min(config.idle_timeout) / 4)
-        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+    let mut shortest = config.frame_timeout.min(config.idle_timeout);
+    if config.tcp.is_some() {
+        shortest = shortest.min(config.handshake_timeout);
+    }
+    (shortest / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
+}
+
+/// The interval of [`FailureLog`]'s rate.
+const FAILURE_LOG_INTERVAL_MS: u64 = 1000;
+
+/// The rate limit on lines about single TCP connections that failed: anyone who can reach
+/// the port causes them at will, and unlimited they push every other line out of the
+/// service's log (and the supervisor's ring of it). At most `per_interval` lines are
+/// written in each interval of [`FAILURE_LOG_INTERVAL_MS`]; the others are counted, and the
+/// count reported in one line once the interval is over (by the next failure or by the
+/// sweeper, whichever comes first).
+struct FailureLog {
+    per_interval: u32,
+    window: Mutex<FailureWindow>,
+}
+
+#[derive(Default)]
+struct FailureWindow {
+    start_ms: u64,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl FailureLog {
+    fn new(per_interval: u32) -> FailureLog {
+        FailureLog {
+            per_interval,
+            window: Mutex::new(FailureWindow::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FailureWindow> {
+        // Plain counters, updated together under the lock: a poisoned one is still usable.
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a failure at `now_ms` gets its own line; and, if an interval ended with
+    /// failures left unwritten, how many (to be reported before it).
+    fn note(&self, now_ms: u64) -> (bool, Option<u64>) {
+        let mut window = self.lock();
+        let ended = Self::roll(&mut window, now_ms);
+        if window.logged < self.per_interval {
+            window.logged += 1;
+            (true, ended)
+        } else {
+            window.suppressed += 1;
+            (false, ended)
+        }
+    }
+
+    /// The count left unwritten in an interval that is over by `now_ms`, if any.
+    fn flush(&self, now_ms: u64) -> Option<u64> {
+        Self::roll(&mut self.lock(), now_ms)
+    }
+
+    fn roll(window: &mut FailureWindow, now_ms: u64) -> Option<u64> {
+        if now_ms.saturating_sub(window.start_ms) < FAILURE_LOG_INTERVAL_MS {
+            return None;
+        }
+        let suppressed = std::mem::take(&mut window.suppressed);
+        *window = FailureWindow {
+            start_ms: now_ms,
+            ..FailureWindow::default()
+        };
+        (suppressed > 0).then_some(suppressed)
+    }
+
+    /// Write the line `write` makes, if the rate allows; count it otherwise.
+    fn line(&self, now_ms: u64, write: impl FnOnce()) {
+        let (allowed, ended) = self.note(now_ms);
+        if let Some(n) = ended {
+            report_suppressed(n);
+        }
+        if allowed {
+            write();
+        }
+    }
+}
+
+/// The summary line for failures whose own lines the rate limit left out.
+fn report_suppressed(n: u64) {
+    tracing::info!(
+        suppressed = n,
+        "tcp connection failures not logged one by one in the last interval"
+    );
 }
 
 /// The connection's stream, noting when the first bytes of a frame arrive. Over TCP it sits
@@ -1059,6 +1221,56 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from("taken")]);
+    }
+
+    #[test]
+    fn failure_lines_are_limited_per_interval_and_the_rest_counted() {
+        let log = FailureLog::new(3);
+        // At the bound: 3 lines in the first interval; one past it is counted.
+        for _ in 0..3 {
+            assert_eq!(log.note(10), (true, None));
+        }
+        assert_eq!(log.note(20), (false, None));
+        assert_eq!(log.note(999), (false, None));
+        // Still within the interval: nothing to report yet.
+        assert_eq!(log.flush(999), None);
+        // The next interval: the count of the last one comes first, then lines again.
+        assert_eq!(log.note(1000), (true, Some(2)));
+        assert_eq!(log.note(1001), (true, None));
+        assert_eq!(log.note(1002), (true, None));
+        assert_eq!(log.note(1003), (false, None));
+        // A flood that stopped is reported by the sweeper's flush, once.
+        assert_eq!(log.flush(2500), Some(1));
+        assert_eq!(log.flush(4000), None);
+        // A rate of 0 writes no single line and counts them all.
+        let silent = FailureLog::new(0);
+        assert_eq!(silent.note(5), (false, None));
+        assert_eq!(silent.note(1005), (false, Some(1)));
+    }
+
+    #[test]
+    fn a_handshake_is_held_to_the_handshake_deadline() {
+        let mut config = ServerConfig::new("/nonexistent/x.sock");
+        config.frame_timeout = Duration::from_secs(10);
+        config.handshake_timeout = Duration::from_secs(3);
+        let watch = Watch::new(0);
+        watch.enter(Phase::Handshake, 1_000);
+        // Bytes arriving do not turn a handshake into a frame with a longer deadline.
+        watch.bytes_arrived(1_500);
+        assert_eq!(watch.get(), (Phase::Handshake, 1_000));
+        assert!(!watch.expired(3_999, &config));
+        assert!(watch.expired(4_000, &config));
+        // Every phase survives the encoding with a large timestamp.
+        for phase in [
+            Phase::Waiting,
+            Phase::Partial,
+            Phase::Handling,
+            Phase::Writing,
+            Phase::Handshake,
+        ] {
+            watch.enter(phase, 1 << 50);
+            assert_eq!(watch.get(), (phase, 1 << 50));
+        }
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! own credentials (the raw `setresuid` system call, not libc's process-wide wrapper), and
 //! the kernel records those as the connection's `SO_PEERCRED`.
 
+mod pki;
+
 use serde_json::Value;
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct TestServer {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    /// The TCP port, when the configuration asked for one.
+    addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -36,6 +41,7 @@ impl TestServer {
         let mut cfg = ServerConfig::new(&path);
         config(&mut cfg);
         let server = Server::bind(cfg, Router::new("test", "1")).unwrap();
+        let addr = server.tcp_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.serve(async {
             let _ = rx.await;
@@ -43,6 +49,7 @@ impl TestServer {
         TestServer {
             _dir: dir,
             path,
+            addr,
             stop: Some(tx),
             task: Some(task),
         }
@@ -353,4 +360,98 @@ async fn one_uid_cannot_take_the_whole_frame_budget() {
     })
     .await
     .unwrap();
+}
+
+/// A TCP listener (mutual TLS with a throwaway CA) on 127.0.0.1, port chosen by the kernel.
+fn tls_listener(dir: &Path) -> strata_ipc::TcpListen {
+    let ca = pki::TestCa::new(dir, "cluster-ca");
+    let files = ca.node("node-a", &["127.0.0.1"]);
+    strata_ipc::TcpListen {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls: strata_ipc::tls::server_config(&files).unwrap(),
+        methods: Vec::new(),
+    }
+}
+
+/// `count` TCP connections to `to` from the local address `from`, each connected and then
+/// silent: not one TLS byte.
+async fn bare_from(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    count: usize,
+) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from.into(), 0)).unwrap();
+        held.push(socket.connect(to).await.unwrap());
+    }
+    held
+}
+
+/// How many of `conns` the server has closed (end of stream or reset) so far.
+fn closed_by_server(conns: &[tokio::net::TcpStream]) -> usize {
+    conns
+        .iter()
+        .filter(|c| {
+            let mut byte = [0u8; 1];
+            !matches!(c.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_tcp_peers_never_take_the_slots_local_uids_need() {
+    if skip_unless_root("unauthenticated_tcp_peers_never_take_the_slots_local_uids_need") {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let listen = tls_listener(certs.path());
+    let server = TestServer::start(|c| {
+        c.max_connections = 64;
+        c.max_connections_per_peer = 16;
+        c.reserved_connections = 4;
+        // Long deadlines: the handshakes are held for the whole test, not cut and retried.
+        c.frame_timeout = Duration::from_secs(120);
+        c.handshake_timeout = Duration::from_secs(120);
+        c.max_tcp_connections = 32;
+        c.max_tls_handshakes = 16;
+        c.max_tls_handshakes_per_addr = 4;
+        c.tcp = Some(listen);
+    });
+    let to = server.addr.unwrap();
+    // 8 addresses × 16 bare connections: 128, twice what the whole server holds.
+    let mut bare = Vec::new();
+    for last in 2..=9u8 {
+        bare.extend(bare_from(std::net::Ipv4Addr::new(127, 0, 0, last), to, 16).await);
+    }
+    // The server holds 16 of them (its handshake pool; 4 per address would allow 32)
+    // and closes the other 112 at once.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let closed = closed_by_server(&bare);
+        if closed >= 112 {
+            assert_eq!(closed, 112, "held fewer than the pool");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the server holds {} bare tcp connections; expected 16",
+            bare.len() - closed
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = server.path.clone();
+    tokio::task::spawn_blocking(move || {
+        // Local uids are served to their full quota while the handshakes are held.
+        let (a, _ra) = hold_as(65534, &path, 16);
+        assert_eq!(served(&a), 16, "{a:?}");
+        let (b, _rb) = hold_as(65533, &path, 16);
+        assert_eq!(served(&b), 16, "{b:?}");
+        assert_eq!(health(&mut connect(&path)), Outcome::Served);
+    })
+    .await
+    .unwrap();
+    // And the held handshakes are still held (not closed to make room).
+    assert_eq!(closed_by_server(&bare), 112);
 }

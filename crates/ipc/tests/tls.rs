@@ -440,10 +440,11 @@ async fn allow_list_naming_an_unrouted_method_is_refused_at_bind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_tls_handshake_is_dropped_at_the_frame_deadline() {
+async fn stalled_tls_handshake_is_dropped_at_the_handshake_deadline() {
     let pki = Pki::new();
     let server = TestServer::start(&pki.server, |c| {
-        c.frame_timeout = Duration::from_millis(200);
+        c.handshake_timeout = Duration::from_millis(200);
+        c.frame_timeout = Duration::from_secs(600);
         c.idle_timeout = Duration::from_secs(600);
     });
     let started = Instant::now();
@@ -453,7 +454,7 @@ async fn stalled_tls_handshake_is_dropped_at_the_frame_deadline() {
     half.write_all(&[0x16, 0x03]).await.unwrap();
     read_until_closed(&mut silent).await;
     read_until_closed(&mut half).await;
-    // Dropped for the frame deadline, not the 10-minute idle one.
+    // Dropped for the handshake deadline, not the 10-minute frame or idle one.
     assert!(started.elapsed() < Duration::from_secs(60));
     let mut good = server.client(pki.client_config());
     assert_eq!(health(&mut good).await.unwrap(), "test");
@@ -716,5 +717,178 @@ async fn tcp_callers_have_a_quota_per_address_and_per_certificate_name() {
         frame_codec(),
     );
     assert_eq!(framed_health(&mut local).await.unwrap()["ok"], true);
+    server.stop().await;
+}
+
+/// Log lines written by the current thread's subscriber, for a test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The number after `field=` in `line`, if it has one.
+fn field_number(line: &str, field: &str) -> Option<u64> {
+    let at = line.find(&format!("{field}="))? + field.len() + 1;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+// A current-thread runtime, so the server's tasks log to this thread's subscriber.
+#[tokio::test]
+async fn failed_handshakes_are_logged_at_a_bounded_rate_and_the_rest_counted() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pki = Pki::new();
+    let server = TestServer::start(&pki.server, |_| {});
+    let started = Instant::now();
+    const PROBES: u64 = 100;
+    for _ in 0..PROBES {
+        // Not TLS at all: the handshake fails on the first record.
+        let mut probe = TcpStream::connect(server.addr).await.unwrap();
+        probe.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        read_until_closed(&mut probe).await;
+    }
+    let elapsed = started.elapsed();
+    // Every failure is either logged on its own line or counted in a summary line, which
+    // comes within a second or so of the interval it covers.
+    let until = Instant::now() + DEADLINE;
+    let (logged, counted) = loop {
+        let lines = captured.lines();
+        let logged = lines
+            .iter()
+            .filter(|l| l.contains("tls handshake failed"))
+            .count() as u64;
+        let counted: u64 = lines
+            .iter()
+            .filter_map(|l| field_number(l, "suppressed"))
+            .sum();
+        if logged + counted >= PROBES {
+            break (logged, counted);
+        }
+        assert!(
+            Instant::now() < until,
+            "{logged} logged and {counted} counted of {PROBES} failed handshakes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(logged + counted, PROBES);
+    // At most 10 lines a second (the default), in each interval the probes spanned.
+    let intervals = elapsed.as_secs() + 2;
+    assert!(
+        logged <= 10 * intervals,
+        "{logged} lines for {PROBES} failed handshakes in {elapsed:?}"
+    );
+    // A good client is unaffected.
+    let mut good = server.client(pki.client_config());
+    assert_eq!(health(&mut good).await.unwrap(), "test");
+    server.stop().await;
+}
+
+/// Start a `declared`-byte frame on `conn` (its header and 100 bytes), then stall.
+async fn start_big_frame<S>(
+    conn: &mut Framed<S, tokio_util::codec::LengthDelimitedCodec>,
+    declared: u32,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut part = declared.to_be_bytes().to_vec();
+    part.extend_from_slice(&[b' '; 100]);
+    conn.get_mut().write_all(&part).await.unwrap();
+    conn.get_mut().flush().await.unwrap();
+}
+
+/// The refusal frame `conn` got within `wait`, if any.
+async fn refusal_within<S>(
+    conn: &mut Framed<S, tokio_util::codec::LengthDelimitedCodec>,
+    wait: Duration,
+) -> Option<Value>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match timeout(wait, conn.next()).await {
+        Ok(Some(Ok(frame))) => Some(serde_json::from_slice(&frame).unwrap()),
+        Ok(other) => panic!("closed without a refusal: {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_peers_hold_at_most_their_share_of_the_frame_budget() {
+    let pki = Pki::new();
+    let server = TestServer::start(&pki.server, |c| {
+        c.max_buffered_bytes = 4_500_000;
+        c.max_buffered_bytes_tcp = 2_500_000;
+    });
+    const BIG: u32 = 1_000_000;
+    // Three addresses each start a 1 MB frame: two fit the TCP share, the third not.
+    let mut conns = Vec::new();
+    for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        let mut conn = tls_from(&server, from, pki.client_config()).await.unwrap();
+        start_big_frame(&mut conn, BIG).await;
+        conns.push(conn);
+    }
+    let until = Instant::now() + DEADLINE;
+    let mut refused = Vec::new();
+    while refused.is_empty() {
+        assert!(Instant::now() < until, "no tcp frame was refused");
+        for conn in &mut conns {
+            if let Some(r) = refusal_within(conn, Duration::from_millis(50)).await {
+                refused.push(r);
+            }
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        refused[0]["error"]["code"],
+        ErrorCode::ResourceExhausted.code()
+    );
+    assert_eq!(
+        refused[0]["error"]["details"]["buffered_bytes_limit_tcp"],
+        2_500_000
+    );
+    // The rest of the budget is the local callers': two 1 MB frames fit beside them.
+    let mut locals = Vec::new();
+    for _ in 0..2 {
+        let mut local = Framed::new(
+            UnixStream::connect(&server.path).await.unwrap(),
+            frame_codec(),
+        );
+        start_big_frame(&mut local, BIG).await;
+        locals.push(local);
+    }
+    for local in &mut locals {
+        assert!(
+            refusal_within(local, Duration::from_millis(300))
+                .await
+                .is_none(),
+            "a local frame was refused while tcp peers hold only their share"
+        );
+    }
     server.stop().await;
 }

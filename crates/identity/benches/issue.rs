@@ -53,6 +53,7 @@ fn main() {
         policy: None,
         revocation_retention: strata_cap::DEFAULT_REVOCATION_RETENTION,
         mint_limits: strata_identity::mint_quota::MintLimits::default(),
+        verifier_uids: Vec::new(),
     };
     std::fs::create_dir_all(&config.runtime_dir).unwrap();
     let socket = config.runtime_dir.join("identity.sock");

@@ -1,15 +1,19 @@
 //! Bookkeeping for the revocation feed that callers can make identity hold, each bounded
 //! per caller and in total:
 //!
-//! - [`Subscribers`]: the verifiers following `identity.revocations`, which a revocation
-//!   waits for. At most [`MAX_SUBSCRIBERS_PER_UID`] per uid and [`MAX_SUBSCRIBERS`] in
-//!   all for ordinary uids; admins (root, identity's own uid) have a table of their own
-//!   of [`MAX_ADMIN_SUBSCRIBERS`], so a flood from other uids never crowds out the
-//!   node's own services. A poll that would go beyond is refused RESOURCE_EXHAUSTED; one
-//!   not polling for [`FORGET_AFTER`] is forgotten.
+//! - [`Subscribers`]: the verifiers following `identity.revocations`. A revocation waits
+//!   only for *trusted* ones: of root, identity's own uid, or a uid the operator listed
+//!   (`--verifier-uids`); any other uid is fed but never waited for, so a caller that
+//!   polls and never acknowledges cannot delay revocations. At most
+//!   [`MAX_SUBSCRIBERS_PER_UID`] per uid and [`MAX_SUBSCRIBERS`] in all for other uids;
+//!   trusted uids have a table of their own of [`MAX_ADMIN_SUBSCRIBERS`], so a flood from
+//!   other uids never crowds out the node's own verifiers. A poll that would go beyond is
+//!   refused RESOURCE_EXHAUSTED; one not polling for [`FORGET_AFTER`] is forgotten.
 //! - [`RevocationQuota`]: how many revocations non-admin callers have made that are still
 //!   kept, per lineage (the root capability of the presented token), per uid and in all.
-//!   An admin is not counted.
+//!   An admin is not counted, nor is a holder revoking the presented token itself (each
+//!   token is revoked at most once, and how many tokens a caller can obtain is bounded by
+//!   the mint quota), so a full quota never stops anyone revoking a stolen token.
 
 use crate::store::{RevocationRecord, Revoker};
 use std::collections::HashMap;
@@ -19,7 +23,8 @@ use std::time::{Duration, Instant};
 pub const MAX_SUBSCRIBERS_PER_UID: usize = 64;
 /// Most subscribers tracked for all ordinary uids together.
 pub const MAX_SUBSCRIBERS: usize = 1024;
-/// Most subscribers tracked for admin uids (root, identity's own), apart from the rest.
+/// Most subscribers tracked for trusted uids (root, identity's own, the operator's
+/// `--verifier-uids`), apart from the rest.
 pub const MAX_ADMIN_SUBSCRIBERS: usize = 256;
 /// A subscriber that has not polled for this long is forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(10);
@@ -54,7 +59,8 @@ struct Subscriber {
     /// Polls of this subscriber now held open.
     polls: u32,
     last_seen: Instant,
-    admin: bool,
+    /// Of a trusted uid: waited for by revocations, and in the trusted table.
+    trusted: bool,
 }
 
 impl Subscriber {
@@ -80,7 +86,7 @@ pub struct Subscribers {
     map: HashMap<SubscriberKey, Subscriber>,
     per_uid: HashMap<u32, usize>,
     ordinary: usize,
-    admins: usize,
+    trusted: usize,
     swept: Instant,
 }
 
@@ -90,7 +96,7 @@ impl Default for Subscribers {
             map: HashMap::new(),
             per_uid: HashMap::new(),
             ordinary: 0,
-            admins: 0,
+            trusted: 0,
             swept: Instant::now(),
         }
     }
@@ -98,11 +104,12 @@ impl Default for Subscribers {
 
 impl Subscribers {
     /// A poll begins: `key` has applied everything up to `acked_seq` and `acked_epoch`.
-    /// A new subscriber beyond its quota is refused (and not tracked).
+    /// `trusted`: its uid is one revocations wait for. A new subscriber beyond its quota
+    /// is refused (and not tracked).
     pub fn poll_begins(
         &mut self,
         key: &SubscriberKey,
-        admin: bool,
+        trusted: bool,
         acked_seq: u64,
         acked_epoch: u64,
         now: Instant,
@@ -122,14 +129,14 @@ impl Subscribers {
         if now.duration_since(self.swept) >= SWEEP_EVERY {
             self.sweep(now);
         }
-        if admin {
-            if self.admins >= MAX_ADMIN_SUBSCRIBERS {
+        if trusted {
+            if self.trusted >= MAX_ADMIN_SUBSCRIBERS {
                 return Err(TooManySubscribers(format!(
-                    "{MAX_ADMIN_SUBSCRIBERS} subscribers of admin uids are already following \
-                     the feed"
+                    "{MAX_ADMIN_SUBSCRIBERS} subscribers of trusted uids are already \
+                     following the feed"
                 )));
             }
-            self.admins += 1;
+            self.trusted += 1;
         } else {
             let mine = self.per_uid.get(&key.uid).copied().unwrap_or(0);
             if mine >= MAX_SUBSCRIBERS_PER_UID {
@@ -155,7 +162,7 @@ impl Subscribers {
                 acked_epoch,
                 polls: 1,
                 last_seen: now,
-                admin,
+                trusted,
             },
         );
         Ok(Noted::Advanced)
@@ -177,13 +184,14 @@ impl Subscribers {
     /// Forgets subscribers that stopped polling more than [`FORGET_AFTER`] ago.
     fn sweep(&mut self, now: Instant) {
         self.swept = now;
-        let (per_uid, ordinary, admins) = (&mut self.per_uid, &mut self.ordinary, &mut self.admins);
+        let (per_uid, ordinary, trusted) =
+            (&mut self.per_uid, &mut self.ordinary, &mut self.trusted);
         self.map.retain(|key, sub| {
             if !sub.forgotten(now) {
                 return true;
             }
-            if sub.admin {
-                *admins -= 1;
+            if sub.trusted {
+                *trusted -= 1;
             } else {
                 *ordinary -= 1;
                 if let Some(n) = per_uid.get_mut(&key.uid) {
@@ -197,9 +205,10 @@ impl Subscribers {
         });
     }
 
-    /// Of the subscribers that count (polling now, or within `grace`): how many have
-    /// acknowledged `seq` and `epoch`, and up to `sample` names of those that have not,
-    /// with their number. Bounded work: the table is bounded.
+    /// Of the trusted subscribers that count (polling now, or within `grace`): how many
+    /// have acknowledged `seq` and `epoch`, and up to `sample` names of those that have
+    /// not, with their number. Others are not looked at. Bounded work: the table is
+    /// bounded.
     pub fn acks(
         &self,
         seq: u64,
@@ -209,7 +218,7 @@ impl Subscribers {
         sample: usize,
     ) -> (usize, usize, Vec<String>) {
         let (mut acked, mut pending, mut names) = (0, 0, Vec::new());
-        for (key, s) in &self.map {
+        for (key, s) in self.map.iter().filter(|(_, s)| s.trusted) {
             if s.acked_seq >= seq && s.acked_epoch >= epoch {
                 acked += 1;
             } else if s.polls > 0 || now.duration_since(s.last_seen) < grace {
@@ -251,8 +260,12 @@ impl RevocationQuota {
         quota
     }
 
-    /// Whether `by` may make one more revocation; the reason when not.
+    /// Whether `by` may make one more revocation; the reason when not. A holder revoking
+    /// its own presented token (`by.own`) always may.
     pub fn admit(&self, by: &Revoker) -> Result<(), String> {
+        if by.own {
+            return Ok(());
+        }
         let lineage = self.per_lineage.get(&by.lineage).copied().unwrap_or(0);
         if lineage >= MAX_REVOCATIONS_PER_LINEAGE {
             return Err(format!(
@@ -277,7 +290,11 @@ impl RevocationQuota {
         Ok(())
     }
 
+    /// Counts a revocation `by` made (not one of the holder's own token).
     pub fn add(&mut self, by: &Revoker) {
+        if by.own {
+            return;
+        }
         *self.per_lineage.entry(by.lineage.clone()).or_insert(0) += 1;
         *self.per_uid.entry(by.uid).or_insert(0) += 1;
         self.total += 1;
@@ -285,6 +302,9 @@ impl RevocationQuota {
 
     /// A revocation `by` made was pruned.
     pub fn remove(&mut self, by: &Revoker) {
+        if by.own {
+            return;
+        }
         fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
             if let Some(n) = map.get_mut(key) {
                 *n = n.saturating_sub(1);
@@ -374,15 +394,21 @@ mod tests {
     }
 
     #[test]
-    fn acks_count_only_live_subscribers_and_name_a_bounded_sample() {
+    fn acks_count_only_live_trusted_subscribers_and_name_a_bounded_sample() {
         let mut subs = Subscribers::default();
         let now = Instant::now();
         for i in 0..100 {
-            subs.poll_begins(&key(1000 + i, "v"), false, u64::from(i % 2), 0, now)
+            subs.poll_begins(&key(1000 + i, "v"), true, u64::from(i % 2), 0, now)
+                .unwrap();
+        }
+        // Untrusted subscribers, acknowledged or not, are neither waited for nor counted.
+        for i in 0..30 {
+            subs.poll_begins(&key(5000 + i, "u"), false, u64::from(i % 2), 0, now)
                 .unwrap();
         }
         let (acked, pending, names) = subs.acks(1, 0, Duration::from_secs(1), now, 8);
         assert_eq!((acked, pending, names.len()), (50, 50, 8));
+        assert!(names.iter().all(|n| n.starts_with("v[")), "{names:?}");
         // Not polling and past the grace: not waited for.
         for i in 0..100 {
             subs.poll_ends(&key(1000 + i, "v"), now);
@@ -402,6 +428,7 @@ mod tests {
         let by = |uid: u32, lineage: &str| Revoker {
             uid,
             lineage: lineage.into(),
+            own: false,
         };
         let mut q = RevocationQuota::default();
         for _ in 0..MAX_REVOCATIONS_PER_LINEAGE {
@@ -430,5 +457,57 @@ mod tests {
         }
         assert_eq!(q.total(), MAX_CALLER_REVOCATIONS);
         assert!(q.admit(&by(u32::MAX, "x")).is_err());
+    }
+
+    #[test]
+    fn a_holder_revoking_its_own_token_is_never_refused_nor_counted() {
+        let by = |uid: u32, lineage: &str, own: bool| Revoker {
+            uid,
+            lineage: lineage.into(),
+            own,
+        };
+        // Colluding uids fill the total with revocations of descendants.
+        let mut q = RevocationQuota::default();
+        for i in 0..MAX_CALLER_REVOCATIONS {
+            let r = by(
+                (i / MAX_REVOCATIONS_PER_UID) as u32,
+                &format!("r{}", i / 1000),
+                false,
+            );
+            q.admit(&r).unwrap();
+            q.add(&r);
+        }
+        assert!(q.admit(&by(99_999, "victim", false)).is_err());
+        // Anyone still revokes its own token; that costs nothing.
+        let own = by(99_999, "victim", true);
+        q.admit(&own)
+            .expect("revoking one's own token is never refused");
+        q.add(&own);
+        assert_eq!(q.total(), MAX_CALLER_REVOCATIONS);
+        q.remove(&own);
+        assert_eq!(q.total(), MAX_CALLER_REVOCATIONS);
+        // Also when the caller's own uid and lineage quotas are full.
+        let mut q = RevocationQuota::default();
+        for _ in 0..MAX_REVOCATIONS_PER_LINEAGE {
+            q.add(&by(7, "lineage", false));
+        }
+        for i in 0..MAX_REVOCATIONS_PER_UID {
+            q.add(&by(7, &format!("other{}", i % 8), false));
+        }
+        assert!(q.admit(&by(7, "lineage", false)).is_err());
+        assert!(q.admit(&by(8, "lineage", false)).is_err(), "lineage full");
+        q.admit(&by(7, "lineage", true)).unwrap();
+        q.admit(&by(8, "lineage", true)).unwrap();
+        // Counts rebuilt at start skip own revocations too.
+        let records: Vec<RevocationRecord> = (0..3)
+            .map(|seq| RevocationRecord {
+                seq,
+                cap_id: format!("c{seq}"),
+                expires: Some(1),
+                revoked_at: 0,
+                by: Some(by(1, "l", seq != 0)),
+            })
+            .collect();
+        assert_eq!(RevocationQuota::from_records(&records).total(), 1);
     }
 }

@@ -6,8 +6,10 @@
 //! keys and the revocation list through a long poll (`identity.revocations`).
 //!
 //! A revocation is answered only when it is durable (redb, fsync'd) and every connected
-//! verifier has acknowledged it by polling again past it (see `strata-guard`), so once
-//! `identity.revoke` says ok no verifier on the node serves the revoked token.
+//! trusted verifier (of root, identity's own uid or an operator-listed `--verifier-uids`
+//! uid) has acknowledged it by polling again past it (see `strata-guard`), or the
+//! acknowledgement timeout passed: the answer's `confirmed`/`unconfirmed` say which.
+//! Subscribers of other uids are fed, not waited for, so they cannot delay revocations.
 //!
 //! Not here: checking tokens for other services (each verifies locally with
 //! `strata-guard`), and path resolution (fs).
@@ -35,9 +37,10 @@ use strata_ipc::{Call, PeerCred, Router};
 use strata_proto::methods::identity::{
     Delegate, DelegateParams, Introspect, IntrospectParams, IntrospectResult, Issue, IssueParams,
     IssueResult, KeyInfo, Keys, KeysResult, Revocation, Revocations, RevocationsParams,
-    RevocationsResult, Revoke, RevokeParams, Rotate, RotateResult, MAX_REVOCATIONS_PAGE,
+    RevocationsResult, Revoke, RevokeParams, RevokeResult, Rotate, RotateResult,
+    MAX_REVOCATIONS_PAGE,
 };
-use strata_proto::methods::{NoParams, StatusResult};
+use strata_proto::methods::NoParams;
 use strata_proto::{ErrorBody, ErrorCode};
 use tokio::sync::{watch, Notify};
 
@@ -145,6 +148,10 @@ pub struct IdentityConfig {
     /// How many live capabilities non-admins may make identity mint
     /// ([`mint_quota::MintLimits::default`] in production).
     pub mint_limits: mint_quota::MintLimits,
+    /// Uids whose feed subscribers a revocation waits for, besides root and identity's own
+    /// uid (`--verifier-uids`, e.g. the uids of the node's services). Subscribers of any
+    /// other uid are fed but not waited for.
+    pub verifier_uids: Vec<u32>,
 }
 
 pub struct Identity {
@@ -179,6 +186,8 @@ pub struct Identity {
     retention: Duration,
     /// Live capabilities minted for non-admins, per uid and lineage (issue and delegate).
     minted: mint_quota::MintQuota,
+    /// Uids (besides admins) whose subscribers revocations wait for.
+    verifier_uids: BTreeSet<u32>,
 }
 
 impl Identity {
@@ -240,6 +249,7 @@ impl Identity {
             removed: std::sync::atomic::AtomicBool::new(false),
             retention: config.revocation_retention,
             minted: mint_quota::MintQuota::new(config.mint_limits),
+            verifier_uids: config.verifier_uids.iter().copied().collect(),
         };
         identity.count_live_minted()?;
         identity.refresh_trusted_keys()?;
@@ -258,6 +268,19 @@ impl Identity {
 
     fn is_admin(&self, peer: &PeerCred) -> bool {
         peer.uid == 0 || peer.uid == self.own_uid
+    }
+
+    /// Whether revocations wait for `peer`'s feed subscribers: admins and the operator's
+    /// `verifier_uids`.
+    fn is_trusted_verifier(&self, peer: &PeerCred) -> bool {
+        self.is_admin(peer) || self.verifier_uids.contains(&peer.uid)
+    }
+
+    /// The last second identity keeps the issuance record (and any revocation) of a
+    /// capability expiring at `expires`: pruning drops it after.
+    fn kept_until(&self, expires: i64) -> i64 {
+        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
+        expires.saturating_add(retention)
     }
 
     fn now(&self) -> Timestamp {
@@ -436,9 +459,10 @@ impl Identity {
         IdentityError::Denied(reason)
     }
 
-    /// Sign `claims` and record the issuance (with the non-admin uid it counts against,
-    /// if any).
-    fn mint(&self, claims: &Claims, minted_for: Option<u32>) -> Result<IssueResult, IdentityError> {
+    /// Sign `claims`, refusing (INVALID_ARGUMENT) a token longer than verifiers accept
+    /// ([`strata_cap::MAX_TOKEN_LEN`], the one bound they check): nothing is recorded or
+    /// counted for it.
+    fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
         if self.is_removed() {
             return Err(IdentityError::Denied(format!(
                 "node `{}` was removed from the cluster; it issues no capabilities",
@@ -446,6 +470,28 @@ impl Identity {
             )));
         }
         let token = self.signer().sign(claims)?;
+        if token.len() > strata_cap::MAX_TOKEN_LEN {
+            return Err(IdentityError::invalid(
+                "rights",
+                format!(
+                    "the capability would be a token of {} bytes, more than the {} verifiers \
+                     accept; ask for fewer or shorter rights, or a shorter path_prefix",
+                    token.len(),
+                    strata_cap::MAX_TOKEN_LEN
+                ),
+            ));
+        }
+        Ok(token)
+    }
+
+    /// Record the issuance of `claims` as `token` (with the non-admin uid it counts
+    /// against, if any). A delegation's record is durable when this returns.
+    fn record_minted(
+        &self,
+        claims: &Claims,
+        token: String,
+        minted_for: Option<u32>,
+    ) -> Result<IssueResult, IdentityError> {
         self.store.remember_cap(
             &claims.jti,
             &CapRecord {
@@ -461,33 +507,37 @@ impl Identity {
         })
     }
 
-    /// [`Identity::mint`], counted against the caller's quota of live capabilities (and the
-    /// lineage's, for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past
-    /// it (see [`mint_quota`]).
+    /// Sign and record `claims`, counted against the caller's quota (and the lineage's,
+    /// for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past it (see
+    /// [`mint_quota`]). A capability counts until its record is pruned (expiry plus the
+    /// retention).
     fn mint_counted(
         &self,
         peer: &PeerCred,
         lineage: Option<CapId>,
         claims: &Claims,
     ) -> Result<IssueResult, IdentityError> {
+        let token = self.sign(claims)?;
         if self.is_admin(peer) {
-            return self.mint(claims, None);
+            return self.record_minted(claims, token, None);
         }
-        let expires = claims.exp.unix_seconds();
+        let until = self.kept_until(claims.exp.unix_seconds());
         self.minted
-            .reserve(self.now().unix_seconds(), peer.uid, lineage, expires)
+            .reserve(self.now().unix_seconds(), peer.uid, lineage, until)
             .map_err(IdentityError::Exhausted)?;
-        self.mint(claims, Some(peer.uid)).inspect_err(|_| {
-            self.minted.cancel(peer.uid, lineage, expires);
-        })
+        self.record_minted(claims, token, Some(peer.uid))
+            .inspect_err(|_| {
+                self.minted.cancel(peer.uid, lineage, until);
+            })
     }
 
     /// Rebuild the mint quota's counts from the store, so a restart does not give every
-    /// caller a fresh quota while its earlier capabilities still live. Records are made
-    /// durable with the next durable commit, so a crash can forget the last few.
+    /// caller a fresh quota while its earlier capabilities' records are kept: each counts
+    /// until pruning would drop it, the rule [`Identity::mint_counted`] holds at run time.
+    /// Delegations' records are durable; a crash can forget the last few root issues.
     fn count_live_minted(&self) -> Result<(), IdentityError> {
         let now = self.now().unix_seconds();
-        let live = self.store.live_minted_caps(now)?;
+        let live = self.store.live_minted_caps(self.prune_cutoff())?;
         let mut over = 0usize;
         for record in &live {
             let Some(uid) = record.minted_for else {
@@ -496,7 +546,7 @@ impl Identity {
             let lineage = record.parents.first().and_then(|p| p.parse::<CapId>().ok());
             if self
                 .minted
-                .reserve(now, uid, lineage, record.expires)
+                .reserve(now, uid, lineage, self.kept_until(record.expires))
                 .is_err()
             {
                 over += 1;
@@ -678,18 +728,23 @@ impl Identity {
         Ok(issued)
     }
 
-    /// `identity.revoke`: durable, then acknowledged by every connected verifier.
+    /// `identity.revoke`: durable, then acknowledged by the trusted verifiers (admins' and
+    /// `verifier_uids`'); the answer says how many confirmed and how many did not in time.
     pub async fn revoke(
         &self,
         call: &Call,
         p: RevokeParams,
-    ) -> Result<StatusResult, IdentityError> {
+    ) -> Result<RevokeResult, IdentityError> {
         let cap: CapId = p.cap_id.parse().map_err(|_| {
             IdentityError::invalid("cap_id", "must be a capability id (32 hex digits)")
         })?;
         let known = self.store.cap(&cap)?;
         // Who is held to the revocation quota for this one: `None` for an admin.
         let mut by = None;
+        // The expiry of a holder's own token, from its verified claims: the revocation
+        // then lapses with it even when identity has no record of the capability (a root
+        // issue lost in a crash, or a capability another node issued).
+        let mut own_expiry = None;
         if !self.is_admin(&call.peer) {
             let Some(token) = call.token() else {
                 return Err(self.deny(
@@ -712,28 +767,34 @@ impl Identity {
                     Some(&cap),
                 ));
             }
+            if is_self {
+                own_expiry = Some(holder.exp.unix_seconds());
+            }
             by = Some(store::Revoker {
                 uid: call.peer.uid,
                 lineage: holder.parents.first().unwrap_or(&holder.jti).to_string(),
+                own: is_self,
             });
         }
-        let expires = known.map(|k| k.expires);
+        let expires = known.map(|k| k.expires).or(own_expiry);
         let record = self.record_revocation(&call.peer, &cap, expires, by)?;
         self.revoked
             .insert(cap, expires.map(Timestamp::from_unix_seconds));
         self.events
             .send_modify(|(seq, _)| *seq = (*seq).max(record.seq));
         // This node's verifiers and etcd, at the same time.
-        let (acked, published) = tokio::join!(self.wait_for_acks(record.seq, 0), async {
-            match self.cluster.get() {
-                None => Ok(()),
-                Some(link) => link.publish_revocation(&record).await,
-            }
-        });
+        let ((confirmed, unconfirmed), published) =
+            tokio::join!(self.wait_for_acks(record.seq, 0), async {
+                match self.cluster.get() {
+                    None => Ok(()),
+                    Some(link) => link.publish_revocation(&record).await,
+                }
+            });
         self.audit.record(
             "cap.revoked",
             Some(&call.peer),
-            json!({"cap_id": cap.to_string(), "seq": record.seq, "verifiers_acknowledged": acked,
+            json!({"cap_id": cap.to_string(), "seq": record.seq,
+                   "verifiers_acknowledged": confirmed, "verifiers_unconfirmed": unconfirmed,
                    "cluster": match &published { Ok(()) => "recorded".to_owned(), Err(e) => format!("not recorded: {e}") }}),
         );
         if let Err(e) = published {
@@ -743,7 +804,11 @@ impl Identity {
                 self.node_id
             )));
         }
-        Ok(StatusResult::new("revoked"))
+        Ok(RevokeResult {
+            status: "revoked".to_owned(),
+            confirmed: confirmed as u64,
+            unconfirmed: unconfirmed as u64,
+        })
     }
 
     /// Records the revocation of `cap` durably, within the quota of `by` (a non-admin
@@ -925,7 +990,12 @@ impl Identity {
             pid: call.peer.pid.unwrap_or(0),
             name: p.subscriber,
         };
-        let _poll = self.poll_begins(key, self.is_admin(&call.peer), since, p.keys_epoch)?;
+        let _poll = self.poll_begins(
+            key,
+            self.is_trusted_verifier(&call.peer),
+            since,
+            p.keys_epoch,
+        )?;
         let mut rx = self.events.subscribe();
         let behind = |&(seq, epoch): &(u64, u64)| seq > since || epoch != p.keys_epoch;
         if !behind(&rx.borrow_and_update()) && p.wait_ms > 0 {
@@ -975,17 +1045,18 @@ impl Identity {
     }
 
     /// A poll of `key` begins, acknowledging `seq` and `epoch`; refused beyond the
-    /// caller's subscriber quota. The guard ends the poll when dropped.
+    /// caller's subscriber quota. `trusted`: revocations wait for it. The guard ends the
+    /// poll when dropped.
     fn poll_begins(
         &self,
         key: feed::SubscriberKey,
-        admin: bool,
+        trusted: bool,
         seq: u64,
         epoch: u64,
     ) -> Result<PollGuard<'_>, IdentityError> {
         let noted = self
             .lock_subscribers()
-            .poll_begins(&key, admin, seq, epoch, Instant::now())
+            .poll_begins(&key, trusted, seq, epoch, Instant::now())
             .map_err(|e| IdentityError::Exhausted(e.0))?;
         if noted == feed::Noted::Advanced {
             self.acks.notify_waiters();
@@ -996,10 +1067,11 @@ impl Identity {
         })
     }
 
-    /// Wait until every live subscriber has acknowledged `seq` and `epoch`, or
-    /// [`ACK_TIMEOUT`]. Returns how many acknowledged. Woken only when a subscriber
-    /// acknowledges more or stops polling; each look walks the bounded table once.
-    async fn wait_for_acks(&self, seq: u64, epoch: u64) -> usize {
+    /// Wait until every live trusted subscriber has acknowledged `seq` and `epoch`, or
+    /// [`ACK_TIMEOUT`]. Returns how many acknowledged and how many did not in time.
+    /// Woken only when a subscriber acknowledges more or stops polling; each look walks
+    /// the bounded table once.
+    async fn wait_for_acks(&self, seq: u64, epoch: u64) -> (usize, usize) {
         let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
         loop {
             let notified = self.acks.notified();
@@ -1007,7 +1079,7 @@ impl Identity {
                 self.lock_subscribers()
                     .acks(seq, epoch, SUBSCRIBER_GRACE, Instant::now(), 8);
             if pending == 0 {
-                return acked;
+                return (acked, 0);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 tracing::warn!(
@@ -1017,7 +1089,7 @@ impl Identity {
                     epoch,
                     "verifiers did not acknowledge in time"
                 );
-                return acked;
+                return (acked, pending);
             }
         }
     }

@@ -31,6 +31,16 @@ struct Args {
           default_value_t = strata_cap::DEFAULT_REVOCATION_RETENTION.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     revocation_retention: u64,
+    /// Uids whose revocation-feed subscribers `identity.revoke` waits for, besides root and
+    /// identity's own uid: comma-separated, e.g. the uids services run as. Subscribers of
+    /// other uids are fed but not waited for (they cannot delay revocations).
+    #[arg(
+        long,
+        value_name = "UIDS",
+        env = "STRATA_VERIFIER_UIDS",
+        value_delimiter = ','
+    )]
+    verifier_uids: Vec<u32>,
     /// Permission bits of the socket, in octal.
     #[arg(long, value_name = "MODE", default_value = "660", value_parser = strata_ipc::parse_socket_mode)]
     socket_mode: u32,
@@ -51,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         node_id: std::env::var("STRATA_NODE_ID").unwrap_or_else(|_| "local-0".to_owned()),
         revocation_retention: std::time::Duration::from_secs(args.revocation_retention),
         mint_limits: strata_identity::mint_quota::MintLimits::default(),
+        verifier_uids: args.verifier_uids,
     };
     // Cluster mode when STRATA_ETCD_ENDPOINTS is set (the supervisor passes it on).
     let cluster = strata_cluster::ClusterConfig::from_env()?;

@@ -7,10 +7,13 @@
 //! beneath each lineage root, and refuses (RESOURCE_EXHAUSTED) past [`MintLimits`]. Admins
 //! (root and identity's own uid) are not counted.
 //!
-//! A capability stops counting when it expires. The ledger is one min-heap of expiries, so
-//! pruning is amortised O(log n) per mint and memory is bounded by `total` entries. The
-//! counts live in memory: after a restart they start from zero (the caller does not control
-//! restarts, and every earlier capability still expires on time).
+//! A capability counts for as long as identity keeps its issuance record: until its expiry
+//! plus the revocation retention, when pruning drops the record (and what the caller
+//! holds is freed with it). Counting only to expiry let a lineage of one-second children
+//! pile up records (and audit lines) far past the quota. The ledger is one min-heap of
+//! those release times, so pruning is amortised O(log n) per mint and memory is bounded by
+//! `total` entries. The counts live in memory and are rebuilt from the issuance records at
+//! start, by the same rule (`Identity::count_live_minted`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -40,7 +43,7 @@ impl Default for MintLimits {
 
 #[derive(Default)]
 struct Ledger {
-    /// (expiry in unix seconds, uid, lineage root if a delegation), soonest first.
+    /// (release time in unix seconds, uid, lineage root if a delegation), soonest first.
     live: BinaryHeap<Reverse<(i64, u32, Option<CapId>)>>,
     per_uid: HashMap<u32, usize>,
     per_lineage: HashMap<CapId, usize>,
@@ -74,19 +77,21 @@ impl MintQuota {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reserve one capability expiring at `expires` for `uid`, beneath `lineage` when it
-    /// is a delegation, at time `now`; or say which bound is reached. Capabilities that
-    /// expired by `now` are forgotten first.
+    /// Reserve one capability for `uid`, beneath `lineage` when it is a delegation, at
+    /// time `now`, held until `until` (unix seconds: its expiry plus the retention, the
+    /// last second its record is kept); or say which bound is reached. Capabilities whose
+    /// `until` is before `now` are forgotten first (pruning drops a record whose expiry
+    /// is before `now - retention`).
     pub fn reserve(
         &self,
         now: i64,
         uid: u32,
         lineage: Option<CapId>,
-        expires: i64,
+        until: i64,
     ) -> Result<(), String> {
         let mut ledger = self.lock();
-        while let Some(Reverse((exp, _, _))) = ledger.live.peek() {
-            if *exp > now {
+        while let Some(Reverse((held_until, _, _))) = ledger.live.peek() {
+            if *held_until >= now {
                 break;
             }
             let Some(Reverse((_, u, l))) = ledger.live.pop() else {
@@ -100,16 +105,16 @@ impl MintQuota {
         let limits = self.limits;
         if ledger.per_uid.get(&uid).copied().unwrap_or(0) >= limits.per_uid {
             return Err(format!(
-                "uid {uid} already holds {} live capabilities from identity, the most allowed; \
-                 let some expire or revoke them",
+                "uid {uid} already holds {} capabilities from identity whose records are \
+                 kept (until expiry plus the revocation retention), the most allowed",
                 limits.per_uid
             ));
         }
         if let Some(l) = &lineage {
             if ledger.per_lineage.get(l).copied().unwrap_or(0) >= limits.per_lineage {
                 return Err(format!(
-                    "this capability's lineage already has {} live delegations, the most \
-                     allowed",
+                    "this capability's lineage already has {} delegations whose records are \
+                     kept (until expiry plus the revocation retention), the most allowed",
                     limits.per_lineage
                 ));
             }
@@ -121,7 +126,7 @@ impl MintQuota {
                 limits.total
             ));
         }
-        ledger.live.push(Reverse((expires, uid, lineage)));
+        ledger.live.push(Reverse((until, uid, lineage)));
         *ledger.per_uid.entry(uid).or_insert(0) += 1;
         if let Some(l) = lineage {
             *ledger.per_lineage.entry(l).or_insert(0) += 1;
@@ -130,10 +135,10 @@ impl MintQuota {
     }
 
     /// Give back a reservation that was not used (minting failed after it).
-    pub fn cancel(&self, uid: u32, lineage: Option<CapId>, expires: i64) {
+    pub fn cancel(&self, uid: u32, lineage: Option<CapId>, until: i64) {
         let mut ledger = self.lock();
         let before = ledger.live.len();
-        let target = Reverse((expires, uid, lineage));
+        let target = Reverse((until, uid, lineage));
         let mut kept: Vec<_> = std::mem::take(&mut ledger.live).into_vec();
         if let Some(i) = kept.iter().position(|e| *e == target) {
             kept.swap_remove(i);
@@ -161,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn bounds_hold_at_the_limit_and_free_on_expiry() {
+    fn bounds_hold_at_the_limit_and_free_after_the_release_time() {
         let q = quota();
         let root = CapId::from_bytes([1; 16]);
         for _ in 0..3 {
@@ -180,12 +185,14 @@ mod tests {
         }
         let e = q.reserve(0, 1002, None, 100).unwrap_err();
         assert!(e.contains("non-admin"), "{e}");
-        // At 50 the two that expired then are forgotten.
-        q.reserve(50, 1002, None, 100).unwrap();
-        q.reserve(50, 1000, None, 100).unwrap();
-        // At 100 everything has expired.
+        // At 50 the two held until 50 still count (their records are kept through 50).
+        assert!(q.reserve(50, 1002, None, 100).is_err());
+        // At 51 they are forgotten.
+        q.reserve(51, 1002, None, 100).unwrap();
+        q.reserve(51, 1000, None, 100).unwrap();
+        // At 101 everything is released.
         for _ in 0..3 {
-            q.reserve(100, 1000, Some(root), 200).unwrap();
+            q.reserve(101, 1000, Some(root), 200).unwrap();
         }
     }
 

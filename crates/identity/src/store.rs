@@ -46,6 +46,11 @@ pub struct Revoker {
     pub uid: u32,
     /// The root capability of the token presented (its first parent, or itself).
     pub lineage: String,
+    /// The holder revoked the presented token itself: not held to (nor counted in) the
+    /// revocation quota, since each token is revoked at most once and the tokens a caller
+    /// can obtain are bounded by the mint quota (see [`crate::feed::RevocationQuota`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,12 +353,18 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Remember an issued cap's parents (for revocation by an ancestor's holder). Not
-    /// fsync'd on its own: it becomes durable with the next durable commit. Losing it in
-    /// a crash only means an ancestor's holder cannot revoke that cap (admin still can).
+    /// Remember an issued cap's parents (for revocation by an ancestor's holder) and whom
+    /// it counts against. The record of a delegated capability (non-empty `parents`) is
+    /// committed durably (fsync'd) before this returns: an ancestor's holder can revoke it
+    /// only through this record, so a crash must not lose it once the child was handed
+    /// out. A root issue's record is not fsync'd on its own (it becomes durable with the
+    /// next durable commit): losing it costs nothing a holder needs (the holder revokes
+    /// it by its own token, whose claims carry its expiry), and it keeps issue fast.
     pub fn remember_cap(&self, cap_id: &CapId, record: &CapRecord) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(redb::Durability::None).map_err(err)?;
+        if record.parents.is_empty() {
+            txn.set_durability(redb::Durability::None).map_err(err)?;
+        }
         {
             let mut caps = txn.open_table(CAPS).map_err(err)?;
             let text = serde_json::to_string(record).map_err(err)?;
@@ -363,16 +374,17 @@ impl Store {
         txn.commit().map_err(err)
     }
 
-    /// Every issuance record of a capability that expires after `now` and was minted for
-    /// a non-admin: what the mint quota counts.
-    pub fn live_minted_caps(&self, now: i64) -> Result<Vec<CapRecord>, StoreError> {
+    /// Every issuance record minted for a non-admin that pruning at `cutoff` keeps (its
+    /// capability expired at or after `cutoff`, see [`Store::prune_expired`]): what the
+    /// mint quota counts, for as long as the record is kept.
+    pub fn live_minted_caps(&self, cutoff: i64) -> Result<Vec<CapRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let caps = txn.open_table(CAPS).map_err(err)?;
         let mut live = Vec::new();
         for item in caps.iter().map_err(err)? {
             let (_, text) = item.map_err(err)?;
             let record: CapRecord = serde_json::from_str(text.value()).map_err(err)?;
-            if record.minted_for.is_some() && record.expires > now {
+            if record.minted_for.is_some() && record.expires >= cutoff {
                 live.push(record);
             }
         }
@@ -547,6 +559,7 @@ mod tests {
         let by = Revoker {
             uid: 1000,
             lineage: "root".into(),
+            own: false,
         };
         let ids: Vec<CapId> = (0..10).map(|_| CapId::random().unwrap()).collect();
         for (i, id) in ids.iter().enumerate() {

@@ -39,6 +39,7 @@ fn open(dir: &Path) -> Identity {
             per_lineage: 2,
             total: 100,
         },
+        verifier_uids: Vec::new(),
     })
     .unwrap()
 }

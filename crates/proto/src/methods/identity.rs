@@ -1,16 +1,80 @@
 //! `identity.*`: capability tokens.
 
-use super::{method, NoParams, StatusResult};
+use super::{method, NoParams};
 use serde::{Deserialize, Serialize};
+
+/// The most entries in `rights` (and in `actions`) of `identity.issue` and
+/// `identity.delegate`.
+pub const MAX_RIGHTS: usize = 64;
+/// The longest entry of `rights` or `actions`, in bytes (the longest right a token may
+/// carry, `strata_cap::Right::MAX_LEN`).
+pub const MAX_RIGHT_LEN: usize = 128;
+
+/// A list of rights or actions: at most [`MAX_RIGHTS`] entries of at most
+/// [`MAX_RIGHT_LEN`] bytes each, checked while parsing (nothing of it is echoed).
+fn bounded_rights<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "a list of at most {MAX_RIGHTS} strings of at most {MAX_RIGHT_LEN} bytes"
+            )
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            // One entry at a time: a list of a million entries is refused at the 65th.
+            while let Some(entry) = seq.next_element::<String>()? {
+                if out.len() == MAX_RIGHTS {
+                    return Err(serde::de::Error::custom(format!(
+                        "at most {MAX_RIGHTS} entries"
+                    )));
+                }
+                if entry.len() > MAX_RIGHT_LEN {
+                    return Err(serde::de::Error::custom(format!(
+                        "entry {} is {} bytes, more than {MAX_RIGHT_LEN}",
+                        out.len(),
+                        entry.len()
+                    )));
+                }
+                out.push(entry);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(Bounded)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IssueParams {
     pub service: String,
-    /// Fully-qualified rights, e.g. `["fs.open"]`. Preferred over `actions`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fully-qualified rights, e.g. `["fs.open"]`. Preferred over `actions`. At most
+    /// [`MAX_RIGHTS`] of at most [`MAX_RIGHT_LEN`] bytes.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_rights"
+    )]
     pub rights: Option<Vec<String>>,
-    /// Legacy short actions, e.g. `["open"]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Legacy short actions, e.g. `["open"]`. Bounded as `rights`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_rights"
+    )]
     pub actions: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
@@ -33,6 +97,25 @@ pub struct IssueResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevokeParams {
     pub cap_id: String,
+}
+
+/// `identity.revoke`'s answer: the revocation is durable, and how many of the verifiers
+/// identity waits for (root's, identity's own uid's, the operator's `--verifier-uids`)
+/// confirmed they apply it. Identity answers `ok` only once the revocation is durable;
+/// `unconfirmed > 0` means that many waited-for verifiers did not acknowledge within the
+/// timeout (2 s): they may still serve the token until they catch up. Subscribers of other
+/// uids are fed but neither waited for nor counted. `confirmed`/`unconfirmed` are absent
+/// (read as 0) from identities older than these fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeResult {
+    /// `"revoked"`.
+    pub status: String,
+    /// Waited-for verifiers that acknowledged the revocation.
+    #[serde(default)]
+    pub confirmed: u64,
+    /// Waited-for verifiers that did not acknowledge it within the timeout.
+    #[serde(default)]
+    pub unconfirmed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +143,12 @@ pub struct IntrospectResult {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DelegateParams {
     pub token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bounded as [`IssueParams::rights`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_rights"
+    )]
     pub rights: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
@@ -225,7 +313,7 @@ method!(
     Revoke,
     "identity.revoke",
     RevokeParams,
-    StatusResult
+    RevokeResult
 );
 method!(
     /// Decode and check a token.
@@ -304,6 +392,54 @@ mod tests {
         ] {
             assert!(parse(json!({ "limit": bad })).is_err(), "limit {bad}");
         }
+    }
+
+    fn parse_issue(v: serde_json::Value) -> Result<IssueParams, crate::ErrorBody> {
+        let raw = serde_json::value::to_raw_value(&v).unwrap();
+        crate::parse_params::<IssueParams>(Some(&raw))
+    }
+
+    #[test]
+    fn rights_and_actions_are_bounded_at_parse_time() {
+        let list = |n: usize, len: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("{:0>len$}", format!("fs.r{i}")))
+                .collect()
+        };
+        for field in ["rights", "actions"] {
+            let at = parse_issue(json!({"service": "fs", field: list(MAX_RIGHTS, MAX_RIGHT_LEN)}))
+                .unwrap_or_else(|e| panic!("{field} at the bound: {e:?}"));
+            let got = if field == "rights" {
+                at.rights
+            } else {
+                at.actions
+            };
+            assert_eq!(got.unwrap().len(), MAX_RIGHTS);
+            for (what, bad) in [
+                ("one entry too many", list(MAX_RIGHTS + 1, 8)),
+                ("an entry one byte too long", list(1, MAX_RIGHT_LEN + 1)),
+                ("a million entries", vec!["fs.read".to_owned(); 1_000_000]),
+            ] {
+                let e = parse_issue(json!({"service": "fs", field: bad})).unwrap_err();
+                assert_eq!(e.code, crate::ErrorCode::InvalidArgument, "{field}: {what}");
+                assert_eq!(e.details["field"], field, "{field}: {what}: {e:?}");
+                assert!(e.message.len() < 512, "{field}: {what}: echoed");
+            }
+        }
+        let old = parse_issue(json!({"service": "fs", "rights": null})).unwrap();
+        assert_eq!(old.rights, None);
+        let d: Result<DelegateParams, _> =
+            serde_json::from_value(json!({"token": "t", "rights": list(MAX_RIGHTS + 1, 8)}));
+        assert!(d.is_err(), "delegate's rights are bounded too");
+        let d: DelegateParams =
+            serde_json::from_value(json!({"token": "t", "rights": list(MAX_RIGHTS, 8)})).unwrap();
+        assert_eq!(d.rights.unwrap().len(), MAX_RIGHTS);
+    }
+
+    #[test]
+    fn a_revoke_result_of_an_older_identity_still_reads() {
+        let r: RevokeResult = serde_json::from_value(json!({"status": "revoked"})).unwrap();
+        assert_eq!((r.confirmed, r.unconfirmed), (0, 0));
     }
 
     #[test]

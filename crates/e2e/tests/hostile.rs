@@ -1,8 +1,8 @@
 //! Hostile input against every service socket (registry, identity, fs, supervisor):
 //! truncated frames, zero and huge lengths, non-JSON, JSON of the wrong shape, 100,000-deep
 //! nesting, multi-megabyte strings, a wrongly typed value for every param of every method
-//! in `api/protocol.md`, NUL bytes and invalid UTF-8, random bytes, and thousands of
-//! held-open idle and half-frame connections.
+//! in `api/protocol.md`, one past every documented parameter bound, NUL bytes and invalid
+//! UTF-8, random bytes, and thousands of held-open idle and half-frame connections.
 //!
 //! After every case each service must still answer `sys.health` from the same process (a
 //! restart by the supervisor would hide a crash), every answer must be a well-formed
@@ -317,6 +317,78 @@ fn envelope_bounds(t: &mut Target) {
                 t.fail(case, format!("echoed too much: {:.300}", v.to_string()));
             }
         }
+    }
+}
+
+/// One past each documented parameter bound of `service` (api/protocol.md, and the bounds
+/// table in docs/SECURITY.md): INVALID_ARGUMENT, a small answer that does not quote the
+/// value, and the connection still serves. The test runs as root, so control methods get
+/// past authorization to their parameter checks.
+fn param_bounds(t: &mut Target, service: &str) {
+    let long_name = "a".repeat(64);
+    let cases: Vec<(&str, &str, String)> = match service {
+        "identity" => vec![
+            (
+                "subscriber of 129 bytes",
+                "identity.revocations",
+                format!(r#"{{"subscriber":"{}"}}"#, "s".repeat(129)),
+            ),
+            (
+                "subscriber of 1 MiB",
+                "identity.revocations",
+                format!(r#"{{"subscriber":"{}"}}"#, "s".repeat(MAX_FRAME - 200)),
+            ),
+            (
+                "feed limit 4097",
+                "identity.revocations",
+                r#"{"limit":4097}"#.into(),
+            ),
+            (
+                "feed limit 0",
+                "identity.revocations",
+                r#"{"limit":0}"#.into(),
+            ),
+        ],
+        "supervisor" => vec![
+            (
+                "service name of 64 bytes",
+                "supervisor.svc.stop",
+                format!(r#"{{"name":"{long_name}"}}"#),
+            ),
+            (
+                "service name with a slash",
+                "supervisor.svc.start",
+                r#"{"name":"../fs"}"#.into(),
+            ),
+            (
+                "drain_ms past 10 minutes",
+                "supervisor.svc.restart",
+                r#"{"name":"fs","drain_ms":600001}"#.into(),
+            ),
+            (
+                "logs lines 10001",
+                "supervisor.svc.logs",
+                r#"{"name":"fs","lines":10001}"#.into(),
+            ),
+        ],
+        "registry" => vec![(
+            "service name of 64 bytes",
+            "registry.resolve",
+            format!(r#"{{"service":"{long_name}"}}"#),
+        )],
+        _ => Vec::new(),
+    };
+    for (case, method, params) in cases {
+        let bytes = frame(&request(method, &params));
+        if let Some(v) = expect_error(t, case, &bytes, 1) {
+            if v.to_string().len() > 2048 {
+                t.fail(
+                    case,
+                    format!("answer of {} bytes quotes too much", v.to_string().len()),
+                );
+            }
+        }
+        connection_still_serves(t, case, &request(method, &params));
     }
 }
 
@@ -765,7 +837,7 @@ fn every_socket_survives_hostile_input() {
     let started = Instant::now();
     for t in &mut targets {
         let service = t.name;
-        let cases: [Case; 11] = [
+        let cases: [Case; 12] = [
             ("truncated frames", &truncated_frames),
             ("zero and huge lengths", &lengths),
             ("non-JSON", &not_json),
@@ -773,6 +845,9 @@ fn every_socket_survives_hostile_input() {
             ("100,000-deep nesting", &deep_nesting),
             ("multi-megabyte strings", &huge_strings),
             ("envelope bounds", &envelope_bounds),
+            ("parameter bounds", &|t: &mut Target| {
+                param_bounds(t, service)
+            }),
             ("wrong param types", &|t: &mut Target| {
                 wrong_types(t, service)
             }),

@@ -70,7 +70,8 @@ pub struct ServerConfig {
     /// local callers other than root and the server's own uid keep at least
     /// `max_connections - reserved_connections - max_tcp_connections` (496) slots whatever
     /// network peers do. A cluster peer is held to `max_connections_per_peer` anyway, so
-    /// 512 is four peers at their full quota.
+    /// 512 is four peers at their full quota. It does not follow `max_connections` (it is
+    /// only capped at it): lower both together to keep the half.
     pub max_tcp_connections: usize,
     /// TCP connections whose TLS handshake has not finished, at once: anyone who can reach
     /// the port may open one, so they get a small pool of their own (64) instead of

@@ -3,6 +3,9 @@
 //! the one rule in `strata_cap::attenuates`, and rate budgets are shared across a lineage
 //! and across every token issued under one rate-limited grant.
 
+mod common;
+
+use common::start_identity;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -10,19 +13,10 @@ use std::sync::Arc;
 use strata_guard::{Guard, GuardConfig};
 use strata_ipc::{Call, PeerCred};
 use strata_proto::ErrorCode;
-use strata_testkit::{call, healthy, skip_unless_root, wait_until, Proc, Sandbox, DEADLINE};
-
-fn start_identity(sb: &Sandbox, extra: &[&str]) -> Proc {
-    let mut cmd = sb.command("strata-identity");
-    cmd.args(extra);
-    let p = Proc::spawn("strata-identity", &mut cmd);
-    let sock = sb.socket("identity");
-    wait_until("identity to answer", DEADLINE, || healthy(&sock));
-    p
-}
+use strata_testkit::{skip_unless_root, Proc, Sandbox, DEADLINE};
 
 fn ask(sb: &Sandbox, method: &str, params: Value) -> Value {
-    call(&sb.socket("identity"), method, params, None).expect("identity reachable")
+    common::ask(sb, method, params, None)
 }
 
 fn token_of(r: &Value) -> String {

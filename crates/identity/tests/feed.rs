@@ -2,6 +2,9 @@
 //! names and tracking, revocation quotas for non-admin callers, and verifiers that report
 //! not-ready until their first complete load.
 
+mod common;
+
+use common::{ask, start_identity};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::os::unix::net::UnixStream;
@@ -17,9 +20,7 @@ use strata_identity::store::Store;
 use strata_ipc::{Call, PeerCred, Router};
 use strata_proto::methods::identity::{MAX_REVOCATIONS_PAGE, MAX_SUBSCRIBER_LEN};
 use strata_proto::ErrorCode;
-use strata_testkit::{
-    call, healthy, read_frame, skip_unless_root, wait_until, write_frame, Proc, Sandbox, DEADLINE,
-};
+use strata_testkit::{read_frame, skip_unless_root, write_frame, Sandbox, DEADLINE};
 
 /// Revocations the big-list test writes into the store before identity starts.
 const BIG: usize = 200_000;
@@ -27,19 +28,6 @@ const BIG: usize = 200_000;
 const PAGE: usize = MAX_REVOCATIONS_PAGE as usize;
 /// A frame's maximum size.
 const MAX_FRAME: usize = 1 << 20;
-
-fn start_identity(sb: &Sandbox, extra: &[&str]) -> Proc {
-    let mut cmd = sb.command("strata-identity");
-    cmd.args(extra);
-    let p = Proc::spawn("strata-identity", &mut cmd);
-    let sock = sb.socket("identity");
-    wait_until("identity to answer", DEADLINE, || healthy(&sock));
-    p
-}
-
-fn ask(sb: &Sandbox, method: &str, params: Value, token: Option<&str>) -> Value {
-    call(&sb.socket("identity"), method, params, token).expect("identity reachable")
-}
 
 /// One request on an open connection; returns the answer and its size on the wire.
 fn ask_on(

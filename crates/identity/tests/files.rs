@@ -2,17 +2,12 @@
 //! directories 0700, from a fresh start, after a rotation, and when an older install left
 //! them wider.
 
+mod common;
+
+use common::start_identity;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use strata_testkit::{call, healthy, wait_until, Proc, Sandbox, DEADLINE};
-
-fn start_identity(sb: &Sandbox) -> Proc {
-    let mut cmd = sb.command("strata-identity");
-    let p = Proc::spawn("strata-identity", &mut cmd);
-    let sock = sb.socket("identity");
-    wait_until("identity to answer", DEADLINE, || healthy(&sock));
-    p
-}
+use strata_testkit::{call, Sandbox};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -60,7 +55,7 @@ fn assert_private(sb: &Sandbox) {
 #[test]
 fn state_files_are_0600_and_directories_0700() {
     let sb = Sandbox::new();
-    let id = start_identity(&sb);
+    let id = start_identity(&sb, &[]);
     assert_private(&sb);
     // A rotation writes a new key file and the store: still private, nothing left over.
     let r = call(
@@ -83,6 +78,6 @@ fn state_files_are_0600_and_directories_0700() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let _id = start_identity(&sb);
+    let _id = start_identity(&sb, &[]);
     assert_private(&sb);
 }

@@ -2,17 +2,12 @@
 //! of them comes back unbounded) and key rotation without end (the key list, which every
 //! feed answer may carry, stays bounded).
 
+mod common;
+
+use common::start_identity;
 use serde_json::{json, Value};
 use std::os::unix::net::UnixStream;
-use strata_testkit::{call, healthy, read_frame, wait_until, write_frame, Proc, Sandbox, DEADLINE};
-
-fn start_identity(sb: &Sandbox) -> Proc {
-    let mut cmd = sb.command("strata-identity");
-    let p = Proc::spawn("strata-identity", &mut cmd);
-    let sock = sb.socket("identity");
-    wait_until("identity to answer", DEADLINE, || healthy(&sock));
-    p
-}
+use strata_testkit::{call, read_frame, write_frame, Sandbox, DEADLINE};
 
 fn b64(bytes: &[u8]) -> String {
     use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
@@ -31,7 +26,7 @@ fn raw(sb: &Sandbox, req: &Value) -> (Value, usize) {
 #[test]
 fn introspect_echoes_nothing_unbounded_from_a_token() {
     let sb = Sandbox::new();
-    let _id = start_identity(&sb);
+    let _id = start_identity(&sb, &[]);
     let payload = b64(&[0u8; 80]);
     // A footer naming a "kid" as large as a frame allows, and one just inside the token
     // length limit: neither comes back.
@@ -60,7 +55,7 @@ fn introspect_echoes_nothing_unbounded_from_a_token() {
 #[test]
 fn rotation_is_bounded_so_the_key_list_stays_small() {
     let sb = Sandbox::new();
-    let _id = start_identity(&sb);
+    let _id = start_identity(&sb, &[]);
     const MAX_RETIRED: usize = 256;
     let sock = sb.socket("identity");
     for i in 0..MAX_RETIRED {

@@ -1,5 +1,8 @@
 //! The identity service as a real process, with an in-process guard as the verifier.
 
+mod common;
+
+use common::{ask, start_identity};
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
@@ -8,20 +11,7 @@ use std::time::Duration;
 use strata_guard::{Guard, GuardConfig};
 use strata_ipc::{Call, PeerCred};
 use strata_proto::ErrorCode;
-use strata_testkit::{call, healthy, skip_unless_root, wait_until, Proc, Sandbox, DEADLINE};
-
-fn start_identity(sb: &Sandbox, extra: &[&str]) -> Proc {
-    let mut cmd = sb.command("strata-identity");
-    cmd.args(extra);
-    let p = Proc::spawn("strata-identity", &mut cmd);
-    let sock = sb.socket("identity");
-    wait_until("identity to answer", DEADLINE, || healthy(&sock));
-    p
-}
-
-fn ask(sb: &Sandbox, method: &str, params: Value, token: Option<&str>) -> Value {
-    call(&sb.socket("identity"), method, params, token).expect("identity reachable")
-}
+use strata_testkit::{skip_unless_root, wait_until, Sandbox, DEADLINE};
 
 fn issue(sb: &Sandbox, params: Value) -> (String, String) {
     let r = ask(sb, "identity.issue", params, None);

@@ -11,6 +11,9 @@
 //! Each test runs the real `strata-identity` binary; requests as another user are made by
 //! this test binary re-run as uid 65534 (see [`helper`]).
 
+mod common;
+
+use common::ask;
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::os::unix::net::UnixStream;
@@ -24,7 +27,7 @@ use strata_identity::{Identity, IdentityConfig};
 use strata_ipc::PeerCred;
 use strata_proto::methods::identity::IssueParams;
 use strata_testkit::{
-    call, healthy, read_frame, skip_unless_root, wait_until, write_frame, Proc, Sandbox, DEADLINE,
+    read_frame, skip_unless_root, wait_until, write_frame, Proc, Sandbox, DEADLINE,
 };
 
 const NOBODY: u32 = 65534;
@@ -43,17 +46,10 @@ fn policy(sb: &Sandbox) -> String {
 }
 
 fn start_identity(sb: &Sandbox, extra: &[&str]) -> Proc {
-    let mut cmd = sb.command("strata-identity");
-    cmd.args(["--socket-mode", "666", "--policy", &policy(sb)])
-        .args(extra);
-    let p = Proc::spawn("strata-identity", &mut cmd);
-    let sock = sb.socket("identity");
-    wait_until("identity to answer", DEADLINE, || healthy(&sock));
-    p
-}
-
-fn ask(sb: &Sandbox, method: &str, params: Value, token: Option<&str>) -> Value {
-    call(&sb.socket("identity"), method, params, token).expect("identity reachable")
+    let policy = policy(sb);
+    let mut args = vec!["--socket-mode", "666", "--policy", &policy];
+    args.extend_from_slice(extra);
+    common::start_identity(sb, &args)
 }
 
 fn ask_on(stream: &mut UnixStream, method: &str, params: &Value, token: Option<&str>) -> Value {

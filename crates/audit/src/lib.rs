@@ -344,7 +344,8 @@ const CUT_VALUE_LEN: usize = 256;
 /// if that is still too long, only the identifying fields stay. Either way the line says
 /// `"truncated": true`.
 fn bounded_line(mut line: Map<String, Value>) -> String {
-    let text = Value::Object(line.clone()).to_string();
+    // A map always serialises; the fallback is never taken.
+    let text = serde_json::to_string(&line).unwrap_or_default();
     if text.len() <= MAX_EVENT_LEN {
         return text;
     }
@@ -359,13 +360,12 @@ fn bounded_line(mut line: Map<String, Value>) -> String {
         }
     }
     line.insert("truncated".into(), Value::Bool(true));
-    let text = Value::Object(line.clone()).to_string();
+    let text = serde_json::to_string(&line).unwrap_or_default();
     if text.len() <= MAX_EVENT_LEN {
         return text;
     }
-    line.retain(|k, _| IDENTIFYING.contains(&k.as_str()));
-    line.insert("truncated".into(), Value::Bool(true));
-    Value::Object(line).to_string()
+    line.retain(|k, _| IDENTIFYING.contains(&k.as_str()) || k == "truncated");
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// Cut every string inside `value` to [`MAX_VALUE_LEN`] bytes.

@@ -74,7 +74,7 @@ fn audit_content_stays_in_the_audit_log_and_state_is_private() {
     for path in std::iter::once(&state).chain(files.iter()) {
         let meta = std::fs::symlink_metadata(path).unwrap();
         let mode = meta.permissions().mode() & 0o7777;
-        if meta.is_file() && mode & 0o077 != 0 || meta.is_dir() && mode & 0o077 != 0 {
+        if (meta.is_dir() || meta.is_file()) && mode & 0o077 != 0 {
             wide.push(format!("{} {:o}", path.display(), mode));
         }
     }

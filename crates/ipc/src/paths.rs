@@ -81,16 +81,6 @@ pub fn resolve_state_dir(explicit: Option<PathBuf>) -> Result<PathBuf, DirError>
     Ok(dir)
 }
 
-/// The default runtime directory, checked (see [`resolve_runtime_dir`]).
-pub fn runtime_dir() -> Result<PathBuf, DirError> {
-    resolve_runtime_dir(None)
-}
-
-/// The default state directory, checked (see [`resolve_state_dir`]).
-pub fn state_dir() -> Result<PathBuf, DirError> {
-    resolve_state_dir(None)
-}
-
 /// Create `dir` (and missing parents) with `mode` if it does not exist, then check it
 /// ([`check_dir`]). Checking after creating matters: a directory someone else made first
 /// under a sticky ancestor is found here rather than used.

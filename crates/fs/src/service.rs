@@ -51,18 +51,14 @@ impl Caller {
     /// The caller of `call`, as the kernel or its certificate tells.
     pub fn of(claims: Arc<Claims>, call: &strata_ipc::Call) -> Caller {
         let peer = call.local_peer().copied();
-        let holder = match (&peer, &call.remote) {
-            (Some(p), _) => Holder::Uid(p.uid),
-            (None, Some(r)) => Holder::Remote(r.name.clone()),
-            (None, None) => Holder::Unknown,
+        let holder = match call.origin() {
+            strata_ipc::Origin::Local(p) => Holder::Uid(p.uid),
+            strata_ipc::Origin::Remote(r) => Holder::Remote(r.name.clone()),
         };
         Caller {
             claims,
             peer,
-            remote: call
-                .remote
-                .as_ref()
-                .map(|r| format!("{}@{}", r.name, r.addr)),
+            remote: call.remote_peer().map(|r| format!("{}@{}", r.name, r.addr)),
             holder,
         }
     }
@@ -244,7 +240,7 @@ impl FsService {
             call.local_peer(),
             json!({
                 "method": call.method,
-                "remote": call.remote.as_ref().map(|r| json!({"node": r.name, "addr": r.addr.to_string()})),
+                "remote": call.remote_peer().map(|r| json!({"node": r.name, "addr": r.addr.to_string()})),
                 "cap_id": claims.map(|c| c.jti.to_string()),
                 "sub": claims.map(|c| c.sub.clone()),
                 "code": error.code.name(),

@@ -735,6 +735,7 @@ impl Identity {
         call: &Call,
         p: RevokeParams,
     ) -> Result<RevokeResult, IdentityError> {
+        let peer = &local_caller(call)?;
         let cap: CapId = p.cap_id.parse().map_err(|_| {
             IdentityError::invalid("cap_id", "must be a capability id (32 hex digits)")
         })?;
@@ -745,10 +746,10 @@ impl Identity {
         // then lapses with it even when identity has no record of the capability (a root
         // issue lost in a crash, or a capability another node issued).
         let mut own_expiry = None;
-        if !self.is_admin(&call.peer) {
+        if !self.is_admin(peer) {
             let Some(token) = call.token() else {
                 return Err(self.deny(
-                    &call.peer,
+                    peer,
                     "identity.revoke",
                     "revoking needs admin credentials, or the capability or an ancestor of it in `auth.token`".into(),
                     Some(&cap),
@@ -761,7 +762,7 @@ impl Identity {
                 .is_some_and(|k| k.parents.iter().any(|a| *a == holder.jti.to_string()));
             if !is_self && !is_ancestor {
                 return Err(self.deny(
-                    &call.peer,
+                    peer,
                     "identity.revoke",
                     "the presented token is neither this capability nor an ancestor of it".into(),
                     Some(&cap),
@@ -771,13 +772,13 @@ impl Identity {
                 own_expiry = Some(holder.exp.unix_seconds());
             }
             by = Some(store::Revoker {
-                uid: call.peer.uid,
+                uid: peer.uid,
                 lineage: holder.parents.first().unwrap_or(&holder.jti).to_string(),
                 own: is_self,
             });
         }
         let expires = known.map(|k| k.expires).or(own_expiry);
-        let record = self.record_revocation(&call.peer, &cap, expires, by)?;
+        let record = self.record_revocation(peer, &cap, expires, by)?;
         self.revoked
             .insert(cap, expires.map(Timestamp::from_unix_seconds));
         self.events
@@ -792,7 +793,7 @@ impl Identity {
             });
         self.audit.record(
             "cap.revoked",
-            Some(&call.peer),
+            Some(peer),
             json!({"cap_id": cap.to_string(), "seq": record.seq,
                    "verifiers_acknowledged": confirmed, "verifiers_unconfirmed": unconfirmed,
                    "cluster": match &published { Ok(()) => "recorded".to_owned(), Err(e) => format!("not recorded: {e}") }}),
@@ -980,22 +981,18 @@ impl Identity {
             }
         }
         self.cluster_ready()?;
+        let peer = local_caller(call)?;
         let same_store = p
             .store_id
             .as_deref()
             .is_none_or(|s| s == self.store.store_id());
         let since = if same_store { p.since } else { 0 };
         let key = feed::SubscriberKey {
-            uid: call.peer.uid,
-            pid: call.peer.pid.unwrap_or(0),
+            uid: peer.uid,
+            pid: peer.pid.unwrap_or(0),
             name: p.subscriber,
         };
-        let _poll = self.poll_begins(
-            key,
-            self.is_trusted_verifier(&call.peer),
-            since,
-            p.keys_epoch,
-        )?;
+        let _poll = self.poll_begins(key, self.is_trusted_verifier(&peer), since, p.keys_epoch)?;
         let mut rx = self.events.subscribe();
         let behind = |&(seq, epoch): &(u64, u64)| seq > since || epoch != p.keys_epoch;
         if !behind(&rx.borrow_and_update()) && p.wait_ms > 0 {
@@ -1189,6 +1186,14 @@ fn kid_of(token: &str) -> Option<String> {
     Some(kid.to_string())
 }
 
+/// The kernel credentials of a local caller. Identity's methods authorize by them, so a
+/// call over TCP (which a listener's allow-list should never let through) is refused.
+fn local_caller(call: &Call) -> Result<PeerCred, IdentityError> {
+    call.local_peer()
+        .copied()
+        .ok_or_else(|| IdentityError::Denied("identity is served to local callers only".into()))
+}
+
 /// The identity method table.
 pub fn router(identity: Arc<Identity>) -> Router {
     let id = || Arc::clone(&identity);
@@ -1207,12 +1212,12 @@ pub fn router(identity: Arc<Identity>) -> Router {
             async move {
                 // A node learns whether it was removed from the cluster state.
                 i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;
-                i.issue(&call.peer, p)
+                i.issue(&local_caller(&call)?, p)
             }
         })
         .method::<Delegate, _, _, _>(move |call: Call, p| {
             let i = Arc::clone(&b);
-            async move { i.delegate(&call.peer, p) }
+            async move { i.delegate(&local_caller(&call)?, p) }
         })
         .method::<Revoke, _, _, _>(move |call: Call, p| {
             let i = Arc::clone(&c);
@@ -1236,7 +1241,7 @@ pub fn router(identity: Arc<Identity>) -> Router {
         })
         .method::<Rotate, _, _, _>(move |call: Call, _p: NoParams| {
             let i = Arc::clone(&f);
-            async move { i.rotate(&call.peer).await }
+            async move { i.rotate(&local_caller(&call)?).await }
         })
         .method::<Revocations, _, _, _>(move |call: Call, p| {
             let i = Arc::clone(&g);

@@ -97,9 +97,8 @@ impl Policy {
             if g.uids.is_empty() && g.gids.is_empty() {
                 return Err(bad("names no uids and no gids".into()));
             }
-            // (uid_t)-1 is no process's id; it is what a caller without kernel
-            // credentials (over TCP, `PeerCred::REMOTE`) carries, so a grant naming it
-            // would hand capabilities to the network.
+            // (uid_t)-1 is no process's id (the kernel's "no id" value in chown and
+            // setresuid), so a grant naming it names nobody and is a mistake.
             if g.uids.contains(&u32::MAX) || g.gids.contains(&u32::MAX) {
                 return Err(bad(format!(
                     "{} is (uid_t)-1, which names no user or group",
@@ -461,8 +460,5 @@ max_rate_limit = "10rps"
             let e = Policy::parse(&text, "p.toml").unwrap_err().to_string();
             assert!(e.contains("(uid_t)-1"), "{e}");
         }
-        // So nothing in a valid policy matches a TCP caller.
-        let p = policy("[[grant]]\ngids = [0, 65534]\nuids = [0]\nservices = [\"fs\"]\nrights = [\"fs.*\"]\nmax_ttl_seconds = 60\n");
-        assert_eq!(p.max_ttl(&PeerCred::REMOTE, "fs"), None);
     }
 }

@@ -37,30 +37,25 @@ mod test_env {
 
 pub use client::{connect_service, resolve_endpoint, resolve_on_node, Client, ClientError};
 pub use endpoint::{Endpoint, EndpointError};
-pub use router::{Call, RemotePeer, Router};
+pub use router::{Call, Origin, RemotePeer, Router, Routes};
 pub use server::{parse_socket_mode, Server, ServerConfig, ServerError, TcpListen};
 pub use tls::{TlsError, TlsFiles};
 
-/// Kernel-verified credentials of the process at the other end of a connection
-/// (`SO_PEERCRED`, captured when the connection was accepted), or [`PeerCred::REMOTE`]
-/// for a connection over TCP.
+/// Kernel-verified credentials of the process at the other end of a local connection
+/// (`SO_PEERCRED`, captured when the connection was accepted). A call over TCP has none:
+/// see [`Origin`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCred {
+    /// The peer's pid, when the kernel reported one.
     pub pid: Option<i32>,
+    /// The peer's effective uid.
     pub uid: u32,
+    /// The peer's effective gid.
     pub gid: u32,
 }
 
 impl PeerCred {
-    /// The credentials a call over TCP carries: no pid, and uid and gid `(uid_t)-1`, which
-    /// the kernel never assigns to a process. They match no user, root included; a
-    /// credential check must treat them as "nobody".
-    pub const REMOTE: PeerCred = PeerCred {
-        pid: None,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-
+    /// Whether the peer runs as root.
     pub fn is_root(&self) -> bool {
         self.uid == 0
     }

@@ -25,23 +25,43 @@ use tokio_util::sync::CancellationToken;
 /// What a handler knows about the request it serves.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// Kernel-verified credentials of the connected process (SO_PEERCRED) for a local
-    /// call. For a call over TCP this is [`PeerCred::REMOTE`], which matches no user:
-    /// any check on credentials must treat it as "nobody" (never as a uid to compare or
-    /// look up). Prefer [`Call::local_peer`], which says so in its type.
-    pub peer: PeerCred,
-    /// Who called over TCP (mutual TLS); `None` for a local call.
-    pub remote: Option<RemotePeer>,
+    origin: Origin,
+    /// The request's id, echoed in the response.
     pub req_id: String,
+    /// The method's wire name.
     pub method: String,
     token: Option<String>,
     stopping: CancellationToken,
+}
+
+/// Who made a call: a local process, identified by the kernel, or a node over TCP,
+/// identified by the certificate it proved. There is no uid for a remote caller, so no
+/// credential check can mistake one for a local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Over the Unix socket, with the credentials the kernel reported (`SO_PEERCRED`,
+    /// captured when the connection was accepted).
+    Local(PeerCred),
+    /// Over TCP, after mutual TLS.
+    Remote(RemotePeer),
+}
+
+impl Origin {
+    /// Whether this caller administers a service running as `service_uid`: a local
+    /// process running as root or as that uid. A remote caller never is.
+    pub fn is_admin(&self, service_uid: u32) -> bool {
+        match self {
+            Origin::Local(peer) => peer.is_root() || peer.uid == service_uid,
+            Origin::Remote(_) => false,
+        }
+    }
 }
 
 /// A caller on a `tcp://` endpoint, identified by the certificate it proved during the
 /// TLS handshake (it chains to the cluster CA).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemotePeer {
+    /// The address the connection came from.
     pub addr: SocketAddr,
     /// The client certificate's subject CN (the node id), or the certificate's SHA-256
     /// fingerprint in hex when it has no CN.
@@ -55,31 +75,62 @@ impl Call {
         self.token.as_deref()
     }
 
+    /// Who made this call.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     /// The kernel credentials of a local caller; `None` for a call over TCP.
     pub fn local_peer(&self) -> Option<&PeerCred> {
-        match self.remote {
-            None => Some(&self.peer),
-            Some(_) => None,
+        match &self.origin {
+            Origin::Local(peer) => Some(peer),
+            Origin::Remote(_) => None,
         }
+    }
+
+    /// The certificate identity of a caller over TCP; `None` for a local call.
+    pub fn remote_peer(&self) -> Option<&RemotePeer> {
+        match &self.origin {
+            Origin::Local(_) => None,
+            Origin::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// The local caller's credentials, or PERMISSION_DENIED for a call over TCP: for a
+    /// method whose authorization rests on kernel credentials (a listener's allow-list
+    /// should never offer one remotely; this is the second line).
+    pub fn require_local(&self) -> Result<&PeerCred, ErrorBody> {
+        self.local_peer().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "this method is served to local callers only",
+            )
+        })
+    }
+
+    /// Whether the caller administers a service running as `service_uid` (see
+    /// [`Origin::is_admin`]). The one admin check every service uses.
+    pub fn is_admin(&self, service_uid: u32) -> bool {
+        self.origin.is_admin(service_uid)
     }
 
     /// A call made by `peer` (for handlers exercised directly in tests).
     pub fn new(peer: PeerCred, method: &str, token: Option<String>) -> Call {
-        Call {
-            peer,
-            remote: None,
-            req_id: String::new(),
-            method: method.to_owned(),
-            token,
-            stopping: CancellationToken::new(),
-        }
+        Call::from_origin(Origin::Local(peer), method, token)
     }
 
     /// A call made over TCP by `remote` (for handlers exercised directly in tests).
     pub fn new_remote(remote: RemotePeer, method: &str, token: Option<String>) -> Call {
+        Call::from_origin(Origin::Remote(remote), method, token)
+    }
+
+    fn from_origin(origin: Origin, method: &str, token: Option<String>) -> Call {
         Call {
-            remote: Some(remote),
-            ..Call::new(PeerCred::REMOTE, method, token)
+            origin,
+            req_id: String::new(),
+            method: method.to_owned(),
+            token,
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -90,9 +141,66 @@ impl Call {
     }
 }
 
+/// A route table whose handlers share one state: each route is one line,
+/// `.method::<M, _, _, _>(|state, call, params| ...)`, with no clone per handler. Made by
+/// [`Router::with_state`]; turned back into the [`Router`] the server runs with
+/// [`Routes::into_router`].
+pub struct Routes<S> {
+    router: Router,
+    state: Arc<S>,
+}
+
+impl<S: Send + Sync + 'static> Routes<S> {
+    /// Route the method `M` to `handler`, which gets the shared state first.
+    pub fn method<M, E, F, Fut>(mut self, handler: F) -> Routes<S>
+    where
+        M: Method,
+        E: Into<ErrorBody> + 'static,
+        F: Fn(Arc<S>, Call, M::Params) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Result, E>> + Send + 'static,
+    {
+        let state = Arc::clone(&self.state);
+        self.router = self
+            .router
+            .method::<M, E, _, _>(move |call, params| handler(Arc::clone(&state), call, params));
+        self
+    }
+
+    /// [`Router::health_extra`], given the shared state.
+    pub fn health_extra(
+        mut self,
+        f: impl Fn(&S) -> serde_json::Map<String, serde_json::Value> + Send + Sync + 'static,
+    ) -> Routes<S> {
+        let state = Arc::clone(&self.state);
+        self.router = self.router.health_extra(move || f(&state));
+        self
+    }
+
+    /// [`Router::health_check`], given the shared state.
+    pub fn health_check(
+        mut self,
+        check: impl Fn(&S) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Routes<S> {
+        let state = Arc::clone(&self.state);
+        self.router = self.router.health_check(move || check(&state));
+        self
+    }
+
+    /// The finished route table.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+}
+
+impl<S> From<Routes<S>> for Router {
+    fn from(routes: Routes<S>) -> Router {
+        routes.router
+    }
+}
+
 /// Who is at the other end of a connection, as the server tells the router.
 #[derive(Debug, Clone)]
-pub(crate) enum Origin {
+pub(crate) enum Peer {
     Local(PeerCred),
     /// Over TCP: only `allowed` methods (and `sys.health`) are served.
     Remote {
@@ -148,6 +256,14 @@ impl Router {
     ) -> Router {
         self.health_check = Some(Box::new(check));
         self
+    }
+
+    /// Route table builder whose handlers all get `state` (see [`Routes`]).
+    pub fn with_state<S: Send + Sync + 'static>(self, state: Arc<S>) -> Routes<S> {
+        Routes {
+            router: self,
+            state,
+        }
     }
 
     /// Route the method `M` to `handler`.
@@ -229,10 +345,10 @@ impl Router {
     /// Answer one frame from a local caller. Never fails: every problem becomes an error
     /// response.
     pub async fn dispatch(&self, peer: PeerCred, frame: &[u8]) -> Bytes {
-        self.dispatch_from(&Origin::Local(peer), frame).await
+        self.dispatch_from(&Peer::Local(peer), frame).await
     }
 
-    pub(crate) async fn dispatch_from(&self, origin: &Origin, frame: &[u8]) -> Bytes {
+    pub(crate) async fn dispatch_from(&self, from: &Peer, frame: &[u8]) -> Bytes {
         let req = match parse_request(frame) {
             Ok(req) => req,
             Err(bad) => return encode(&Response::<()>::failure(bad.req_id, bad.error)),
@@ -242,7 +358,7 @@ impl Router {
         }
         // Before the method lookup, so that a remote peer learns nothing about which
         // methods exist beyond those it may call.
-        if let Origin::Remote { allowed, .. } = origin {
+        if let Peer::Remote { allowed, .. } = from {
             if !allowed.contains(req.method.as_str()) {
                 let error = ErrorBody::new(
                     ErrorCode::PermissionDenied,
@@ -260,14 +376,13 @@ impl Router {
             .with_details(serde_json::json!({"method": req.method}));
             return encode(&Response::<()>::failure(req.req_id, error));
         };
-        let (peer, remote) = match origin {
-            Origin::Local(peer) => (*peer, None),
-            Origin::Remote { peer, .. } => (PeerCred::REMOTE, Some(peer.clone())),
+        let origin = match from {
+            Peer::Local(peer) => Origin::Local(*peer),
+            Peer::Remote { peer, .. } => Origin::Remote(peer.clone()),
         };
         let token = req.auth.and_then(|a| a.token);
         let call = Call {
-            peer,
-            remote,
+            origin,
             req_id: req.req_id,
             method: req.method,
             token,

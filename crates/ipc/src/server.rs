@@ -13,7 +13,7 @@
 //! requests and removes the socket. Over TCP only the listener's allow-listed methods are
 //! served.
 
-use crate::router::{encode, Origin, RemotePeer, Router};
+use crate::router::{encode, Peer, RemotePeer, Router};
 use crate::slots::{ByteBudget, PeerKey, Refusal, Reservation, Slot, Slots, TcpLimits};
 use crate::PeerCred;
 use bytes::{Bytes, BytesMut};
@@ -600,7 +600,7 @@ impl Connections {
                 clock,
             };
             let budget = (budget, PeerKey::Uid(peer.uid));
-            serve_connection(io, &Origin::Local(peer), &router, watch, clock, budget).await;
+            serve_connection(io, &Peer::Local(peer), &router, watch, clock, budget).await;
         });
     }
 
@@ -697,7 +697,7 @@ impl Connections {
             if watch.closing.load(Ordering::SeqCst) {
                 return;
             }
-            let origin = Origin::Remote { peer, allowed };
+            let origin = Peer::Remote { peer, allowed };
             let budget = (budget, PeerKey::addr(addr.ip()));
             serve_connection(tls, &origin, &router, watch, clock, budget).await;
         });
@@ -812,7 +812,7 @@ enum Next {
 /// are counted against `budget` as `key`.
 async fn serve_connection<S>(
     io: S,
-    origin: &Origin,
+    origin: &Peer,
     router: &Router,
     watch: &Watch,
     clock: Clock,

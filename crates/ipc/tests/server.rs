@@ -82,7 +82,10 @@ fn test_router() -> Router {
             Ok::<_, ErrorBody>(json!({"text": p.text, "times": p.times}))
         })
         .route("test.whoami", |c: Call, _p: Value| async move {
-            Ok::<_, ErrorBody>(json!({"uid": c.peer.uid, "gid": c.peer.gid, "pid": c.peer.pid, "token": c.token()}))
+            let peer = c.require_local()?;
+            Ok::<_, ErrorBody>(
+                json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "token": c.token()}),
+            )
         })
         .route("test.panic", |_c: Call, _p: Value| async move {
             if true {

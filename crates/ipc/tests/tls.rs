@@ -151,11 +151,11 @@ fn test_router(handled: Arc<AtomicUsize>) -> Router {
             c2();
             async move {
                 Ok::<_, ErrorBody>(json!({
-                    "remote": c.remote.as_ref().map(|r| &r.name),
-                    "remote_ip": c.remote.as_ref().map(|r| r.addr.ip().to_string()),
-                    "uid": c.peer.uid,
-                    "gid": c.peer.gid,
-                    "pid": c.peer.pid,
+                    "remote": c.remote_peer().map(|r| &r.name),
+                    "remote_ip": c.remote_peer().map(|r| r.addr.ip().to_string()),
+                    "uid": c.local_peer().map(|p| p.uid),
+                    "gid": c.local_peer().map(|p| p.gid),
+                    "pid": c.local_peer().and_then(|p| p.pid),
                     "local": c.local_peer().is_some(),
                 }))
             }
@@ -235,8 +235,9 @@ async fn mutual_tls_round_trip_names_the_peer() {
     assert_eq!(me["remote"], "node-b", "{me}");
     assert_eq!(me["remote_ip"], "127.0.0.1", "{me}");
     assert_eq!(me["local"], false, "{me}");
-    assert_eq!(me["uid"], u32::MAX, "{me}");
-    assert_eq!(me["gid"], u32::MAX, "{me}");
+    // No credentials at all: a remote caller has no uid to mistake for a local user.
+    assert_eq!(me["uid"], Value::Null, "{me}");
+    assert_eq!(me["gid"], Value::Null, "{me}");
     assert_eq!(me["pid"], Value::Null, "{me}");
 
     // The same handler over the Unix socket sees kernel credentials and no remote peer.

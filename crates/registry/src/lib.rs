@@ -14,7 +14,7 @@ pub mod store;
 pub use cluster::ClusterStore;
 use std::sync::Arc;
 pub use store::{MemoryStore, RegistryStore, StoreError};
-use strata_ipc::{Call, Endpoint, PeerCred, Router};
+use strata_ipc::{Endpoint, Origin, Router};
 use strata_proto::methods::registry::{
     Deregister, Entry, List, ListResult, Register, RegisterParams, Resolve, ResolveResult,
     ServiceParams,
@@ -92,21 +92,21 @@ impl<S: RegistryStore> Registry<S> {
         Registry { store, owner_uid }
     }
 
-    fn may_write(&self, peer: &PeerCred, what: &'static str) -> Result<(), RegistryError> {
-        if peer.is_root() || peer.uid == self.owner_uid {
+    fn may_write(&self, caller: &Origin, what: &'static str) -> Result<(), RegistryError> {
+        if caller.is_admin(self.owner_uid) {
             Ok(())
         } else {
-            tracing::warn!(uid = peer.uid, pid = ?peer.pid, action = what, "registry write denied");
+            tracing::warn!(?caller, action = what, "registry write denied");
             Err(RegistryError::NotAllowed(what))
         }
     }
 
     pub async fn register(
         &self,
-        peer: &PeerCred,
+        caller: &Origin,
         p: RegisterParams,
     ) -> Result<StatusResult, RegistryError> {
-        self.may_write(peer, "register services")?;
+        self.may_write(caller, "register services")?;
         check_name(&p.service)?;
         let endpoint = Endpoint::parse(&p.endpoint)?;
         if p.api_v < 1 {
@@ -133,7 +133,7 @@ impl<S: RegistryStore> Registry<S> {
                 Err(e) => return Err(RegistryError::BadRemoteEndpoint(e.to_string())),
             },
         };
-        tracing::info!(service = %p.service, %endpoint, ?remote_endpoint, api_v = p.api_v, uid = peer.uid, "registered");
+        tracing::info!(service = %p.service, %endpoint, ?remote_endpoint, api_v = p.api_v, ?caller, "registered");
         self.store
             .put(Entry {
                 service: p.service,
@@ -148,13 +148,13 @@ impl<S: RegistryStore> Registry<S> {
 
     pub async fn deregister(
         &self,
-        peer: &PeerCred,
+        caller: &Origin,
         p: ServiceParams,
     ) -> Result<StatusResult, RegistryError> {
-        self.may_write(peer, "deregister services")?;
+        self.may_write(caller, "deregister services")?;
         check_name(&p.service)?;
         if self.store.remove(&p.service).await? {
-            tracing::info!(service = %p.service, uid = peer.uid, "deregistered");
+            tracing::info!(service = %p.service, ?caller, "deregistered");
             Ok(StatusResult::new("deregistered"))
         } else {
             Err(RegistryError::NotFound(p.service))
@@ -207,41 +207,27 @@ impl<S: RegistryStore> Registry<S> {
 
 /// The registry's method table.
 pub fn router<S: RegistryStore>(registry: Arc<Registry<S>>) -> Router {
-    let (r1, r2, r3, r4) = (
-        registry.clone(),
-        registry.clone(),
-        registry.clone(),
-        registry,
-    );
     Router::new("registry", env!("CARGO_PKG_VERSION"))
-        .method::<Register, _, _, _>(move |call: Call, p| {
-            let r = r1.clone();
-            async move { r.register(&call.peer, p).await }
-        })
-        .method::<Deregister, _, _, _>(move |call: Call, p| {
-            let r = r2.clone();
-            async move { r.deregister(&call.peer, p).await }
-        })
-        .method::<Resolve, _, _, _>(move |_call: Call, p| {
-            let r = r3.clone();
-            async move { r.resolve(p).await }
-        })
-        .method::<List, _, _, _>(move |_call: Call, _p: NoParams| {
-            let r = r4.clone();
-            async move { r.list().await }
-        })
+        .with_state(registry)
+        .method::<Register, _, _, _>(|r, call, p| async move { r.register(call.origin(), p).await })
+        .method::<Deregister, _, _, _>(
+            |r, call, p| async move { r.deregister(call.origin(), p).await },
+        )
+        .method::<Resolve, _, _, _>(|r, _call, p| async move { r.resolve(p).await })
+        .method::<List, _, _, _>(|r, _call, _p: NoParams| async move { r.list().await })
+        .into_router()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn peer(uid: u32) -> PeerCred {
-        PeerCred {
+    fn peer(uid: u32) -> Origin {
+        Origin::Local(strata_ipc::PeerCred {
             pid: Some(1),
             uid,
             gid: uid,
-        }
+        })
     }
 
     fn reg(service: &str, endpoint: &str, api_v: i64) -> RegisterParams {

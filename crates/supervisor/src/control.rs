@@ -171,13 +171,16 @@ impl Control {
     /// PERMISSION_DENIED (or the token's own error) and recorded as `auth.denied`.
     pub async fn authorize_control(&self, call: &Call) -> Result<(), ErrorBody> {
         let owner = self.supervisor.owner_uid();
-        if call.peer.is_root() || call.peer.uid == owner {
+        // The control socket is local only; a call without kernel credentials is refused
+        // before anything else.
+        let peer = *call.require_local()?;
+        if call.is_admin(owner) {
             return Ok(());
         }
         let (reason, error) = match (&self.tokens, call.token()) {
             (Some(guard), Some(_)) => match guard.authorize(call, &call.method).await {
                 Ok(claims) => {
-                    tracing::info!(method = %call.method, cap_id = %claims.jti, uid = call.peer.uid, "control allowed by capability");
+                    tracing::info!(method = %call.method, cap_id = %claims.jti, uid = peer.uid, "control allowed by capability");
                     return Ok(());
                 }
                 Err(e) => (format!("capability refused: {}", e.message), e),
@@ -187,7 +190,7 @@ impl Control {
                 ControlError::Denied {
                     method: call.method.clone(),
                     owner,
-                    caller: call.peer.uid,
+                    caller: peer.uid,
                 }
                 .into(),
             ),
@@ -196,9 +199,9 @@ impl Control {
             "auth.denied",
             serde_json::json!({
                 "method": call.method,
-                "uid": call.peer.uid,
-                "gid": call.peer.gid,
-                "pid": call.peer.pid,
+                "uid": peer.uid,
+                "gid": peer.gid,
+                "pid": peer.pid,
                 "reason": reason,
             }),
         );
@@ -218,7 +221,9 @@ impl Control {
     async fn start(&self, call: &Call, p: SvcNameParams) -> Result<StatusResult, ErrorBody> {
         self.authorize_control(call).await?;
         check_name(&p.name)?;
-        self.supervisor.start(&p.name, Some(call.peer.uid)).await?;
+        self.supervisor
+            .start(&p.name, call.local_peer().map(|p| p.uid))
+            .await?;
         Ok(StatusResult::new("started"))
     }
 
@@ -231,7 +236,7 @@ impl Control {
             .stop(
                 &p.name,
                 Duration::from_millis(p.drain_ms),
-                Some(call.peer.uid),
+                call.local_peer().map(|p| p.uid),
             )
             .await?;
         Ok(SvcStopResult {
@@ -248,7 +253,7 @@ impl Control {
             .restart(
                 &p.name,
                 Duration::from_millis(p.drain_ms),
-                Some(call.peer.uid),
+                call.local_peer().map(|p| p.uid),
             )
             .await?;
         Ok(StatusResult::new("restarted"))

@@ -206,6 +206,8 @@ impl Stack {
     }
 
     /// SIGKILL a service and wait until the supervisor has it Healthy again with a new pid.
+    // Unsafe: kill(2) of a pid the supervisor spawned (not our Child, so std cannot).
+    #[allow(unsafe_code)]
     pub fn kill_and_wait_restart(&self, name: &str) {
         let old = self.pid(name).expect("service has a pid");
         // SAFETY: signalling a child of our supervisor by pid.
@@ -233,6 +235,8 @@ impl Stack {
     /// SIGKILL `name` and wait until the supervisor has it Healthy again with a new pid.
     /// Returns how long that took, or why it did not happen within `timeout` (no panic, so
     /// a fault test can count and report it).
+    // Unsafe: kill(2) of a pid the supervisor spawned (not our Child, so std cannot).
+    #[allow(unsafe_code)]
     pub fn kill_and_time_restart(&self, name: &str, timeout: Duration) -> Result<Duration, String> {
         let old = self
             .pid(name)

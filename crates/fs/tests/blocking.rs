@@ -5,6 +5,9 @@
 //!
 //! Real `strata-identity` and `strata-fs` binaries; needs root (to mount).
 
+// Unsafe: mount(2)/umount2(2) for a FUSE mount, which std does not wrap.
+#![allow(unsafe_code)]
+
 use serde_json::{json, Value};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;

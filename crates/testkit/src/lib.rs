@@ -119,6 +119,8 @@ impl Proc {
     }
 
     /// Send a signal to the process (not the group).
+    // Unsafe: kill(2) with any signal; std only sends SIGKILL.
+    #[allow(unsafe_code)]
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on a pid we own; a stale pid at worst returns ESRCH.
         unsafe {
@@ -156,6 +158,8 @@ impl Proc {
     }
 }
 
+// Unsafe: kill(2) of the whole process group; std signals only the child.
+#[allow(unsafe_code)]
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -286,6 +290,8 @@ pub fn healthy(socket: &Path) -> bool {
 }
 
 /// Whether this test process runs as root (needed to drop privileges or use cgroups).
+// Unsafe: geteuid(2), which std does not wrap.
+#[allow(unsafe_code)]
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

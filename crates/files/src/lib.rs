@@ -1,0 +1,145 @@
+//! The one way Strata writes a file it must not lose or leak: signing keys, certificate
+//! keys, certificates.
+//!
+//! [`write_atomic`] writes into a temporary file in the same directory, created with the
+//! final mode from the start (so a secret is never readable by others, not even for a
+//! moment), syncs it, and moves it into place; then it syncs the directory so the new
+//! name survives a crash. A reader sees the old file or the new one, never a part.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The mode of a secret: read and write for the owner only.
+pub const PRIVATE: u32 = 0o600;
+
+/// What [`write_atomic`] does when `path` already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it (`rename(2)` over it).
+    Replace,
+    /// Leave it and fail with [`io::ErrorKind::AlreadyExists`] (the new file is
+    /// hard-linked into place, which fails if the name exists, so two writers racing for
+    /// one name cannot both win).
+    Refuse,
+}
+
+/// Write `bytes` to `path` with exactly `mode` (whatever the umask), atomically. On error
+/// nothing is left behind but the file that was there before, if any.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (tmp, mut file) = create_temp(dir, name, mode)?;
+    let result = (|| {
+        file.write_all(bytes)?;
+        // The umask only ever removes bits, so the file was never more open than `mode`
+        // in between; this makes it exactly `mode`.
+        file.set_permissions(Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        match overwrite {
+            Overwrite::Replace => std::fs::rename(&tmp, path),
+            Overwrite::Refuse => std::fs::hard_link(&tmp, path),
+        }
+    })();
+    drop(file);
+    // After a rename the temporary name is gone already; after a link (or a failure) it
+    // is a second name to drop.
+    let _ = std::fs::remove_file(&tmp);
+    result?;
+    File::open(dir)?.sync_all()
+}
+
+/// A new, empty file `.<name>.tmp-<pid>-<n>` in `dir`, created exclusively with `mode`.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> io::Result<(PathBuf, File)> {
+    let mut attempt = 0u32;
+    loop {
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{}-{attempt}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_new_file_has_its_bytes_and_exactly_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_atomic(&path, b"secret", PRIVATE, Overwrite::Refuse).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        assert_eq!(mode_of(&path), 0o600);
+        // A certificate's wider mode is kept exactly too, whatever the umask.
+        let cert = dir.path().join("cert");
+        write_atomic(&cert, b"pem", 0o644, Overwrite::Replace).unwrap();
+        assert_eq!(mode_of(&cert), 0o644);
+        assert_eq!(names_in(dir.path()), ["cert", "key"], "no temporary file is left");
+    }
+
+    #[test]
+    fn replace_swaps_the_whole_file_and_tightens_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, b"an old and longer secret").unwrap();
+        std::fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"new", PRIVATE, Overwrite::Replace).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(names_in(dir.path()), ["key"]);
+    }
+
+    #[test]
+    fn refuse_leaves_an_existing_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, b"kept").unwrap();
+        let err = write_atomic(&path, b"lost", PRIVATE, Overwrite::Refuse).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+        assert_eq!(names_in(dir.path()), ["key"], "the temporary file is removed");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a directory: rename fails, and the temporary file must go.
+        let path = dir.path().join("taken");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("inside"), b"x").unwrap();
+        write_atomic(&path, b"bytes", PRIVATE, Overwrite::Replace).unwrap_err();
+        assert_eq!(names_in(dir.path()), ["taken"]);
+        assert!(write_atomic(Path::new("/"), b"x", PRIVATE, Overwrite::Replace).is_err());
+    }
+}

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod methods;
+pub mod names;
 
 #[cfg(feature = "codec")]
 pub use codec::{frame_codec, is_frame_too_large};
@@ -22,34 +23,5 @@ pub use envelope::{
 };
 pub use error::{clip, ErrorBody, ErrorCode, MAX_ERROR_MESSAGE_LEN};
 pub use methods::Method;
+pub use names::{is_service_name, NameError, NodeId, ServiceName, MAX_NAME_LEN};
 
-/// Whether `name` is a valid service name: `[a-z][a-z0-9-]{0,62}`. Names become socket,
-/// file and cgroup names, so this one rule is used wherever a service is named.
-pub fn is_service_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 63
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn service_names() {
-        for ok in ["fs", "a", "my-svc2", &format!("a{}", "b".repeat(62))] {
-            assert!(super::is_service_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "Fs",
-            "1fs",
-            "-x",
-            "fs.sock",
-            "a b",
-            "é",
-            &"a".repeat(64),
-        ] {
-            assert!(!super::is_service_name(bad), "{bad:?}");
-        }
-    }
-}

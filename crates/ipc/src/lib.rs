@@ -18,6 +18,7 @@ pub mod paths;
 pub mod router;
 pub mod server;
 mod slots;
+mod sys;
 pub mod tls;
 
 /// A fake environment for the modules' unit tests that read settings from one.
@@ -62,8 +63,7 @@ impl PeerCred {
 
     /// The credentials of this process (for tests and in-process calls).
     pub fn current_process() -> PeerCred {
-        // SAFETY: getuid/getgid have no preconditions and cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = sys::uid_gid();
         PeerCred {
             pid: Some(std::process::id() as i32),
             uid,

@@ -210,8 +210,7 @@ fn judge(meta: &std::fs::Metadata, uid: u32, is_target: bool) -> Option<String> 
 }
 
 fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    crate::sys::uid()
 }
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;

@@ -13,7 +13,11 @@
 //!   repeated token costs a hash and a comparison instead of a signature check;
 //! - [`authorize`], the single place that decides whether a capability may call a method
 //!   (SPEC §1, invariant 3), with its inputs: [`RevocationSet`], [`RateLimiter`], and a
-//!   [`Clock`] that tests replace with [`ManualClock`].
+//!   [`Clock`] that tests replace with [`ManualClock`];
+//! - the delegation rules: a child's [`Terms`] from what a delegation asks for
+//!   ([`Narrowing`], omitted terms inherited) and [`attenuates`], the one check that a child
+//!   allows nothing its parent does not; and [`Standing`], each validity fact
+//!   [`check_current`] refuses on, for reports.
 //!
 //! It is not a service and does no I/O beyond key files: no sockets, no async runtime, no
 //! persistence of revocations (identity and the services own that), and no path
@@ -42,6 +46,7 @@
 mod cache;
 mod claims;
 mod clock;
+mod delegation;
 mod error;
 mod ids;
 mod keys;
@@ -54,11 +59,12 @@ mod verify;
 
 pub use claims::{Claims, Constraints, SharedRateLimit};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use delegation::{attenuates, Narrowing, Terms, Widening};
 pub use error::Error;
 pub use ids::{CapId, PathPrefix, Right};
 pub use keys::{KeyId, KeyOrigin, PublicKey, SigningKey, TrustedKey, TrustedKeys};
 pub use paseto::{TokenVersion, MAX_TOKEN_LEN};
-pub use policy::{attenuates, authorize, check_current, AuthContext, Denial, DenialKind, Widening};
+pub use policy::{authorize, check_current, AuthContext, Denial, DenialKind, Standing};
 pub use rate::{RateLimit, RateLimiter, RatePeriod};
 pub use revocation::{RevocationSet, DEFAULT_REVOCATION_RETENTION};
 pub use verify::Verifier;

@@ -196,189 +196,6 @@ pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result
     Ok(())
 }
 
-/// Why [`attenuates`] refused a child: the part of the claims that widened, and a reason
-/// for the person who asked.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct Widening {
-    what: &'static str,
-    reason: String,
-}
-
-impl Widening {
-    fn new(what: &'static str, reason: String) -> Widening {
-        Widening { what, reason }
-    }
-
-    /// The claim that widened: `service`, `sub`, `aud`, `iss`, `parents`, `rights`,
-    /// `exp`, `nbf`, `path_prefix`, `rate_limit` or `shared_rate_limits`.
-    pub fn what(&self) -> &'static str {
-        self.what
-    }
-
-    /// Why, in words.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-/// Whether `child` is an attenuation of `parent`: it allows nothing `parent` does not.
-/// The one rule for delegation (identity checks every child it mints with it).
-///
-/// A constraint whose absence a verifier treats as "deny" is never widened; one whose
-/// absence means "unlimited" may be added. In order:
-/// - the same `service`, `sub`, `aud` and `iss`; `parents` is the parent's ancestors
-///   then the parent, at most [`Claims::MAX_PARENTS`] long (so revoking any ancestor
-///   revokes the child, and delegation depth is bounded);
-/// - rights ⊆ the parent's (legacy actions count as the rights they name);
-/// - `exp` ≤ the parent's; valid from no earlier than the parent (`nbf`);
-/// - `path_prefix`: the parent's contains the child's ([`PathPrefix::contains`], sound
-///   because fs follows no symlink in a prefix). A parent **without** a prefix has no
-///   child with one: fs refuses every token without a prefix, so "no prefix" is a
-///   denial, not a wildcard;
-/// - `rate_limit`: if the parent has one, the child has one [at most] it (burst and
-///   rate); a parent without one may have a limited child;
-/// - `shared_rate_limits`: the child carries every bucket
-///   [`Claims::shared_rate_limits_for_child`] names, so the parent's limit (and its
-///   ancestors' and grant's) holds across all its descendants.
-///
-/// [`PathPrefix::contains`]: crate::PathPrefix::contains
-/// [at most]: crate::RateLimit::at_most
-pub fn attenuates(parent: &Claims, child: &Claims) -> Result<(), Widening> {
-    let same = |what: &'static str, p: &str, c: &str| {
-        if p == c {
-            Ok(())
-        } else {
-            Err(Widening::new(
-                what,
-                format!(
-                    "{what} {} differs from the parent's {}",
-                    quoted(c),
-                    quoted(p)
-                ),
-            ))
-        }
-    };
-    same("service", &parent.service, &child.service)?;
-    same("sub", &parent.sub, &child.sub)?;
-    same("aud", &parent.aud, &child.aud)?;
-    same("iss", &parent.iss, &child.iss)?;
-
-    if parent.parents.len() >= Claims::MAX_PARENTS {
-        return Err(Widening::new(
-            "parents",
-            format!(
-                "the capability is already {} delegations deep, the most allowed",
-                parent.parents.len()
-            ),
-        ));
-    }
-    let lineage_ok = child.parents.len() == parent.parents.len() + 1
-        && child.parents[..parent.parents.len()] == parent.parents[..]
-        && child.parents.last() == Some(&parent.jti);
-    if !lineage_ok {
-        return Err(Widening::new(
-            "parents",
-            "parents must be the parent's ancestors followed by the parent".into(),
-        ));
-    }
-
-    let granted = parent.effective_rights();
-    if let Some(extra) = child
-        .effective_rights()
-        .into_iter()
-        .find(|r| !granted.contains(r))
-    {
-        return Err(Widening::new(
-            "rights",
-            format!("right {} is not in the parent capability", quoted(&extra)),
-        ));
-    }
-
-    if child.exp > parent.exp {
-        return Err(Widening::new(
-            "exp",
-            format!(
-                "the child would outlive the parent capability (expires {})",
-                parent.exp
-            ),
-        ));
-    }
-    if let Some(parent_nbf) = parent.nbf {
-        if child.nbf.unwrap_or(child.iat) < parent_nbf {
-            return Err(Widening::new(
-                "nbf",
-                format!("the child would be valid before the parent ({parent_nbf})"),
-            ));
-        }
-    }
-
-    match (&parent.constraints.path_prefix, &child.constraints.path_prefix) {
-        (None, None) => {}
-        (None, Some(c)) => {
-            return Err(Widening::new(
-                "path_prefix",
-                format!(
-                    "path_prefix {} cannot be added: the parent has no path_prefix, which                      fs treats as no file access at all",
-                    quoted(c.as_str())
-                ),
-            ))
-        }
-        (Some(p), None) => {
-            return Err(Widening::new(
-                "path_prefix",
-                format!(
-                    "the child must keep a path_prefix inside the parent's {}",
-                    quoted(p.as_str())
-                ),
-            ))
-        }
-        (Some(p), Some(c)) if !p.contains(c) => {
-            return Err(Widening::new(
-                "path_prefix",
-                format!(
-                    "path_prefix {} is outside the parent's {}",
-                    quoted(c.as_str()),
-                    quoted(p.as_str())
-                ),
-            ))
-        }
-        (Some(_), Some(_)) => {}
-    }
-
-    match (parent.constraints.rate_limit, child.constraints.rate_limit) {
-        (Some(p), None) => {
-            return Err(Widening::new(
-                "rate_limit",
-                format!("the child must keep a rate_limit at most the parent's {p}"),
-            ))
-        }
-        (Some(p), Some(c)) if !c.at_most(p) => {
-            return Err(Widening::new(
-                "rate_limit",
-                format!(
-                    "rate_limit {c} is above the parent's {p} (a child's burst and rate must                      each be at most the parent's)"
-                ),
-            ))
-        }
-        _ => {}
-    }
-    let required = parent.shared_rate_limits_for_child();
-    if let Some(missing) = required
-        .iter()
-        .find(|s| !child.constraints.shared_rate_limits.contains(s))
-    {
-        return Err(Widening::new(
-            "shared_rate_limits",
-            format!(
-                "the child must share bucket {} ({}) with the parent",
-                missing.bucket, missing.rate_limit
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Checks 1 and 2 of [`authorize`] alone: the capability is within `nbf`..`exp` at `now`
 /// and neither it nor an ancestor is revoked. For operations on a capability itself
 /// (identity's delegate and revoke) that are not calls of the capability's service.
@@ -387,21 +204,58 @@ pub fn check_current(
     now: Timestamp,
     revocations: &RevocationSet,
 ) -> Result<(), Denial> {
-    if let Some(nbf) = claims.nbf {
-        if now < nbf {
-            return Err(Denial::new(
-                DenialKind::NotYetValid,
-                format!("token is not valid before {nbf}"),
-            ));
-        }
+    if let Some(nbf) = valid_later(claims, now) {
+        return Err(Denial::new(
+            DenialKind::NotYetValid,
+            format!("token is not valid before {nbf}"),
+        ));
     }
-    if now >= claims.exp {
+    if expired(claims, now) {
         return Err(Denial::new(
             DenialKind::Expired,
             format!("token expired at {}", claims.exp),
         ));
     }
     check_revocation(claims, revocations)
+}
+
+/// Where a verified capability stands at a time, each fact on its own: what
+/// [`check_current`] refuses on, for reports that show all of them
+/// (`identity.introspect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// `nbf` is after the time.
+    pub not_yet_valid: bool,
+    /// `exp` is at or before the time.
+    pub expired: bool,
+    /// The capability or one of its ancestors is revoked.
+    pub revoked: bool,
+}
+
+impl Standing {
+    /// How `claims` stand at `now` against `revocations`, by the rules of [`check_current`].
+    pub fn of(claims: &Claims, now: Timestamp, revocations: &RevocationSet) -> Standing {
+        Standing {
+            not_yet_valid: valid_later(claims, now).is_some(),
+            expired: expired(claims, now),
+            revoked: revocations.covers(claims),
+        }
+    }
+
+    /// Whether [`check_current`] accepts the capability: none of the three.
+    pub fn is_current(&self) -> bool {
+        !(self.not_yet_valid || self.expired || self.revoked)
+    }
+}
+
+/// The `nbf` of a capability not valid yet at `now` (valid from `nbf` on, inclusive).
+fn valid_later(claims: &Claims, now: Timestamp) -> Option<Timestamp> {
+    claims.nbf.filter(|&nbf| now < nbf)
+}
+
+/// Valid until `exp`, exclusive.
+fn expired(claims: &Claims, now: Timestamp) -> bool {
+    now >= claims.exp
 }
 
 fn check_revocation(claims: &Claims, revocations: &RevocationSet) -> Result<(), Denial> {

@@ -120,18 +120,7 @@ fn verify_with(
     now: Timestamp,
 ) -> Result<(Claims, KeyId, Arc<TrustedKey>), Error> {
     let untrusted = UntrustedPublicToken::parse(token)?;
-    let footer = untrusted.untrusted_footer();
-    if footer.is_empty() {
-        return Err(Error::MalformedToken(
-            "the token has no footer naming its key (expected {\"kid\":\"k2.pid...\"})",
-        ));
-    }
-    let footer: Footer = serde_json::from_slice(footer)
-        .map_err(|_| Error::MalformedToken("the footer is not {\"kid\":\"...\"} JSON"))?;
-    let kid: KeyId = footer
-        .kid
-        .parse()
-        .map_err(|_| Error::MalformedToken("the footer's kid is not a PASERK key id"))?;
+    let kid = Footer::kid_of(untrusted.untrusted_footer())?;
     if kid.version() != untrusted.version() {
         return Err(Error::MalformedToken(
             "the footer's kid is for a different PASETO version than the token",

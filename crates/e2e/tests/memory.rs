@@ -208,9 +208,9 @@ fn hold_partial_frames(
 #[test]
 fn connections_held_half_way_through_large_frames_keep_memory_bounded() {
     if !strata_testkit::is_root() {
-        eprintln!(
-            "SKIPPED connections_held_half_way_through_large_frames_keep_memory_bounded: \
-             needs root to connect as other uids"
+        strata_testkit::skip(
+            "connections_held_half_way_through_large_frames_keep_memory_bounded",
+            "needs root to connect as other uids",
         );
         return;
     }

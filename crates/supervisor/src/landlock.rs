@@ -211,7 +211,10 @@ mod tests {
     #[test]
     fn a_ruleset_builds_for_existing_paths_and_not_for_missing_ones() {
         if abi_version().is_err() {
-            eprintln!("SKIPPED landlock ruleset test: Landlock unavailable");
+            strata_testkit::skip(
+                "a_ruleset_builds_for_existing_paths_and_not_for_missing_ones",
+                "Landlock unavailable",
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -148,7 +148,10 @@ fn a_memory_limit_stops_a_hog() {
     let applied = sup.wait_state("hog", "Healthy")["applied"]["limits"]["memory_max"].clone();
     let via = applied["via"].as_str().unwrap_or("none").to_owned();
     if via == "none" {
-        eprintln!("SKIPPED a_memory_limit_stops_a_hog: no memory limit mechanism: {applied}");
+        strata_testkit::skip(
+            "a_memory_limit_stops_a_hog",
+            &format!("no memory limit mechanism: {applied}"),
+        );
         return;
     }
     eprintln!("memory limit applied via {via}: {applied}");
@@ -180,7 +183,10 @@ fn a_memory_limit_stops_a_hog() {
 #[test]
 fn landlock_confines_file_access() {
     if strata_supervisor::landlock::abi_version().is_err() {
-        eprintln!("SKIPPED landlock_confines_file_access: Landlock unavailable on this kernel");
+        strata_testkit::skip(
+            "landlock_confines_file_access",
+            "Landlock unavailable on this kernel",
+        );
         return;
     }
     let sandbox = Sandbox::new();

@@ -31,9 +31,9 @@ fn have_nix(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!(
-            "SKIPPED {test}: nix-instantiate not found (scripts/install-test-deps.sh installs \
-             Debian's nix-bin)"
+        strata_testkit::skip(
+            test,
+            "nix-instantiate not found (scripts/install-test-deps.sh installs Debian's nix-bin)",
         );
     }
     found

@@ -100,7 +100,7 @@ impl Etcd {
         match Etcd::start() {
             Ok(etcd) => Some(etcd),
             Err(EtcdError::NotInstalled(why)) => {
-                eprintln!("SKIPPED {test}: {why}");
+                crate::skip(test, &why.to_string());
                 None
             }
             Err(e) => panic!("{test}: {e}"),

@@ -302,7 +302,95 @@ pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         false
     } else {
-        eprintln!("SKIPPED {test}: needs root (CI runs as root)");
+        skip(test, "needs root (CI runs as root)");
         true
+    }
+}
+
+/// The file naming the skips CI accepts, relative to the workspace root.
+pub const ALLOWED_SKIPS: &str = ".ci/allowed-skips";
+
+/// Report that `test` is skipped because of `why` (prints `SKIPPED <test>: <why>`). In CI
+/// (`CI=true`) as root a skip is a failure, and this panics, unless [`ALLOWED_SKIPS`]
+/// names the test: CI installs everything a test needs, so a skip there means a test
+/// silently stopped running. Every test that skips itself calls this.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let allowed = std::fs::read_to_string(workspace_root().join(ALLOWED_SKIPS)).unwrap_or_default();
+    if let Err(e) = skip_verdict(ci, is_root(), &allowed, test) {
+        panic!("{e}");
+    }
+}
+
+/// Whether a skip of `test` is acceptable: always outside CI or when not root (a
+/// developer's machine), in CI as root only when `allowed` (the [`ALLOWED_SKIPS`] text:
+/// one `test-name  reason` per line, `#` comments) lists it with a reason.
+pub fn skip_verdict(ci: bool, root: bool, allowed: &str, test: &str) -> Result<(), String> {
+    if !ci || !root {
+        return Ok(());
+    }
+    for line in allowed.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, reason) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        if name == test {
+            return if reason.trim().is_empty() {
+                Err(format!("{ALLOWED_SKIPS} lists {test} without a reason"))
+            } else {
+                Ok(())
+            };
+        }
+    }
+    Err(format!(
+        "{test} skipped in CI as root; install what it needs (scripts/install-test-deps.sh) \
+         or, if this kernel cannot run it, list it with the reason in {ALLOWED_SKIPS}"
+    ))
+}
+
+/// The workspace root (where `Cargo.lock` is).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit is two levels below the root")
+        .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = "# comment\n\n  nix_evaluates  the kernel has no nix\nbare_name\n";
+
+    #[test]
+    fn a_skip_outside_ci_or_without_root_is_accepted() {
+        assert!(skip_verdict(false, true, "", "anything").is_ok());
+        assert!(skip_verdict(true, false, "", "anything").is_ok());
+    }
+
+    #[test]
+    fn in_ci_as_root_only_a_listed_skip_with_a_reason_passes() {
+        assert!(skip_verdict(true, true, LIST, "nix_evaluates").is_ok());
+        let e = skip_verdict(true, true, LIST, "other_test").unwrap_err();
+        assert!(e.contains("other_test skipped in CI"), "{e}");
+        let e = skip_verdict(true, true, LIST, "bare_name").unwrap_err();
+        assert!(e.contains("without a reason"), "{e}");
+        // A comment naming a test does not allow it.
+        assert!(skip_verdict(true, true, "# nix_evaluates reason", "nix_evaluates").is_err());
+    }
+
+    #[test]
+    fn the_allow_list_lists_only_tests_with_reasons() {
+        let text = std::fs::read_to_string(workspace_root().join(ALLOWED_SKIPS))
+            .expect("the allow-list exists at the workspace root");
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let name = line.split_whitespace().next().unwrap();
+            assert!(skip_verdict(true, true, &text, name).is_ok(), "{line}");
+        }
     }
 }

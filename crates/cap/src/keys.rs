@@ -14,12 +14,13 @@ use pasetors::version4::V4;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use strata_files::{write_atomic, Overwrite};
 use zeroize::Zeroizing;
 
 /// An Ed25519 public key, as published by identity.
@@ -83,7 +84,8 @@ impl PublicKey {
     /// Writes an `identity.pub` file (mode 0644) atomically: a reader sees the old key or
     /// the new one, never a partial file.
     pub fn write_file(&self, path: &Path) -> Result<(), Error> {
-        write_atomic(path, self.to_base64().as_bytes(), 0o644).map_err(|e| io_error(path, e))
+        write_atomic(path, self.to_base64().as_bytes(), 0o644, Overwrite::Replace)
+            .map_err(|e| io_error(path, e))
     }
 }
 
@@ -374,7 +376,13 @@ impl SigningKey {
                 .create(dir)
                 .map_err(|e| io_error(dir, e))?;
         }
-        write_atomic(path, text.as_bytes(), 0o600).map_err(|e| io_error(path, e))?;
+        write_atomic(
+            path,
+            text.as_bytes(),
+            strata_files::PRIVATE,
+            Overwrite::Replace,
+        )
+        .map_err(|e| io_error(path, e))?;
         Ok(key)
     }
 }
@@ -396,39 +404,6 @@ fn io_error(path: &Path, source: io::Error) -> Error {
 
 fn parent_dir(path: &Path) -> Option<&Path> {
     path.parent().filter(|p| !p.as_os_str().is_empty())
-}
-
-/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part:
-/// a temporary file in the same directory, created with `mode` (never wider), is written
-/// and fsynced, renamed over `path`, and the directory is fsynced so the rename survives a
-/// crash.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path).unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|_| io::Error::other("random number generator failed"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{:016x}", u64::from_ne_bytes(suffix)));
-    let tmp: PathBuf = dir.join(tmp_name);
-
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    let result = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&tmp, path));
-    drop(file);
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    File::open(dir)?.sync_all()
 }
 
 /// A public key a verifier accepts, with an optional validity window.

@@ -141,7 +141,7 @@ fn refuses_a_corrupt_key_file_without_replacing_it() {
     let path = dir.path().join("identity.key");
     let bad_seed = format!("k2.secret.{}", "A".repeat(86));
     for contents in ["", "not a key\n", "k2.public.AAAA\n", bad_seed.as_str()] {
-        write_atomic(&path, contents.as_bytes(), 0o600).unwrap();
+        write_atomic(&path, contents.as_bytes(), 0o600, Overwrite::Replace).unwrap();
         let err = SigningKey::load_or_create(&path).unwrap_err();
         assert!(
             matches!(err, Error::KeyFileInvalid { .. }),

@@ -23,7 +23,7 @@ use std::time::Duration;
 use strata_cap::Claims;
 use strata_guard::Guard;
 use strata_ipc::{Call, Router};
-use strata_proto::methods::{fs, Method};
+use strata_proto::methods::fs;
 use strata_proto::{ErrorBody, ErrorCode};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -36,114 +36,98 @@ impl RevocationCheck for Guard {
     }
 }
 
+/// What every fs handler works with: the service and the guard that authorizes for it.
+struct Served {
+    fs: Arc<FsService>,
+    guard: Arc<Guard>,
+    landlock: LandlockState,
+}
+
+impl Served {
+    /// `sys.health`'s facts: the guard's sync state, Landlock, exported roots, handles.
+    fn health(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut facts = self.guard.status();
+        facts.insert("landlock".into(), self.landlock.is_active().into());
+        facts.insert("landlock_status".into(), self.landlock.as_str().into());
+        facts.insert("export_roots".into(), self.fs.roots().len().into());
+        facts.insert("open_handles".into(), self.fs.handles().len().into());
+        facts.insert(
+            "file_ops_in_flight".into(),
+            self.fs.blocking().in_flight().into(),
+        );
+        facts
+    }
+
+    /// [`serve`] for this service.
+    async fn serve<R, W>(
+        &self,
+        call: Call,
+        right: &str,
+        place: Place,
+        work: W,
+    ) -> Result<R, ErrorBody>
+    where
+        R: Send + 'static,
+        W: FnOnce(&FsService, &Caller) -> Result<R, FsError> + Send + 'static,
+    {
+        serve(Arc::clone(&self.fs), &self.guard, call, right, place, work).await
+    }
+}
+
 /// The fs method table. `sys.health` reports the guard's sync state, whether Landlock
-/// confines the process, how many roots are exported and how many handles are open.
+/// confines the process, how many roots are exported and how many handles are open; it
+/// is not healthy before the guard has the whole revocation list.
+///
+/// `fs.read` answers with JSON it encodes itself ([`read_result_json`], tested equal to
+/// serde's encoding of `fs::ReadResult`). `fs.close` is authorized as `fs.open` (see the
+/// module docs).
 pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) -> Router {
-    let health = {
-        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-        move || {
-            let mut facts = guard.status();
-            facts.insert("landlock".into(), landlock.is_active().into());
-            facts.insert("landlock_status".into(), landlock.as_str().into());
-            facts.insert("export_roots".into(), fs.roots().len().into());
-            facts.insert("open_handles".into(), fs.handles().len().into());
-            facts.insert(
-                "file_ops_in_flight".into(),
-                fs.blocking().in_flight().into(),
+    let served = Arc::new(Served {
+        fs,
+        guard,
+        landlock,
+    });
+    Router::new("fs", env!("CARGO_PKG_VERSION"))
+        .with_state(served)
+        .health_extra(Served::health)
+        .health_check(|s| s.guard.ready())
+        .method::<fs::Open, _, _, _>(|s, call, p| async move {
+            s.serve(call, "fs.open", Place::Pool, move |fs, c| fs.open(c, &p))
+                .await
+        })
+        .method_encoded::<fs::Read, _, _, _>(|s, call, p| {
+            let (room, place) = (
+                reply_room(&call.req_id),
+                Place::for_handle(&s.fs, &p.handle, p.size),
             );
-            facts
-        }
-    };
-    let open = {
-        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-        move |call: Call, params: fs::OpenParams| {
-            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
             async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.open",
-                    Place::Pool,
-                    move |fs, caller| fs.open(caller, &params),
-                )
-                .await
-            }
-        }
-    };
-    let read = {
-        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-        move |call: Call, params: fs::ReadParams| {
-            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-            let room = reply_room(&call.req_id);
-            let place = Place::for_handle(&fs, &params.handle, params.size);
-            async move {
-                serve(fs, &guard, call, "fs.read", place, move |fs, caller| {
-                    read_result_json(&fs.read(caller, &params, room)?)
+                s.serve(call, "fs.read", place, move |fs, c| {
+                    read_result_json(&fs.read(c, &p, room)?)
                 })
                 .await
             }
-        }
-    };
-    let close = {
-        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-        move |call: Call, params: fs::CloseParams| {
-            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-            let place = Place::for_handle(&fs, &params.handle, 0);
+        })
+        .method::<fs::Close, _, _, _>(|s, call, p| {
+            let place = Place::for_handle(&s.fs, &p.handle, 0);
             async move {
-                serve(fs, &guard, call, "fs.open", place, move |fs, caller| {
-                    fs.close(caller, &params)
-                })
-                .await
+                s.serve(call, "fs.open", place, move |fs, c| fs.close(c, &p))
+                    .await
             }
-        }
-    };
-    let list = {
-        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-        move |call: Call, params: fs::ListParams| {
-            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
+        })
+        .method::<fs::List, _, _, _>(|s, call, p| {
             let room = list_room(&call.req_id);
             async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.list",
-                    Place::Pool,
-                    move |fs, caller| fs.list(caller, &params, room),
-                )
+                s.serve(call, "fs.list", Place::Pool, move |fs, c| {
+                    fs.list(c, &p, room)
+                })
                 .await
             }
-        }
-    };
-    let stat = {
-        let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-        move |call: Call, params: fs::StatParams| {
-            let (fs, guard) = (Arc::clone(&fs), Arc::clone(&guard));
-            async move {
-                serve(
-                    fs,
-                    &guard,
-                    call,
-                    "fs.stat",
-                    Place::Pool,
-                    move |fs, caller| fs.stat(caller, &params),
-                )
+        })
+        .method::<fs::Stat, _, _, _>(|s, call, p| async move {
+            s.serve(call, "fs.stat", Place::Pool, move |fs, c| fs.stat(c, &p))
                 .await
-            }
-        }
-    };
-    Router::new("fs", env!("CARGO_PKG_VERSION"))
-        .health_extra(health)
-        // Not healthy before the guard has the whole revocation list.
-        .health_check(move || guard.ready())
-        .method::<fs::Open, _, _, _>(open)
-        // Routed by name to answer with pre-encoded JSON (see `read_result_json`); the
-        // params and the result's shape are still `fs::Read`'s.
-        .route(<fs::Read as Method>::NAME, read)
-        .method::<fs::Close, _, _, _>(close)
-        .method::<fs::List, _, _, _>(list)
-        .method::<fs::Stat, _, _, _>(stat)
+        })
+        .into_router()
 }
 
 /// Where a handler's file work runs.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use strata_e2e::{ClusterNode, Stack};
 use strata_ipc::tls::{client_config, TlsFiles};
 use strata_ipc::{Client, ClientError, Endpoint};
+use strata_pki::NodeIdentity;
 use strata_proto::methods::{fs, identity};
 use strata_proto::ErrorCode;
 use strata_testkit::etcd::Etcd;
@@ -666,9 +667,9 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     // signed by its own certificate from the cluster CA is trusted at once.
     let stolen =
         strata_cap::SigningKey::load(&c.a.sb.state_dir().join("identity/signing.key")).unwrap();
-    let a_cert = strata_ipc::tls::NodeIdentity::load(&c.tls("a")).unwrap();
+    let a_cert = NodeIdentity::load(&c.tls("a")).unwrap();
     make_certs_with(c.certs.path(), "ca", &[("zed", "127.0.0.3")]);
-    let zed_cert = strata_ipc::tls::NodeIdentity::load(&c.tls("zed")).unwrap();
+    let zed_cert = NodeIdentity::load(&c.tls("zed")).unwrap();
     let zed_key = strata_cap::SigningKey::generate().unwrap();
     let forged = token_signed_by(&stolen, "mallory", &c.export);
     let from_zed = token_signed_by(&zed_key, "zed", &c.export);
@@ -676,9 +677,7 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
         let config =
             strata_cluster::ClusterConfig::new("mallory", vec![c.etcd.endpoint()]).unwrap();
         let etcd = strata_cluster::Etcd::connect(&config).await.unwrap();
-        let publish = |node: &'static str,
-                       key: &strata_cap::SigningKey,
-                       signer: &strata_ipc::tls::NodeIdentity| {
+        let publish = |node: &'static str, key: &strata_cap::SigningKey, signer: &NodeIdentity| {
             let info = strata_proto::methods::identity::KeyInfo {
                 kid: key.kid(strata_cap::TokenVersion::V2).to_string(),
                 public_key: key.public_key().to_base64(),

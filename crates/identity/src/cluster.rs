@@ -27,7 +27,7 @@ use strata_cluster::{
     ClusterConfig, Etcd, Mirror, MirrorEvent, MirrorState, RemovedRecord, RevocationRecord,
     TrustRecord,
 };
-use strata_ipc::tls::NodeIdentity;
+use strata_pki::NodeIdentity;
 use strata_proto::methods::identity::KeyInfo;
 use tokio::sync::{mpsc, watch, Notify};
 

@@ -597,39 +597,6 @@ async fn client_reconnects_after_the_server_closes_an_idle_tls_connection() {
     server.stop().await;
 }
 
-#[test]
-fn node_signatures_verify_only_for_the_named_node_under_the_cluster_ca() {
-    use strata_ipc::tls::{NodeIdentity, SignatureError};
-    let dir = tempfile::tempdir().unwrap();
-    let other_dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new(dir.path(), "cluster");
-    let other = TestCa::new(other_dir.path(), "other");
-    let a = NodeIdentity::load(&ca.node("a", &["127.0.0.1"])).unwrap();
-    let b = NodeIdentity::load(&ca.node("b", &["127.0.0.2"])).unwrap();
-    assert_eq!(a.name(), "a");
-    let message = b"strata-trust-v1 a k2.pid.x";
-    let sig = a.sign(message);
-    // Anyone holding the cluster CA checks it, by the name in the certificate.
-    b.verify("a", a.certificate(), message, &sig).unwrap();
-    assert!(matches!(
-        b.verify("b", a.certificate(), message, &sig),
-        Err(SignatureError::WrongName { .. })
-    ));
-    assert!(matches!(
-        b.verify("a", a.certificate(), b"something else", &sig),
-        Err(SignatureError::BadSignature)
-    ));
-    // A node of another CA, even with the same name, is not trusted.
-    let imposter = NodeIdentity::load(&other.node("a", &["127.0.0.1"])).unwrap();
-    let forged = imposter.sign(message);
-    assert!(matches!(
-        b.verify("a", imposter.certificate(), message, &forged),
-        Err(SignatureError::Untrusted(_))
-    ));
-    // Garbage instead of a certificate.
-    assert!(b.verify("a", b"not a certificate", message, &sig).is_err());
-}
-
 /// A TLS connection to `server` from the local address `from`, framed.
 async fn tls_from(
     server: &TestServer,

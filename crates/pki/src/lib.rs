@@ -3,7 +3,10 @@
 //! Nodes of a Strata cluster authenticate each other with mutual TLS under one private CA.
 //! This crate makes that CA ([`init_ca`]) and signs one certificate per node
 //! ([`issue_node`]); `strata-ctl cluster init` and `cluster add-node` are thin wrappers.
-//! It writes files and nothing else: no network, no TLS configuration, no distribution.
+//! It also reads a node's files back for use ([`TlsFiles::load`], in [`credentials`]: the
+//! key's mode checked, the CA as the only roots; `strata-ipc` builds its TLS
+//! configurations from them) and signs and checks statements between nodes with them
+//! ([`NodeIdentity`], in [`signing`]). No network, no TLS configuration, no distribution.
 //!
 //! The files, all PEM:
 //!
@@ -21,7 +24,16 @@
 //! Directories this crate creates are 0700. Keys are ECDSA P-256.
 //!
 //! Not here: revocation (a removed node's certificate stays valid until it expires; the
-//! cluster's membership list is what admits a node), renewal, or reading keys for TLS.
+//! cluster's membership list is what admits a node), renewal, or the TLS configurations
+//! (`strata-ipc`).
+
+pub mod credentials;
+pub mod signing;
+
+pub use credentials::{
+    ca_verifier, certificate_name, NodeCredentials, TlsError, TlsFiles, CA_ENV, CERT_ENV, KEY_ENV,
+};
+pub use signing::{NodeIdentity, SignatureError};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,

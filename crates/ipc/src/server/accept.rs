@@ -207,7 +207,7 @@ impl Connections {
             };
             let peer = RemotePeer {
                 addr,
-                name: crate::tls::peer_name(cert),
+                name: strata_pki::certificate_name(cert),
             };
             tracing::debug!(peer = %addr, name = %peer.name, "tls client connected");
             // One certificate used from many addresses is one caller.

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use strata_ipc::{paths, resolve_endpoint, resolve_on_node, Client, Endpoint};
-use strata_proto::methods::{fs, identity, registry, NoParams};
+use strata_proto::methods::supervisor::{
+    self as sup, SvcLogsParams, SvcNameParams, SvcRestartParams, SvcStopParams,
+};
+use strata_proto::methods::{fs, identity, registry, Method, NoParams};
 
 /// How many recent lines each `svc logs -f` poll looks at (the supervisor allows 10,000).
 const FOLLOW_WINDOW: u64 = 1000;
@@ -92,14 +95,12 @@ impl Session {
         Ok(())
     }
 
-    /// Call a method with JSON params and return its result.
-    async fn call(&self, service: &str, method: &str, params: Value) -> Result<Value, Failure> {
-        let mut client = self.client(service).await?;
-        let raw =
-            serde_json::value::to_raw_value(&params).map_err(|e| Failure::Usage(e.to_string()))?;
-        let response = client.call_raw(method, Some(raw)).await?;
-        let result = response.into_result().map_err(Failure::Server)?;
-        serde_json::from_str(result.get()).map_err(|e| Failure::Usage(e.to_string()))
+    /// Call a supervisor method; the result comes back as JSON for printing, keys in the
+    /// order `--json` has always printed them.
+    async fn supervisor<M: Method>(&self, params: &M::Params) -> Result<Value, Failure> {
+        let mut client = self.client("supervisor").await?;
+        let result = client.call::<M>(params).await?;
+        serde_json::to_value(&result).map_err(|e| Failure::Usage(e.to_string()))
     }
 
     async fn raw(&self, words: Vec<String>) -> Result<ExitCode, Failure> {
@@ -138,9 +139,7 @@ impl Session {
     }
 
     async fn status(&self) -> Result<ExitCode, Failure> {
-        let r = self
-            .call("supervisor", "supervisor.status", json!({}))
-            .await?;
+        let r = self.supervisor::<sup::Status>(&NoParams {}).await?;
         if self.global.json {
             output::json(&r);
         } else if let Value::Object(map) = &r {
@@ -162,9 +161,7 @@ impl Session {
         };
         match cmd {
             Svc::List => {
-                let r = self
-                    .call("supervisor", "supervisor.svc.list", json!({}))
-                    .await?;
+                let r = self.supervisor::<sup::SvcList>(&NoParams {}).await?;
                 if self.global.json {
                     output::json(&r);
                 } else {
@@ -187,29 +184,24 @@ impl Session {
                 Ok(ExitCode::SUCCESS)
             }
             Svc::Start { name } => {
-                let r = self
-                    .call("supervisor", "supervisor.svc.start", json!({"name": name}))
-                    .await?;
+                let params = SvcNameParams { name: name.clone() };
+                let r = self.supervisor::<sup::SvcStart>(&params).await?;
                 done(r, "started", &name)
             }
             Svc::Stop { name, drain_ms } => {
-                let r = self
-                    .call(
-                        "supervisor",
-                        "supervisor.svc.stop",
-                        json!({"name": name, "drain_ms": drain_ms}),
-                    )
-                    .await?;
+                let params = SvcStopParams {
+                    name: name.clone(),
+                    drain_ms,
+                };
+                let r = self.supervisor::<sup::SvcStop>(&params).await?;
                 done(r, "stopped", &name)
             }
             Svc::Restart { name } => {
-                let r = self
-                    .call(
-                        "supervisor",
-                        "supervisor.svc.restart",
-                        json!({"name": name}),
-                    )
-                    .await?;
+                let params = SvcRestartParams {
+                    name: name.clone(),
+                    drain_ms: sup::DEFAULT_DRAIN_MS,
+                };
+                let r = self.supervisor::<sup::SvcRestart>(&params).await?;
                 done(r, "restarted", &name)
             }
             Svc::Logs {
@@ -232,13 +224,11 @@ impl Session {
             } else {
                 lines
             };
-            let r = self
-                .call(
-                    "supervisor",
-                    "supervisor.svc.logs",
-                    json!({"name": name, "lines": window}),
-                )
-                .await?;
+            let params = SvcLogsParams {
+                name: name.to_owned(),
+                lines: usize::try_from(window).unwrap_or(usize::MAX),
+            };
+            let r = self.supervisor::<sup::SvcLogs>(&params).await?;
             let entries = r["lines"].as_array().cloned().unwrap_or_default();
             let fresh = match &last {
                 Some(seen) => match entries.iter().rposition(|e| e == seen) {

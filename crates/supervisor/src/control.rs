@@ -6,139 +6,21 @@
 //! Control (SPEC §5.3): `supervisor.svc.start`, `.svc.stop`, `.svc.restart`, `.svc.logs`
 //! and `supervisor.reload` pass [`Control::authorize_control`] first.
 
-use crate::manifest::ManifestError;
-use crate::supervisor::{ReloadReport, Supervisor};
-use serde::{Deserialize, Serialize};
+use crate::error::ControlError;
+use crate::supervisor::Supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_ipc::{Call, Router};
 use strata_proto::methods::supervisor::{
-    NodeStatus, Status, SvcList, SvcListResult, SvcNameParams, SvcStart, SvcState, SvcStop,
-    SvcStopParams,
+    NodeStatus, Reload, ReloadResult, Status, SvcList, SvcListResult, SvcLogs, SvcLogsParams,
+    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStop, SvcStopParams,
+    SvcStopResult,
 };
 use strata_proto::methods::{NoParams, StatusResult};
-use strata_proto::{ErrorBody, ErrorCode, Method};
-
-/// Everything a control request can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("no service named `{0}`")]
-    NotFound(String),
-    #[error("`{name}` is already running ({state:?})")]
-    AlreadyRunning { name: String, state: SvcState },
-    #[error("`{name}` is not running ({state:?})")]
-    NotRunning { name: String, state: SvcState },
-    #[error("cannot start `{name}`: its dependency `{dependency}` is {state:?}, not Healthy")]
-    DependencyNotHealthy {
-        name: String,
-        dependency: String,
-        state: SvcState,
-    },
-    #[error("`{name}` did not start: {reason}")]
-    StartFailed { name: String, reason: String },
-    #[error("`{0}` was removed or replaced while the request was in progress")]
-    Superseded(String),
-    #[error("the supervisor is shutting down")]
-    ShuttingDown,
-    #[error(
-        "{method} needs root or the supervisor's own user (uid {owner}); caller is uid {caller}"
-    )]
-    Denied {
-        method: String,
-        owner: u32,
-        caller: u32,
-    },
-    #[error("manifest not reloaded: {0}")]
-    Reload(#[source] ManifestError),
-    #[error("`{field}` {message}")]
-    BadParam {
-        field: &'static str,
-        message: String,
-    },
-}
-
-impl From<ControlError> for ErrorBody {
-    fn from(e: ControlError) -> ErrorBody {
-        let code = match &e {
-            ControlError::NotFound(_) => ErrorCode::NotFound,
-            ControlError::AlreadyRunning { .. }
-            | ControlError::NotRunning { .. }
-            | ControlError::DependencyNotHealthy { .. }
-            | ControlError::Superseded(_) => ErrorCode::Conflict,
-            ControlError::StartFailed { .. } | ControlError::ShuttingDown => ErrorCode::Unavailable,
-            ControlError::Denied { .. } => ErrorCode::PermissionDenied,
-            ControlError::Reload(_) | ControlError::BadParam { .. } => ErrorCode::InvalidArgument,
-        };
-        let details = match &e {
-            ControlError::NotFound(name) | ControlError::Superseded(name) => {
-                serde_json::json!({"name": name})
-            }
-            ControlError::AlreadyRunning { name, state }
-            | ControlError::NotRunning { name, state } => {
-                serde_json::json!({"name": name, "state": state})
-            }
-            ControlError::DependencyNotHealthy {
-                name,
-                dependency,
-                state,
-            } => serde_json::json!({"name": name, "dependency": dependency, "state": state}),
-            ControlError::StartFailed { name, reason } => {
-                serde_json::json!({"name": name, "reason": reason})
-            }
-            ControlError::BadParam { field, .. } => serde_json::json!({"field": field}),
-            ControlError::Denied { method, .. } => serde_json::json!({"method": method}),
-            ControlError::ShuttingDown | ControlError::Reload(_) => serde_json::json!({}),
-        };
-        ErrorBody::new(code, e.to_string()).with_details(details)
-    }
-}
-
-/// `supervisor.svc.restart` params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SvcRestartParams {
-    pub name: String,
-    #[serde(default = "default_drain_ms")]
-    pub drain_ms: u64,
-}
-
-fn default_drain_ms() -> u64 {
-    2000
-}
-
-/// `supervisor.svc.logs` params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SvcLogsParams {
-    pub name: String,
-    #[serde(default = "default_lines")]
-    pub lines: usize,
-}
-
-fn default_lines() -> usize {
-    100
-}
+use strata_proto::ErrorBody;
 
 /// Most lines one `svc.logs` call returns.
 pub const MAX_LOG_LINES: usize = 10_000;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SvcLogsResult {
-    pub name: String,
-    pub lines: Vec<crate::logs::LogLine>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SvcStopResult {
-    pub status: String,
-    /// Dependents stopped first, in the order they were stopped.
-    pub also_stopped: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadResult {
-    pub status: String,
-    #[serde(flatten)]
-    pub report: ReloadReport,
-}
 
 /// The control socket's handlers and policy.
 pub struct Control {
@@ -315,50 +197,28 @@ fn check_drain(drain_ms: u64) -> Result<(), ControlError> {
     }
 }
 
-/// Wire names of the methods not (yet) in `strata-proto`.
-pub const SVC_RESTART: &str = "supervisor.svc.restart";
-pub const SVC_LOGS: &str = "supervisor.svc.logs";
-pub const RELOAD: &str = "supervisor.reload";
-
 /// The supervisor's method table.
 pub fn router(control: Arc<Control>) -> Router {
-    let c = [(); 7].map(|()| Arc::clone(&control));
-    let [c1, c2, c3, c4, c5, c6, c7] = c;
     Router::new("supervisor", env!("CARGO_PKG_VERSION"))
-        .method::<Status, _, _, _>(move |_call: Call, _p: NoParams| {
-            let c = Arc::clone(&c1);
-            async move { Ok::<_, ErrorBody>(c.status()) }
+        .with_state(control)
+        .method::<Status, _, _, _>(|c, _call, _p: NoParams| async move {
+            Ok::<_, ErrorBody>(c.status())
         })
-        .method::<SvcList, _, _, _>(move |_call: Call, _p: NoParams| {
-            let c = Arc::clone(&c2);
-            async move { Ok::<_, ErrorBody>(c.list()) }
-        })
-        .method::<SvcStart, _, _, _>(move |call: Call, p| {
-            let c = Arc::clone(&c3);
-            async move { c.start(&call, p).await }
-        })
-        // Routed by name: the result adds `also_stopped` to proto's `{"status"}`.
-        .route(SvcStop::NAME, move |call: Call, p: SvcStopParams| {
-            let c = Arc::clone(&c4);
-            async move { c.stop(&call, p).await }
-        })
-        .route(SVC_RESTART, move |call: Call, p: SvcRestartParams| {
-            let c = Arc::clone(&c5);
-            async move { c.restart(&call, p).await }
-        })
-        .route(SVC_LOGS, move |call: Call, p: SvcLogsParams| {
-            let c = Arc::clone(&c6);
-            async move { c.logs(&call, p).await }
-        })
-        .route(RELOAD, move |call: Call, _p: NoParams| {
-            let c = Arc::clone(&c7);
-            async move { c.reload(&call).await }
-        })
+        .method::<SvcList, _, _, _>(
+            |c, _call, _p: NoParams| async move { Ok::<_, ErrorBody>(c.list()) },
+        )
+        .method::<SvcStart, _, _, _>(|c, call, p| async move { c.start(&call, p).await })
+        .method::<SvcStop, _, _, _>(|c, call, p| async move { c.stop(&call, p).await })
+        .method::<SvcRestart, _, _, _>(|c, call, p| async move { c.restart(&call, p).await })
+        .method::<SvcLogs, _, _, _>(|c, call, p| async move { c.logs(&call, p).await })
+        .method::<Reload, _, _, _>(|c, call, _p: NoParams| async move { c.reload(&call).await })
+        .into_router()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_proto::ErrorCode;
 
     #[test]
     fn names_and_drain_times_are_bounded_before_use() {
@@ -378,59 +238,5 @@ mod tests {
         let body = ErrorBody::from(check_drain(MAX_DRAIN_MS + 1).unwrap_err());
         assert_eq!(body.code, ErrorCode::InvalidArgument);
         assert!(check_drain(u64::MAX).is_err());
-    }
-
-    #[test]
-    fn errors_map_to_the_documented_codes() {
-        let cases: Vec<(ControlError, ErrorCode)> = vec![
-            (ControlError::NotFound("x".into()), ErrorCode::NotFound),
-            (
-                ControlError::AlreadyRunning {
-                    name: "x".into(),
-                    state: SvcState::Healthy,
-                },
-                ErrorCode::Conflict,
-            ),
-            (
-                ControlError::DependencyNotHealthy {
-                    name: "fs".into(),
-                    dependency: "identity".into(),
-                    state: SvcState::Crashed,
-                },
-                ErrorCode::Conflict,
-            ),
-            (
-                ControlError::StartFailed {
-                    name: "x".into(),
-                    reason: "exit code 1".into(),
-                },
-                ErrorCode::Unavailable,
-            ),
-            (
-                ControlError::Denied {
-                    method: "supervisor.svc.stop".into(),
-                    owner: 0,
-                    caller: 1000,
-                },
-                ErrorCode::PermissionDenied,
-            ),
-            (
-                ControlError::BadParam {
-                    field: "lines",
-                    message: "bad".into(),
-                },
-                ErrorCode::InvalidArgument,
-            ),
-        ];
-        for (e, code) in cases {
-            assert_eq!(ErrorBody::from(e).code, code);
-        }
-        let body = ErrorBody::from(ControlError::DependencyNotHealthy {
-            name: "fs".into(),
-            dependency: "identity".into(),
-            state: SvcState::Crashed,
-        });
-        assert_eq!(body.details["dependency"], "identity");
-        assert!(body.message.contains("`identity`"), "{}", body.message);
     }
 }

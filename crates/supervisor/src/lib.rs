@@ -28,6 +28,7 @@ pub mod audit;
 pub mod backoff;
 pub mod cgroup;
 pub mod control;
+pub mod error;
 pub mod graph;
 pub mod guard;
 pub mod landlock;
@@ -43,11 +44,13 @@ pub mod state;
 pub mod supervisor;
 pub mod units;
 
-pub use control::{Control, ControlError};
+pub use control::Control;
+pub use error::{ControlError, StartError};
 pub use guard::OrphanGuard;
 pub use manifest::{Manifest, ManifestError, ServiceSpec};
 pub use sd_notify::ServiceManager;
-pub use supervisor::{ReloadReport, StartError, Supervisor, SupervisorConfig};
+pub use strata_proto::methods::supervisor::ReloadReport;
+pub use supervisor::{Supervisor, SupervisorConfig};
 
 use std::sync::Arc;
 use std::time::Duration;

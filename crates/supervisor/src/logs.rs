@@ -4,7 +4,6 @@
 //! never carries a service's output.
 
 use crate::manifest::LogSettings;
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -16,32 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 /// A line longer than this is split, so one runaway line cannot exhaust memory.
 pub const MAX_LINE: usize = 16 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
-    /// Notes by the supervisor about the service (started, exited).
-    Supervisor,
-}
-
-impl Stream {
-    fn name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-            Stream::Supervisor => "supervisor",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
-    /// Unix time in milliseconds.
-    pub ts_ms: u64,
-    pub stream: Stream,
-    pub text: String,
-}
+/// One line of a service's output, as `supervisor.svc.logs` answers it.
+pub use strata_proto::methods::supervisor::LogLine;
+/// Which output a line came from (the wire type, under the name this crate uses).
+pub use strata_proto::methods::supervisor::LogStream as Stream;
 
 /// The log of one service, shared by its output readers and the control socket.
 pub struct LogSink {
@@ -227,7 +204,7 @@ impl RotatingFile {
         let text = format!(
             "{} {} {}\n",
             crate::audit::rfc3339_ms(line.ts_ms),
-            line.stream.name(),
+            line.stream.as_str(),
             line.text
         );
         let result = (|| {

@@ -9,7 +9,7 @@
 
 use crate::backoff::CrashVerdict;
 use crate::cgroup::ServiceCgroup;
-use crate::control::ControlError;
+use crate::error::ControlError;
 use crate::landlock::Ruleset;
 use crate::logs::{self, Stream};
 use crate::manifest::{Readiness, RestartPolicy, ServiceSpec};

@@ -16,17 +16,16 @@
 use crate::audit::AuditLog;
 use crate::backoff::CrashHistory;
 use crate::cgroup::{CgroupRoot, Unavailable};
-use crate::control::ControlError;
+use crate::error::{ControlError, StartError};
 use crate::graph;
 use crate::guard::OrphanGuard;
 use crate::logs::{LogLine, LogSink};
-use crate::manifest::{Manifest, ManifestError, ServiceSpec};
+use crate::manifest::{Manifest, ServiceSpec};
 use crate::process::{ExitStatus, ProgramLookup};
 use crate::reaper::Reaper;
 use crate::registry_sync::{Registration, RegistrySync};
 use crate::service::{Command, ServiceRunner, StopReason};
 use crate::state::check_transition;
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,28 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use strata_ipc::paths::{self, DirKind};
 use strata_ipc::Endpoint;
-use strata_proto::methods::supervisor::{NodeStatus, SvcInfo, SvcState};
+use strata_proto::methods::supervisor::{NodeStatus, ReloadReport, SvcInfo, SvcState};
 use tokio::sync::{mpsc, oneshot, watch};
-
-/// Why the supervisor could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    UnsafeDir(#[from] strata_ipc::paths::DirError),
-    #[error("cannot create {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("cannot start the child reaper: {0}")]
-    Reaper(std::io::Error),
-    #[error(transparent)]
-    Server(#[from] strata_ipc::ServerError),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-}
 
 /// Everything the supervisor needs to run.
 #[derive(Debug, Clone)]
@@ -334,15 +313,6 @@ impl Shared {
 /// Most bytes of log lines one `svc.logs` answer carries: the frame limit less room for
 /// the envelope.
 pub const MAX_LOGS_ANSWER_BYTES: usize = strata_proto::MAX_FRAME - 64 * 1024;
-
-/// What `supervisor.reload` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ReloadReport {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    pub unchanged: Vec<String>,
-}
 
 /// A running supervisor. Cheap to clone.
 #[derive(Clone)]
@@ -748,12 +718,6 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-impl From<ManifestError> for ControlError {
-    fn from(e: ManifestError) -> ControlError {
-        ControlError::Reload(e)
-    }
 }
 
 /// The path of a service's per-run notify socket.

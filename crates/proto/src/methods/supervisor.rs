@@ -6,52 +6,177 @@ use serde::{Deserialize, Serialize};
 /// The lifecycle states, spelled exactly as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SvcState {
+    /// In the manifest, not yet started.
     Declared,
+    /// Running, not yet ready.
     Starting,
+    /// Ready (it answers), and watched for exit and liveness.
     Healthy,
+    /// Its run ended without anyone asking.
     Crashed,
+    /// Waiting out the backoff (or for its dependencies) before the next start.
     Restarting,
+    /// Stopped on purpose, or exited cleanly and not restarted.
     Stopped,
+    /// A crash loop, stopped until an operator's `svc.start`.
     Quarantined,
 }
 
+/// `supervisor.status`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// The node this supervisor runs.
     pub node_id: String,
+    /// Seconds since the supervisor started.
     pub uptime_sec: u64,
+    /// Everything else the supervisor reports (pid, version, state counts, cgroup, ...).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// One service in `supervisor.svc.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcInfo {
+    /// The service's name.
     pub name: String,
+    /// Its lifecycle state.
     pub state: SvcState,
+    /// Its process (also its process group), while it has one.
     pub pid: Option<u32>,
+    /// Everything else `svc.list` reports (restarts, last exit, applied limits, ...).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `supervisor.svc.list`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcListResult {
+    /// Every managed service, in start order.
     pub services: Vec<SvcInfo>,
 }
 
+/// Params naming one service (`supervisor.svc.start`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcNameParams {
+    /// The service.
     pub name: String,
 }
 
+/// The drain `svc.stop` and `svc.restart` use when the caller names none: 2 s.
+pub const DEFAULT_DRAIN_MS: u64 = 2000;
+
 fn default_drain_ms() -> u64 {
-    2000
+    DEFAULT_DRAIN_MS
 }
 
+/// `supervisor.svc.stop` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcStopParams {
+    /// The service.
     pub name: String,
     /// Grace between the stop signal and SIGKILL.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
+}
+
+/// `supervisor.svc.stop`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcStopResult {
+    /// `"stopped"`.
+    pub status: String,
+    /// Dependents stopped first, in the order they were stopped.
+    #[serde(default)]
+    pub also_stopped: Vec<String>,
+}
+
+/// `supervisor.svc.restart` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcRestartParams {
+    /// The service.
+    pub name: String,
+    /// Grace between the stop signal and SIGKILL, for the service and its dependents.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+}
+
+fn default_log_lines() -> usize {
+    100
+}
+
+/// `supervisor.svc.logs` params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcLogsParams {
+    /// The service.
+    pub name: String,
+    /// How many of the latest lines (1 to 10,000; default 100).
+    #[serde(default = "default_log_lines")]
+    pub lines: usize,
+}
+
+/// Which output a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// The service's standard output.
+    Stdout,
+    /// The service's standard error.
+    Stderr,
+    /// Notes by the supervisor about the service (started, exited, stopped).
+    Supervisor,
+}
+
+impl LogStream {
+    /// The name as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Supervisor => "supervisor",
+        }
+    }
+}
+
+/// One line of a service's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Unix time in milliseconds.
+    pub ts_ms: u64,
+    /// Where the line came from.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub text: String,
+}
+
+/// `supervisor.svc.logs`'s answer: the latest lines, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcLogsResult {
+    /// The service.
+    pub name: String,
+    /// Its latest lines, oldest first.
+    pub lines: Vec<LogLine>,
+}
+
+/// What `supervisor.reload` did, service by service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// New in the manifest: started when their dependencies are Healthy.
+    pub added: Vec<String>,
+    /// Gone from the manifest: stopped and forgotten.
+    pub removed: Vec<String>,
+    /// Defined differently: stopped and started with the new definition.
+    pub changed: Vec<String>,
+    /// Not touched.
+    pub unchanged: Vec<String>,
+}
+
+/// `supervisor.reload`'s answer: `{"status": "reloaded", "added": [...], ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    /// `"reloaded"`.
+    pub status: String,
+    /// The per-service outcome, flattened into the result.
+    #[serde(flatten)]
+    pub report: ReloadReport,
 }
 
 method!(
@@ -76,11 +201,33 @@ method!(
     StatusResult
 );
 method!(
-    /// Stop a service: stop signal, wait `drain_ms`, then SIGKILL.
+    /// Stop a service (its running dependents first): stop signal, wait `drain_ms`, then
+    /// SIGKILL.
     SvcStop,
     "supervisor.svc.stop",
     SvcStopParams,
+    SvcStopResult
+);
+method!(
+    /// Stop a service (with its dependents) if running, then start it.
+    SvcRestart,
+    "supervisor.svc.restart",
+    SvcRestartParams,
     StatusResult
+);
+method!(
+    /// The latest lines of a service's output.
+    SvcLogs,
+    "supervisor.svc.logs",
+    SvcLogsParams,
+    SvcLogsResult
+);
+method!(
+    /// Re-read the manifest and apply the difference.
+    Reload,
+    "supervisor.reload",
+    NoParams,
+    ReloadResult
 );
 
 #[cfg(test)]
@@ -125,5 +272,44 @@ mod tests {
     fn stop_drain_defaults_to_two_seconds() {
         let p: SvcStopParams = serde_json::from_str(r#"{"name":"fs"}"#).unwrap();
         assert_eq!(p.drain_ms, 2000);
+        let p: SvcRestartParams = serde_json::from_str(r#"{"name":"fs"}"#).unwrap();
+        assert_eq!(p.drain_ms, 2000);
+        let p: SvcLogsParams = serde_json::from_str(r#"{"name":"fs"}"#).unwrap();
+        assert_eq!(p.lines, 100);
+    }
+
+    #[test]
+    fn results_are_spelled_as_the_spec_says() {
+        let stop = SvcStopResult {
+            status: "stopped".into(),
+            also_stopped: vec!["fs".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(&stop).unwrap(),
+            serde_json::json!({"status": "stopped", "also_stopped": ["fs"]})
+        );
+        let reload = ReloadResult {
+            status: "reloaded".into(),
+            report: ReloadReport {
+                added: vec!["a".into()],
+                ..ReloadReport::default()
+            },
+        };
+        let v = serde_json::to_value(&reload).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"status": "reloaded", "added": ["a"], "removed": [],
+                               "changed": [], "unchanged": []})
+        );
+        assert_eq!(serde_json::from_value::<ReloadResult>(v).unwrap(), reload);
+        let line = LogLine {
+            ts_ms: 1,
+            stream: LogStream::Supervisor,
+            text: "started".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&line).unwrap(),
+            serde_json::json!({"ts_ms": 1, "stream": "supervisor", "text": "started"})
+        );
     }
 }

@@ -39,10 +39,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
 };
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use time::{Duration, OffsetDateTime};
@@ -463,66 +461,26 @@ fn create_private_dir(dir: &Path) -> Result<(), PkiError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_error(dir))
 }
 
-/// Write `bytes` to `path` with exactly `mode`, atomically: into a temporary file in the
-/// same directory, created with `mode` from the start, synced, then moved into place —
-/// renamed over an existing file with [`Overwrite::Replace`], hard-linked (which fails
-/// if the name exists) with [`Overwrite::Refuse`].
+/// Write `bytes` to `path` with exactly `mode`, atomically ([`strata_files::write_atomic`]):
+/// renamed over an existing file with [`Overwrite::Replace`]; with [`Overwrite::Refuse`] an
+/// existing file is left alone and reported as [`WriteError::Exists`].
 fn write_file(
     path: &Path,
     bytes: &[u8],
     mode: u32,
     overwrite: Overwrite,
 ) -> Result<(), WriteError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let (tmp_path, mut file) = create_temp(dir, &file_name, mode)?;
-    let result = (|| {
-        file.write_all(bytes).map_err(io_error(&tmp_path))?;
-        // Exactly `mode` whatever the umask (which only ever removes bits, so the file was
-        // never more open than `mode` in between).
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_error(&tmp_path))?;
-        file.sync_all().map_err(io_error(&tmp_path))?;
-        match overwrite {
-            Overwrite::Replace => std::fs::rename(&tmp_path, path).map_err(io_error(path))?,
-            Overwrite::Refuse => match std::fs::hard_link(&tmp_path, path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(WriteError::Exists(path.to_owned()));
-                }
-                Err(e) => return Err(io_error(path)(e).into()),
-            },
+    let how = match overwrite {
+        Overwrite::Replace => strata_files::Overwrite::Replace,
+        Overwrite::Refuse => strata_files::Overwrite::Refuse,
+    };
+    strata_files::write_atomic(path, bytes, mode, how).map_err(|e| {
+        if overwrite == Overwrite::Refuse && e.kind() == std::io::ErrorKind::AlreadyExists {
+            WriteError::Exists(path.to_owned())
+        } else {
+            WriteError::Io(io_error(path)(e))
         }
-        Ok(())
-    })();
-    // After a rename the temporary name is gone already; after a link (or a failure) it
-    // is a second name to drop.
-    let _ = std::fs::remove_file(&tmp_path);
-    result?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// A new, empty file `.<name>.tmp-<pid>-<n>` in `dir`, created exclusively with `mode`.
-fn create_temp(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, File), PkiError> {
-    let mut attempt = 0u32;
-    loop {
-        let tmp = dir.join(format!(".{name}.tmp-{}-{attempt}", std::process::id()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-        {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                attempt += 1;
-            }
-            Err(source) => return Err(PkiError::Io { path: tmp, source }),
-        }
-    }
+    })
 }
 
 #[cfg(test)]

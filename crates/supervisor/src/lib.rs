@@ -19,7 +19,7 @@
 //! - [`state`]: the seven states and the legal transitions. [`backoff`]: crash bookkeeping.
 //! - [`supervisor`]: the shared table and the cross-service operations (boot, stop with
 //!   dependents, reload, shutdown). `service.rs`: one task per service lifecycle.
-//! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`guard`]: processes and confinement.
+//! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`orphans`]: processes and confinement.
 //! - [`readiness`], [`logs`], [`audit`], [`registry_sync`]: what a run reports.
 //! - [`control`]: the control socket.
 //! - [`sd_notify`]: the supervisor's own readiness, watchdog and stopping, told to systemd.
@@ -30,10 +30,10 @@ pub mod cgroup;
 pub mod control;
 pub mod error;
 pub mod graph;
-pub mod guard;
 pub mod landlock;
 pub mod logs;
 pub mod manifest;
+pub mod orphans;
 pub mod process;
 pub mod readiness;
 pub mod reaper;
@@ -46,8 +46,8 @@ pub mod units;
 
 pub use control::Control;
 pub use error::{ControlError, StartError};
-pub use guard::OrphanGuard;
 pub use manifest::{Manifest, ManifestError, ServiceSpec};
+pub use orphans::OrphanGuard;
 pub use sd_notify::ServiceManager;
 pub use strata_proto::methods::supervisor::ReloadReport;
 pub use supervisor::{Supervisor, SupervisorConfig};
@@ -68,13 +68,13 @@ use tokio::signal::unix::{signal, SignalKind};
 /// for, and `STOPPING=1` when shutdown begins (see [`sd_notify`]).
 pub async fn run(
     config: SupervisorConfig,
-    guard: Option<OrphanGuard>,
+    orphans: Option<OrphanGuard>,
     manager: Option<ServiceManager>,
 ) -> Result<(), StartError> {
     let socket = strata_ipc::paths::socket_path(&config.runtime_dir, "supervisor");
     let runtime_dir = config.runtime_dir.clone();
     let mode = config.control_socket_mode;
-    let supervisor = Supervisor::new(config, guard)?;
+    let supervisor = Supervisor::new(config, orphans)?;
     let mut server_config = ServerConfig::new(socket);
     server_config.socket_mode = mode;
     server_config.shutdown_grace = Duration::from_secs(1);

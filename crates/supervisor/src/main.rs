@@ -65,19 +65,19 @@ fn main() -> ExitCode {
         return check_config(file);
     }
     // Before any thread exists: NOTIFY_SOCKET and WATCHDOG_* leave the environment (which
-    // is only safe to change single-threaded), and the guard is forked from a
+    // is only safe to change single-threaded), and the orphan guard is forked from a
     // single-threaded process.
     let manager = ServiceManager::take_from_env();
-    let guard = OrphanGuard::spawn();
+    let orphans = OrphanGuard::spawn();
     strata_ipc::logging::init();
-    let guard = match guard {
+    let orphans = match orphans {
         Ok(g) => Some(g),
         Err(e) => {
             tracing::warn!(error = %e, "no orphan guard: descendants of services may outlive a killed supervisor");
             None
         }
     };
-    match serve(args, guard, manager) {
+    match serve(args, orphans, manager) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -108,7 +108,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 fn serve(
     args: Args,
-    guard: Option<OrphanGuard>,
+    orphans: Option<OrphanGuard>,
     manager: Option<ServiceManager>,
 ) -> anyhow::Result<()> {
     let (manifest, manifest_path) = match &args.config {
@@ -134,7 +134,7 @@ fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(strata_supervisor::run(config, guard, manager))?;
+    runtime.block_on(strata_supervisor::run(config, orphans, manager))?;
     Ok(())
 }
 

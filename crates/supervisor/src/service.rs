@@ -363,7 +363,7 @@ impl ServiceRunner {
             }
         };
         let pid = spawned.pid;
-        if let Some(g) = &self.shared.guard {
+        if let Some(g) = &self.shared.orphans {
             g.watch_group(pid);
         }
         let sink = {
@@ -547,7 +547,7 @@ impl ServiceRunner {
             Ok(root) => Some(root.create(&spec.name).map_err(SpawnError::Cgroup)?),
             Err(_) => None,
         };
-        if let (Some(cg), Some(g)) = (&cgroup, &shared.guard) {
+        if let (Some(cg), Some(g)) = (&cgroup, &shared.orphans) {
             g.watch_cgroup(cg.dir());
         }
         let result = (|| {
@@ -711,7 +711,7 @@ impl ServiceRunner {
     }
 
     fn forget_cgroup(&self, cg: &ServiceCgroup) {
-        if let Some(g) = &self.shared.guard {
+        if let Some(g) = &self.shared.orphans {
             g.forget_cgroup(cg.dir());
         }
     }
@@ -762,7 +762,7 @@ impl ServiceRunner {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        if let Some(g) = &self.shared.guard {
+        if let Some(g) = &self.shared.orphans {
             g.forget_group(run.pid);
         }
         if let Some(cg) = &run.cgroup {

@@ -18,9 +18,9 @@ use crate::backoff::CrashHistory;
 use crate::cgroup::{CgroupRoot, Unavailable};
 use crate::error::{ControlError, StartError};
 use crate::graph;
-use crate::guard::OrphanGuard;
 use crate::logs::{LogLine, LogSink};
 use crate::manifest::{Manifest, ServiceSpec};
+use crate::orphans::OrphanGuard;
 use crate::process::{ExitStatus, ProgramLookup};
 use crate::reaper::Reaper;
 use crate::registry_sync::{Registration, RegistrySync};
@@ -108,7 +108,7 @@ pub(crate) struct Shared {
     pub manifest_path: Option<PathBuf>,
     pub programs: ProgramLookup,
     pub cgroups: Result<CgroupRoot, Unavailable>,
-    pub guard: Option<OrphanGuard>,
+    pub orphans: Option<OrphanGuard>,
     pub reaper: Arc<Reaper>,
     pub audit: AuditLog,
     pub registry: RegistrySync,
@@ -325,7 +325,7 @@ impl Supervisor {
     /// Tokio runtime; nothing is started until [`Supervisor::boot`].
     pub fn new(
         config: SupervisorConfig,
-        guard: Option<OrphanGuard>,
+        orphans: Option<OrphanGuard>,
     ) -> Result<Supervisor, StartError> {
         config.manifest.validate()?;
         let logs_dir = config.state_dir.join("logs");
@@ -350,7 +350,7 @@ impl Supervisor {
         match &cgroups {
             Ok(root) => {
                 tracing::info!(cgroup = %root.dir().display(), controllers = ?root.controllers(), "cgroup v2 in use");
-                if let Some(g) = &guard {
+                if let Some(g) = &orphans {
                     g.set_root_cgroup(root.dir());
                 }
             }
@@ -375,7 +375,7 @@ impl Supervisor {
             manifest_path: config.manifest_path,
             programs: config.programs,
             cgroups,
-            guard,
+            orphans,
             reaper,
             registry,
             registry_socket,
@@ -446,7 +446,7 @@ impl Supervisor {
         extra.insert("cgroup".into(), cgroup);
         extra.insert(
             "orphan_guard".into(),
-            json!(self.shared.guard.as_ref().map(|g| g.pid())),
+            json!(self.shared.orphans.as_ref().map(|g| g.pid())),
         );
         extra.insert(
             "shutting_down".into(),

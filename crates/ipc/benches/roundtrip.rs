@@ -27,6 +27,14 @@ struct EchoParams {
     data: String,
 }
 
+/// The benchmarked method: answers its params.
+struct Echo;
+impl strata_proto::methods::Method for Echo {
+    const NAME: &'static str = "bench.echo";
+    type Params = EchoParams;
+    type Result = EchoParams;
+}
+
 fn payload() -> Bytes {
     let data = "x".repeat(64);
     Bytes::from(format!(
@@ -138,8 +146,8 @@ fn main() {
         .build()
         .unwrap();
     let tls_addr = servers.block_on(async {
-        let router = Router::new("bench", "0")
-            .route("bench.echo", |_call, p: EchoParams| async move {
+        let router =
+            Router::new("bench", "0").method::<Echo, _, _, _>(|_call, p: EchoParams| async move {
                 Ok::<_, strata_proto::ErrorBody>(p)
             });
         let mut config = ServerConfig::new(&ipc_path);

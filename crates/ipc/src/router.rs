@@ -309,8 +309,9 @@ impl Router {
         self.route(M::NAME, handler)
     }
 
-    /// Route `method` to `handler`, with params of type `P` and result of type `R`.
-    pub fn route<P, R, E, F, Fut>(mut self, method: &str, handler: F) -> Router
+    /// Route `method` to `handler`, with params of type `P` and result of type `R`. Private:
+    /// every route is typed, through [`Router::method`] (or [`Router::method_encoded`]).
+    fn route<P, R, E, F, Fut>(mut self, method: &str, handler: F) -> Router
     where
         P: DeserializeOwned + Send + 'static,
         R: Serialize + 'static,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_ipc::{Call, Client, Endpoint, PeerCred, Router, Server, ServerConfig, ServerError};
+use strata_proto::methods::Method;
 use strata_proto::{frame_codec, ErrorBody, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -24,6 +25,48 @@ struct EchoParams {
     #[serde(default)]
     times: u32,
 }
+
+/// A test method: its wire name, the params its handler takes, the result it answers.
+macro_rules! test_method {
+    ($(#[$doc:meta])* $ty:ident = $name:literal, $params:ty) => {
+        $(#[$doc])*
+        struct $ty;
+        impl Method for $ty {
+            const NAME: &'static str = $name;
+            type Params = $params;
+            type Result = Value;
+        }
+    };
+}
+
+test_method!(
+    /// Answers its text and count.
+    Echo = "test.echo", EchoParams
+);
+test_method!(
+    /// Answers the caller's kernel credentials and token.
+    Whoami = "test.whoami", Value
+);
+test_method!(
+    /// Panics.
+    Panic = "test.panic", Value
+);
+test_method!(
+    /// Answers a result too large for a frame.
+    Huge = "test.huge", Value
+);
+test_method!(
+    /// Fails with CONFLICT.
+    Fail = "test.fail", Value
+);
+test_method!(
+    /// Answers once the test lets it.
+    Slow = "test.slow", Value
+);
+test_method!(
+    /// Never answers.
+    Hang = "test.hang", Value
+);
 
 /// A running test server; stops (and is awaited) when dropped or on `stop()`.
 struct TestServer {
@@ -78,25 +121,25 @@ impl Drop for TestServer {
 
 fn test_router() -> Router {
     Router::new("test", "9.9.9")
-        .route("test.echo", |_c: Call, p: EchoParams| async move {
+        .method::<Echo, _, _, _>(|_c: Call, p: EchoParams| async move {
             Ok::<_, ErrorBody>(json!({"text": p.text, "times": p.times}))
         })
-        .route("test.whoami", |c: Call, _p: Value| async move {
+        .method::<Whoami, _, _, _>(|c: Call, _p: Value| async move {
             let peer = c.require_local()?;
             Ok::<_, ErrorBody>(
                 json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "token": c.token()}),
             )
         })
-        .route("test.panic", |_c: Call, _p: Value| async move {
+        .method::<Panic, _, _, _>(|_c: Call, _p: Value| async move {
             if true {
                 panic!("handler bug");
             }
             Ok::<Value, ErrorBody>(json!({}))
         })
-        .route("test.huge", |_c: Call, _p: Value| async move {
+        .method::<Huge, _, _, _>(|_c: Call, _p: Value| async move {
             Ok::<_, ErrorBody>(json!({"blob": "z".repeat(2 << 20)}))
         })
-        .route("test.fail", |_c: Call, _p: Value| async move {
+        .method::<Fail, _, _, _>(|_c: Call, _p: Value| async move {
             Err::<Value, _>(ErrorBody::new(ErrorCode::Conflict, "already running"))
         })
 }
@@ -633,7 +676,7 @@ async fn shutdown_finishes_in_flight_requests_and_removes_the_socket() {
     let release = Arc::new(Notify::new());
     let router = {
         let (entered, release) = (entered.clone(), release.clone());
-        test_router().route("test.slow", move |_c: Call, _p: Value| {
+        test_router().method::<Slow, _, _, _>(move |_c: Call, _p: Value| {
             let (entered, release) = (entered.clone(), release.clone());
             async move {
                 entered.notify_one();
@@ -704,7 +747,7 @@ async fn client_times_out_and_reports_unreachable_servers() {
     let never = Arc::new(Notify::new());
     let router = {
         let never = never.clone();
-        test_router().route("test.hang", move |_c: Call, _p: Value| {
+        test_router().method::<Hang, _, _, _>(move |_c: Call, _p: Value| {
             let never = never.clone();
             async move {
                 never.notified().await;

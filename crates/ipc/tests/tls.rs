@@ -42,6 +42,22 @@ impl Method for Echo {
     type Result = EchoParams;
 }
 
+/// Answers who the caller is, as the server saw it.
+struct Whoami;
+impl Method for Whoami {
+    const NAME: &'static str = "test.whoami";
+    type Params = Value;
+    type Result = Value;
+}
+
+/// A method no TCP listener of these tests allows.
+struct Secret;
+impl Method for Secret {
+    const NAME: &'static str = "test.secret";
+    type Params = Value;
+    type Result = Value;
+}
+
 /// Certificates for one test: the cluster CA, a server and a client node, and a second
 /// CA that nobody trusts.
 struct Pki {
@@ -143,11 +159,11 @@ fn test_router(handled: Arc<AtomicUsize>) -> Router {
     };
     let (c1, c2, c3) = (counted.clone(), counted.clone(), counted);
     Router::new("test", "9.9.9")
-        .route("test.echo", move |_c: Call, p: EchoParams| {
+        .method::<Echo, _, _, _>(move |_c: Call, p: EchoParams| {
             c1();
             async move { Ok::<_, ErrorBody>(p) }
         })
-        .route("test.whoami", move |c: Call, _p: Value| {
+        .method::<Whoami, _, _, _>(move |c: Call, _p: Value| {
             c2();
             async move {
                 Ok::<_, ErrorBody>(json!({
@@ -160,7 +176,7 @@ fn test_router(handled: Arc<AtomicUsize>) -> Router {
                 }))
             }
         })
-        .route("test.secret", move |_c: Call, _p: Value| {
+        .method::<Secret, _, _, _>(move |_c: Call, _p: Value| {
             c3();
             async move { Ok::<_, ErrorBody>(json!({"secret": true})) }
         })

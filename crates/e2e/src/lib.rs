@@ -15,7 +15,9 @@ pub const SERVICES: [&str; 3] = ["registry", "identity", "fs"];
 
 /// A running node: supervisor, registry, identity and fs, all in one sandbox.
 pub struct Stack {
+    /// The node's runtime and state directories.
     pub sb: Sandbox,
+    /// The supervisor process (killed, with its services, on drop).
     pub supervisor: Proc,
     /// The directory fs exports.
     pub export: PathBuf,
@@ -26,10 +28,15 @@ pub struct Stack {
 /// One node of a test cluster: its id, the cluster's etcd, the node's TLS files (from
 /// `strata-ctl cluster add-node`) and the address fs listens on for other nodes.
 pub struct ClusterNode<'a> {
+    /// The node id.
     pub node: &'a str,
+    /// The etcd client URL.
     pub etcd: &'a str,
+    /// The node's TLS files.
     pub tls_dir: &'a std::path::Path,
+    /// Where fs listens for other nodes.
     pub fs_tcp: std::net::SocketAddr,
+    /// The node's etcd lease, in seconds.
     pub lease_ttl_secs: u32,
     /// The directory fs exports (the nodes of a test cluster may share one).
     pub export: &'a std::path::Path,
@@ -293,9 +300,13 @@ impl Stack {
 /// and state letter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ProcEntry {
+    /// The pid.
     pub pid: i32,
+    /// The parent's pid.
     pub ppid: i32,
+    /// When it started, in clock ticks since boot.
     pub start_ticks: u64,
+    /// The state letter (`R`, `S`, `Z`, ...).
     pub state: char,
 }
 

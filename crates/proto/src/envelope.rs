@@ -27,6 +27,7 @@ pub const MAX_FIELD_NAME_LEN: usize = 128;
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Auth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The capability token (PASETO), unverified until a checker verifies it.
     pub token: Option<String>,
 }
 
@@ -42,12 +43,18 @@ impl std::fmt::Debug for Auth {
 /// A request as it travels on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
+    /// Protocol version; must be [`PROTOCOL_VERSION`].
     pub v: u32,
+    /// The caller's id for this request, echoed in the response (at most
+    /// [`MAX_REQ_ID_LEN`] bytes).
     #[serde(default)]
     pub req_id: String,
+    /// The method's wire name, e.g. `fs.read`.
     pub method: String,
+    /// Credentials, when the method needs them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
+    /// The method's params, decoded by the handler into its typed params.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Box<RawValue>>,
 }
@@ -63,7 +70,9 @@ impl Request {
 /// when none could be recovered).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestError {
+    /// The request's id, if one could be read.
     pub req_id: String,
+    /// What was wrong, as the error to answer with.
     pub error: ErrorBody,
 }
 
@@ -213,16 +222,22 @@ pub fn parse_params<P: DeserializeOwned>(raw: Option<&RawValue>) -> Result<P, Er
 /// `error` exactly when it is false.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Response<R = Box<RawValue>> {
+    /// Protocol version, [`PROTOCOL_VERSION`].
     pub v: u32,
+    /// The request's `req_id`, echoed.
     pub req_id: String,
+    /// Whether the method succeeded.
     pub ok: bool,
+    /// The method's result, when `ok`.
     #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
     pub result: Option<R>,
+    /// Why it failed, when not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
 
 impl<R> Response<R> {
+    /// A successful answer to `req_id`.
     pub fn success(req_id: impl Into<String>, result: R) -> Self {
         Response {
             v: PROTOCOL_VERSION,
@@ -233,6 +248,7 @@ impl<R> Response<R> {
         }
     }
 
+    /// A failed answer to `req_id`.
     pub fn failure(req_id: impl Into<String>, error: ErrorBody) -> Self {
         Response {
             v: PROTOCOL_VERSION,

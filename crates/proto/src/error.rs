@@ -114,9 +114,13 @@ pub fn clip(text: &str, max: usize) -> &str {
 /// The `error` object of a failed response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The protocol error code.
     pub code: ErrorCode,
+    /// The code's name, e.g. `INVALID_ARGUMENT`.
     pub name: String,
+    /// What went wrong, for a person (bounded: see [`MAX_ERROR_MESSAGE_LEN`]).
     pub message: String,
+    /// Facts for a program, e.g. `{"field": "path"}`; `{}` when there are none.
     #[serde(default = "empty_details")]
     pub details: serde_json::Value,
 }

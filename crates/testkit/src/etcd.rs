@@ -112,10 +112,12 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The client port on 127.0.0.1.
     pub fn client_port(&self) -> u16 {
         self.client_port
     }
 
+    /// The peer port on 127.0.0.1.
     pub fn peer_port(&self) -> u16 {
         self.peer_port
     }

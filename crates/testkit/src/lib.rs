@@ -97,6 +97,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// A child process that is killed, with its whole process group, when dropped.
 pub struct Proc {
     child: Option<Child>,
+    /// The binary's name, for messages.
     pub name: String,
 }
 
@@ -114,6 +115,7 @@ impl Proc {
         }
     }
 
+    /// The process id.
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
     }
@@ -153,6 +155,7 @@ impl Proc {
             .is_some()
     }
 
+    /// The child, no longer killed on drop (the caller owns it now).
     pub fn take_child(&mut self) -> Child {
         self.child.take().expect("running")
     }
@@ -186,6 +189,7 @@ impl Default for Sandbox {
 }
 
 impl Sandbox {
+    /// A fresh temporary directory with `run/` and `state/` below it.
     pub fn new() -> Sandbox {
         let root = tempfile::Builder::new()
             .prefix("strata-test-")
@@ -196,18 +200,22 @@ impl Sandbox {
         Sandbox { root }
     }
 
+    /// The sandbox's top directory.
     pub fn root(&self) -> &Path {
         self.root.path()
     }
 
+    /// The runtime directory (sockets), `STRATA_RUNTIME_DIR` for a service started here.
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.path().join("run")
     }
 
+    /// The state directory, `STRATA_STATE_DIR` for a service started here.
     pub fn state_dir(&self) -> PathBuf {
         self.root.path().join("state")
     }
 
+    /// Where `service`'s socket is, by convention.
     pub fn socket(&self, service: &str) -> PathBuf {
         self.runtime_dir().join(format!("{service}.sock"))
     }
@@ -271,11 +279,13 @@ pub fn call(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Write one frame: a 4-byte big-endian length, then `payload`.
 pub fn write_frame(stream: &mut UnixStream, payload: &[u8]) -> std::io::Result<()> {
     stream.write_all(&(payload.len() as u32).to_be_bytes())?;
     stream.write_all(payload)
 }
 
+/// Read one frame's payload.
 pub fn read_frame(stream: &mut UnixStream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;

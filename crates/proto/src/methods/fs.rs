@@ -11,38 +11,51 @@ fn default_read_size() -> u64 {
     4096
 }
 
+/// `fs.open`'s params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenParams {
     /// Relative to the token's `path_prefix`.
     pub path: String,
+    /// `r` (the only mode served today).
     #[serde(default = "default_mode")]
     pub mode: String,
 }
 
+/// `fs.open`'s result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenResult {
+    /// The handle to read and close with (usable only with the capability that opened it).
     pub handle: String,
 }
 
+/// `fs.read`'s params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadParams {
+    /// A handle from `fs.open`.
     pub handle: String,
+    /// Where to read from, in bytes (0 when absent).
     #[serde(default)]
     pub offset: u64,
+    /// How many bytes at most (4096 when absent).
     #[serde(default = "default_read_size")]
     pub size: u64,
 }
 
+/// `fs.read`'s result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadResult {
+    /// The bytes read, base64 (standard alphabet, padded).
     pub data_b64: String,
+    /// How many bytes were read.
     pub bytes_read: u64,
+    /// Whether the read reached the end of the file.
     pub eof: bool,
     /// The same bytes as a string, present only when they are valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
 }
 
+/// `fs.list`'s params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListParams {
     /// Relative directory; empty or `.` is the prefix itself.
@@ -56,26 +69,35 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DirEntry {
+    /// The entry's name (not a path).
     pub name: String,
+    /// Whether it is a directory.
     pub is_dir: bool,
+    /// Its size in bytes.
     pub size: u64,
 }
 
+/// `fs.list`'s result: one page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListResult {
+    /// This page's entries.
     pub entries: Vec<DirEntry>,
     /// Present when more entries may follow: pass it as `cursor` to get the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
+/// `fs.close`'s params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloseParams {
+    /// The handle to close.
     pub handle: String,
 }
 
+/// `fs.stat`'s params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatParams {
     /// Relative path; empty or `.` is the prefix itself.
@@ -83,9 +105,12 @@ pub struct StatParams {
     pub path: String,
 }
 
+/// `fs.stat`'s result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatResult {
+    /// Size in bytes.
     pub size: u64,
+    /// Whether it is a directory.
     pub is_dir: bool,
     /// Last modification time, RFC 3339 in UTC.
     pub modified: String,

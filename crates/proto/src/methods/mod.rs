@@ -15,8 +15,11 @@ pub mod sys;
 
 /// A protocol method: its wire name and the types of its params and result.
 pub trait Method {
+    /// The wire name, e.g. `fs.read`.
     const NAME: &'static str;
+    /// What the request's `params` holds.
     type Params: Serialize + DeserializeOwned + Send + 'static;
+    /// What a successful response's `result` holds.
     type Result: Serialize + DeserializeOwned + Send + 'static;
 }
 
@@ -27,10 +30,12 @@ pub struct NoParams {}
 /// The `{"status": "..."}` result several mutating methods answer with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusResult {
+    /// What was done, e.g. `registered`.
     pub status: String,
 }
 
 impl StatusResult {
+    /// A result saying `status`.
     pub fn new(status: &str) -> Self {
         StatusResult {
             status: status.to_owned(),

@@ -6,8 +6,11 @@ use serde::{Deserialize, Serialize};
 /// The readiness probe's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthResult {
+    /// The answering service's name.
     pub service: String,
+    /// Its version.
     pub version: String,
+    /// `ok` when it can serve, else `unavailable` (with `status_reason` in `extra`).
     pub status: String,
     /// Service-specific facts (for example whether fs runs under Landlock).
     #[serde(flatten)]

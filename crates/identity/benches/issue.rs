@@ -63,7 +63,8 @@ fn main() {
         .build()
         .unwrap();
     server_rt.block_on(async {
-        let identity = Arc::new(Identity::open(&config).unwrap());
+        let identity =
+            Arc::new(Identity::open(&config, Arc::new(strata_cap::SystemClock::new())).unwrap());
         let server = Server::bind(ServerConfig::new(&socket), router(identity)).unwrap();
         tokio::spawn(server.serve(std::future::pending()));
     });

@@ -395,7 +395,7 @@ impl Identity {
             .and_then(|()| Ok(self.store.bump_keys_epoch()?));
         match result {
             Ok(epoch) => {
-                self.events.send_modify(|(_, e)| *e = epoch);
+                self.feed.keys_changed(epoch);
                 tracing::info!(epoch, "trust bundle changed");
             }
             Err(e) => tracing::error!(error = %e, "cannot apply the trust bundle"),
@@ -442,9 +442,7 @@ async fn learner(
             return;
         };
         if let Some(last) = added.last() {
-            identity
-                .events
-                .send_modify(|(seq, _)| *seq = (*seq).max(last.seq));
+            identity.feed.revoked_up_to(last.seq);
             tracing::info!(count = added.len(), "revocations learnt from the cluster");
         }
         if load {

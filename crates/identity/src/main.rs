@@ -74,7 +74,10 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         paths::create_dir(paths::DirKind::Runtime, &runtime_dir, 0o750)?;
-        let identity = Arc::new(Identity::open(&config)?);
+        let identity = Arc::new(Identity::open(
+            &config,
+            Arc::new(strata_cap::SystemClock::new()),
+        )?);
         if let Some(cluster) = &cluster {
             tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
             identity.join_cluster(cluster).await?;

@@ -35,15 +35,18 @@ fn open(dir: &Path, limits: MintLimits) -> Identity {
     )
     .unwrap();
     std::fs::create_dir_all(dir.join("run")).unwrap();
-    Identity::open(&IdentityConfig {
-        runtime_dir: dir.join("run"),
-        state_dir: dir.join("state"),
-        node_id: "test".into(),
-        policy: Some(policy),
-        revocation_retention: RETENTION,
-        mint_limits: limits,
-        verifier_uids: Vec::new(),
-    })
+    Identity::open(
+        &IdentityConfig {
+            runtime_dir: dir.join("run"),
+            state_dir: dir.join("state"),
+            node_id: "test".into(),
+            policy: Some(policy),
+            revocation_retention: RETENTION,
+            mint_limits: limits,
+            verifier_uids: Vec::new(),
+        },
+        std::sync::Arc::new(strata_cap::SystemClock::new()),
+    )
     .unwrap()
 }
 

@@ -28,19 +28,22 @@ fn open(dir: &Path) -> Identity {
         ),
     )
     .unwrap();
-    Identity::open(&IdentityConfig {
-        runtime_dir: dir.join("run"),
-        state_dir: dir.join("state"),
-        node_id: "test".into(),
-        policy: Some(policy),
-        revocation_retention: Duration::from_secs(600),
-        mint_limits: MintLimits {
-            per_uid: 3,
-            per_lineage: 2,
-            total: 100,
+    Identity::open(
+        &IdentityConfig {
+            runtime_dir: dir.join("run"),
+            state_dir: dir.join("state"),
+            node_id: "test".into(),
+            policy: Some(policy),
+            revocation_retention: Duration::from_secs(600),
+            mint_limits: MintLimits {
+                per_uid: 3,
+                per_lineage: 2,
+                total: 100,
+            },
+            verifier_uids: Vec::new(),
         },
-        verifier_uids: Vec::new(),
-    })
+        std::sync::Arc::new(strata_cap::SystemClock::new()),
+    )
     .unwrap()
 }
 

@@ -235,15 +235,18 @@ fn a_revocation_by_its_own_token_without_a_record_keeps_the_tokens_expiry() {
     // identity that starts next has the key (it verifies the token) and no record of it,
     // as after a crash that lost a root issue, or for a token another node issued.
     let issued = {
-        let identity = Identity::open(&IdentityConfig {
-            runtime_dir: sb.runtime_dir(),
-            state_dir: sb.state_dir(),
-            node_id: "local-0".into(),
-            policy: Some(policy(&sb).into()),
-            revocation_retention: Duration::from_secs(600),
-            mint_limits: MintLimits::default(),
-            verifier_uids: Vec::new(),
-        })
+        let identity = Identity::open(
+            &IdentityConfig {
+                runtime_dir: sb.runtime_dir(),
+                state_dir: sb.state_dir(),
+                node_id: "local-0".into(),
+                policy: Some(policy(&sb).into()),
+                revocation_retention: Duration::from_secs(600),
+                mint_limits: MintLimits::default(),
+                verifier_uids: Vec::new(),
+            },
+            std::sync::Arc::new(strata_cap::SystemClock::new()),
+        )
         .unwrap();
         let cred = PeerCred {
             pid: Some(1),

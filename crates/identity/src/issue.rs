@@ -1,0 +1,334 @@
+//! `identity.issue` (a root capability, as the issuance policy allows the caller) and
+//! `identity.delegate` (a child no stronger than a presented parent, by the delegation
+//! rules in `strata-cap`). Both build their claims the one way ([`Terms::into_claims`]
+//! through `Identity::claims`), sign them and count them against the mint quota.
+
+use crate::store::CapRecord;
+use crate::{policy, Identity, IdentityError};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use strata_cap::{
+    CapId, Claims, Constraints, Narrowing, PathPrefix, RateLimit, Right, SharedRateLimit, Terms,
+    Timestamp,
+};
+use strata_ipc::PeerCred;
+use strata_proto::methods::identity::{DelegateParams, IssueParams, IssueResult};
+
+/// Lifetime when `ttl_seconds` is absent.
+pub const DEFAULT_TTL_SECONDS: i64 = 3600;
+/// The longest lifetime anyone, admins included, may obtain: 30 days. A rotated-out key
+/// stays trusted this long, so every token it signed can run its course.
+pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
+
+impl Identity {
+    /// `identity.issue`.
+    pub fn issue(&self, peer: &PeerCred, p: IssueParams) -> Result<IssueResult, IdentityError> {
+        let service = p.service.as_str();
+        if !strata_proto::is_service_name(service) {
+            return Err(IdentityError::invalid(
+                "service",
+                "must match [a-z][a-z0-9-]{0,62}",
+            ));
+        }
+        let rights = requested_rights(service, p.rights.as_deref(), p.actions.as_deref())?;
+        let path_prefix = parse_prefix(p.path_prefix.as_deref())?;
+        let rate_limit = parse_rate(p.rate_limit.as_deref())?;
+        let ttl = p.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+        if ttl <= 0 {
+            return Err(IdentityError::invalid(
+                "ttl_seconds",
+                "must be a positive number of seconds",
+            ));
+        }
+        let max_ttl = if self.is_admin(peer) {
+            MAX_TTL_SECONDS
+        } else {
+            self.policy
+                .max_ttl(peer, service)
+                .unwrap_or(MAX_TTL_SECONDS)
+        };
+        if ttl > max_ttl {
+            return Err(IdentityError::invalid(
+                "ttl_seconds",
+                format!("{ttl} exceeds the maximum of {max_ttl} seconds"),
+            ));
+        }
+        let issuer = format!("identity@{}", self.node_id);
+        // A grant's max_rate_limit holds across every token the caller obtains under it:
+        // each carries the grant's shared bucket (see `policy::grant_bucket`).
+        let mut shared_rate_limits = Vec::new();
+        if !self.is_admin(peer) {
+            let request = policy::Request {
+                service,
+                rights: &rights,
+                path_prefix: path_prefix.as_ref(),
+                ttl_seconds: ttl,
+                rate_limit,
+            };
+            match self.policy.check(peer, &request) {
+                Err(reason) => return Err(self.deny(peer, "identity.issue", reason, None)),
+                Ok((index, grant)) => {
+                    if let Some(max) = grant.max_rate_limit {
+                        shared_rate_limits.push(SharedRateLimit {
+                            bucket: policy::grant_bucket(&issuer, peer.uid, index, grant),
+                            rate_limit: max,
+                        });
+                    }
+                }
+            }
+        }
+        let now = self.now();
+        let claims = self.claims(
+            Terms {
+                sub: format!("uid:{}", peer.uid),
+                iss: issuer,
+                aud: Claims::AUDIENCE.into(),
+                service: service.to_owned(),
+                rights,
+                constraints: Constraints {
+                    path_prefix,
+                    rate_limit,
+                    shared_rate_limits,
+                },
+                exp: now.saturating_add(Duration::from_secs(ttl as u64)),
+                parents: Vec::new(),
+            },
+            now,
+        )?;
+        let issued = self.mint_counted(peer, None, &claims)?;
+        self.audit.record(
+            "cap.issued",
+            Some(peer),
+            json!({"cap_id": issued.cap_id, "service": claims.service,
+                   "rights": claims.rights, "path_prefix": claims.constraints.path_prefix,
+                   "expires": issued.expires}),
+        );
+        Ok(issued)
+    }
+
+    /// `identity.delegate`: a child no stronger than the presented parent. Omitted params
+    /// are inherited ([`Narrowing::child_of`]); the child is then judged by
+    /// [`strata_cap::attenuates`], the one rule for delegation, and refused whole if it
+    /// widens anything.
+    pub fn delegate(
+        &self,
+        peer: &PeerCred,
+        p: DelegateParams,
+    ) -> Result<IssueResult, IdentityError> {
+        let parent = self.check_token(&p.token)?;
+        let refuse =
+            |reason: String| self.deny(peer, "identity.delegate", reason, Some(&parent.jti));
+        // Only the issuing node delegates: a child signed here for another node's token
+        // would outlive that node's removal from the cluster (its key leaves the trust
+        // bundle, but this node's key would still vouch for the child).
+        let own_issuer = format!("identity@{}", self.node_id);
+        if parent.iss != own_issuer {
+            return Err(refuse(format!(
+                "the capability was issued by `{}`; delegate it at that node's identity",
+                parent.iss
+            )));
+        }
+        // Malformed params are INVALID_ARGUMENT; what they ask for is judged below.
+        let narrowing = Narrowing {
+            rights: p
+                .rights
+                .as_deref()
+                .map(|list| requested_rights(&parent.service, Some(list), None))
+                .transpose()?,
+            path_prefix: parse_prefix(p.path_prefix.as_deref())?,
+            rate_limit: parse_rate(p.rate_limit.as_deref())?,
+            ttl: match p.ttl_seconds {
+                None => None,
+                Some(ttl) if ttl <= 0 => {
+                    return Err(IdentityError::invalid(
+                        "ttl_seconds",
+                        "must be a positive number of seconds",
+                    ))
+                }
+                Some(ttl) => Some(Duration::from_secs(ttl as u64)),
+            },
+        };
+        let now = self.now();
+        let claims = self.claims(narrowing.child_of(&parent, now)?, now)?;
+        if let Err(widening) = strata_cap::attenuates(&parent, &claims) {
+            return Err(refuse(widening.reason().to_owned()));
+        }
+        let issued = self.mint_counted(peer, Some(*claims.lineage_root()), &claims)?;
+        self.audit.record(
+            "cap.delegated",
+            Some(peer),
+            json!({"cap_id": issued.cap_id, "parent": parent.jti.to_string(),
+                   "rights": claims.rights, "path_prefix": claims.constraints.path_prefix,
+                   "expires": issued.expires}),
+        );
+        Ok(issued)
+    }
+
+    /// The claims of a capability with `terms`, minted now: the one way issue and delegate
+    /// build a token's claims (a fresh random id, issued at `now`).
+    fn claims(&self, terms: Terms, now: Timestamp) -> Result<Claims, IdentityError> {
+        Ok(terms.into_claims(CapId::random()?, now))
+    }
+
+    /// Sign `claims`, refusing (INVALID_ARGUMENT) a token longer than verifiers accept
+    /// ([`strata_cap::MAX_TOKEN_LEN`], the one bound they check): nothing is recorded or
+    /// counted for it.
+    fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
+        if self.is_removed() {
+            return Err(IdentityError::Denied(format!(
+                "node `{}` was removed from the cluster; it issues no capabilities",
+                self.node_id
+            )));
+        }
+        let token = self.signer().sign(claims)?;
+        if token.len() > strata_cap::MAX_TOKEN_LEN {
+            return Err(IdentityError::invalid(
+                "rights",
+                format!(
+                    "the capability would be a token of {} bytes, more than the {} verifiers \
+                     accept; ask for fewer or shorter rights, or a shorter path_prefix",
+                    token.len(),
+                    strata_cap::MAX_TOKEN_LEN
+                ),
+            ));
+        }
+        Ok(token)
+    }
+
+    /// Record the issuance of `claims` as `token` (with the non-admin uid it counts
+    /// against, if any). A delegation's record is durable when this returns.
+    fn record_minted(
+        &self,
+        claims: &Claims,
+        token: String,
+        minted_for: Option<u32>,
+    ) -> Result<IssueResult, IdentityError> {
+        self.store.remember_cap(
+            &claims.jti,
+            &CapRecord {
+                parents: claims.parents.iter().map(ToString::to_string).collect(),
+                expires: claims.exp.unix_seconds(),
+                minted_for,
+            },
+        )?;
+        Ok(IssueResult {
+            token,
+            cap_id: claims.jti.to_string(),
+            expires: claims.exp.unix_seconds(),
+        })
+    }
+
+    /// Sign and record `claims`, counted against the caller's quota (and the lineage's,
+    /// for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past it (see
+    /// [`mint_quota`]). A capability counts until its record is pruned (expiry plus the
+    /// retention).
+    fn mint_counted(
+        &self,
+        peer: &PeerCred,
+        lineage: Option<CapId>,
+        claims: &Claims,
+    ) -> Result<IssueResult, IdentityError> {
+        let token = self.sign(claims)?;
+        if self.is_admin(peer) {
+            return self.record_minted(claims, token, None);
+        }
+        let until = self.kept_until(claims.exp.unix_seconds());
+        self.minted
+            .reserve(self.now().unix_seconds(), peer.uid, lineage, until)
+            .map_err(IdentityError::Exhausted)?;
+        self.record_minted(claims, token, Some(peer.uid))
+            .inspect_err(|_| {
+                self.minted.cancel(peer.uid, lineage, until);
+            })
+    }
+
+    /// Rebuild the mint quota's counts from the store, so a restart does not give every
+    /// caller a fresh quota while its earlier capabilities' records are kept: each counts
+    /// until pruning would drop it, the rule [`Identity::mint_counted`] holds at run time.
+    /// Delegations' records are durable; a crash can forget the last few root issues.
+    pub(crate) fn count_live_minted(&self) -> Result<(), IdentityError> {
+        let now = self.now().unix_seconds();
+        let live = self.store.live_minted_caps(self.prune_cutoff())?;
+        let mut over = 0usize;
+        for record in &live {
+            let Some(uid) = record.minted_for else {
+                continue;
+            };
+            let lineage = record.parents.first().and_then(|p| p.parse::<CapId>().ok());
+            if self
+                .minted
+                .reserve(now, uid, lineage, self.kept_until(record.expires))
+                .is_err()
+            {
+                over += 1;
+            }
+        }
+        if over > 0 {
+            tracing::warn!(
+                over,
+                "live capabilities beyond the mint quota (limits lowered?); they expire as issued"
+            );
+        }
+        tracing::debug!(live = live.len(), "mint quota counts rebuilt");
+        Ok(())
+    }
+}
+
+/// Rights from `rights` and legacy `actions`, all for `service`, deduplicated, sorted.
+fn requested_rights(
+    service: &str,
+    rights: Option<&[String]>,
+    actions: Option<&[String]>,
+) -> Result<Vec<Right>, IdentityError> {
+    let mut out = BTreeSet::new();
+    for r in rights.unwrap_or_default() {
+        let right: Right = r.parse().map_err(|_| {
+            IdentityError::invalid("rights", format!("`{r}` is not a right like `fs.read`"))
+        })?;
+        if right.service() != service {
+            return Err(IdentityError::invalid(
+                "rights",
+                format!(
+                    "right `{r}` is for service `{}`, not `{service}`",
+                    right.service()
+                ),
+            ));
+        }
+        out.insert(right);
+    }
+    for a in actions.unwrap_or_default() {
+        let right: Right = format!("{service}.{a}").parse().map_err(|_| {
+            IdentityError::invalid("actions", format!("`{a}` is not an action like `read`"))
+        })?;
+        out.insert(right);
+    }
+    if out.is_empty() {
+        return Err(IdentityError::invalid(
+            "rights",
+            "give at least one right (or legacy action)",
+        ));
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn parse_prefix(p: Option<&str>) -> Result<Option<PathPrefix>, IdentityError> {
+    p.map(|p| {
+        p.parse::<PathPrefix>().map_err(|_| {
+            IdentityError::invalid(
+                "path_prefix",
+                format!("`{p}` must be an absolute, normalised path"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn parse_rate(r: Option<&str>) -> Result<Option<RateLimit>, IdentityError> {
+    r.map(|r| {
+        r.parse::<RateLimit>().map_err(|_| {
+            IdentityError::invalid("rate_limit", format!("`{r}` is not a rate like `50rps`"))
+        })
+    })
+    .transpose()
+}

@@ -32,16 +32,41 @@ use tokio_util::either::Either;
 /// Default deadline for one call, connection included.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a call did not get an answer (or got an error answer). Every message names the
+/// endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The connection could not be made.
     #[error("cannot connect to {endpoint}: {source}")]
-    Connect { endpoint: String, source: io::Error },
+    Connect {
+        /// The endpoint called.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading or writing on the connection failed.
     #[error("connection to {endpoint} failed: {source}")]
-    Io { endpoint: String, source: io::Error },
+    Io {
+        /// The endpoint called.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The server closed the connection before answering.
     #[error("{endpoint} closed the connection before answering")]
-    Closed { endpoint: String },
+    Closed {
+        /// The endpoint called.
+        endpoint: String,
+    },
+    /// No answer within the call's deadline.
     #[error("{endpoint} did not answer within {after:?}")]
-    Timeout { endpoint: String, after: Duration },
+    Timeout {
+        /// The endpoint called.
+        endpoint: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// A `tcp://` endpoint was called without this node's TLS files.
     #[error(
         "{endpoint} is a tcp endpoint, which needs mutual TLS: set {}, {} and {} to this \
          node's CA certificate, certificate and private key",
@@ -49,17 +74,38 @@ pub enum ClientError {
         tls::CERT_ENV,
         tls::KEY_ENV
     )]
-    TlsRequired { endpoint: String },
+    TlsRequired {
+        /// The endpoint called.
+        endpoint: String,
+    },
+    /// This node's TLS files could not be used.
     #[error("cannot set up TLS for {endpoint}: {source}")]
-    TlsSetup { endpoint: String, source: TlsError },
+    TlsSetup {
+        /// The endpoint called.
+        endpoint: String,
+        /// Why.
+        source: TlsError,
+    },
     /// The handshake failed, or the other end refused this node's certificate.
     #[error("TLS with {endpoint} failed: {source}")]
-    Tls { endpoint: String, source: io::Error },
+    Tls {
+        /// The endpoint called.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The answer was not a valid response (or not to this request).
     #[error("protocol error from {endpoint}: {detail}")]
-    Protocol { endpoint: String, detail: String },
+    Protocol {
+        /// The endpoint called.
+        endpoint: String,
+        /// What was wrong with it.
+        detail: String,
+    },
     /// The server answered with an error.
     #[error("{0}")]
     Server(ErrorBody),
+    /// The endpoint's text does not parse.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
 }
@@ -124,6 +170,7 @@ impl Client {
         Ok(client)
     }
 
+    /// The endpoint this client calls.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }

@@ -19,37 +19,52 @@ pub enum Endpoint {
     /// `host` is an IPv4 address, an IPv6 address (held without its brackets) or a DNS
     /// name (held in lower case, without a trailing dot); it is also the name the server's
     /// certificate must carry. `port` is never 0.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        /// The host: an IP address or a DNS name.
+        host: String,
+        /// The port, never 0.
+        port: u16,
+    },
 }
 
+/// Why an endpoint's text was refused; each message quotes the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
+    /// Neither `unix://` nor `tcp://`.
     #[error("endpoint `{0}`: expected unix:///absolute/path or tcp://host:port")]
     BadScheme(String),
+    /// A relative socket path.
     #[error("endpoint `{0}`: the socket path must be absolute")]
     NotAbsolute(String),
+    /// A socket path too long for `sockaddr_un`.
     #[error("endpoint `{0}`: the socket path is longer than {MAX_UNIX_PATH} bytes")]
     TooLong(String),
+    /// A socket path with a NUL byte.
     #[error("endpoint `{0}`: the socket path contains a NUL byte")]
     Nul(String),
+    /// A TCP host that is neither an IP address nor a DNS name.
     #[error(
         "endpoint `{0}`: the host must be an IPv4 address, an IPv6 address in brackets \
          ([::1]) or a DNS name"
     )]
     TcpHost(String),
+    /// A missing, zero or out-of-range port.
     #[error(
         "endpoint `{0}`: expected a port from 1 to 65535 after the host, as in tcp://host:7000"
     )]
     TcpPort(String),
+    /// Anything after `host:port`.
     #[error(
         "endpoint `{0}`: a tcp endpoint is only tcp://host:port, with no path, query or fragment"
     )]
     TcpPath(String),
+    /// A user name or password before the host.
     #[error("endpoint `{0}`: a tcp endpoint carries no user name or password")]
     TcpUserinfo(String),
 }
 
 impl Endpoint {
+    /// Parse `unix:///absolute/path` or `tcp://host:port`.
     pub fn parse(text: &str) -> Result<Endpoint, EndpointError> {
         let owned = || text.to_owned();
         if let Some(authority) = text.strip_prefix("tcp://") {

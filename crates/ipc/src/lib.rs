@@ -4,12 +4,14 @@
 //! What it owns: binding sockets safely (refusing to start over a live server, replacing
 //! stale files), connection limits, frame and idle timeouts, peer credentials (kernel
 //! credentials locally, the certificate's name over TCP), the TCP allow-list (deny by
-//! default), routing with typed params, panic isolation, graceful shutdown, TLS
-//! configuration from the node's certificate files, and the runtime/state directory rules.
+//! default), routing with typed params (every route is a `strata_proto::methods::Method`),
+//! panic isolation, graceful shutdown, TLS configuration from the node's certificate
+//! files, and the runtime/state directory rules.
 //!
 //! What it does not own: authorization. A handler receives the caller's identity and
-//! unverified token and decides with the capability crate. Certificates are made by
-//! `strata-pki`. The wire types live in `strata-proto`.
+//! unverified token and decides with the capability crate. Certificates are made, and a
+//! node's certificate files read and checked, by `strata-pki` (this crate depends on it
+//! for those files only). The wire types live in `strata-proto`.
 
 pub mod client;
 pub mod endpoint;

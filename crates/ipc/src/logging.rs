@@ -6,6 +6,7 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Install the subscriber (once per process; later calls do nothing).
 pub fn init() {
     let filter = EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("STRATA_LOG_FORMAT").is_ok_and(|v| v == "json");

@@ -17,22 +17,34 @@ use std::path::{Component, Path, PathBuf};
 /// Why a runtime or state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
+    /// None was configured and there is no default for this user.
     #[error("no {what} directory: {hint}")]
     NoDefault {
+        /// Which directory.
         what: &'static str,
+        /// How to set one.
         hint: &'static str,
     },
+    /// It, or a directory above it, is open to other users.
     #[error("refusing the {what} directory {}: {reason} (it must be owned by uid {uid} or root and not writable by group or others, and so must every directory above it)", path.display())]
     Unsafe {
+        /// Which directory.
         what: &'static str,
+        /// The directory at fault.
         path: PathBuf,
+        /// What is wrong with it.
         reason: String,
+        /// The uid it must belong to (or root).
         uid: u32,
     },
+    /// It could not be created or inspected.
     #[error("cannot use the {what} directory {}: {source}", path.display())]
     Io {
+        /// Which directory.
         what: &'static str,
+        /// The directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -41,7 +53,9 @@ pub enum DirError {
 /// What a directory is for, named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DirKind {
+    /// Where sockets live.
     Runtime,
+    /// Where persistent state lives.
     State,
 }
 

@@ -68,30 +68,61 @@ const BACKDATE: Duration = Duration::minutes(5);
 /// or value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
+    /// [`init_ca`] found a CA file already there.
     #[error("refusing to overwrite the existing CA in {}: {} already exists", dir.display(), existing.display())]
-    CaExists { dir: PathBuf, existing: PathBuf },
+    CaExists {
+        /// The CA directory.
+        dir: PathBuf,
+        /// The file that exists.
+        existing: PathBuf,
+    },
+    /// [`issue_node`] found no CA (certificate or key) in the CA directory.
     #[error("no CA in {}: {} not found", dir.display(), missing.display())]
-    CaMissing { dir: PathBuf, missing: PathBuf },
+    CaMissing {
+        /// The CA directory.
+        dir: PathBuf,
+        /// The file missing.
+        missing: PathBuf,
+    },
+    /// The CA's files are there but cannot sign (not a CA, expired, key of another).
     #[error("the CA in {} is not usable: {reason}", dir.display())]
-    BadCa { dir: PathBuf, reason: String },
+    BadCa {
+        /// The CA directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A node file exists and [`Overwrite::Refuse`] was asked for.
     #[error("refusing to overwrite {}", path.display())]
-    NodeFileExists { path: PathBuf },
+    NodeFileExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The CA name is empty, too long or has control characters.
     #[error("`{0}` is not a valid CA name: 1 to 64 printable characters")]
     InvalidCaName(String),
+    /// The node id breaks the name rule.
     #[error("`{0}` is not a valid node id: lowercase [a-z][a-z0-9-]{{0,62}}")]
     InvalidNodeId(String),
+    /// A host is neither an IP address nor a DNS name.
     #[error("`{0}` is not an IP address or a DNS name")]
     InvalidHost(String),
+    /// No host was given for a node certificate.
     #[error("a node certificate needs at least one host (IP address or DNS name)")]
     NoHosts,
+    /// The validity asked for is 0 or longer than the CA's.
     #[error("validity of {0} days is out of range: 1 to {MAX_NODE_DAYS}")]
     InvalidDays(u32),
+    /// A file or directory could not be read, written or created.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// rcgen could not make or sign the certificate.
     #[error("cannot make the certificate: {0}")]
     Certificate(#[from] rcgen::Error),
 }
@@ -99,6 +130,7 @@ pub enum PkiError {
 /// The files [`init_ca`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaFiles {
+    /// The CA directory.
     pub dir: PathBuf,
     /// `<dir>/ca.crt`, mode 0644.
     pub cert: PathBuf,
@@ -111,6 +143,7 @@ pub struct CaFiles {
 /// The files [`issue_node`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFiles {
+    /// The node's directory.
     pub dir: PathBuf,
     /// `<dir>/node.crt`, mode 0644.
     pub cert: PathBuf,

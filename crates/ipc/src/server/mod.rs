@@ -6,18 +6,18 @@
 //! here once and no service has to remember them: a cap on concurrent connections (shared
 //! by both, with a quota per caller, a reserve for root and the server's own uid, a share
 //! that TCP peers may not exceed and a small pool for unfinished TLS handshakes: see
-//! [`crate::slots`]), a byte budget for partly received large frames (total, per caller,
+//! `slots.rs`), a byte budget for partly received large frames (total, per caller,
 //! and a TCP share), a deadline for each frame once it has started and a shorter one for
 //! the TLS handshake, an idle timeout, a rate limit on the lines that connections failing
 //! over TCP write to the log, and a graceful stop on SIGTERM/SIGINT that finishes in-flight
 //! requests and removes the socket. Over TCP only the listener's allow-listed methods are
 //! served.
 //!
-//! The module map: [`bind`] (the socket file and the TCP port), [`accept`] (the accept
-//! loop and each connection's admission and TLS handshake), [`connection`] (one
-//! connection's request loop) over [`codec`] (framing within the byte budget),
-//! [`deadlines`] (frame, idle and handshake timeouts, one sweeper), [`failure_log`] (the
-//! rate limit on lines about failed TCP connections) and [`shutdown`] (signals and the
+//! The module map: `bind` (the socket file and the TCP port), `accept` (the accept
+//! loop and each connection's admission and TLS handshake), `connection` (one
+//! connection's request loop) over `codec` (framing within the byte budget),
+//! `deadlines` (frame, idle and handshake timeouts, one sweeper), `failure_log` (the
+//! rate limit on lines about failed TCP connections) and `shutdown` (signals and the
 //! graceful drain).
 
 mod accept;

@@ -227,7 +227,7 @@ pub fn init_ca(dir: &Path, name: &str) -> Result<CaFiles, PkiError> {
 /// The certificate has CN = `node`, one SAN per host (an IP address SAN if the host parses
 /// as one, else a DNS name SAN), extended key usages serverAuth and clientAuth (a node is
 /// both), and is valid for `days` days. `node` must be a valid node id
-/// ([`strata_proto::is_service_name`]).
+/// ([`strata_proto::NodeId`]).
 ///
 /// Existing `node.crt` or `node.key` in `out_dir` are an error unless `overwrite` is
 /// [`Overwrite::Replace`]; so is an existing `ca.crt` that differs from the CA's (the
@@ -240,9 +240,9 @@ pub fn issue_node(
     days: u32,
     overwrite: Overwrite,
 ) -> Result<NodeFiles, PkiError> {
-    if !strata_proto::is_service_name(node) {
-        return Err(PkiError::InvalidNodeId(node.to_owned()));
-    }
+    let node =
+        strata_proto::NodeId::parse(node).map_err(|_| PkiError::InvalidNodeId(node.to_owned()))?;
+    let node = node.as_str();
     if !(1..=MAX_NODE_DAYS).contains(&days) {
         return Err(PkiError::InvalidDays(days));
     }

@@ -20,11 +20,11 @@ use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// Why a service process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -344,9 +344,12 @@ pub struct SpawnPlan {
 /// A started process: its pid (also its process group id) and its output pipes.
 #[derive(Debug)]
 pub struct Spawned {
+    /// The process, also its process group id.
     pub pid: i32,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    /// The read end of its standard output.
+    pub stdout: OwnedFd,
+    /// The read end of its standard error.
+    pub stderr: OwnedFd,
 }
 
 /// Start the process. The caller reaps it (by pid); the returned pipes carry its output.
@@ -449,8 +452,8 @@ pub fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     let stderr = child.stderr.take().expect("stderr was piped");
     Ok(Spawned {
         pid: child.id() as i32,
-        stdout,
-        stderr,
+        stdout: stdout.into(),
+        stderr: stderr.into(),
     })
 }
 

@@ -25,6 +25,7 @@ use crate::process::{ExitStatus, ProgramLookup};
 use crate::reaper::Reaper;
 use crate::registry_sync::{Registration, RegistrySync};
 use crate::service::{Command, ServiceRunner, StopReason};
+use crate::spawner::Spawner;
 use crate::state::check_transition;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -109,7 +110,8 @@ pub(crate) struct Shared {
     pub programs: ProgramLookup,
     pub cgroups: Result<CgroupRoot, Unavailable>,
     pub orphans: Option<OrphanGuard>,
-    pub reaper: Arc<Reaper>,
+    /// Starts and signals service processes (the reaper, or a fake in unit tests).
+    pub spawner: Arc<dyn Spawner>,
     pub audit: AuditLog,
     pub registry: RegistrySync,
     pub registry_socket: PathBuf,
@@ -120,6 +122,9 @@ pub(crate) struct Shared {
     /// Serialises the operations that span services (stop with dependents, restart,
     /// reload, shutdown).
     pub ops: tokio::sync::Mutex<()>,
+    /// Every state change, in order (unit tests assert on the sequence).
+    #[cfg(test)]
+    pub transitions: Mutex<Vec<(String, SvcState)>>,
 }
 
 impl Shared {
@@ -176,6 +181,11 @@ impl Shared {
             rec.state = to;
             rec.since = SystemTime::now();
             update(rec);
+            #[cfg(test)]
+            self.transitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((name.to_owned(), to));
             let is_registry = rec.spec.socket_path(&self.runtime_dir).as_deref()
                 == Some(self.registry_socket.as_path());
             (from, self.registration(&rec.spec), is_registry)
@@ -359,6 +369,17 @@ impl Supervisor {
             }
         }
         let reaper = Reaper::start().map_err(StartError::Reaper)?;
+        Ok(Supervisor::assemble(config, orphans, cgroups, reaper))
+    }
+
+    /// The supervisor over prepared parts: directories made, cgroups probed, and the
+    /// spawner (the reaper, or a fake in unit tests) started.
+    pub(crate) fn assemble(
+        config: SupervisorConfig,
+        orphans: Option<OrphanGuard>,
+        cgroups: Result<CgroupRoot, Unavailable>,
+        spawner: Arc<dyn Spawner>,
+    ) -> Supervisor {
         let registry_socket = strata_ipc::paths::socket_path(&config.runtime_dir, "registry");
         let registry = RegistrySync::start(registry_socket.clone());
         let order = graph::start_order(&config.manifest.services)
@@ -376,7 +397,7 @@ impl Supervisor {
             programs: config.programs,
             cgroups,
             orphans,
-            reaper,
+            spawner,
             registry,
             registry_socket,
             table: Mutex::new(Table {
@@ -387,6 +408,8 @@ impl Supervisor {
             changed,
             shutting_down: AtomicBool::new(false),
             ops: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            transitions: Mutex::new(Vec::new()),
         });
         {
             let mut table = shared.table();
@@ -395,7 +418,7 @@ impl Supervisor {
                 table.services.insert(spec.name.clone(), rec);
             }
         }
-        Ok(Supervisor { shared })
+        Supervisor { shared }
     }
 
     /// Start every service as soon as its dependencies are Healthy.

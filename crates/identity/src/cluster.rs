@@ -75,6 +75,7 @@ impl ClusterLink {
         *self.revocations_recorded.borrow() && *self.bundle_applied.borrow()
     }
 
+    /// Waits until [`ClusterLink::is_loaded`].
     pub async fn wait_loaded(&self) {
         for flag in [&self.revocations_recorded, &self.bundle_applied] {
             let _ = flag.subscribe().wait_for(|done| *done).await;

@@ -14,6 +14,7 @@ use strata_cap::{
 };
 use strata_ipc::PeerCred;
 use strata_proto::methods::identity::{DelegateParams, IssueParams, IssueResult};
+use strata_proto::ServiceName;
 
 /// Lifetime when `ttl_seconds` is absent.
 pub const DEFAULT_TTL_SECONDS: i64 = 3600;
@@ -24,13 +25,11 @@ pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
 impl Identity {
     /// `identity.issue`.
     pub fn issue(&self, peer: &PeerCred, p: IssueParams) -> Result<IssueResult, IdentityError> {
-        let service = p.service.as_str();
-        if !strata_proto::is_service_name(service) {
-            return Err(IdentityError::invalid(
-                "service",
-                "must match [a-z][a-z0-9-]{0,62}",
-            ));
-        }
+        // Parsed here, not in `IssueParams` (which keeps a `String` so that strata-ctl and
+        // older clients build it unchanged); the refusal is the same on the wire.
+        let service = ServiceName::parse(&p.service)
+            .map_err(|_| IdentityError::invalid("service", "must match [a-z][a-z0-9-]{0,62}"))?;
+        let service = service.as_str();
         let rights = requested_rights(service, p.rights.as_deref(), p.actions.as_deref())?;
         let path_prefix = parse_prefix(p.path_prefix.as_deref())?;
         let rate_limit = parse_rate(p.rate_limit.as_deref())?;

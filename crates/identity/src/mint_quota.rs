@@ -65,6 +65,7 @@ pub struct MintQuota {
 }
 
 impl MintQuota {
+    /// Empty counts under `limits`.
     pub fn new(limits: MintLimits) -> MintQuota {
         MintQuota {
             limits,

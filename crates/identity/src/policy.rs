@@ -29,46 +29,72 @@ use std::path::Path;
 use strata_cap::{CapId, PathPrefix, RateLimit, Right};
 use strata_ipc::PeerCred;
 
+/// The issuance policy: who may obtain which capabilities (the `[[grant]]` tables of the
+/// policy file). Without a grant for a caller, only admins issue.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// The grants, in file order.
     #[serde(default, rename = "grant")]
     pub grants: Vec<Grant>,
 }
 
+/// One grant: callers it applies to and the most they may ask for.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
+    /// Caller uids it applies to.
     #[serde(default)]
     pub uids: Vec<u32>,
+    /// Caller gids it applies to.
     #[serde(default)]
     pub gids: Vec<u32>,
+    /// Services capabilities may be for.
     pub services: Vec<String>,
+    /// Rights (or `service.*`) capabilities may carry.
     pub rights: Vec<String>,
+    /// Prefixes a capability's `path_prefix` must be inside (empty: no prefix rule).
     #[serde(default)]
     pub path_prefixes: Vec<PathPrefix>,
+    /// The longest lifetime a capability under it may have.
     pub max_ttl_seconds: i64,
+    /// A rate limit shared by every capability issued under the grant to one caller.
     #[serde(default)]
     pub max_rate_limit: Option<RateLimit>,
 }
 
+/// Why the policy file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    /// The file could not be read.
     #[error("cannot read issuance policy {path}: {source}")]
     Read {
+        /// The policy file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not a valid policy.
     #[error("issuance policy {path} is invalid: {message}")]
-    Invalid { path: String, message: String },
+    Invalid {
+        /// The policy file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// What a caller asks for, already validated.
 pub struct Request<'a> {
+    /// The service the capability would be for.
     pub service: &'a str,
+    /// The rights asked for.
     pub rights: &'a [Right],
+    /// The path prefix asked for.
     pub path_prefix: Option<&'a PathPrefix>,
+    /// The lifetime asked for.
     pub ttl_seconds: i64,
+    /// The capability's own rate limit asked for.
     pub rate_limit: Option<RateLimit>,
 }
 

@@ -19,6 +19,7 @@ const RETIRED_KEYS: TableDefinition<&str, &str> = TableDefinition::new("retired_
 /// name → value.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+/// A failure of the store (redb or a record that does not decode): INTERNAL to callers.
 #[derive(Debug, thiserror::Error)]
 #[error("identity store: {0}")]
 pub struct StoreError(String);
@@ -27,12 +28,16 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// A revocation as stored (and fed to verifiers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevocationRecord {
+    /// Its place in the list.
     pub seq: u64,
+    /// The revoked capability.
     pub cap_id: String,
     /// Unix seconds after which the cap has expired anyway, when known.
     pub expires: Option<i64>,
+    /// Unix seconds when it was revoked.
     pub revoked_at: i64,
     /// Who made it, when that was a caller held to the revocation quota (not an admin,
     /// not learnt from the cluster).
@@ -43,19 +48,23 @@ pub struct RevocationRecord {
 /// A caller that is not an admin, as the revocation quota counts it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Revoker {
+    /// The caller's uid.
     pub uid: u32,
     /// The root capability of the token presented (its first parent, or itself).
     pub lineage: String,
     /// The holder revoked the presented token itself: not held to (nor counted in) the
     /// revocation quota, since each token is revoked at most once and the tokens a caller
-    /// can obtain are bounded by the mint quota (see [`crate::feed::RevocationQuota`]).
+    /// can obtain are bounded by the mint quota (see [`crate::revoke_quota::RevocationQuota`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub own: bool,
 }
 
+/// The record of a capability identity issued or delegated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapRecord {
+    /// Its ancestors, root first.
     pub parents: Vec<String>,
+    /// Unix seconds when it expires.
     pub expires: i64,
     /// The non-admin uid it was minted for, so the mint quota's counts are rebuilt at
     /// start (`None` for admins, and in records written before the quota existed).
@@ -63,19 +72,26 @@ pub struct CapRecord {
     pub minted_for: Option<u32>,
 }
 
+/// A rotated-out signing key, still trusted until `not_after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetiredKey {
+    /// Standard base64 of the raw public key.
     pub public_key: String,
+    /// Unix seconds after which it is no longer trusted.
     pub not_after: i64,
 }
 
 /// What one [`Store::prune_expired`] dropped.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
+    /// Revocations dropped.
     pub revocations: usize,
+    /// Issuance records dropped.
     pub caps: usize,
 }
 
+/// Identity's durable state (redb): revocations, issuance records, retired keys and the
+/// key epoch.
 pub struct Store {
     db: Database,
     store_id: String,
@@ -284,6 +300,7 @@ impl Store {
         Ok(Some(serde_json::from_str(&text).map_err(err)?))
     }
 
+    /// The newest revocation's sequence number (0: none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(REVOCATIONS).map_err(err)?;
@@ -391,6 +408,7 @@ impl Store {
         Ok(live)
     }
 
+    /// The issuance record of `cap_id`, if identity keeps one.
     pub fn cap(&self, cap_id: &CapId) -> Result<Option<CapRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let caps = txn.open_table(CAPS).map_err(err)?;
@@ -426,6 +444,7 @@ impl Store {
         Ok(epoch)
     }
 
+    /// The current key epoch (1 before any change).
     pub fn keys_epoch(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let meta = txn.open_table(META).map_err(err)?;
@@ -436,6 +455,7 @@ impl Store {
             .unwrap_or(1))
     }
 
+    /// Every retired key, by kid.
     pub fn retired_keys(&self) -> Result<Vec<(String, RetiredKey)>, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
         let keys = txn.open_table(RETIRED_KEYS).map_err(err)?;

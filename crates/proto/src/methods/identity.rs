@@ -58,8 +58,12 @@ fn bounded_rights<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<S
     d.deserialize_option(Bounded)
 }
 
+/// `identity.issue`: a root capability for one service, as the issuance policy allows the
+/// caller (admins: anything).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IssueParams {
+    /// The service the capability is for (`[a-z][a-z0-9-]{0,62}`; anything else is
+    /// INVALID_ARGUMENT naming `service`).
     pub service: String,
     /// Fully-qualified rights, e.g. `["fs.open"]`. Preferred over `actions`. At most
     /// [`MAX_RIGHTS`] of at most [`MAX_RIGHT_LEN`] bytes.
@@ -76,6 +80,7 @@ pub struct IssueParams {
         deserialize_with = "bounded_rights"
     )]
     pub actions: Option<Vec<String>>,
+    /// The absolute, normalised directory the capability is confined to (fs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     /// Lifetime in seconds (3600 when absent).
@@ -86,16 +91,21 @@ pub struct IssueParams {
     pub rate_limit: Option<String>,
 }
 
+/// A minted capability (`identity.issue`, `identity.delegate`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IssueResult {
+    /// The signed token (`v2.public.…`), presented as `auth.token`.
     pub token: String,
+    /// The capability's id (32 hex digits), to revoke it by.
     pub cap_id: String,
     /// Unix seconds.
     pub expires: i64,
 }
 
+/// `identity.revoke`: revoke a capability (and with it every descendant).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevokeParams {
+    /// The capability's id (32 hex digits).
     pub cap_id: String,
 }
 
@@ -118,18 +128,23 @@ pub struct RevokeResult {
     pub unconfirmed: u64,
 }
 
+/// `identity.introspect`: what a token says and whether it is valid now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntrospectParams {
+    /// The token to look at.
     pub token: String,
 }
 
+/// `identity.introspect`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntrospectResult {
     /// The token's claims when its signature verifies, else `null`.
     pub claims: serde_json::Value,
     /// Signature good, key trusted, within `nbf`..`exp`, not revoked (nor any ancestor).
     pub valid: bool,
+    /// `exp` has passed.
     pub expired: bool,
+    /// The capability or one of its ancestors is revoked.
     pub revoked: bool,
     /// The key id from the footer, when readable.
     pub kid: Option<String>,
@@ -142,6 +157,7 @@ pub struct IntrospectResult {
 /// Omitted fields are inherited from the parent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DelegateParams {
+    /// The parent capability's token.
     pub token: String,
     /// Bounded as [`IssueParams::rights`].
     #[serde(
@@ -150,10 +166,14 @@ pub struct DelegateParams {
         deserialize_with = "bounded_rights"
     )]
     pub rights: Option<Vec<String>>,
+    /// A path prefix inside the parent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
+    /// Lifetime in seconds from now; never past the parent's expiry (absent: the
+    /// parent's expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<i64>,
+    /// A rate limit at most the parent's, e.g. `"10rps"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<String>,
 }
@@ -161,6 +181,7 @@ pub struct DelegateParams {
 /// One trusted signing key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyInfo {
+    /// The key's PASERK id (`k2.pid.…`), as in a token's footer.
     pub kid: String,
     /// Standard base64 of the raw 32-byte Ed25519 public key.
     pub public_key: String,
@@ -179,17 +200,22 @@ pub struct KeyInfo {
     pub node: Option<String>,
 }
 
+/// `identity.keys`'s answer: the keys verifiers should trust.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeysResult {
+    /// Every trusted key: this node's current and retired ones, and (in a cluster) the
+    /// other nodes'.
     pub keys: Vec<KeyInfo>,
     /// Increases whenever the key set changes.
     pub keys_epoch: u64,
 }
 
+/// `identity.rotate`'s answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RotateResult {
     /// The new current key.
     pub kid: String,
+    /// The key epoch that includes it.
     pub keys_epoch: u64,
 }
 
@@ -271,17 +297,22 @@ pub struct RevocationsParams {
     pub limit: Option<u32>,
 }
 
+/// One entry of the revocation list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Revocation {
+    /// Its place in the list (increasing).
     pub seq: u64,
+    /// The revoked capability's id.
     pub cap_id: String,
     /// Unix seconds after which the revoked capability has expired anyway, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
 }
 
+/// `identity.revocations`'s answer: one page of the revocation list after `since`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevocationsResult {
+    /// The revocation store this list comes from (pass it back as `store_id`).
     pub store_id: String,
     /// The cursor: pass it as `since` next time. The newest sequence number when `more` is
     /// false, else the last one in `revocations`.
@@ -290,11 +321,13 @@ pub struct RevocationsResult {
     /// caller's `store_id` is not this store's): with the pages that follow while `more`
     /// is true, it is the complete list.
     pub full: bool,
+    /// The entries after `since`, oldest first.
     pub revocations: Vec<Revocation>,
     /// True when entries after `seq` did not fit in this answer: ask again at once with
     /// `since = seq`. A verifier has the complete list only once an answer says false.
     #[serde(default)]
     pub more: bool,
+    /// The current key epoch.
     pub keys_epoch: u64,
     /// Present when the caller's `keys_epoch` is out of date: the complete trusted key set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -109,7 +109,10 @@ fn a_hung_mount_does_not_stall_other_requests() {
     let mut fuse = match HungFuse::mount(&root.join("data/hung")) {
         Ok(fuse) => fuse,
         Err(why) => {
-            strata_testkit::skip("a_hung_mount_does_not_stall_other_requests", &why.to_string());
+            strata_testkit::skip(
+                "a_hung_mount_does_not_stall_other_requests",
+                &why.to_string(),
+            );
             return;
         }
     };

@@ -24,4 +24,3 @@ pub use envelope::{
 pub use error::{clip, ErrorBody, ErrorCode, MAX_ERROR_MESSAGE_LEN};
 pub use methods::Method;
 pub use names::{is_service_name, NameError, NodeId, ServiceName, MAX_NAME_LEN};
-

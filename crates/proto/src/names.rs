@@ -180,7 +180,9 @@ mod tests {
             .to_string();
         assert!(err.contains("is not a service name"), "{err}");
         assert!(!err.contains("XXXX"), "the input is not echoed: {err}");
-        let err = serde_json::from_str::<NodeId>("\"A\"").unwrap_err().to_string();
+        let err = serde_json::from_str::<NodeId>("\"A\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is not a node id"), "{err}");
         assert!(serde_json::from_str::<NodeId>("7").is_err());
     }
@@ -192,8 +194,8 @@ mod tests {
             #[allow(dead_code)]
             name: ServiceName,
         }
-        let raw = serde_json::value::RawValue::from_string(r#"{"name":"Bad Name"}"#.into())
-            .unwrap();
+        let raw =
+            serde_json::value::RawValue::from_string(r#"{"name":"Bad Name"}"#.into()).unwrap();
         let e = crate::parse_params::<P>(Some(&raw)).unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::InvalidArgument);
         assert_eq!(e.details["field"], "name");

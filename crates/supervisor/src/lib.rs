@@ -41,6 +41,7 @@ pub mod reaper;
 pub mod registry_sync;
 pub mod sd_notify;
 mod service;
+mod shared;
 mod spawner;
 pub mod state;
 pub mod supervisor;

@@ -7,7 +7,7 @@ use crate::landlock::Ruleset;
 use crate::manifest::{Readiness, ServiceSpec};
 use crate::process::{self, Rlimit, SpawnError, SpawnPlan};
 use crate::readiness::NotifySocket;
-use crate::supervisor::{notify_socket_path, Shared};
+use crate::shared::{notify_socket_path, Shared};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 

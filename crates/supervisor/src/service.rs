@@ -18,7 +18,7 @@ use crate::manifest::{Readiness, ServiceSpec};
 use crate::prepare::{self, Prepared};
 use crate::process::ExitStatus;
 use crate::readiness::{self, NotifySocket};
-use crate::supervisor::Shared;
+use crate::shared::Shared;
 use ending::{Ending, RunEnd};
 use serde_json::{json, Value};
 use std::ops::ControlFlow;

@@ -9,7 +9,7 @@ use crate::error::ControlError;
 use crate::manifest::{RestartPolicy, ServiceSpec};
 use crate::prepare;
 use crate::process::ExitStatus;
-use crate::supervisor::LastExit;
+use crate::shared::LastExit;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 use strata_proto::methods::supervisor::SvcState;

@@ -188,6 +188,26 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Assert that `holds` stays true for all of `window`, checked every few milliseconds: the
+/// absence of something (a restart, a registration) polled for until a deadline, not
+/// slept through and checked once.
+pub fn holds_for(what: &str, window: Duration, mut holds: impl FnMut() -> bool) {
+    let until = Instant::now() + window;
+    loop {
+        assert!(holds(), "{what}");
+        if Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether any process of the process group `pgid` is left.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the group exists.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
 /// Lines of a file the test services append to, empty if it does not exist yet.
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

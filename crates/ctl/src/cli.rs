@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use strata_proto::ServiceName;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -90,19 +91,19 @@ pub enum Svc {
     /// Every service, its state and pid.
     List,
     /// Start a service.
-    Start { name: String },
+    Start { name: ServiceName },
     /// Stop a service (stop signal, drain, then SIGKILL).
     Stop {
-        name: String,
+        name: ServiceName,
         /// Milliseconds between the stop signal and SIGKILL.
         #[arg(long, default_value_t = 2000)]
         drain_ms: u64,
     },
     /// Stop then start a service.
-    Restart { name: String },
+    Restart { name: ServiceName },
     /// A service's captured output.
     Logs {
-        name: String,
+        name: ServiceName,
         /// How many recent lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: u64,

@@ -13,6 +13,7 @@ use strata_proto::methods::supervisor::{
     self as sup, SvcLogsParams, SvcNameParams, SvcRestartParams, SvcStopParams,
 };
 use strata_proto::methods::{fs, identity, registry, Method, NoParams};
+use strata_proto::ServiceName;
 
 /// How many recent lines each `svc logs -f` poll looks at (the supervisor allows 10,000).
 const FOLLOW_WINDOW: u64 = 1000;
@@ -212,7 +213,12 @@ impl Session {
         }
     }
 
-    async fn logs(&self, name: &str, lines: u64, follow: bool) -> Result<ExitCode, Failure> {
+    async fn logs(
+        &self,
+        name: &ServiceName,
+        lines: u64,
+        follow: bool,
+    ) -> Result<ExitCode, Failure> {
         // Following: each poll returns the latest lines; print those after the last one
         // already printed (all of them if it scrolled out of the window).
         let mut last: Option<Value> = None;
@@ -225,7 +231,7 @@ impl Session {
                 lines
             };
             let params = SvcLogsParams {
-                name: name.to_owned(),
+                name: name.clone(),
                 lines: usize::try_from(window).unwrap_or(usize::MAX),
             };
             let r = self.supervisor::<sup::SvcLogs>(&params).await?;

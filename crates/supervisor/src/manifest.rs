@@ -453,10 +453,11 @@ impl ServiceSpec {
     }
 }
 
-/// A service name: `[a-z][a-z0-9-]{0,62}` (the registry's rule; names also become file
-/// and cgroup names, so nothing else may pass).
+/// A service name: [`strata_proto::ServiceName`]'s rule, `[a-z][a-z0-9-]{0,62}` (names
+/// also become file and cgroup names, so nothing else may pass), and not `supervisor`,
+/// which is the supervisor's own.
 pub fn check_name(name: &str) -> Result<(), ManifestError> {
-    if !strata_proto::is_service_name(name) {
+    if strata_proto::ServiceName::parse(name).is_err() {
         return Err(ManifestError::BadName(name.to_owned()));
     }
     if name == "supervisor" {

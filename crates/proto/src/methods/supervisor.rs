@@ -1,6 +1,7 @@
 //! `supervisor.*`: service lifecycle.
 
 use super::{method, NoParams, StatusResult};
+use crate::ServiceName;
 use serde::{Deserialize, Serialize};
 
 /// The lifecycle states, spelled exactly as on the wire.
@@ -58,8 +59,9 @@ pub struct SvcListResult {
 /// Params naming one service (`supervisor.svc.start`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcNameParams {
-    /// The service.
-    pub name: String,
+    /// The service (a name that breaks the rule is refused as INVALID_ARGUMENT naming
+    /// the field `name`, before the call is authorized).
+    pub name: ServiceName,
 }
 
 /// The drain `svc.stop` and `svc.restart` use when the caller names none: 2 s.
@@ -72,8 +74,9 @@ fn default_drain_ms() -> u64 {
 /// `supervisor.svc.stop` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcStopParams {
-    /// The service.
-    pub name: String,
+    /// The service (a name that breaks the rule is refused as INVALID_ARGUMENT naming
+    /// the field `name`, before the call is authorized).
+    pub name: ServiceName,
     /// Grace between the stop signal and SIGKILL.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
@@ -92,8 +95,9 @@ pub struct SvcStopResult {
 /// `supervisor.svc.restart` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcRestartParams {
-    /// The service.
-    pub name: String,
+    /// The service (a name that breaks the rule is refused as INVALID_ARGUMENT naming
+    /// the field `name`, before the call is authorized).
+    pub name: ServiceName,
     /// Grace between the stop signal and SIGKILL, for the service and its dependents.
     #[serde(default = "default_drain_ms")]
     pub drain_ms: u64,
@@ -106,8 +110,9 @@ fn default_log_lines() -> usize {
 /// `supervisor.svc.logs` params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcLogsParams {
-    /// The service.
-    pub name: String,
+    /// The service (a name that breaks the rule is refused as INVALID_ARGUMENT naming
+    /// the field `name`, before the call is authorized).
+    pub name: ServiceName,
     /// How many of the latest lines (1 to 10,000; default 100).
     #[serde(default = "default_log_lines")]
     pub lines: usize,
@@ -272,10 +277,29 @@ mod tests {
     fn stop_drain_defaults_to_two_seconds() {
         let p: SvcStopParams = serde_json::from_str(r#"{"name":"fs"}"#).unwrap();
         assert_eq!(p.drain_ms, 2000);
+        assert_eq!(p.name, "fs");
         let p: SvcRestartParams = serde_json::from_str(r#"{"name":"fs"}"#).unwrap();
         assert_eq!(p.drain_ms, 2000);
         let p: SvcLogsParams = serde_json::from_str(r#"{"name":"fs"}"#).unwrap();
         assert_eq!(p.lines, 100);
+    }
+
+    #[test]
+    fn a_name_that_breaks_the_rule_is_refused_naming_the_field() {
+        let long = "a".repeat(64);
+        for bad in ["", "Fs", "../fs", long.as_str()] {
+            let raw = serde_json::value::to_raw_value(&serde_json::json!({"name": bad})).unwrap();
+            let e = crate::parse_params::<SvcNameParams>(Some(&raw)).unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::InvalidArgument, "{bad}");
+            assert_eq!(e.details["field"], "name", "{bad}");
+            assert!(e.message.contains("is not a service name"), "{}", e.message);
+            assert!(crate::parse_params::<SvcStopParams>(Some(&raw)).is_err());
+            assert!(crate::parse_params::<SvcRestartParams>(Some(&raw)).is_err());
+            assert!(crate::parse_params::<SvcLogsParams>(Some(&raw)).is_err());
+        }
+        let raw =
+            serde_json::value::to_raw_value(&serde_json::json!({"name": "a".repeat(63)})).unwrap();
+        crate::parse_params::<SvcNameParams>(Some(&raw)).unwrap();
     }
 
     #[test]

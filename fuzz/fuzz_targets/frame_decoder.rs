@@ -1,4 +1,4 @@
-//! The frame decoder (`strata_proto::frame_codec`) fed arbitrary bytes in arbitrary
+//! The frame decoder (`strata_frame::frame_codec`) fed arbitrary bytes in arbitrary
 //! pieces, as a socket would deliver them.
 //!
 //! Must hold: every frame it yields is at most `MAX_FRAME` bytes; the only error is "frame
@@ -9,7 +9,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use strata_proto::codec::{frame_codec, is_frame_too_large, MAX_FRAME};
+use strata_frame::{frame_codec, is_frame_too_large, MAX_FRAME};
 use tokio_util::codec::{Decoder, Encoder};
 
 fuzz_target!(|data: &[u8]| {

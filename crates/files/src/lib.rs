@@ -105,7 +105,11 @@ mod tests {
         let cert = dir.path().join("cert");
         write_atomic(&cert, b"pem", 0o644, Overwrite::Replace).unwrap();
         assert_eq!(mode_of(&cert), 0o644);
-        assert_eq!(names_in(dir.path()), ["cert", "key"], "no temporary file is left");
+        assert_eq!(
+            names_in(dir.path()),
+            ["cert", "key"],
+            "no temporary file is left"
+        );
     }
 
     #[test]
@@ -128,7 +132,11 @@ mod tests {
         let err = write_atomic(&path, b"lost", PRIVATE, Overwrite::Refuse).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&path).unwrap(), b"kept");
-        assert_eq!(names_in(dir.path()), ["key"], "the temporary file is removed");
+        assert_eq!(
+            names_in(dir.path()),
+            ["key"],
+            "the temporary file is removed"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The frame codec: a 4-byte big-endian unsigned length, then that many bytes of UTF-8
+//! Strata's frame codec, kept out of `strata-proto` so the wire contract needs no runtime
+//! crate: a 4-byte big-endian unsigned length, then that many bytes of UTF-8
 //! JSON, at most [`MAX_FRAME`] bytes. We use tokio-util's length-delimited codec rather
 //! than our own so that partial reads, oversize lengths and buffer management are handled
 //! by code with years of use behind it. A declared length above [`MAX_FRAME`] is a
@@ -6,7 +7,7 @@
 
 use tokio_util::codec::{length_delimited::LengthDelimitedCodecError, LengthDelimitedCodec};
 
-pub use crate::MAX_FRAME;
+pub use strata_proto::MAX_FRAME;
 
 /// A codec for Strata frames, in both directions.
 pub fn frame_codec() -> LengthDelimitedCodec {

@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_audit::Audit;
 use strata_cap::{CapId, Claims, Constraints, SigningKey, Timestamp, TrustedKey, TrustedKeys};
+use strata_frame::frame_codec;
 use strata_fs::{ExportRoots, FsService, HandleLimits, LandlockState};
 use strata_guard::Guard;
 use strata_ipc::tls::{self, rustls};
 use strata_ipc::{Client, Endpoint, Server, ServerConfig, TcpListen, TlsFiles};
-use strata_proto::frame_codec;
 use tokio::net::UnixListener;
 use tokio_util::codec::Framed;
 

@@ -16,9 +16,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strata_frame::frame_codec;
 use strata_ipc::tls::{self, rustls};
 use strata_ipc::{Client, Endpoint, Router, Server, ServerConfig, TcpListen};
-use strata_proto::frame_codec;
 use tokio::net::UnixListener;
 use tokio_util::codec::Framed;
 

@@ -17,10 +17,11 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use strata_frame::frame_codec;
 use strata_proto::methods::{registry, Method};
 use strata_proto::{
-    clip, frame_codec, Auth, ErrorBody, ErrorCode, Request, Response, MAX_ERROR_MESSAGE_LEN,
-    MAX_REQ_ID_LEN, PROTOCOL_VERSION,
+    clip, Auth, ErrorBody, ErrorCode, Request, Response, MAX_ERROR_MESSAGE_LEN, MAX_REQ_ID_LEN,
+    PROTOCOL_VERSION,
 };
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;

@@ -5,9 +5,10 @@
 use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::time::Duration;
+use strata_frame::frame_codec;
 use strata_ipc::{Client, ClientError, Endpoint};
 use strata_proto::methods::{sys, NoParams};
-use strata_proto::{frame_codec, MAX_ERROR_MESSAGE_LEN, MAX_FRAME};
+use strata_proto::{MAX_ERROR_MESSAGE_LEN, MAX_FRAME};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio_util::codec::Framed;

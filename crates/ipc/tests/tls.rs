@@ -14,13 +14,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use strata_frame::frame_codec;
 use strata_ipc::tls::{self, rustls};
 use strata_ipc::{
     Call, Client, ClientError, Endpoint, PeerCred, Router, Server, ServerConfig, TcpListen,
     TlsError, TlsFiles,
 };
 use strata_proto::methods::{sys::Health, Method};
-use strata_proto::{frame_codec, ErrorBody, ErrorCode};
+use strata_proto::{ErrorBody, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;

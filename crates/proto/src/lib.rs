@@ -1,19 +1,15 @@
 //! Strata's wire contract: the request/response envelope, the eight error codes, typed
-//! params and results for every method, and the frame codec.
+//! params and results for every method, and the names that cross the wire. The frame
+//! codec that carries them is `strata-frame`.
 //!
 //! This crate is pure data: no sockets, no runtime, no policy. Everything that crosses a
 //! Strata socket is defined here, so a change to the wire shows up as a change to this
 //! crate (and to `api/protocol.md`).
 
-#[cfg(feature = "codec")]
-pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod methods;
 pub mod names;
-
-#[cfg(feature = "codec")]
-pub use codec::{frame_codec, is_frame_too_large};
 
 /// Largest payload a frame may carry: 1 MiB.
 pub const MAX_FRAME: usize = 1 << 20;

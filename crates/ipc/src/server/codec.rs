@@ -6,7 +6,8 @@ use crate::slots::{ByteBudget, PeerKey, Refusal, Reservation};
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::sync::Arc;
-use strata_proto::{frame_codec, MAX_FRAME};
+use strata_frame::frame_codec;
+use strata_proto::MAX_FRAME;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// A frame arriving past the byte budget (see [`BudgetedCodec`]).

@@ -10,7 +10,8 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use strata_proto::{is_frame_too_large, ErrorBody, ErrorCode, Response};
+use strata_frame::is_frame_too_large;
+use strata_proto::{ErrorBody, ErrorCode, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 

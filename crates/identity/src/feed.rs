@@ -464,6 +464,22 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll as TaskPoll, Waker};
+    use strata_cap::{ManualClock, Timestamp};
+
+    /// Polls `f` once: whether it finished without anything else happening.
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> TaskPoll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn feed() -> (Feed, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_seconds(
+            1_767_225_600,
+        )));
+        (Feed::new(0, 1, Arc::clone(&clock) as Arc<dyn Clock>), clock)
+    }
 
     fn key(uid: u32, name: &str) -> SubscriberKey {
         SubscriberKey {
@@ -558,5 +574,52 @@ mod tests {
             8,
         );
         assert_eq!(pending, 0);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_waits_for_a_polling_trusted_subscriber_until_it_acknowledges() {
+        let (feed, _clock) = feed();
+        let polling = feed.poll_begins(key(0, "fs"), true, 0, 1).unwrap();
+        // Another uid's subscriber, far behind, is not waited for.
+        let _other = feed.poll_begins(key(1000, "x"), false, 0, 1).unwrap();
+        let mut waiting = pin!(feed.wait_for_acks(1, 1));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        // It polls again past the revocation (its first poll still open): that is its
+        // acknowledgement, which alone wakes the waiting revocation.
+        let _again = feed.poll_begins(key(0, "fs"), true, 1, 1).unwrap();
+        assert_eq!(waiting.await, (1, 0));
+        drop(polling);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stopped_polling_is_waited_for_only_within_the_grace() {
+        let (feed, clock) = feed();
+        drop(feed.poll_begins(key(0, "fs"), true, 0, 1).unwrap());
+        assert!(poll_once(pin!(feed.wait_for_acks(1, 1))).is_pending());
+        clock.advance(SUBSCRIBER_GRACE - Duration::from_millis(1));
+        assert!(poll_once(pin!(feed.wait_for_acks(1, 1))).is_pending());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(
+            poll_once(pin!(feed.wait_for_acks(1, 1))),
+            TaskPoll::Ready((0, 0))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_position_only_moves_forward_and_wakes_pollers_behind_it() {
+        let (feed, _clock) = feed();
+        feed.revoked_up_to(5);
+        feed.revoked_up_to(3);
+        assert_eq!(feed.position(), (5, 1));
+        let long = Duration::from_secs(60);
+        // Not behind: the poll is held.
+        let mut held = pin!(feed.wait_past(5, 1, long));
+        assert!(poll_once(held.as_mut()).is_pending());
+        feed.keys_changed(2);
+        held.await;
+        assert_eq!(feed.position(), (5, 2));
+        // Behind already: answered at once.
+        assert!(poll_once(pin!(feed.wait_past(4, 2, long))).is_ready());
+        assert!(poll_once(pin!(feed.wait_past(5, 1, long))).is_ready());
     }
 }

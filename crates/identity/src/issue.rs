@@ -331,3 +331,120 @@ fn parse_rate(r: Option<&str>) -> Result<Option<RateLimit>, IdentityError> {
     })
     .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{identity, CALLER, ROOT, T0};
+    use strata_proto::methods::identity::IntrospectParams;
+
+    fn ask(ttl: Option<i64>) -> IssueParams {
+        IssueParams {
+            service: "fs".into(),
+            rights: Some(vec!["fs.read".into()]),
+            path_prefix: Some("/srv/a".into()),
+            ttl_seconds: ttl,
+            ..IssueParams::default()
+        }
+    }
+
+    /// The claims identity signed into `token`, as it reads them back.
+    fn claims(identity: &Identity, token: &str) -> Claims {
+        let seen = identity.introspect(IntrospectParams {
+            token: token.into(),
+        });
+        serde_json::from_value(seen.claims).unwrap()
+    }
+
+    fn field(e: IdentityError) -> &'static str {
+        match e {
+            IdentityError::Invalid { field, .. } => field,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_capability_is_issued_now_and_expires_its_ttl_later() {
+        let (identity, clock, _dir) = identity(Duration::from_secs(60));
+        clock.advance(Duration::from_secs(5));
+        let issued = identity.issue(&CALLER, ask(Some(300))).unwrap();
+        assert_eq!(issued.expires, T0 + 5 + 300);
+        let c = claims(&identity, &issued.token);
+        assert_eq!(c.iat, Timestamp::from_unix_seconds(T0 + 5));
+        assert_eq!(c.exp, Timestamp::from_unix_seconds(T0 + 305));
+        assert_eq!(c.nbf, None);
+        assert_eq!(c.sub, format!("uid:{}", CALLER.uid));
+        // No ttl: the default lifetime, from the clock's now.
+        clock.advance(Duration::from_secs(10));
+        let admin = identity.issue(&ROOT, ask(None)).unwrap();
+        assert_eq!(admin.expires, T0 + 15 + DEFAULT_TTL_SECONDS);
+    }
+
+    #[test]
+    fn the_policy_bounds_a_callers_ttl_and_the_maximum_bounds_admins() {
+        let (identity, _clock, _dir) = identity(Duration::from_secs(60));
+        // The grant's max_ttl_seconds is 600: at it is fine, past it is refused (never
+        // silently shortened).
+        assert_eq!(
+            identity.issue(&CALLER, ask(Some(600))).unwrap().expires,
+            T0 + 600
+        );
+        let e = identity.issue(&CALLER, ask(Some(601))).unwrap_err();
+        assert!(e.to_string().contains("exceeds the maximum of 600"), "{e}");
+        assert_eq!(field(e), "ttl_seconds");
+        assert_eq!(
+            identity
+                .issue(&ROOT, ask(Some(MAX_TTL_SECONDS)))
+                .unwrap()
+                .expires,
+            T0 + MAX_TTL_SECONDS
+        );
+        let e = identity
+            .issue(&ROOT, ask(Some(MAX_TTL_SECONDS + 1)))
+            .unwrap_err();
+        assert_eq!(field(e), "ttl_seconds");
+        assert_eq!(
+            field(identity.issue(&ROOT, ask(Some(0))).unwrap_err()),
+            "ttl_seconds"
+        );
+    }
+
+    #[test]
+    fn a_delegation_never_outlives_its_parent() {
+        let (identity, clock, _dir) = identity(Duration::from_secs(60));
+        let parent = identity.issue(&CALLER, ask(Some(600))).unwrap();
+        clock.advance(Duration::from_secs(100));
+        let delegate = |ttl: Option<i64>| {
+            identity.delegate(
+                &CALLER,
+                DelegateParams {
+                    token: parent.token.clone(),
+                    ttl_seconds: ttl,
+                    ..DelegateParams::default()
+                },
+            )
+        };
+        // Inherited: it expires with the parent.
+        let inherited = delegate(None).unwrap();
+        assert_eq!(inherited.expires, parent.expires);
+        // A ttl counts from now, and the child is issued now.
+        let short = delegate(Some(50)).unwrap();
+        assert_eq!(short.expires, T0 + 150);
+        assert_eq!(
+            claims(&identity, &short.token).iat,
+            Timestamp::from_unix_seconds(T0 + 100)
+        );
+        // Up to the parent's expiry and not a second beyond.
+        assert_eq!(delegate(Some(500)).unwrap().expires, parent.expires);
+        match delegate(Some(501)) {
+            Err(IdentityError::Denied(reason)) => assert!(reason.contains("outlive"), "{reason}"),
+            other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+        }
+        // Once the parent expired on the clock, it delegates nothing.
+        clock.advance(Duration::from_secs(500));
+        assert!(matches!(
+            delegate(None),
+            Err(IdentityError::Unauthenticated(_))
+        ));
+    }
+}

@@ -37,6 +37,8 @@ mod revoke;
 pub mod revoke_quota;
 mod router;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use error::IdentityError;
 pub use feed::ACK_TIMEOUT;

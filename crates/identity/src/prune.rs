@@ -82,3 +82,86 @@ impl Identity {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{identity, ROOT, T0};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use strata_cap::{CapId, Timestamp};
+    use strata_ipc::Call;
+    use strata_proto::methods::identity::{IssueParams, RevocationsParams, RevokeParams};
+
+    #[tokio::test]
+    async fn a_revocation_is_fed_until_its_capability_expired_a_retention_ago() {
+        let (identity, clock, _dir) = identity(Duration::from_secs(60));
+        let identity = Arc::new(identity);
+        let issue = |ttl: i64| {
+            identity
+                .issue(
+                    &ROOT,
+                    IssueParams {
+                        service: "fs".into(),
+                        rights: Some(vec!["fs.read".into()]),
+                        ttl_seconds: Some(ttl),
+                        ..IssueParams::default()
+                    },
+                )
+                .unwrap()
+        };
+        let issued = issue(100);
+        // Revoked after it and living longer: the newest record, which the store keeps
+        // for its sequence number, is not the one that lapses.
+        let later = issue(1000);
+        assert_eq!(issued.expires, T0 + 100);
+        let call = |method: &str| Call::new(ROOT, method, None);
+        for cap_id in [&issued.cap_id, &later.cap_id] {
+            identity
+                .revoke(
+                    &call("identity.revoke"),
+                    RevokeParams {
+                        cap_id: cap_id.clone(),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let fed = || async {
+            let page = identity
+                .revocations(
+                    &call("identity.revocations"),
+                    RevocationsParams {
+                        since: 0,
+                        keys_epoch: 0,
+                        store_id: None,
+                        wait_ms: 0,
+                        subscriber: "test".into(),
+                        limit: None,
+                    },
+                )
+                .await
+                .unwrap();
+            page.revocations
+                .iter()
+                .map(|r| (r.cap_id.clone(), r.expires))
+                .collect::<Vec<_>>()
+        };
+        let cap: CapId = issued.cap_id.parse().unwrap();
+        let kept = (later.cap_id.clone(), Some(T0 + 1000));
+        let listed = vec![(issued.cap_id.clone(), Some(T0 + 100)), kept.clone()];
+        // Expired, but within the retention: still fed, enforced and recorded.
+        for at in [T0 + 100, T0 + 160] {
+            clock.set_wall(Timestamp::from_unix_seconds(at));
+            identity.prune_expired().await;
+            assert_eq!(fed().await, listed, "at T0+{}", at - T0);
+            assert!(identity.revoked.is_revoked(&cap));
+            assert!(identity.store.cap(&cap).unwrap().is_some());
+        }
+        // A second after expiry + retention: forgotten everywhere.
+        clock.set_wall(Timestamp::from_unix_seconds(T0 + 161));
+        identity.prune_expired().await;
+        assert_eq!(fed().await, [kept]);
+        assert!(!identity.revoked.is_revoked(&cap));
+        assert!(identity.store.cap(&cap).unwrap().is_none());
+    }
+}

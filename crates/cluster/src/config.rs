@@ -15,29 +15,42 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
 }
 
+/// Why the cluster settings in the environment were refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// etcd endpoints without a node id.
     #[error("{ENV_ETCD} is set, so cluster mode needs {ENV_NODE} (this node's id)")]
     MissingNode,
+    /// A node id that breaks the name rule.
     #[error("{ENV_NODE}: node ids must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
     BadNode(String),
+    /// An endpoint that is not an `http://` URL.
     #[error("{ENV_ETCD}: {0:?} is not an http:// URL")]
     BadEndpoint(String),
+    /// An `https://` endpoint (not supported by this build).
     #[error("{ENV_ETCD}: {0:?}: https:// etcd endpoints are not supported by this build; reach etcd over a trusted network with http://")]
     TlsEndpoint(String),
+    /// A malformed key prefix.
     #[error("{ENV_PREFIX}: the prefix must start with `/`, not end with one, and hold no spaces; got {0:?}")]
     BadPrefix(String),
+    /// A lease TTL outside 2..=300 seconds.
     #[error("{ENV_TTL}: the lease TTL must be a whole number of seconds from 2 to 300, got {0:?}")]
     BadTtl(String),
 }
 
+/// This node's id.
 pub const ENV_NODE: &str = "STRATA_NODE_ID";
+/// Comma-separated etcd client URLs; setting it switches cluster mode on.
 pub const ENV_ETCD: &str = "STRATA_ETCD_ENDPOINTS";
+/// The etcd key prefix (default [`ClusterConfig::DEFAULT_PREFIX`]).
 pub const ENV_PREFIX: &str = "STRATA_CLUSTER_PREFIX";
+/// The node lease TTL in seconds.
 pub const ENV_TTL: &str = "STRATA_LEASE_TTL_SECS";
 
 impl ClusterConfig {
+    /// The key prefix when none is set.
     pub const DEFAULT_PREFIX: &'static str = "/strata";
+    /// The lease TTL when none is set.
     pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
     /// A configuration with the default prefix and lease TTL.

@@ -10,10 +10,13 @@ use std::time::Duration;
 /// client connects lazily and a request to a down cluster would otherwise wait forever.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What can go wrong talking to etcd.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// etcd did not answer within the deadline, or refused the connection.
     #[error("etcd is unreachable: {0}")]
     Unavailable(String),
+    /// etcd answered, but with something unusable (a bad value, a refused request).
     #[error("{0}")]
     Invalid(String),
 }
@@ -85,6 +88,7 @@ impl Etcd {
         self.put(key, &bytes, lease).await
     }
 
+    /// Write `value` at `key`, attached to `lease` if given; the revision it got.
     pub async fn put(
         &self,
         key: &str,
@@ -97,6 +101,7 @@ impl Etcd {
         Ok(response.header().map(|h| h.revision()).unwrap_or(0))
     }
 
+    /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ClusterError> {
         let mut client = self.client.clone();
         let response = deadline("get", client.get(key, None)).await?;

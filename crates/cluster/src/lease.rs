@@ -21,6 +21,7 @@ impl Drop for NodeLease {
 }
 
 impl NodeLease {
+    /// Grant the lease and keep it alive in a background task (re-granted if it expires).
     pub fn start(etcd: Etcd, node: String, ttl: Duration) -> NodeLease {
         let (tx, rx) = watch::channel(None);
         let task = tokio::spawn(keep(etcd, node, ttl, tx));

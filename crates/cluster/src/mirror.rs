@@ -40,7 +40,9 @@ pub enum MirrorEvent<'a, T> {
     /// The prefix was read whole (at start and after every reconnect); `entries` is now
     /// everything there is.
     Loaded(&'a BTreeMap<String, T>),
+    /// A key was written (the key below the prefix, and its new value).
     Put(&'a str, &'a T),
+    /// A key was deleted.
     Deleted(&'a str),
     /// The watch broke; the mirror keeps its entries and reconnects.
     Disconnected(&'a str),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// `nodes/<node>`: the node is alive (attached to its lease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
+    /// The node id.
     pub node: String,
     /// The node's lease id, so `cluster remove-node` can revoke it.
     pub lease: i64,
@@ -15,19 +16,23 @@ pub struct NodeRecord {
 /// `registry/<service>/<node>`: a Healthy service on a node (attached to the node lease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryRecord {
+    /// The service's name.
     pub service: String,
+    /// The node it runs on.
     pub node: String,
     /// The endpoint on its own node (usually `unix://`).
     pub endpoint: String,
     /// The `tcp://` endpoint other nodes use, when the service listens on one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_endpoint: Option<String>,
+    /// The service's protocol API version.
     pub api_v: i64,
 }
 
 /// `revocations/<cap_id>`: a revoked capability. Never deleted while it could matter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationRecord {
+    /// The revoked capability's id.
     pub cap_id: String,
     /// Unix seconds after which the capability has expired anyway, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,7 +46,9 @@ pub struct RevocationRecord {
 /// `removed/<node>`: the node was removed from the cluster; its keys are never trusted again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemovedRecord {
+    /// The removed node.
     pub node: String,
+    /// Unix seconds.
     pub removed_at: i64,
     /// The public keys (standard base64) the node had in the trust bundle when it was
     /// removed: never trusted again, under any node's name.
@@ -54,6 +61,7 @@ pub struct RemovedRecord {
 /// cluster trust a key in a node's name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrustRecord {
+    /// The key, as `identity.keys` lists it.
     pub key: strata_proto::methods::identity::KeyInfo,
     /// The node's certificate, DER in standard base64.
     pub cert: String,

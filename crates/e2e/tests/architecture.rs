@@ -20,21 +20,27 @@ const SERVICES: &[&str] = &[
     "strata-supervisor",
 ];
 
-/// Crates that run or reach the outside world: an async runtime, sockets, TLS, etcd, a
-/// database. The wire contract and the token rules must work without any of them.
-const IO_CRATES: &[&str] = &[
+/// An async runtime or sockets: the wire contract, the token rules and the certificate
+/// files must work without any of them.
+const RUNTIME_CRATES: &[&str] = &[
     "tokio",
     "tokio-util",
     "tokio-rustls",
     "tokio-stream",
     "mio",
     "socket2",
-    "rustls",
     "hyper",
     "tonic",
     "etcd-client",
-    "redb",
     "strata-ipc",
+    "strata-frame",
+];
+
+/// Beyond those, what reaches the outside world: TLS, a database, etcd, the audit log.
+/// The token rules are pure computation.
+const IO_CRATES: &[&str] = &[
+    "rustls",
+    "redb",
     "strata-cluster",
     "strata-audit",
     "strata-guard",
@@ -94,7 +100,7 @@ fn violations(graph: &Graph) -> Vec<String> {
     }
     forbid(
         "strata-proto",
-        &mut IO_CRATES.iter().copied(),
+        &mut RUNTIME_CRATES.iter().chain(IO_CRATES).copied(),
         "proto depends on no runtime or socket crate",
     );
     forbid(
@@ -107,8 +113,13 @@ fn violations(graph: &Graph) -> Vec<String> {
     );
     forbid(
         "strata-cap",
-        &mut IO_CRATES.iter().copied(),
+        &mut RUNTIME_CRATES.iter().chain(IO_CRATES).copied(),
         "cap depends on no I/O crate",
+    );
+    forbid(
+        "strata-pki",
+        &mut RUNTIME_CRATES.iter().copied(),
+        "pki depends on no runtime or socket crate (files and certificates only)",
     );
     forbid(
         "strata-ctl",
@@ -190,6 +201,7 @@ fn each_forbidden_edge_is_reported() {
             "ctl depends on no service",
         ),
         ("strata-ipc", "strata-registry", "library crate"),
+        ("strata-pki", "tokio", "pki depends on no runtime"),
     ];
     for (from, to, rule) in cases {
         let mut graph = real.clone();

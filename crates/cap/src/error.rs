@@ -14,7 +14,12 @@ use strata_proto::ErrorCode;
 pub enum Error {
     /// The token is longer than any token identity issues; it was not parsed.
     #[error("token is {len} bytes long; tokens longer than {max} bytes are refused")]
-    TokenTooLong { len: usize, max: usize },
+    TokenTooLong {
+        /// The token's length in bytes.
+        len: usize,
+        /// The longest accepted.
+        max: usize,
+    },
 
     /// The token is not a well-formed `v2.public` (or `v4.public`) PASETO token.
     #[error("token is malformed: {0}")]
@@ -22,18 +27,27 @@ pub enum Error {
 
     /// The footer names a key this verifier does not trust (never had, or was removed).
     #[error("token was signed with key {kid}, which this service does not trust")]
-    UnknownKey { kid: String },
+    UnknownKey {
+        /// The key id in the footer.
+        kid: String,
+    },
 
     /// The footer names a trusted key, but the key is outside its validity window.
     #[error("token was signed with key {kid}, which is not valid at this time")]
-    KeyNotValid { kid: String },
+    KeyNotValid {
+        /// The key id in the footer.
+        kid: String,
+    },
 
     /// The key that signed the token vouches for one node's identity only, and the
     /// token names another issuer.
     #[error("token names issuer `{got}`, but key {kid} signs only for `{expected}`")]
     WrongIssuer {
+        /// The key id in the footer.
         kid: String,
+        /// The issuer the key signs for.
         expected: String,
+        /// The issuer the token names (truncated).
         got: String,
     },
 
@@ -52,12 +66,19 @@ pub enum Error {
     /// A value given to a constructor or parser (a right, a cap id, a rate limit, a public
     /// key, a timestamp) is not valid.
     #[error("invalid {what}: {reason}")]
-    InvalidValue { what: &'static str, reason: String },
+    InvalidValue {
+        /// What kind of value, e.g. `right`.
+        what: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
 
     /// Reading or writing a key file failed.
     #[error("key file {}: {source}", path.display())]
     KeyFileIo {
+        /// The key file.
         path: PathBuf,
+        /// The failure.
         #[source]
         source: io::Error,
     },
@@ -70,11 +91,21 @@ pub enum Error {
         path.display(),
         path.display()
     )]
-    KeyFileExposed { path: PathBuf, mode: u32 },
+    KeyFileExposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
 
     /// A key file exists but does not hold a key in the expected format.
     #[error("key file {} does not hold a valid key: {reason}", path.display())]
-    KeyFileInvalid { path: PathBuf, reason: &'static str },
+    KeyFileInvalid {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        reason: &'static str,
+    },
 
     /// Producing a signature failed.
     #[error("could not sign the token")]

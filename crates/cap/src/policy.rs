@@ -66,7 +66,10 @@ pub enum DenialKind {
     /// The token grants neither the right nor the legacy action for the method.
     MissingRight,
     /// The capability's rate limit is used up; retry after the given time.
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        /// How long until the bucket has room for one request.
+        retry_after: Duration,
+    },
 }
 
 impl DenialKind {

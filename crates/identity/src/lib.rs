@@ -22,8 +22,6 @@
 //! the [`Identity`] state and its construction. Time comes from an injected
 //! [`Clock`](strata_cap::Clock) (the binary passes the system clock; tests a manual one).
 
-#![warn(missing_docs)]
-
 pub mod cluster;
 pub mod error;
 pub mod feed;

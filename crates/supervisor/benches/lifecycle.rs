@@ -13,6 +13,9 @@
 //! Run: `cargo bench -p strata-supervisor --bench lifecycle` (`STRATA_BENCH_RUNS`
 //! overrides N = 30).
 
+// Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
+#![allow(unsafe_code)]
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -9,6 +9,7 @@ use strata_audit::Audit;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// The supervisor's audit log (`<state dir>/audit.log`): one JSON line per lifecycle event.
 pub struct AuditLog {
     path: PathBuf,
     log: Option<Audit>,
@@ -16,6 +17,7 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// A log in `state_dir`, its lines stamped with `node_id`.
     pub fn new(state_dir: &Path, node_id: &str) -> AuditLog {
         let log = match Audit::open(state_dir, "supervisor") {
             Ok(log) => Some(log),
@@ -31,6 +33,7 @@ impl AuditLog {
         }
     }
 
+    /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }

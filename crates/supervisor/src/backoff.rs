@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 /// The verdict on one crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashVerdict {
+    /// Restart after this delay.
     RestartAfter(Duration),
+    /// Stop restarting: a crash loop.
     Quarantine,
 }
 

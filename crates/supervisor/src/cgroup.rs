@@ -11,6 +11,10 @@
 //!
 //! Nothing here decides policy; the supervisor asks what is available and reports it.
 
+// Unsafe: kill(2) of each pid listed in a service's cgroup where the kernel has no
+// `cgroup.kill`; std can only kill a child it spawned itself.
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -115,6 +119,7 @@ impl CgroupRoot {
         self.controllers = read_words(&own_control);
     }
 
+    /// The directory of the supervisor's cgroup.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -124,6 +129,7 @@ impl CgroupRoot {
         &self.controllers
     }
 
+    /// Whether `controller` (e.g. `memory`) is enabled for the services' cgroups.
     pub fn has(&self, controller: &str) -> bool {
         self.controllers.iter().any(|c| c == controller)
     }
@@ -165,6 +171,7 @@ impl ServiceCgroup {
         ServiceCgroup { dir }
     }
 
+    /// The cgroup's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -221,6 +228,7 @@ impl ServiceCgroup {
         }
     }
 
+    /// Remove the (empty) cgroup.
     pub fn remove(&self) -> io::Result<()> {
         match std::fs::remove_dir(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

@@ -10,37 +10,71 @@ use strata_proto::{ErrorBody, ErrorCode};
 /// Everything a control request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// No service of that name (NOT_FOUND).
     #[error("no service named `{0}`")]
     NotFound(String),
+    /// `svc.start` of a service that runs (CONFLICT).
     #[error("`{name}` is already running ({state:?})")]
-    AlreadyRunning { name: String, state: SvcState },
-    #[error("`{name}` is not running ({state:?})")]
-    NotRunning { name: String, state: SvcState },
-    #[error("cannot start `{name}`: its dependency `{dependency}` is {state:?}, not Healthy")]
-    DependencyNotHealthy {
+    AlreadyRunning {
+        /// The service.
         name: String,
-        dependency: String,
+        /// Its state: Starting or Healthy.
         state: SvcState,
     },
+    /// `svc.stop` of a service that is stopped (CONFLICT).
+    #[error("`{name}` is not running ({state:?})")]
+    NotRunning {
+        /// The service.
+        name: String,
+        /// Its state.
+        state: SvcState,
+    },
+    /// `svc.start` while a dependency is not Healthy (CONFLICT).
+    #[error("cannot start `{name}`: its dependency `{dependency}` is {state:?}, not Healthy")]
+    DependencyNotHealthy {
+        /// The service asked for.
+        name: String,
+        /// The first dependency that is not Healthy.
+        dependency: String,
+        /// That dependency's state.
+        state: SvcState,
+    },
+    /// The start was tried and failed (UNAVAILABLE).
     #[error("`{name}` did not start: {reason}")]
-    StartFailed { name: String, reason: String },
+    StartFailed {
+        /// The service.
+        name: String,
+        /// Why, as `svc.list`'s `last_exit.reason` says it.
+        reason: String,
+    },
+    /// A reload removed or replaced the service mid-request (CONFLICT).
     #[error("`{0}` was removed or replaced while the request was in progress")]
     Superseded(String),
+    /// Shutdown has begun (UNAVAILABLE).
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// A control method from a caller that is neither root nor the supervisor's user,
+    /// without a capability (PERMISSION_DENIED).
     #[error(
         "{method} needs root or the supervisor's own user (uid {owner}); caller is uid {caller}"
     )]
     Denied {
+        /// The method refused.
         method: String,
+        /// The supervisor's uid.
         owner: u32,
+        /// The caller's uid.
         caller: u32,
     },
+    /// `supervisor.reload` found the manifest invalid; nothing changed (INVALID_ARGUMENT).
     #[error("manifest not reloaded: {0}")]
     Reload(#[source] ManifestError),
+    /// A param out of bounds (INVALID_ARGUMENT, naming the field).
     #[error("`{field}` {message}")]
     BadParam {
+        /// The param.
         field: &'static str,
+        /// What is wrong with it.
         message: String,
     },
 }
@@ -90,19 +124,27 @@ impl From<ManifestError> for ControlError {
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The runtime or state directory is not safe to use (owner, mode).
     #[error(transparent)]
     UnsafeDir(#[from] strata_ipc::paths::DirError),
+    /// A directory could not be made or given its mode.
     #[error("cannot create {path}: {source}")]
     Dir {
+        /// The directory.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The child reaper (SIGCHLD handling) could not start.
     #[error("cannot start the child reaper: {0}")]
     Reaper(std::io::Error),
+    /// The control socket could not be bound.
     #[error(transparent)]
     Server(#[from] strata_ipc::ServerError),
+    /// SIGTERM, SIGINT or SIGHUP handling could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }

@@ -5,6 +5,10 @@
 //! call and safe there. Every file-system right the running kernel knows is handled, so
 //! anything not granted beneath a listed path is denied.
 
+// Unsafe: the Landlock system calls (landlock_create_ruleset, _add_rule,
+// _restrict_self) and O_PATH opens, which neither std nor libc wraps safely.
+#![allow(unsafe_code)]
+
 use crate::manifest::LandlockRules;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -36,19 +40,28 @@ struct PathBeneathAttr {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a Landlock ruleset could not be built.
 pub enum LandlockError {
     #[error("Landlock is not available on this kernel ({0})")]
+    /// The kernel has no Landlock (or it is disabled).
     Unsupported(std::io::Error),
     #[error("cannot create a Landlock ruleset: {0}")]
+    /// The ruleset could not be created.
     Create(std::io::Error),
     #[error("cannot open Landlock path {path}: {source}")]
+    /// An allowed path could not be opened.
     Open {
+        /// The path.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     #[error("cannot add Landlock rule for {path}: {source}")]
+    /// A rule could not be added.
     AddRule {
+        /// The path.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
 }
@@ -174,10 +187,12 @@ impl Ruleset {
         Ok(())
     }
 
+    /// The Landlock ABI version the kernel offers.
     pub fn abi(&self) -> u32 {
         self.abi
     }
 
+    /// The ruleset's descriptor, for `landlock_restrict_self` in the child.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

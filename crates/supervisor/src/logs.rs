@@ -60,6 +60,7 @@ impl LogSink {
         file.keep = settings.keep;
     }
 
+    /// Add a line (to the ring and the file).
     pub fn push(&self, stream: Stream, text: String) {
         let line = LogLine {
             ts_ms: now_ms(),
@@ -237,6 +238,7 @@ fn rotated(path: &Path, i: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Unix time now, in milliseconds.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

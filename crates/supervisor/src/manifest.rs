@@ -18,27 +18,50 @@ use std::path::{Path, PathBuf};
 /// Everything wrong with a manifest, in words that name the service at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The manifest file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// Not valid TOML, an unknown key, or a value of the wrong kind.
     #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// The file (or other origin) the text came from.
+        origin: String,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A service name that breaks the name rule.
     #[error("service name {0:?} is invalid: names match [a-z][a-z0-9-]{{0,62}}")]
     BadName(String),
+    /// A service named `supervisor`.
     #[error("service name `{0}` is reserved for the supervisor itself")]
     ReservedName(String),
+    /// Two services of one name.
     #[error("service `{0}` is declared more than once")]
     Duplicate(String),
+    /// A `depends_on` naming no declared service.
     #[error("service `{service}` depends on `{dependency}`, which is not declared")]
-    UnknownDependency { service: String, dependency: String },
+    UnknownDependency {
+        /// The service that depends.
+        service: String,
+        /// The undeclared name it depends on.
+        dependency: String,
+    },
+    /// Services that depend on each other in a circle (the path, back to its start).
     #[error("dependency cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
+    /// A field with a value out of bounds.
     #[error("service `{service}`: `{field}` {message}")]
     Invalid {
+        /// The service.
         service: String,
+        /// The field.
         field: &'static str,
+        /// What is wrong with it.
         message: String,
     },
 }
@@ -47,8 +70,10 @@ pub enum ManifestError {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// `[supervisor]`.
     #[serde(default)]
     pub supervisor: SupervisorSettings,
+    /// The `[[service]]` tables, in declaration order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSpec>,
 }
@@ -80,8 +105,11 @@ pub enum Readiness {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
+    /// After every exit, clean or not.
     Always,
+    /// After an exit that is not `exit code 0`.
     OnFailure,
+    /// Never: a crash leaves it Crashed.
     Never,
 }
 
@@ -116,6 +144,7 @@ impl Default for BackoffSettings {
 pub struct QuarantineSettings {
     /// This many crashes within `window` quarantine the service; 0 never quarantines.
     pub crashes: u32,
+    /// The window the crashes are counted in.
     pub window: HumanDuration,
 }
 
@@ -134,10 +163,13 @@ impl Default for QuarantineSettings {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// `memory.max` (or RLIMIT_AS, which limits address space, without the controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max: Option<ByteSize>,
+    /// `pids.max` (or RLIMIT_NPROC, per user, without the controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
+    /// `cpu.max` (not enforced without the controller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_max: Option<CpuMax>,
 }
@@ -148,11 +180,14 @@ pub struct Limits {
 pub enum Namespace {
     /// No network but its own loopback. Path-based Unix sockets keep working.
     Net,
+    /// Its own System V IPC and POSIX message queues.
     Ipc,
+    /// Its own host and domain name.
     Uts,
 }
 
 impl Namespace {
+    /// The `CLONE_NEW*` flag for unshare(2).
     pub fn clone_flag(self) -> libc::c_int {
         match self {
             Namespace::Net => libc::CLONE_NEWNET,
@@ -160,6 +195,7 @@ impl Namespace {
             Namespace::Uts => libc::CLONE_NEWUTS,
         }
     }
+    /// The name as in the manifest.
     pub fn name(self) -> &'static str {
         match self {
             Namespace::Net => "net",
@@ -175,18 +211,23 @@ impl Namespace {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LandlockRules {
+    /// Trees it may read and execute.
     #[serde(default)]
     pub read: Vec<PathBuf>,
+    /// Trees it may do anything in.
     #[serde(default)]
     pub write: Vec<PathBuf>,
 }
 
+/// `sandbox`: what a service is confined by besides its user and limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSettings {
     /// `PR_SET_NO_NEW_PRIVS`: setuid binaries and file capabilities stop working.
     pub no_new_privs: bool,
+    /// Namespaces created fresh for it.
     pub namespaces: Vec<Namespace>,
+    /// Landlock file-system rules.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub landlock: Option<LandlockRules>,
 }
@@ -255,19 +296,25 @@ fn default_drain_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
+    /// The service's name (the name rule; not `supervisor`).
     pub name: String,
     /// A path (relative ones are taken from the manifest's directory) or a bare program
     /// name, looked up like the built-in binaries: `STRATA_*_BIN`, beside the supervisor,
     /// then `PATH`.
     pub exec: String,
+    /// Its arguments.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Variables added to its clean environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Its working directory (default `/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    /// Services that must be Healthy before it starts.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// How it is seen ready (default `health`).
     #[serde(default = "default_readiness")]
     pub readiness: Readiness,
     /// The socket probed by `health` readiness and liveness and registered with the
@@ -283,22 +330,28 @@ pub struct ServiceSpec {
     /// endpoint other nodes use, so it must be a particular address (not 0.0.0.0 or ::).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<std::net::SocketAddr>,
+    /// How long it has to become ready (default 10 s).
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: HumanDuration,
     /// Liveness: how often a Healthy `health` service is probed; "0" turns it off.
     #[serde(default = "default_health_interval")]
     pub health_interval: HumanDuration,
+    /// Deadline of one `sys.health` probe (default 1 s).
     #[serde(default = "default_health_timeout")]
     pub health_timeout: HumanDuration,
     /// Consecutive failed probes that count as a crash.
     #[serde(default = "default_health_failures")]
     pub health_failures: u32,
+    /// When an exit is followed by a restart (default `always`).
     #[serde(default = "default_restart")]
     pub restart: RestartPolicy,
+    /// Delays between crash restarts.
     #[serde(default)]
     pub backoff: BackoffSettings,
+    /// When a crash loop stops for good.
     #[serde(default)]
     pub quarantine: QuarantineSettings,
+    /// The signal that asks it to stop (default SIGTERM).
     #[serde(default = "default_stop_signal")]
     pub stop_signal: Signal,
     /// Grace between the stop signal and SIGKILL of the whole group.
@@ -307,12 +360,16 @@ pub struct ServiceSpec {
     /// User (name or uid) to run as; the group defaults to the user's primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Group (name or gid) to run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Confinement.
     #[serde(default)]
     pub sandbox: SandboxSettings,
+    /// Where its output is kept.
     #[serde(default)]
     pub logs: LogSettings,
 }
@@ -564,6 +621,7 @@ impl Manifest {
         graph::start_order(&self.services).map(|_| ())
     }
 
+    /// The service named `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.name == name)
     }

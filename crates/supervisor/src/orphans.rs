@@ -9,6 +9,11 @@
 //! guard SIGKILLs every group and cgroup it was told about, removes the cgroups, and
 //! exits. After a normal shutdown there is nothing left, and it simply exits.
 
+// Unsafe: fork(2) of the single-threaded process, pipe2(2), and the raw system calls
+// the forked guard makes (setpgid, signal, prctl, dup2, _exit); std has no fork and no
+// way to run code in a forked child.
+#![allow(unsafe_code)]
+
 use crate::cgroup::ServiceCgroup;
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -62,6 +67,7 @@ impl OrphanGuard {
         }
     }
 
+    /// The guard process.
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -75,15 +81,19 @@ impl OrphanGuard {
         }
     }
 
+    /// Kill process group `pgid` if the supervisor dies.
     pub fn watch_group(&self, pgid: i32) {
         self.send(&format!("+pg {pgid}\n"));
     }
+    /// Process group `pgid` is gone: no longer kill it.
     pub fn forget_group(&self, pgid: i32) {
         self.send(&format!("-pg {pgid}\n"));
     }
+    /// Kill and remove the cgroup at `dir` if the supervisor dies.
     pub fn watch_cgroup(&self, dir: &Path) {
         self.send(&format!("+cg {}\n", dir.display()));
     }
+    /// The cgroup at `dir` is gone: no longer kill it.
     pub fn forget_cgroup(&self, dir: &Path) {
         self.send(&format!("-cg {}\n", dir.display()));
     }

@@ -15,6 +15,11 @@
 //!
 //! Each step is a plain system call: nothing allocates or locks between fork and exec.
 
+// Unsafe: what runs between fork and exec (`pre_exec`: setrlimit, unshare, setgroups,
+// setresuid/gid, prctl), the passwd/group database lookups (getpw*_r, getgrouplist) and
+// kill(2) on a process group; std wraps none of these.
+#![allow(unsafe_code)]
+
 use crate::landlock::{self, LandlockError, Ruleset};
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsString};
@@ -29,32 +34,63 @@ use std::process::{Command, Stdio};
 /// Why a service process could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
+    /// No executable file for `exec`.
     #[error("cannot find `{exec}`{hint}")]
-    ProgramNotFound { exec: String, hint: String },
+    ProgramNotFound {
+        /// The manifest's `exec`.
+        exec: String,
+        /// Where it was looked for, or what to set.
+        hint: String,
+    },
+    /// No such user.
     #[error("unknown user `{0}`")]
     UnknownUser(String),
+    /// No such group.
     #[error("unknown group `{0}`")]
     UnknownGroup(String),
+    /// The user or group database failed.
     #[error("cannot look up `{name}`: {source}")]
-    Lookup { name: String, source: io::Error },
+    Lookup {
+        /// The user or group.
+        name: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The Landlock ruleset could not be built (fails closed).
     #[error(transparent)]
     Landlock(#[from] LandlockError),
+    /// The run's cgroup could not be made or joined.
     #[error("cannot prepare the service's cgroup: {0}")]
     Cgroup(io::Error),
+    /// Something else the run needs (its notify socket, say) could not be made.
     #[error("cannot prepare {what}: {source}")]
-    Prepare { what: String, source: io::Error },
+    Prepare {
+        /// What.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// fork or exec failed, or a step between them did.
     #[error("cannot start {program}: {source}")]
-    Exec { program: PathBuf, source: io::Error },
+    Exec {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// How a process ended, from its wait status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
+    /// It exited with this code.
     Code(i32),
+    /// It was killed by this signal.
     Signal(i32),
 }
 
 impl ExitStatus {
+    /// From waitpid(2)'s status.
     pub fn from_wait_status(status: libc::c_int) -> ExitStatus {
         if libc::WIFSIGNALED(status) {
             ExitStatus::Signal(libc::WTERMSIG(status))
@@ -63,6 +99,7 @@ impl ExitStatus {
         }
     }
 
+    /// Whether it is `exit code 0`.
     pub fn success(self) -> bool {
         self == ExitStatus::Code(0)
     }
@@ -90,7 +127,9 @@ impl std::fmt::Display for ExitStatus {
 /// The identity a service runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user id.
     pub uid: u32,
+    /// The primary group id.
     pub gid: u32,
     /// Supplementary groups (the user's, from the group database).
     pub groups: Vec<u32>,
@@ -229,8 +268,11 @@ fn lookup_group(group: &str) -> Result<u32, SpawnError> {
 /// built-in binaries, beside the supervisor's own executable, then `PATH`.
 #[derive(Debug, Clone, Default)]
 pub struct ProgramLookup {
+    /// `STRATA_*_BIN` overrides, by built-in binary name.
     pub overrides: BTreeMap<String, PathBuf>,
+    /// The directory of the supervisor's own executable.
     pub own_dir: Option<PathBuf>,
+    /// `PATH` (only its absolute entries are used).
     pub path: Option<OsString>,
 }
 
@@ -327,17 +369,25 @@ pub enum Rlimit {
 /// Everything needed to start one service process.
 #[derive(Debug)]
 pub struct SpawnPlan {
+    /// The program, found.
     pub program: PathBuf,
+    /// Its arguments.
     pub args: Vec<String>,
+    /// Its whole environment.
     pub env: Vec<(String, String)>,
+    /// Its working directory.
     pub cwd: PathBuf,
+    /// The user and groups to become, if not the supervisor's.
     pub credentials: Option<Credentials>,
+    /// The rlimits standing in for missing cgroup controllers.
     pub rlimits: Vec<Rlimit>,
     /// The service cgroup's `cgroup.procs`, opened by the supervisor.
     pub cgroup_procs: Option<File>,
     /// `CLONE_NEW*` flags for unshare(2).
     pub namespaces: libc::c_int,
+    /// Whether to set `PR_SET_NO_NEW_PRIVS`.
     pub no_new_privs: bool,
+    /// The Landlock ruleset to restrict itself with, built before fork.
     pub landlock: Option<Ruleset>,
 }
 

@@ -118,6 +118,7 @@ impl NotifySocket {
         })
     }
 
+    /// The socket's path, for `$NOTIFY_SOCKET`.
     pub fn path(&self) -> &Path {
         &self.path
     }

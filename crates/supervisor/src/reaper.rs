@@ -9,6 +9,10 @@
 //! Spawning goes through [`Reaper::spawn`], which holds the table while forking, so a
 //! child that exits at once cannot be reaped before its run is listening for it.
 
+// Unsafe: waitpid(-1, WNOHANG) and prctl(PR_SET_CHILD_SUBREAPER), which std does not
+// offer (std::process only waits for children it spawned itself).
+#![allow(unsafe_code)]
+
 use crate::process::{self, ExitStatus, SpawnError, SpawnPlan, Spawned};
 use std::collections::HashMap;
 use std::io;
@@ -17,6 +21,7 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
+/// Reaps every child and reports the exits of service runs.
 pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>,
 }

@@ -50,6 +50,7 @@ impl RegistrySync {
         RegistrySync { tx }
     }
 
+    /// Register `service` (now Healthy) at `registration`.
     pub fn register(&self, service: &str, registration: Registration) {
         let _ = self.tx.send(Op::Register {
             service: service.to_owned(),
@@ -57,6 +58,7 @@ impl RegistrySync {
         });
     }
 
+    /// Deregister `service` (no longer Healthy).
     pub fn deregister(&self, service: &str) {
         let _ = self.tx.send(Op::Deregister {
             service: service.to_owned(),

@@ -131,7 +131,9 @@ pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) ->
 /// What [`boot_progress`] needs to know about one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceView {
+    /// Its state.
     pub state: SvcState,
+    /// What it depends on.
     pub depends_on: Vec<String>,
 }
 

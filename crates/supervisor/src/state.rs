@@ -20,7 +20,9 @@ use strata_proto::methods::supervisor::SvcState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("illegal state transition {from:?} -> {to:?}")]
 pub struct IllegalTransition {
+    /// The state it was in.
     pub from: SvcState,
+    /// The state it was to enter.
     pub to: SvcState,
 }
 

@@ -38,17 +38,22 @@ use tokio::sync::{oneshot, watch};
 /// Everything the supervisor needs to run.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
+    /// Where sockets live (`STRATA_RUNTIME_DIR`).
     pub runtime_dir: PathBuf,
+    /// Where the audit log and service logs live (`STRATA_STATE_DIR`).
     pub state_dir: PathBuf,
+    /// This node's id, given to services as `STRATA_NODE_ID`.
     pub node_id: String,
     /// Cluster mode: the variables every service gets (etcd endpoints, prefix, lease TTL,
     /// TLS files); empty on a single node.
     pub cluster_env: Vec<(String, String)>,
+    /// The services to run.
     pub manifest: Manifest,
     /// The file `supervisor.reload` re-reads; `None` runs (and reloads) the built-in graph.
     pub manifest_path: Option<PathBuf>,
     /// Permission bits of `supervisor.sock`.
     pub control_socket_mode: u32,
+    /// Where bare program names are found.
     pub programs: ProgramLookup,
 }
 

@@ -14,12 +14,15 @@ use std::time::Duration;
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
+    /// `ms` milliseconds.
     pub const fn millis(ms: u64) -> HumanDuration {
         HumanDuration(Duration::from_millis(ms))
     }
+    /// `s` seconds.
     pub const fn secs(s: u64) -> HumanDuration {
         HumanDuration(Duration::from_secs(s))
     }
+    /// As a `Duration`.
     pub fn get(self) -> Duration {
         self.0
     }
@@ -99,6 +102,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ByteSize(pub u64);
 
+/// Parse a size: bytes, or a number with K, M, G or T (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let bad = || format!("`{text}` is not a size; write e.g. 65536, \"64K\", \"256M\" or \"1G\"");
@@ -157,7 +161,9 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// microseconds. Written `"50%"` (of one CPU), `"150%"`, or `"<quota> <period>"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CpuMax {
+    /// Microseconds of CPU time per period.
     pub quota_us: u64,
+    /// The period, in microseconds.
     pub period_us: u64,
 }
 
@@ -168,6 +174,7 @@ impl CpuMax {
     }
 }
 
+/// Parse `cpu_max`: a percentage of one CPU (`50%`) or `<quota_us> <period_us>`.
 pub fn parse_cpu_max(text: &str) -> Result<CpuMax, String> {
     let t = text.trim();
     let bad = || {
@@ -249,8 +256,10 @@ const SIGNALS: &[(&str, i32)] = &[
 ];
 
 impl Signal {
+    /// SIGTERM, the default stop signal.
     pub const TERM: Signal = Signal(libc::SIGTERM);
 
+    /// Parse a signal name (`SIGTERM` or `TERM`) or number.
     pub fn parse(text: &str) -> Result<Signal, String> {
         let t = text.trim().to_ascii_uppercase();
         if let Ok(n) = t.parse::<i32>() {

@@ -1,6 +1,9 @@
 //! Process hygiene and confinement: no orphans when the supervisor is killed, privilege
 //! drop, limits, Landlock, namespaces, and control denied to other users.
 
+// Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
+#![allow(unsafe_code)]
+
 mod common;
 
 use common::{alive, lines, Sup};

@@ -1,6 +1,9 @@
 //! Lifecycle with real processes: order, readiness, crashes, backoff, quarantine,
 //! stopping, dependents, logs, liveness, and shutdown.
 
+// Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
+#![allow(unsafe_code)]
+
 mod common;
 
 use common::{alive, group_alive, holds_for, lines, write_notify_script, Sup};

@@ -5,6 +5,9 @@
 //! Needs root: a dedicated thread of this test changes only its own uid (the raw
 //! `setresuid` system call) and connects as that uid.
 
+// Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
+#![allow(unsafe_code)]
+
 mod common;
 
 use common::Sup;

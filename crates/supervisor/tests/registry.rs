@@ -1,6 +1,9 @@
 //! The registry follows health: registered when Healthy, deregistered on crash, stop and
 //! quarantine, and everything re-registered after the registry itself restarts.
 
+// Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
+#![allow(unsafe_code)]
+
 mod common;
 
 use common::Sup;

@@ -1,5 +1,7 @@
 //! Shared support for the supervisor's process tests: a supervisor running a manifest in
 //! its own sandbox, and typed access to its control socket.
+// Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
 
 use serde_json::{json, Value};

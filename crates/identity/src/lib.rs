@@ -20,7 +20,7 @@
 //! revocation feed and `identity.revocations`), `prune` (forgetting what expired),
 //! [`cluster`] (etcd), `router` (the method table) and [`error`]. This file wires them:
 //! the [`Identity`] state and its construction. Time comes from an injected
-//! [`Clock`](strata_cap::Clock) (the binary passes the system clock; tests a manual one).
+//! `strata_cap::Clock` (the binary passes the system clock; tests a manual one).
 
 pub mod cluster;
 pub mod error;

@@ -22,7 +22,8 @@
 //! It is not a service and does no I/O beyond key files: no sockets, no async runtime, no
 //! persistence of revocations (identity and the services own that), and no path
 //! resolution (fs enforces `path_prefix` with the kernel; this crate only parses it).
-//! The only Strata crate it depends on is `strata-proto`, for [`ErrorCode`](strata_proto::ErrorCode).
+//! The Strata crates it depends on are `strata-proto`, for [`ErrorCode`](strata_proto::ErrorCode)
+//! and the key types' wire form, and `strata-files`, whose `write_atomic` writes the key files.
 //!
 //! A service's request path:
 //! ```no_run

@@ -16,7 +16,7 @@ use strata_proto::methods::supervisor::{
     SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStop, SvcStopParams,
     SvcStopResult,
 };
-use strata_proto::methods::{NoParams, StatusResult};
+use strata_proto::methods::StatusResult;
 use strata_proto::ErrorBody;
 
 /// Most lines one `svc.logs` call returns.
@@ -90,14 +90,14 @@ impl Control {
         Err(error)
     }
 
-    fn status(&self) -> NodeStatus {
-        self.supervisor.status()
+    fn status(&self) -> Result<NodeStatus, ErrorBody> {
+        Ok(self.supervisor.status())
     }
 
-    fn list(&self) -> SvcListResult {
-        SvcListResult {
+    fn list(&self) -> Result<SvcListResult, ErrorBody> {
+        Ok(SvcListResult {
             services: self.supervisor.list(),
-        }
+        })
     }
 
     async fn start(&self, call: &Call, p: SvcNameParams) -> Result<StatusResult, ErrorBody> {
@@ -184,17 +184,13 @@ fn check_drain(drain_ms: u64) -> Result<(), ControlError> {
 pub fn router(control: Arc<Control>) -> Router {
     Router::new("supervisor", env!("CARGO_PKG_VERSION"))
         .with_state(control)
-        .method::<Status, _, _, _>(|c, _call, _p: NoParams| async move {
-            Ok::<_, ErrorBody>(c.status())
-        })
-        .method::<SvcList, _, _, _>(
-            |c, _call, _p: NoParams| async move { Ok::<_, ErrorBody>(c.list()) },
-        )
+        .method::<Status, _, _, _>(|c, _call, _p| async move { c.status() })
+        .method::<SvcList, _, _, _>(|c, _call, _p| async move { c.list() })
         .method::<SvcStart, _, _, _>(|c, call, p| async move { c.start(&call, p).await })
         .method::<SvcStop, _, _, _>(|c, call, p| async move { c.stop(&call, p).await })
         .method::<SvcRestart, _, _, _>(|c, call, p| async move { c.restart(&call, p).await })
         .method::<SvcLogs, _, _, _>(|c, call, p| async move { c.logs(&call, p).await })
-        .method::<Reload, _, _, _>(|c, call, _p: NoParams| async move { c.reload(&call).await })
+        .method::<Reload, _, _, _>(|c, call, _p| async move { c.reload(&call).await })
         .into_router()
 }
 

@@ -17,11 +17,16 @@
 //! Codemap:
 //! - [`manifest`], [`units`], [`graph`]: the declared services, parsed and validated once.
 //! - [`state`]: the seven states and the legal transitions. [`backoff`]: crash bookkeeping.
-//! - [`supervisor`]: the shared table and the cross-service operations (boot, stop with
-//!   dependents, reload, shutdown). `service.rs`: one task per service lifecycle.
+//! - [`supervisor`]: the cross-service operations (boot, stop with dependents, restart,
+//!   reload, shutdown). `shared.rs`: the table every task reports into, and the one
+//!   function that changes a state.
+//! - `service.rs`: one task per service lifecycle (spawn, await ready, run while healthy,
+//!   one command handler); `service/ending.rs`: how a run ends (stop, or exit and the
+//!   restart policy); `prepare.rs`: everything decided before fork; `spawner.rs`: how a
+//!   run starts and signals its process (real, or a fake in the unit tests).
 //! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`orphans`]: processes and confinement.
 //! - [`readiness`], [`logs`], [`audit`], [`registry_sync`]: what a run reports.
-//! - [`control`]: the control socket.
+//! - [`control`]: the control socket. [`error`]: its errors and their protocol codes.
 //! - [`sd_notify`]: the supervisor's own readiness, watchdog and stopping, told to systemd.
 
 pub mod audit;

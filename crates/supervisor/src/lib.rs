@@ -32,6 +32,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod cgroup;
+mod command;
 pub mod control;
 pub mod error;
 pub mod graph;

@@ -6,13 +6,13 @@
 use crate::audit::AuditLog;
 use crate::backoff::CrashHistory;
 use crate::cgroup::{CgroupRoot, Unavailable};
+use crate::command::{Command, StopReason};
 use crate::error::ControlError;
 use crate::logs::LogSink;
 use crate::manifest::ServiceSpec;
 use crate::orphans::OrphanGuard;
 use crate::process::{ExitStatus, ProgramLookup};
 use crate::registry_sync::{Registration, RegistrySync};
-use crate::service::{Command, ServiceRunner, StopReason};
 use crate::spawner::Spawner;
 use crate::state::check_transition;
 use serde_json::{json, Value};
@@ -212,19 +212,9 @@ impl Shared {
         self.table().services.get(name).map(|r| r.state)
     }
 
-    /// Start the task of a service already in the table.
-    pub fn spawn_task(self: &Arc<Self>, name: &str, autostart: bool) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Some(rec) = self.table().services.get_mut(name) {
-            rec.cmd = tx;
-        }
-        let runner = ServiceRunner::new(Arc::clone(self), name.to_owned(), rx);
-        tokio::spawn(runner.run(autostart));
-    }
-
     pub fn new_record(&self, spec: ServiceSpec) -> Record {
         let logs = Arc::new(LogSink::new(&self.logs_dir(), &spec.name, &spec.logs));
-        // Replaced by `spawn_task` before anything is sent.
+        // Replaced by `Supervisor::spawn_task` before anything is sent.
         let (cmd, _) = mpsc::unbounded_channel();
         Record {
             spec: Arc::new(spec),

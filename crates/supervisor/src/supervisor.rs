@@ -14,6 +14,7 @@
 
 use crate::audit::AuditLog;
 use crate::cgroup::{CgroupRoot, Unavailable};
+use crate::command::{Command, StopReason};
 use crate::error::{ControlError, StartError};
 use crate::graph;
 use crate::logs::LogLine;
@@ -22,7 +23,7 @@ use crate::orphans::OrphanGuard;
 use crate::process::ProgramLookup;
 use crate::reaper::Reaper;
 use crate::registry_sync::RegistrySync;
-use crate::service::{Command, StopReason};
+use crate::service::ServiceRunner;
 use crate::shared::{unix_secs, LastExit, Shared, Table};
 use crate::spawner::Spawner;
 use serde_json::{json, Value};
@@ -33,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata_ipc::paths::{self, DirKind};
 use strata_proto::methods::supervisor::{NodeStatus, ReloadReport, SvcInfo, SvcState};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Everything the supervisor needs to run.
 #[derive(Debug, Clone)]
@@ -158,11 +159,21 @@ impl Supervisor {
         Supervisor { shared }
     }
 
+    /// Start the task of a service already in the table.
+    fn spawn_task(&self, name: &str, autostart: bool) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(rec) = self.shared.table().services.get_mut(name) {
+            rec.cmd = tx;
+        }
+        let runner = ServiceRunner::new(Arc::clone(&self.shared), name.to_owned(), rx);
+        tokio::spawn(runner.run(autostart));
+    }
+
     /// Start every service as soon as its dependencies are Healthy.
     pub fn boot(&self) {
         let order = self.shared.table().order.clone();
         for name in order {
-            self.shared.spawn_task(&name, true);
+            self.spawn_task(&name, true);
         }
     }
 
@@ -438,9 +449,9 @@ impl Supervisor {
         }
         for name in &new_order {
             if let Some(autostart) = resume.get(name) {
-                self.shared.spawn_task(name, *autostart);
+                self.spawn_task(name, *autostart);
             } else if report.added.contains(name) {
-                self.shared.spawn_task(name, true);
+                self.spawn_task(name, true);
             }
         }
         for name in &report.removed {

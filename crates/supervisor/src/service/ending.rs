@@ -2,9 +2,10 @@
 //! cgroup, clean-up), or on its own, after which the restart policy and the crash history
 //! decide: Stopped, Crashed, Restarting after a backoff, or Quarantined.
 
-use super::{Next, Reply, Run, RunHandles, ServiceRunner, StopReason};
+use super::{Next, Run, RunHandles, ServiceRunner};
 use crate::backoff::CrashVerdict;
 use crate::cgroup::ServiceCgroup;
+use crate::command::{Reply, StopReason};
 use crate::error::ControlError;
 use crate::manifest::{RestartPolicy, ServiceSpec};
 use crate::prepare;

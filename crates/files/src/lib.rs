@@ -27,7 +27,13 @@ pub enum Overwrite {
 }
 
 /// Write `bytes` to `path` with exactly `mode` (whatever the umask), atomically. On error
-/// nothing is left behind but the file that was there before, if any.
+/// nothing is left behind but the file that was there before, if any. Writers of the same
+/// path at the same time (threads, or processes sharing the directory) each use a
+/// temporary name of their own, so a reader sees one of their files whole.
+///
+/// Once the file is in place the call succeeds: the directory is then synced so the new
+/// name survives a crash, when it can be opened (a directory the writer may enter but not
+/// list cannot be; the name is then as durable as the file system makes it).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) -> io::Result<()> {
     let name = path
         .file_name()
@@ -45,24 +51,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
         file.sync_all()?;
         match overwrite {
             Overwrite::Replace => std::fs::rename(&tmp, path),
-            Overwrite::Refuse => std::fs::hard_link(&tmp, path),
+            Overwrite::Refuse => {
+                let linked = std::fs::hard_link(&tmp, path);
+                // The second name of the linked file, or the unlinked one.
+                let _ = std::fs::remove_file(&tmp);
+                linked
+            }
         }
     })();
     drop(file);
-    // After a rename the temporary name is gone already; after a link (or a failure) it
-    // is a second name to drop.
-    let _ = std::fs::remove_file(&tmp);
-    result?;
-    File::open(dir)?.sync_all()
+    if let Err(e) = result {
+        // Never placed: the temporary name is this call's own, so it is ours to drop.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
-/// A new, empty file `.<name>.tmp-<pid>-<n>` in `dir`, created exclusively with `mode`.
+/// A new, empty file `.<name>.tmp-<pid>-<random>` in `dir`, created exclusively with
+/// `mode`: the random part (fresh per call) keeps two writers apart even when they share a
+/// pid (threads, or processes in different pid namespaces).
 fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> io::Result<(PathBuf, File)> {
     let mut attempt = 0u32;
     loop {
         let mut tmp_name = OsString::from(".");
         tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}-{attempt}", std::process::id()));
+        tmp_name.push(format!(".tmp-{}-{:016x}", std::process::id(), unique()));
         let tmp = dir.join(tmp_name);
         match OpenOptions::new()
             .write(true)
@@ -75,6 +92,17 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> io::Result<(Pat
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A value no other call gets: a process-wide counter mixed with std's per-process random
+/// hash keys (so it also differs between processes that share a pid).
+fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -149,5 +177,33 @@ mod tests {
         write_atomic(&path, b"bytes", PRIVATE, Overwrite::Replace).unwrap_err();
         assert_eq!(names_in(dir.path()), ["taken"]);
         assert!(write_atomic(Path::new("/"), b"x", PRIVATE, Overwrite::Replace).is_err());
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_path_never_show_a_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_atomic(&path, &[b'0'; 4096], PRIVATE, Overwrite::Replace).unwrap();
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..300 {
+                        write_atomic(&path, &[b'a' + t; 4096], PRIVATE, Overwrite::Replace)
+                            .expect("every write succeeds");
+                        let seen = std::fs::read(&path).expect("the file is always there");
+                        assert_eq!(seen.len(), 4096, "a torn file of {} bytes", seen.len());
+                        assert!(
+                            seen.iter().all(|&b| b == seen[0]),
+                            "bytes of two writers mixed"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(names_in(dir.path()), ["key"], "no temporary file is left");
     }
 }

@@ -182,7 +182,11 @@ pub enum Registry {
     /// Every registration.
     Ls,
     /// One service's endpoint.
-    Resolve { service: String },
+    Resolve {
+        /// The service (its id is not `service`, which the global `--service` flag has).
+        #[arg(value_name = "SERVICE")]
+        name: ServiceName,
+    },
 }
 
 #[derive(Subcommand, Debug)]

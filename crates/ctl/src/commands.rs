@@ -489,9 +489,9 @@ impl Session {
                     table(&["SERVICE", "ENDPOINT", "API"], &rows);
                 }
             }
-            Registry::Resolve { service } => {
+            Registry::Resolve { name } => {
                 let r = client
-                    .call::<registry::Resolve>(&registry::ServiceParams::new(service))
+                    .call::<registry::Resolve>(&registry::ServiceParams::new(name.clone()))
                     .await?;
                 if self.global.json {
                     output::json(&r);

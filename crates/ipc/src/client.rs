@@ -20,8 +20,8 @@ use std::time::Duration;
 use strata_frame::frame_codec;
 use strata_proto::methods::{registry, Method};
 use strata_proto::{
-    clip, Auth, ErrorBody, ErrorCode, Request, Response, MAX_ERROR_MESSAGE_LEN, MAX_REQ_ID_LEN,
-    PROTOCOL_VERSION,
+    clip, Auth, ErrorBody, ErrorCode, Request, Response, ServiceName, MAX_ERROR_MESSAGE_LEN,
+    MAX_REQ_ID_LEN, PROTOCOL_VERSION,
 };
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::timeout;
@@ -109,6 +109,10 @@ pub enum ClientError {
     /// The endpoint's text does not parse.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// A service or node to resolve has a name that breaks the name rule (nothing was
+    /// sent: the registry would refuse it, and no socket is named by it).
+    #[error("cannot resolve it: the name {0}")]
+    BadName(#[from] strata_proto::NameError),
 }
 
 impl ClientError {
@@ -401,14 +405,16 @@ fn resolved_by_convention(service: &str) -> bool {
 /// another node), falling back to `<runtime_dir>/<service>.sock` when the registry is
 /// unreachable or does not know it.
 pub async fn resolve_endpoint(runtime_dir: &Path, service: &str) -> Result<Endpoint, ClientError> {
-    let fallback = || Endpoint::unix(&socket_path(runtime_dir, service));
-    if resolved_by_convention(service) {
+    // Checked first: the name becomes a socket path below.
+    let service: ServiceName = service.parse()?;
+    let fallback = || Endpoint::unix(&socket_path(runtime_dir, &service));
+    if resolved_by_convention(&service) {
         return Ok(fallback()?);
     }
     let mut registry = Client::new(fallback_registry(runtime_dir)?);
     registry.set_timeout(Duration::from_secs(2));
     let asked = registry
-        .call::<registry::Resolve>(&registry::ServiceParams::new(service))
+        .call::<registry::Resolve>(&registry::ServiceParams::new(service.clone()))
         .await;
     match asked {
         Ok(found) => match Endpoint::parse(&found.endpoint) {
@@ -437,8 +443,8 @@ pub async fn resolve_on_node(
     registry.set_timeout(Duration::from_secs(2));
     let found = registry
         .call::<registry::Resolve>(&registry::ServiceParams {
-            service: service.to_owned(),
-            node: Some(node.to_owned()),
+            service: service.parse()?,
+            node: Some(node.parse()?),
         })
         .await?;
     Ok(Endpoint::parse(&found.endpoint)?)

@@ -25,14 +25,10 @@ use strata_proto::{ErrorBody, ErrorCode};
 /// Everything that can go wrong in a registry request.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("`service` must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
-    BadName(String),
     #[error("`endpoint`: {0}")]
     BadEndpoint(#[from] strata_ipc::EndpointError),
     #[error("`remote_endpoint`: {0}")]
     BadRemoteEndpoint(String),
-    #[error("`node` must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
-    BadNode(String),
     #[error("`api_v` must be an integer >= 1, got {0}")]
     BadApiVersion(i64),
     #[error("only root or the registry's own user may {0}")]
@@ -46,21 +42,17 @@ pub enum RegistryError {
 impl From<RegistryError> for ErrorBody {
     fn from(e: RegistryError) -> ErrorBody {
         let code = match &e {
-            RegistryError::BadName(_)
-            | RegistryError::BadEndpoint(_)
+            RegistryError::BadEndpoint(_)
             | RegistryError::BadRemoteEndpoint(_)
-            | RegistryError::BadNode(_)
             | RegistryError::BadApiVersion(_) => ErrorCode::InvalidArgument,
             RegistryError::NotAllowed(_) => ErrorCode::PermissionDenied,
             RegistryError::NotFound(_) => ErrorCode::NotFound,
             RegistryError::Store(_) => ErrorCode::Unavailable,
         };
         let field = match &e {
-            RegistryError::BadName(_) => Some("service"),
             RegistryError::BadEndpoint(_) => Some("endpoint"),
             RegistryError::BadApiVersion(_) => Some("api_v"),
             RegistryError::BadRemoteEndpoint(_) => Some("remote_endpoint"),
-            RegistryError::BadNode(_) => Some("node"),
             _ => None,
         };
         let body = ErrorBody::new(code, e.to_string());
@@ -68,15 +60,6 @@ impl From<RegistryError> for ErrorBody {
             Some(f) => body.with_details(serde_json::json!({ "field": f })),
             None => body,
         }
-    }
-}
-
-/// A service name: `[a-z][a-z0-9-]{0,62}`.
-pub fn check_name(name: &str) -> Result<(), RegistryError> {
-    if strata_proto::is_service_name(name) {
-        Ok(())
-    } else {
-        Err(RegistryError::BadName(name.to_owned()))
     }
 }
 
@@ -107,7 +90,6 @@ impl<S: RegistryStore> Registry<S> {
         p: RegisterParams,
     ) -> Result<StatusResult, RegistryError> {
         self.may_write(caller, "register services")?;
-        check_name(&p.service)?;
         let endpoint = Endpoint::parse(&p.endpoint)?;
         if p.api_v < 1 {
             return Err(RegistryError::BadApiVersion(p.api_v));
@@ -136,7 +118,7 @@ impl<S: RegistryStore> Registry<S> {
         tracing::info!(service = %p.service, %endpoint, ?remote_endpoint, api_v = p.api_v, ?caller, "registered");
         self.store
             .put(Entry {
-                service: p.service,
+                service: p.service.into_string(),
                 endpoint: endpoint.to_string(),
                 api_v: p.api_v,
                 node: None,
@@ -152,28 +134,21 @@ impl<S: RegistryStore> Registry<S> {
         p: ServiceParams,
     ) -> Result<StatusResult, RegistryError> {
         self.may_write(caller, "deregister services")?;
-        check_name(&p.service)?;
         if self.store.remove(&p.service).await? {
             tracing::info!(service = %p.service, ?caller, "deregistered");
             Ok(StatusResult::new("deregistered"))
         } else {
-            Err(RegistryError::NotFound(p.service))
+            Err(RegistryError::NotFound(p.service.into_string()))
         }
     }
 
     /// This node's instance when it has one (and no other node was asked for), else a
     /// live remote instance with a `tcp://` endpoint.
     pub async fn resolve(&self, p: ServiceParams) -> Result<ResolveResult, RegistryError> {
-        check_name(&p.service)?;
-        if let Some(node) = &p.node {
-            if !strata_proto::is_service_name(node) {
-                return Err(RegistryError::BadNode(node.clone()));
-            }
-        }
         let here = self.store.node();
         let local_wanted = match (&p.node, here) {
             (None, _) => true,
-            (Some(asked), Some(here)) => asked == here,
+            (Some(asked), Some(here)) => asked.as_str() == here,
             (Some(_), None) => false,
         };
         if local_wanted {
@@ -193,7 +168,7 @@ impl<S: RegistryStore> Registry<S> {
             }),
             None => Err(RegistryError::NotFound(match &p.node {
                 Some(node) => format!("{} on node {node}", p.service),
-                None => p.service,
+                None => p.service.into_string(),
             })),
         }
     }
@@ -230,9 +205,13 @@ mod tests {
         })
     }
 
+    fn name(service: &str) -> strata_proto::ServiceName {
+        service.parse().unwrap()
+    }
+
     fn reg(service: &str, endpoint: &str, api_v: i64) -> RegisterParams {
         RegisterParams {
-            service: service.into(),
+            service: name(service),
             endpoint: endpoint.into(),
             api_v,
             remote_endpoint: None,
@@ -241,25 +220,6 @@ mod tests {
 
     fn code(e: RegistryError) -> ErrorCode {
         ErrorBody::from(e).code
-    }
-
-    #[test]
-    fn names() {
-        for ok in ["fs", "a", "my-svc2", &format!("a{}", "b".repeat(62))] {
-            check_name(ok).unwrap();
-        }
-        for bad in [
-            "",
-            "Fs",
-            "1fs",
-            "-x",
-            "fs.sock",
-            "a b",
-            "é",
-            &"a".repeat(64),
-        ] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[tokio::test]
@@ -271,7 +231,7 @@ mod tests {
         r.register(&peer(1000), reg("billing", "unix:///run/b.sock", 2))
             .await
             .unwrap();
-        let got = r.resolve(ServiceParams::new("fs")).await.unwrap();
+        let got = r.resolve(ServiceParams::new(name("fs"))).await.unwrap();
         assert_eq!(got.endpoint, "unix:///run/strata/fs.sock");
         let all = r.list().await.unwrap().services;
         assert_eq!(
@@ -282,18 +242,18 @@ mod tests {
         r.register(&peer(0), reg("fs", "unix:///other/fs.sock", 3))
             .await
             .unwrap();
-        let got = r.resolve(ServiceParams::new("fs")).await.unwrap();
+        let got = r.resolve(ServiceParams::new(name("fs"))).await.unwrap();
         assert_eq!(
             (got.endpoint.as_str(), got.api_v),
             ("unix:///other/fs.sock", 3)
         );
-        r.deregister(&peer(0), ServiceParams::new("fs"))
+        r.deregister(&peer(0), ServiceParams::new(name("fs")))
             .await
             .unwrap();
-        let e = r.resolve(ServiceParams::new("fs")).await.unwrap_err();
+        let e = r.resolve(ServiceParams::new(name("fs"))).await.unwrap_err();
         assert_eq!(code(e), ErrorCode::NotFound);
         let e = r
-            .deregister(&peer(0), ServiceParams::new("fs"))
+            .deregister(&peer(0), ServiceParams::new(name("fs")))
             .await
             .unwrap_err();
         assert_eq!(code(e), ErrorCode::NotFound);
@@ -311,18 +271,17 @@ mod tests {
             .await
             .unwrap();
         let e = r
-            .deregister(&peer(1001), ServiceParams::new("fs"))
+            .deregister(&peer(1001), ServiceParams::new(name("fs")))
             .await
             .unwrap_err();
         assert_eq!(code(e), ErrorCode::PermissionDenied);
-        assert!(r.resolve(ServiceParams::new("fs")).await.is_ok());
+        assert!(r.resolve(ServiceParams::new(name("fs"))).await.is_ok());
     }
 
     #[tokio::test]
     async fn bad_input_names_the_field() {
         let r = Registry::new(MemoryStore::default(), 0);
         for (p, field) in [
-            (reg("Bad", "unix:///x.sock", 1), "service"),
             (reg("ok", "http://1.2.3.4:5", 1), "endpoint"),
             (reg("ok", "unix://rel.sock", 1), "endpoint"),
             (reg("ok", "unix:///x.sock", 0), "api_v"),
@@ -348,5 +307,55 @@ mod tests {
             r.list().await.unwrap().services.is_empty(),
             "nothing half-written"
         );
+    }
+
+    /// A name breaking the rule is refused as the params are parsed, naming the field, for
+    /// every method that takes one (and never echoed back).
+    #[tokio::test]
+    async fn bad_names_are_refused_at_the_boundary_naming_the_field() {
+        let router = router(Arc::new(Registry::new(MemoryStore::default(), 0)));
+        let me = strata_ipc::PeerCred {
+            pid: Some(1),
+            uid: 0,
+            gid: 0,
+        };
+        let long = "X".repeat(4000);
+        for (method, params, field) in [
+            (
+                "registry.register",
+                format!(r#"{{"service":"Bad","endpoint":"unix:///x.sock"}}"#),
+                "service",
+            ),
+            (
+                "registry.register",
+                format!(r#"{{"service":"{long}","endpoint":"unix:///x.sock"}}"#),
+                "service",
+            ),
+            (
+                "registry.deregister",
+                r#"{"service":"../fs"}"#.to_owned(),
+                "service",
+            ),
+            (
+                "registry.resolve",
+                r#"{"service":""}"#.to_owned(),
+                "service",
+            ),
+            (
+                "registry.resolve",
+                r#"{"service":"fs","node":"Node A"}"#.to_owned(),
+                "node",
+            ),
+        ] {
+            let frame = format!(r#"{{"v":1,"req_id":"r","method":"{method}","params":{params}}}"#);
+            let answer = router.dispatch(me, frame.as_bytes()).await;
+            let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(answer["error"]["code"], 1, "{method} {params}: {answer}");
+            assert_eq!(answer["error"]["details"]["field"], field, "{answer}");
+            assert!(
+                !answer.to_string().contains("XXXX"),
+                "the name is not echoed: {answer}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use strata_ipc::{Client, ClientError, Endpoint};
 use strata_proto::methods::registry::{Deregister, Register, RegisterParams, ServiceParams};
-use strata_proto::ErrorCode;
+use strata_proto::{ErrorCode, ServiceName};
 use tokio::sync::mpsc;
 
 /// What the registry is told about a Healthy service.
@@ -27,11 +27,11 @@ pub struct Registration {
 #[derive(Debug)]
 enum Op {
     Register {
-        service: String,
+        service: ServiceName,
         registration: Registration,
     },
     Deregister {
-        service: String,
+        service: ServiceName,
     },
 }
 
@@ -52,17 +52,23 @@ impl RegistrySync {
 
     /// Register `service` (now Healthy) at `registration`.
     pub fn register(&self, service: &str, registration: Registration) {
+        // Manifest names follow the rule already (checked when the manifest is read).
+        let Ok(service) = ServiceName::parse(service) else {
+            tracing::error!(%service, "not a service name; not registered");
+            return;
+        };
         let _ = self.tx.send(Op::Register {
-            service: service.to_owned(),
+            service,
             registration,
         });
     }
 
     /// Deregister `service` (no longer Healthy).
     pub fn deregister(&self, service: &str) {
-        let _ = self.tx.send(Op::Deregister {
-            service: service.to_owned(),
-        });
+        let Ok(service) = ServiceName::parse(service) else {
+            return;
+        };
+        let _ = self.tx.send(Op::Deregister { service });
     }
 }
 

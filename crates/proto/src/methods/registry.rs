@@ -1,6 +1,7 @@
 //! `registry.*`: service name → endpoint.
 
 use super::{method, NoParams, StatusResult};
+use crate::{NodeId, ServiceName};
 use serde::{Deserialize, Serialize};
 
 fn default_api_v() -> i64 {
@@ -11,7 +12,7 @@ fn default_api_v() -> i64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisterParams {
     /// The service's name.
-    pub service: String,
+    pub service: ServiceName,
     /// Where it listens on this node, e.g. `unix:///run/strata/fs.sock`.
     pub endpoint: String,
     /// API version of the service's protocol; an integer ≥ 1 (1 when absent).
@@ -27,17 +28,17 @@ pub struct RegisterParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceParams {
     /// The service's name.
-    pub service: String,
+    pub service: ServiceName,
     /// Cluster mode, `registry.resolve` only: the node whose instance is wanted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<NodeId>,
 }
 
 impl ServiceParams {
     /// Params naming `service` on no particular node.
-    pub fn new(service: impl Into<String>) -> ServiceParams {
+    pub fn new(service: ServiceName) -> ServiceParams {
         ServiceParams {
-            service: service.into(),
+            service,
             node: None,
         }
     }

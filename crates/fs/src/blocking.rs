@@ -34,8 +34,11 @@ pub struct BlockingLimits {
 }
 
 impl BlockingLimits {
+    /// Default for `total`.
     pub const DEFAULT_TOTAL: usize = 128;
+    /// Default for `per_caller`.
     pub const DEFAULT_PER_CALLER: usize = 16;
+    /// Default for `queue_wait`.
     pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(1);
 }
 
@@ -59,6 +62,7 @@ pub struct BlockingPool {
 }
 
 impl BlockingPool {
+    /// A pool with `limits` (each at least 1).
     pub fn new(limits: BlockingLimits) -> BlockingPool {
         let limits = BlockingLimits {
             total: limits.total.clamp(1, Semaphore::MAX_PERMITS),
@@ -72,6 +76,7 @@ impl BlockingPool {
         }
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> BlockingLimits {
         self.limits
     }

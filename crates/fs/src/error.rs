@@ -8,81 +8,149 @@ use strata_proto::{ErrorBody, ErrorCode};
 pub enum FsError {
     /// A param is malformed (NUL byte, too long, unknown mode, bad cursor, limit out of range).
     #[error("invalid `{field}`: {reason}")]
-    InvalidParam { field: &'static str, reason: String },
+    InvalidParam {
+        /// The param.
+        field: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The path is absolute or has a `..` component: paths are relative to the prefix.
     #[error("`{path}` is not allowed: {reason}")]
-    PathNotAllowed { path: String, reason: &'static str },
+    PathNotAllowed {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// The kernel refused to resolve the path beneath the prefix: a symlink (or a rename in
     /// flight) leads out of it, or through a `/proc` magic link.
     #[error("`{path}` leads outside the capability's path prefix")]
-    Escapes { path: String },
+    Escapes {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+    },
     /// The token carries no `path_prefix`; fs serves nothing without one.
     #[error("the token has no path_prefix constraint; fs refuses tokens without one")]
     NoPrefix,
     /// The token's prefix is not beneath any root this fs exports.
     #[error("path prefix `{prefix}` is outside every directory this fs exports")]
-    NotExported { prefix: String },
+    NotExported {
+        /// The token's path prefix.
+        prefix: String,
+    },
     /// A component of the token's prefix (between its export root and itself) is a
     /// symlink: a prefix names the directory its string names, or nothing.
     #[error("path prefix `{prefix}` goes through a symlink; a prefix must name a directory with no symlink on the way")]
-    PrefixThroughSymlink { prefix: String },
+    PrefixThroughSymlink {
+        /// The token's path prefix.
+        prefix: String,
+    },
     /// The token's prefix is beneath an export root but does not exist (or is not a
     /// directory).
     #[error("path prefix `{prefix}` does not exist")]
-    PrefixMissing { prefix: String },
+    PrefixMissing {
+        /// The token's path prefix.
+        prefix: String,
+    },
     /// The file system denied access (permissions, or the Landlock sandbox).
     #[error("access to `{path}` is denied")]
-    AccessDenied { path: String },
+    AccessDenied {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+    },
     /// Nothing at that path.
     #[error("`{path}` does not exist")]
-    NotFound { path: String },
+    NotFound {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+    },
     /// A directory where a file was needed.
     #[error("`{path}` is a directory; use fs.list")]
-    IsDirectory { path: String },
+    IsDirectory {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+    },
     /// A file where a directory was needed.
     #[error("`{path}` is not a directory")]
-    NotDirectory { path: String },
+    NotDirectory {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+    },
     /// A FIFO, socket or device: fs serves regular files only.
     #[error("`{path}` is a {kind}; fs opens regular files only")]
-    NotRegular { path: String, kind: &'static str },
+    NotRegular {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+        /// What the path is instead.
+        kind: &'static str,
+    },
     /// No open handle with this id.
     #[error("no open handle `{handle}`")]
-    UnknownHandle { handle: String },
+    UnknownHandle {
+        /// The handle id, as sent.
+        handle: String,
+    },
     /// The handle exists but was opened with another capability (or for another subject).
     #[error("handle `{handle}` belongs to another capability")]
-    NotYourHandle { handle: String },
+    NotYourHandle {
+        /// The handle id, as sent.
+        handle: String,
+    },
     /// The capability that opened the handle has expired; the handle died with it.
     #[error("handle `{handle}` expired with its capability")]
-    HandleExpired { handle: String },
+    HandleExpired {
+        /// The handle id, as sent.
+        handle: String,
+    },
     /// The capability (or one it derives from) was revoked.
     #[error("the capability has been revoked")]
     Revoked,
     /// The capability already holds its maximum of open handles.
     #[error("this capability already has {limit} open handles, the most allowed; close some")]
-    TooManyForCapability { limit: usize },
+    TooManyForCapability {
+        /// The limit reached.
+        limit: usize,
+    },
     /// The capability's lineage (it and everything delegated from the same root) holds its
     /// maximum of open handles.
     #[error("the capabilities delegated from this one's root already have {limit} open handles, the most allowed; close some")]
-    TooManyForLineage { limit: usize },
+    TooManyForLineage {
+        /// The limit reached.
+        limit: usize,
+    },
     /// The caller (local uid, or remote node) holds its maximum of open handles.
     #[error("this caller already has {limit} open handles, the most allowed; close some")]
-    TooManyForCaller { limit: usize },
+    TooManyForCaller {
+        /// The limit reached.
+        limit: usize,
+    },
     /// The caller has its maximum of file operations in flight (or fs has, and none
     /// finished in time): likely stuck on a slow or hung file system.
     #[error(
         "too many file operations in flight (at most {per_caller} per caller); try again later"
     )]
-    TooBusy { per_caller: usize },
+    TooBusy {
+        /// The per-caller limit.
+        per_caller: usize,
+    },
     /// fs as a whole holds its maximum of open handles.
     #[error("fs has {limit} open handles, the most it allows; try again later")]
-    TooManyOpen { limit: usize },
+    TooManyOpen {
+        /// The limit reached.
+        limit: usize,
+    },
     /// The path kept changing under resolution (rename races); the caller may retry.
     #[error("`{path}` changed while being resolved; try again")]
-    Busy { path: String },
+    Busy {
+        /// The path, as the caller sent it (or the root, at start-up).
+        path: String,
+    },
     /// An export root the operator configured cannot be served (start-up only).
     #[error("export root {path:?} {reason}")]
     ExportRoot {
+        /// The root, as configured.
         path: std::path::PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// The Landlock sandbox could not be set up (start-up only).

@@ -94,6 +94,7 @@ impl OpenHandle {
         })
     }
 
+    /// The handle's id.
     pub fn id(&self) -> HandleId {
         self.id
     }
@@ -155,9 +156,13 @@ pub struct HandleLimits {
 }
 
 impl HandleLimits {
+    /// Default for `per_capability`.
     pub const DEFAULT_PER_CAPABILITY: usize = 64;
+    /// Default for `per_lineage`.
     pub const DEFAULT_PER_LINEAGE: usize = 1024;
+    /// Default for `per_caller`.
     pub const DEFAULT_PER_CALLER: usize = 4096;
+    /// Default for `total`.
     pub const DEFAULT_TOTAL: usize = 65_536;
 }
 
@@ -224,6 +229,7 @@ pub struct HandleTable {
 }
 
 impl HandleTable {
+    /// An empty table with `limits`.
     pub fn new(limits: HandleLimits) -> HandleTable {
         HandleTable {
             limits,
@@ -236,6 +242,7 @@ impl HandleTable {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> HandleLimits {
         self.limits
     }
@@ -307,6 +314,7 @@ impl HandleTable {
         self.lock().by_id.len()
     }
 
+    /// Whether no handle is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

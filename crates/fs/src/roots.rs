@@ -191,10 +191,12 @@ impl ExportRoots {
         self.roots.iter().map(|r| r.path.as_path())
     }
 
+    /// How many roots are exported.
     pub fn len(&self) -> usize {
         self.roots.len()
     }
 
+    /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.roots.is_empty()
     }

@@ -32,6 +32,7 @@ impl LandlockState {
         matches!(self, LandlockState::Enforced | LandlockState::Partial)
     }
 
+    /// The state's name, as `sys.health` reports it.
     pub fn as_str(self) -> &'static str {
         match self {
             LandlockState::Enforced => "enforced",

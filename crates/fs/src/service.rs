@@ -23,12 +23,14 @@ pub(crate) const INLINE_READ_MAX: u64 = 64 * 1024;
 /// Whether a capability has been revoked (it or any ancestor). Implemented by the guard in
 /// production and by a plain set in tests.
 pub trait RevocationCheck: Send + Sync {
+    /// Whether `claims` (or an ancestor) is revoked.
     fn is_revoked(&self, claims: &Claims) -> bool;
 }
 
 /// Who is asking: verified, authorized claims and the kernel's word on the process.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    /// The verified claims of the caller's token.
     pub claims: Arc<Claims>,
     /// Kernel credentials of a local caller; `None` over TCP (and in tests).
     pub peer: Option<PeerCred>,
@@ -39,6 +41,7 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller with `claims`, local (`peer`) or of unknown origin.
     pub fn new(claims: Arc<Claims>, peer: Option<PeerCred>) -> Caller {
         Caller {
             claims,
@@ -140,6 +143,7 @@ impl FsService {
         self
     }
 
+    /// The pool file work runs on.
     pub fn blocking(&self) -> &BlockingPool {
         &self.blocking
     }
@@ -154,14 +158,17 @@ impl FsService {
                 .is_some_and(|h| h.local)
     }
 
+    /// The export roots.
     pub fn roots(&self) -> &ExportRoots {
         &self.roots
     }
 
+    /// The open handles.
     pub fn handles(&self) -> &HandleTable {
         &self.handles
     }
 
+    /// The audit log.
     pub fn audit(&self) -> &Audit {
         &self.audit
     }

@@ -92,6 +92,7 @@ pub struct GuardHandle {
 }
 
 impl GuardHandle {
+    /// Tell the guard `cap` was revoked, as the feed would.
     pub fn revoke(&self, cap: CapId) {
         self.guard.learn_revoked(cap, None);
     }

@@ -26,16 +26,22 @@ use strata_proto::{ErrorBody, ErrorCode};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("`endpoint`: {0}")]
+    /// `endpoint` does not parse.
     BadEndpoint(#[from] strata_ipc::EndpointError),
     #[error("`remote_endpoint`: {0}")]
+    /// `remote_endpoint` is not a usable `tcp://` endpoint.
     BadRemoteEndpoint(String),
     #[error("`api_v` must be an integer >= 1, got {0}")]
+    /// `api_v` below 1.
     BadApiVersion(i64),
     #[error("only root or the registry's own user may {0}")]
+    /// The caller may not write.
     NotAllowed(&'static str),
     #[error("no service named `{0}` is registered")]
+    /// No such registration.
     NotFound(String),
     #[error(transparent)]
+    /// The store failed.
     Store(#[from] StoreError),
 }
 
@@ -71,6 +77,7 @@ pub struct Registry<S> {
 }
 
 impl<S: RegistryStore> Registry<S> {
+    /// A registry over `store`, written by root and `owner_uid`.
     pub fn new(store: S, owner_uid: u32) -> Registry<S> {
         Registry { store, owner_uid }
     }
@@ -84,6 +91,7 @@ impl<S: RegistryStore> Registry<S> {
         }
     }
 
+    /// `registry.register`.
     pub async fn register(
         &self,
         caller: &Origin,
@@ -128,6 +136,7 @@ impl<S: RegistryStore> Registry<S> {
         Ok(StatusResult::new("registered"))
     }
 
+    /// `registry.deregister`.
     pub async fn deregister(
         &self,
         caller: &Origin,
@@ -173,6 +182,7 @@ impl<S: RegistryStore> Registry<S> {
         }
     }
 
+    /// `registry.list`.
     pub async fn list(&self) -> Result<ListResult, RegistryError> {
         Ok(ListResult {
             services: self.store.list().await?,
@@ -323,7 +333,7 @@ mod tests {
         for (method, params, field) in [
             (
                 "registry.register",
-                format!(r#"{{"service":"Bad","endpoint":"unix:///x.sock"}}"#),
+                r#"{"service":"Bad","endpoint":"unix:///x.sock"}"#.to_owned(),
                 "service",
             ),
             (

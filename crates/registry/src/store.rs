@@ -7,14 +7,19 @@ use std::future::Future;
 use std::sync::RwLock;
 use strata_proto::methods::registry::Entry;
 
+/// The store could not be read or written (in cluster mode: etcd).
 #[derive(Debug, thiserror::Error)]
 #[error("registry store unavailable: {0}")]
-pub struct StoreError(pub String);
+pub struct StoreError(
+    /// What failed.
+    pub String,
+);
 
 /// Storage for registrations. Names and endpoints arrive already validated.
 pub trait RegistryStore: Send + Sync + 'static {
     /// Add or replace the entry for `entry.service`.
     fn put(&self, entry: Entry) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// `service`'s registration on this node.
     fn get(&self, service: &str) -> impl Future<Output = Result<Option<Entry>, StoreError>> + Send;
     /// Every entry, sorted by service name.
     fn list(&self) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send;

@@ -58,7 +58,8 @@ impl Served {
         facts
     }
 
-    /// [`serve`] for this service.
+    /// Authorize `call` for `right`, run `work` with the verified caller where `place`
+    /// says, and audit any denial, from the guard or from fs.
     async fn serve<R, W>(
         &self,
         call: Call,
@@ -70,7 +71,33 @@ impl Served {
         R: Send + 'static,
         W: FnOnce(&FsService, &Caller) -> Result<R, FsError> + Send + 'static,
     {
-        serve(Arc::clone(&self.fs), &self.guard, call, right, place, work).await
+        let claims = match self.guard.authorize(&call, right).await {
+            Ok(claims) => claims,
+            Err(denied) => {
+                if is_denial(denied.code) {
+                    self.fs.audit_denial(&call, None, &denied);
+                }
+                return Err(denied);
+            }
+        };
+        let caller = Caller::of(claims, &call);
+        let outcome = match place {
+            Place::Inline => work(&self.fs, &caller),
+            Place::Pool => {
+                let (service, worker) = (Arc::clone(&self.fs), caller.clone());
+                self.fs
+                    .blocking
+                    .run(&caller.holder, move || work(&service, &worker))
+                    .await
+            }
+        };
+        outcome.map_err(|e| {
+            let body = ErrorBody::from(e);
+            if is_denial(body.code) {
+                self.fs.audit_denial(&call, Some(&caller.claims), &body);
+            }
+            body
+        })
     }
 }
 
@@ -147,48 +174,6 @@ impl Place {
             Place::Pool
         }
     }
-}
-
-/// Authorize `call` for `right`, run `work` with the verified caller where `place` says,
-/// and audit any denial, from the guard or from fs.
-async fn serve<R, W>(
-    fs: Arc<FsService>,
-    guard: &Guard,
-    call: Call,
-    right: &str,
-    place: Place,
-    work: W,
-) -> Result<R, ErrorBody>
-where
-    R: Send + 'static,
-    W: FnOnce(&FsService, &Caller) -> Result<R, FsError> + Send + 'static,
-{
-    let claims = match guard.authorize(&call, right).await {
-        Ok(claims) => claims,
-        Err(denied) => {
-            if is_denial(denied.code) {
-                fs.audit_denial(&call, None, &denied);
-            }
-            return Err(denied);
-        }
-    };
-    let caller = Caller::of(claims, &call);
-    let outcome = match place {
-        Place::Inline => work(&fs, &caller),
-        Place::Pool => {
-            let (service, worker) = (Arc::clone(&fs), caller.clone());
-            fs.blocking
-                .run(&caller.holder, move || work(&service, &worker))
-                .await
-        }
-    };
-    outcome.map_err(|e| {
-        let body = ErrorBody::from(e);
-        if is_denial(body.code) {
-            fs.audit_denial(&call, Some(&caller.claims), &body);
-        }
-        body
-    })
 }
 
 /// Refusals that are audited: bad credentials, missing rights or constraints, quotas.

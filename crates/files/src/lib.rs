@@ -206,4 +206,50 @@ mod tests {
         }
         assert_eq!(names_in(dir.path()), ["key"], "no temporary file is left");
     }
+
+    /// A directory its writer may enter but not list cannot be opened to sync it: the
+    /// write still succeeds once the file is in place (it used to fail after placing it,
+    /// which left pki with a key and no certificate, and a retry refused as "exists").
+    #[test]
+    // Unsafe: setresuid(2)/setresgid(2) for one thread, which std does not offer.
+    #[allow(unsafe_code)]
+    fn a_write_into_a_directory_the_writer_cannot_list_succeeds_whole() {
+        if strata_testkit::skip_unless_root(
+            "a_write_into_a_directory_the_writer_cannot_list_succeeds_whole",
+        ) {
+            return;
+        }
+        const NOBODY: u32 = 65534;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(&out, Permissions::from_mode(0o300)).unwrap();
+        let target = out.join("node.key");
+        let writer = std::thread::spawn(move || {
+            // SAFETY: raw system calls that change this thread's credentials only (the
+            // saved uid stays 0); the thread ends right after.
+            let rc = unsafe {
+                libc::syscall(libc::SYS_setresgid, NOBODY, NOBODY, 0)
+                    | libc::syscall(libc::SYS_setresuid, NOBODY, NOBODY, 0)
+            };
+            assert_eq!(rc, 0, "dropping to nobody");
+            assert!(
+                File::open(target.parent().unwrap()).is_err(),
+                "the directory is unlistable"
+            );
+            let first = write_atomic(&target, b"key", PRIVATE, Overwrite::Refuse);
+            let again = write_atomic(&target, b"key", PRIVATE, Overwrite::Refuse);
+            (
+                first.map_err(|e| e.to_string()),
+                again.map_err(|e| e.kind()),
+            )
+        });
+        let (first, again) = writer.join().unwrap();
+        assert_eq!(first, Ok(()), "the write succeeds once the file is placed");
+        assert_eq!(again, Err(io::ErrorKind::AlreadyExists));
+        assert_eq!(std::fs::read(out.join("node.key")).unwrap(), b"key");
+        assert_eq!(names_in(&out), ["node.key"], "no temporary file is left");
+    }
 }

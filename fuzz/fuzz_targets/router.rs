@@ -19,9 +19,9 @@ use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use strata_ipc::router::{encode, MAX_FALLBACK_LEN};
 use strata_ipc::{Call, PeerCred, Router};
+use strata_proto::methods::Method;
 use strata_proto::{
-    parse_request, ErrorBody, ErrorCode, Response, MAX_ERROR_MESSAGE_LEN, MAX_FRAME,
-    MAX_REQ_ID_LEN,
+    parse_request, ErrorBody, ErrorCode, Response, MAX_ERROR_MESSAGE_LEN, MAX_FRAME, MAX_REQ_ID_LEN,
 };
 
 /// The handlers never wait, so polling once completes them.
@@ -35,7 +35,7 @@ fn run<F: Future>(fut: F) -> F::Output {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Size {
     #[serde(default)]
     n: u32,
@@ -46,20 +46,41 @@ struct Size {
 /// `n` characters (at most 3 Mi) of `fill`, repeated.
 fn blob(size: &Size) -> String {
     let n = (size.n as usize).min(3 << 20);
-    let fill = if size.fill.is_empty() { "z" } else { size.fill.as_str() };
+    let fill = if size.fill.is_empty() {
+        "z"
+    } else {
+        size.fill.as_str()
+    };
     fill.chars().cycle().take(n).collect()
 }
 
+/// A fuzz method: its wire name, params and result.
+macro_rules! fuzz_method {
+    ($name:ident, $wire:literal, $params:ty) => {
+        struct $name;
+        impl Method for $name {
+            const NAME: &'static str = $wire;
+            type Params = $params;
+            type Result = Value;
+        }
+    };
+}
+
+fuzz_method!(Echo, "f.echo", Value);
+fuzz_method!(Big, "f.big", Size);
+fuzz_method!(Fail, "f.fail", Size);
+fuzz_method!(Details, "f.details", Size);
+
 fn router() -> Router {
     Router::new("fuzz", "0")
-        .route("f.echo", |_c: Call, p: Value| async move { Ok::<_, ErrorBody>(p) })
-        .route("f.big", |_c: Call, p: Size| async move {
+        .method::<Echo, _, _, _>(|_c: Call, p: Value| async move { Ok::<_, ErrorBody>(p) })
+        .method::<Big, _, _, _>(|_c: Call, p: Size| async move {
             Ok::<_, ErrorBody>(json!({ "blob": blob(&p) }))
         })
-        .route("f.fail", |_c: Call, p: Size| async move {
+        .method::<Fail, _, _, _>(|_c: Call, p: Size| async move {
             Err::<Value, _>(ErrorBody::new(ErrorCode::NotFound, blob(&p)))
         })
-        .route("f.details", |_c: Call, p: Size| async move {
+        .method::<Details, _, _, _>(|_c: Call, p: Size| async move {
             Err::<Value, _>(
                 ErrorBody::new(ErrorCode::Conflict, "x").with_details(json!({ "echo": blob(&p) })),
             )
@@ -72,7 +93,11 @@ fn check_answer(bytes: &[u8], expected_req_id: &str) -> Value {
     let v: Value = serde_json::from_slice(bytes).expect("an answer is JSON");
     assert_eq!(v["v"], 1);
     let req_id = v["req_id"].as_str().expect("req_id is a string");
-    assert!(req_id.len() <= MAX_REQ_ID_LEN, "req_id of {} bytes", req_id.len());
+    assert!(
+        req_id.len() <= MAX_REQ_ID_LEN,
+        "req_id of {} bytes",
+        req_id.len()
+    );
     assert_eq!(req_id, expected_req_id);
     match v["ok"] {
         Value::Bool(true) => assert!(v.get("result").is_some() && v.get("error").is_none()),
@@ -82,10 +107,18 @@ fn check_answer(bytes: &[u8], expected_req_id: &str) -> Value {
             assert!((1..=8).contains(&code));
             assert!(v["error"]["details"].is_object());
             let message = v["error"]["message"].as_str().expect("a message");
-            assert!(message.len() <= MAX_ERROR_MESSAGE_LEN, "message of {}", message.len());
+            assert!(
+                message.len() <= MAX_ERROR_MESSAGE_LEN,
+                "message of {}",
+                message.len()
+            );
             if message == "response too large for one frame" {
                 assert_eq!(code, 5);
-                assert!(bytes.len() <= MAX_FALLBACK_LEN, "fallback of {} bytes", bytes.len());
+                assert!(
+                    bytes.len() <= MAX_FALLBACK_LEN,
+                    "fallback of {} bytes",
+                    bytes.len()
+                );
             }
         }
         _ => panic!("ok is not a boolean"),
@@ -107,10 +140,18 @@ fn check_encode<R: serde::Serialize>(response: &Response<R>) {
     let natural = serde_json::to_vec(response).expect("serialisable");
     let bytes = encode(response);
     if natural.len() <= MAX_FRAME {
-        assert_eq!(&bytes[..], &natural[..], "a response that fits is sent as it is");
+        assert_eq!(
+            &bytes[..],
+            &natural[..],
+            "a response that fits is sent as it is"
+        );
         return;
     }
-    assert!(bytes.len() <= MAX_FALLBACK_LEN, "fallback of {} bytes", bytes.len());
+    assert!(
+        bytes.len() <= MAX_FALLBACK_LEN,
+        "fallback of {} bytes",
+        bytes.len()
+    );
     let v: Value = serde_json::from_slice(&bytes).expect("the fallback is JSON");
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"]["code"], 5);

@@ -57,6 +57,15 @@ struct Args {
     /// control_socket_mode, else 660).
     #[arg(long, value_name = "MODE", value_parser = units::parse_mode)]
     socket_mode: Option<u32>,
+    /// Serve Prometheus metrics for the whole node at this address (e.g.
+    /// 127.0.0.1:9469); off unless set here, in $STRATA_METRICS_LISTEN or in the
+    /// manifest's `[supervisor] metrics_listen`.
+    #[arg(long, env = "STRATA_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// The group that owns every socket and the runtime directory (0660/0750), so its
+    /// members may connect (default: the manifest's `socket_group`, else root's group).
+    #[arg(long, env = "STRATA_SOCKET_GROUP", value_name = "GROUP")]
+    socket_group: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +129,7 @@ fn serve(
         .or(manifest.supervisor.control_socket_mode.map(|m| m.0))
         .unwrap_or(0o660);
     let cluster_env = cluster_env(&args)?;
+    let manifest_settings = manifest.supervisor.clone();
     let config = SupervisorConfig {
         runtime_dir: paths::resolve_runtime_dir(args.runtime_dir)?,
         state_dir: paths::resolve_state_dir(args.state_dir)?,
@@ -128,6 +138,11 @@ fn serve(
         manifest,
         manifest_path,
         control_socket_mode,
+        metrics_listen: args.metrics_listen.or(manifest_settings.metrics_listen),
+        socket_group: args
+            .socket_group
+            .clone()
+            .or(manifest_settings.socket_group.clone()),
         programs: ProgramLookup::from_env(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -87,6 +87,14 @@ pub struct SupervisorSettings {
     /// decided by peer credentials, not by this mode; it only decides who may connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket_mode: Option<Mode>,
+    /// Where the Prometheus endpoint listens (`127.0.0.1:9469`); off unless set.
+    /// `--metrics-listen` / `STRATA_METRICS_LISTEN` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The group that owns every socket and the runtime directory, so its members may
+    /// connect. `--socket-group` / `STRATA_SOCKET_GROUP` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
 }
 
 /// How the supervisor decides a service is ready.

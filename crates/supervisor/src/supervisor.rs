@@ -54,6 +54,11 @@ pub struct SupervisorConfig {
     pub manifest_path: Option<PathBuf>,
     /// Permission bits of `supervisor.sock`.
     pub control_socket_mode: u32,
+    /// Where the Prometheus endpoint listens; `None` serves no metrics.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The group that owns the sockets and the runtime directory; `None` leaves them
+    /// root's group.
+    pub socket_group: Option<String>,
     /// Where bare program names are found.
     pub programs: ProgramLookup,
 }

@@ -171,6 +171,8 @@ impl Harness {
             manifest,
             manifest_path: None,
             control_socket_mode: 0o660,
+            metrics_listen: None,
+            socket_group: None,
             programs: ProgramLookup::default(),
         };
         let fake = Arc::new(FakeSpawner::default());

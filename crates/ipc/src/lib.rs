@@ -16,6 +16,7 @@
 pub mod client;
 pub mod endpoint;
 pub mod logging;
+pub mod metrics;
 pub mod paths;
 pub mod router;
 pub mod server;

@@ -2,9 +2,12 @@
 //!
 //! A handler is an async function of the caller ([`Call`]) and its typed params. The router
 //! decodes params (refusing bad ones by field name), runs the handler with panics caught,
-//! and encodes the result. Every router answers `sys.health` without a token. A caller over
-//! TCP is served only the methods its listener allows (deny by default).
+//! and encodes the result. Every router answers `sys.health` without a token, and
+//! `sys.metrics` to admin callers (every request is counted and timed here: see
+//! [`crate::metrics`]). A caller over TCP is served only the methods its listener allows
+//! (deny by default).
 
+use crate::metrics::{request_families, MethodStats, Snapshot, OTHER_METHOD};
 use crate::PeerCred;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -16,6 +19,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use strata_proto::methods::{sys, Method};
 use strata_proto::{
     parse_params, parse_request, ErrorBody, ErrorCode, Response, MAX_FRAME, MAX_REQ_ID_LEN,
@@ -194,6 +198,13 @@ impl<S: Send + Sync + 'static> Routes<S> {
         self
     }
 
+    /// [`Router::metrics`], given the shared state.
+    pub fn metrics(mut self, f: impl Fn(&S, &mut Snapshot) + Send + Sync + 'static) -> Routes<S> {
+        let state = Arc::clone(&self.state);
+        self.router = self.router.metrics(move |snap| f(&state, snap));
+        self
+    }
+
     /// [`Router::health_check`], given the shared state.
     pub fn health_check(
         mut self,
@@ -231,14 +242,33 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, ErrorBody
 type Handler = Box<dyn Fn(Call, Option<Box<RawValue>>) -> HandlerFuture + Send + Sync>;
 type HealthExtra = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
 type HealthCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+type MetricsExtra = Box<dyn Fn(&mut Snapshot) + Send + Sync>;
+
+/// One routed method: its handler and its request counts.
+struct Route {
+    handler: Handler,
+    stats: MethodStats,
+}
+
+/// The request counts of the methods the router answers itself, and of unknown names.
+#[derive(Default)]
+struct BuiltinStats {
+    health: MethodStats,
+    metrics: MethodStats,
+    other: MethodStats,
+}
 
 /// The method table of one service.
 pub struct Router {
     service: String,
     version: String,
-    routes: HashMap<String, Handler>,
+    routes: HashMap<String, Route>,
+    builtin: BuiltinStats,
     health_extra: Option<HealthExtra>,
     health_check: Option<HealthCheck>,
+    metrics_extra: Option<MetricsExtra>,
+    /// This process's uid: `sys.metrics` is for root and it ([`Call::is_admin`]).
+    own_uid: u32,
     /// Cancelled by the server when it starts shutting down.
     stopping: CancellationToken,
 }
@@ -250,8 +280,11 @@ impl Router {
             service: service.to_owned(),
             version: version.to_owned(),
             routes: HashMap::new(),
+            builtin: BuiltinStats::default(),
             health_extra: None,
             health_check: None,
+            metrics_extra: None,
+            own_uid: crate::sys::uid(),
             stopping: CancellationToken::new(),
         }
     }
@@ -262,6 +295,13 @@ impl Router {
         f: impl Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync + 'static,
     ) -> Router {
         self.health_extra = Some(Box::new(f));
+        self
+    }
+
+    /// Add the service's own families to `sys.metrics`: `f` is called at every snapshot,
+    /// after the request families (see [`crate::metrics`]).
+    pub fn metrics(mut self, f: impl Fn(&mut Snapshot) + Send + Sync + 'static) -> Router {
+        self.metrics_extra = Some(Box::new(f));
         self
     }
 
@@ -320,8 +360,8 @@ impl Router {
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         assert!(
-            method != sys::Health::NAME,
-            "sys.health is answered by the router itself"
+            method != sys::Health::NAME && method != sys::Metrics::NAME,
+            "{method} is answered by the router itself"
         );
         let handler = Arc::new(handler);
         let erased: Handler = Box::new(move |call, raw| {
@@ -335,7 +375,11 @@ impl Router {
                 })
             })
         });
-        let previous = self.routes.insert(method.to_owned(), erased);
+        let route = Route {
+            handler: erased,
+            stats: MethodStats::default(),
+        };
+        let previous = self.routes.insert(method.to_owned(), route);
         assert!(previous.is_none(), "method {method} routed twice");
         self
     }
@@ -345,10 +389,10 @@ impl Router {
         &self.service
     }
 
-    /// Every routed method name, sorted, `sys.health` included.
+    /// Every routed method name, sorted, `sys.health` and `sys.metrics` included.
     pub fn methods(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
-        names.push(sys::Health::NAME);
+        names.extend([sys::Health::NAME, sys::Metrics::NAME]);
         names.sort_unstable();
         names
     }
@@ -370,6 +414,32 @@ impl Router {
         }
     }
 
+    /// The `sys.metrics` answer: request counts and latencies of every routed method (by
+    /// name), of the built-in ones and of `other`, then the service's own families.
+    pub fn snapshot(&self) -> sys::MetricsResult {
+        let mut routed: Vec<(&str, &MethodStats)> = self
+            .routes
+            .iter()
+            .map(|(name, route)| (name.as_str(), &route.stats))
+            .collect();
+        routed.sort_unstable_by_key(|(name, _)| *name);
+        let builtin = [
+            (sys::Health::NAME, &self.builtin.health),
+            (sys::Metrics::NAME, &self.builtin.metrics),
+            (OTHER_METHOD, &self.builtin.other),
+        ];
+        let mut snap = Snapshot::default();
+        for family in request_families(routed.into_iter().chain(builtin)) {
+            snap.family(family);
+        }
+        if let Some(extra) = &self.metrics_extra {
+            extra(&mut snap);
+        }
+        sys::MetricsResult {
+            families: snap.into_families(),
+        }
+    }
+
     /// Tell long-running handlers that the server is stopping (see [`Call::stopping`]).
     pub fn begin_shutdown(&self) {
         self.stopping.cancel();
@@ -382,13 +452,40 @@ impl Router {
     }
 
     pub(crate) async fn dispatch_from(&self, from: &Peer, frame: &[u8]) -> Bytes {
+        let started = Instant::now();
+        let (stats, code, answer) = self.answer(from, frame).await;
+        stats.record(code, started.elapsed());
+        answer
+    }
+
+    /// The stats of a method name a caller sent: its route's, a built-in's, or `other`.
+    fn stats_of(&self, method: &str) -> &MethodStats {
+        match method {
+            sys::Health::NAME => &self.builtin.health,
+            sys::Metrics::NAME => &self.builtin.metrics,
+            _ => self
+                .routes
+                .get(method)
+                .map_or(&self.builtin.other, |r| &r.stats),
+        }
+    }
+
+    /// The answer to one frame, with the stats it counts in and its result code (`None`:
+    /// success).
+    async fn answer(&self, from: &Peer, frame: &[u8]) -> (&MethodStats, Option<ErrorCode>, Bytes) {
+        let failure = |stats, req_id: String, error: ErrorBody| {
+            let code = Some(error.code);
+            (stats, code, encode(&Response::<()>::failure(req_id, error)))
+        };
         let req = match parse_request(frame) {
             Ok(req) => req,
-            Err(bad) => return encode(&Response::<()>::failure(bad.req_id, bad.error)),
+            Err(bad) => return failure(&self.builtin.other, bad.req_id, bad.error),
         };
         if req.method == sys::Health::NAME {
-            return encode(&Response::success(req.req_id, self.health()));
+            let answer = encode(&Response::success(req.req_id, self.health()));
+            return (&self.builtin.health, None, answer);
         }
+        let stats = self.stats_of(&req.method);
         // Before the method lookup, so that a remote peer learns nothing about which
         // methods exist beyond those it may call.
         if let Peer::Remote { allowed, .. } = from {
@@ -398,20 +495,31 @@ impl Router {
                     format!("`{}` is not served over tcp", req.method),
                 )
                 .with_details(serde_json::json!({"method": req.method}));
-                return encode(&Response::<()>::failure(req.req_id, error));
+                return failure(stats, req.req_id, error);
             }
         }
-        let Some(handler) = self.routes.get(req.method.as_str()) else {
+        let origin = match from {
+            Peer::Local(peer) => Origin::Local(*peer),
+            Peer::Remote { peer, .. } => Origin::Remote(peer.clone()),
+        };
+        if req.method == sys::Metrics::NAME {
+            if !origin.is_admin(self.own_uid) {
+                let error = ErrorBody::new(
+                    ErrorCode::PermissionDenied,
+                    "sys.metrics is served to root and the service's own user only",
+                );
+                return failure(stats, req.req_id, error);
+            }
+            let answer = encode(&Response::success(req.req_id, self.snapshot()));
+            return (stats, None, answer);
+        }
+        let Some(route) = self.routes.get(req.method.as_str()) else {
             let error = ErrorBody::new(
                 ErrorCode::InvalidArgument,
                 format!("unknown method `{}`", req.method),
             )
             .with_details(serde_json::json!({"method": req.method}));
-            return encode(&Response::<()>::failure(req.req_id, error));
-        };
-        let origin = match from {
-            Peer::Local(peer) => Origin::Local(*peer),
-            Peer::Remote { peer, .. } => Origin::Remote(peer.clone()),
+            return failure(stats, req.req_id, error);
         };
         let token = req.auth.and_then(|a| a.token);
         let call = Call {
@@ -426,16 +534,17 @@ impl Router {
         // The handler is invoked inside the guarded future, so a panic in its synchronous
         // part is caught as well as one in its body.
         let params = req.params;
+        let handler = &route.handler;
         let outcome = AssertUnwindSafe(async move { handler(call, params).await })
             .catch_unwind()
             .await;
         match outcome {
-            Ok(Ok(result)) => encode(&Response::success(req_id, result)),
-            Ok(Err(error)) => encode(&Response::<()>::failure(req_id, error)),
+            Ok(Ok(result)) => (stats, None, encode(&Response::success(req_id, result))),
+            Ok(Err(error)) => failure(stats, req_id, error),
             Err(_) => {
                 tracing::error!(%method, "handler panicked; answered INTERNAL");
                 let error = ErrorBody::new(ErrorCode::Internal, "internal error");
-                encode(&Response::<()>::failure(req_id, error))
+                failure(stats, req_id, error)
             }
         }
     }
@@ -482,78 +591,4 @@ fn fallback(req_id: &str, message: &'static str) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{json, Value};
-
-    fn decoded(bytes: &Bytes) -> Value {
-        assert!(bytes.len() <= MAX_FRAME, "{} bytes", bytes.len());
-        serde_json::from_slice(bytes).unwrap()
-    }
-
-    #[test]
-    fn an_oversized_response_with_an_unbounded_req_id_falls_back_once_and_small() {
-        // Built by hand: parse_request refuses such a req_id, but encode must not rely
-        // on that.
-        let req_id = "A".repeat(MAX_FRAME);
-        let out = encode(&Response::success(req_id, json!({})));
-        assert!(out.len() <= MAX_FALLBACK_LEN, "{} bytes", out.len());
-        let v = decoded(&out);
-        assert_eq!(v["ok"], false);
-        assert_eq!(v["req_id"], "");
-        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
-    }
-
-    #[test]
-    fn an_oversized_response_keeps_a_bounded_req_id() {
-        // The worst case for size: every byte of the longest req_id escaped as \u00XX.
-        let req_id = "\u{1}".repeat(MAX_REQ_ID_LEN);
-        let out = encode(&Response::success(
-            req_id.as_str(),
-            json!({"blob": "z".repeat(2 << 20)}),
-        ));
-        assert!(out.len() <= MAX_FALLBACK_LEN, "{} bytes", out.len());
-        let v = decoded(&out);
-        assert_eq!(v["req_id"], req_id);
-        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
-        assert!(v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("too large"));
-    }
-
-    #[test]
-    fn the_last_resort_frame_is_a_valid_internal_error() {
-        let v = decoded(&fallback(&"\u{1}".repeat(MAX_REQ_ID_LEN), "internal error"));
-        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
-        let r: Response<()> = serde_json::from_slice(LAST_RESORT).unwrap();
-        assert_eq!(r.into_result().unwrap_err().code, ErrorCode::Internal);
-    }
-
-    #[test]
-    fn an_error_too_large_for_a_frame_falls_back_too() {
-        let error = ErrorBody::new(ErrorCode::NotFound, "gone")
-            .with_details(json!({"echo": "x".repeat(MAX_FRAME)}));
-        let out = encode(&Response::<()>::failure("r1", error));
-        let v = decoded(&out);
-        assert_eq!(v["req_id"], "r1");
-        assert_eq!(v["error"]["code"], ErrorCode::Internal.code());
-    }
-
-    #[tokio::test]
-    async fn a_mebibyte_req_id_on_an_unknown_method_is_refused_without_echo() {
-        let router = Router::new("t", "1");
-        let frame = format!(
-            r#"{{"v":1,"req_id":"{}","method":"nope"}}"#,
-            "A".repeat(MAX_FRAME - 64)
-        );
-        let v = decoded(
-            &router
-                .dispatch(PeerCred::current_process(), frame.as_bytes())
-                .await,
-        );
-        assert_eq!(v["req_id"], "");
-        assert_eq!(v["error"]["code"], ErrorCode::InvalidArgument.code());
-        assert_eq!(v["error"]["details"]["field"], "req_id");
-    }
-}
+mod tests;

@@ -27,21 +27,34 @@
 //! [`GLOBAL_EVENTS_PER_SEC`] in all. What is held back is counted, never silently
 //! dropped: the next line recorded for that caller carries `suppressed_before`, and within
 //! a second or so the syncer writes one `auth.denied.suppressed` / `audit.suppressed` line
-//! per caller with the count. The file is not rotated here (its size grows at most at
-//! those rates); rotation belongs with log rotation in the supervisor's settings.
+//! per caller with the count.
+//!
+//! The file is rotated by size (default [`DEFAULT_MAX_BYTES`], keeping [`DEFAULT_KEEP`]
+//! old files `audit.log.1` … `.N`, all 0600): whichever writer process sees it past the
+//! limit renames the chain under an exclusive `flock` on `<state dir>/audit.lock`, and
+//! every writer checks under a shared one, before each line, that its descriptor is still
+//! `audit.log`, so no line is lost or written twice across a rotation (see [`Rotation`]
+//! and the `rotation` module). [`Audit::open`] takes the settings from
+//! `STRATA_AUDIT_MAX_BYTES` / `STRATA_AUDIT_KEEP`, which the supervisor sets for every
+//! service from its manifest's `[supervisor]` table.
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use strata_ipc::PeerCred;
 
 mod limiter;
+mod rotation;
 use limiter::{Class, EventLimiter};
+use rotation::LogFile;
+pub use rotation::{
+    Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, KEEP_ENV, MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES,
+};
 
 /// Longest string value an event keeps, in bytes (longer ones are cut, ending in `…`).
 pub const MAX_VALUE_LEN: usize = 1024;
@@ -74,33 +87,48 @@ pub struct Audit {
 struct Inner {
     source: String,
     path: PathBuf,
-    file: File,
-    /// Serialises writes and tracks whether a sync is owed.
-    dirty: Mutex<bool>,
+    /// Serialises writes, follows rotations and tracks whether a sync is owed.
+    writer: Mutex<Writer>,
     wake: Condvar,
     limiter: Mutex<EventLimiter>,
 }
 
+struct Writer {
+    log: LogFile,
+    /// Lines written to `log.file` since its last sync.
+    dirty: bool,
+}
+
+impl Writer {
+    /// Sync what this writer put in `file`, which is being replaced by a rotation.
+    fn sync_before_switch(dirty: &mut bool, file: &File, path: &Path) {
+        if std::mem::take(dirty) {
+            if let Err(e) = file.sync_data() {
+                tracing::error!(path = %path.display(), error = %e, "cannot sync the audit log");
+            }
+        }
+    }
+}
+
 impl Audit {
-    /// Open (creating with mode 0600) `<state_dir>/audit.log` and start its syncer.
+    /// Open (creating with mode 0600) `<state_dir>/audit.log` and start its syncer,
+    /// rotating as `STRATA_AUDIT_MAX_BYTES` / `STRATA_AUDIT_KEEP` say
+    /// ([`Rotation::from_env`]).
     pub fn open(state_dir: &Path, source: &str) -> std::io::Result<Audit> {
+        Audit::open_with(state_dir, source, Rotation::from_env())
+    }
+
+    /// [`Audit::open`] with these rotation settings, whatever the environment says.
+    pub fn open_with(state_dir: &Path, source: &str, rotation: Rotation) -> std::io::Result<Audit> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(state_dir)?;
-        let path = state_dir.join("audit.log");
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .mode(0o600)
-            .open(&path)?;
-        end_torn_line(&file, &path)?;
+        let log = LogFile::open(state_dir, rotation, end_torn_line)?;
         let inner = Arc::new(Inner {
             source: source.to_owned(),
-            path,
-            file,
-            dirty: Mutex::new(false),
+            path: log.path().to_owned(),
+            writer: Mutex::new(Writer { log, dirty: false }),
             wake: Condvar::new(),
             limiter: Mutex::new(EventLimiter::new()),
         });
@@ -189,12 +217,15 @@ impl Audit {
         }
         let mut bytes = bounded_line(line).into_bytes();
         bytes.push(b'\n');
-        let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        match (&self.inner.file).write_all(&bytes) {
-            Ok(()) => {
-                *dirty = true;
-                self.inner.wake.notify_one();
-            }
+        let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Writer { log, dirty } = &mut *writer;
+        let path = &self.inner.path;
+        let written = log.append(&bytes, |old| Writer::sync_before_switch(dirty, old, path));
+        // Whatever happened to the rotation, a line may be in the file now.
+        *dirty = true;
+        self.inner.wake.notify_one();
+        match written {
+            Ok(()) => {}
             Err(e) => {
                 tracing::error!(path = %self.inner.path.display(), error = %e, event, "cannot write the audit log")
             }
@@ -203,11 +234,11 @@ impl Audit {
 
     /// Sync everything recorded so far to disk now.
     pub fn flush(&self) {
-        let mut dirty = self.inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = self.inner.file.sync_data() {
+        let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writer.log.current.file.sync_data() {
             tracing::error!(path = %self.inner.path.display(), error = %e, "cannot sync the audit log");
         }
-        *dirty = false;
+        writer.dirty = false;
     }
 }
 
@@ -291,18 +322,19 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
             inner: Arc::clone(&inner),
         }
         .report_suppressed(REPORT_EVERY);
-        {
-            let dirty = inner.dirty.lock().unwrap_or_else(|p| p.into_inner());
-            let (mut dirty, _) = inner
+        let file = {
+            let writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut writer, _) = inner
                 .wake
-                .wait_timeout_while(dirty, std::time::Duration::from_secs(1), |d| !*d)
+                .wait_timeout_while(writer, std::time::Duration::from_secs(1), |w| !w.dirty)
                 .unwrap_or_else(|p| p.into_inner());
-            if !*dirty {
+            if !writer.dirty {
                 continue;
             }
-            *dirty = false;
-        }
-        if let Err(e) = inner.file.sync_data() {
+            writer.dirty = false;
+            Arc::clone(&writer.log.current.file)
+        };
+        if let Err(e) = file.sync_data() {
             tracing::error!(path = %inner.path.display(), error = %e, "cannot sync the audit log");
         }
     }

@@ -1,0 +1,107 @@
+use super::*;
+use crate::Audit;
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn settings_are_bounded_and_default_to_64_mib_times_5() {
+    let d = Rotation::default();
+    assert_eq!((d.max_bytes(), d.keep()), (64 << 20, 5));
+    assert!(Rotation::new(MIN_MAX_BYTES - 1, 5).is_err());
+    assert!(
+        Rotation::new(MIN_MAX_BYTES, 0).is_err(),
+        "keeping none loses lines"
+    );
+    assert!(Rotation::new(MIN_MAX_BYTES, MAX_KEEP + 1).is_err());
+    let r = Rotation::new(MIN_MAX_BYTES, MAX_KEEP).unwrap();
+    assert_eq!(
+        r.env(),
+        [
+            (MAX_BYTES_ENV, MIN_MAX_BYTES.to_string()),
+            (KEEP_ENV, MAX_KEEP.to_string())
+        ]
+    );
+}
+
+/// Every line of `path` and its rotated files, oldest first, as JSON.
+fn all_lines(path: &Path, keep: u32) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = (1..=keep).rev().map(|i| rotated(path, i)).collect();
+    files.push(path.to_owned());
+    files
+        .iter()
+        .filter(|f| f.exists())
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_log_rotates_by_size_keeping_n_private_files_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotation = Rotation::new(MIN_MAX_BYTES, 3).unwrap();
+    let audit = Audit::open_with(dir.path(), "fs", rotation).unwrap();
+    let path = audit.path().to_owned();
+    // About 100 bytes a line: a rotation every ~40 lines, so 400 lines rotate ~10 times.
+    for seq in 0..400 {
+        audit.record("fs.open", None, serde_json::json!({"seq": seq}));
+    }
+    for i in 1..=3 {
+        let file = rotated(&path, i);
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            file.display()
+        );
+        // A file is rotated by the write that takes it past the limit.
+        assert!(meta.len() < MIN_MAX_BYTES + 200, "{} bytes", meta.len());
+    }
+    assert!(
+        !rotated(&path, 4).exists(),
+        "only `keep` rotated files remain"
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let lock = std::fs::metadata(dir.path().join("audit.lock")).unwrap();
+    assert_eq!(lock.permissions().mode() & 0o777, 0o600);
+    // The kept files hold the newest lines, contiguous and in order; the oldest went.
+    let seqs: Vec<u64> = all_lines(&path, 3)
+        .iter()
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.len() < 400 && seqs.len() > 100, "{}", seqs.len());
+    assert_eq!(*seqs.last().unwrap(), 399);
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[test]
+fn a_writer_follows_a_rotation_made_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotation = Rotation::new(MIN_MAX_BYTES, 10).unwrap();
+    // Two opens: two descriptors, two locks, as two processes would have.
+    let rotator = Audit::open_with(dir.path(), "identity", rotation).unwrap();
+    let follower = Audit::open_with(dir.path(), "fs", rotation).unwrap();
+    follower.record("fs.open", None, serde_json::json!({"n": "before"}));
+    let path = rotator.path().to_owned();
+    let mut n = 0;
+    while !rotated(&path, 1).exists() {
+        rotator.record("cap.issued", None, serde_json::json!({"n": n}));
+        n += 1;
+        assert!(n < 1000, "no rotation");
+    }
+    follower.record("fs.open", None, serde_json::json!({"n": "after"}));
+    let current = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        current.contains("\"after\""),
+        "the follower's next line is in the new file: {current}"
+    );
+    let old = std::fs::read_to_string(rotated(&path, 1)).unwrap();
+    assert!(old.contains("\"before\"") && !old.contains("\"after\""));
+    assert_eq!(all_lines(&path, 10).len(), n + 2);
+}

@@ -177,6 +177,7 @@ fn main() -> anyhow::Result<()> {
     let audit = Audit::open(&state_dir, "fs").context("cannot open the audit log")?;
     let mut config = ServerConfig::new(paths::socket_path(&runtime_dir, "fs"));
     config.socket_mode = args.socket_mode;
+    config.socket_group = paths::socket_group_from_env()?;
     config.tcp = tcp;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     let cluster = strata_cluster::ClusterConfig::from_env()?;
     let mut server_config = ServerConfig::new(paths::socket_path(&runtime_dir, "identity"));
     server_config.socket_mode = args.socket_mode;
+    server_config.socket_group = paths::socket_group_from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

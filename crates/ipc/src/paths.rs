@@ -37,6 +37,12 @@ pub enum DirError {
         /// The uid it must belong to (or root).
         uid: u32,
     },
+    /// `STRATA_SOCKET_GROUP` is set but is not a gid.
+    #[error("STRATA_SOCKET_GROUP={value:?} is not a numeric gid (the supervisor hands its services the gid of its --socket-group)")]
+    SocketGroup {
+        /// What the variable held.
+        value: String,
+    },
     /// It could not be created or inspected.
     #[error("cannot use the {what} directory {}: {source}", path.display())]
     Io {
@@ -131,6 +137,30 @@ pub fn set_mode_if_owned(dir: &Path, mode: u32) -> std::io::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// The socket group a service was handed: `STRATA_SOCKET_GROUP`, which the supervisor
+/// sets to the numeric gid of its `--socket-group` (resolved once, at its start). `None`
+/// when unset or empty: sockets keep this process's group, as without a socket group.
+/// A service gives it to its socket ([`crate::ServerConfig::socket_group`]) so that the
+/// group's members may connect; what they may then do is still decided per request.
+pub fn socket_group_from_env() -> Result<Option<u32>, DirError> {
+    parse_socket_group(&|k| std::env::var_os(k))
+}
+
+fn parse_socket_group(env: Env) -> Result<Option<u32>, DirError> {
+    let Some(value) = env("STRATA_SOCKET_GROUP").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.parse::<u32>().ok())
+        // (gid_t)-1 means "leave the group" to chown(2): never a group to give a file to.
+        .filter(|gid| *gid != u32::MAX)
+        .map(Some)
+        .ok_or_else(|| DirError::SocketGroup {
+            value: value.to_string_lossy().into_owned(),
+        })
 }
 
 /// The conventional socket of a service: `<runtime dir>/<service>.sock`.
@@ -384,6 +414,52 @@ mod tests {
         set_mode(tmp.path(), 0o1777);
         check_dir(DirKind::Runtime, &dir, uid).unwrap();
         set_mode(tmp.path(), 0o700);
+    }
+
+    #[test]
+    fn the_socket_group_is_a_numeric_gid_or_nothing() {
+        assert_eq!(parse_socket_group(&env(&[])).unwrap(), None);
+        let e = env(&[("STRATA_SOCKET_GROUP", "")]);
+        assert_eq!(parse_socket_group(&e).unwrap(), None);
+        let e = env(&[("STRATA_SOCKET_GROUP", "4242")]);
+        assert_eq!(parse_socket_group(&e).unwrap(), Some(4242));
+        for bad in ["strata", "-1", "4294967295", "12 ", "0x10"] {
+            let e = env(&[("STRATA_SOCKET_GROUP", bad)]);
+            let err = parse_socket_group(&e).unwrap_err();
+            assert!(
+                err.to_string().contains("not a numeric gid"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    /// The runtime directory of a node with a socket group, `0750 root:<group>`, is safe:
+    /// the group may enter it, not change it. Group-writable is refused as before.
+    #[test]
+    fn a_runtime_dir_shared_with_the_socket_group_passes_and_a_group_writable_one_does_not() {
+        use std::os::unix::fs::MetadataExt;
+        let uid = current_uid();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        // Root gives it any group; another user one of its own (its primary group).
+        let gid = if uid == 0 {
+            4242
+        } else {
+            crate::sys::uid_gid().1
+        };
+        std::os::unix::fs::chown(&dir, None, Some(gid)).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().gid(), gid);
+        set_mode(&dir, 0o750);
+        check_dir(DirKind::Runtime, &dir, uid).unwrap();
+        for mode in [0o770, 0o2770, 0o775] {
+            set_mode(&dir, mode);
+            let err = check_dir(DirKind::Runtime, &dir, uid).unwrap_err();
+            assert!(
+                err.to_string().contains("writable by group or others"),
+                "{mode:o}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let runtime_dir = paths::resolve_runtime_dir(args.runtime_dir)?;
     let mut config = ServerConfig::new(paths::socket_path(&runtime_dir, "registry"));
     config.socket_mode = args.socket_mode;
+    config.socket_group = paths::socket_group_from_env()?;
     let own_uid = strata_ipc::PeerCred::current_process().uid;
     // Cluster mode when STRATA_ETCD_ENDPOINTS is set (the supervisor passes it on).
     let cluster = ClusterConfig::from_env()?;

@@ -1,10 +1,13 @@
 //! Binding: the socket file and the TCP port.
 //!
-//! The socket-file rules: the runtime directory is created (0750) if missing; a live
+//! The socket-file rules: the runtime directory is created (0750, and given the socket
+//! group when there is one) if missing; a live
 //! server on the path is never displaced ([`ServerError::AlreadyRunning`]); a socket file
 //! nobody answers on is stale and replaced; anything that is not a socket is left alone
 //! ([`ServerError::NotASocket`]); the socket is never reachable with more than its mode
-//! ([`bind_socket_file`]); and on shutdown only the file this server bound is removed.
+//! ([`bind_socket_file`]), and belongs to the socket group when there is one, so that
+//! exactly the group's members (and root) may connect; and on shutdown only the file this
+//! server bound is removed.
 
 use super::{Router, ServerError, TcpListen};
 use crate::sys::rename_no_replace;
@@ -21,31 +24,59 @@ use tokio_rustls::TlsAcceptor;
 /// own.
 pub(super) type SocketId = (u64, u64);
 
-/// Create the directory the socket goes in (0750, parents too) if it is missing.
-pub(super) fn create_runtime_dir(path: &Path) -> Result<(), ServerError> {
+/// Create the directory the socket goes in (0750, parents too) if it is missing, and give
+/// it `group` (the directory only: its parents keep this process's group). One that exists
+/// is left as it is: whoever made it (the supervisor, systemd) chose its group.
+pub(super) fn create_runtime_dir(path: &Path, group: Option<u32>) -> Result<(), ServerError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
+            let dir_err = |source| ServerError::RuntimeDir {
+                path: dir.to_path_buf(),
+                source,
+            };
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o750)
                 .create(dir)
-                .map_err(|source| ServerError::RuntimeDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+                .map_err(dir_err)?;
+            if let Some(gid) = group {
+                std::os::unix::fs::chown(dir, None, Some(gid))
+                    .map_err(|e| dir_err(chown_error(e, None, gid)))?;
+            }
         }
     }
     Ok(())
 }
 
-/// Bind the server's socket at `path` with `mode` (see [`bind_socket_file`]); the listener
-/// and the bound file's identity.
-pub(super) fn listen_unix(path: &Path, mode: u32) -> Result<(UnixListener, SocketId), ServerError> {
+/// A chown to `gid` (and `uid`) that failed, saying why it usually does.
+fn chown_error(e: io::Error, uid: Option<u32>, gid: u32) -> io::Error {
+    let whom = match uid {
+        Some(uid) => format!("uid {uid} and group {gid}"),
+        None => format!("group {gid}"),
+    };
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot give it to {whom}: {e} (a process without CAP_CHOWN may only give its \
+             own files to a group it is a member of)"
+        ),
+    )
+}
+
+/// Bind the server's socket at `path` with `mode`, owned by this process's uid and by
+/// `group` when given (see [`bind_socket_file`]); the listener and the bound file's
+/// identity.
+pub(super) fn listen_unix(
+    path: &Path,
+    mode: u32,
+    group: Option<u32>,
+) -> Result<(UnixListener, SocketId), ServerError> {
     let bind_err = |source| ServerError::Bind {
         path: path.to_path_buf(),
         source,
     };
-    let listener = bind_socket_file(path, mode, None, |at| {
+    let owner = group.map(|gid| (crate::sys::euid(), gid));
+    let listener = bind_socket_file(path, mode, owner, |at| {
         let std_listener = std::os::unix::net::UnixListener::bind(at)?;
         std_listener.set_nonblocking(true)?;
         UnixListener::from_std(std_listener)
@@ -80,7 +111,8 @@ pub fn bind_socket_file<T>(
         let bound = bind(&temp)?;
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&temp, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&temp, Some(uid), Some(gid))
+                .map_err(|e| chown_error(e, Some(uid), gid))?;
         }
         rename_no_replace(&temp, path)?;
         Ok(bound)
@@ -219,6 +251,34 @@ mod tests {
         // Bound where it now lives: a client connects through the final path.
         std::os::unix::net::UnixStream::connect(&path).unwrap();
         drop(listener);
+    }
+
+    /// With a socket group, a runtime directory made here and the socket are the group's
+    /// (`0750`, and the socket's mode); without one, nothing is given away.
+    #[tokio::test]
+    async fn the_socket_group_gets_the_socket_and_a_runtime_dir_made_for_it() {
+        let (uid, own_gid) = crate::sys::uid_gid();
+        // Root may give files to any group; another user to its own groups only.
+        let gid = if uid == 0 { 4242 } else { own_gid };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/a.sock");
+        create_runtime_dir(&path, Some(gid)).unwrap();
+        let meta = std::fs::metadata(dir.path().join("run")).unwrap();
+        assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o750, gid));
+        let (_listener, _) = listen_unix(&path, 0o660, Some(gid)).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o660, crate::sys::euid(), gid)
+        );
+
+        let plain = dir.path().join("plain/b.sock");
+        create_runtime_dir(&plain, None).unwrap();
+        let (_listener, _) = listen_unix(&plain, 0o660, None).unwrap();
+        for p in [plain.parent().unwrap(), &plain] {
+            let meta = std::fs::symlink_metadata(p).unwrap();
+            assert_eq!(meta.gid(), own_gid, "{}", p.display());
+        }
     }
 
     #[test]

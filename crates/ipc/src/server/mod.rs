@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub socket_path: PathBuf,
     /// Permission bits of the socket file (0660 by default).
     pub socket_mode: u32,
+    /// The group the socket file is given (its owner stays this process's uid), so that
+    /// the group's members may connect; `None` (the default) leaves this process's group.
+    /// Under the supervisor it is `STRATA_SOCKET_GROUP`
+    /// ([`crate::paths::socket_group_from_env`]).
+    pub socket_group: Option<u32>,
     /// Connections served at once, over both transports; past it a client is answered
     /// RESOURCE_EXHAUSTED and closed.
     pub max_connections: usize,
@@ -128,6 +133,7 @@ impl ServerConfig {
         ServerConfig {
             socket_path: socket_path.into(),
             socket_mode: 0o660,
+            socket_group: None,
             max_connections: 1024,
             max_connections_per_peer: 128,
             reserved_connections: 16,
@@ -210,19 +216,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind the socket: create the runtime directory (0750) if missing, refuse to start if
-    /// a live server answers on the path, replace a stale socket file left by a dead one;
+    /// Bind the socket: create the runtime directory (0750, given the socket group) if
+    /// missing, refuse to start if a live server answers on the path, replace a stale
+    /// socket file left by a dead one, bind with the socket's mode and group (see
+    /// [`bind_socket_file`]);
     /// then the TCP port, if configured (its allow-list must name only routed methods).
     /// Must be called within a Tokio runtime.
     pub fn bind(config: ServerConfig, router: Router) -> Result<Server, ServerError> {
         let path = config.socket_path.clone();
-        bind::create_runtime_dir(&path)?;
+        bind::create_runtime_dir(&path, config.socket_group)?;
         bind::clear_stale_socket(&path)?;
         let tcp = match &config.tcp {
             Some(listen) => Some(TcpSide::bind(listen, &router)?),
             None => None,
         };
-        let (listener, socket_id) = bind::listen_unix(&path, config.socket_mode)?;
+        let (listener, socket_id) =
+            bind::listen_unix(&path, config.socket_mode, config.socket_group)?;
         tracing::info!(socket = %path.display(), service = router.service(), "listening");
         if let Some(tcp) = &tcp {
             tracing::info!(

@@ -2,7 +2,8 @@
 //! authorization check for control methods, and the mapping of control errors to
 //! protocol codes.
 //!
-//! Open to anyone who can connect: `supervisor.status`, `supervisor.svc.list`.
+//! Open to anyone who can connect: `supervisor.status`, `supervisor.svc.list`,
+//! `supervisor.svc.status` (`status.rs`).
 //! Control (SPEC §5.3): `supervisor.svc.start`, `.svc.stop`, `.svc.restart`, `.svc.logs`
 //! and `supervisor.reload` pass [`Control::authorize_control`] first.
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 use strata_ipc::{Call, Router};
 use strata_proto::methods::supervisor::{
     NodeStatus, Reload, ReloadResult, Status, SvcList, SvcListResult, SvcLogs, SvcLogsParams,
-    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStop, SvcStopParams,
-    SvcStopResult,
+    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStatus, SvcStop,
+    SvcStopParams, SvcStopResult,
 };
 use strata_proto::methods::StatusResult;
 use strata_proto::ErrorBody;
@@ -186,6 +187,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .with_state(control)
         .method::<Status, _, _, _>(|c, _call, _p| async move { c.status() })
         .method::<SvcList, _, _, _>(|c, _call, _p| async move { c.list() })
+        .method::<SvcStatus, _, _, _>(|c, _call, p| async move { c.supervisor.svc_status(&p.name) })
         .method::<SvcStart, _, _, _>(|c, call, p| async move { c.start(&call, p).await })
         .method::<SvcStop, _, _, _>(|c, call, p| async move { c.stop(&call, p).await })
         .method::<SvcRestart, _, _, _>(|c, call, p| async move { c.restart(&call, p).await })

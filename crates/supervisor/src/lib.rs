@@ -50,6 +50,7 @@ mod service;
 mod shared;
 mod spawner;
 pub mod state;
+mod status;
 pub mod supervisor;
 pub mod units;
 

@@ -56,6 +56,46 @@ pub struct SvcListResult {
     pub services: Vec<SvcInfo>,
 }
 
+/// `supervisor.svc.status`'s answer: one service in detail (what `strata-ctl svc status`
+/// prints, log lines aside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcStatusResult {
+    /// The service's name.
+    pub name: String,
+    /// Its lifecycle state.
+    pub state: SvcState,
+    /// Its process (also its process group), while it has one.
+    pub pid: Option<u32>,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    /// Unix milliseconds of the last state change.
+    pub since_ms: u64,
+    /// Automatic restarts so far.
+    pub restarts: u64,
+    /// Crashes counted towards quarantine.
+    pub crashes_in_window: u64,
+    /// How the last run ended (as in `svc.list`), `None` before any ended.
+    pub last_exit: Option<serde_json::Value>,
+    /// What the current or last run actually got (limits, cgroup, user, sandbox).
+    pub applied: Option<serde_json::Value>,
+    /// The program as the manifest names it.
+    pub exec: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// How it is seen ready (`health`, `notify`, `started`).
+    pub readiness: String,
+    /// Its restart policy (`always`, `on-failure`, `never`).
+    pub restart: String,
+    /// Services that must be Healthy before it starts.
+    pub depends_on: Vec<String>,
+    /// Services that depend on it, in start order.
+    pub dependents: Vec<String>,
+    /// The socket probed and registered, if it has one.
+    pub socket: Option<String>,
+    /// Where its output is kept on disk.
+    pub log_file: String,
+}
+
 /// Params naming one service (`supervisor.svc.start`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcNameParams {
@@ -197,6 +237,13 @@ method!(
     "supervisor.svc.list",
     NoParams,
     SvcListResult
+);
+method!(
+    /// One service in detail (open like `svc.list`).
+    SvcStatus,
+    "supervisor.svc.status",
+    SvcNameParams,
+    SvcStatusResult
 );
 method!(
     /// Start a service.

@@ -1,11 +1,13 @@
 //! The supervisor's audit events (`svc.start`, `svc.stop`, `svc.crash`, `svc.quarantine`,
 //! `auth.denied`), written through the shared `strata-audit` log (`<state dir>/audit.log`)
 //! with the node id added. In these events `service` names the managed service; the
-//! writer is `source: "supervisor"`.
+//! writer is `source: "supervisor"`. Its rotation settings (manifest `[supervisor]`
+//! `audit_max_bytes` / `audit_keep`) are the ones every service is handed, so all
+//! writers of the file rotate it alike.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use strata_audit::Audit;
+use strata_audit::{Audit, Rotation};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -14,12 +16,13 @@ pub struct AuditLog {
     path: PathBuf,
     log: Option<Audit>,
     node_id: String,
+    rotation: Rotation,
 }
 
 impl AuditLog {
-    /// A log in `state_dir`, its lines stamped with `node_id`.
-    pub fn new(state_dir: &Path, node_id: &str) -> AuditLog {
-        let log = match Audit::open(state_dir, "supervisor") {
+    /// A log in `state_dir`, its lines stamped with `node_id`, rotated as `rotation` says.
+    pub fn new(state_dir: &Path, node_id: &str, rotation: Rotation) -> AuditLog {
+        let log = match Audit::open_with(state_dir, "supervisor", rotation) {
             Ok(log) => Some(log),
             Err(e) => {
                 tracing::error!(dir = %state_dir.display(), error = %e, "cannot open the audit log; audit events are not recorded");
@@ -30,7 +33,13 @@ impl AuditLog {
             path: state_dir.join("audit.log"),
             log,
             node_id: node_id.to_owned(),
+            rotation,
         }
+    }
+
+    /// How the log is rotated (what the services are told, too).
+    pub fn rotation(&self) -> Rotation {
+        self.rotation
     }
 
     /// The log file.
@@ -78,7 +87,7 @@ mod tests {
     #[test]
     fn events_are_json_lines_with_time_and_kind() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::new(dir.path(), "node-7");
+        let log = AuditLog::new(dir.path(), "node-7", Rotation::default());
         log.record("svc.start", serde_json::json!({"service": "fs", "pid": 12}));
         log.record("auth.denied", serde_json::json!({"uid": 1000}));
         let text = std::fs::read_to_string(log.path()).unwrap();

@@ -1,8 +1,10 @@
 //! Per-service output: every line a service writes to stdout or stderr goes into a
 //! bounded in-memory ring (for `supervisor.svc.logs`) and into
-//! `<state dir>/logs/<name>.log`, which is rotated by size. The supervisor's own log
-//! never carries a service's output.
+//! `<state dir>/logs/<name>.log`, which is rotated by size, and, under systemd, to the
+//! journal (see [`crate::journal`]). The supervisor's own log never carries a service's
+//! output.
 
+use crate::journal::Journal;
 use crate::manifest::LogSettings;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -22,8 +24,10 @@ pub use strata_proto::methods::supervisor::LogStream as Stream;
 
 /// The log of one service, shared by its output readers and the control socket.
 pub struct LogSink {
+    service: String,
     ring: Mutex<Ring>,
     file: Mutex<RotatingFile>,
+    journal: Option<&'static Journal>,
 }
 
 struct Ring {
@@ -32,9 +36,22 @@ struct Ring {
 }
 
 impl LogSink {
-    /// A sink writing to `<dir>/<service>.log`.
+    /// A sink writing to `<dir>/<service>.log`, and to the journal when the supervisor
+    /// runs under systemd ([`Journal::global`]).
     pub fn new(dir: &Path, service: &str, settings: &LogSettings) -> LogSink {
+        LogSink::with_journal(dir, service, settings, Journal::global())
+    }
+
+    /// A sink writing to `<dir>/<service>.log` and to `journal`, if any.
+    pub fn with_journal(
+        dir: &Path,
+        service: &str,
+        settings: &LogSettings,
+        journal: Option<&'static Journal>,
+    ) -> LogSink {
         LogSink {
+            service: service.to_owned(),
+            journal,
             ring: Mutex::new(Ring {
                 lines: VecDeque::with_capacity(settings.ring_lines.min(1024)),
                 capacity: settings.ring_lines,
@@ -60,8 +77,11 @@ impl LogSink {
         file.keep = settings.keep;
     }
 
-    /// Add a line (to the ring and the file).
+    /// Add a line (to the ring, the file and the journal).
     pub fn push(&self, stream: Stream, text: String) {
+        if let Some(journal) = self.journal {
+            journal.send_line(&self.service, stream, &text);
+        }
         let line = LogLine {
             ts_ms: now_ms(),
             stream,

@@ -64,6 +64,14 @@ pub enum ManifestError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `[supervisor]` setting out of bounds.
+    #[error("[supervisor] `{field}` {message}")]
+    Setting {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// A whole manifest: supervisor settings and the services.
@@ -95,6 +103,33 @@ pub struct SupervisorSettings {
     /// connect. `--socket-group` / `STRATA_SOCKET_GROUP` override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_group: Option<String>,
+    /// Size past which `<state dir>/audit.log` is rotated (default 64 MiB, at least 4K),
+    /// by every process that writes it: the services get it as `STRATA_AUDIT_MAX_BYTES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_max_bytes: Option<ByteSize>,
+    /// Rotated audit logs kept, `audit.log.1` … `.N` (default 5, 1 to 1000); services
+    /// get it as `STRATA_AUDIT_KEEP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_keep: Option<u32>,
+}
+
+impl SupervisorSettings {
+    /// The audit log's rotation: these settings, over `STRATA_AUDIT_MAX_BYTES` /
+    /// `STRATA_AUDIT_KEEP` in the supervisor's own environment, over the defaults.
+    pub fn audit_rotation(&self) -> Result<strata_audit::Rotation, ManifestError> {
+        use strata_audit::{Rotation, MAX_KEEP, MIN_MAX_BYTES};
+        let base = Rotation::from_env();
+        let max_bytes = self.audit_max_bytes.map_or(base.max_bytes(), |b| b.0);
+        let keep = self.audit_keep.unwrap_or(base.keep());
+        let refuse = |field, message: String| ManifestError::Setting { field, message };
+        if max_bytes < MIN_MAX_BYTES {
+            return Err(refuse("audit_max_bytes", "must be at least 4K".into()));
+        }
+        if !(1..=MAX_KEEP).contains(&keep) {
+            return Err(refuse("audit_keep", format!("must be 1 to {MAX_KEEP}")));
+        }
+        Rotation::new(max_bytes, keep).map_err(|m| refuse("audit_max_bytes", m))
+    }
 }
 
 /// How the supervisor decides a service is ready.
@@ -608,6 +643,7 @@ impl Manifest {
 
     /// Check names, fields, dependencies and the absence of cycles.
     pub fn validate(&self) -> Result<(), ManifestError> {
+        self.supervisor.audit_rotation()?;
         let mut seen = BTreeSet::new();
         for service in &self.services {
             check_name(&service.name)?;

@@ -180,6 +180,10 @@ fn environment(
     );
     env.insert("STRATA_NODE_ID".into(), shared.node_id.clone());
     env.insert("STRATA_SERVICE".into(), spec.name.clone());
+    // Every writer of the audit log rotates it alike.
+    for (k, v) in shared.audit.rotation().env() {
+        env.insert(k.into(), v);
+    }
     for (k, v) in &shared.cluster_env {
         env.insert(k.clone(), v.clone());
     }

@@ -129,7 +129,16 @@ impl Supervisor {
             .expect("a validated manifest has no cycle");
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            audit: AuditLog::new(&config.state_dir, &config.node_id),
+            audit: AuditLog::new(
+                &config.state_dir,
+                &config.node_id,
+                // Validated with the manifest.
+                config
+                    .manifest
+                    .supervisor
+                    .audit_rotation()
+                    .unwrap_or_default(),
+            ),
             runtime_dir: config.runtime_dir,
             state_dir: config.state_dir,
             node_id: config.node_id,

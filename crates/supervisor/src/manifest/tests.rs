@@ -178,3 +178,23 @@ fn builtin_graph_is_valid_and_orders_fs_after_identity() {
     assert_eq!(m.service("fs").unwrap().depends_on, ["identity"]);
     assert!(m.services.iter().all(|s| s.readiness == Readiness::Health));
 }
+
+#[test]
+fn audit_rotation_settings_parse_and_are_bounded() {
+    let m = parse("[supervisor]\naudit_max_bytes = \"64K\"\naudit_keep = 7\n").unwrap();
+    let r = m.supervisor.audit_rotation().unwrap();
+    assert_eq!((r.max_bytes(), r.keep()), (64 << 10, 7));
+    for (bad, field) in [
+        ("audit_max_bytes = \"1K\"", "audit_max_bytes"),
+        ("audit_keep = 0", "audit_keep"),
+        ("audit_keep = 1001", "audit_keep"),
+    ] {
+        let e = parse(&format!("[supervisor]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(field) && e.contains("[supervisor]"),
+            "{bad}: {e}"
+        );
+    }
+}

@@ -13,8 +13,10 @@ use strata_proto::ServiceName;
     allow_external_subcommands = true,
     after_help = "Raw mode: `strata-ctl [--token T] <method> [params_json]` calls any method and \
                   prints the response envelope.\n\
-                  Exit status: 0 ok, 1 the server answered an error (or a local operation was \
-                  refused), 2 usage or connection error.\n\
+                  Exit status: 0 ok; 1 the server answered another error, or a local operation \
+                  was refused; 2 usage (or local set-up) error; 66 not found; 69 the server \
+                  could not be reached; 77 permission denied or bad token. Raw mode exits 1 \
+                  for any error envelope.\n\
                   `-token` is accepted as a synonym of `--token`."
 )]
 pub struct Cli {
@@ -26,10 +28,11 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Capability token sent with the request (also `$STRATA_TOKEN`).
+    /// Capability token sent with the request (also `$STRATA_TOKEN`); `-` reads it from
+    /// stdin. A token on the command line shows in `ps`: prefer --token-file or stdin.
     #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Read the token from this file.
+    /// Read the token from this file (`-`: stdin). Refused if others may read it.
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
     /// Runtime directory holding the sockets (default: $STRATA_RUNTIME_DIR, /run/strata for root).
@@ -52,15 +55,49 @@ pub struct Global {
     /// Seconds to wait for each answer.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
-    /// Print results as JSON instead of tables.
+    /// Output: table (default), wide (more columns), json (stable, for scripts), name
+    /// (one name a line).
+    #[arg(short = 'o', long = "output", global = true, value_enum, value_name = "FORMAT",
+          default_value_t = Format::Table)]
+    pub output: Format,
+    /// Same as `-o json`.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print tables without their header line.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
+}
+
+impl Global {
+    /// The output format asked for (`--json` is `-o json`).
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.output
+        }
+    }
+}
+
+/// How results are printed.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns fitted to the terminal, times relative ("3 min ago").
+    Table,
+    /// The table with every column.
+    Wide,
+    /// JSON: the server's result (times as unix numbers), stable for scripts.
+    Json,
+    /// One name a line, for `xargs` and `$(...)`.
+    Name,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Node status (supervisor.status).
     Status,
+    /// Re-read the supervisor's manifest and apply the difference (supervisor.reload).
+    Reload,
     /// Managed services.
     #[command(subcommand)]
     Svc(Svc),
@@ -73,13 +110,19 @@ pub enum Command {
     /// Service discovery.
     #[command(subcommand)]
     Registry(Registry),
-    /// Cluster certificates: the CA and one certificate per node (local files only).
+    /// The cluster: its certificates (local files) and its nodes and their removal (etcd).
     #[command(subcommand)]
     Cluster(Cluster),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Write man pages: strata-ctl.1 and one page per subcommand.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
     },
     /// Raw mode: `<method> [params_json]`.
     #[command(external_subcommand)]
@@ -90,6 +133,13 @@ pub enum Command {
 pub enum Svc {
     /// Every service, its state and pid.
     List,
+    /// One service in detail: state, pid, uptime, restarts, last exit, limits, last lines.
+    Status {
+        name: ServiceName,
+        /// How many recent log lines to show (0: none).
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+    },
     /// Start a service.
     Start { name: ServiceName },
     /// Stop a service (stop signal, drain, then SIGKILL).
@@ -101,12 +151,15 @@ pub enum Svc {
     },
     /// Stop then start a service.
     Restart { name: ServiceName },
-    /// A service's captured output.
+    /// A service's captured output, with time and stream.
     Logs {
         name: ServiceName,
-        /// How many recent lines.
-        #[arg(short = 'n', long, default_value_t = 100)]
-        lines: u64,
+        /// How many recent lines (default 100; with --since, all since then, up to 10,000).
+        #[arg(short = 'n', long)]
+        lines: Option<u64>,
+        /// Only lines from this long ago on: 90s, 10m, 2h, 1d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
         /// Keep printing new lines as they arrive.
         #[arg(short, long)]
         follow: bool,
@@ -135,7 +188,7 @@ pub enum Cap {
         /// Rate limit, e.g. 50rps.
         #[arg(long, value_name = "RATE")]
         rate: Option<String>,
-        /// Print only the token (for `TOKEN=$(strata-ctl cap issue … -q)`).
+        /// Print only the token (for `strata-ctl cap issue … -q > token`).
         #[arg(short, long, conflicts_with = "json")]
         quiet: bool,
     },
@@ -153,13 +206,19 @@ pub enum Cap {
         #[arg(short, long, conflicts_with = "json")]
         quiet: bool,
     },
-    /// Revoke a capability and its descendants: give its cap_id, or the token itself.
+    /// Revoke a capability and its descendants: give its cap_id, or the token itself
+    /// (`-`: read from stdin; none: the token of --token/--token-file).
     Revoke {
         #[arg(value_name = "CAP_ID_OR_TOKEN")]
-        cap: String,
+        cap: Option<String>,
     },
-    /// Decode and check a token.
-    Inspect { token: String },
+    /// Decode and check a token (`-`: read from stdin; none: the token of
+    /// --token/--token-file).
+    Inspect {
+        // Not called `token`: that id is the global --token's.
+        #[arg(value_name = "TOKEN")]
+        subject: Option<String>,
+    },
     /// Identity's trusted signing keys.
     Keys,
 }
@@ -225,6 +284,21 @@ pub enum Cluster {
         #[arg(long)]
         force: bool,
     },
+    /// Every node etcd knows of: alive (holding its lease), down (keys in the trust
+    /// bundle but no lease) or removed, with its services and keys.
+    Nodes {
+        /// etcd client URLs, comma-separated.
+        #[arg(long, value_name = "URLS", env = "STRATA_ETCD_ENDPOINTS")]
+        etcd: String,
+        /// The cluster's etcd key prefix.
+        #[arg(
+            long,
+            value_name = "PREFIX",
+            env = "STRATA_CLUSTER_PREFIX",
+            default_value = "/strata"
+        )]
+        prefix: String,
+    },
     /// Remove a node from the cluster, in etcd: its signing keys leave the trust bundle
     /// (every token it issued is refused on every node from then on), its registrations
     /// vanish, and its id is never trusted again.
@@ -278,118 +352,4 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(normalise_args(args.iter().map(|s| s.to_string()))).unwrap()
-    }
-
-    #[test]
-    fn raw_mode_and_subcommands_coexist() {
-        let c = parse(&["strata-ctl", "-token", "T", "fs.list", "{}"]);
-        assert_eq!(c.global.token.as_deref(), Some("T"));
-        match c.command {
-            Command::Raw(v) => assert_eq!(v, ["fs.list", "{}"]),
-            other => panic!("{other:?}"),
-        }
-        let c = parse(&["strata-ctl", "registry.list"]);
-        assert!(matches!(c.command, Command::Raw(_)));
-        let c = parse(&["strata-ctl", "registry", "resolve", "fs"]);
-        assert!(matches!(
-            c.command,
-            Command::Registry(Registry::Resolve { .. })
-        ));
-        let c = parse(&[
-            "strata-ctl",
-            "cap",
-            "issue",
-            "--service",
-            "fs",
-            "--right",
-            "fs.open",
-            "--right",
-            "fs.read",
-            "--prefix",
-            "/tmp",
-            "--ttl",
-            "1h",
-            "--json",
-        ]);
-        assert!(c.global.json);
-        match c.command {
-            Command::Cap(Cap::Issue { rights, ttl, .. }) => {
-                assert_eq!(rights, ["fs.open", "fs.read"]);
-                assert_eq!(ttl.as_deref(), Some("1h"));
-            }
-            other => panic!("{other:?}"),
-        }
-        let c = parse(&["strata-ctl", "-token=U", "fs.list"]);
-        assert_eq!(c.global.token.as_deref(), Some("U"));
-    }
-
-    #[test]
-    fn cluster_subcommands() {
-        let c = parse(&["strata-ctl", "cluster", "init", "--dir", "/etc/strata/ca"]);
-        match c.command {
-            Command::Cluster(Cluster::Init { dir, name }) => {
-                assert_eq!(dir, PathBuf::from("/etc/strata/ca"));
-                assert_eq!(name, "Strata cluster CA");
-            }
-            other => panic!("{other:?}"),
-        }
-        let c = parse(&[
-            "strata-ctl",
-            "cluster",
-            "add-node",
-            "node-a",
-            "--ca-dir",
-            "ca",
-            "--host",
-            "10.0.0.5",
-            "--host",
-            "a.example",
-            "--out",
-            "out",
-        ]);
-        match c.command {
-            Command::Cluster(Cluster::AddNode {
-                node,
-                hosts,
-                days,
-                force,
-                ..
-            }) => {
-                assert_eq!(node, "node-a");
-                assert_eq!(hosts, ["10.0.0.5", "a.example"]);
-                assert_eq!(days, 365);
-                assert!(!force);
-            }
-            other => panic!("{other:?}"),
-        }
-        // At least one --host.
-        assert!(Cli::try_parse_from([
-            "strata-ctl",
-            "cluster",
-            "add-node",
-            "n",
-            "--ca-dir",
-            "ca",
-            "--out",
-            "o"
-        ])
-        .is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("3600"), Ok(3600));
-        assert_eq!(parse_duration("90s"), Ok(90));
-        assert_eq!(parse_duration("30m"), Ok(1800));
-        assert_eq!(parse_duration("1h"), Ok(3600));
-        assert_eq!(parse_duration("7d"), Ok(604800));
-        for bad in ["", "h", "1x", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -1,10 +1,21 @@
-//! `strata-ctl cluster …`: the cluster's certificates. These commands work on local files
-//! only (through `strata-pki`) and talk to no service.
+//! `strata-ctl cluster …`: the cluster's certificates (local files only, through
+//! `strata-pki`), and its nodes as etcd records them (`nodes`, `remove-node`, through
+//! `strata-cluster`). None of these talks to a Strata service.
+//!
+//! `cluster nodes` reads etcd because that is where the cluster's own record of its
+//! nodes is: `nodes/<node>` lives exactly as long as the node's lease (so it is the
+//! liveness record), `trust/<node>/…` holds the keys a node published (a node with keys
+//! but no lease is down), `removed/<node>` the tombstones, and `registry/<service>/<node>`
+//! what each live node serves. A node's registry sees only the services other nodes can
+//! reach; identity's trust bundle only nodes that published keys.
 
-use crate::cli::{Cluster, Global};
-use crate::output;
-use crate::Failure;
+use crate::cli::{Cluster, Format, Global};
+use crate::failure::Failure;
+use crate::output::{self, Column, Layout};
+use crate::when;
+use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -12,6 +23,7 @@ use strata_pki::{Overwrite, PkiError};
 
 pub async fn run(cmd: Cluster, global: &Global) -> Result<ExitCode, Failure> {
     match cmd {
+        Cluster::Nodes { etcd, prefix } => nodes(&etcd, &prefix, global).await,
         Cluster::RemoveNode { node, etcd, prefix } => {
             remove_node(&node, &etcd, &prefix, global).await
         }
@@ -27,26 +39,150 @@ pub async fn run(cmd: Cluster, global: &Global) -> Result<ExitCode, Failure> {
     }
 }
 
+/// One node as etcd knows it.
+#[derive(Debug, Default, Serialize)]
+struct NodeView {
+    node: String,
+    /// `alive` (holds its lease), `down` (published keys, no lease) or `removed`.
+    status: &'static str,
+    /// Unix seconds its current lease was granted.
+    since: Option<i64>,
+    lease: Option<i64>,
+    /// Services it has registered under its lease.
+    services: Vec<String>,
+    /// Keys it has in the trust bundle.
+    keys: usize,
+    /// Unix seconds it was removed.
+    removed_at: Option<i64>,
+}
+
+async fn connect(etcd: &str, prefix: &str) -> Result<strata_cluster::Etcd, Failure> {
+    let endpoints = etcd.split(',').map(|e| e.trim().to_owned()).collect();
+    // The id only names a lease this command never takes.
+    let mut config = strata_cluster::ClusterConfig::new("strata-ctl", endpoints)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    config.prefix = prefix.to_owned();
+    strata_cluster::Etcd::connect(&config)
+        .await
+        .map_err(|e| Failure::Unreachable(format!("cannot reach etcd at {etcd}: {e}")))
+}
+
+/// The node's entry, made `down` until its lease record says otherwise.
+fn view<'a>(views: &'a mut BTreeMap<String, NodeView>, node: &str) -> &'a mut NodeView {
+    views.entry(node.to_owned()).or_insert_with(|| NodeView {
+        node: node.to_owned(),
+        status: "down",
+        ..NodeView::default()
+    })
+}
+
+async fn nodes(etcd: &str, prefix: &str, global: &Global) -> Result<ExitCode, Failure> {
+    let etcd = connect(etcd, prefix).await?;
+    let read = |what: &'static str| {
+        let key = etcd.key(&[what, ""]);
+        let etcd = &etcd;
+        async move {
+            etcd.get_prefix(&key)
+                .await
+                .map(|(_, kvs)| kvs)
+                .map_err(|e| Failure::Unreachable(format!("cannot read {key} from etcd: {e}")))
+        }
+    };
+    let mut views: BTreeMap<String, NodeView> = BTreeMap::new();
+    for (_, value) in read("nodes").await? {
+        if let Ok(r) = serde_json::from_slice::<strata_cluster::NodeRecord>(&value) {
+            let v = view(&mut views, &r.node);
+            v.status = "alive";
+            v.since = Some(r.since);
+            v.lease = Some(r.lease);
+        }
+    }
+    for (key, _) in read("trust").await? {
+        // trust/<node>/<kid>: the node is the key's, never the value's.
+        let rest = key.strip_prefix(&etcd.key(&["trust", ""])).unwrap_or("");
+        if let Some((node, _kid)) = rest.split_once('/') {
+            view(&mut views, node).keys += 1;
+        }
+    }
+    for (_, value) in read("registry").await? {
+        if let Ok(r) = serde_json::from_slice::<strata_cluster::RegistryRecord>(&value) {
+            view(&mut views, &r.node).services.push(r.service);
+        }
+    }
+    for (_, value) in read("removed").await? {
+        if let Ok(r) = serde_json::from_slice::<strata_cluster::RemovedRecord>(&value) {
+            let v = view(&mut views, &r.node);
+            v.status = "removed";
+            v.removed_at = Some(r.removed_at);
+        }
+    }
+    let views: Vec<NodeView> = views.into_values().collect();
+    let format = global.format();
+    match format {
+        Format::Json => output::json(&json!({ "nodes": views })),
+        Format::Name => {
+            for v in &views {
+                println!("{}", output::printable(&v.node));
+            }
+        }
+        Format::Table | Format::Wide => {
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|v| {
+                    vec![
+                        v.node.clone(),
+                        v.status.to_owned(),
+                        match (v.since, v.removed_at) {
+                            (_, Some(at)) => when::relative(at),
+                            (Some(since), None) => when::relative(since),
+                            (None, None) => "-".into(),
+                        },
+                        if v.services.is_empty() {
+                            "-".into()
+                        } else {
+                            v.services.join(",")
+                        },
+                        v.keys.to_string(),
+                        v.lease.map_or_else(|| "-".into(), |l| format!("{l:x}")),
+                    ]
+                })
+                .collect();
+            let layout = Layout {
+                wide: format == Format::Wide,
+                headers: !global.no_headers,
+                width: output::terminal_width(),
+            };
+            output::table(
+                &layout,
+                &[
+                    Column::fixed("NODE"),
+                    Column::fixed("STATUS"),
+                    Column::fixed("SINCE"),
+                    Column::elastic("SERVICES"),
+                    Column::fixed("KEYS"),
+                    Column::wide("LEASE"),
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn remove_node(
     node: &str,
     etcd: &str,
     prefix: &str,
     global: &Global,
 ) -> Result<ExitCode, Failure> {
-    let endpoints = etcd.split(',').map(|e| e.trim().to_owned()).collect();
-    let mut config = strata_cluster::ClusterConfig::new(node, endpoints)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    config.prefix = prefix.to_owned();
-    let etcd = strata_cluster::Etcd::connect(&config)
-        .await
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let etcd = connect(etcd, prefix).await?;
     let keys = strata_cluster::remove_node(&etcd, node)
         .await
         .map_err(|e| match e {
             strata_cluster::ClusterError::Invalid(m) => Failure::Usage(m),
             other => Failure::Failed(other.to_string()),
         })?;
-    if global.json {
+    if global.format() == Format::Json {
         output::json(&json!({ "node": node, "removed": true, "keys_removed": keys }));
     } else {
         println!(
@@ -58,7 +194,7 @@ async fn remove_node(
 
 fn init(dir: &Path, name: &str, global: &Global) -> Result<ExitCode, Failure> {
     let ca = strata_pki::init_ca(dir, name).map_err(failure)?;
-    if global.json {
+    if global.format() == Format::Json {
         output::json(&json!({
             "name": name,
             "dir": ca.dir,
@@ -99,7 +235,7 @@ fn add_node(
     };
     let files =
         strata_pki::issue_node(ca_dir, node, hosts, out, days, overwrite).map_err(failure)?;
-    if global.json {
+    if global.format() == Format::Json {
         output::json(&json!({
             "node": node,
             "hosts": hosts,

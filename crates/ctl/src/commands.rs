@@ -1,28 +1,26 @@
-//! What each subcommand does: one call (or a few) and a printout.
+//! What each subcommand does: one call (or a few) and a printout. The `svc`, `status`
+//! and `reload` commands are in `svc.rs`; `cluster` in `cluster.rs`.
 
-use crate::cli::{Cap, Cli, Command, Fs, Global, Registry, Svc};
-use crate::output::{self, cell, table};
-use crate::Failure;
+use crate::cli::{Cap, Cli, Command, Format, Fs, Global, Registry};
+use crate::failure::{Failure, EXIT_FAILED};
+use crate::output::{self, cell, table, Column, Layout};
+use crate::token::{self, Stdin};
+use crate::when;
+use serde::Serialize;
 use serde_json::{json, value::RawValue, Value};
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use strata_ipc::{paths, resolve_endpoint, resolve_on_node, Client, Endpoint};
-use strata_proto::methods::supervisor::{
-    self as sup, SvcLogsParams, SvcNameParams, SvcRestartParams, SvcStopParams,
-};
-use strata_proto::methods::{fs, identity, registry, Method, NoParams};
-use strata_proto::ServiceName;
-
-/// How many recent lines each `svc logs -f` poll looks at (the supervisor allows 10,000).
-const FOLLOW_WINDOW: u64 = 1000;
+use strata_proto::methods::{fs, identity, registry, supervisor as sup, Method, NoParams};
 
 /// Bytes asked for per `fs.read` by `fs cat`.
 const CAT_CHUNK: u64 = 256 * 1024;
 
 pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    // Local files only: no token, no connection.
+    // Local files and etcd only: no token, no socket.
     let command = match cli.command {
         Command::Cluster(c) => return crate::cluster::run(c, &cli.global).await,
         other => other,
@@ -31,32 +29,94 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match command {
         Command::Raw(words) => g.raw(words).await,
         Command::Status => g.status().await,
+        Command::Reload => g.reload().await,
         Command::Svc(s) => g.svc(s).await,
         Command::Cap(c) => g.cap(c).await,
         Command::Fs(f) => g.fs(f).await,
         Command::Registry(r) => g.registry(r).await,
-        Command::Completions { .. } | Command::Cluster(_) => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. } | Command::Man { .. } | Command::Cluster(_) => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-struct Session {
-    global: Global,
-    token: Option<String>,
+/// One invocation: the global options and the token, read once.
+pub struct Session {
+    pub global: Global,
+    pub token: Option<String>,
+    stdin: RefCell<Stdin>,
 }
 
 impl Session {
     fn new(global: Global) -> Result<Session, Failure> {
+        let mut stdin = Stdin::default();
         let token = match (&global.token, &global.token_file) {
+            (Some(t), _) if t == "-" => Some(stdin.token()?),
             (Some(t), _) => Some(t.trim().to_owned()),
-            (None, Some(file)) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", file.display())))?
-                    .trim()
-                    .to_owned(),
-            ),
+            (None, Some(file)) => Some(token::from_file(file, &mut stdin)?),
             (None, None) => None,
         };
-        Ok(Session { global, token })
+        Ok(Session {
+            global,
+            token,
+            stdin: RefCell::new(stdin),
+        })
+    }
+
+    /// A token given as an argument (`cap inspect`, `cap revoke`): `-` is stdin, none
+    /// is the session's token.
+    fn token_arg(&self, given: Option<String>, what: &str) -> Result<String, Failure> {
+        match given {
+            Some(t) if t == "-" => self.stdin.borrow_mut().token(),
+            Some(t) => Ok(t),
+            None => self.token.clone().ok_or_else(|| {
+                Failure::Usage(format!(
+                    "{what} needs a token: as its argument (`-` for stdin), or --token-file, --token or $STRATA_TOKEN"
+                ))
+            }),
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.global.format()
+    }
+
+    /// How tables are laid out for this invocation.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            wide: self.format() == Format::Wide,
+            headers: !self.global.no_headers,
+            width: output::terminal_width(),
+        }
+    }
+
+    /// Print a listing as asked: JSON (`value`), names, or a table.
+    pub fn listing<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        columns: &[Column],
+        rows: &[Vec<String>],
+        names: &[String],
+    ) {
+        match self.format() {
+            Format::Json => output::json(value),
+            Format::Name => {
+                for name in names {
+                    println!("{}", output::printable(name));
+                }
+            }
+            Format::Table | Format::Wide => table(&self.layout(), columns, rows),
+        }
+    }
+
+    /// `-o name` has nothing to name outside a listing.
+    pub fn not_a_listing(&self, what: &str) -> Result<(), Failure> {
+        if self.format() == Format::Name {
+            return Err(Failure::Usage(format!(
+                "-o name is for listings; {what} is not one (try -o json)"
+            )));
+        }
+        Ok(())
     }
 
     /// The runtime directory, checked (a socket in a directory another user controls is
@@ -66,7 +126,7 @@ impl Session {
             .map_err(|e| Failure::Usage(e.to_string()))
     }
 
-    async fn client(&self, service: &str) -> Result<Client, Failure> {
+    pub async fn client(&self, service: &str) -> Result<Client, Failure> {
         let endpoint = match &self.global.socket {
             Some(socket) => {
                 let absolute =
@@ -90,18 +150,16 @@ impl Session {
     fn need_token(&self, what: &str) -> Result<(), Failure> {
         if self.token.is_none() {
             return Err(Failure::Usage(format!(
-                "{what} needs a token: --token, --token-file or $STRATA_TOKEN"
+                "{what} needs a token: --token-file FILE (`-`: stdin), --token or $STRATA_TOKEN"
             )));
         }
         Ok(())
     }
 
-    /// Call a supervisor method; the result comes back as JSON for printing, keys in the
-    /// order `--json` has always printed them.
-    async fn supervisor<M: Method>(&self, params: &M::Params) -> Result<Value, Failure> {
+    /// Call a supervisor method.
+    pub async fn supervisor<M: Method>(&self, params: &M::Params) -> Result<M::Result, Failure> {
         let mut client = self.client("supervisor").await?;
-        let result = client.call::<M>(params).await?;
-        serde_json::to_value(&result).map_err(|e| Failure::Usage(e.to_string()))
+        Ok(client.call::<M>(params).await?)
     }
 
     async fn raw(&self, words: Vec<String>) -> Result<ExitCode, Failure> {
@@ -132,134 +190,12 @@ impl Session {
         let mut client = self.client(&service).await?;
         let response = client.call_raw(&method, params).await?;
         output::json(&response);
+        // Raw mode keeps the original client's status: 1 for any error envelope.
         Ok(if response.ok {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(crate::EXIT_SERVER_ERROR)
+            ExitCode::from(EXIT_FAILED)
         })
-    }
-
-    async fn status(&self) -> Result<ExitCode, Failure> {
-        let r = self.supervisor::<sup::Status>(&NoParams {}).await?;
-        if self.global.json {
-            output::json(&r);
-        } else if let Value::Object(map) = &r {
-            let pairs: Vec<(&str, String)> =
-                map.iter().map(|(k, v)| (k.as_str(), cell(v))).collect();
-            output::fields(&pairs);
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    async fn svc(&self, cmd: Svc) -> Result<ExitCode, Failure> {
-        let done = |r: Value, what: &str, name: &str| {
-            if self.global.json {
-                output::json(&r);
-            } else {
-                println!("{name}: {what}");
-            }
-            Ok(ExitCode::SUCCESS)
-        };
-        match cmd {
-            Svc::List => {
-                let r = self.supervisor::<sup::SvcList>(&NoParams {}).await?;
-                if self.global.json {
-                    output::json(&r);
-                } else {
-                    let rows: Vec<Vec<String>> = r["services"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|s| {
-                            vec![
-                                cell(&s["name"]),
-                                cell(&s["state"]),
-                                cell(&s["pid"]),
-                                cell(&s["restarts"]),
-                                cell(&s["since"]),
-                            ]
-                        })
-                        .collect();
-                    table(&["NAME", "STATE", "PID", "RESTARTS", "SINCE"], &rows);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Svc::Start { name } => {
-                let params = SvcNameParams { name: name.clone() };
-                let r = self.supervisor::<sup::SvcStart>(&params).await?;
-                done(r, "started", &name)
-            }
-            Svc::Stop { name, drain_ms } => {
-                let params = SvcStopParams {
-                    name: name.clone(),
-                    drain_ms,
-                };
-                let r = self.supervisor::<sup::SvcStop>(&params).await?;
-                done(r, "stopped", &name)
-            }
-            Svc::Restart { name } => {
-                let params = SvcRestartParams {
-                    name: name.clone(),
-                    drain_ms: sup::DEFAULT_DRAIN_MS,
-                };
-                let r = self.supervisor::<sup::SvcRestart>(&params).await?;
-                done(r, "restarted", &name)
-            }
-            Svc::Logs {
-                name,
-                lines,
-                follow,
-            } => self.logs(&name, lines, follow).await,
-        }
-    }
-
-    async fn logs(
-        &self,
-        name: &ServiceName,
-        lines: u64,
-        follow: bool,
-    ) -> Result<ExitCode, Failure> {
-        // Following: each poll returns the latest lines; print those after the last one
-        // already printed (all of them if it scrolled out of the window).
-        let mut last: Option<Value> = None;
-        loop {
-            // The first call shows the last `lines`; later ones look back further so no
-            // line written between polls is missed.
-            let window = if last.is_some() {
-                FOLLOW_WINDOW.max(lines)
-            } else {
-                lines
-            };
-            let params = SvcLogsParams {
-                name: name.clone(),
-                lines: usize::try_from(window).unwrap_or(usize::MAX),
-            };
-            let r = self.supervisor::<sup::SvcLogs>(&params).await?;
-            let entries = r["lines"].as_array().cloned().unwrap_or_default();
-            let fresh = match &last {
-                Some(seen) => match entries.iter().rposition(|e| e == seen) {
-                    Some(i) => &entries[i + 1..],
-                    None => &entries[..],
-                },
-                None => &entries[..],
-            };
-            if self.global.json && !follow {
-                output::json(&r);
-            } else {
-                let mut out = std::io::stdout().lock();
-                for entry in fresh {
-                    let _ = writeln!(out, "{}", log_text(entry));
-                }
-                let _ = out.flush();
-            }
-            if let Some(newest) = entries.last() {
-                last = Some(newest.clone());
-            }
-            if !follow {
-                return Ok(ExitCode::SUCCESS);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 
     async fn cap(&self, cmd: Cap) -> Result<ExitCode, Failure> {
@@ -273,6 +209,7 @@ impl Session {
                 rate,
                 quiet,
             } => {
+                self.not_a_listing("cap issue")?;
                 let ttl = ttl
                     .map(|t| crate::cli::parse_duration(&t))
                     .transpose()
@@ -296,6 +233,7 @@ impl Session {
                 rate,
                 quiet,
             } => {
+                self.not_a_listing("cap delegate")?;
                 self.need_token("cap delegate")?;
                 let ttl = ttl
                     .map(|t| crate::cli::parse_duration(&t))
@@ -313,6 +251,8 @@ impl Session {
                 self.print_issued(&issued, quiet);
             }
             Cap::Revoke { cap } => {
+                self.not_a_listing("cap revoke")?;
+                let cap = self.token_arg(cap, "cap revoke")?;
                 let mut client = self.client("identity").await?;
                 let cap_id = if cap.starts_with("v2.") || cap.starts_with("v4.") {
                     let seen = client
@@ -335,18 +275,20 @@ impl Session {
                         cap_id: cap_id.clone(),
                     })
                     .await?;
-                if self.global.json {
+                if self.format() == Format::Json {
                     output::json(&r);
                 } else {
-                    println!("{cap_id}: {}", r.status);
+                    println!("{cap_id}: {}", output::printable(&r.status));
                 }
             }
-            Cap::Inspect { token } => {
+            Cap::Inspect { subject } => {
+                self.not_a_listing("cap inspect")?;
+                let token = self.token_arg(subject, "cap inspect")?;
                 let mut client = self.client("identity").await?;
                 let r = client
                     .call::<identity::Introspect>(&identity::IntrospectParams { token })
                     .await?;
-                if self.global.json {
+                if self.format() == Format::Json {
                     output::json(&r);
                 } else {
                     let c = &r.claims;
@@ -358,39 +300,51 @@ impl Session {
                         ("rights", cell(&c["rights"])),
                         ("path_prefix", cell(&c["constraints"]["path_prefix"])),
                         ("rate_limit", cell(&c["constraints"]["rate_limit"])),
-                        ("expires", cell(&c["exp"])),
+                        ("expires", time_cell(&c["exp"])),
                         ("subject", cell(&c["sub"])),
                         ("parents", cell(&c["parents"])),
                         ("kid", r.kid.clone().unwrap_or_default()),
                     ]);
                 }
                 if !r.valid {
-                    return Ok(ExitCode::from(crate::EXIT_SERVER_ERROR));
+                    return Ok(ExitCode::from(EXIT_FAILED));
                 }
             }
             Cap::Keys => {
                 let mut client = self.client("identity").await?;
                 let r = client.call::<identity::Keys>(&NoParams {}).await?;
-                if self.global.json {
-                    output::json(&r);
-                } else {
-                    let rows: Vec<Vec<String>> = r
-                        .keys
-                        .iter()
-                        .map(|k| {
-                            vec![
-                                k.kid.clone(),
-                                if k.current {
-                                    "current".into()
-                                } else {
-                                    "retired".into()
-                                },
-                                k.not_after.clone().unwrap_or_default(),
-                            ]
-                        })
-                        .collect();
-                    table(&["KID", "STATUS", "TRUSTED UNTIL"], &rows);
-                }
+                let rows: Vec<Vec<String>> = r
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.kid.clone(),
+                            if k.current { "current" } else { "retired" }.to_owned(),
+                            k.not_after
+                                .as_deref()
+                                .map_or_else(|| "-".to_owned(), when::relative_rfc3339),
+                            k.node.clone().unwrap_or_else(|| "-".into()),
+                            k.not_before
+                                .as_deref()
+                                .map_or_else(|| "-".to_owned(), when::relative_rfc3339),
+                            k.public_key.clone(),
+                        ]
+                    })
+                    .collect();
+                let names: Vec<String> = r.keys.iter().map(|k| k.kid.clone()).collect();
+                self.listing(
+                    &r,
+                    &[
+                        Column::fixed("KID"),
+                        Column::fixed("STATUS"),
+                        Column::fixed("TRUSTED UNTIL"),
+                        Column::wide("NODE"),
+                        Column::wide("NOT BEFORE"),
+                        Column::wide("PUBLIC KEY"),
+                    ],
+                    &rows,
+                    &names,
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -399,13 +353,13 @@ impl Session {
     fn print_issued(&self, issued: &identity::IssueResult, quiet: bool) {
         if quiet {
             println!("{}", issued.token);
-        } else if self.global.json {
+        } else if self.format() == Format::Json {
             output::json(issued);
         } else {
             output::fields(&[
                 ("token", issued.token.clone()),
                 ("cap_id", issued.cap_id.clone()),
-                ("expires", issued.expires.to_string()),
+                ("expires", when::stamp_and_relative(issued.expires)),
             ]);
         }
     }
@@ -431,26 +385,39 @@ impl Session {
                         None => break,
                     }
                 }
-                if self.global.json {
-                    output::json(&json!({ "entries": entries }));
-                } else {
-                    let rows: Vec<Vec<String>> = entries
-                        .iter()
-                        .map(|e| {
-                            let name = if e.is_dir {
-                                format!("{}/", e.name)
-                            } else {
-                                e.name.clone()
-                            };
-                            vec![e.size.to_string(), name]
-                        })
-                        .collect();
-                    table(&["SIZE", "NAME"], &rows);
-                }
+                let names: Vec<String> = entries
+                    .iter()
+                    .map(|e| {
+                        if e.is_dir {
+                            format!("{}/", e.name)
+                        } else {
+                            e.name.clone()
+                        }
+                    })
+                    .collect();
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .zip(&names)
+                    .map(|(e, name)| {
+                        let kind = if e.is_dir { "directory" } else { "file" };
+                        vec![e.size.to_string(), name.clone(), kind.to_owned()]
+                    })
+                    .collect();
+                self.listing(
+                    &json!({ "entries": entries }),
+                    &[
+                        Column::fixed("SIZE"),
+                        Column::elastic("NAME"),
+                        Column::wide("TYPE"),
+                    ],
+                    &rows,
+                    &names,
+                );
             }
             Fs::Stat { path } => {
+                self.not_a_listing("fs stat")?;
                 let s = client.call::<fs::Stat>(&fs::StatParams { path }).await?;
-                if self.global.json {
+                if self.format() == Format::Json {
                     output::json(&s);
                 } else {
                     output::fields(&[
@@ -463,7 +430,10 @@ impl Session {
                                 "file".into()
                             },
                         ),
-                        ("modified", s.modified.clone()),
+                        (
+                            "modified",
+                            format!("{} ({})", s.modified, when::relative_rfc3339(&s.modified)),
+                        ),
                         ("mode", format!("{:04o}", s.mode)),
                     ]);
                 }
@@ -478,22 +448,52 @@ impl Session {
         match cmd {
             Registry::Ls => {
                 let r = client.call::<registry::List>(&NoParams {}).await?;
-                if self.global.json {
-                    output::json(&r);
+                // Entries without a node are this node's (the registry names nodes only in
+                // cluster mode): the supervisor says which node this is.
+                let here = if r.services.iter().any(|e| e.node.is_none())
+                    && self.format() != Format::Json
+                {
+                    self.supervisor::<sup::Status>(&NoParams {})
+                        .await
+                        .map(|s| s.node_id)
+                        .unwrap_or_else(|_| "-".to_owned())
                 } else {
-                    let rows: Vec<Vec<String>> = r
-                        .services
-                        .iter()
-                        .map(|e| vec![e.service.clone(), e.endpoint.clone(), e.api_v.to_string()])
-                        .collect();
-                    table(&["SERVICE", "ENDPOINT", "API"], &rows);
-                }
+                    "-".to_owned()
+                };
+                let rows: Vec<Vec<String>> = r
+                    .services
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.service.clone(),
+                            e.node.clone().unwrap_or_else(|| here.clone()),
+                            e.endpoint.clone(),
+                            e.api_v.to_string(),
+                            e.remote_endpoint.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                let mut names: Vec<String> = r.services.iter().map(|e| e.service.clone()).collect();
+                names.dedup();
+                self.listing(
+                    &r,
+                    &[
+                        Column::fixed("SERVICE"),
+                        Column::fixed("NODE"),
+                        Column::elastic("ENDPOINT"),
+                        Column::wide("API"),
+                        Column::wide("REMOTE ENDPOINT"),
+                    ],
+                    &rows,
+                    &names,
+                );
             }
             Registry::Resolve { name } => {
                 let r = client
                     .call::<registry::Resolve>(&registry::ServiceParams::new(name.clone()))
                     .await?;
-                if self.global.json {
+                self.not_a_listing("registry resolve")?;
+                if self.format() == Format::Json {
                     output::json(&r);
                 } else {
                     println!("{}", output::printable(&r.endpoint));
@@ -579,10 +579,10 @@ fn parse_params(text: &str) -> Result<Box<RawValue>, Failure> {
     serde_json::value::to_raw_value(&value).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// One captured line as text: the line itself, or the whole entry if it has no `text`.
-fn log_text(entry: &Value) -> String {
-    match entry.get("text") {
-        Some(Value::String(t)) => output::printable(t).into_owned(),
-        _ => output::printable(&cell(entry)).into_owned(),
+/// A unix-seconds claim as `2026-12-01 13:40:02 UTC (in 59 min)`; empty when absent.
+fn time_cell(v: &Value) -> String {
+    match v.as_i64() {
+        Some(t) => when::stamp_and_relative(t),
+        None => cell(v),
     }
 }

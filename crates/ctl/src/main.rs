@@ -1,84 +1,68 @@
 //! `strata-ctl`: operate a Strata node from a shell.
 //!
-//! Subcommands (`status`, `svc`, `cap`, `fs`, `registry`, `cluster`) print tables, or JSON
-//! with `--json`. Raw mode (`strata-ctl <method> [params_json]`, compatible with the
-//! original client) prints the whole response envelope. Exit codes: 0 ok, 1 the server
-//! answered an error (one line on stderr: `CODE_NAME: message`) or a local operation was
-//! refused or failed (`cluster init` over an existing CA), 2 usage or connection error.
+//! Subcommands (`status`, `svc`, `reload`, `cap`, `fs`, `registry`, `cluster`) print
+//! tables fitted to the terminal with relative times, or `-o wide|json|name`. Raw mode
+//! (`strata-ctl <method> [params_json]`, compatible with the original client) prints the
+//! whole response envelope. Exit codes are in `failure.rs` (0 ok, 1 other error, 2 usage,
+//! 66 not found, 69 unreachable, 77 denied).
 
 mod cli;
 mod cluster;
 mod commands;
+mod failure;
+mod man;
 mod output;
+mod svc;
+mod token;
+mod when;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command};
+use failure::Failure;
 use std::process::ExitCode;
 
-pub const EXIT_SERVER_ERROR: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-
-/// How a command failed, which decides the exit code.
-pub enum Failure {
-    /// The server answered with an error (exit 1).
-    Server(strata_proto::ErrorBody),
-    /// Bad usage, or no answer could be had (exit 2).
-    Usage(String),
-    /// A local operation was refused or failed, e.g. `cluster init` over an existing CA
-    /// (exit 1).
-    Failed(String),
-}
-
-impl From<strata_ipc::ClientError> for Failure {
-    fn from(e: strata_ipc::ClientError) -> Failure {
-        match e {
-            strata_ipc::ClientError::Server(body) => Failure::Server(body),
-            other => Failure::Usage(other.to_string()),
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(cli::normalise_args(std::env::args())) {
+    let args = cli::normalise_args(std::env::args());
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    if let Command::Completions { shell } = cli.command {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "strata-ctl", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+    match &cli.command {
+        // A first word with no dot is a mistyped subcommand, not a method: let clap say
+        // so, with its "a similar subcommand exists" tip.
+        Command::Raw(words) if words.first().is_some_and(|w| !w.contains('.')) => {
+            let strict = Cli::command()
+                .allow_external_subcommands(false)
+                .external_subcommand_value_parser(None::<clap::builder::ValueParser>);
+            if let Err(e) = strict.try_get_matches_from(&args) {
+                e.exit();
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "strata-ctl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out_dir } => {
+            return match man::write_pages(out_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(f) => f.report(),
+            }
+        }
+        _ => {}
     }
     if !(cli.global.timeout.is_finite() && cli.global.timeout > 0.0) {
-        return fail(Failure::Usage(
-            "--timeout must be a positive number of seconds".into(),
-        ));
+        return Failure::Usage("--timeout must be a positive number of seconds".into()).report();
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(Failure::Usage(format!("cannot start: {e}"))),
+        Err(e) => return Failure::Failed(format!("cannot start: {e}")).report(),
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
-        Err(f) => fail(f),
-    }
-}
-
-fn fail(f: Failure) -> ExitCode {
-    match f {
-        Failure::Server(body) => {
-            eprintln!("{}: {}", body.code.name(), output::printable(&body.message));
-            ExitCode::from(EXIT_SERVER_ERROR)
-        }
-        Failure::Usage(msg) => {
-            eprintln!("strata-ctl: {msg}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Failure::Failed(msg) => {
-            eprintln!("strata-ctl: {msg}");
-            ExitCode::from(EXIT_SERVER_ERROR)
-        }
+        Err(f) => f.report(),
     }
 }

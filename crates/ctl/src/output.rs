@@ -31,34 +31,164 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Print rows under a header, columns padded to the widest cell.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(printable(cell).chars().count());
+/// One column of a listing.
+#[derive(Clone, Copy)]
+pub struct Column {
+    /// The header.
+    pub title: &'static str,
+    /// Shown only with `-o wide`.
+    pub wide: bool,
+    /// May be cut (with `…`) to fit the terminal; the others never are.
+    pub elastic: bool,
+}
+
+impl Column {
+    /// Always shown, never cut.
+    pub const fn fixed(title: &'static str) -> Column {
+        Column {
+            title,
+            wide: false,
+            elastic: false,
         }
     }
-    let line = |cells: Vec<&str>| {
+
+    /// Always shown, cut to fit the terminal.
+    pub const fn elastic(title: &'static str) -> Column {
+        Column {
+            title,
+            wide: false,
+            elastic: true,
+        }
+    }
+
+    /// Shown with `-o wide` only (cut to fit like an elastic one).
+    pub const fn wide(title: &'static str) -> Column {
+        Column {
+            title,
+            wide: true,
+            elastic: true,
+        }
+    }
+}
+
+/// How a table is laid out: which columns, whether a header, and how wide it may be.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Show the `wide` columns.
+    pub wide: bool,
+    /// Print the header line.
+    pub headers: bool,
+    /// The terminal's width; `None` (not a terminal) never cuts.
+    pub width: Option<usize>,
+}
+
+/// The narrowest an elastic column is cut to.
+const MIN_ELASTIC: usize = 8;
+
+/// The table as lines: columns padded to the widest cell, elastic ones cut (widest
+/// first) until the lines fit `layout.width`.
+pub fn table_lines(layout: &Layout, columns: &[Column], rows: &[Vec<String>]) -> Vec<String> {
+    let shown: Vec<usize> = (0..columns.len())
+        .filter(|&i| layout.wide || !columns[i].wide)
+        .collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            shown
+                .iter()
+                .map(|&i| printable(row.get(i).map_or("", String::as_str)).into_owned())
+                .collect()
+        })
+        .collect();
+    let mut widths: Vec<usize> = shown
+        .iter()
+        .map(|&i| {
+            if layout.headers {
+                columns[i].title.chars().count()
+            } else {
+                0
+            }
+        })
+        .collect();
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    if let Some(limit) = layout.width {
+        let total =
+            |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        while total(&widths) > limit {
+            // The widest elastic column that can still give.
+            let widest = (0..shown.len())
+                .filter(|&k| columns[shown[k]].elastic && widths[k] > MIN_ELASTIC)
+                .max_by_key(|&k| widths[k]);
+            let Some(k) = widest else { break };
+            let excess = total(&widths) - limit;
+            widths[k] = widths[k].saturating_sub(excess).max(MIN_ELASTIC);
+        }
+    }
+    let line = |cells: &[String]| {
         let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            let cell = printable(cell);
-            if i + 1 == cells.len() {
+        for (k, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let cell = cut(cell, *w);
+            if k + 1 == cells.len() {
                 out.push_str(&cell);
             } else {
                 out.push_str(&format!("{cell:<w$}  ", w = *w));
             }
         }
-        println!("{}", out.trim_end());
+        out.trim_end().to_owned()
     };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+    let mut lines = Vec::with_capacity(cells.len() + 1);
+    if layout.headers {
+        let titles: Vec<String> = shown.iter().map(|&i| columns[i].title.to_owned()).collect();
+        lines.push(line(&titles));
+    }
+    lines.extend(cells.iter().map(|row| line(row)));
+    lines
+}
+
+/// Print a table (see [`table_lines`]).
+pub fn table(layout: &Layout, columns: &[Column], rows: &[Vec<String>]) {
+    for line in table_lines(layout, columns, rows) {
+        println!("{line}");
     }
 }
 
+/// `text` cut to `width` characters, the last one `…` when something was cut.
+fn cut(text: &str, width: usize) -> Cow<'_, str> {
+    if text.chars().count() <= width {
+        return Cow::Borrowed(text);
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    Cow::Owned(out)
+}
+
+/// The terminal's width when stdout is one: `$COLUMNS` if set, else the tty's size.
+/// `None` when stdout is not a terminal (a pipe or file gets whole lines).
+pub fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    if !stdout.is_terminal() {
+        return None;
+    }
+    if let Some(n) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return Some(n);
+    }
+    rustix::termios::tcgetwinsize(&stdout)
+        .ok()
+        .map(|w| usize::from(w.ws_col))
+        .filter(|&n| n > 0)
+}
+
 /// Print a value as pretty JSON.
-pub fn json<T: Serialize>(value: &T) {
+pub fn json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
         Err(e) => eprintln!("strata-ctl: cannot print JSON: {e}"),
@@ -84,7 +214,77 @@ pub fn cell(v: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::*;
+
+    fn rows() -> Vec<Vec<String>> {
+        vec![
+            vec![
+                "fs".into(),
+                "unix:///run/strata/a-rather-long-socket-name.sock".into(),
+                "1".into(),
+            ],
+            vec![
+                "identity".into(),
+                "unix:///run/strata/identity.sock".into(),
+                "1".into(),
+            ],
+        ]
+    }
+
+    const COLUMNS: [Column; 3] = [
+        Column::fixed("SERVICE"),
+        Column::elastic("ENDPOINT"),
+        Column::wide("API"),
+    ];
+
+    #[test]
+    fn tables_fit_the_terminal_by_cutting_elastic_columns_only() {
+        let free = Layout {
+            wide: true,
+            headers: true,
+            width: None,
+        };
+        let lines = table_lines(&free, &COLUMNS, &rows());
+        assert_eq!(
+            lines[0],
+            "SERVICE   ENDPOINT                                           API"
+        );
+        assert!(
+            lines[1].ends_with("a-rather-long-socket-name.sock  1"),
+            "{lines:?}"
+        );
+        let narrow = Layout {
+            width: Some(40),
+            ..free
+        };
+        let lines = table_lines(&narrow, &COLUMNS, &rows());
+        for l in &lines {
+            assert!(l.chars().count() <= 40, "{l:?}");
+        }
+        assert!(lines[1].starts_with("fs        unix:///"), "{lines:?}");
+        assert!(
+            lines[1].contains('…') && lines[1].ends_with("  1"),
+            "{lines:?}"
+        );
+        // Fixed columns are never cut, even when nothing else can give.
+        let tiny = Layout {
+            width: Some(5),
+            ..free
+        };
+        assert!(table_lines(&tiny, &COLUMNS, &rows())[2].starts_with("identity"));
+    }
+
+    #[test]
+    fn wide_columns_and_headers_are_optional() {
+        let plain = Layout {
+            wide: false,
+            headers: false,
+            width: None,
+        };
+        let lines = table_lines(&plain, &COLUMNS, &rows());
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], "identity  unix:///run/strata/identity.sock");
+    }
 
     #[test]
     fn terminal_controls_are_escaped_and_plain_text_is_untouched() {

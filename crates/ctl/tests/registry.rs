@@ -119,14 +119,18 @@ fn bad_registrations_are_refused_by_field() {
 }
 
 #[test]
-fn usage_and_connection_errors_exit_2_with_one_line() {
+fn usage_errors_exit_2_and_connection_errors_69_with_one_line() {
     let sb = Sandbox::new();
-    // No registry running: connection error.
+    // No registry running: unreachable, with the socket and what to check.
     let out = ctl(&sb, &["registry.list"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("cannot connect"), "{err}");
+    let expected = format!(
+        "strata-ctl: cannot reach registry at {}: is it running? (set STRATA_RUNTIME_DIR)",
+        sb.socket("registry").display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
     assert!(out.stdout.is_empty());
 
     for args in [

@@ -145,7 +145,7 @@ fn cap_issue_inspect_revoke_and_registry() {
     let out = ctl(&sb, &["registry", "resolve", "identity"]);
     assert_eq!(text(&out.stdout).trim(), "unix:///x/identity.sock");
     let out = ctl(&sb, &["registry", "resolve", "nothing"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(66), "NOT_FOUND exits 66");
     assert!(text(&out.stderr).starts_with("NOT_FOUND: "));
 }
 

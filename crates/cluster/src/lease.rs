@@ -3,7 +3,9 @@
 use crate::etcd::deadline;
 use crate::records::{unix_now, NodeRecord};
 use crate::Etcd;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// A lease for this node, granted and kept alive in the background. When etcd lets it
@@ -12,6 +14,21 @@ use tokio::sync::watch;
 pub struct NodeLease {
     id: watch::Receiver<Option<i64>>,
     task: tokio::task::JoinHandle<()>,
+    contact: Arc<Contact>,
+}
+
+/// When etcd last answered the lease's keeper (a grant or a keep-alive), for metrics.
+struct Contact {
+    base: Instant,
+    /// Milliseconds after `base`, plus one; 0 = never.
+    last: AtomicU64,
+}
+
+impl Contact {
+    fn heard(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last.store(ms + 1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for NodeLease {
@@ -24,8 +41,30 @@ impl NodeLease {
     /// Grant the lease and keep it alive in a background task (re-granted if it expires).
     pub fn start(etcd: Etcd, node: String, ttl: Duration) -> NodeLease {
         let (tx, rx) = watch::channel(None);
-        let task = tokio::spawn(keep(etcd, node, ttl, tx));
-        NodeLease { id: rx, task }
+        let contact = Arc::new(Contact {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(keep(etcd, node, ttl, tx, Arc::clone(&contact)));
+        NodeLease {
+            id: rx,
+            task,
+            contact,
+        }
+    }
+
+    /// How long ago etcd last answered the lease's keeper (granted it or kept it alive);
+    /// `None` if it never has.
+    pub fn since_contact(&self) -> Option<Duration> {
+        match self.contact.last.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(
+                self.contact
+                    .base
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1)),
+            ),
+        }
     }
 
     /// The lease in force, if one is.
@@ -39,7 +78,13 @@ impl NodeLease {
     }
 }
 
-async fn keep(etcd: Etcd, node: String, ttl: Duration, tx: watch::Sender<Option<i64>>) {
+async fn keep(
+    etcd: Etcd,
+    node: String,
+    ttl: Duration,
+    tx: watch::Sender<Option<i64>>,
+    contact: Arc<Contact>,
+) {
     let ttl_secs = ttl.as_secs().max(2) as i64;
     let beat = ttl / 3;
     let mut lease: Option<i64> = None;
@@ -51,6 +96,7 @@ async fn keep(etcd: Etcd, node: String, ttl: Duration, tx: watch::Sender<Option<
                 Ok(id) => {
                     tracing::info!(%node, lease = id, ttl_secs, "node lease granted");
                     lease = Some(id);
+                    contact.heard();
                     tx.send_replace(Some(id));
                     backoff = Duration::from_millis(50);
                     id
@@ -63,7 +109,7 @@ async fn keep(etcd: Etcd, node: String, ttl: Duration, tx: watch::Sender<Option<
                 }
             },
         };
-        match keep_alive(&etcd, id, beat).await {
+        match keep_alive(&etcd, id, beat, &contact).await {
             KeepAlive::Expired => {
                 tracing::warn!(%node, lease = id, "node lease expired; granting a new one");
                 lease = None;
@@ -100,7 +146,7 @@ enum KeepAlive {
     Broken(String),
 }
 
-async fn keep_alive(etcd: &Etcd, id: i64, beat: Duration) -> KeepAlive {
+async fn keep_alive(etcd: &Etcd, id: i64, beat: Duration, contact: &Contact) -> KeepAlive {
     let mut client = etcd.client();
     let (mut keeper, mut stream) = match deadline("keep-alive", client.lease_keep_alive(id)).await {
         Ok(pair) => pair,
@@ -112,7 +158,7 @@ async fn keep_alive(etcd: &Etcd, id: i64, beat: Duration) -> KeepAlive {
         }
         match tokio::time::timeout(beat.max(Duration::from_millis(500)), stream.message()).await {
             Ok(Ok(Some(answer))) if answer.ttl() <= 0 => return KeepAlive::Expired,
-            Ok(Ok(Some(_))) => {}
+            Ok(Ok(Some(_))) => contact.heard(),
             Ok(Ok(None)) => return KeepAlive::Broken("keep-alive stream ended".into()),
             Ok(Err(e)) => return KeepAlive::Broken(e.to_string()),
             Err(_) => return KeepAlive::Broken("no keep-alive answer in time".into()),

@@ -30,6 +30,7 @@ pub mod blocking;
 pub mod error;
 pub mod handles;
 mod list;
+mod metrics;
 mod open;
 pub mod path;
 pub mod read;

@@ -85,6 +85,7 @@ impl FsService {
         }
         let bytes_read = buf.len() as u64;
         handle.note_read(bytes_read);
+        self.metrics.bytes_read.add(bytes_read);
         let data_b64 = base64::encode(&buf);
         let data = String::from_utf8(buf).ok();
         Ok(ReadResult {

@@ -117,6 +117,7 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
     Router::new("fs", env!("CARGO_PKG_VERSION"))
         .with_state(served)
         .health_extra(Served::health)
+        .metrics(|s, snap| crate::metrics::report(&s.fs, snap))
         .health_check(|s| s.guard.ready())
         .method::<fs::Open, _, _, _>(|s, call, p| async move {
             s.serve(call, "fs.open", Place::Pool, move |fs, c| fs.open(c, &p))

@@ -100,6 +100,8 @@ pub struct FsService {
     pub(crate) clock: Arc<dyn Clock>,
     /// Where the file work of requests runs (off the async workers, bounded).
     pub(crate) blocking: BlockingPool,
+    /// What `sys.metrics` reports of fs's own work.
+    pub(crate) metrics: crate::metrics::FsMetrics,
 }
 
 impl FsService {
@@ -134,6 +136,7 @@ impl FsService {
             revocations,
             clock,
             blocking: BlockingPool::new(BlockingLimits::default()),
+            metrics: Default::default(),
         }
     }
 
@@ -242,6 +245,7 @@ impl FsService {
         claims: Option<&Claims>,
         error: &strata_proto::ErrorBody,
     ) {
+        self.metrics.denied.inc();
         self.audit.record(
             "auth.denied",
             call.local_peer(),

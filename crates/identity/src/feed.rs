@@ -96,6 +96,18 @@ impl Feed {
         }
     }
 
+    /// For metrics: how many subscribers are tracked, and how many revocations the one
+    /// furthest behind has not acknowledged (bounded work: the table is bounded).
+    pub fn lag(&self) -> (usize, u64) {
+        let (seq, _) = self.position();
+        let subscribers = self.lock_subscribers();
+        let behind = subscribers
+            .map
+            .values()
+            .map(|s| seq.saturating_sub(s.acked_seq));
+        (subscribers.len(), behind.max().unwrap_or(0))
+    }
+
     fn lock_subscribers(&self) -> MutexGuard<'_, Subscribers> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }

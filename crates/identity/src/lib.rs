@@ -28,6 +28,7 @@ pub mod feed;
 mod introspect;
 pub mod issue;
 mod keys;
+mod metrics;
 pub mod mint_quota;
 pub mod policy;
 mod prune;
@@ -114,6 +115,8 @@ pub struct Identity {
     minted: mint_quota::MintQuota,
     /// Uids (besides admins) whose subscribers revocations wait for.
     verifier_uids: BTreeSet<u32>,
+    /// What `sys.metrics` reports of identity's own work.
+    metrics: metrics::IdentityMetrics,
 }
 
 impl Identity {
@@ -175,6 +178,7 @@ impl Identity {
             retention: config.revocation_retention,
             minted: mint_quota::MintQuota::new(config.mint_limits),
             verifier_uids: config.verifier_uids.iter().copied().collect(),
+            metrics: metrics::IdentityMetrics::default(),
         };
         identity.count_live_minted()?;
         identity.refresh_trusted_keys()?;
@@ -231,6 +235,7 @@ impl Identity {
         reason: String,
         cap: Option<&CapId>,
     ) -> IdentityError {
+        self.metrics.denied.inc();
         self.audit.record(
             "auth.denied",
             Some(peer),

@@ -25,15 +25,24 @@ pub fn router(identity: Arc<Identity>) -> Router {
             }
             m
         })
+        .metrics(crate::metrics::report)
         // A node learns whether it was removed from the cluster state.
         .method::<Issue, _, _, _>(|i, call, p| async move {
             i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;
-            i.issue(&local_caller(&call)?, p)
+            let issued = i.issue(&local_caller(&call)?, p)?;
+            i.metrics.issued.inc();
+            Ok::<_, IdentityError>(issued)
         })
-        .method::<Delegate, _, _, _>(
-            |i, call, p| async move { i.delegate(&local_caller(&call)?, p) },
-        )
-        .method::<Revoke, _, _, _>(|i, call, p| async move { i.revoke(&call, p).await })
+        .method::<Delegate, _, _, _>(|i, call, p| async move {
+            let delegated = i.delegate(&local_caller(&call)?, p)?;
+            i.metrics.delegated.inc();
+            Ok::<_, IdentityError>(delegated)
+        })
+        .method::<Revoke, _, _, _>(|i, call, p| async move {
+            let revoked = i.revoke(&call, p).await?;
+            i.metrics.revoked.inc();
+            Ok::<_, IdentityError>(revoked)
+        })
         // Revoked elsewhere, or signed by another node's key: not known before.
         .method::<Introspect, _, _, _>(|i, _call, p| async move {
             i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;

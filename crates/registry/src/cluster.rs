@@ -84,6 +84,18 @@ impl ClusterStore {
 }
 
 impl RegistryStore for ClusterStore {
+    fn report_metrics(&self, snap: &mut strata_ipc::metrics::Snapshot) {
+        let remote = self.remote_entries().len();
+        crate::metrics::entries(snap, self.local.len(), Some(remote));
+        let (watching, lease) = (self.mirror.state().connected, &self._lease);
+        crate::metrics::cluster(
+            snap,
+            watching,
+            lease.current().is_some(),
+            lease.since_contact(),
+        );
+    }
+
     async fn put(&self, mut entry: Entry) -> Result<(), StoreError> {
         entry.node = Some(self.node.clone());
         self.local.put(entry).await?;

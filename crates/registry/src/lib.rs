@@ -9,6 +9,7 @@
 //! removes it when it stops or crashes.
 
 pub mod cluster;
+pub mod metrics;
 pub mod store;
 
 pub use cluster::ClusterStore;
@@ -194,6 +195,7 @@ impl<S: RegistryStore> Registry<S> {
 pub fn router<S: RegistryStore>(registry: Arc<Registry<S>>) -> Router {
     Router::new("registry", env!("CARGO_PKG_VERSION"))
         .with_state(registry)
+        .metrics(|r, snap| r.store.report_metrics(snap))
         .method::<Register, _, _, _>(|r, call, p| async move { r.register(call.origin(), p).await })
         .method::<Deregister, _, _, _>(
             |r, call, p| async move { r.deregister(call.origin(), p).await },

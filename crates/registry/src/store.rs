@@ -34,6 +34,10 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn remote(&self, _service: &str, _node: Option<&str>) -> Option<Entry> {
         None
     }
+    /// Add what the store knows to a `sys.metrics` snapshot (see [`crate::metrics`]).
+    fn report_metrics(&self, snap: &mut strata_ipc::metrics::Snapshot) {
+        let _ = snap;
+    }
 }
 
 /// The single-node store: a sorted map in memory. Registrations are not persisted; the
@@ -53,6 +57,16 @@ impl MemoryStore {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
         self.entries.write().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
 }
 
 impl RegistryStore for MemoryStore {
@@ -71,5 +85,9 @@ impl RegistryStore for MemoryStore {
 
     async fn remove(&self, service: &str) -> Result<bool, StoreError> {
         Ok(self.write().remove(service).is_some())
+    }
+
+    fn report_metrics(&self, snap: &mut strata_ipc::metrics::Snapshot) {
+        crate::metrics::entries(snap, self.len(), None);
     }
 }

@@ -144,6 +144,14 @@ pub enum StartError {
     /// The control socket could not be bound.
     #[error(transparent)]
     Server(#[from] strata_ipc::ServerError),
+    /// The metrics endpoint (`--metrics-listen`) could not be bound.
+    #[error("cannot listen for metrics on {addr} (--metrics-listen, STRATA_METRICS_LISTEN or [supervisor] metrics_listen): {source}")]
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// SIGTERM, SIGINT or SIGHUP handling could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

@@ -25,9 +25,11 @@
 //!   restart policy); `prepare.rs`: everything decided before fork; `spawner.rs`: how a
 //!   run starts and signals its process (real, or a fake in the unit tests).
 //! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`orphans`]: processes and confinement.
-//! - [`readiness`], [`logs`] (and [`journal`]), [`audit`], [`registry_sync`]: what a run reports.
+//! - [`readiness`], [`logs`], [`audit`], [`registry_sync`]: what a run reports.
 //! - [`control`]: the control socket. [`error`]: its errors and their protocol codes.
 //! - [`sd_notify`]: the supervisor's own readiness, watchdog and stopping, told to systemd.
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`): node facts and every
+//!   service's `sys.metrics`, merged and bounded.
 
 pub mod audit;
 pub mod backoff;
@@ -36,10 +38,10 @@ mod command;
 pub mod control;
 pub mod error;
 pub mod graph;
-pub mod journal;
 pub mod landlock;
 pub mod logs;
 pub mod manifest;
+pub mod metrics;
 pub mod orphans;
 mod prepare;
 pub mod process;
@@ -85,6 +87,7 @@ pub async fn run(
     let socket = strata_ipc::paths::socket_path(&config.runtime_dir, "supervisor");
     let runtime_dir = config.runtime_dir.clone();
     let mode = config.control_socket_mode;
+    let metrics_listen = config.metrics_listen;
     let supervisor = Supervisor::new(config, orphans)?;
     let mut server_config = ServerConfig::new(socket);
     server_config.socket_mode = mode;
@@ -100,6 +103,13 @@ pub async fn run(
             supervisor.shutdown().await;
             return Err(e.into());
         }
+    };
+    let _metrics = match metrics_listen.map(|a| metrics::MetricsEndpoint::start(a, supervisor.clone())) {
+        Some(Err(e)) => {
+            supervisor.shutdown().await;
+            return Err(e);
+        }
+        started => started.and_then(Result::ok),
     };
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;

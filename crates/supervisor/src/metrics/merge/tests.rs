@@ -1,0 +1,209 @@
+//! Merging, refusing and encoding families from several services.
+
+use super::*;
+use strata_proto::methods::sys::MetricSample;
+
+fn scalar(name: &str, kind: MetricType, labels: &[(&str, &str)], value: f64) -> MetricFamily {
+    MetricFamily {
+        name: name.into(),
+        help: format!("help of {name}"),
+        kind,
+        samples: vec![MetricSample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value: SampleValue::Scalar { value },
+        }],
+    }
+}
+
+fn histogram(name: &str, buckets: Vec<(f64, u64)>, count: u64) -> MetricFamily {
+    MetricFamily {
+        name: name.into(),
+        help: "latency".into(),
+        kind: MetricType::Histogram,
+        samples: vec![MetricSample {
+            labels: [("method".to_owned(), "fs.read".to_owned())].into(),
+            value: SampleValue::Histogram {
+                buckets,
+                sum: 0.5,
+                count,
+            },
+        }],
+    }
+}
+
+#[test]
+fn families_of_one_name_merge_with_the_service_label_and_one_header() {
+    let mut m = Merged::default();
+    let requests = |n| {
+        scalar(
+            "strata_requests_total",
+            MetricType::Counter,
+            &[("code", "OK")],
+            n,
+        )
+    };
+    assert!(m.add(Some("fs"), vec![requests(3.0)]).is_empty());
+    assert!(m.add(Some("identity"), vec![requests(5.0)]).is_empty());
+    let text = m.encode(false);
+    assert_eq!(
+        text.matches("# TYPE strata_requests_total counter").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# HELP strata_requests_total ").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_requests_total{service=\"fs\",code=\"OK\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_requests_total{service=\"identity\",code=\"OK\"} 5"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_histogram_is_encoded_cumulative_with_its_inf_bucket() {
+    let mut m = Merged::default();
+    let refused = m.add(
+        Some("fs"),
+        vec![histogram("strata_x_seconds", vec![(0.1, 2), (1.0, 1)], 4)],
+    );
+    assert!(refused.is_empty(), "{refused:?}");
+    let text = m.encode(false);
+    for line in [
+        "strata_x_seconds_bucket{service=\"fs\",method=\"fs.read\",le=\"0.1\"} 2",
+        "strata_x_seconds_bucket{service=\"fs\",method=\"fs.read\",le=\"1\"} 3",
+        "strata_x_seconds_bucket{service=\"fs\",method=\"fs.read\",le=\"+Inf\"} 4",
+        "strata_x_seconds_sum{service=\"fs\",method=\"fs.read\"} 0.5",
+        "strata_x_seconds_count{service=\"fs\",method=\"fs.read\"} 4",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let mut m = Merged::default();
+    let family = scalar(
+        "strata_g",
+        MetricType::Gauge,
+        &[("path", "a\"b\\c\nd")],
+        1.0,
+    );
+    assert!(m.add(Some("svc"), vec![family]).is_empty());
+    let text = m.encode(false);
+    assert!(
+        text.contains(r#"strata_g{service="svc",path="a\"b\\c\nd"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_families_are_refused_whole_and_good_ones_kept() {
+    use MetricType::{Counter, Gauge};
+    let bad = vec![
+        scalar("process_cpu_seconds_total", Counter, &[], 1.0),
+        scalar("strata_Bad", Gauge, &[], 1.0),
+        scalar("strata_x-y", Gauge, &[], 1.0),
+        scalar("strata_", Gauge, &[], 1.0),
+        scalar("strata_requests", Counter, &[], 1.0),
+        scalar("strata_g_total", Gauge, &[], 1.0),
+        scalar("strata_g_count", Gauge, &[], 1.0),
+        scalar("strata_neg_total", Counter, &[], -1.0),
+        scalar("strata_g", Gauge, &[("service", "forged")], 1.0),
+        scalar("strata_g", Gauge, &[("__name__", "x")], 1.0),
+        scalar("strata_g", Gauge, &[("bad-label", "x")], 1.0),
+        scalar(
+            "strata_g",
+            Gauge,
+            &[("l", &"v".repeat(MAX_LABEL_VALUE_LEN + 1))],
+            1.0,
+        ),
+        histogram("strata_h_seconds", vec![(1.0, 1), (0.5, 1)], 2),
+        histogram("strata_h_seconds", vec![(1.0, 3)], 2),
+        histogram("strata_h_seconds", vec![(f64::INFINITY, 1)], 2),
+        MetricFamily {
+            kind: Gauge,
+            ..histogram("strata_h_seconds", vec![], 0)
+        },
+    ];
+    let n = bad.len();
+    let mut m = Merged::default();
+    let mut families = bad;
+    families.push(scalar("strata_good", Gauge, &[], 1.0));
+    let refused = m.add(Some("svc"), families);
+    assert_eq!(refused.len(), n, "{refused:?}");
+    assert_eq!(m.names().collect::<Vec<_>>(), ["strata_good"]);
+}
+
+#[test]
+fn a_type_clash_or_a_repeated_label_set_is_refused() {
+    let mut m = Merged::default();
+    assert!(m
+        .add(
+            Some("a"),
+            vec![scalar("strata_n", MetricType::Gauge, &[], 1.0)]
+        )
+        .is_empty());
+    let clash = m.add(
+        Some("b"),
+        vec![scalar("strata_n", MetricType::Counter, &[], 1.0)],
+    );
+    assert_eq!(
+        clash.len(),
+        1,
+        "counter `strata_n` cannot join gauge `strata_n`"
+    );
+    let twice = m.add(
+        Some("a"),
+        vec![scalar("strata_n", MetricType::Gauge, &[], 2.0)],
+    );
+    assert_eq!(twice.len(), 1, "the same series twice");
+    let mut dup = scalar("strata_m", MetricType::Gauge, &[], 1.0);
+    dup.samples.push(dup.samples[0].clone());
+    assert_eq!(m.add(Some("a"), vec![dup]).len(), 1);
+}
+
+#[test]
+fn a_service_is_held_to_its_family_and_sample_bounds() {
+    let mut m = Merged::default();
+    let many: Vec<MetricFamily> = (0..MAX_FAMILIES_PER_SERVICE + 3)
+        .map(|i| scalar(&format!("strata_f{i}"), MetricType::Gauge, &[], 1.0))
+        .collect();
+    assert_eq!(m.add(Some("a"), many).len(), 3);
+    let mut big = scalar("strata_big", MetricType::Gauge, &[], 1.0);
+    big.samples = (0..MAX_SAMPLES_PER_SERVICE + 1)
+        .map(|i| MetricSample {
+            labels: [("i".to_owned(), i.to_string())].into(),
+            value: SampleValue::Scalar { value: 1.0 },
+        })
+        .collect();
+    assert_eq!(m.add(Some("b"), vec![big]).len(), 1);
+}
+
+#[test]
+fn openmetrics_is_served_on_request() {
+    let mut m = Merged::default();
+    m.add(
+        Some("fs"),
+        vec![scalar(
+            "strata_requests_total",
+            MetricType::Counter,
+            &[],
+            1.0,
+        )],
+    );
+    let text = m.encode(true);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(
+        text.contains("strata_requests_total{service=\"fs\"} 1"),
+        "{text}"
+    );
+}

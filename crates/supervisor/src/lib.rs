@@ -25,7 +25,7 @@
 //!   restart policy); `prepare.rs`: everything decided before fork; `spawner.rs`: how a
 //!   run starts and signals its process (real, or a fake in the unit tests).
 //! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`orphans`]: processes and confinement.
-//! - [`readiness`], [`logs`], [`audit`], [`registry_sync`]: what a run reports.
+//! - [`readiness`], [`logs`] (and [`journal`]), [`audit`], [`registry_sync`]: what a run reports.
 //! - [`control`]: the control socket. [`error`]: its errors and their protocol codes.
 //! - [`sd_notify`]: the supervisor's own readiness, watchdog and stopping, told to systemd.
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`): node facts and every
@@ -38,6 +38,7 @@ mod command;
 pub mod control;
 pub mod error;
 pub mod graph;
+pub mod journal;
 pub mod landlock;
 pub mod logs;
 pub mod manifest;

@@ -7,7 +7,11 @@
 //! tree offers none: services still get their own cgroup (so stop and orphan clean-up can
 //! kill a whole tree), and limits fall back to rlimits. On a pure v2 system with a
 //! delegated cgroup, the supervisor moves itself into `strata-<pid>/supervisor` when
-//! that is what it takes to enable controllers (the "no internal processes" rule).
+//! that is what it takes to enable controllers (the "no internal processes" rule), and
+//! takes its companions along (the orphan guard, forked before this runs): under a
+//! systemd unit with `Delegate=yes` they are the only processes of the unit's cgroup, and
+//! one left behind would keep the controllers off (docs/NIXOS.md, "cgroups under
+//! systemd"). No other process is ever moved.
 //!
 //! Nothing here decides policy; the supervisor asks what is available and reports it.
 
@@ -34,8 +38,10 @@ pub struct CgroupRoot {
 pub struct Unavailable(pub String);
 
 impl CgroupRoot {
-    /// Find and prepare this supervisor's cgroup, or say why there is none.
-    pub fn probe() -> Result<CgroupRoot, Unavailable> {
+    /// Find and prepare this supervisor's cgroup, or say why there is none. `companions`
+    /// are processes of the supervisor's own (the orphan guard) that move with it if it
+    /// has to leave its cgroup.
+    pub fn probe(companions: &[i32]) -> Result<CgroupRoot, Unavailable> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Unavailable(format!("cannot read /proc/self/mountinfo: {e}")))?;
         let (mount_root, mount_point) = find_cgroup2_mount(&mountinfo)
@@ -62,11 +68,11 @@ impl CgroupRoot {
             dir,
             controllers: Vec::new(),
         };
-        root.enable_controllers(&parent, is_root_cgroup);
+        root.enable_controllers(&parent, is_root_cgroup, companions);
         Ok(root)
     }
 
-    fn enable_controllers(&mut self, parent: &Path, parent_is_root: bool) {
+    fn enable_controllers(&mut self, parent: &Path, parent_is_root: bool, companions: &[i32]) {
         let offered = read_words(&parent.join("cgroup.controllers"));
         let wanted: Vec<&str> = WANTED
             .iter()
@@ -84,10 +90,12 @@ impl CgroupRoot {
             }
         }
         if busy && !parent_is_root {
-            // Our own cgroup holds processes (us), so it may not delegate controllers.
-            // Move into a leaf of our own and try again; this succeeds when we were the
-            // only process there, as under a systemd unit with Delegate=yes.
+            // Our own cgroup holds processes (us, and the orphan guard), so it may not
+            // delegate controllers. Move into a leaf of our own, with the guard, and try
+            // again; this succeeds when we were the only processes there, as under a
+            // systemd unit with Delegate=yes.
             let leaf = self.dir.join("supervisor");
+            let procs = leaf.join("cgroup.procs");
             let moved = std::fs::create_dir(&leaf)
                 .or_else(|e| {
                     if e.kind() == io::ErrorKind::AlreadyExists {
@@ -96,7 +104,12 @@ impl CgroupRoot {
                         Err(e)
                     }
                 })
-                .and_then(|()| write_file(&leaf.join("cgroup.procs"), "0"));
+                .and_then(|()| write_file(&procs, "0"))
+                .and_then(|()| {
+                    companions
+                        .iter()
+                        .try_for_each(|pid| write_file(&procs, &pid.to_string()))
+                });
             match moved {
                 Ok(()) => {
                     tracing::info!(cgroup = %leaf.display(), "moved the supervisor into a leaf cgroup");

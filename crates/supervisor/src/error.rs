@@ -138,6 +138,11 @@ pub enum StartError {
     /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// `--socket-group` (`STRATA_SOCKET_GROUP`, `[supervisor] socket_group`) names no group.
+    #[error(
+        "the socket group (--socket-group, STRATA_SOCKET_GROUP or [supervisor] socket_group): {0}"
+    )]
+    SocketGroup(#[source] crate::process::SpawnError),
     /// The child reaper (SIGCHLD handling) could not start.
     #[error("cannot start the child reaper: {0}")]
     Reaper(std::io::Error),

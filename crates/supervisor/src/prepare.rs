@@ -184,6 +184,10 @@ fn environment(
     for (k, v) in shared.audit.rotation().env() {
         env.insert(k.into(), v);
     }
+    // Resolved once by the supervisor: the service gives its socket to this gid.
+    if let Some(gid) = shared.socket_gid {
+        env.insert("STRATA_SOCKET_GROUP".into(), gid.to_string());
+    }
     for (k, v) in &shared.cluster_env {
         env.insert(k.clone(), v.clone());
     }

@@ -233,7 +233,9 @@ fn lookup_user(user: &str) -> Result<Credentials, SpawnError> {
     Ok(Credentials { uid, gid, groups })
 }
 
-fn lookup_group(group: &str) -> Result<u32, SpawnError> {
+/// A group's gid: a number as it is, a name through the group database (`getgrnam_r`,
+/// so NSS sources count as well as /etc/group).
+pub(crate) fn lookup_group(group: &str) -> Result<u32, SpawnError> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }

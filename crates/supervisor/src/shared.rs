@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub state_dir: PathBuf,
     pub node_id: String,
     pub cluster_env: Vec<(String, String)>,
+    /// The socket group's gid, handed to every service as `STRATA_SOCKET_GROUP`.
+    pub socket_gid: Option<u32>,
     pub owner_uid: u32,
     pub started_at: Instant,
     pub manifest_path: Option<PathBuf>,

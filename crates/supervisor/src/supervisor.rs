@@ -77,10 +77,18 @@ impl Supervisor {
     /// Prepare directories, probe cgroups and start the reaper. Must be called inside a
     /// Tokio runtime; nothing is started until [`Supervisor::boot`].
     pub fn new(
-        config: SupervisorConfig,
+        mut config: SupervisorConfig,
         orphans: Option<OrphanGuard>,
     ) -> Result<Supervisor, StartError> {
         config.manifest.validate()?;
+        // The socket group is resolved once, here: an unknown one stops the start, and
+        // from now on it is its gid (what services are handed), whatever the group
+        // database says later.
+        let socket_gid = match config.socket_group.as_deref() {
+            Some(group) => Some(resolve_socket_group(group)?),
+            None => None,
+        };
+        config.socket_group = socket_gid.map(|gid| gid.to_string());
         let logs_dir = config.state_dir.join("logs");
         let notify_dir = config.runtime_dir.join("notify");
         // Sockets are reached by the owner and the socket group only (0750); the state
@@ -99,7 +107,18 @@ impl Supervisor {
                 source,
             })?;
         }
-        let cgroups = CgroupRoot::probe();
+        // `0750 root:<group>`: the group's members may reach the sockets in it (each
+        // `0660 root:<group>` too), and change nothing. The notify dir stays root's.
+        if let Some(gid) = socket_gid {
+            std::os::unix::fs::chown(&config.runtime_dir, None, Some(gid)).map_err(|source| {
+                StartError::Dir {
+                    path: config.runtime_dir.clone(),
+                    source,
+                }
+            })?;
+        }
+        let guard_pid: Vec<i32> = orphans.iter().map(OrphanGuard::pid).collect();
+        let cgroups = CgroupRoot::probe(&guard_pid);
         match &cgroups {
             Ok(root) => {
                 tracing::info!(cgroup = %root.dir().display(), controllers = ?root.controllers(), "cgroup v2 in use");
@@ -143,6 +162,8 @@ impl Supervisor {
             state_dir: config.state_dir,
             node_id: config.node_id,
             cluster_env: config.cluster_env,
+            // `new` left the resolved gid here; a name (unit tests) is no group.
+            socket_gid: config.socket_group.as_deref().and_then(|g| g.parse().ok()),
             owner_uid: strata_ipc::PeerCred::current_process().uid,
             started_at: Instant::now(),
             manifest_path: config.manifest_path,
@@ -189,6 +210,11 @@ impl Supervisor {
         for name in order {
             self.spawn_task(&name, true);
         }
+    }
+
+    /// The socket group's gid (`--socket-group`, resolved at start), if there is one.
+    pub fn socket_gid(&self) -> Option<u32> {
+        self.shared.socket_gid
     }
 
     /// The uid that may control services besides root: the supervisor's own.
@@ -496,5 +522,35 @@ impl Supervisor {
             root.remove();
         }
         tracing::info!("all services stopped");
+    }
+}
+
+/// The gid of the socket group `group` (a name, or a number as it is). `(gid_t)-1` is
+/// refused: chown(2) reads it as "leave the group".
+fn resolve_socket_group(group: &str) -> Result<u32, StartError> {
+    match crate::process::lookup_group(group) {
+        Ok(u32::MAX) => Err(StartError::SocketGroup(
+            crate::process::SpawnError::UnknownGroup(group.to_owned()),
+        )),
+        Ok(gid) => Ok(gid),
+        Err(e) => Err(StartError::SocketGroup(e)),
+    }
+}
+
+#[cfg(test)]
+mod socket_group_tests {
+    use super::resolve_socket_group;
+
+    #[test]
+    fn a_socket_group_is_a_name_in_the_group_database_or_a_gid() {
+        assert_eq!(resolve_socket_group("root").unwrap(), 0);
+        assert_eq!(resolve_socket_group("4242").unwrap(), 4242);
+        for unknown in ["strata-no-such-group-17", "4294967295", "bad\0name"] {
+            let err = resolve_socket_group(unknown).unwrap_err().to_string();
+            assert!(
+                err.contains("socket group") && err.contains("unknown group"),
+                "{unknown:?}: {err}"
+            );
+        }
     }
 }

@@ -100,11 +100,14 @@ let
   usesNetwork = cfg.tcpPorts != [ ] || clustered || tcpListeners != [ ];
 
   # The smallest bounding set for what the manifest asks. The supervisor runs as root;
-  # with the default graph every service runs as root too, and nothing needs a
-  # capability: the state and runtime directories, the delegated cgroup and the
-  # processes are all root's own, and Landlock and no_new_privs need none.
-  capabilities =
-    optionals dropsPrivileges [
+  # with the default graph every service runs as root too, and nothing but the socket
+  # group needs a capability: the state and runtime directories, the delegated cgroup and
+  # the processes are all root's own, and Landlock and no_new_privs need none.
+  capabilities = unique (
+    # The runtime directory and every socket are given to the socket group, which root is
+    # not a member of (crates/ipc/src/server/bind.rs, crates/supervisor/src/supervisor.rs).
+    optional (cfg.group != null) "CAP_CHOWN"
+    ++ optionals dropsPrivileges [
       # setgroups/setresgid/setresuid between fork and exec (crates/supervisor/src/process.rs).
       "CAP_SETUID"
       "CAP_SETGID"
@@ -119,7 +122,8 @@ let
     # unshare(2) of net/ipc/uts namespaces for `sandbox.namespaces`.
     ++ optional (namespaces != [ ]) "CAP_SYS_ADMIN"
     ++ optional (any (p: p < 1024) (cfg.tcpPorts ++ listenerPorts)) "CAP_NET_BIND_SERVICE"
-    ++ cfg.extraCapabilities;
+    ++ cfg.extraCapabilities
+  );
 
   underHome = p: any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
   # Files services read from under those trees: ProtectHome must leave them visible.
@@ -175,6 +179,21 @@ in
         Sockets and identity.pub (STRATA_RUNTIME_DIR). Under /run it is the unit's
         RuntimeDirectory (removed when the unit stops); elsewhere it is created by
         systemd-tmpfiles and made writable with ReadWritePaths.
+      '';
+    };
+
+    group = mkOption {
+      type = types.nullOr (types.strMatching "[a-z_][a-z0-9_-]{0,31}");
+      default = "strata";
+      example = "strata";
+      description = ''
+        The socket group (the supervisor's `--socket-group`, STRATA_SOCKET_GROUP): the
+        runtime directory is `0750 root:<group>` and every socket `0660 root:<group>`, so
+        the group's members may connect; the module creates the group. Add a user with
+        `users.users.<name>.extraGroups = [ "strata" ];`. Connecting is all it gives: what
+        a member obtains is still the issuance policy's (`issuancePolicy`), and
+        controlling the node (`strata-ctl svc stop`, ...) stays root's. Null: only root
+        may connect.
       '';
     };
 
@@ -443,6 +462,8 @@ in
       on Unix sockets only otherwise.
     '';
 
+    users.groups = mkIf (cfg.group != null) { ${cfg.group} = { }; };
+
     environment.systemPackages = [ cfg.package ];
     # strata-ctl finds the node's sockets from any shell.
     environment.variables.STRATA_RUNTIME_DIR = cfg.runtimeDir;
@@ -453,7 +474,7 @@ in
     );
 
     systemd.tmpfiles.rules =
-      optional (!inRun) "d ${cfg.runtimeDir} 0755 root root -"
+      optional (!inRun) "d ${cfg.runtimeDir} 0750 root ${if cfg.group == null then "root" else cfg.group} -"
       ++ optional (!inVarLib) "d ${cfg.stateDir} 0750 root root -";
 
     systemd.services.strata = {
@@ -470,6 +491,10 @@ in
         STRATA_RUNTIME_DIR = cfg.runtimeDir;
         STRATA_STATE_DIR = cfg.stateDir;
         STRATA_NODE_ID = cfg.nodeId;
+      }
+      // optionalAttrs (cfg.group != null) {
+        # The supervisor resolves the name once at start and hands services its gid.
+        STRATA_SOCKET_GROUP = cfg.group;
       }
       // optionalAttrs clustered {
         STRATA_ETCD_ENDPOINTS = concatStringsSep "," cluster.etcd.endpoints;
@@ -497,12 +522,14 @@ in
         # SIGKILLed by systemd.
         KillMode = "mixed";
         # The supervisor gives each service its own cgroup beneath the unit's, and
-        # enables memory/pids/cpu there for `limits`.
+        # enables memory/pids/cpu there for `limits`; to do so it first moves itself
+        # into a leaf of its own (docs/NIXOS.md, "cgroups under systemd").
         Delegate = true;
 
         RuntimeDirectory = mkIf inRun (removePrefix "/run/" cfg.runtimeDir);
-        # Services that run as other users must reach their sockets.
-        RuntimeDirectoryMode = "0755";
+        # What the supervisor makes it at start anyway (with the socket group as its
+        # group): the group's members enter it, nobody else does.
+        RuntimeDirectoryMode = "0750";
         StateDirectory = mkIf inVarLib (removePrefix "/var/lib/" cfg.stateDir);
         StateDirectoryMode = "0750";
 

@@ -1,8 +1,9 @@
 # checks.vm: a NixOS VM with `services.strata.enable = true`. It waits for strata.service
 # (Type=notify: READY=1 from the supervisor), runs the README's tour through strata-ctl
 # (the block between <!-- tour:start --> and <!-- tour:end -->, read by ./readme-tour.nix),
-# then checks what the module promises: the hardening, the watchdog, that systemd's
-# variables stay with the supervisor, reload, and a clean stop.
+# then checks what the module promises: the hardening, the socket group (alice is in it,
+# bob is not), the cgroup delegation, the watchdog, that systemd's variables stay with the
+# supervisor, reload, and a clean stop.
 {
   pkgs,
   module,
@@ -18,6 +19,11 @@ pkgs.testers.runNixOSTest {
   nodes.machine = {
     imports = [ module ];
     services.strata.enable = true;
+    users.users.alice = {
+      isNormalUser = true;
+      extraGroups = [ "strata" ];
+    };
+    users.users.bob.isNormalUser = true;
   };
 
   testScript = ''
@@ -69,12 +75,40 @@ pkgs.testers.runNixOSTest {
         assert props["ProtectSystem"] == "strict", props
         assert props["ProtectHome"] == "yes", props
         assert props["PrivateTmp"] == "yes", props
-        assert props["CapabilityBoundingSet"] == "", props
+        # Only what giving the sockets to the socket group takes.
+        assert props["CapabilityBoundingSet"] == "cap_chown", props
         assert props["RestrictAddressFamilies"] == "AF_UNIX", props
         assert props["WatchdogUSec"] == "30s", props
         assert props["Delegate"] == "yes", props
         assert props["KillMode"] == "mixed", props
         print(machine.succeed("systemd-analyze security strata.service || true"))
+
+    with subtest("the socket group: members connect, others do not"):
+        print(machine.succeed("stat -c '%a %U:%G %n' /run/strata /run/strata/*.sock"))
+        machine.succeed("test \"$(stat -c '%a %U:%G' /run/strata)\" = '750 root:strata'")
+        for sock in ["supervisor", "registry", "identity", "fs"]:
+            machine.succeed(
+                f"test \"$(stat -c '%a %U:%G' /run/strata/{sock}.sock)\" = '660 root:strata'"
+            )
+        # A member may connect; what it may do is still the issuance policy's (none here).
+        machine.succeed("su alice -c 'strata-ctl registry ls'")
+        print(machine.fail("su bob -c 'strata-ctl registry ls' 2>&1"))
+        machine.fail("su bob -c 'test -x /run/strata'")
+
+    with subtest("cgroups: the supervisor and its guard leave the unit's cgroup for a leaf"):
+        unit = machine.succeed(
+            "systemctl show --property=ControlGroup --value strata.service"
+        ).strip()
+        supervisor = machine.succeed("systemctl show --property=MainPID --value strata.service").strip()
+        own = machine.succeed(f"cat /proc/{supervisor}/cgroup").strip()
+        assert own.startswith(f"0::{unit}/strata-{supervisor}/supervisor"), own
+        # Nothing is left in the unit's own cgroup, so its controllers reach the services.
+        machine.succeed(f"test -z \"$(cat /sys/fs/cgroup{unit}/cgroup.procs)\"")
+        enabled = machine.succeed(
+            f"cat /sys/fs/cgroup{unit}/strata-{supervisor}/cgroup.subtree_control"
+        )
+        for controller in ["memory", "pids", "cpu"]:
+            assert controller in enabled.split(), enabled
 
     with subtest("the watchdog is fed"):
         before = machine.succeed(

@@ -383,3 +383,305 @@ fn the_vm_test_runs_the_readme_tour_line_by_line() {
     assert!(steps.iter().any(|s| s["assign"] == "TOKEN"));
     assert!(steps.iter().any(|s| s["expectFailure"] == true));
 }
+
+/// nixpkgs' `lib` (the directory holding `lib/`): `$STRATA_NIXPKGS_LIB` (a nixpkgs
+/// checkout, or the nixpkgs-lib mirror), else `<repo>/../shared/nixpkgs-lib`, where CI has
+/// it (its README says what it is). `None`, after saying why the test is skipped, when
+/// neither is there.
+fn nixpkgs_lib(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATA_NIXPKGS_LIB")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/nixpkgs-lib"));
+    if dir.join("lib/modules.nix").is_file() {
+        Some(dir)
+    } else {
+        strata_testkit::skip(
+            test,
+            &format!(
+                "no nixpkgs lib at {} (set STRATA_NIXPKGS_LIB to a nixpkgs checkout)",
+                dir.display()
+            ),
+        );
+        None
+    }
+}
+
+/// A whole node's settings: cluster mode with TLS and fs's listener, an issuance policy,
+/// export roots, an operator's service that drops privileges, uses a namespace and
+/// Landlock, and the socket group with a member.
+const FULL_NODE: &str = r#"
+  {
+    enable = true;
+    nodeId = "node-a";
+    group = "strata";
+    supervisor.control_socket_mode = "0660";
+    issuancePolicy.grant = [ {
+      uids = [ 1000 ];
+      services = [ "fs" ];
+      rights = [ "fs.list" "fs.read" ];
+      path_prefixes = [ "/srv/data" ];
+      max_ttl_seconds = 3600;
+    } ];
+    fs.exportRoots = [ "/srv/data" ];
+    cluster = {
+      etcd.endpoints = [ "http://10.0.0.1:2379" "http://10.0.0.2:2379" ];
+      tls = { caFile = "/etc/strata/tls/ca.crt"; certFile = "/etc/strata/tls/node.crt"; keyFile = "/etc/strata/tls/node.key"; };
+      fsListen = "10.0.0.5:7101";
+    };
+    openFirewall = true;
+    services.web = {
+      exec = "/srv/web/bin/web";
+      args = [ "--port" "8080" ];
+      depends_on = [ "identity" ];
+      readiness = "notify";
+      user = "nobody";
+      limits = { memory_max = "256M"; pids_max = 64; };
+      sandbox = { namespaces = [ "net" ]; landlock = { read = [ "/nix/store" ]; write = [ "/srv/web" ]; }; };
+    };
+  }
+"#;
+
+/// `nix/eval-module.nix` (nix/module.nix under `lib.evalModules`) on each named settings
+/// expression, in one evaluation.
+fn eval_module(lib: &Path, cases: &[(&str, &str)]) -> Value {
+    let lib = lib.join("lib");
+    let cases: String = cases
+        .iter()
+        .map(|(name, settings)| {
+            format!(
+                "{name} = import ./nix/eval-module.nix {{ inherit lib; settings = {settings}; \
+                 extraConfig.users.users.alice = {{ isNormalUser = true; extraGroups = [ \"strata\" ]; }}; }};\n"
+            )
+        })
+        .collect();
+    nix_eval(&format!(
+        "let lib = import {}; full = {FULL_NODE}; in {{ {cases} }}",
+        lib.display()
+    ))
+}
+
+#[test]
+fn the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit() {
+    const TEST: &str = "the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit";
+    if !have_nix(TEST) {
+        return;
+    }
+    let Some(lib) = nixpkgs_lib(TEST) else {
+        return;
+    };
+    let out = eval_module(
+        &lib,
+        &[
+            ("full", "full // { checkManifest = false; }"),
+            ("checked", "full"),
+            ("defaults", "{ enable = true; }"),
+            ("noGroup", "{ enable = true; group = null; }"),
+        ],
+    );
+    let store = |name: &str| format!("/nix/store/00000000000000000000000000000000-{name}");
+    let full = &out["full"];
+    assert_eq!(full["failedAssertions"], json!([]), "{full}");
+    assert_eq!(full["warnings"], json!([]), "{full}");
+
+    // The unit: how it starts, its environment (the supervisor's settings), cgroups.
+    let unit = &full["unit"];
+    let sc = &unit["serviceConfig"];
+    assert_eq!(
+        sc["ExecStart"],
+        format!("{}/bin/strata-supervisor", store("strata"))
+    );
+    assert_eq!(
+        sc["ExecReload"],
+        format!("{}/bin/kill -HUP $MAINPID", store("coreutils"))
+    );
+    assert_eq!(sc["Type"], "notify");
+    assert_eq!(sc["NotifyAccess"], "main");
+    assert_eq!(sc["KillMode"], "mixed");
+    assert_eq!(
+        sc["Delegate"], true,
+        "the supervisor makes cgroups beneath the unit's"
+    );
+    assert_eq!(sc["RuntimeDirectory"], "strata");
+    assert_eq!(sc["RuntimeDirectoryMode"], "0750");
+    assert_eq!(sc["StateDirectory"], "strata");
+    assert_eq!(sc["WatchdogSec"], "30s");
+    let mut caps: Vec<&str> = sc["CapabilityBoundingSet"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .collect();
+    caps.sort_unstable();
+    assert_eq!(
+        caps,
+        [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_KILL",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SYS_ADMIN"
+        ],
+        "a service with `user` and a namespace, and the socket group (CAP_CHOWN once)"
+    );
+    assert_eq!(
+        sc["RestrictAddressFamilies"],
+        json!(["AF_UNIX", "AF_INET", "AF_INET6"])
+    );
+    assert_eq!(sc["RestrictNamespaces"], "net");
+    assert_eq!(sc["ReadWritePaths"], json!(["-/srv/web"]));
+    assert_eq!(
+        unit["environment"],
+        json!({
+            "STRATA_CONFIG": "/etc/strata/manifest.toml",
+            "STRATA_RUNTIME_DIR": "/run/strata",
+            "STRATA_STATE_DIR": "/var/lib/strata",
+            "STRATA_NODE_ID": "node-a",
+            "STRATA_SOCKET_GROUP": "strata",
+            "STRATA_ETCD_ENDPOINTS": "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "STRATA_CLUSTER_PREFIX": "/strata",
+            "STRATA_LEASE_TTL_SECS": "10",
+            "STRATA_TLS_CA": "/etc/strata/tls/ca.crt",
+            "STRATA_TLS_CERT": "/etc/strata/tls/node.crt",
+            "STRATA_TLS_KEY": "/etc/strata/tls/node.key",
+        })
+    );
+    assert_eq!(
+        unit["after"],
+        json!(["network.target", "network-online.target"])
+    );
+    assert_eq!(unit["wants"], json!(["network-online.target"]));
+    assert_eq!(unit["wantedBy"], json!(["multi-user.target"]));
+    assert_eq!(
+        unit["reloadTriggers"],
+        json!([store("strata-manifest.toml")])
+    );
+
+    // The socket group exists, and a user put in it keeps it.
+    assert_eq!(full["groups"]["strata"]["name"], "strata");
+    assert_eq!(full["users"]["alice"]["extraGroups"], json!(["strata"]));
+    assert_eq!(full["firewall"], json!([7101]));
+    assert_eq!(full["variables"]["STRATA_RUNTIME_DIR"], "/run/strata");
+    assert_eq!(full["etc"], json!(["strata/manifest.toml"]));
+    assert_eq!(full["tmpfiles"], json!([]));
+
+    // The rendered manifest: accepted by the supervisor, each setting where it belongs.
+    let text = full["manifest"]["text"]
+        .as_str()
+        .expect("the manifest's text");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifest.toml");
+    std::fs::write(&file, text).unwrap();
+    let check = Command::new(SUPERVISOR)
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "--check-config refused:\n{text}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let m = Manifest::load(&file).unwrap();
+    let names: Vec<&str> = m.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["registry", "identity", "fs", "web"]);
+    assert_eq!(m.supervisor.control_socket_mode.map(|m| m.0), Some(0o660));
+    let identity = m.service("identity").unwrap();
+    assert_eq!(
+        identity
+            .env
+            .get("STRATA_ISSUANCE_POLICY")
+            .map(String::as_str),
+        Some(store("strata-issuance.toml").as_str())
+    );
+    let fs = m.service("fs").unwrap();
+    assert_eq!(
+        fs.env.get("STRATA_FS_EXPORT_ROOTS").map(String::as_str),
+        Some("/srv/data")
+    );
+    assert_eq!(fs.tcp, Some("10.0.0.5:7101".parse().unwrap()));
+    assert_eq!(fs.depends_on, ["identity"]);
+    let web = m.service("web").unwrap();
+    assert_eq!(web.user.as_deref(), Some("nobody"));
+    assert_eq!(web.limits.pids_max, Some(64));
+    for s in &m.services {
+        assert!(
+            s.env.keys().all(|k| !k.starts_with("STRATA_ETCD")
+                && !k.starts_with("STRATA_TLS")
+                && k != "STRATA_SOCKET_GROUP"),
+            "{}: the supervisor's settings are not a service's: {:?}",
+            s.name,
+            s.env
+        );
+    }
+
+    // With checkManifest (the default) the manifest in /etc is the build step that runs
+    // the package's --check-config on that text.
+    let checked = &out["checked"]["manifest"];
+    assert_eq!(checked["checkedWith"], json!(["strata"]));
+    let script = checked["script"].as_str().unwrap();
+    assert!(
+        script.contains(&format!(
+            "strata-supervisor --check-config {}",
+            store("strata-manifest.toml")
+        )),
+        "{script}"
+    );
+
+    // The defaults: the socket group "strata", which needs CAP_CHOWN and nothing else.
+    let defaults = &out["defaults"];
+    assert_eq!(defaults["failedAssertions"], json!([]));
+    assert_eq!(
+        defaults["unit"]["serviceConfig"]["CapabilityBoundingSet"],
+        "CAP_CHOWN"
+    );
+    assert_eq!(
+        defaults["unit"]["environment"]["STRATA_SOCKET_GROUP"],
+        "strata"
+    );
+    assert!(defaults["groups"]["strata"].is_object(), "{defaults}");
+    // Without a group: root only, as before, and an empty bounding set.
+    let no_group = &out["noGroup"];
+    assert_eq!(
+        no_group["unit"]["serviceConfig"]["CapabilityBoundingSet"],
+        ""
+    );
+    assert!(no_group["unit"]["environment"]
+        .get("STRATA_SOCKET_GROUP")
+        .is_none());
+    assert_eq!(no_group["groups"], json!({}));
+}
+
+#[test]
+fn the_module_refuses_what_the_supervisor_would() {
+    const TEST: &str = "the_module_refuses_what_the_supervisor_would";
+    if !have_nix(TEST) {
+        return;
+    }
+    let Some(lib) = nixpkgs_lib(TEST) else {
+        return;
+    };
+    let out = eval_module(
+        &lib,
+        &[
+            (
+                "https",
+                r#"{ enable = true; checkManifest = false; cluster.etcd.endpoints = [ "https://10.0.0.1:2379" ]; }"#,
+            ),
+            (
+                "listenerWithoutTls",
+                r#"{ enable = true; checkManifest = false; cluster.fsListen = "10.0.0.5:7101"; }"#,
+            ),
+        ],
+    );
+    for (case, expected) in [
+        ("https", "https:// is refused"),
+        ("listenerWithoutTls", "needs\nservices.strata.cluster.tls"),
+    ] {
+        let failed = out[case]["failedAssertions"].to_string();
+        assert!(
+            failed.contains(&expected.replace('\n', "\\n")),
+            "{case}: {failed}"
+        );
+    }
+}

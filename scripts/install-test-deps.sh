@@ -15,17 +15,41 @@ fi
 # Debian packages the build and tests need, installed together (one apt-get update):
 # - protobuf-compiler: protoc, for etcd-client's generated gRPC code (strata-cluster);
 # - etcd-server: a real etcd the cluster tests start on loopback (crates/e2e/tests/cluster.rs);
-# - nix-bin: nix-instantiate, see below.
+# - nix-bin: nix-instantiate, see below;
+# - prometheus: promtool, which checks a live node's metrics (crates/e2e/tests/metrics.rs).
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
-if [ "${#missing[@]}" -gt 0 ]; then
+# prometheus (promtool) is installed on its own line below: without its recommends.
+lean=()
+command -v promtool >/dev/null || lean+=(prometheus)
+if [ "$((${#missing[@]} + ${#lean[@]}))" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+        # Packages with a daemon (prometheus, etcd-server) must not start one: refuse
+        # every service start while installing (policy-rc.d), also where there is no
+        # systemd. An existing policy is left as it is.
+        policy=/usr/sbin/policy-rc.d
+        made_policy=
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+        fi
+        status=0
+        if [ "${#missing[@]}" -gt 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" || status=$?
+        fi
+        if [ "$status" -eq 0 ] && [ "${#lean[@]}" -gt 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${lean[@]}" || status=$?
+        fi
+        if [ -n "$made_policy" ]; then
+            rm -f "$policy"
+        fi
+        if [ "$status" -ne 0 ]; then
+            exit "$status"
+        fi
     else
-        echo "missing: ${missing[*]} (Debian packages; install them as root with apt-get)" >&2
+        echo "missing: ${missing[*]} ${lean[*]} (Debian packages; install them as root with apt-get)" >&2
         echo "without protoc the workspace does not build; without etcd the cluster tests print SKIPPED" >&2
     fi
 fi

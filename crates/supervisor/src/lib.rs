@@ -105,13 +105,14 @@ pub async fn run(
             return Err(e.into());
         }
     };
-    let _metrics = match metrics_listen.map(|a| metrics::MetricsEndpoint::start(a, supervisor.clone())) {
-        Some(Err(e)) => {
-            supervisor.shutdown().await;
-            return Err(e);
-        }
-        started => started.and_then(Result::ok),
-    };
+    let _metrics =
+        match metrics_listen.map(|a| metrics::MetricsEndpoint::start(a, supervisor.clone())) {
+            Some(Err(e)) => {
+                supervisor.shutdown().await;
+                return Err(e);
+            }
+            started => started.and_then(Result::ok),
+        };
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;

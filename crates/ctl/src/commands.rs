@@ -294,15 +294,17 @@ impl Session {
                     let c = &r.claims;
                     output::fields(&[
                         ("valid", r.valid.to_string()),
-                        ("reason", r.reason.clone().unwrap_or_default()),
+                        ("reason", r.reason.clone().unwrap_or_else(|| "-".into())),
                         ("cap_id", cell(&c["jti"])),
                         ("service", cell(&c["service"])),
-                        ("rights", cell(&c["rights"])),
-                        ("path_prefix", cell(&c["constraints"]["path_prefix"])),
-                        ("rate_limit", cell(&c["constraints"]["rate_limit"])),
+                        ("rights", words(&c["rights"])),
+                        ("path_prefix", dash(cell(&c["constraints"]["path_prefix"]))),
+                        ("rate_limit", dash(cell(&c["constraints"]["rate_limit"]))),
+                        ("issued", time_cell(&c["iat"])),
                         ("expires", time_cell(&c["exp"])),
                         ("subject", cell(&c["sub"])),
-                        ("parents", cell(&c["parents"])),
+                        ("issuer", cell(&c["iss"])),
+                        ("parents", words(&c["parents"])),
                         ("kid", r.kid.clone().unwrap_or_default()),
                     ]);
                 }
@@ -579,10 +581,27 @@ fn parse_params(text: &str) -> Result<Box<RawValue>, Failure> {
     serde_json::value::to_raw_value(&value).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-/// A unix-seconds claim as `2026-12-01 13:40:02 UTC (in 59 min)`; empty when absent.
+/// A time claim (RFC 3339 text, or unix seconds) as `2026-12-01 13:40:02 UTC (in 59
+/// min)`; `-` when absent.
 fn time_cell(v: &Value) -> String {
-    match v.as_i64() {
-        Some(t) => when::stamp_and_relative(t),
-        None => cell(v),
+    match (v.as_i64(), v.as_str().and_then(when::parse_rfc3339)) {
+        (Some(t), _) | (None, Some(t)) => when::stamp_and_relative(t),
+        (None, None) => dash(cell(v)),
+    }
+}
+
+/// `a, b` from a JSON array (a string or nothing as itself); `-` when empty.
+fn words(v: &Value) -> String {
+    match v.as_array() {
+        Some(items) => dash(items.iter().map(cell).collect::<Vec<_>>().join(", ")),
+        None => dash(cell(v)),
+    }
+}
+
+fn dash(text: String) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text
     }
 }

@@ -515,7 +515,14 @@ fn applied_lines(applied: &Value) -> Vec<(&'static str, String)> {
         sandbox.push(format!("landlock (ABI {abi})"));
     }
     vec![
-        ("limits", dash(limits)),
+        (
+            "limits",
+            if limits.is_empty() {
+                "none".into()
+            } else {
+                limits
+            },
+        ),
         ("cgroup", dash(cell(&applied["cgroup"]))),
         ("user", user),
         ("sandbox", dash(sandbox.join(", "))),

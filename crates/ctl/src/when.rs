@@ -53,10 +53,17 @@ pub fn relative(t: i64) -> String {
 
 /// An RFC 3339 time relative to now; the text itself if it does not parse.
 pub fn relative_rfc3339(text: &str) -> String {
-    match OffsetDateTime::parse(text, &Rfc3339) {
-        Ok(t) => relative(t.unix_timestamp()),
-        Err(_) => text.to_owned(),
+    match parse_rfc3339(text) {
+        Some(t) => relative(t),
+        None => text.to_owned(),
     }
+}
+
+/// An RFC 3339 time in unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
 }
 
 /// `2026-12-01 13:40:02 UTC`.

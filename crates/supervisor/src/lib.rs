@@ -92,6 +92,7 @@ pub async fn run(
     let supervisor = Supervisor::new(config, orphans)?;
     let mut server_config = ServerConfig::new(socket);
     server_config.socket_mode = mode;
+    server_config.socket_group = supervisor.socket_gid();
     server_config.shutdown_grace = Duration::from_secs(1);
     let guard = strata_guard::Guard::start(strata_guard::GuardConfig {
         runtime_dir: runtime_dir.clone(),

@@ -21,6 +21,8 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+# setpriv (util-linux, Essential on Debian): the socket-group test's users (crates/e2e/tests/socket_group.rs).
+command -v setpriv >/dev/null || missing+=(util-linux)
 # prometheus (promtool) is installed on its own line below: without its recommends.
 lean=()
 command -v promtool >/dev/null || lean+=(prometheus)

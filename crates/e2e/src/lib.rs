@@ -78,6 +78,12 @@ impl Stack {
         Stack::launch(true, None, node.env())
     }
 
+    /// Start the built-in graph as [`Stack::start`] does, with `env` (the supervisor's
+    /// settings, e.g. `STRATA_SOCKET_GROUP`) added to the supervisor's environment.
+    pub fn start_with_env(env: Vec<(String, String)>) -> Stack {
+        Stack::launch(true, None, env)
+    }
+
     /// Start with the embedded defaults only (fs exports `<state dir>/export`).
     pub fn start_with_defaults() -> Stack {
         Stack::launch(false, None, Vec::new())

@@ -458,18 +458,6 @@ impl Router {
         answer
     }
 
-    /// The stats of a method name a caller sent: its route's, a built-in's, or `other`.
-    fn stats_of(&self, method: &str) -> &MethodStats {
-        match method {
-            sys::Health::NAME => &self.builtin.health,
-            sys::Metrics::NAME => &self.builtin.metrics,
-            _ => self
-                .routes
-                .get(method)
-                .map_or(&self.builtin.other, |r| &r.stats),
-        }
-    }
-
     /// The answer to one frame, with the stats it counts in and its result code (`None`:
     /// success).
     async fn answer(&self, from: &Peer, frame: &[u8]) -> (&MethodStats, Option<ErrorCode>, Bytes) {
@@ -485,7 +473,14 @@ impl Router {
             let answer = encode(&Response::success(req.req_id, self.health()));
             return (&self.builtin.health, None, answer);
         }
-        let stats = self.stats_of(&req.method);
+        // One lookup: the route, whose stats count the request (else a built-in's, or
+        // `other` for a name no route has).
+        let route = self.routes.get(req.method.as_str());
+        let stats = match route {
+            Some(route) => &route.stats,
+            None if req.method == sys::Metrics::NAME => &self.builtin.metrics,
+            None => &self.builtin.other,
+        };
         // Before the method lookup, so that a remote peer learns nothing about which
         // methods exist beyond those it may call.
         if let Peer::Remote { allowed, .. } = from {
@@ -513,7 +508,7 @@ impl Router {
             let answer = encode(&Response::success(req.req_id, self.snapshot()));
             return (stats, None, answer);
         }
-        let Some(route) = self.routes.get(req.method.as_str()) else {
+        let Some(route) = route else {
             let error = ErrorBody::new(
                 ErrorCode::InvalidArgument,
                 format!("unknown method `{}`", req.method),

@@ -192,8 +192,8 @@ in
         the group's members may connect; the module creates the group. Add a user with
         `users.users.<name>.extraGroups = [ "strata" ];`. Connecting is all it gives: what
         a member obtains is still the issuance policy's (`issuancePolicy`), and
-        controlling the node (`strata-ctl svc stop`, ...) stays root's. Null: only root
-        may connect.
+        controlling the node (`strata-ctl svc stop`, ...) still needs root or a capability
+        for it. Null: only root may connect.
       '';
     };
 

@@ -1,0 +1,355 @@
+//! The node's Prometheus endpoint on a live node: `promtool check metrics` accepts a real
+//! scrape, every documented family is there with real values, and issuing, reading and
+//! revoking move the counters by exactly that much.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use strata_e2e::Stack;
+use strata_testkit::{call, wait_until, DEADLINE};
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// One HTTP/1.1 request; the status code, the head and the body.
+fn http(addr: SocketAddr, request_line: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "{request_line}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// Every sample of an exposition: `name{labels}` exactly as printed → value.
+fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("series and value");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn scrape(addr: SocketAddr) -> (String, BTreeMap<String, f64>) {
+    let (status, head, body) = http(addr, "GET /metrics HTTP/1.1");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let all = samples(&body);
+    (body, all)
+}
+
+fn value(all: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *all.get(series)
+        .unwrap_or_else(|| panic!("no series {series} in the scrape"))
+}
+
+/// A counter's value, 0 when the series has not appeared yet (an error code is shown once
+/// it happened).
+fn count(all: &BTreeMap<String, f64>, series: &str) -> f64 {
+    all.get(series).copied().unwrap_or(0.0)
+}
+
+fn requests(service: &str, method: &str, code: &str) -> String {
+    format!("strata_requests_total{{service=\"{service}\",code=\"{code}\",method=\"{method}\"}}")
+}
+
+fn promtool_check(body: &str) {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        strata_testkit::skip(
+            "metrics::promtool",
+            "promtool not installed (Debian package prometheus; scripts/install-test-deps.sh)",
+        );
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\n--- the scrape:\n{body}",
+        out.status
+    );
+}
+
+const FAMILIES: [&str; 27] = [
+    "strata_service_state",
+    "strata_service_restarts_total",
+    "strata_service_uptime_seconds",
+    "strata_service_memory_bytes",
+    "strata_service_cpu_seconds_total",
+    "strata_supervisor_uptime_seconds",
+    "strata_scrape_errors_total",
+    "strata_scrape_refused_families_total",
+    "strata_requests_total",
+    "strata_request_duration_seconds",
+    "strata_identity_issued_total",
+    "strata_identity_delegated_total",
+    "strata_identity_revoked_total",
+    "strata_identity_denied_total",
+    "strata_identity_revocations",
+    "strata_identity_feed_subscribers",
+    "strata_identity_feed_max_lag_revocations",
+    "strata_fs_open_handles",
+    "strata_fs_read_bytes_total",
+    "strata_fs_denied_total",
+    "strata_fs_file_ops_in_flight",
+    "strata_registry_entries",
+    // Written as `# TYPE` lines (also for families with no sample yet).
+    "strata_service_state gauge",
+    "strata_requests_total counter",
+    "strata_request_duration_seconds histogram",
+    "strata_identity_revocations gauge",
+    "strata_fs_read_bytes_total counter",
+];
+
+#[test]
+fn a_live_node_scrape_passes_promtool_and_counts_exactly() {
+    let addr = free_port();
+    let stack = Stack::start_with_env(vec![("STRATA_METRICS_LISTEN".into(), addr.to_string())]);
+    let contents = b"metrics are counted\n";
+    std::fs::write(stack.export.join("m.txt"), contents).unwrap();
+
+    // fs is Healthy once its guard has the revocation list; by then every service answers.
+    let healthy = |s: &str| format!("strata_service_state{{service=\"{s}\",state=\"Healthy\"}}");
+    let mut before = BTreeMap::new();
+    wait_until("every service's families in the scrape", DEADLINE, || {
+        before = scrape(addr).1;
+        ["registry", "identity", "fs", "supervisor"]
+            .iter()
+            .all(|s| before.contains_key(&requests(s, "sys.metrics", "OK")))
+    });
+    let (body, _) = scrape(addr);
+    promtool_check(&body);
+    for family in FAMILIES {
+        let typed = family.contains(' ');
+        let present = if typed {
+            body.contains(&format!("# TYPE {family}\n"))
+        } else {
+            body.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} ")))
+        };
+        assert!(present, "{family} missing from\n{body}");
+    }
+    for s in ["registry", "identity", "fs"] {
+        assert_eq!(value(&before, &healthy(s)), 1.0, "{s}");
+        let memory = format!("strata_service_memory_bytes{{service=\"{s}\"}}");
+        assert!(value(&before, &memory) > 0.0, "{memory}");
+        let cpu = format!("strata_service_cpu_seconds_total{{service=\"{s}\"}}");
+        assert!(value(&before, &cpu) >= 0.0, "{cpu}");
+        let up = format!("strata_service_uptime_seconds{{service=\"{s}\"}}");
+        assert!(value(&before, &up) >= 0.0, "{up}");
+        let restarts = format!("strata_service_restarts_total{{service=\"{s}\"}}");
+        assert_eq!(value(&before, &restarts), 0.0, "{restarts}");
+    }
+    let registered = value(
+        &before,
+        "strata_registry_entries{service=\"registry\",scope=\"local\"}",
+    );
+    assert!(
+        registered >= 2.0,
+        "identity and fs registered: {registered}"
+    );
+    assert!(
+        value(
+            &before,
+            "strata_identity_feed_subscribers{service=\"identity\"}"
+        ) >= 1.0,
+        "fs's guard follows the feed"
+    );
+    assert!(value(&before, "strata_supervisor_uptime_seconds") > 0.0);
+
+    // Issue, open, read, a denied open, close nothing, revoke.
+    let identity = stack.sb.socket("identity");
+    let fs = stack.sb.socket("fs");
+    let issued = call(
+        &identity,
+        "identity.issue",
+        json!({"service": "fs", "actions": ["open", "read"], "path_prefix": stack.export,
+               "ttl_seconds": 600}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(issued["ok"], true, "{issued}");
+    let token = issued["result"]["token"].as_str().unwrap().to_owned();
+    let cap_id = issued["result"]["cap_id"].as_str().unwrap().to_owned();
+    let path = "m.txt";
+    let opened = call(&fs, "fs.open", json!({"path": path}), Some(&token)).unwrap();
+    assert_eq!(opened["ok"], true, "{opened}");
+    let handle = opened["result"]["handle"].as_str().unwrap().to_owned();
+    let read = call(
+        &fs,
+        "fs.read",
+        json!({"handle": handle, "offset": 0, "size": 4096}),
+        Some(&token),
+    )
+    .unwrap();
+    assert_eq!(read["ok"], true, "{read}");
+    let denied = call(
+        &fs,
+        "fs.open",
+        json!({"path": path}),
+        Some("v2.public.bogus"),
+    )
+    .unwrap();
+    assert_eq!(denied["error"]["name"], "UNAUTHENTICATED", "{denied}");
+    let mid = scrape(addr).1;
+    let revoked = call(
+        &identity,
+        "identity.revoke",
+        json!({"cap_id": cap_id}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(revoked["ok"], true, "{revoked}");
+
+    // The revocation closes the handle in fs; wait for that, then compare.
+    let handles = "strata_fs_open_handles{service=\"fs\"}";
+    assert_eq!(value(&mid, handles), value(&before, handles) + 1.0);
+    let mut after = BTreeMap::new();
+    wait_until("the revoked capability's handle closed", DEADLINE, || {
+        after = scrape(addr).1;
+        value(&after, handles) == value(&before, handles)
+    });
+    let moved = |series: &str| count(&after, series) - count(&before, series);
+    let cases: Vec<(String, f64)> = vec![
+        (
+            "strata_identity_issued_total{service=\"identity\"}".into(),
+            1.0,
+        ),
+        (
+            "strata_identity_revoked_total{service=\"identity\"}".into(),
+            1.0,
+        ),
+        (
+            "strata_identity_delegated_total{service=\"identity\"}".into(),
+            0.0,
+        ),
+        (
+            "strata_identity_revocations{service=\"identity\"}".into(),
+            1.0,
+        ),
+        (
+            "strata_fs_read_bytes_total{service=\"fs\"}".into(),
+            contents.len() as f64,
+        ),
+        ("strata_fs_denied_total{service=\"fs\"}".into(), 1.0),
+        (requests("identity", "identity.issue", "OK"), 1.0),
+        (requests("identity", "identity.revoke", "OK"), 1.0),
+        (requests("fs", "fs.open", "OK"), 1.0),
+        (requests("fs", "fs.open", "UNAUTHENTICATED"), 1.0),
+        (requests("fs", "fs.read", "OK"), 1.0),
+        (requests("fs", "fs.read", "UNAUTHENTICATED"), 0.0),
+    ];
+    for (series, by) in cases {
+        assert_eq!(moved(&series), by, "{series}");
+    }
+    let latency_count = "strata_request_duration_seconds_count{service=\"fs\",method=\"fs.read\"}";
+    assert_eq!(moved(latency_count), 1.0);
+    assert_eq!(
+        count(&after, "strata_scrape_errors_total{service=\"fs\"}"),
+        0.0
+    );
+    promtool_check(&scrape(addr).0);
+}
+
+#[test]
+fn only_get_metrics_is_served_and_sys_metrics_answers_the_services_user() {
+    let addr = free_port();
+    let stack = Stack::start_with_env(vec![("STRATA_METRICS_LISTEN".into(), addr.to_string())]);
+    assert_eq!(http(addr, "GET / HTTP/1.1").0, 404);
+    assert_eq!(http(addr, "GET /metrics/x HTTP/1.1").0, 404);
+    assert_eq!(http(addr, "POST /metrics HTTP/1.1").0, 405);
+    // A request head beyond the bound is refused, and the endpoint still serves.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = stream.write_all(huge.as_bytes());
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(!reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(http(addr, "GET /metrics HTTP/1.1").0, 200);
+
+    // The test runs as the services' own user: sys.metrics answers it, over the socket.
+    let r: Value = call(&stack.sb.socket("fs"), "sys.metrics", Value::Null, None).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["result"]["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "strata_fs_open_handles"));
+    // Another uid is refused: the router's unit tests (crates/ipc/src/router/tests.rs).
+}
+
+#[test]
+fn an_address_it_cannot_bind_stops_the_supervisor_at_start_up() {
+    let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let addr = taken.local_addr().unwrap();
+    let sb = strata_testkit::Sandbox::new();
+    let mut cmd = sb.command("strata-supervisor");
+    cmd.env("STRATA_METRICS_LISTEN", addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (var, bin) in [
+        ("STRATA_REGISTRY_BIN", "strata-registry"),
+        ("STRATA_IDENTITY_BIN", "strata-identity"),
+        ("STRATA_FS_BIN", "strata-fs"),
+    ] {
+        cmd.env(var, strata_testkit::binary(bin));
+    }
+    let mut supervisor = strata_testkit::Proc::spawn("strata-supervisor", &mut cmd);
+    let status = supervisor
+        .wait_timeout(DEADLINE)
+        .expect("the supervisor exits when it cannot listen for metrics");
+    assert!(!status.success());
+    let mut stderr = String::new();
+    supervisor
+        .take_child()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("cannot listen for metrics on {addr}"))
+            && stderr.contains("--metrics-listen"),
+        "{stderr}"
+    );
+    drop(taken);
+}

@@ -30,13 +30,14 @@
 //! per caller with the count.
 //!
 //! The file is rotated by size (default [`DEFAULT_MAX_BYTES`], keeping [`DEFAULT_KEEP`]
-//! old files `audit.log.1` … `.N`, all 0600): whichever writer process sees it past the
-//! limit renames the chain under an exclusive `flock` on `<state dir>/audit.lock`, and
-//! every writer checks under a shared one, before each line, that its descriptor is still
-//! `audit.log`, so no line is lost or written twice across a rotation (see [`Rotation`]
-//! and the `rotation` module). [`Audit::open`] takes the settings from
-//! `STRATA_AUDIT_MAX_BYTES` / `STRATA_AUDIT_KEEP`, which the supervisor sets for every
-//! service from its manifest's `[supervisor]` table.
+//! old files `audit.log.1` … `.N`, all 0600): whichever writer process finds it past the
+//! limit moves its lines to `.1` (copy, then truncate, so the live file keeps its inode)
+//! under an exclusive `flock` on `<state dir>/audit.lock`, while every writer writes its
+//! line under a shared one, so no line is lost or written twice across a rotation, nor by
+//! a crash in the middle of one (see [`Rotation`] and the `rotation` module).
+//! [`Audit::open`] takes the settings from `STRATA_AUDIT_MAX_BYTES` / `STRATA_AUDIT_KEEP`,
+//! which the supervisor sets for every service from its manifest's `[supervisor]` table.
+//! A writer confined by Landlock is given the files [`prepare_files`] names.
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -53,7 +54,8 @@ mod rotation;
 use limiter::{Class, EventLimiter};
 use rotation::LogFile;
 pub use rotation::{
-    Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, KEEP_ENV, MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES,
+    prepare_files, Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, KEEP_ENV, MAX_BYTES_ENV, MAX_KEEP,
+    MIN_MAX_BYTES,
 };
 
 /// Longest string value an event keeps, in bytes (longer ones are cut, ending in `…`).
@@ -97,6 +99,8 @@ struct Writer {
     log: LogFile,
     /// Lines written to `log.file` since its last sync.
     dirty: bool,
+    /// The syncer's last rotation attempt failed (reported once, not every second).
+    rotation_failing: bool,
 }
 
 impl Writer {
@@ -128,7 +132,11 @@ impl Audit {
         let inner = Arc::new(Inner {
             source: source.to_owned(),
             path: log.path().to_owned(),
-            writer: Mutex::new(Writer { log, dirty: false }),
+            writer: Mutex::new(Writer {
+                log,
+                dirty: false,
+                rotation_failing: false,
+            }),
             wake: Condvar::new(),
             limiter: Mutex::new(EventLimiter::new()),
         });
@@ -218,7 +226,7 @@ impl Audit {
         let mut bytes = bounded_line(line).into_bytes();
         bytes.push(b'\n');
         let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Writer { log, dirty } = &mut *writer;
+        let Writer { log, dirty, .. } = &mut *writer;
         let path = &self.inner.path;
         let written = log.append(&bytes, |old| Writer::sync_before_switch(dirty, old, path));
         // Whatever happened to the rotation, a line may be in the file now.
@@ -322,6 +330,17 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
             inner: Arc::clone(&inner),
         }
         .report_suppressed(REPORT_EVERY);
+        {
+            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            match writer.log.rotate_if_due() {
+                Ok(()) => writer.rotation_failing = false,
+                Err(e) if !writer.rotation_failing => {
+                    writer.rotation_failing = true;
+                    tracing::error!(path = %inner.path.display(), error = %e, "cannot rotate the audit log");
+                }
+                Err(_) => {}
+            }
+        }
         let file = {
             let writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             let (mut writer, _) = inner

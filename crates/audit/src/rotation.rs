@@ -2,21 +2,28 @@
 //!
 //! Every process that writes `<state dir>/audit.log` (identity, fs, the supervisor) opens
 //! the file itself, so rotation cannot be one process's job: whichever writer sees the
-//! file past [`Rotation::max_bytes`] rotates it, and every other writer notices at its
-//! next line. Two rules make that lose and duplicate nothing:
+//! file past [`Rotation::max_bytes`] rotates it (inline, or its syncer within a second).
+//! Two rules make that lose and duplicate nothing:
 //!
 //! - A writer holds a *shared* `flock` on `<state dir>/audit.lock` from the moment it
-//!   checks that its descriptor is still the file at `audit.log` (same device and inode;
-//!   if not, it reopens) until its `write` returns. So a line always lands in the file
-//!   that is `audit.log` at that instant, never in one already renamed away.
-//! - A rotator holds the lock *exclusively*, re-checks (the path is still the file it
-//!   wrote to, and still over the limit: another writer may have rotated first), syncs
-//!   it, renames `audit.log.<N-1>` → `.N` … `audit.log` → `.1`, and creates a new
-//!   `audit.log` (0600) before releasing it. Writers blocked meanwhile then see the new
-//!   inode and reopen.
+//!   checks the file at `audit.log` (still the one its descriptor is, by device and inode,
+//!   else it reopens; and its size) until its one `write` returns.
+//! - A rotator holds the lock *exclusively*, so no line is being written, re-checks the
+//!   size (another writer may have rotated first), and moves the lines out.
 //!
-//! A rename never copies, so a line is in exactly one file; only what falls off the end
-//! of the chain (`.N` renamed over by `.N-1`) leaves the kept set.
+//! The live file is copied and truncated, not renamed: its inode never changes, because
+//! fs confines itself with Landlock to that one file (and the lock file) in the state
+//! dir, by inode, and could not open a new `audit.log`. The steps, each durable before
+//! the next: copy to `audit.log.partial`; rename that to `audit.log.copied` (the copy is
+//! complete); truncate `audit.log`; shift `.N-1` → `.N` … and rename `.copied` → `.1`.
+//! After a crash, the next rotator (or [`LogFile::open`]) finishes the job: a `.partial`
+//! is removed (the live file still holds its lines); a `.copied` whose content is still
+//! the start of the live file is removed (the truncation never happened), otherwise it
+//! joins the chain as `.1`. A process that cannot create files beside the log (fs, under
+//! Landlock) never rotates; it leaves that to the other writers.
+//!
+//! Only what falls off the end of the chain (`.N` renamed over by `.N-1`) leaves the kept
+//! set.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -113,12 +120,35 @@ impl Rotation {
 /// Which file a descriptor or path is: (device, inode).
 pub(crate) type FileId = (u64, u64);
 
+/// The files every writer of the log in `dir` opens: the log and its lock file.
+fn names(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("audit.log"), dir.join("audit.lock"))
+}
+
+/// Create (0600, if missing) the files every writer of the audit log in `state_dir`
+/// opens, and return their paths: a writer confined by Landlock is given exactly these
+/// (their inodes never change: rotation copies and truncates).
+pub fn prepare_files(state_dir: &Path) -> io::Result<[PathBuf; 2]> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)?;
+    let (log, lock) = names(state_dir);
+    open_append(&log)?;
+    open_lock(&lock)?;
+    Ok([log, lock])
+}
+
 /// The open log of one writer: its descriptor, which file it is, and the cross-process
 /// lock. Callers serialise access (the `Audit`'s writer mutex).
 pub(crate) struct LogFile {
     path: PathBuf,
-    lock: File,
+    /// Shared with the guards that hold it.
+    lock: std::sync::Arc<File>,
     rotation: Rotation,
+    /// False once this process found it may not create files beside the log.
+    may_rotate: bool,
     pub(crate) current: Current,
 }
 
@@ -141,21 +171,21 @@ impl Current {
 }
 
 /// A `flock` held until dropped.
-struct Held<'a>(&'a File);
+struct Held(std::sync::Arc<File>);
 
-impl<'a> Held<'a> {
-    fn shared(lock: &'a File) -> io::Result<Held<'a>> {
+impl Held {
+    fn shared(lock: &std::sync::Arc<File>) -> io::Result<Held> {
         lock.lock_shared()?;
-        Ok(Held(lock))
+        Ok(Held(std::sync::Arc::clone(lock)))
     }
 
-    fn exclusive(lock: &'a File) -> io::Result<Held<'a>> {
+    fn exclusive(lock: &std::sync::Arc<File>) -> io::Result<Held> {
         lock.lock()?;
-        Ok(Held(lock))
+        Ok(Held(std::sync::Arc::clone(lock)))
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
@@ -172,6 +202,15 @@ fn open_append(path: &Path) -> io::Result<(File, FileId)> {
     Ok((file, (meta.dev(), meta.ino())))
 }
 
+fn open_lock(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Which file is at `path` now, and its size; `None` when nothing is.
 fn stat(path: &Path) -> io::Result<Option<(FileId, u64)>> {
     match std::fs::metadata(path) {
@@ -181,41 +220,66 @@ fn stat(path: &Path) -> io::Result<Option<(FileId, u64)>> {
     }
 }
 
-/// `<path>.<i>`.
-pub(crate) fn rotated(path: &Path, i: u32) -> PathBuf {
+/// `<path>.<suffix>`.
+pub(crate) fn beside(path: &Path, suffix: impl std::fmt::Display) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{i}"));
+    name.push(format!(".{suffix}"));
     PathBuf::from(name)
 }
 
+/// `<path>.<i>`.
+pub(crate) fn rotated(path: &Path, i: u32) -> PathBuf {
+    beside(path, i)
+}
+
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `e` says this process may not create or rename files here (Landlock, or a
+/// directory it cannot write).
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
 impl LogFile {
-    /// Open (creating, 0600) `<dir>/audit.log` and `<dir>/audit.lock`; `prepare` runs on
-    /// the open file under the shared lock (the torn-line repair).
+    /// Open (creating, 0600) `<dir>/audit.log` and `<dir>/audit.lock`, finish a rotation
+    /// a crash interrupted, then run `prepare` on the log under the shared lock (the
+    /// torn-line repair).
     pub(crate) fn open(
         dir: &Path,
         rotation: Rotation,
         prepare: impl FnOnce(&File, &Path) -> io::Result<()>,
     ) -> io::Result<LogFile> {
-        let path = dir.join("audit.log");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(dir.join("audit.lock"))?;
-        let held = Held::shared(&lock)?;
+        let (path, lock) = names(dir);
+        let lock = std::sync::Arc::new(open_lock(&lock)?);
         let (file, id) = open_append(&path)?;
-        prepare(&file, &path)?;
-        drop(held);
-        Ok(LogFile {
+        let mut log = LogFile {
             path,
             lock,
             rotation,
+            may_rotate: true,
             current: Current {
                 file: std::sync::Arc::new(file),
                 id,
             },
-        })
+        };
+        {
+            let _held = Held::exclusive(&log.lock)?;
+            if let Err(e) = log.recover() {
+                log.cannot_rotate(e)?;
+            }
+        }
+        let held = Held::shared(&log.lock)?;
+        prepare(&log.current.file, &log.path)?;
+        drop(held);
+        Ok(log)
     }
 
     /// The path written to.
@@ -229,13 +293,14 @@ impl LogFile {
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
-        mut before_switch: impl FnMut(&File),
+        before_switch: impl FnOnce(&File),
     ) -> io::Result<()> {
         use std::io::Write;
         let size = {
             let _held = Held::shared(&self.lock)?;
             let size = match stat(&self.path)? {
                 Some((id, size)) if id == self.current.id => size,
+                // Moved or removed by hand (or by another tool): follow the path.
                 _ => {
                     before_switch(&self.current.file);
                     self.current.reopen(&self.path)?
@@ -245,36 +310,119 @@ impl LogFile {
             size + bytes.len() as u64
         };
         if size >= self.rotation.max_bytes {
-            self.rotate(&mut before_switch)?;
+            self.rotate_if_due()?;
         }
         Ok(())
     }
 
-    fn rotate(&mut self, before_switch: &mut impl FnMut(&File)) -> io::Result<()> {
-        let _held = Held::exclusive(&self.lock)?;
+    /// Rotate if the log is past the limit and this process may rotate it. The syncer
+    /// calls this every second, so a log that only a confined writer appends to is still
+    /// rotated by the others.
+    pub(crate) fn rotate_if_due(&mut self) -> io::Result<()> {
+        if !self.may_rotate {
+            return Ok(());
+        }
         match stat(&self.path)? {
-            Some((id, size)) if id == self.current.id && size >= self.rotation.max_bytes => {}
-            // Another writer rotated first: follow it at the next line.
+            Some((_, size)) if size >= self.rotation.max_bytes => {}
             _ => return Ok(()),
         }
-        // What is renamed away is on disk first, so `.1` never holds a line the disk
-        // does not.
-        self.current.file.sync_data()?;
-        before_switch(&self.current.file);
-        for i in (1..self.rotation.keep).rev() {
-            let from = rotated(&self.path, i);
-            match std::fs::rename(&from, rotated(&self.path, i + 1)) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                other => other?,
-            }
+        let held = Held::exclusive(&self.lock)?;
+        let result = self.recover().and_then(|()| self.rotate());
+        drop(held);
+        result.or_else(|e| self.cannot_rotate(e))
+    }
+
+    /// `Ok` (and no more attempts) when `e` says this process may not rotate.
+    fn cannot_rotate(&mut self, e: io::Error) -> io::Result<()> {
+        if refused(&e) {
+            self.may_rotate = false;
+            tracing::info!(path = %self.path.display(), error = %e,
+                "this process may not create files beside the audit log; the other writers rotate it");
+            Ok(())
+        } else {
+            Err(e)
         }
-        std::fs::rename(&self.path, rotated(&self.path, 1))?;
-        self.current.reopen(&self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+    }
+
+    /// Move the live file's lines to `.1`. Holding the exclusive lock.
+    fn rotate(&mut self) -> io::Result<()> {
+        let live = match stat(&self.path)? {
+            Some((_, size)) if size >= self.rotation.max_bytes => self.live()?,
+            // Another writer rotated first.
+            _ => return Ok(()),
+        };
+        let partial = beside(&self.path, "partial");
+        let copied = beside(&self.path, "copied");
+        std::fs::copy(&self.path, &partial)?;
+        File::open(&partial)?.sync_all()?;
+        std::fs::rename(&partial, &copied)?;
+        self.sync_dir()?;
+        live.set_len(0)?;
+        live.sync_all()?;
+        self.shift_in(&copied)?;
         tracing::debug!(path = %self.path.display(), "audit log rotated");
         Ok(())
+    }
+
+    /// The live file for truncating: our descriptor if it is still the path's file.
+    fn live(&mut self) -> io::Result<std::sync::Arc<File>> {
+        if stat(&self.path)?.map(|(id, _)| id) != Some(self.current.id) {
+            self.current.reopen(&self.path)?;
+        }
+        Ok(std::sync::Arc::clone(&self.current.file))
+    }
+
+    /// Shift the chain up by one and make `copied` its `.1`.
+    fn shift_in(&self, copied: &Path) -> io::Result<()> {
+        for i in (1..self.rotation.keep).rev() {
+            ignore_missing(std::fs::rename(
+                rotated(&self.path, i),
+                rotated(&self.path, i + 1),
+            ))?;
+        }
+        std::fs::rename(copied, rotated(&self.path, 1))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        match self.path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    }
+
+    /// Finish a rotation a crash cut short (see the module documentation). Holding the
+    /// exclusive lock.
+    fn recover(&mut self) -> io::Result<()> {
+        let partial = beside(&self.path, "partial");
+        let copied = beside(&self.path, "copied");
+        ignore_missing(std::fs::remove_file(&partial))?;
+        let copy = match std::fs::read(&copied) {
+            Ok(copy) => copy,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut start = vec![0u8; copy.len()];
+        let live = self.live()?;
+        let untruncated = {
+            use std::os::unix::fs::FileExt;
+            let mut read = 0;
+            while read < start.len() {
+                match live.read_at(&mut start[read..], read as u64)? {
+                    0 => break,
+                    n => read += n,
+                }
+            }
+            read == start.len() && start == copy
+        };
+        if untruncated {
+            tracing::warn!(path = %self.path.display(), "an audit log rotation was cut short before the truncation; the copy is dropped, the log keeps its lines");
+            std::fs::remove_file(&copied)?;
+            self.sync_dir()
+        } else {
+            tracing::warn!(path = %self.path.display(), "an audit log rotation was cut short after the truncation; finishing it");
+            self.shift_in(&copied)
+        }
     }
 }
 

@@ -7,7 +7,6 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strata_audit::Audit;
@@ -148,17 +147,13 @@ fn main() -> anyhow::Result<()> {
         LandlockState::Off
     } else {
         let read_only: Vec<&Path> = roots.paths().collect();
-        // The audit log is the only thing fs writes in the state dir; create it now so
-        // the rule can name the file rather than the directory (which holds other
-        // services' secrets, identity's key among them).
-        let audit_log = state_dir.join("audit.log");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&audit_log)
-            .with_context(|| format!("cannot create {}", audit_log.display()))?;
-        sandbox::restrict_self(&read_only, &[&runtime_dir], &[&audit_log])
+        // The audit log (and its lock file) is the only thing fs writes in the state dir;
+        // create them now so the rule can name the files rather than the directory (which
+        // holds other services' secrets, identity's key among them). Their inodes never
+        // change (rotation copies and truncates), so the rule holds for good.
+        let [audit_log, audit_lock] = strata_audit::prepare_files(&state_dir)
+            .with_context(|| format!("cannot create the audit log in {}", state_dir.display()))?;
+        sandbox::restrict_self(&read_only, &[&runtime_dir], &[&audit_log, &audit_lock])
             .context("cannot confine fs with Landlock")?
     };
     match landlock {

@@ -1,7 +1,7 @@
 use super::*;
 use crate::Audit;
 use serde_json::Value;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 #[test]
 fn settings_are_bounded_and_default_to_64_mib_times_5() {
@@ -81,7 +81,7 @@ fn the_log_rotates_by_size_keeping_n_private_files_in_order() {
 }
 
 #[test]
-fn a_writer_follows_a_rotation_made_by_another() {
+fn a_writer_keeps_its_descriptor_across_a_rotation_made_by_another() {
     let dir = tempfile::tempdir().unwrap();
     let rotation = Rotation::new(MIN_MAX_BYTES, 10).unwrap();
     // Two opens: two descriptors, two locks, as two processes would have.
@@ -89,19 +89,98 @@ fn a_writer_follows_a_rotation_made_by_another() {
     let follower = Audit::open_with(dir.path(), "fs", rotation).unwrap();
     follower.record("fs.open", None, serde_json::json!({"n": "before"}));
     let path = rotator.path().to_owned();
+    let inode = std::fs::metadata(&path).unwrap().ino();
     let mut n = 0;
     while !rotated(&path, 1).exists() {
         rotator.record("cap.issued", None, serde_json::json!({"n": n}));
         n += 1;
         assert!(n < 1000, "no rotation");
     }
+    // The live file is the same file (so a writer confined to it by Landlock goes on),
+    // its old lines moved to `.1`.
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
     follower.record("fs.open", None, serde_json::json!({"n": "after"}));
     let current = std::fs::read_to_string(&path).unwrap();
     assert!(
-        current.contains("\"after\""),
-        "the follower's next line is in the new file: {current}"
+        current.contains("\"after\"") && !current.contains("\"before\""),
+        "{current}"
     );
     let old = std::fs::read_to_string(rotated(&path, 1)).unwrap();
     assert!(old.contains("\"before\"") && !old.contains("\"after\""));
     assert_eq!(all_lines(&path, 10).len(), n + 2);
+}
+
+#[test]
+fn a_log_moved_away_is_followed_to_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Audit::open_with(dir.path(), "fs", Rotation::default()).unwrap();
+    audit.record("fs.open", None, serde_json::json!({"n": 1}));
+    let moved = dir.path().join("moved.log");
+    std::fs::rename(audit.path(), &moved).unwrap();
+    audit.record("fs.open", None, serde_json::json!({"n": 2}));
+    let new = std::fs::read_to_string(audit.path()).unwrap();
+    assert!(new.contains("\"n\":2") && !new.contains("\"n\":1"), "{new}");
+    let mode = std::fs::metadata(audit.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A log of `lines` whole lines, as bytes.
+fn some_lines(tag: &str, lines: usize) -> String {
+    (0..lines)
+        .map(|i| format!("{{\"event\":\"{tag}\",\"seq\":{i}}}\n"))
+        .collect()
+}
+
+#[test]
+fn a_rotation_cut_short_is_finished_without_loss_or_duplicates() {
+    let rotation = Rotation::new(MIN_MAX_BYTES, 5).unwrap();
+    // Cut during the copy: the partial copy is dropped, the log keeps its lines.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, some_lines("live", 3)).unwrap();
+    std::fs::write(beside(&log, "partial"), "{\"event\":\"li").unwrap();
+    drop(Audit::open_with(dir.path(), "fs", rotation).unwrap());
+    assert!(!beside(&log, "partial").exists());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        some_lines("live", 3)
+    );
+    assert!(!rotated(&log, 1).exists());
+
+    // Cut after the copy, before the truncation: the copy is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let mut live = some_lines("live", 3);
+    std::fs::write(beside(&log, "copied"), &live).unwrap();
+    // Lines appended after the restart, before anything noticed.
+    live.push_str(&some_lines("later", 2));
+    std::fs::write(&log, &live).unwrap();
+    drop(Audit::open_with(dir.path(), "fs", rotation).unwrap());
+    assert!(!beside(&log, "copied").exists());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), live);
+    assert!(!rotated(&log, 1).exists());
+
+    // Cut after the truncation: the copy joins the chain as `.1`, the rest shift up.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(rotated(&log, 1), some_lines("oldest", 2)).unwrap();
+    std::fs::write(beside(&log, "copied"), some_lines("old", 3)).unwrap();
+    std::fs::write(&log, some_lines("later", 1)).unwrap();
+    drop(Audit::open_with(dir.path(), "fs", rotation).unwrap());
+    assert!(!beside(&log, "copied").exists());
+    assert_eq!(
+        std::fs::read_to_string(rotated(&log, 2)).unwrap(),
+        some_lines("oldest", 2)
+    );
+    assert_eq!(
+        std::fs::read_to_string(rotated(&log, 1)).unwrap(),
+        some_lines("old", 3)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        some_lines("later", 1)
+    );
 }

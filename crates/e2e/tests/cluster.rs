@@ -480,7 +480,7 @@ fn clients_from_another_ca_and_plaintext_clients_are_refused() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    // Through strata-ctl too: a clear connection error, exit status 2.
+    // Through strata-ctl too: a clear connection error, exit status 69 (unreachable).
     let out =
         c.a.sb
             .command("strata-ctl")
@@ -498,7 +498,7 @@ fn clients_from_another_ca_and_plaintext_clients_are_refused() {
             .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(69),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

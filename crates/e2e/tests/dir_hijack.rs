@@ -138,7 +138,7 @@ fn without_any_runtime_dir_setting_nothing_in_tmp_is_used() {
     // No STRATA_RUNTIME_DIR, no XDG_RUNTIME_DIR: the victim's own state dir is used.
     let out = as_victim("strata-ctl", &["svc", "list"], &[("HOME", &home)]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "nothing to reach: {err}");
+    assert_eq!(out.status.code(), Some(69), "nothing to reach: {err}");
     let own = home.join(".local/state/strata/run");
     assert!(err.contains(&own.display().to_string()), "{err}");
     assert!(!err.contains("/tmp/strata-"), "{err}");

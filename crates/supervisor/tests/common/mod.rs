@@ -26,6 +26,9 @@ pub fn supervisor_command(sandbox: &Sandbox) -> Command {
         .env("STRATA_STATE_DIR", sandbox.state_dir())
         .env_remove("STRATA_CONFIG")
         .env_remove("STRATA_TOKEN")
+        // A test run under systemd would otherwise send every service line to the
+        // journal; the journal test sets it itself.
+        .env_remove("JOURNAL_STREAM")
         .stdin(std::process::Stdio::null());
     if std::env::var_os("STRATA_LOG").is_none() {
         // The supervisor's own log; set STRATA_LOG=debug to see it all.

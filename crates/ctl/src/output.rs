@@ -61,8 +61,17 @@ impl Column {
         }
     }
 
-    /// Shown with `-o wide` only (cut to fit like an elastic one).
+    /// Shown with `-o wide` only, never cut.
     pub const fn wide(title: &'static str) -> Column {
+        Column {
+            title,
+            wide: true,
+            elastic: false,
+        }
+    }
+
+    /// Shown with `-o wide` only, cut to fit the terminal.
+    pub const fn wide_elastic(title: &'static str) -> Column {
         Column {
             title,
             wide: true,
@@ -118,14 +127,34 @@ pub fn table_lines(layout: &Layout, columns: &[Column], rows: &[Vec<String>]) ->
     if let Some(limit) = layout.width {
         let total =
             |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+        // Water-filling: the widest elastic column gives first, down to the next
+        // widest, so the cut is shared rather than one column losing everything. A
+        // header is never cut: an elastic column keeps at least its title's width.
+        let min: Vec<usize> = shown
+            .iter()
+            .map(|&i| {
+                let title = if layout.headers {
+                    columns[i].title.chars().count()
+                } else {
+                    0
+                };
+                title.max(MIN_ELASTIC)
+            })
+            .collect();
         while total(&widths) > limit {
-            // The widest elastic column that can still give.
-            let widest = (0..shown.len())
-                .filter(|&k| columns[shown[k]].elastic && widths[k] > MIN_ELASTIC)
-                .max_by_key(|&k| widths[k]);
-            let Some(k) = widest else { break };
+            let mut elastic: Vec<usize> = (0..shown.len())
+                .filter(|&k| columns[shown[k]].elastic && widths[k] > min[k])
+                .collect();
+            elastic.sort_by_key(|&k| std::cmp::Reverse(widths[k]));
+            let Some(&k) = elastic.first() else { break };
+            let next = elastic.get(1).map_or(0, |&j| widths[j]);
             let excess = total(&widths) - limit;
-            widths[k] = widths[k].saturating_sub(excess).max(MIN_ELASTIC);
+            let floor = if widths[k] > next {
+                next
+            } else {
+                widths[k] - 1
+            };
+            widths[k] = widths[k].saturating_sub(excess).max(floor).max(min[k]);
         }
     }
     let line = |cells: &[String]| {
@@ -156,13 +185,19 @@ pub fn table(layout: &Layout, columns: &[Column], rows: &[Vec<String>]) {
     }
 }
 
-/// `text` cut to `width` characters, the last one `…` when something was cut.
+/// `text` cut to `width` characters in the middle (`/run/str…/fs.sock`), so both the
+/// start and the end of a path or an endpoint stay readable.
 fn cut(text: &str, width: usize) -> Cow<'_, str> {
-    if text.chars().count() <= width {
+    let len = text.chars().count();
+    if len <= width {
         return Cow::Borrowed(text);
     }
-    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    let keep = width.saturating_sub(1);
+    let head = keep.div_ceil(2);
+    let tail = keep - head;
+    let mut out: String = text.chars().take(head).collect();
     out.push('…');
+    out.extend(text.chars().skip(len - tail));
     Cow::Owned(out)
 }
 
@@ -236,6 +271,28 @@ mod tests {
         Column::elastic("ENDPOINT"),
         Column::wide("API"),
     ];
+
+    #[test]
+    fn the_cut_is_shared_by_the_widest_columns() {
+        let columns = [
+            Column::fixed("A"),
+            Column::elastic("LONG"),
+            Column::elastic("LONGER"),
+        ];
+        let rows = vec![vec!["x".to_owned(), "l".repeat(20), "m".repeat(30)]];
+        let layout = Layout {
+            wide: false,
+            headers: true,
+            width: Some(1 + 2 + 15 + 2 + 15),
+        };
+        let lines = table_lines(&layout, &columns, &rows);
+        assert_eq!(lines[1].chars().count(), 35, "{lines:?}");
+        // Both cut to 15: neither is left with nothing.
+        assert_eq!(
+            lines[1],
+            format!("x  {0}…{0}  {1}…{1}", "l".repeat(7), "m".repeat(7))
+        );
+    }
 
     #[test]
     fn tables_fit_the_terminal_by_cutting_elastic_columns_only() {

@@ -272,8 +272,10 @@ impl LogFile {
         };
         {
             let _held = Held::exclusive(&log.lock)?;
-            if let Err(e) = log.recover() {
-                log.cannot_rotate(e)?;
+            // Not a reason to refuse to start: the lines are all there, at worst twice.
+            if let Err(e) = log.recover().or_else(|e| log.cannot_rotate(e)) {
+                tracing::error!(path = %log.path.display(), error = %e,
+                    "cannot finish an audit log rotation a crash cut short");
             }
         }
         let held = Held::shared(&log.lock)?;

@@ -353,3 +353,90 @@ fn an_address_it_cannot_bind_stops_the_supervisor_at_start_up() {
     );
     drop(taken);
 }
+
+/// `strata-ctl` with no node around it, for the cluster certificates.
+fn ctl_ok(args: &[&str]) {
+    let out = Command::new(strata_testkit::binary("strata-ctl"))
+        .args(args)
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_ETCD_ENDPOINTS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "strata-ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_cluster_node_reports_its_etcd_link_and_lease() {
+    let Some(mut etcd) = strata_testkit::etcd::Etcd::start_or_skip("metrics::cluster") else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certs.path().join("ca");
+    let node_dir = certs.path().join("a");
+    ctl_ok(&["cluster", "init", "--dir", ca.to_str().unwrap()]);
+    ctl_ok(&[
+        "cluster",
+        "add-node",
+        "a",
+        "--ca-dir",
+        ca.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--out",
+        node_dir.to_str().unwrap(),
+    ]);
+    let export = certs.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let endpoint = etcd.endpoint();
+    let node = strata_e2e::ClusterNode {
+        node: "a",
+        etcd: &endpoint,
+        tls_dir: &node_dir,
+        fs_tcp: free_port(),
+        lease_ttl_secs: 3,
+        export: &export,
+    };
+    let addr = free_port();
+    let mut env = node.env();
+    env.push(("STRATA_METRICS_LISTEN".into(), addr.to_string()));
+    let _stack = Stack::start_with_env(env);
+
+    let registry = |family: &str| format!("{family}{{service=\"registry\"}}");
+    let connected = registry("strata_cluster_etcd_connected");
+    let identity_connected = "strata_cluster_etcd_connected{service=\"identity\"}";
+    let lease = registry("strata_cluster_lease_held");
+    let age = registry("strata_cluster_etcd_contact_age_seconds");
+    let mut all = BTreeMap::new();
+    wait_until(
+        "the node's etcd link and lease in the scrape",
+        DEADLINE,
+        || {
+            all = scrape(addr).1;
+            count(&all, &connected) == 1.0
+                && count(&all, identity_connected) == 1.0
+                && count(&all, &lease) == 1.0
+                && all.contains_key(&age)
+        },
+    );
+    assert!(
+        all.contains_key("strata_registry_entries{service=\"registry\",scope=\"remote\"}"),
+        "{all:?}"
+    );
+    promtool_check(&scrape(addr).0);
+
+    // etcd goes away: the watch is down and the last answer grows old.
+    etcd.kill();
+    let heard = value(&all, &age);
+    wait_until(
+        "the etcd link down and its last answer older",
+        DEADLINE,
+        || {
+            all = scrape(addr).1;
+            count(&all, &connected) == 0.0 && value(&all, &age) > heard + 1.0
+        },
+    );
+}

@@ -639,9 +639,46 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     wait_until("b accepts a's token", DEADLINE, || {
         read_local(&c.b, &a_token, "r.txt").is_ok()
     });
+    // `cluster nodes`: what etcd records of each node (lease, services, keys).
+    let nodes = || -> Vec<Value> {
+        let out = ctl(&[
+            "cluster",
+            "nodes",
+            "--etcd",
+            &c.etcd.endpoint(),
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&ok(out, "cluster nodes")).unwrap();
+        v["nodes"].as_array().unwrap().clone()
+    };
+    let status_of = |list: &[Value], node: &str| -> Value {
+        list.iter()
+            .find(|n| n["node"] == node)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    wait_until(
+        "cluster nodes lists a and b alive, each with fs",
+        DEADLINE,
+        || {
+            let list = nodes();
+            ["a", "b"].iter().all(|n| {
+                let v = status_of(&list, n);
+                v["status"] == "alive"
+                    && v["keys"].as_u64() >= Some(1)
+                    && v["services"]
+                        .as_array()
+                        .is_some_and(|s| s.contains(&json!("fs")))
+            })
+        },
+    );
     let out = ctl(&["cluster", "remove-node", "a", "--etcd", &c.etcd.endpoint()]);
     let text = ok(out, "remove-node");
     assert!(text.contains("removed"), "{text}");
+    let list = nodes();
+    assert_eq!(status_of(&list, "a")["status"], "removed", "{list:?}");
+    assert_eq!(status_of(&list, "b")["status"], "alive", "{list:?}");
     wait_until("b refuses a's token", DEADLINE, || {
         read_local(&c.b, &a_token, "r.txt").is_err_and(|e| e["name"] == "UNAUTHENTICATED")
     });

@@ -350,6 +350,23 @@ mod tests {
     }
 
     #[test]
+    fn svc_status_is_spelled_as_the_spec_says() {
+        let wire = serde_json::json!({"name": "fs", "state": "Healthy", "pid": 42,
+            "since": 1767225600, "since_ms": 1767225600123_u64, "restarts": 1,
+            "crashes_in_window": 1, "last_exit": {"code": 1, "reason": "exited", "at": 1},
+            "applied": null, "exec": "strata-fs", "args": [], "readiness": "health",
+            "restart": "always", "depends_on": ["identity"], "dependents": [],
+            "socket": "/run/strata/fs.sock", "log_file": "/var/lib/strata/logs/fs.log"});
+        let parsed: SvcStatusResult = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(parsed.state, SvcState::Healthy);
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), wire);
+        assert_eq!(
+            <SvcStatus as crate::methods::Method>::NAME,
+            "supervisor.svc.status"
+        );
+    }
+
+    #[test]
     fn results_are_spelled_as_the_spec_says() {
         let stop = SvcStopResult {
             status: "stopped".into(),

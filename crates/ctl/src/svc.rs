@@ -365,8 +365,10 @@ impl Session {
         // already printed (all of them if it scrolled out of the window).
         let mut last: Option<LogLine> = None;
         loop {
+            // Later polls look back far enough that no line written between them is
+            // missed (--since only matters for the first).
             let window = if last.is_some() {
-                FOLLOW_WINDOW.max(first)
+                FOLLOW_WINDOW.max(lines.unwrap_or(0))
             } else {
                 first
             };

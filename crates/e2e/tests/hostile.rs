@@ -562,6 +562,11 @@ fn methods() -> Vec<MethodParams> {
             json!({"name": "hostile", "lines": 1}),
             vec![("name", Str), ("lines", Int)],
         ),
+        (
+            "supervisor.svc.status",
+            json!({"name": "hostile"}),
+            vec![("name", Str)],
+        ),
     ]
 }
 
@@ -795,6 +800,7 @@ fn every_socket_survives_hostile_input() {
     let covered: Vec<&str> = methods().iter().map(|(m, _, _)| *m).collect();
     let no_params = [
         "sys.health",
+        "sys.metrics",
         "registry.list",
         "identity.keys",
         "identity.rotate",

@@ -100,14 +100,15 @@ let
   usesNetwork = cfg.tcpPorts != [ ] || clustered || tcpListeners != [ ];
 
   # The smallest bounding set for what the manifest asks. The supervisor runs as root;
-  # with the default graph every service runs as root too, and nothing but the socket
-  # group needs a capability: the state and runtime directories, the delegated cgroup and
-  # the processes are all root's own, and Landlock and no_new_privs need none.
+  # with the default graph every service runs as root too, and nothing needs a
+  # capability: the state and runtime directories, the delegated cgroup and the
+  # processes are all root's own, and Landlock and no_new_privs need none. The socket
+  # group needs none either: the unit is a member of it (SupplementaryGroups below, which
+  # the services inherit), and an owner may give its own files to a group it is in
+  # without CAP_CHOWN (crates/ipc/src/server/bind.rs, crates/supervisor/src/supervisor.rs).
+  # CAP_CHOWN would let any service running as root give any file it can reach to anyone.
   capabilities = unique (
-    # The runtime directory and every socket are given to the socket group, which root is
-    # not a member of (crates/ipc/src/server/bind.rs, crates/supervisor/src/supervisor.rs).
-    optional (cfg.group != null) "CAP_CHOWN"
-    ++ optionals dropsPrivileges [
+    optionals dropsPrivileges [
       # setgroups/setresgid/setresuid between fork and exec (crates/supervisor/src/process.rs).
       "CAP_SETUID"
       "CAP_SETGID"
@@ -532,6 +533,10 @@ in
         RuntimeDirectoryMode = "0750";
         StateDirectory = mkIf inVarLib (removePrefix "/var/lib/" cfg.stateDir);
         StateDirectoryMode = "0750";
+        # The runtime directory and every socket are given to the socket group by their
+        # owner, root, without CAP_CHOWN: so the supervisor, and the services it starts
+        # as root, are members of it.
+        SupplementaryGroups = mkIf (cfg.group != null) [ cfg.group ];
 
         # Hardening. The supervisor runs as root because it starts services as other
         # users; the bounding set keeps root to what the manifest needs (see

@@ -62,8 +62,8 @@ pkgs.testers.runNixOSTest {
     with subtest("the unit is hardened as documented"):
         shown = machine.succeed(
             "systemctl show strata.service --property=Type,NoNewPrivileges,ProtectSystem,"
-            "ProtectHome,PrivateTmp,CapabilityBoundingSet,RestrictAddressFamilies,"
-            "RestrictNamespaces,WatchdogUSec,Delegate,KillMode"
+            "ProtectHome,PrivateTmp,CapabilityBoundingSet,SupplementaryGroups,"
+            "RestrictAddressFamilies,RestrictNamespaces,WatchdogUSec,Delegate,KillMode"
         )
         props: dict[str, str] = {}
         for line in shown.strip().splitlines():
@@ -75,8 +75,10 @@ pkgs.testers.runNixOSTest {
         assert props["ProtectSystem"] == "strict", props
         assert props["ProtectHome"] == "yes", props
         assert props["PrivateTmp"] == "yes", props
-        # Only what giving the sockets to the socket group takes.
-        assert props["CapabilityBoundingSet"] == "cap_chown", props
+        # None: the unit is a member of the socket group (SupplementaryGroups), so root
+        # gives its sockets to it without CAP_CHOWN.
+        assert props["CapabilityBoundingSet"] == "", props
+        assert props["SupplementaryGroups"] == "strata", props
         assert props["RestrictAddressFamilies"] == "AF_UNIX", props
         assert props["WatchdogUSec"] == "30s", props
         assert props["Delegate"] == "yes", props

@@ -12,13 +12,19 @@
 //! The processes acting as those users are this test binary again (`child_calls`): it
 //! makes the calls it is given through `strata_testkit::call`, the independent client,
 //! and prints each answer, or the errno of a connection that failed.
+//!
+//! The NixOS unit (nix/module.nix) has no CAP_CHOWN: it makes the supervisor a member of
+//! the socket group instead (SupplementaryGroups), since an owner may give its own file to
+//! a group it is in without the capability, and CAP_CHOWN in the hands of every service
+//! running as root would let one give any file it reaches to anyone. The last tests start
+//! the node the same way through `setpriv`: CAP_CHOWN gone, with and without the group.
 
 use serde_json::{json, Value};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use strata_e2e::Stack;
-use strata_testkit::{binary, skip_unless_root, Sandbox};
+use strata_testkit::{binary, skip_unless_root, Proc, Sandbox, DEADLINE};
 
 /// The user the issuance policy grants something.
 const USER: u32 = 47_101;
@@ -232,18 +238,32 @@ fn a_member_of_the_socket_group_gets_what_the_policy_grants_and_a_non_member_can
     assert_eq!(stack.services().unwrap().len(), 3, "the node is untouched");
 }
 
+/// Start `cmd` (a supervisor that is expected to stop by itself at start) with its
+/// stderr in a file of `sb`, and wait for it up to the deadline: its exit status and
+/// stderr. One still running then is killed (the guard's drop) and fails the test.
+fn run_to_exit(sb: &Sandbox, name: &str, cmd: &mut Command) -> (ExitStatus, String) {
+    let log = sb.root().join(format!("{name}.stderr"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut proc = Proc::spawn(name, cmd);
+    let status = proc.wait_timeout(DEADLINE);
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "{name} is still running after {DEADLINE:?} (it should have stopped at start): {err}"
+        );
+    };
+    (status, err)
+}
+
 #[test]
 fn an_unknown_socket_group_stops_the_supervisor_at_start() {
     let sb = Sandbox::new();
-    let out = Command::new(binary("strata-supervisor"))
-        .env("STRATA_RUNTIME_DIR", sb.runtime_dir())
-        .env("STRATA_STATE_DIR", sb.state_dir())
-        .args(["--socket-group", "strata-no-such-group-17"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let mut cmd = sb.command("strata-supervisor");
+    cmd.args(["--socket-group", "strata-no-such-group-17"]);
+    let (status, err) = run_to_exit(&sb, "strata-supervisor", &mut cmd);
+    assert!(!status.success(), "{err}");
     assert!(
         err.contains("unknown group `strata-no-such-group-17`") && err.contains("socket group"),
         "{err}"
@@ -252,4 +272,153 @@ fn an_unknown_socket_group_stops_the_supervisor_at_start() {
         !sb.socket("supervisor").exists(),
         "nothing is bound without the group"
     );
+}
+
+/// CAP_CHOWN, bit 0 of the capability sets in `/proc/<pid>/status`.
+const CAP_CHOWN: u64 = 1 << 0;
+
+/// `/proc/<pid>/status`'s capability set `field` (`CapEff`, `CapBnd`, ...).
+fn capabilities(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// The supervisor as root, as the NixOS unit starts it: CAP_CHOWN dropped from the
+/// bounding and inheritable sets (so no exec gives it back: not the supervisor's
+/// effective set, not its services'), `groups` its only supplementary groups, and
+/// `--socket-group` [`GROUP`]; its sibling binaries from this build, fs exporting
+/// `export`.
+fn supervisor_without_cap_chown(sb: &Sandbox, groups: &[u32], export: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-chown", "--inh-caps", "-chown"]);
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    cmd.arg("--")
+        .arg(binary("strata-supervisor"))
+        .args(["--socket-group", &GROUP.to_string()])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("STRATA_RUNTIME_DIR", sb.runtime_dir())
+        .env("STRATA_STATE_DIR", sb.state_dir())
+        .env("STRATA_FS_EXPORT_ROOTS", export)
+        .stdin(Stdio::null());
+    for (var, bin) in [
+        ("STRATA_REGISTRY_BIN", "strata-registry"),
+        ("STRATA_IDENTITY_BIN", "strata-identity"),
+        ("STRATA_FS_BIN", "strata-fs"),
+    ] {
+        cmd.env(var, binary(bin));
+    }
+    cmd
+}
+
+#[test]
+fn without_cap_chown_a_member_of_the_socket_group_gives_it_the_runtime_dir_and_every_socket() {
+    const TEST: &str =
+        "without_cap_chown_a_member_of_the_socket_group_gives_it_the_runtime_dir_and_every_socket";
+    if skip_unless_root(TEST) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let export = sb.root().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let mut cmd = supervisor_without_cap_chown(&sb, &[GROUP], &export);
+    let supervisor = Proc::spawn("strata-supervisor", &mut cmd);
+    let stack = Stack {
+        sb,
+        supervisor,
+        export,
+        ctl_env: Vec::new(),
+    };
+    stack.wait_all_healthy();
+
+    // Nothing of the node holds CAP_CHOWN, nor can gain it back.
+    let mut pids = vec![("supervisor", stack.supervisor.pid())];
+    for name in strata_e2e::SERVICES {
+        pids.push((name, stack.pid(name).expect("a running service's pid")));
+    }
+    for (name, pid) in pids {
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(
+                capabilities(pid, set) & CAP_CHOWN,
+                0,
+                "{name} (pid {pid}) has CAP_CHOWN in {set}"
+            );
+        }
+    }
+
+    let meta = std::fs::metadata(stack.sb.runtime_dir()).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o750, 0, GROUP),
+        "the runtime directory"
+    );
+    for service in ["supervisor", "registry", "identity", "fs"] {
+        let meta = std::fs::symlink_metadata(stack.sb.socket(service)).unwrap();
+        assert!(meta.file_type().is_socket(), "{service}");
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o660, 0, GROUP),
+            "{service}.sock"
+        );
+    }
+    // And they work as sockets of the group: a member connects.
+    std::fs::set_permissions(stack.sb.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let health = call(&stack.sb.socket("identity"), "sys.health", json!({}), None);
+    let results = as_user(&[GROUP], &[health]);
+    assert_eq!(answer(&results[0])["ok"], true, "{}", results[0]);
+}
+
+#[test]
+fn without_cap_chown_or_the_socket_group_the_supervisor_stops_at_start_and_says_why() {
+    const TEST: &str =
+        "without_cap_chown_or_the_socket_group_the_supervisor_stops_at_start_and_says_why";
+    if skip_unless_root(TEST) {
+        return;
+    }
+    // The runtime directory as systemd makes it (root:root): the supervisor cannot give
+    // it to the group.
+    let sb = Sandbox::new();
+    let export = sb.root().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let mut cmd = supervisor_without_cap_chown(&sb, &[], &export);
+    let (status, err) = run_to_exit(&sb, "strata-supervisor", &mut cmd);
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot give {} to the socket group (gid {GROUP};",
+            sb.runtime_dir().display()
+        )) && err.contains("SupplementaryGroups")
+            && err.contains("Operation not permitted"),
+        "{err}"
+    );
+    assert!(!sb.socket("supervisor").exists(), "{err}");
+
+    // The runtime directory already the group's (systemd-tmpfiles' `d ... root <group>`):
+    // the directory needs no chown, the first socket does, and the start stops there.
+    let sb = Sandbox::new();
+    std::os::unix::fs::chown(sb.runtime_dir(), None, Some(GROUP)).unwrap();
+    let mut cmd = supervisor_without_cap_chown(&sb, &[], &export);
+    let (status, err) = run_to_exit(&sb, "strata-supervisor", &mut cmd);
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!("cannot give it to uid 0 and group {GROUP}"))
+            && err.contains("a group it is a member of"),
+        "{err}"
+    );
+    let bound: Vec<_> = std::fs::read_dir(sb.runtime_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    assert_eq!(bound, Vec::<String>::new(), "{err}");
 }

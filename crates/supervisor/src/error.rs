@@ -143,6 +143,21 @@ pub enum StartError {
         "the socket group (--socket-group, STRATA_SOCKET_GROUP or [supervisor] socket_group): {0}"
     )]
     SocketGroup(#[source] crate::process::SpawnError),
+    /// The runtime directory could not be given to the socket group. The message leaves
+    /// `source` (the errno) to the error chain, which follows it.
+    #[error(
+        "cannot give {path} to the socket group (gid {gid}; without CAP_CHOWN the supervisor \
+         may only give its own files to a group it is a member of: under systemd, \
+         SupplementaryGroups=<the group> in its unit)"
+    )]
+    SocketGroupChown {
+        /// The runtime directory.
+        path: PathBuf,
+        /// The socket group's gid.
+        gid: u32,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The child reaper (SIGCHLD handling) could not start.
     #[error("cannot start the child reaper: {0}")]
     Reaper(std::io::Error),

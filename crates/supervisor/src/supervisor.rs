@@ -110,9 +110,13 @@ impl Supervisor {
         // `0750 root:<group>`: the group's members may reach the sockets in it (each
         // `0660 root:<group>` too), and change nothing. The notify dir stays root's.
         if let Some(gid) = socket_gid {
+            // The owner is left as it is (root's), so the kernel allows it without
+            // CAP_CHOWN when this process is a member of the group (its unit's
+            // SupplementaryGroups); the unit's bounding set has no CAP_CHOWN.
             std::os::unix::fs::chown(&config.runtime_dir, None, Some(gid)).map_err(|source| {
-                StartError::Dir {
+                StartError::SocketGroupChown {
                     path: config.runtime_dir.clone(),
+                    gid,
                     source,
                 }
             })?;

@@ -522,8 +522,10 @@ fn the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit() {
             "CAP_SETUID",
             "CAP_SYS_ADMIN"
         ],
-        "a service with `user` and a namespace, and the socket group (CAP_CHOWN once)"
+        "a service with `user` (CAP_CHOWN for its notify socket) and a namespace; the \
+         socket group adds nothing"
     );
+    assert_eq!(sc["SupplementaryGroups"], json!(["strata"]));
     assert_eq!(
         sc["RestrictAddressFamilies"],
         json!(["AF_UNIX", "AF_INET", "AF_INET6"])
@@ -628,12 +630,18 @@ fn the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit() {
         "{script}"
     );
 
-    // The defaults: the socket group "strata", which needs CAP_CHOWN and nothing else.
+    // The defaults: the socket group "strata", which the unit is a member of, so that
+    // root gives its sockets to it without CAP_CHOWN: the bounding set stays empty (with
+    // CAP_CHOWN every service running as root could give away any file it reaches).
     let defaults = &out["defaults"];
     assert_eq!(defaults["failedAssertions"], json!([]));
     assert_eq!(
         defaults["unit"]["serviceConfig"]["CapabilityBoundingSet"],
-        "CAP_CHOWN"
+        ""
+    );
+    assert_eq!(
+        defaults["unit"]["serviceConfig"]["SupplementaryGroups"],
+        json!(["strata"])
     );
     assert_eq!(
         defaults["unit"]["environment"]["STRATA_SOCKET_GROUP"],
@@ -648,6 +656,9 @@ fn the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit() {
     );
     assert!(no_group["unit"]["environment"]
         .get("STRATA_SOCKET_GROUP")
+        .is_none());
+    assert!(no_group["unit"]["serviceConfig"]
+        .get("SupplementaryGroups")
         .is_none());
     assert_eq!(no_group["groups"], json!({}));
 }

@@ -10,9 +10,22 @@
 //! Each entry carries `MESSAGE` (the line), `PRIORITY`, `SYSLOG_IDENTIFIER=strata-<name>`,
 //! `STRATA_SERVICE=<name>` and `STRATA_STREAM=stdout|stderr|supervisor`. The priority:
 //! a line that starts with an sd-daemon prefix `<N>` (N from 0 to 7, see sd-daemon(3))
-//! gets N, and the prefix is cut from the message; otherwise stdout is 6 (info), stderr 4
-//! (warning: stderr is where programs say something is off, but much of it is not an
-//! error, so `journalctl -p err` is not flooded), and the supervisor's notes 5 (notice).
+//! gets N, but never more urgent than 3 (err): a service may lower its priority, never
+//! raise it to crit, alert or emerg (journald's `ForwardToWall` writes emerg to every
+//! terminal). The prefix is cut from the message. Only the start of a real line can carry
+//! one: the rest of a line split at `logs::MAX_LINE` is never read as a prefix. Without a
+//! prefix stdout is 6 (info), stderr 4 (warning: stderr is where programs say something
+//! is off, but much of it is not an error, so `journalctl -p err` is not flooded), and the
+//! supervisor's notes 5 (notice).
+//!
+//! Each service's lines pass a token bucket on their way to the journal ([`RateLimit`]:
+//! [`RATE_PER_SEC`] lines a second, bursts up to [`RATE_BURST`]), so one chatty service
+//! cannot spend the unit's journald rate limit (`LogRateLimitBurst=10000` per
+//! `LogRateLimitIntervalSec=30s` by default, shared by every service and the supervisor's
+//! own log) by itself: at most 2000 + 200 × 30 = 8000 of a window's 10000 lines. Lines
+//! over the limit are left out of the journal only, and once the bucket refills one
+//! supervisor entry says how many were (`suppressed N lines ...`). The supervisor's own
+//! notes about a service are not limited.
 //!
 //! Sending never blocks the capture of a service's output: the socket is non-blocking,
 //! and an entry journald cannot take now (its queue full, the socket missing) is dropped
@@ -30,6 +43,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 mod native;
 
@@ -39,6 +53,12 @@ pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SOCKET_ENV: &str = "STRATA_JOURNAL_SOCKET";
 /// Bytes of a message kept when a whole entry is too large for one datagram.
 pub const CUT_MESSAGE_AT: usize = 4096;
+/// Lines a second one service may send to the journal, once its burst is spent.
+pub const RATE_PER_SEC: u32 = 200;
+/// Lines one service may send to the journal at once, after a quiet spell.
+pub const RATE_BURST: u32 = 2000;
+/// The most urgent priority a service's own line may have (3, err).
+pub const MOST_URGENT_SERVICE_PRIORITY: u8 = 3;
 
 /// The journal's native socket, as a sender that never waits.
 pub struct Journal {
@@ -99,7 +119,17 @@ impl Journal {
 
     /// Send one line of `service`'s output from `stream`.
     pub fn send_line(&self, service: &str, stream: Stream, text: &str) {
-        let (priority, message) = priority_of(stream, text);
+        self.send_part(service, stream, text, false);
+    }
+
+    /// Send one part of `service`'s output: a line, or with `continuation` the rest of
+    /// a line split at `logs::MAX_LINE` (which cannot carry a priority prefix).
+    pub fn send_part(&self, service: &str, stream: Stream, text: &str, continuation: bool) {
+        let (priority, message) = if continuation {
+            (priority_of(stream, "").0, text)
+        } else {
+            priority_of(stream, text)
+        };
         let mut entry = encode(service, stream, priority, message.as_bytes());
         let mut sent = self.socket.send_to(&entry, &self.path);
         if matches!(&sent, Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE)) {
@@ -138,11 +168,12 @@ fn encode(service: &str, stream: Stream, priority: u8, message: &[u8]) -> Vec<u8
 }
 
 /// A line's syslog priority and its message: an sd-daemon `<N>` prefix (N 0 to 7) is
-/// the priority and is cut off; otherwise it follows from the stream.
+/// the priority (at most as urgent as [`MOST_URGENT_SERVICE_PRIORITY`]) and is cut off;
+/// otherwise it follows from the stream.
 pub(crate) fn priority_of(stream: Stream, text: &str) -> (u8, &str) {
     let b = text.as_bytes();
     if b.len() >= 3 && b[0] == b'<' && (b'0'..=b'7').contains(&b[1]) && b[2] == b'>' {
-        return (b[1] - b'0', &text[3..]);
+        return ((b[1] - b'0').max(MOST_URGENT_SERVICE_PRIORITY), &text[3..]);
     }
     let priority = match stream {
         Stream::Stdout => 6,
@@ -150,6 +181,75 @@ pub(crate) fn priority_of(stream: Stream, text: &str) -> (u8, &str) {
         Stream::Supervisor => 5,
     };
     (priority, text)
+}
+
+/// One service's token bucket for the journal: [`RATE_PER_SEC`] lines a second, up to
+/// [`RATE_BURST`] at once.
+pub struct RateLimit {
+    tokens: f64,
+    last: Instant,
+    suppressed: u64,
+    per_sec: f64,
+    burst: f64,
+}
+
+/// What [`RateLimit::admit`] decided for one line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// Send it; first say that this many lines before it were left out (if any).
+    Send {
+        /// Lines left out of the journal since the last one sent.
+        suppressed: u64,
+    },
+    /// Leave it out of the journal (it is counted).
+    Suppress,
+}
+
+impl RateLimit {
+    /// A full bucket, as of `now`.
+    pub fn new(now: Instant) -> RateLimit {
+        RateLimit::with(now, RATE_PER_SEC, RATE_BURST)
+    }
+
+    /// A full bucket of `burst` lines refilled at `per_sec`, as of `now`.
+    pub fn with(now: Instant, per_sec: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            tokens: f64::from(burst),
+            last: now,
+            suppressed: 0,
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst),
+        }
+    }
+
+    /// Refill the bucket at once (a test's stand-in for time passing).
+    #[cfg(test)]
+    pub(crate) fn fill(&mut self) {
+        self.tokens = self.burst;
+    }
+
+    /// Whether a line arriving at `now` goes to the journal.
+    pub fn admit(&mut self, now: Instant) -> Admit {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Admit::Send {
+                suppressed: std::mem::take(&mut self.suppressed),
+            }
+        } else {
+            self.suppressed += 1;
+            Admit::Suppress
+        }
+    }
+}
+
+/// The supervisor's note that `n` lines were left out of the journal.
+pub fn suppressed_note(n: u64) -> String {
+    format!(
+        "suppressed {n} lines of this service's output from the journal (over {RATE_PER_SEC} lines/s, burst {RATE_BURST}); its log file and svc.logs keep them"
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! journal (see [`crate::journal`]). The supervisor's own log never carries a service's
 //! output.
 
-use crate::journal::Journal;
+use crate::journal::{Admit, Journal, RateLimit};
 use crate::manifest::LogSettings;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -28,6 +28,8 @@ pub struct LogSink {
     ring: Mutex<Ring>,
     file: Mutex<RotatingFile>,
     journal: Option<&'static Journal>,
+    /// This service's share of the journal (see [`crate::journal`]).
+    journal_limit: Mutex<RateLimit>,
 }
 
 struct Ring {
@@ -52,6 +54,7 @@ impl LogSink {
         LogSink {
             service: service.to_owned(),
             journal,
+            journal_limit: Mutex::new(RateLimit::new(std::time::Instant::now())),
             ring: Mutex::new(Ring {
                 lines: VecDeque::with_capacity(settings.ring_lines.min(1024)),
                 capacity: settings.ring_lines,
@@ -79,8 +82,14 @@ impl LogSink {
 
     /// Add a line (to the ring, the file and the journal).
     pub fn push(&self, stream: Stream, text: String) {
+        self.push_part(stream, text, false);
+    }
+
+    /// Add a line, or with `continuation` the rest of a line split at [`MAX_LINE`]
+    /// (which the journal does not read a priority prefix from).
+    pub fn push_part(&self, stream: Stream, text: String, continuation: bool) {
         if let Some(journal) = self.journal {
-            journal.send_line(&self.service, stream, &text);
+            self.to_journal(journal, stream, &text, continuation);
         }
         let line = LogLine {
             ts_ms: now_ms(),
@@ -96,6 +105,34 @@ impl LogSink {
             ring.lines.pop_front();
         }
         ring.lines.push_back(line);
+    }
+
+    /// This sink's journal rate limit, for a test to set or refill.
+    #[cfg(test)]
+    pub(crate) fn journal_limit(&self) -> std::sync::MutexGuard<'_, RateLimit> {
+        self.journal_limit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Send to the journal within this service's rate limit; the supervisor's own notes
+    /// are not limited.
+    fn to_journal(&self, journal: &Journal, stream: Stream, text: &str, continuation: bool) {
+        if stream != Stream::Supervisor {
+            let admit = self
+                .journal_limit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(std::time::Instant::now());
+            match admit {
+                Admit::Suppress => return,
+                Admit::Send { suppressed: 0 } => {}
+                Admit::Send { suppressed } => journal.send_line(
+                    &self.service,
+                    Stream::Supervisor,
+                    &crate::journal::suppressed_note(suppressed),
+                ),
+            }
+        }
+        journal.send_part(&self.service, stream, text, continuation);
     }
 
     /// The last `n` lines, oldest first, as many of them as take at most `max_bytes`
@@ -126,9 +163,12 @@ pub async fn capture(
 ) {
     let mut reader = BufReader::with_capacity(8192, reader);
     let mut buf: Vec<u8> = Vec::with_capacity(256);
+    // Whether the chunk being read continues a line split at MAX_LINE.
+    let mut continuation = false;
     loop {
         buf.clear();
         // Read up to a newline or MAX_LINE bytes, whichever comes first.
+        let mut split = false;
         let done = loop {
             let available = match reader.fill_buf().await {
                 Ok(b) => b,
@@ -151,6 +191,7 @@ pub async fn capture(
             buf.extend_from_slice(window);
             reader.consume(n);
             if buf.len() >= MAX_LINE {
+                split = true;
                 break false;
             }
         };
@@ -158,8 +199,13 @@ pub async fn capture(
             if buf.last() == Some(&b'\r') {
                 buf.pop();
             }
-            sink.push(stream, String::from_utf8_lossy(&buf).into_owned());
+            sink.push_part(
+                stream,
+                String::from_utf8_lossy(&buf).into_owned(),
+                continuation,
+            );
         }
+        continuation = split;
         if done {
             return;
         }

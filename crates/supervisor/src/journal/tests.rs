@@ -49,6 +49,13 @@ fn the_priority_comes_from_an_sd_daemon_prefix_or_the_stream() {
         (3, "disk gone")
     );
     assert_eq!(priority_of(Stream::Stderr, "<7>"), (7, ""));
+    // A service may lower its priority, never raise it above err.
+    assert_eq!(
+        priority_of(Stream::Stdout, "<0>EMERGENCY"),
+        (3, "EMERGENCY")
+    );
+    assert_eq!(priority_of(Stream::Stderr, "<1>alert"), (3, "alert"));
+    assert_eq!(priority_of(Stream::Stderr, "<2>crit"), (3, "crit"));
     assert_eq!(priority_of(Stream::Stdout, "hello"), (6, "hello"));
     assert_eq!(priority_of(Stream::Stderr, "hello"), (4, "hello"));
     assert_eq!(priority_of(Stream::Supervisor, "started"), (5, "started"));
@@ -106,7 +113,7 @@ fn a_sink_sends_each_line_with_its_service_stream_and_priority() {
     assert_eq!(get(&first, "STRATA_STREAM"), "stdout");
     let second = journald.next();
     assert_eq!(get(&second, "MESSAGE"), "on fire");
-    assert_eq!(get(&second, "PRIORITY"), "2");
+    assert_eq!(get(&second, "PRIORITY"), "3", "crit is cut to err");
     assert_eq!(get(&second, "STRATA_STREAM"), "stderr");
     // The file and the ring keep the line as written.
     assert_eq!(sink.tail(1, usize::MAX)[0].text, "<2>on fire");
@@ -170,5 +177,87 @@ fn an_entry_too_large_for_a_datagram_is_cut_and_says_so() {
         "{}",
         &message[CUT_MESSAGE_AT..]
     );
+    assert_eq!(journal.dropped(), 0);
+}
+
+#[tokio::test]
+async fn only_the_start_of_a_real_line_carries_a_priority() {
+    let journald = FakeJournald::bind();
+    let journal = leak(Journal::to_socket(&journald.path).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sink = std::sync::Arc::new(LogSink::with_journal(
+        dir.path(),
+        "fs",
+        &LogSettings::default(),
+        Some(journal),
+    ));
+    // A line split at MAX_LINE whose rest looks like a prefix, then a real one.
+    let mut output = "a".repeat(MAX_LINE).into_bytes();
+    output.extend_from_slice(b"<3>not a prefix\n<0>EMERGENCY\n");
+    crate::logs::capture(&output[..], Stream::Stdout, sink).await;
+    let first = journald.next();
+    assert_eq!(get(&first, "MESSAGE").len(), MAX_LINE);
+    let rest = journald.next();
+    assert_eq!(get(&rest, "MESSAGE"), "<3>not a prefix");
+    assert_eq!(get(&rest, "PRIORITY"), "6");
+    let real = journald.next();
+    assert_eq!(get(&real, "MESSAGE"), "EMERGENCY");
+    assert_eq!(get(&real, "PRIORITY"), "3");
+}
+
+#[test]
+fn the_bucket_admits_a_burst_then_its_rate_and_counts_the_rest() {
+    let start = std::time::Instant::now();
+    let mut limit = RateLimit::new(start);
+    for _ in 0..RATE_BURST {
+        assert_eq!(limit.admit(start), Admit::Send { suppressed: 0 });
+    }
+    for _ in 0..7 {
+        assert_eq!(limit.admit(start), Admit::Suppress);
+    }
+    // A second later RATE_PER_SEC more pass; the first says what was left out.
+    let later = start + Duration::from_secs(1);
+    assert_eq!(limit.admit(later), Admit::Send { suppressed: 7 });
+    for _ in 1..RATE_PER_SEC {
+        assert_eq!(limit.admit(later), Admit::Send { suppressed: 0 });
+    }
+    assert_eq!(limit.admit(later), Admit::Suppress);
+    // A long quiet spell refills no more than the burst.
+    let much_later = later + Duration::from_secs(3600);
+    for _ in 0..RATE_BURST {
+        assert!(matches!(limit.admit(much_later), Admit::Send { .. }));
+    }
+    assert_eq!(limit.admit(much_later), Admit::Suppress);
+}
+
+#[test]
+fn a_chatty_service_is_limited_in_the_journal_only_and_told_once() {
+    let journald = FakeJournald::bind();
+    let journal = leak(Journal::to_socket(&journald.path).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sink = LogSink::with_journal(dir.path(), "fs", &LogSettings::default(), Some(journal));
+    // No refill but by hand, so the count is exact.
+    *sink.journal_limit() = RateLimit::with(std::time::Instant::now(), 0, 3);
+    for i in 0..5 {
+        sink.push(Stream::Stdout, format!("line {i}"));
+    }
+    // The supervisor's own notes are not limited.
+    sink.push(Stream::Supervisor, "crashed".into());
+    for i in 0..3 {
+        assert_eq!(get(&journald.next(), "MESSAGE"), format!("line {i}"));
+    }
+    assert_eq!(get(&journald.next(), "MESSAGE"), "crashed");
+    sink.journal_limit().fill();
+    sink.push(Stream::Stdout, "after".into());
+    let note = journald.next();
+    assert!(
+        get(&note, "MESSAGE").starts_with("suppressed 2 lines "),
+        "{}",
+        get(&note, "MESSAGE")
+    );
+    assert_eq!(get(&note, "STRATA_STREAM"), "supervisor");
+    assert_eq!(get(&journald.next(), "MESSAGE"), "after");
+    // The ring (and the file) keep every line.
+    assert_eq!(sink.tail(100, usize::MAX).len(), 7);
     assert_eq!(journal.dropped(), 0);
 }

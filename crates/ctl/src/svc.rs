@@ -118,7 +118,7 @@ impl Session {
                 if n.is_empty() {
                     format!("0 {what}")
                 } else {
-                    format!("{} {what} ({})", n.len(), n.join(", "))
+                    format!("{} {what} ({})", n.len(), output::printable(&n.join(", ")))
                 }
             };
             let rep = &r.report;
@@ -135,7 +135,7 @@ impl Session {
 
     pub async fn svc(&self, cmd: Svc) -> Result<ExitCode, Failure> {
         let done = |name: &ServiceName, what: String| {
-            println!("{name}: {what}");
+            println!("{name}: {}", output::printable(&what));
             Ok(ExitCode::SUCCESS)
         };
         match cmd {
@@ -279,7 +279,7 @@ impl Session {
         let since = i64::try_from(s.since).unwrap_or(0);
         println!(
             "{}: {:?} since {}",
-            s.name,
+            output::printable(&s.name),
             s.state,
             when::stamp_and_relative(since)
         );
@@ -300,12 +300,14 @@ impl Session {
             "last exit",
             s.last_exit.as_ref().map_or_else(|| "-".into(), exit_detail),
         ));
-        let mut exec = s.exec.clone();
-        for a in &s.args {
-            exec.push(' ');
-            exec.push_str(a);
+        // Only a caller who may control the supervisor is told the command line.
+        if let Some(mut exec) = s.exec.clone() {
+            for a in s.args.iter().flatten() {
+                exec.push(' ');
+                exec.push_str(a);
+            }
+            pairs.push(("exec", exec));
         }
-        pairs.push(("exec", exec));
         pairs.push((
             "readiness",
             format!("{} (restart: {})", s.readiness, s.restart),
@@ -402,15 +404,19 @@ impl Session {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut out = std::io::stdout().lock();
+            let mut written = Ok(());
             for line in &fresh {
                 let text = if json {
                     serde_json::to_string(line).unwrap_or_default()
                 } else {
                     log_text(line)
                 };
-                let _ = writeln!(out, "{text}");
+                written = written.and_then(|()| writeln!(out, "{text}"));
             }
-            let _ = out.flush();
+            // Whoever read the output went away (`| head -2`): stop following, quietly.
+            if written.and_then(|()| out.flush()).is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
             if newest.is_some() {
                 last = newest;
             }

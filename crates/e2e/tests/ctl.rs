@@ -87,20 +87,22 @@ fn subcommands_against_a_live_node() {
     let out = stack.ctl(&["svc", "logs", "fs", "-n", "5"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!out.stdout.is_empty());
-    let mut follow = stack
-        .sb
-        .command("strata-ctl")
-        .args(["svc", "logs", "registry", "-n", "1", "-f"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut follow = KillOnDrop(
+        stack
+            .sb
+            .command("strata-ctl")
+            .args(["svc", "logs", "registry", "-n", "1", "-f"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let old_pid = stack.pid("registry");
     let out = stack.ctl(&["svc", "restart", "registry"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_ne!(stack.pid("registry"), old_pid);
     // The restarted registry logs "listening" again; the follower must print it.
-    let mut stdout = follow.stdout.take().unwrap();
+    let mut stdout = follow.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -118,10 +120,20 @@ fn subcommands_against_a_live_node() {
         }
     });
     let got = rx.recv_timeout(Duration::from_secs(20));
-    let _ = follow.kill();
-    let _ = follow.wait();
+    drop(follow);
     let seen = got.expect("svc logs -f did not show the restarted registry's output");
     assert!(seen.find("stopped") < seen.rfind("listening"), "{seen}");
+}
+
+/// A child killed (and reaped) when dropped, so a failing assertion leaves no follower
+/// running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// stdout as JSON, or a panic showing what was printed.
@@ -293,7 +305,11 @@ fn svc_status_logs_since_reload_and_exit_codes() {
         "{shown}"
     );
 
+    assert!(shown.lines().any(|l| l.starts_with("exec ")), "{shown}");
+
     let s = json(&stack.ctl(&["svc", "status", "identity", "-n", "3", "-o", "json"]));
+    assert!(s["exec"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+    assert!(s["args"].is_array(), "{s}");
     assert_eq!(s["state"], "Healthy");
     assert_eq!(s["dependents"], serde_json::json!(["fs"]));
     assert_eq!(s["pid"], stack.pid("identity").unwrap());
@@ -394,9 +410,16 @@ fn a_caller_without_control_sees_status_but_not_logs_and_is_denied_control() {
         cmd.args(args).uid(65534).gid(65534);
         cmd.output().unwrap()
     };
+    // The command line (which can carry a secret) is for a caller who may control.
+    let exec = json(&stack.ctl(&["svc", "status", "fs", "-o", "json"]))["exec"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = as_nobody(&["svc", "status", "fs"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
+    assert!(!shown.contains(&exec), "must not contain {exec:?}: {shown}");
+    assert!(!shown.lines().any(|l| l.starts_with("exec ")), "{shown}");
     assert!(shown.starts_with("fs: Healthy since "), "{shown}");
     assert!(
         shown.contains("log lines not shown: PERMISSION_DENIED: "),
@@ -405,6 +428,11 @@ fn a_caller_without_control_sees_status_but_not_logs_and_is_denied_control() {
     let s: serde_json::Value =
         serde_json::from_slice(&as_nobody(&["svc", "status", "fs", "-o", "json"]).stdout).unwrap();
     assert_eq!(s["logs"], serde_json::Value::Null);
+    assert!(s.get("exec").is_none() && s.get("args").is_none(), "{s}");
+    assert!(
+        !s.to_string().contains(&exec),
+        "must not contain {exec:?}: {s}"
+    );
     for args in [
         &["svc", "restart", "fs"][..],
         &["reload"],

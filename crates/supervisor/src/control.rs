@@ -14,8 +14,8 @@ use std::time::Duration;
 use strata_ipc::{Call, Router};
 use strata_proto::methods::supervisor::{
     NodeStatus, Reload, ReloadResult, Status, SvcList, SvcListResult, SvcLogs, SvcLogsParams,
-    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStatus, SvcStop,
-    SvcStopParams, SvcStopResult,
+    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStatus,
+    SvcStatusResult, SvcStop, SvcStopParams, SvcStopResult,
 };
 use strata_proto::methods::StatusResult;
 use strata_proto::ErrorBody;
@@ -53,42 +53,86 @@ impl Control {
     /// token for service `supervisor` with the method's right. A denial is answered
     /// PERMISSION_DENIED (or the token's own error) and recorded as `auth.denied`.
     pub async fn authorize_control(&self, call: &Call) -> Result<(), ErrorBody> {
+        match self.check_control(call).await {
+            Ok(()) => Ok(()),
+            // A call with no kernel credentials is refused, not recorded (as before).
+            Err(denial) if denial.kind == DenialKind::NoPeer => Err(denial.error),
+            Err(denial) => Err(self.record_denial(call, denial)),
+        }
+    }
+
+    /// The decision of [`Control::authorize_control`] without its record: `Err` says why
+    /// the caller may not control.
+    async fn check_control(&self, call: &Call) -> Result<(), Denial> {
         let owner = self.supervisor.owner_uid();
         // The control socket is local only; a call without kernel credentials is refused
         // before anything else.
-        let peer = *call.require_local()?;
+        let peer = *call.require_local().map_err(|error| Denial {
+            reason: "no kernel peer credentials".to_owned(),
+            error,
+            kind: DenialKind::NoPeer,
+        })?;
         if call.is_admin(owner) {
             return Ok(());
         }
-        let (reason, error) = match (&self.tokens, call.token()) {
+        match (&self.tokens, call.token()) {
             (Some(guard), Some(_)) => match guard.authorize(call, &call.method).await {
                 Ok(claims) => {
                     tracing::info!(method = %call.method, cap_id = %claims.jti, uid = peer.uid, "control allowed by capability");
-                    return Ok(());
+                    Ok(())
                 }
-                Err(e) => (format!("capability refused: {}", e.message), e),
+                Err(e) => Err(Denial {
+                    reason: format!("capability refused: {}", e.message),
+                    error: e,
+                    kind: DenialKind::TokenRefused,
+                }),
             },
-            _ => (
-                "peer credentials are neither root nor the supervisor's user, and no capability was presented".to_owned(),
-                ControlError::Denied {
+            _ => Err(Denial {
+                reason: "peer credentials are neither root nor the supervisor's user, and no capability was presented".to_owned(),
+                error: ControlError::Denied {
                     method: call.method.clone(),
                     owner,
                     caller: peer.uid,
                 }
                 .into(),
-            ),
-        };
+                kind: DenialKind::NotAllowed,
+            }),
+        }
+    }
+
+    /// Write the `auth.denied` line for `denial` and give back its error.
+    fn record_denial(&self, call: &Call, denial: Denial) -> ErrorBody {
+        let peer = call.local_peer();
         self.supervisor.audit().record(
             "auth.denied",
             serde_json::json!({
                 "method": call.method,
-                "uid": peer.uid,
-                "gid": peer.gid,
-                "pid": peer.pid,
-                "reason": reason,
+                "uid": peer.map(|p| p.uid),
+                "gid": peer.map(|p| p.gid),
+                "pid": peer.map(|p| p.pid),
+                "reason": denial.reason,
             }),
         );
-        Err(error)
+        denial.error
+    }
+
+    /// `supervisor.svc.status`: open to anyone, but the manifest's `exec` and `args`
+    /// (which can carry secrets) only to a caller who passes the control check. Merely
+    /// not being one is no denial (nothing is refused) and is not recorded; a capability
+    /// presented and refused is, as for any control method.
+    async fn svc_status(&self, call: &Call, name: &str) -> Result<SvcStatusResult, ErrorBody> {
+        let mut result = self.supervisor.svc_status(name)?;
+        match self.check_control(call).await {
+            Ok(()) => {}
+            Err(denial) => {
+                if denial.kind == DenialKind::TokenRefused {
+                    self.record_denial(call, denial);
+                }
+                result.exec = None;
+                result.args = None;
+            }
+        }
+        Ok(result)
     }
 
     fn status(&self) -> Result<NodeStatus, ErrorBody> {
@@ -165,6 +209,24 @@ impl Control {
     }
 }
 
+/// Why a caller may not control, before it is recorded.
+struct Denial {
+    reason: String,
+    error: ErrorBody,
+    kind: DenialKind,
+}
+
+/// What kind of denial, which decides whether it is recorded.
+#[derive(PartialEq, Eq)]
+enum DenialKind {
+    /// No kernel peer credentials (never recorded).
+    NoPeer,
+    /// Neither root, the owner, nor a capability (recorded for a control method).
+    NotAllowed,
+    /// A capability was presented and refused (recorded even where control is optional).
+    TokenRefused,
+}
+
 /// Longest grace a stop or restart may ask for between the stop signal and SIGKILL. A
 /// longer one would let one caller hold the supervisor's operations lock for as long
 /// as it likes.
@@ -187,7 +249,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .with_state(control)
         .method::<Status, _, _, _>(|c, _call, _p| async move { c.status() })
         .method::<SvcList, _, _, _>(|c, _call, _p| async move { c.list() })
-        .method::<SvcStatus, _, _, _>(|c, _call, p| async move { c.supervisor.svc_status(&p.name) })
+        .method::<SvcStatus, _, _, _>(
+            |c, call, p| async move { c.svc_status(&call, &p.name).await },
+        )
         .method::<SvcStart, _, _, _>(|c, call, p| async move { c.start(&call, p).await })
         .method::<SvcStop, _, _, _>(|c, call, p| async move { c.stop(&call, p).await })
         .method::<SvcRestart, _, _, _>(|c, call, p| async move { c.restart(&call, p).await })

@@ -1,8 +1,10 @@
 //! `supervisor.svc.status`: one service in detail, for `strata-ctl svc status NAME`.
 //!
-//! Open like `svc.list` (it tells nothing `svc.list` does not, only more of it about one
-//! service); the service's log lines are not here: they stay behind the control check of
-//! `svc.logs`, which the client calls separately.
+//! Open like `svc.list`, except the manifest's `exec` and `args`: arguments can carry
+//! secrets (`--db-password=...`) and `svc.list` never shows them, so the control socket
+//! (`control.rs`) keeps them only for a caller who passes the control check. The
+//! service's log lines are not here: they stay behind the control check of `svc.logs`,
+//! which the client calls separately.
 
 use crate::error::ControlError;
 use crate::shared::{unix_secs, LastExit};
@@ -12,7 +14,8 @@ use std::time::SystemTime;
 use strata_proto::methods::supervisor::SvcStatusResult;
 
 impl Supervisor {
-    /// `supervisor.svc.status`: the service's record, its definition's main lines, and
+    /// `supervisor.svc.status`: the service's record, its definition's main lines
+    /// (`exec`/`args` included: the caller strips them for one who may not control), and
     /// who depends on it. NOT_FOUND when the table has no such service.
     pub fn svc_status(&self, name: &str) -> Result<SvcStatusResult, ControlError> {
         let table = self.shared.table();
@@ -42,8 +45,8 @@ impl Supervisor {
             crashes_in_window: rec.crashes.recent() as u64,
             last_exit: rec.last_exit.as_ref().map(LastExit::to_json),
             applied: rec.applied.clone(),
-            exec: spec.exec.clone(),
-            args: spec.args.clone(),
+            exec: Some(spec.exec.clone()),
+            args: Some(spec.args.clone()),
             readiness: wire_name(&spec.readiness),
             restart: wire_name(&spec.restart),
             depends_on: spec.depends_on.clone(),

@@ -308,6 +308,17 @@ fn control_is_denied_to_another_uid() {
     assert!(out.contains("victim"));
     let (code, _) = as_nobody("supervisor.status", "{}");
     assert_eq!(code, Some(0));
+    // svc.status is open too, but not its command line (which can carry a secret), and
+    // not being allowed that is no denial to record.
+    let (code, out) = as_nobody("supervisor.svc.status", r#"{"name":"victim"}"#);
+    assert_eq!(code, Some(0), "svc.status is open: {out}");
+    assert!(out.contains("victim") && out.contains("Healthy"), "{out}");
+    assert!(
+        !out.contains("sleep 1000") && !out.contains("\"exec\""),
+        "must not contain the command line: {out}"
+    );
+    let mine = sup.ok("supervisor.svc.status", json!({"name": "victim"}));
+    assert_eq!(mine["args"], json!(["-c", "exec sleep 1000"]), "{mine}");
     let s = sup.service("victim");
     assert_eq!(s["state"], "Healthy");
     assert_eq!(s["pid"], victim);

@@ -78,10 +78,13 @@ pub struct SvcStatusResult {
     pub last_exit: Option<serde_json::Value>,
     /// What the current or last run actually got (limits, cgroup, user, sandbox).
     pub applied: Option<serde_json::Value>,
-    /// The program as the manifest names it.
-    pub exec: String,
-    /// Its arguments.
-    pub args: Vec<String>,
+    /// The program as the manifest names it: only for a caller who passes the control
+    /// check (arguments can carry secrets), absent for anyone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
+    /// Its arguments, under the same rule as `exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
     /// How it is seen ready (`health`, `notify`, `started`).
     pub readiness: String,
     /// Its restart policy (`always`, `on-failure`, `never`).

@@ -2,6 +2,7 @@
 //! an external subcommand: any first word containing a dot is a method name.
 
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use strata_proto::ServiceName;
 
@@ -320,15 +321,14 @@ pub enum Cluster {
 }
 
 /// Accept the original client's single-dash `-token`.
-pub fn normalise_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    args.map(|a| {
-        if a == "-token" {
-            "--token".to_owned()
-        } else if let Some(v) = a.strip_prefix("-token=") {
-            format!("--token={v}")
-        } else {
-            a
-        }
+pub fn normalise_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    args.map(|a| match a.to_str() {
+        Some("-token") => "--token".into(),
+        Some(text) => match text.strip_prefix("-token=") {
+            Some(v) => format!("--token={v}").into(),
+            None => a,
+        },
+        None => a,
     })
     .collect()
 }

@@ -263,7 +263,7 @@ impl Session {
                         None => {
                             return Err(Failure::Usage(format!(
                                 "cannot read a cap_id from that token: {}",
-                                seen.reason.unwrap_or_default()
+                                output::printable(&seen.reason.unwrap_or_default())
                             )))
                         }
                     }

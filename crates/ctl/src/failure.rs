@@ -26,6 +26,8 @@ pub enum Failure {
     Usage(String),
     /// No answer could be had (exit 69).
     Unreachable(String),
+    /// The socket is there but not for this user (EACCES on connect; exit 77).
+    Denied(String),
     /// A local operation was refused or failed, e.g. `cluster init` over an existing CA
     /// (exit 1).
     Failed(String),
@@ -35,6 +37,14 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         match e {
             ClientError::Server(body) => Failure::Server(body),
+            ClientError::Connect { endpoint, source }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                let path = endpoint.strip_prefix("unix://").unwrap_or(&endpoint);
+                Failure::Denied(format!(
+                    "permission denied on {path}: are you in the socket group? (the socket is for its owner and group: see `--socket-group` in docs/OPERATIONS.md)"
+                ))
+            }
             ClientError::Connect { endpoint, source } => Failure::Unreachable(format!(
                 "cannot reach {}: {} ({})",
                 at(&endpoint),
@@ -97,6 +107,7 @@ impl Failure {
             Failure::Server(body) => server_exit_code(body.code),
             Failure::Usage(_) => EXIT_USAGE,
             Failure::Unreachable(_) => EXIT_UNREACHABLE,
+            Failure::Denied(_) => EXIT_DENIED,
             Failure::Failed(_) => EXIT_FAILED,
         }
     }
@@ -108,8 +119,13 @@ impl Failure {
             Failure::Server(body) => {
                 eprintln!("{}: {}", body.code.name(), printable(&body.message))
             }
-            Failure::Usage(msg) | Failure::Unreachable(msg) | Failure::Failed(msg) => {
-                eprintln!("strata-ctl: {msg}")
+            // These carry text from elsewhere (a server's or etcd's error, a path): to
+            // the terminal escaped, like every server string.
+            Failure::Usage(msg)
+            | Failure::Unreachable(msg)
+            | Failure::Denied(msg)
+            | Failure::Failed(msg) => {
+                eprintln!("strata-ctl: {}", printable(&msg))
             }
         }
         ExitCode::from(code)
@@ -149,6 +165,22 @@ mod tests {
             after: Duration::from_secs(10),
         });
         assert_eq!(f.exit_code(), EXIT_UNREACHABLE);
+    }
+
+    #[test]
+    fn a_socket_not_for_this_user_is_denied_with_a_hint_about_the_group() {
+        let f = Failure::from(ClientError::Connect {
+            endpoint: "unix:///run/strata/supervisor.sock".into(),
+            source: std::io::Error::from_raw_os_error(13),
+        });
+        assert_eq!(f.exit_code(), EXIT_DENIED);
+        let Failure::Denied(msg) = f else { panic!() };
+        assert!(
+            msg.starts_with(
+                "permission denied on /run/strata/supervisor.sock: are you in the socket group?"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]

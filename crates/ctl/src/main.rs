@@ -22,7 +22,10 @@ use failure::Failure;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::normalise_args(std::env::args());
+    quiet_on_broken_pipe();
+    // args_os: an argument that is not UTF-8 is clap's usage error (or a path), not a
+    // panic.
+    let args = cli::normalise_args(std::env::args_os());
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -40,8 +43,13 @@ fn main() -> ExitCode {
         }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "strata-ctl", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "strata-ctl", &mut script);
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => Failure::Failed(format!("cannot write the script: {e}")).report(),
+            };
         }
         Command::Man { out_dir } => {
             return match man::write_pages(out_dir) {
@@ -65,4 +73,27 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(f) => f.report(),
     }
+}
+
+/// A reader that went away (`strata-ctl svc status fs | head -1`) ends the program
+/// quietly with status 0, as it would end cat(1). Rust ignores SIGPIPE, so `println!`
+/// to a closed pipe panics ("failed printing to stdout: Broken pipe"), and std has no
+/// safe way to restore SIGPIPE's default; this hook turns that one panic (and only it)
+/// into the quiet exit. Commands that loop (`svc logs -f`) stop on the write error
+/// themselves.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or("");
+        let broken = std::io::Error::from_raw_os_error(epipe()).to_string();
+        if message.starts_with("failed printing to std") && message.ends_with(&broken) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// EPIPE's number, as std's message for it spells it.
+fn epipe() -> i32 {
+    rustix::io::Errno::PIPE.raw_os_error()
 }

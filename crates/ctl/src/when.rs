@@ -121,7 +121,9 @@ mod tests {
         assert_eq!(relative_to(now, now - 7200), "2 h ago");
         assert_eq!(relative_to(now, now - 3 * 86400 - 4 * 3600), "3 d 4 h ago");
         assert_eq!(relative_to(now, now + 86400), "in 1 d");
-        assert_eq!(relative_to(now, i64::MIN), relative_to(now, i64::MIN));
+        // The far ends of the range saturate rather than overflow.
+        assert_eq!(relative_to(now, i64::MIN), "106751991167300 d 15 h ago");
+        assert_eq!(relative_to(now, i64::MAX), "in 106751991146846 d 15 h");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use super::*;
 
 fn parse(args: &[&str]) -> Cli {
-    Cli::try_parse_from(normalise_args(args.iter().map(|s| s.to_string()))).unwrap()
+    Cli::try_parse_from(normalise_args(args.iter().map(std::ffi::OsString::from))).unwrap()
 }
 
 #[test]

@@ -14,6 +14,8 @@
 //! A crash can only tear the last line (a `write` cut short by the kernel, or a disk that
 //! lost the tail). Opening a log whose last byte is not `\n` ends that torn line first and
 //! warns, so the next line starts on a line of its own; readers skip the torn fragment.
+//! That check runs under the exclusive lock, so the missing `\n` cannot be another
+//! writer's line still being written; if the lock is held by someone else it is skipped.
 //!
 //! Never put a token or key in an event: record the `cap_id` instead.
 //!
@@ -30,11 +32,15 @@
 //! per caller with the count.
 //!
 //! The file is rotated by size (default [`DEFAULT_MAX_BYTES`], keeping [`DEFAULT_KEEP`]
-//! old files `audit.log.1` … `.N`, all 0600): whichever writer process finds it past the
-//! limit moves its lines to `.1` (copy, then truncate, so the live file keeps its inode)
-//! under an exclusive `flock` on `<state dir>/audit.lock`, while every writer writes its
-//! line under a shared one, so no line is lost or written twice across a rotation, nor by
-//! a crash in the middle of one (see [`Rotation`] and the `rotation` module).
+//! old files `audit.log.1` … `.N`, all 0600): the background syncer of a writer process
+//! that finds it past the limit moves its lines to `.1` (copy, then truncate, so the live
+//! file keeps its inode) under an exclusive `flock` on `<state dir>/audit.lock`, taken
+//! without blocking, while every writer writes its line under a shared one, so no line is
+//! lost or written twice across a rotation, nor by a crash in the middle of one (see
+//! [`Rotation`] and the `rotation` module). `record` never rotates and never waits for the
+//! lock longer than [`WRITER_LOCK_WAIT`]: past that it writes without it and counts the
+//! line ([`Audit::unlocked_writes`]), whose place is then guaranteed only as the
+//! `rotation` module says.
 //! [`Audit::open`] takes the settings from `STRATA_AUDIT_MAX_BYTES` / `STRATA_AUDIT_KEEP`,
 //! which the supervisor sets for every service from its manifest's `[supervisor]` table.
 //! A writer confined by Landlock is given the files [`prepare_files`] names.
@@ -52,11 +58,11 @@ use strata_ipc::PeerCred;
 mod limiter;
 mod rotation;
 use limiter::{Class, EventLimiter};
-use rotation::LogFile;
 pub use rotation::{
-    prepare_files, Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, KEEP_ENV, MAX_BYTES_ENV, MAX_KEEP,
-    MIN_MAX_BYTES,
+    prepare_files, Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, FREE_MARGIN, KEEP_ENV, MAX_BACKOFF,
+    MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES, ROTATOR_LOCK_WAIT, WRITER_LOCK_WAIT,
 };
+use rotation::{LogFile, Rotator};
 
 /// Longest string value an event keeps, in bytes (longer ones are cut, ending in `…`).
 pub const MAX_VALUE_LEN: usize = 1024;
@@ -99,8 +105,6 @@ struct Writer {
     log: LogFile,
     /// Lines written to `log.file` since its last sync.
     dirty: bool,
-    /// The syncer's last rotation attempt failed (reported once, not every second).
-    rotation_failing: bool,
 }
 
 impl Writer {
@@ -128,28 +132,37 @@ impl Audit {
             .recursive(true)
             .mode(0o700)
             .create(state_dir)?;
-        let log = LogFile::open(state_dir, rotation, end_torn_line)?;
+        let log = LogFile::open(state_dir)?;
+        let mut rotator = Rotator::new(state_dir, rotation)?;
+        rotator.at_open(end_torn_line)?;
         let inner = Arc::new(Inner {
             source: source.to_owned(),
             path: log.path().to_owned(),
-            writer: Mutex::new(Writer {
-                log,
-                dirty: false,
-                rotation_failing: false,
-            }),
+            writer: Mutex::new(Writer { log, dirty: false }),
             wake: Condvar::new(),
             limiter: Mutex::new(EventLimiter::new()),
         });
         let syncer = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name(format!("{source}-audit"))
-            .spawn(move || sync_when_dirty(syncer))?;
+            .spawn(move || sync_when_dirty(syncer, rotator))?;
         Ok(Audit { inner })
     }
 
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Lines this handle wrote without the shared lock on `audit.lock`, because someone
+    /// held it longer than [`WRITER_LOCK_WAIT`] (the syncer warns about them too).
+    pub fn unlocked_writes(&self) -> u64 {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .log
+            .unlocked
     }
 
     /// Record `event` by `peer` with extra `fields` (a JSON object; other values are
@@ -229,7 +242,7 @@ impl Audit {
         let Writer { log, dirty, .. } = &mut *writer;
         let path = &self.inner.path;
         let written = log.append(&bytes, |old| Writer::sync_before_switch(dirty, old, path));
-        // Whatever happened to the rotation, a line may be in the file now.
+        // Even after an error a line may be in the file now. The syncer also rotates.
         *dirty = true;
         self.inner.wake.notify_one();
         match written {
@@ -322,24 +335,26 @@ fn end_torn_line(mut file: &File, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sync after writes, at most one sync in flight; exits when the log is dropped.
-fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
+/// Sync after writes, at most one sync in flight, and rotate the log when it is due
+/// (never holding the writer mutex meanwhile); exits when the log is dropped.
+fn sync_when_dirty(inner: std::sync::Weak<Inner>, mut rotator: Rotator) {
+    // The last rotation attempt failed (reported once per run of failures, apart from
+    // write errors: the lines themselves were written).
+    let mut rotation_failing = false;
+    let mut unlocked_reported = 0;
     loop {
         let Some(inner) = inner.upgrade() else { return };
         Audit {
             inner: Arc::clone(&inner),
         }
         .report_suppressed(REPORT_EVERY);
-        {
-            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            match writer.log.rotate_if_due() {
-                Ok(()) => writer.rotation_failing = false,
-                Err(e) if !writer.rotation_failing => {
-                    writer.rotation_failing = true;
-                    tracing::error!(path = %inner.path.display(), error = %e, "cannot rotate the audit log");
-                }
-                Err(_) => {}
+        match rotator.rotate_if_due() {
+            Ok(()) => rotation_failing = false,
+            Err(e) if !rotation_failing => {
+                rotation_failing = true;
+                tracing::error!(path = %inner.path.display(), error = %e, "cannot rotate the audit log (its lines are kept in it; retrying later)");
             }
+            Err(_) => {}
         }
         let file = {
             let writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -347,6 +362,12 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>) {
                 .wake
                 .wait_timeout_while(writer, std::time::Duration::from_secs(1), |w| !w.dirty)
                 .unwrap_or_else(|p| p.into_inner());
+            let unlocked = writer.log.unlocked;
+            if unlocked > unlocked_reported {
+                tracing::warn!(path = %inner.path.display(), lines = unlocked - unlocked_reported,
+                    "audit lines written without audit.lock: someone held it too long (a line written during a rotation may be misplaced or lost)");
+                unlocked_reported = unlocked;
+            }
             if !writer.dirty {
                 continue;
             }

@@ -1,34 +1,70 @@
 //! Rotation of the audit log by size, shared safely by several writer processes.
 //!
 //! Every process that writes `<state dir>/audit.log` (identity, fs, the supervisor) opens
-//! the file itself, so rotation cannot be one process's job: whichever writer sees the
-//! file past [`Rotation::max_bytes`] rotates it (inline, or its syncer within a second).
-//! Two rules make that lose and duplicate nothing:
+//! the file itself, so rotation cannot be one process's job: the background syncer of
+//! every writer that may create files beside the log ([`Rotator`]) rotates it once it is
+//! past [`Rotation::max_bytes`]. A line is never rotated inline: `record` only writes.
 //!
-//! - A writer holds a *shared* `flock` on `<state dir>/audit.lock` from the moment it
-//!   checks the file at `audit.log` (still the one its descriptor is, by device and inode,
-//!   else it reopens; and its size) until its one `write` returns.
-//! - A rotator holds the lock *exclusively*, so no line is being written, re-checks the
-//!   size (another writer may have rotated first), and moves the lines out.
+//! - A writer takes a *shared* `flock` on `<state dir>/audit.lock`, waiting at most
+//!   [`WRITER_LOCK_WAIT`], checks that the file at `audit.log` is still the one its
+//!   descriptor is (by device and inode; else it reopens), and makes its one `write`.
+//!   If the lock cannot be had in time (an operator's `flock -x`, a stopped process
+//!   holding it, a rotation stuck on a slow disk), it writes anyway, without it, and
+//!   counts that: a hung identity is worse than a misplaced line (see below).
+//! - A rotator holds `flock` on the state directory itself (so only one process rotates
+//!   at a time, whatever the writers do), copies the log's first `size` bytes to
+//!   `audit.log.partial` *without* the audit lock, then takes the audit lock
+//!   *exclusively* — never blocking: `LOCK_EX|LOCK_NB`, polled for at most
+//!   [`ROTATOR_LOCK_WAIT`], else it gives up and retries later — copies what was
+//!   appended meanwhile, and moves the lines out. Nobody but a rotator truncates the log,
+//!   and rotators exclude each other, so the prefix copied unlocked is still the file's
+//!   prefix when the lock is taken (the rotator checks the inode and size anyway).
 //!
 //! The live file is copied and truncated, not renamed: its inode never changes, because
 //! fs confines itself with Landlock to that one file (and the lock file) in the state
 //! dir, by inode, and could not open a new `audit.log`. The steps, each durable before
-//! the next: copy to `audit.log.partial`; rename that to `audit.log.copied` (the copy is
-//! complete); truncate `audit.log`; shift `.N-1` → `.N` … and rename `.copied` → `.1`.
-//! After a crash, the next rotator (or [`LogFile::open`]) finishes the job: a `.partial`
+//! the next: copy to `audit.log.partial` (created new, 0600); rename that to
+//! `audit.log.copied` (the copy is complete); truncate `audit.log`; shift `.N-1` → `.N` …
+//! and rename `.copied` → `.1`. After a crash, the next rotator finishes the job (at
+//! [`LogFile::open`] if it can have both locks at once, else in its syncer): a `.partial`
 //! is removed (the live file still holds its lines); a `.copied` whose content is still
 //! the start of the live file is removed (the truncation never happened), otherwise it
-//! joins the chain as `.1`. A process that cannot create files beside the log (fs, under
-//! Landlock) never rotates; it leaves that to the other writers.
+//! joins the chain as `.1`, shifting only the files below the chain's lowest gap, so a
+//! shift cut short is finished and never repeated. A process that cannot create files
+//! beside the log (fs, under Landlock) never rotates; it leaves that to the other writers.
+//! A rotation is skipped while the file system has less free space than the log's size
+//! plus [`FREE_MARGIN`], and after a failure the rotator backs off (up to
+//! [`MAX_BACKOFF`]); the partial copy is removed at once, so it never holds space the
+//! next lines need.
 //!
-//! Only what falls off the end of the chain (`.N` renamed over by `.N-1`) leaves the kept
-//! set.
+//! The guarantee: a line written under the shared lock is in exactly one of the kept
+//! files, whole. A line written without it (counted, and warned about) is one `write` on
+//! an `O_APPEND` descriptor, so it never interleaves with another line; if no rotation is
+//! moving lines at that moment (the usual case: someone else held the lock), it lands at
+//! the end of `audit.log` like any other. If a rotation holds the exclusive lock at that
+//! moment, the line can be copied to `.1` whole (fine), copied cut (the end of `.1` then
+//! holds its start with no newline, and the rest is lost), or be appended after the copy
+//! and so lost by the truncation. That needs a rotation holding the lock past the writer's
+//! wait (a very slow disk), or a writer that has just timed out: after one timed-out wait
+//! it only *tries* the lock, without waiting, until it has it again (so a holder costs it
+//! one wait, not one per line), and a rotation starting as the holder lets go can meet it.
+//! Only what falls off the end of the chain (`.N` renamed over by `.N-1`) otherwise leaves
+//! the kept set.
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod rotator;
+pub(crate) use rotator::Rotator;
+pub use rotator::{FREE_MARGIN, MAX_BACKOFF, ROTATOR_LOCK_WAIT};
+
+/// Longest a writer waits for the shared lock before writing without it.
+pub const WRITER_LOCK_WAIT: Duration = Duration::from_millis(100);
+/// How often a waiter tries a lock again.
+const POLL: Duration = Duration::from_millis(2);
 
 /// Default size past which the audit log is rotated: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
@@ -140,16 +176,19 @@ pub fn prepare_files(state_dir: &Path) -> io::Result<[PathBuf; 2]> {
     Ok([log, lock])
 }
 
-/// The open log of one writer: its descriptor, which file it is, and the cross-process
-/// lock. Callers serialise access (the `Audit`'s writer mutex).
+/// The open log of one writer: its descriptor, which file it is, and its own descriptor
+/// of the lock file. Callers serialise access (the `Audit`'s writer mutex).
 pub(crate) struct LogFile {
     path: PathBuf,
-    /// Shared with the guards that hold it.
-    lock: std::sync::Arc<File>,
-    rotation: Rotation,
-    /// False once this process found it may not create files beside the log.
-    may_rotate: bool,
+    /// This writer's own open file description of `audit.lock` (a rotator in the same
+    /// process has another: `flock` on one description would convert, not add, a lock).
+    lock: File,
     pub(crate) current: Current,
+    /// Lines written without the shared lock.
+    pub(crate) unlocked: u64,
+    /// The last wait for the lock timed out: until it is had again, writers only try it,
+    /// so a holder stalls this process once by [`WRITER_LOCK_WAIT`], not every line.
+    contended: bool,
 }
 
 /// The descriptor written to, and which file it is.
@@ -160,46 +199,87 @@ pub(crate) struct Current {
 }
 
 impl Current {
-    /// Open whatever is at `path` now (creating it if nothing is); its size.
-    fn reopen(&mut self, path: &Path) -> io::Result<u64> {
+    /// Open whatever is at `path` now (creating it if nothing is).
+    fn reopen(&mut self, path: &Path) -> io::Result<()> {
         let (file, id) = open_append(path)?;
-        let size = file.metadata()?.len();
         self.file = std::sync::Arc::new(file);
         self.id = id;
-        Ok(size)
+        Ok(())
     }
 }
 
 /// A `flock` held until dropped.
-struct Held(std::sync::Arc<File>);
+pub(crate) struct Held<'a>(&'a File);
 
-impl Held {
-    fn shared(lock: &std::sync::Arc<File>) -> io::Result<Held> {
-        lock.lock_shared()?;
-        Ok(Held(std::sync::Arc::clone(lock)))
+impl<'a> Held<'a> {
+    /// The shared lock, if it can be had within `wait`.
+    fn shared_within(lock: &'a File, wait: Duration) -> io::Result<Option<Held<'a>>> {
+        poll(wait, || lock.try_lock_shared()).map(|ok| ok.then_some(Held(lock)))
     }
 
-    fn exclusive(lock: &std::sync::Arc<File>) -> io::Result<Held> {
-        lock.lock()?;
-        Ok(Held(std::sync::Arc::clone(lock)))
+    /// The exclusive lock, if it can be had within `wait` (never blocking longer).
+    pub(crate) fn exclusive_within(lock: &'a File, wait: Duration) -> io::Result<Option<Held<'a>>> {
+        poll(wait, || lock.try_lock()).map(|ok| ok.then_some(Held(lock)))
     }
 }
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
 }
 
+/// Try `attempt` until it succeeds (true) or `wait` has passed (false).
+fn poll(
+    wait: Duration,
+    mut attempt: impl FnMut() -> Result<(), std::fs::TryLockError>,
+) -> io::Result<bool> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match attempt() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(POLL)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// `O_NOFOLLOW`: a symlink planted at one of the log's names is refused, never followed.
+pub(crate) fn nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+/// Open (creating, 0600) the log at `path` for appending, refusing a symlink, and narrow
+/// an existing file's mode to 0600 (a rotation copies the live file's lines into new
+/// 0600 files, but a 0644 live file would keep showing them).
 fn open_append(path: &Path) -> io::Result<(File, FileId)> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
         .mode(0o600)
+        .custom_flags(nofollow())
         .open(path)?;
     let meta = file.metadata()?;
+    narrow(&file, &meta, path);
     Ok((file, (meta.dev(), meta.ino())))
+}
+
+/// Make `file` 0600 if it is more open than that (a warning if it cannot be).
+fn narrow(file: &File, meta: &std::fs::Metadata, path: &Path) {
+    if meta.is_file() && meta.mode() & 0o077 != 0 {
+        match file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.mode() & 0o777),
+                "the audit log was readable by others; narrowed to 0600")
+            }
+            Err(e) => tracing::warn!(path = %path.display(), error = %e,
+                "the audit log is readable by others and cannot be narrowed to 0600"),
+        }
+    }
 }
 
 fn open_lock(path: &Path) -> io::Result<File> {
@@ -208,12 +288,13 @@ fn open_lock(path: &Path) -> io::Result<File> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(nofollow())
         .open(path)
 }
 
 /// Which file is at `path` now, and its size; `None` when nothing is.
-fn stat(path: &Path) -> io::Result<Option<(FileId, u64)>> {
-    match std::fs::metadata(path) {
+pub(crate) fn stat(path: &Path) -> io::Result<Option<(FileId, u64)>> {
+    match std::fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(((m.dev(), m.ino()), m.len()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -232,56 +313,22 @@ pub(crate) fn rotated(path: &Path, i: u32) -> PathBuf {
     beside(path, i)
 }
 
-fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-/// Whether `e` says this process may not create or rename files here (Landlock, or a
-/// directory it cannot write).
-fn refused(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-    )
-}
-
 impl LogFile {
-    /// Open (creating, 0600) `<dir>/audit.log` and `<dir>/audit.lock`, finish a rotation
-    /// a crash interrupted, then run `prepare` on the log under the shared lock (the
-    /// torn-line repair).
-    pub(crate) fn open(
-        dir: &Path,
-        rotation: Rotation,
-        prepare: impl FnOnce(&File, &Path) -> io::Result<()>,
-    ) -> io::Result<LogFile> {
+    /// Open (creating, 0600) `<dir>/audit.log` and `<dir>/audit.lock`.
+    pub(crate) fn open(dir: &Path) -> io::Result<LogFile> {
         let (path, lock) = names(dir);
-        let lock = std::sync::Arc::new(open_lock(&lock)?);
+        let lock = open_lock(&lock)?;
         let (file, id) = open_append(&path)?;
-        let mut log = LogFile {
+        Ok(LogFile {
             path,
             lock,
-            rotation,
-            may_rotate: true,
             current: Current {
                 file: std::sync::Arc::new(file),
                 id,
             },
-        };
-        {
-            let _held = Held::exclusive(&log.lock)?;
-            // Not a reason to refuse to start: the lines are all there, at worst twice.
-            if let Err(e) = log.recover().or_else(|e| log.cannot_rotate(e)) {
-                tracing::error!(path = %log.path.display(), error = %e,
-                    "cannot finish an audit log rotation a crash cut short");
-            }
-        }
-        let held = Held::shared(&log.lock)?;
-        prepare(&log.current.file, &log.path)?;
-        drop(held);
-        Ok(log)
+            unlocked: 0,
+            contended: false,
+        })
     }
 
     /// The path written to.
@@ -290,141 +337,37 @@ impl LogFile {
     }
 
     /// Append `bytes` (one whole line) with one `write` to the file that is `audit.log`
-    /// now, then rotate if that took it past the limit. `before_switch` runs on the old
-    /// descriptor before it is replaced (to sync what this writer put there).
+    /// now, under the shared lock if it can be had within [`WRITER_LOCK_WAIT`], else
+    /// without it. `before_switch` runs on the old descriptor before it is replaced (to
+    /// sync what this writer put there). Never rotates: the syncer does.
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
         before_switch: impl FnOnce(&File),
     ) -> io::Result<()> {
         use std::io::Write;
-        let size = {
-            let _held = Held::shared(&self.lock)?;
-            let size = match stat(&self.path)? {
-                Some((id, size)) if id == self.current.id => size,
-                // Moved or removed by hand (or by another tool): follow the path.
-                _ => {
-                    before_switch(&self.current.file);
-                    self.current.reopen(&self.path)?
-                }
-            };
-            (&*self.current.file).write_all(bytes)?;
-            size + bytes.len() as u64
+        let wait = if self.contended {
+            Duration::ZERO
+        } else {
+            WRITER_LOCK_WAIT
         };
-        if size >= self.rotation.max_bytes {
-            self.rotate_if_due()?;
-        }
-        Ok(())
-    }
-
-    /// Rotate if the log is past the limit and this process may rotate it. The syncer
-    /// calls this every second, so a log that only a confined writer appends to is still
-    /// rotated by the others.
-    pub(crate) fn rotate_if_due(&mut self) -> io::Result<()> {
-        if !self.may_rotate {
-            return Ok(());
+        let held = Held::shared_within(&self.lock, wait)?;
+        let unlocked = held.is_none();
+        self.contended = unlocked;
+        if unlocked {
+            self.unlocked += 1;
         }
         match stat(&self.path)? {
-            Some((_, size)) if size >= self.rotation.max_bytes => {}
-            _ => return Ok(()),
-        }
-        let held = Held::exclusive(&self.lock)?;
-        let result = self.recover().and_then(|()| self.rotate());
-        drop(held);
-        result.or_else(|e| self.cannot_rotate(e))
-    }
-
-    /// `Ok` (and no more attempts) when `e` says this process may not rotate.
-    fn cannot_rotate(&mut self, e: io::Error) -> io::Result<()> {
-        if refused(&e) {
-            self.may_rotate = false;
-            tracing::info!(path = %self.path.display(), error = %e,
-                "this process may not create files beside the audit log; the other writers rotate it");
-            Ok(())
-        } else {
-            Err(e)
-        }
-    }
-
-    /// Move the live file's lines to `.1`. Holding the exclusive lock.
-    fn rotate(&mut self) -> io::Result<()> {
-        let live = match stat(&self.path)? {
-            Some((_, size)) if size >= self.rotation.max_bytes => self.live()?,
-            // Another writer rotated first.
-            _ => return Ok(()),
-        };
-        let partial = beside(&self.path, "partial");
-        let copied = beside(&self.path, "copied");
-        std::fs::copy(&self.path, &partial)?;
-        File::open(&partial)?.sync_all()?;
-        std::fs::rename(&partial, &copied)?;
-        self.sync_dir()?;
-        live.set_len(0)?;
-        live.sync_all()?;
-        self.shift_in(&copied)?;
-        tracing::debug!(path = %self.path.display(), "audit log rotated");
-        Ok(())
-    }
-
-    /// The live file for truncating: our descriptor if it is still the path's file.
-    fn live(&mut self) -> io::Result<std::sync::Arc<File>> {
-        if stat(&self.path)?.map(|(id, _)| id) != Some(self.current.id) {
-            self.current.reopen(&self.path)?;
-        }
-        Ok(std::sync::Arc::clone(&self.current.file))
-    }
-
-    /// Shift the chain up by one and make `copied` its `.1`.
-    fn shift_in(&self, copied: &Path) -> io::Result<()> {
-        for i in (1..self.rotation.keep).rev() {
-            ignore_missing(std::fs::rename(
-                rotated(&self.path, i),
-                rotated(&self.path, i + 1),
-            ))?;
-        }
-        std::fs::rename(copied, rotated(&self.path, 1))?;
-        self.sync_dir()
-    }
-
-    fn sync_dir(&self) -> io::Result<()> {
-        match self.path.parent() {
-            Some(dir) => File::open(dir)?.sync_all(),
-            None => Ok(()),
-        }
-    }
-
-    /// Finish a rotation a crash cut short (see the module documentation). Holding the
-    /// exclusive lock.
-    fn recover(&mut self) -> io::Result<()> {
-        let partial = beside(&self.path, "partial");
-        let copied = beside(&self.path, "copied");
-        ignore_missing(std::fs::remove_file(&partial))?;
-        let copy = match std::fs::read(&copied) {
-            Ok(copy) => copy,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let mut start = vec![0u8; copy.len()];
-        let live = self.live()?;
-        let untruncated = {
-            use std::os::unix::fs::FileExt;
-            let mut read = 0;
-            while read < start.len() {
-                match live.read_at(&mut start[read..], read as u64)? {
-                    0 => break,
-                    n => read += n,
-                }
+            Some((id, _)) if id == self.current.id => {}
+            // Moved or removed by hand (or by another tool): follow the path.
+            _ => {
+                before_switch(&self.current.file);
+                self.current.reopen(&self.path)?;
             }
-            read == start.len() && start == copy
-        };
-        if untruncated {
-            tracing::warn!(path = %self.path.display(), "an audit log rotation was cut short before the truncation; the copy is dropped, the log keeps its lines");
-            std::fs::remove_file(&copied)?;
-            self.sync_dir()
-        } else {
-            tracing::warn!(path = %self.path.display(), "an audit log rotation was cut short after the truncation; finishing it");
-            self.shift_in(&copied)
         }
+        (&*self.current.file).write_all(bytes)?;
+        drop(held);
+        Ok(())
     }
 }
 

@@ -29,12 +29,20 @@ fn writer_process() {
     let dir = PathBuf::from(std::env::var("AUDIT_ROTATION_DIR").unwrap());
     let writer: u64 = writer.parse().unwrap();
     let audit = Audit::open(&dir, &format!("writer-{writer}")).unwrap();
+    let log = dir.join("audit.log");
     for seq in 0..LINES {
         audit.record(
             "test.line",
             None,
             serde_json::json!({"writer": writer, "seq": seq}),
         );
+        // The syncers rotate in the background; hold back while the log is well past its
+        // limit, so rotations keep happening in the middle of everyone's writes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&log).unwrap().len() >= 2 * MIN_MAX_BYTES {
+            assert!(Instant::now() < deadline, "no syncer rotated the log");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     audit.flush();
 }
@@ -119,6 +127,6 @@ fn concurrent_writer_processes_lose_and_duplicate_nothing_across_rotations() {
             "writer {w}'s lines out of order"
         );
     }
-    // ~100 bytes a line, 4 KiB files: well over a hundred rotations.
+    // ~100 bytes a line, files of 4 to 8 KiB: about a hundred rotations.
     assert!(rotations > 50, "only {rotations} rotations");
 }

@@ -4,7 +4,8 @@
 //! make a rotation eat the space the next lines need; the log's modes are narrowed and a
 //! symlink at its name is refused; the torn-line repair never runs beside a writer.
 //!
-//! Uses only the public API, so each test also runs against older versions of the crate.
+//! Uses only the public API (and `Audit::unlocked_writes`), so the tests also ran against
+//! the crate before these fixes, and failed there.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -69,6 +70,8 @@ fn an_exclusive_holder_of_the_lock_does_not_stall_writers() {
     holder.unlock().unwrap();
     assert!(in_time, "writers stalled while audit.lock was held");
     assert_eq!(seqs(audit.path()), (0..50).collect::<Vec<_>>());
+    // Counted (and warned about by the syncer).
+    assert_eq!(audit.unlocked_writes(), 50);
 }
 
 #[test]
@@ -91,6 +94,11 @@ fn a_shared_holder_stalls_neither_writers_nor_lets_a_rotation_run_under_it() {
     assert!(
         !rotated_under_reader,
         "rotated under a reader's shared lock"
+    );
+    assert_eq!(
+        audit.unlocked_writes(),
+        0,
+        "a shared holder is no reason to write unlocked"
     );
     wait_until("the rotation once the reader is gone", || {
         rotated(audit.path(), 1).exists()

@@ -193,3 +193,73 @@ fn a_rotation_cut_short_is_finished_without_loss_or_duplicates() {
         some_lines("later", 1)
     );
 }
+
+/// A small tmpfs mounted on a temp dir, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot mount a tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_copy_cut_short_by_a_full_disk_is_removed_at_once_and_backed_off() {
+    if strata_testkit::skip_unless_root(
+        "rotation::tests::a_copy_cut_short_by_a_full_disk_is_removed_at_once_and_backed_off",
+    ) {
+        return;
+    }
+    let fs = Tmpfs::mount("256k");
+    let log = fs.0.path().join("audit.log");
+    // ~160 KiB: its copy cannot fit in the ~96 KiB left.
+    std::fs::write(&log, some_lines("old", 5000)).unwrap();
+    let mut rotator = Rotator::new(fs.0.path(), Rotation::new(MIN_MAX_BYTES, 5).unwrap()).unwrap();
+    // The free-space check would skip the copy; without it the copy meets ENOSPC.
+    rotator.check_free = false;
+    let e = rotator.rotate_if_due().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+    assert!(
+        !beside(&log, "partial").exists(),
+        "the partial copy holds the space the next lines need"
+    );
+    assert!(rotator.retry_at.is_some(), "no backoff after a failure");
+    // Backing off: the next tick does not copy again.
+    assert!(rotator.rotate_if_due().is_ok());
+    assert!(!beside(&log, "partial").exists());
+    // The space is there for lines.
+    use std::io::Write;
+    let line = some_lines("after", 1000);
+    OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        some_lines("old", 5000) + &line
+    );
+}

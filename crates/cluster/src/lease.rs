@@ -15,6 +15,7 @@ pub struct NodeLease {
     id: watch::Receiver<Option<i64>>,
     task: tokio::task::JoinHandle<()>,
     contact: Arc<Contact>,
+    ttl: Duration,
 }
 
 /// When etcd last answered the lease's keeper (a grant or a keep-alive), for metrics.
@@ -50,7 +51,16 @@ impl NodeLease {
             id: rx,
             task,
             contact,
+            // The TTL etcd grants (whole seconds, at least 2: see `keep`).
+            ttl: Duration::from_secs(ttl.as_secs().max(2)),
         }
+    }
+
+    /// Whether the node holds its lease as far as it can tell: it has one, and etcd
+    /// answered its keeper within the TTL (past that etcd may well have let it expire,
+    /// though the keeper keeps the id to try again with).
+    pub fn held(&self) -> bool {
+        self.current().is_some() && self.since_contact().is_some_and(|ago| ago <= self.ttl)
     }
 
     /// How long ago etcd last answered the lease's keeper (granted it or kept it alive);

@@ -88,12 +88,7 @@ impl RegistryStore for ClusterStore {
         let remote = self.remote_entries().len();
         crate::metrics::entries(snap, self.local.len(), Some(remote));
         let (watching, lease) = (self.mirror.state().connected, &self._lease);
-        crate::metrics::cluster(
-            snap,
-            watching,
-            lease.current().is_some(),
-            lease.since_contact(),
-        );
+        crate::metrics::cluster(snap, watching, lease.held(), lease.since_contact());
     }
 
     async fn put(&self, mut entry: Entry) -> Result<(), StoreError> {

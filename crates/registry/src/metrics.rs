@@ -33,7 +33,7 @@ pub fn cluster(snap: &mut Snapshot, watching: bool, lease_held: bool, since: Opt
     );
     snap.gauge(
         "strata_cluster_lease_held",
-        "1 while the node holds its etcd lease (its registrations live), else 0.",
+        "1 while the node holds its etcd lease (its registrations live: etcd answered its keep-alive within the TTL), else 0.",
         f64::from(u8::from(lease_held)),
     );
     if let Some(since) = since {

@@ -96,16 +96,17 @@ impl Feed {
         }
     }
 
-    /// For metrics: how many subscribers are tracked, and how many revocations the one
-    /// furthest behind has not acknowledged (bounded work: the table is bounded).
-    pub fn lag(&self) -> (usize, u64) {
+    /// For metrics: how many trusted and other subscribers are tracked, and how many
+    /// revocations the trusted one furthest behind has not acknowledged. Only trusted
+    /// subscribers count for the lag: anyone who may connect can follow the feed under
+    /// names of its own and never acknowledge (bounded work: the table is bounded).
+    pub fn lag(&self) -> (usize, usize, u64) {
         let (seq, _) = self.position();
         let subscribers = self.lock_subscribers();
-        let behind = subscribers
-            .map
-            .values()
-            .map(|s| seq.saturating_sub(s.acked_seq));
-        (subscribers.len(), behind.max().unwrap_or(0))
+        let trusted = subscribers.map.values().filter(|s| s.trusted);
+        let behind = trusted.map(|s| seq.saturating_sub(s.acked_seq));
+        let (n_trusted, n_other) = (subscribers.trusted, subscribers.ordinary);
+        (n_trusted, n_other, behind.max().unwrap_or(0))
     }
 
     fn lock_subscribers(&self) -> MutexGuard<'_, Subscribers> {
@@ -537,6 +538,21 @@ mod tests {
             .poll_begins(&key(0, "a-more"), true, 0, 0, now)
             .is_err());
         assert_eq!(subs.len(), MAX_SUBSCRIBERS + MAX_ADMIN_SUBSCRIBERS);
+    }
+
+    #[test]
+    fn only_trusted_subscribers_count_for_the_lag() {
+        let (feed, _clock) = feed();
+        feed.revoked_up_to(9);
+        let _trusted = feed.poll_begins(key(0, "fs"), true, 7, 1).unwrap();
+        // Anyone may follow under names of its own and never acknowledge anything.
+        let _others: Vec<_> = (0..3)
+            .map(|i| {
+                feed.poll_begins(key(1000, &format!("u{i}")), false, 0, 1)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(feed.lag(), (1, 3, 2));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::Identity;
 use strata_ipc::metrics::{Counter, Snapshot};
+use strata_proto::methods::sys::MetricType;
 
 /// What identity counts as it serves.
 #[derive(Debug, Default)]
@@ -23,7 +24,7 @@ pub(crate) struct IdentityMetrics {
 /// identity's families, appended to the router's request families.
 pub(crate) fn report(identity: &Identity, snap: &mut Snapshot) {
     let m = &identity.metrics;
-    let (subscribers, lag) = identity.feed.lag();
+    let (trusted, others, lag) = identity.feed.lag();
     snap.counter(
         "strata_identity_issued_total",
         "Capabilities issued (identity.issue).",
@@ -49,14 +50,18 @@ pub(crate) fn report(identity: &Identity, snap: &mut Snapshot) {
         "Revocations in force (the revocation list's size).",
         identity.revoked.len() as f64,
     )
-    .gauge(
+    .labelled(
         "strata_identity_feed_subscribers",
-        "Verifiers following the revocation feed (tracked subscribers).",
-        subscribers as f64,
+        "Verifiers following the revocation feed (tracked subscribers): trusted (revocations wait for them) or not.",
+        MetricType::Gauge,
+        &[
+            (&[("trusted", "true")], trusted as f64),
+            (&[("trusted", "false")], others as f64),
+        ],
     )
     .gauge(
         "strata_identity_feed_max_lag_revocations",
-        "Revocations the furthest-behind feed subscriber has not acknowledged yet.",
+        "Revocations the furthest-behind trusted feed subscriber has not acknowledged yet.",
         lag as f64,
     );
     if let Some(link) = identity.cluster.get() {

@@ -19,11 +19,16 @@ fn free_port() -> SocketAddr {
 
 /// One HTTP/1.1 request; the status code, the head and the body.
 fn http(addr: SocketAddr, request_line: &str) -> (u16, String, String) {
+    http_with(addr, request_line, "")
+}
+
+/// One HTTP/1.1 request with `headers` (each ending in `\r\n`) added.
+fn http_with(addr: SocketAddr, request_line: &str, headers: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     write!(
         stream,
-        "{request_line}\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{request_line}\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut reply = String::new();
@@ -62,7 +67,8 @@ fn value(all: &BTreeMap<String, f64>, series: &str) -> f64 {
 }
 
 /// A counter's value, 0 when the series has not appeared yet (an error code is shown once
-/// it happened).
+/// it happened). Only for a count that must have moved, or a poll: a count that must not
+/// have moved is read with [`value`], so a series that vanished is not taken for 0.
 fn count(all: &BTreeMap<String, f64>, series: &str) -> f64 {
     all.get(series).copied().unwrap_or(0.0)
 }
@@ -186,7 +192,7 @@ fn a_live_node_scrape_passes_promtool_and_counts_exactly() {
     assert!(
         value(
             &before,
-            "strata_identity_feed_subscribers{service=\"identity\"}"
+            "strata_identity_feed_subscribers{service=\"identity\",trusted=\"true\"}"
         ) >= 1.0,
         "fs's guard follows the feed"
     );
@@ -195,6 +201,15 @@ fn a_live_node_scrape_passes_promtool_and_counts_exactly() {
     // Issue, open, read, a denied open, close nothing, revoke.
     let identity = stack.sb.socket("identity");
     let fs = stack.sb.socket("fs");
+    // One refused read before `before`, so the series is there to stay unmoved below.
+    let bogus = json!({"handle": "h", "offset": 0, "size": 1});
+    let refused = call(&fs, "fs.read", bogus, Some("v2.public.bogus")).unwrap();
+    assert_eq!(refused["error"]["name"], "UNAUTHENTICATED", "{refused}");
+    let unauthenticated_read = requests("fs", "fs.read", "UNAUTHENTICATED");
+    wait_until("the refused read counted", DEADLINE, || {
+        before = scrape(addr).1;
+        before.contains_key(&unauthenticated_read)
+    });
     let issued = call(
         &identity,
         "identity.issue",
@@ -244,7 +259,10 @@ fn a_live_node_scrape_passes_promtool_and_counts_exactly() {
         after = scrape(addr).1;
         value(&after, handles) == value(&before, handles)
     });
-    let moved = |series: &str| count(&after, series) - count(&before, series);
+    // A count that must have moved may be new since `before`; one that must not have
+    // moved must be there both times.
+    let moved = |series: &str| value(&after, series) - count(&before, series);
+    let unmoved = |series: &str| value(&after, series) - value(&before, series);
     let cases: Vec<(String, f64)> = vec![
         (
             "strata_identity_issued_total{service=\"identity\"}".into(),
@@ -272,17 +290,23 @@ fn a_live_node_scrape_passes_promtool_and_counts_exactly() {
         (requests("fs", "fs.open", "OK"), 1.0),
         (requests("fs", "fs.open", "UNAUTHENTICATED"), 1.0),
         (requests("fs", "fs.read", "OK"), 1.0),
-        (requests("fs", "fs.read", "UNAUTHENTICATED"), 0.0),
+        (unauthenticated_read, 0.0),
     ];
     for (series, by) in cases {
-        assert_eq!(moved(&series), by, "{series}");
+        if by == 0.0 {
+            assert_eq!(unmoved(&series), 0.0, "{series}");
+        } else {
+            assert_eq!(moved(&series), by, "{series}");
+        }
     }
     let latency_count = "strata_request_duration_seconds_count{service=\"fs\",method=\"fs.read\"}";
     assert_eq!(moved(latency_count), 1.0);
-    assert_eq!(
-        count(&after, "strata_scrape_errors_total{service=\"fs\"}"),
-        0.0
-    );
+    for s in ["registry", "identity", "fs", "supervisor"] {
+        let errors = format!("strata_scrape_errors_total{{service=\"{s}\"}}");
+        assert_eq!(value(&after, &errors), 0.0, "{errors}");
+        let refused = format!("strata_scrape_refused_families_total{{service=\"{s}\"}}");
+        assert_eq!(value(&after, &refused), 0.0, "{refused}");
+    }
     promtool_check(&scrape(addr).0);
 }
 
@@ -318,12 +342,117 @@ fn only_get_metrics_is_served_and_sys_metrics_answers_the_services_user() {
 }
 
 #[test]
+fn idle_and_slow_clients_do_not_keep_a_scrape_out() {
+    let addr = free_port();
+    let _stack = Stack::start_with_env(vec![("STRATA_METRICS_LISTEN".into(), addr.to_string())]);
+    wait_until("the endpoint serves", DEADLINE, || {
+        TcpStream::connect(addr).is_ok()
+    });
+    // More idle connections than the old limit of 16, and one that sends half a head.
+    let mut idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    idle.push(slow);
+    let (status, head, body) = http(addr, "GET /metrics HTTP/1.1");
+    assert_eq!(status, 200, "{head}");
+    assert!(body.contains("strata_service_state"), "{body}");
+    // Each of them is closed unanswered once its head is late.
+    for mut stream in idle {
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut reply = Vec::new();
+        let closed = stream.read_to_end(&mut reply);
+        assert!(closed.is_ok(), "still open after {DEADLINE:?}: {closed:?}");
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(!reply.contains(" 200 "), "{reply}");
+    }
+    assert_eq!(http(addr, "GET /metrics HTTP/1.1").0, 200);
+}
+
+/// A token file of `mode` in a fresh directory, holding `token` and a newline.
+fn token_file(token: &str, mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn with_a_token_file_only_requests_bearing_the_token_are_served() {
+    let token = "kq3-metrics-token-9Zx";
+    let (_dir, file) = token_file(token, 0o600);
+    let addr = free_port();
+    let _stack = Stack::start_with_env(vec![
+        ("STRATA_METRICS_LISTEN".into(), addr.to_string()),
+        (
+            "STRATA_METRICS_TOKEN_FILE".into(),
+            file.display().to_string(),
+        ),
+    ]);
+    let get = "GET /metrics HTTP/1.1";
+    let (status, head, body) = http(addr, get);
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert!(!body.contains("strata_"), "{body}");
+    for wrong in [
+        "Authorization: Bearer kq3-metrics-token-9Zy\r\n".to_owned(),
+        "Authorization: Bearer kq3-metrics-token-9Z\r\n".to_owned(),
+        format!("Authorization: Basic {token}\r\n"),
+        format!("Authorization: Bearer {token}\r\nAuthorization: Bearer x\r\n"),
+    ] {
+        assert_eq!(http_with(addr, get, &wrong).0, 401, "{wrong}");
+    }
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let (status, head, body) = http_with(addr, get, &bearer);
+    assert_eq!(status, 200, "{head}");
+    assert!(body.contains("strata_service_state"), "{body}");
+    let lower = format!("authorization: bearer {token}\r\n");
+    assert_eq!(http_with(addr, get, &lower).0, 200);
+}
+
+#[test]
+fn a_token_file_others_may_read_stops_the_supervisor_at_start_up() {
+    let token = "kq3-metrics-token-9Zx";
+    let (_dir, file) = token_file(token, 0o640);
+    let stderr = supervisor_fails(&[
+        ("STRATA_METRICS_LISTEN", free_port().to_string()),
+        ("STRATA_METRICS_TOKEN_FILE", file.display().to_string()),
+    ]);
+    assert!(
+        stderr.contains("metrics token file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(token),
+        "the token is never logged: {stderr}"
+    );
+}
+
+#[test]
 fn an_address_it_cannot_bind_stops_the_supervisor_at_start_up() {
     let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let addr = taken.local_addr().unwrap();
+    let stderr = supervisor_fails(&[("STRATA_METRICS_LISTEN", addr.to_string())]);
+    assert!(
+        stderr.contains(&format!("cannot listen for metrics on {addr}"))
+            && stderr.contains("--metrics-listen"),
+        "{stderr}"
+    );
+    drop(taken);
+}
+
+/// A supervisor started with `env` exits unsuccessfully at start-up; what it wrote to
+/// stderr.
+fn supervisor_fails(env: &[(&str, String)]) -> String {
     let sb = strata_testkit::Sandbox::new();
     let mut cmd = sb.command("strata-supervisor");
-    cmd.env("STRATA_METRICS_LISTEN", addr.to_string())
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (var, bin) in [
@@ -336,7 +465,7 @@ fn an_address_it_cannot_bind_stops_the_supervisor_at_start_up() {
     let mut supervisor = strata_testkit::Proc::spawn("strata-supervisor", &mut cmd);
     let status = supervisor
         .wait_timeout(DEADLINE)
-        .expect("the supervisor exits when it cannot listen for metrics");
+        .expect("the supervisor exits at start-up");
     assert!(!status.success());
     let mut stderr = String::new();
     supervisor
@@ -346,12 +475,7 @@ fn an_address_it_cannot_bind_stops_the_supervisor_at_start_up() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert!(
-        stderr.contains(&format!("cannot listen for metrics on {addr}"))
-            && stderr.contains("--metrics-listen"),
-        "{stderr}"
-    );
-    drop(taken);
+    stderr
 }
 
 /// `strata-ctl` with no node around it, for the cluster certificates.
@@ -428,15 +552,18 @@ fn a_cluster_node_reports_its_etcd_link_and_lease() {
     );
     promtool_check(&scrape(addr).0);
 
-    // etcd goes away: the watch is down and the last answer grows old.
+    // etcd goes away: the watch is down, the last answer grows old, and once it is older
+    // than the lease's TTL (3 s) the lease is no longer taken as held.
     etcd.kill();
     let heard = value(&all, &age);
     wait_until(
-        "the etcd link down and its last answer older",
+        "the etcd link down, its last answer older and the lease not held",
         DEADLINE,
         || {
             all = scrape(addr).1;
-            count(&all, &connected) == 0.0 && value(&all, &age) > heard + 1.0
+            value(&all, &connected) == 0.0
+                && value(&all, &age) > heard + 1.0
+                && value(&all, &lease) == 0.0
         },
     );
 }

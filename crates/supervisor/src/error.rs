@@ -172,6 +172,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics token file (`--metrics-token-file`) is unsafe or unreadable.
+    #[error("the metrics token file {path} (--metrics-token-file, STRATA_METRICS_TOKEN_FILE or [supervisor] metrics_token_file): {reason}")]
+    MetricsToken {
+        /// The file.
+        path: PathBuf,
+        /// Why it is refused (never its content).
+        reason: String,
+    },
     /// SIGTERM, SIGINT or SIGHUP handling could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

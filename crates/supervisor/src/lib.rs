@@ -89,6 +89,7 @@ pub async fn run(
     let runtime_dir = config.runtime_dir.clone();
     let mode = config.control_socket_mode;
     let metrics_listen = config.metrics_listen;
+    let metrics_token = config.metrics_token_file.clone();
     let supervisor = Supervisor::new(config, orphans)?;
     let mut server_config = ServerConfig::new(socket);
     server_config.socket_mode = mode;
@@ -106,14 +107,15 @@ pub async fn run(
             return Err(e.into());
         }
     };
-    let _metrics =
-        match metrics_listen.map(|a| metrics::MetricsEndpoint::start(a, supervisor.clone())) {
-            Some(Err(e)) => {
-                supervisor.shutdown().await;
-                return Err(e);
-            }
-            started => started.and_then(Result::ok),
-        };
+    let _metrics = match metrics_listen
+        .map(|a| metrics::MetricsEndpoint::start(a, metrics_token.as_deref(), supervisor.clone()))
+    {
+        Some(Err(e)) => {
+            supervisor.shutdown().await;
+            return Err(e);
+        }
+        started => started.and_then(Result::ok),
+    };
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;

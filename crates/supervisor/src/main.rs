@@ -62,6 +62,10 @@ struct Args {
     /// manifest's `[supervisor] metrics_listen`.
     #[arg(long, env = "STRATA_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// A file (mode 0600 or stricter) holding the bearer token every metrics request must
+    /// carry (`Authorization: Bearer <token>`); else `[supervisor] metrics_token_file`.
+    #[arg(long, env = "STRATA_METRICS_TOKEN_FILE", value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
     /// The group that owns every socket and the runtime directory (0660/0750), so its
     /// members may connect (default: the manifest's `socket_group`, else root's group).
     #[arg(long, env = "STRATA_SOCKET_GROUP", value_name = "GROUP")]
@@ -139,6 +143,10 @@ fn serve(
         manifest_path,
         control_socket_mode,
         metrics_listen: args.metrics_listen.or(manifest_settings.metrics_listen),
+        metrics_token_file: args
+            .metrics_token_file
+            .clone()
+            .or(manifest_settings.metrics_token_file.clone()),
         socket_group: args
             .socket_group
             .clone()

@@ -99,6 +99,11 @@ pub struct SupervisorSettings {
     /// `--metrics-listen` / `STRATA_METRICS_LISTEN` override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The file (mode 0600 or stricter) holding the bearer token every metrics request
+    /// must carry; none unless set. `--metrics-token-file` / `STRATA_METRICS_TOKEN_FILE`
+    /// override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// The group that owns every socket and the runtime directory, so its members may
     /// connect. `--socket-group` / `STRATA_SOCKET_GROUP` override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

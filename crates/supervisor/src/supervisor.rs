@@ -56,6 +56,8 @@ pub struct SupervisorConfig {
     pub control_socket_mode: u32,
     /// Where the Prometheus endpoint listens; `None` serves no metrics.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The file holding the bearer token every metrics request must carry; `None`: none.
+    pub metrics_token_file: Option<PathBuf>,
     /// The group that owns the sockets and the runtime directory; `None` leaves them
     /// root's group.
     pub socket_group: Option<String>,

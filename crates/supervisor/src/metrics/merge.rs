@@ -5,14 +5,23 @@
 //! A service's answer is not trusted to be well-formed: a family whose name lacks the
 //! `strata_` prefix or has characters Prometheus does not allow, whose type clashes with
 //! the family of that name already merged, or with a bad sample (labels, values, buckets)
-//! is refused whole and counted; beyond [`MAX_FAMILIES_PER_SERVICE`] families or
-//! [`MAX_SAMPLES_PER_SERVICE`] samples the rest are refused too.
+//! is refused whole and counted; beyond [`MAX_FAMILIES_PER_SERVICE`] families,
+//! [`MAX_SAMPLES_PER_SERVICE`] samples or [`MAX_BYTES_PER_SERVICE`] bytes of exposition
+//! the rest are refused too.
+//!
+//! The supervisor's own names are its alone: a service's family named
+//! `strata_service_*`, `strata_supervisor_*` or `strata_scrape_*` is refused
+//! ([`RESERVED_PREFIXES`]), and the request families every router reports have their
+//! type fixed in advance ([`DECLARED`]), so no service can claim them with another type.
+//! Help text is printable ASCII without a backslash: the OpenMetrics encoder writes it
+//! as it is, so a newline there would let a service write lines of its own.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType as PromType;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use strata_proto::methods::sys::{MetricFamily, MetricType, SampleValue};
 
 /// Most families taken from one service.
@@ -24,11 +33,23 @@ pub const MAX_LABELS: usize = 16;
 /// Longest family or label name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest label value, in bytes.
-pub const MAX_LABEL_VALUE_LEN: usize = 256;
+pub const MAX_LABEL_VALUE_LEN: usize = 128;
 /// Longest help text, in bytes.
 pub const MAX_HELP_LEN: usize = 512;
-/// Most buckets of one histogram sample.
-pub const MAX_BUCKETS: usize = 64;
+/// Most buckets of one histogram sample (the `+Inf` bucket, added here, not counted).
+pub const MAX_BUCKETS: usize = 32;
+/// Most bytes of exposition one service's families may take (estimated before encoding,
+/// the worst case of escaping counted): a service's labels are repeated on every line of
+/// every sample, so its answer's size alone does not bound the scrape's.
+pub const MAX_BYTES_PER_SERVICE: usize = 2 * 1024 * 1024;
+/// Family name prefixes only the supervisor's own families may have.
+pub const RESERVED_PREFIXES: [&str; 3] =
+    ["strata_service_", "strata_supervisor_", "strata_scrape_"];
+/// Families every router reports, with their type fixed before any service is merged.
+pub const DECLARED: [(&str, MetricType); 2] = [
+    ("strata_requests_total", MetricType::Counter),
+    ("strata_request_duration_seconds", MetricType::Histogram),
+];
 
 /// A sample's labels in exposition order: `service` first, then the service's own, sorted.
 type Labels = Vec<(String, String)>;
@@ -62,16 +83,20 @@ impl Merged {
     pub fn add(&mut self, service: Option<&str>, families: Vec<MetricFamily>) -> Vec<Refused> {
         let mut refused = Vec::new();
         let mut samples_left = MAX_SAMPLES_PER_SERVICE;
+        let mut bytes_left = MAX_BYTES_PER_SERVICE;
         for (i, family) in families.into_iter().enumerate() {
             let outcome = if i >= MAX_FAMILIES_PER_SERVICE {
                 Err("more families than one service may report")
             } else if family.samples.len() > samples_left {
                 Err("more samples than one service may report")
             } else {
-                self.add_family(service, &family)
+                self.add_family(service, &family, bytes_left)
             };
             match outcome {
-                Ok(n) => samples_left -= n,
+                Ok((n, bytes)) => {
+                    samples_left -= n;
+                    bytes_left -= bytes;
+                }
                 Err(reason) => refused.push(Refused {
                     name: strata_proto::clip(&family.name, MAX_NAME_LEN).to_owned(),
                     reason,
@@ -81,21 +106,31 @@ impl Merged {
         refused
     }
 
-    /// Check one family whole, then merge it; returns how many samples it added.
+    /// Check one family whole, then merge it; returns how many samples it added and the
+    /// bytes of exposition they may take, at most `bytes_left`.
     fn add_family(
         &mut self,
         service: Option<&str>,
         family: &MetricFamily,
-    ) -> Result<usize, &'static str> {
+        bytes_left: usize,
+    ) -> Result<(usize, usize), &'static str> {
         check_family_name(&family.name, family.kind)?;
-        if family.help.len() > MAX_HELP_LEN {
-            return Err("help text too long");
+        if service.is_some() && RESERVED_PREFIXES.iter().any(|p| family.name.starts_with(p)) {
+            return Err("name is reserved for the supervisor's own families");
+        }
+        check_help(&family.help)?;
+        let declared = DECLARED.iter().find(|(name, _)| *name == family.name);
+        if declared.is_some_and(|(_, kind)| *kind != family.kind) {
+            return Err("type differs from the one this family is declared with");
         }
         if let Some(known) = self.families.get(&family.name) {
             if known.kind != family.kind {
                 return Err("type clashes with the family of that name already merged");
             }
         }
+        // `# HELP` and `# TYPE` lines, written once per name (counted for every service:
+        // an over-estimate, never an under-one).
+        let mut bytes = 2 * family.name.len() + family.help.len() + 32;
         let mut checked = Vec::with_capacity(family.samples.len());
         let mut fresh = HashSet::new();
         for sample in &family.samples {
@@ -115,7 +150,11 @@ impl Merged {
             if known.is_some_and(|f| f.seen.contains(&labels)) || !fresh.insert(labels.clone()) {
                 return Err("two samples with the same labels");
             }
-            checked.push((labels, sample.value.clone()));
+            bytes = bytes.saturating_add(encoded_bytes(&family.name, &labels, &sample.value));
+            if bytes > bytes_left {
+                return Err("more bytes of exposition than one service may take");
+            }
+            checked.push((labels, with_inf_bucket(&sample.value)));
         }
         let merged = self
             .families
@@ -129,7 +168,7 @@ impl Merged {
         merged.seen.extend(fresh);
         let n = checked.len();
         merged.samples.extend(checked);
-        Ok(n)
+        Ok((n, bytes))
     }
 
     /// The names of the merged families, sorted.
@@ -139,8 +178,13 @@ impl Merged {
 
     /// The Prometheus text format (0.0.4), or OpenMetrics 1.0 when `openmetrics`.
     pub fn encode(self, openmetrics: bool) -> String {
+        Arc::new(self).encode_shared(openmetrics)
+    }
+
+    /// [`Merged::encode`], of families shared with other requests.
+    pub fn encode_shared(self: &Arc<Self>, openmetrics: bool) -> String {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Exposition(self)));
+        registry.register_collector(Box::new(Exposition(Arc::clone(self))));
         let mut out = String::new();
         let encoded = if openmetrics {
             prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -152,6 +196,57 @@ impl Merged {
             tracing::error!("metrics did not encode");
         }
         out
+    }
+}
+
+/// Help text is printable ASCII (no control character, newline included), without a
+/// backslash, within [`MAX_HELP_LEN`]: the OpenMetrics encoder writes it unescaped.
+fn check_help(help: &str) -> Result<(), &'static str> {
+    if help.len() > MAX_HELP_LEN {
+        return Err("help text too long");
+    }
+    if !help
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'\\')
+    {
+        return Err("help text is not printable ASCII without a backslash");
+    }
+    Ok(())
+}
+
+/// The most bytes one sample can take encoded: every line it is written on (one, or a
+/// histogram's buckets, `+Inf`, sum and count), each with the name, a suffix, every
+/// label with its value escaped at worst (each byte two), `le` and the number.
+fn encoded_bytes(name: &str, labels: &Labels, value: &SampleValue) -> usize {
+    let labels: usize = labels.iter().map(|(k, v)| k.len() + 2 * v.len() + 4).sum();
+    let line = name.len() + labels + 64;
+    let lines = match value {
+        SampleValue::Scalar { .. } => 1,
+        SampleValue::Histogram { buckets, .. } => buckets.len() + 3,
+    };
+    line.saturating_mul(lines)
+}
+
+/// A histogram's buckets with the `+Inf` bucket last (what falls above the last finite
+/// bound: its count less the rest); the OpenMetrics encoder writes only the buckets it is
+/// given, the text one adds `+Inf` only when it is missing. A scalar as it is.
+fn with_inf_bucket(value: &SampleValue) -> SampleValue {
+    match value {
+        SampleValue::Histogram {
+            buckets,
+            sum,
+            count,
+        } => {
+            let finite: u64 = buckets.iter().map(|(_, n)| n).sum();
+            let mut all = buckets.clone();
+            all.push((f64::INFINITY, count.saturating_sub(finite)));
+            SampleValue::Histogram {
+                buckets: all,
+                sum: *sum,
+                count: *count,
+            }
+        }
+        scalar => scalar.clone(),
     }
 }
 
@@ -250,7 +345,7 @@ fn check_value(kind: MetricType, value: &SampleValue) -> Result<(), &'static str
 /// The merged families as a prometheus-client collector: a descriptor per family, a
 /// metric per sample.
 #[derive(Debug)]
-struct Exposition(Merged);
+struct Exposition(Arc<Merged>);
 
 impl Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {

@@ -97,12 +97,8 @@ pub(crate) struct ScrapeCounts {
 }
 
 /// The node families: per service state, restarts, uptime, memory, CPU; the supervisor's
-/// uptime; the scrape counts.
-pub(crate) fn families(
-    supervisor: &Supervisor,
-    services: &[ServiceView],
-    counts: &ScrapeCounts,
-) -> Vec<MetricFamily> {
+/// uptime. (The scrape counts are [`scrape_families`], known once the services answered.)
+pub(crate) fn families(supervisor: &Supervisor, services: &[ServiceView]) -> Vec<MetricFamily> {
     let (mut state, mut restarts, mut uptime, mut memory, mut cpu) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for s in services {
@@ -133,11 +129,6 @@ pub(crate) fn families(
             cpu.push(sample(&[("service", svc)], secs));
         }
     }
-    let per_service = |m: &BTreeMap<String, u64>| {
-        m.iter()
-            .map(|(svc, n)| sample(&[("service", svc)], *n as f64))
-            .collect()
-    };
     let started = supervisor.shared.started_at.elapsed().as_secs_f64();
     use MetricType::{Counter, Gauge};
     vec![
@@ -177,6 +168,18 @@ pub(crate) fn families(
             Gauge,
             vec![sample(&[], started)],
         ),
+    ]
+}
+
+/// What the scrapes counted, per service.
+pub(crate) fn scrape_families(counts: &ScrapeCounts) -> Vec<MetricFamily> {
+    let per_service = |m: &BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(svc, n)| sample(&[("service", svc)], *n as f64))
+            .collect()
+    };
+    use MetricType::Counter;
+    vec![
         family(
             "strata_scrape_errors_total",
             "Scrapes in which a service did not answer sys.metrics in time (its families are left out).",
@@ -185,7 +188,7 @@ pub(crate) fn families(
         ),
         family(
             "strata_scrape_refused_families_total",
-            "Families refused from a service's sys.metrics (bad name or label, type clash, over a bound).",
+            "Families refused from a service's sys.metrics (bad name, label or help text, a name reserved for the supervisor, type clash, over a bound).",
             Counter,
             per_service(&counts.refused),
         ),

@@ -172,6 +172,7 @@ impl Harness {
             manifest_path: None,
             control_socket_mode: 0o660,
             metrics_listen: None,
+            metrics_token_file: None,
             socket_group: None,
             programs: ProgramLookup::default(),
         };

@@ -207,3 +207,156 @@ fn openmetrics_is_served_on_request() {
         "{text}"
     );
 }
+
+#[test]
+fn help_that_could_write_lines_of_its_own_is_refused() {
+    let forged = "x\n# TYPE strata_fs_forged gauge\nstrata_fs_forged{service=\"fs\"} 42";
+    for help in [forged, "x\r# EOF", "x\\n", "tab\there", "\u{7f}", "naïve"] {
+        let mut family = scalar("strata_aaa", MetricType::Gauge, &[], 1.0);
+        family.help = help.to_owned();
+        let mut m = Merged::default();
+        let refused = m.add(Some("aaa"), vec![family]);
+        assert_eq!(refused.len(), 1, "{help:?} taken");
+        for openmetrics in [true, false] {
+            let mut m = Merged::default();
+            let mut family = scalar("strata_aaa", MetricType::Gauge, &[], 1.0);
+            family.help = help.to_owned();
+            m.add(Some("aaa"), vec![family]);
+            let text = m.encode(openmetrics);
+            assert!(!text.contains("forged"), "{text}");
+            assert!(!openmetrics || text.matches("# EOF").count() == 1, "{text}");
+        }
+    }
+    let mut plain = scalar("strata_aaa", MetricType::Gauge, &[], 1.0);
+    plain.help = "Printable: ASCII, (with) \"quotes\" & ~punctuation~.".into();
+    assert!(Merged::default().add(Some("aaa"), vec![plain]).is_empty());
+}
+
+#[test]
+fn openmetrics_histograms_have_their_inf_bucket_once() {
+    let family = || histogram("strata_x_seconds", vec![(0.1, 2), (1.0, 1)], 5);
+    // (le, cumulative count) of every bucket line, whichever order the labels are in.
+    let buckets = |text: &str| -> Vec<(String, u64)> {
+        text.lines()
+            .filter(|l| l.starts_with("strata_x_seconds_bucket{"))
+            .map(|l| {
+                let le = l.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                let n = l.rsplit_once(' ').unwrap().1.parse().unwrap();
+                (le.to_owned(), n)
+            })
+            .collect()
+    };
+    for (openmetrics, one) in [(true, "1.0"), (false, "1")] {
+        let mut m = Merged::default();
+        assert!(m.add(Some("fs"), vec![family()]).is_empty());
+        let text = m.encode(openmetrics);
+        let expected = [("0.1", 2), (one, 3), ("+Inf", 5)].map(|(le, n)| (le.to_owned(), n));
+        assert_eq!(buckets(&text), expected, "{text}");
+    }
+}
+
+#[test]
+fn a_service_is_held_to_its_bytes_of_exposition() {
+    // Few samples and families, each label long, every one repeated on every bucket line.
+    let labels: Vec<(String, String)> = (0..MAX_LABELS - 1)
+        .map(|j| {
+            (
+                format!("l{j:02}{}", "a".repeat(100)),
+                "v".repeat(MAX_LABEL_VALUE_LEN),
+            )
+        })
+        .collect();
+    let sample = |i: usize| MetricSample {
+        labels: labels
+            .iter()
+            .cloned()
+            .chain([("i".to_owned(), i.to_string())])
+            .collect(),
+        value: SampleValue::Histogram {
+            buckets: (0..MAX_BUCKETS).map(|k| (k as f64 + 1.0, 0)).collect(),
+            sum: 0.0,
+            count: 0,
+        },
+    };
+    let families: Vec<MetricFamily> = (0..40)
+        .map(|f| MetricFamily {
+            name: format!("strata_big{f}_seconds"),
+            help: "big".into(),
+            kind: MetricType::Histogram,
+            samples: (0..4).map(&sample).collect(),
+        })
+        .collect();
+    let mut m = Merged::default();
+    let refused = m.add(Some("big"), families);
+    assert!(!refused.is_empty(), "everything taken");
+    let text = m.encode(false);
+    assert!(text.len() <= MAX_BYTES_PER_SERVICE, "{} bytes", text.len());
+    // The estimate counts every label value escaped at worst (twice its length).
+    assert!(
+        text.len() > MAX_BYTES_PER_SERVICE / 4,
+        "{} bytes",
+        text.len()
+    );
+    // Another service still has its own budget.
+    let mut small = Merged::default();
+    assert!(small
+        .add(
+            Some("ok"),
+            vec![scalar("strata_g", MetricType::Gauge, &[], 1.0)]
+        )
+        .is_empty());
+}
+
+#[test]
+fn the_supervisors_names_and_the_request_families_types_are_not_a_services_to_take() {
+    use MetricType::{Counter, Gauge};
+    let node = || {
+        scalar(
+            "strata_service_state",
+            Gauge,
+            &[("service", "fs"), ("state", "Healthy")],
+            1.0,
+        )
+    };
+    let taken = vec![
+        scalar("strata_service_state", Gauge, &[("state", "Healthy")], 1.0),
+        scalar("strata_service_restarts_total", Counter, &[], 0.0),
+        histogram("strata_service_uptime_seconds", vec![(1.0, 0)], 0),
+        scalar("strata_supervisor_uptime_seconds", Gauge, &[], 1.0),
+        scalar("strata_scrape_errors_total", Counter, &[], 1.0),
+        scalar("strata_request_duration_seconds", Gauge, &[], 1.0),
+        MetricFamily {
+            kind: Gauge,
+            ..scalar("strata_requests_total", Gauge, &[], 1.0)
+        },
+    ];
+    let n = taken.len();
+    // Whichever comes first, the node's families stand and the service's are refused.
+    let mut m = Merged::default();
+    let refused = m.add(Some("aaa"), taken.clone());
+    assert_eq!(refused.len(), n, "{refused:?}");
+    assert!(m.add(None, vec![node()]).is_empty());
+    let mut m = Merged::default();
+    assert!(m.add(None, vec![node()]).is_empty());
+    assert_eq!(m.add(Some("aaa"), taken).len(), n);
+    // The request families are still everyone's, with their declared types.
+    assert!(m
+        .add(
+            Some("fs"),
+            vec![histogram(
+                "strata_request_duration_seconds",
+                vec![(1.0, 1)],
+                1
+            )]
+        )
+        .is_empty());
+    let text = m.encode(false);
+    assert!(
+        text.contains("# TYPE strata_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains("strata_service_state{service=\"fs\",state=\"Healthy\"} 1"),
+        "{text}"
+    );
+}

@@ -22,10 +22,15 @@
 //! [`RATE_PER_SEC`] lines a second, bursts up to [`RATE_BURST`]), so one chatty service
 //! cannot spend the unit's journald rate limit (`LogRateLimitBurst=10000` per
 //! `LogRateLimitIntervalSec=30s` by default, shared by every service and the supervisor's
-//! own log) by itself: at most 2000 + 200 × 30 = 8000 of a window's 10000 lines. Lines
-//! over the limit are left out of the journal only, and once the bucket refills one
-//! supervisor entry says how many were (`suppressed N lines ...`). The supervisor's own
-//! notes about a service are not limited.
+//! own log) by itself. Lines over the limit are left out of the journal only; a supervisor
+//! entry says how many were (`suppressed N lines ...`) at most once per
+//! [`NOTE_INTERVAL`] (the count gathers in between), at the next line after that, and
+//! when the service's output ends (it exited). These notes are charged to the same
+//! bucket, so a service's lines and notes together are at most 2000 + 200 × 30 + 1 =
+//! 8001 of a window's 10000 entries (the one: the note at the end may borrow a token).
+//! A service that goes quiet, but keeps running, after a flood has its count said with
+//! its next line. The supervisor's other notes about a service (started, exited, ...)
+//! are not limited: they come once per event.
 //!
 //! Sending never blocks the capture of a service's output: the socket is non-blocking,
 //! and an entry journald cannot take now (its queue full, the socket missing) is dropped
@@ -183,26 +188,32 @@ pub(crate) fn priority_of(stream: Stream, text: &str) -> (u8, &str) {
     (priority, text)
 }
 
-/// One service's token bucket for the journal: [`RATE_PER_SEC`] lines a second, up to
-/// [`RATE_BURST`] at once.
+/// One service's token bucket for the journal: [`RATE_PER_SEC`] entries a second, up to
+/// [`RATE_BURST`] at once. The supervisor's notes that lines were left out are charged
+/// to the same bucket and come at most once per [`NOTE_INTERVAL`], so everything one
+/// service makes the supervisor send (its lines and these notes) stays within
+/// `RATE_BURST + RATE_PER_SEC × t + 1` entries in any `t` seconds (the one extra: the
+/// note at the end of its output may borrow a token).
 pub struct RateLimit {
     tokens: f64,
     last: Instant,
     suppressed: u64,
+    last_note: Option<Instant>,
     per_sec: f64,
     burst: f64,
 }
 
+/// The shortest time between two notes that lines were left out: the count gathers
+/// in between.
+pub const NOTE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What [`RateLimit::admit`] decided for one line.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admit {
-    /// Send it; first say that this many lines before it were left out (if any).
-    Send {
-        /// Lines left out of the journal since the last one sent.
-        suppressed: u64,
-    },
-    /// Leave it out of the journal (it is counted).
-    Suppress,
+pub struct Admit {
+    /// Before the line, send the note that this many lines were left out.
+    pub note: Option<u64>,
+    /// Whether the line goes to the journal (if not, it is counted).
+    pub send: bool,
 }
 
 impl RateLimit {
@@ -217,6 +228,7 @@ impl RateLimit {
             tokens: f64::from(burst),
             last: now,
             suppressed: 0,
+            last_note: None,
             per_sec: f64::from(per_sec),
             burst: f64::from(burst),
         }
@@ -228,20 +240,53 @@ impl RateLimit {
         self.tokens = self.burst;
     }
 
-    /// Whether a line arriving at `now` goes to the journal.
-    pub fn admit(&mut self, now: Instant) -> Admit {
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now.max(self.last);
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
-        if self.tokens >= 1.0 {
+    }
+
+    /// Whether a note is due at `now`: lines were left out, and the last note was at
+    /// least [`NOTE_INTERVAL`] ago.
+    fn note_due(&self, now: Instant) -> bool {
+        self.suppressed > 0
+            && self
+                .last_note
+                .is_none_or(|at| now.saturating_duration_since(at) >= NOTE_INTERVAL)
+    }
+
+    fn take_note(&mut self, now: Instant) -> u64 {
+        self.tokens -= 1.0;
+        self.last_note = Some(now);
+        std::mem::take(&mut self.suppressed)
+    }
+
+    /// Whether a line arriving at `now` goes to the journal, and whether a note about
+    /// the lines left out goes first. A due note takes its token before the line does,
+    /// so a flood cannot starve it.
+    pub fn admit(&mut self, now: Instant) -> Admit {
+        self.refill(now);
+        let note = if self.note_due(now) && self.tokens >= 1.0 {
+            Some(self.take_note(now))
+        } else {
+            None
+        };
+        let send = self.tokens >= 1.0;
+        if send {
             self.tokens -= 1.0;
-            Admit::Send {
-                suppressed: std::mem::take(&mut self.suppressed),
-            }
         } else {
             self.suppressed += 1;
-            Admit::Suppress
         }
+        Admit { note, send }
+    }
+
+    /// At the end of the service's output (it exited): the count of lines left out that
+    /// no note has said yet, if any. The note is sent whatever the interval and may
+    /// borrow one token (never more: not when the bucket is already below empty, when
+    /// the count stays for the next note).
+    pub fn flush(&mut self, now: Instant) -> Option<u64> {
+        self.refill(now);
+        (self.suppressed > 0 && self.tokens >= 0.0).then(|| self.take_note(now))
     }
 }
 

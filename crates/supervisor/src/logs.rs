@@ -114,25 +114,46 @@ impl LogSink {
     }
 
     /// Send to the journal within this service's rate limit; the supervisor's own notes
-    /// are not limited.
+    /// are not limited, but its notes that lines were left out are.
     fn to_journal(&self, journal: &Journal, stream: Stream, text: &str, continuation: bool) {
         if stream != Stream::Supervisor {
-            let admit = self
+            let Admit { note, send } = self
                 .journal_limit
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .admit(std::time::Instant::now());
-            match admit {
-                Admit::Suppress => return,
-                Admit::Send { suppressed: 0 } => {}
-                Admit::Send { suppressed } => journal.send_line(
-                    &self.service,
-                    Stream::Supervisor,
-                    &crate::journal::suppressed_note(suppressed),
-                ),
+            if let Some(n) = note {
+                self.send_suppressed(journal, n);
+            }
+            if !send {
+                return;
             }
         }
         journal.send_part(&self.service, stream, text, continuation);
+    }
+
+    /// At the end of one of the service's outputs: say how many lines the journal missed
+    /// since the last note, if any.
+    pub fn output_ended(&self) {
+        let Some(journal) = self.journal else {
+            return;
+        };
+        let n = self
+            .journal_limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush(std::time::Instant::now());
+        if let Some(n) = n {
+            self.send_suppressed(journal, n);
+        }
+    }
+
+    fn send_suppressed(&self, journal: &Journal, n: u64) {
+        journal.send_line(
+            &self.service,
+            Stream::Supervisor,
+            &crate::journal::suppressed_note(n),
+        );
     }
 
     /// The last `n` lines, oldest first, as many of them as take at most `max_bytes`
@@ -155,7 +176,8 @@ impl LogSink {
     }
 }
 
-/// Read `reader` line by line into `sink` until end of file.
+/// Read `reader` line by line into `sink` until end of file; then the journal hears of
+/// lines it missed ([`LogSink::output_ended`]).
 pub async fn capture(
     reader: impl AsyncRead + Unpin,
     stream: Stream,
@@ -207,6 +229,7 @@ pub async fn capture(
         }
         continuation = split;
         if done {
+            sink.output_ended();
             return;
         }
     }

@@ -205,29 +205,177 @@ async fn only_the_start_of_a_real_line_carries_a_priority() {
     assert_eq!(get(&real, "PRIORITY"), "3");
 }
 
+const SEND: Admit = Admit {
+    note: None,
+    send: true,
+};
+const SUPPRESS: Admit = Admit {
+    note: None,
+    send: false,
+};
+
 #[test]
 fn the_bucket_admits_a_burst_then_its_rate_and_counts_the_rest() {
     let start = std::time::Instant::now();
     let mut limit = RateLimit::new(start);
     for _ in 0..RATE_BURST {
-        assert_eq!(limit.admit(start), Admit::Send { suppressed: 0 });
+        assert_eq!(limit.admit(start), SEND);
     }
     for _ in 0..7 {
-        assert_eq!(limit.admit(start), Admit::Suppress);
+        assert_eq!(limit.admit(start), SUPPRESS);
     }
-    // A second later RATE_PER_SEC more pass; the first says what was left out.
+    // A second later RATE_PER_SEC more entries pass: the note that says what was left
+    // out takes the first, then RATE_PER_SEC - 1 lines.
     let later = start + Duration::from_secs(1);
-    assert_eq!(limit.admit(later), Admit::Send { suppressed: 7 });
-    for _ in 1..RATE_PER_SEC {
-        assert_eq!(limit.admit(later), Admit::Send { suppressed: 0 });
+    assert_eq!(
+        limit.admit(later),
+        Admit {
+            note: Some(7),
+            send: true
+        }
+    );
+    for _ in 2..RATE_PER_SEC {
+        assert_eq!(limit.admit(later), SEND);
     }
-    assert_eq!(limit.admit(later), Admit::Suppress);
+    assert_eq!(limit.admit(later), SUPPRESS);
     // A long quiet spell refills no more than the burst.
     let much_later = later + Duration::from_secs(3600);
-    for _ in 0..RATE_BURST {
-        assert!(matches!(limit.admit(much_later), Admit::Send { .. }));
+    assert_eq!(
+        limit.admit(much_later),
+        Admit {
+            note: Some(1),
+            send: true
+        }
+    );
+    for _ in 2..RATE_BURST {
+        assert_eq!(limit.admit(much_later), SEND);
     }
-    assert_eq!(limit.admit(much_later), Admit::Suppress);
+    assert_eq!(limit.admit(much_later), SUPPRESS);
+}
+
+#[test]
+fn a_flood_stays_within_the_documented_share_notes_included_and_every_line_is_counted() {
+    // 10,000 lines a second for 90 s, at fixed instants.
+    let start = std::time::Instant::now();
+    let step = Duration::from_micros(100);
+    let lines: u64 = 900_000;
+    let mut limit = RateLimit::new(start);
+    let mut entries = Vec::new(); // when each journal entry (line or note) went
+    let (mut sent, mut told, mut notes) = (0u64, 0u64, 0u64);
+    for i in 0..lines {
+        let now = start + step * u32::try_from(i).unwrap();
+        let Admit { note, send } = limit.admit(now);
+        if let Some(n) = note {
+            told += n;
+            notes += 1;
+            entries.push(now);
+        }
+        if send {
+            sent += 1;
+            entries.push(now);
+        }
+    }
+    // The service dies in mid-flood: the rest of the count is said at once.
+    let end = start + step * u32::try_from(lines).unwrap();
+    let last = limit.flush(end).expect("the count left at the end is said");
+    told += last;
+    notes += 1;
+    entries.push(end);
+    assert_eq!(limit.flush(end), None, "said once");
+    assert_eq!(
+        sent + told,
+        lines,
+        "every line is sent or counted in a note"
+    );
+    // At most one note per NOTE_INTERVAL (and the one at the end).
+    assert!(notes <= 90 / NOTE_INTERVAL.as_secs() + 2, "{notes} notes");
+    // In any 30 s window, lines and notes together are within the documented figure.
+    let window = Duration::from_secs(30);
+    let share = u64::from(RATE_BURST) + u64::from(RATE_PER_SEC) * 30 + 1;
+    let mut first = 0;
+    let mut most = 0;
+    for (i, at) in entries.iter().enumerate() {
+        while *at - entries[first] >= window {
+            first += 1;
+        }
+        most = most.max(i + 1 - first);
+    }
+    assert!(
+        most as u64 <= share,
+        "{most} entries in 30 s, share {share}"
+    );
+}
+
+#[test]
+fn after_a_flood_the_count_comes_with_the_next_line_once_the_interval_passed() {
+    let start = std::time::Instant::now();
+    let mut limit = RateLimit::with(start, 1, 2);
+    assert_eq!(limit.admit(start), SEND);
+    assert_eq!(limit.admit(start), SEND);
+    for _ in 0..5 {
+        assert_eq!(limit.admit(start), SUPPRESS);
+    }
+    // The first note goes at the first token.
+    let t1 = start + Duration::from_secs(1);
+    assert_eq!(
+        limit.admit(t1),
+        Admit {
+            note: Some(5),
+            send: false
+        }
+    );
+    // The next has to wait NOTE_INTERVAL, however many tokens there are.
+    let t2 = t1 + Duration::from_secs(2);
+    assert_eq!(limit.admit(t2), SEND);
+    assert_eq!(limit.admit(t2), SEND);
+    assert_eq!(limit.admit(t2), SUPPRESS);
+    let t3 = t1 + NOTE_INTERVAL;
+    assert_eq!(
+        limit.admit(t3),
+        Admit {
+            note: Some(2),
+            send: true
+        }
+    );
+    assert_eq!(limit.flush(t3), None, "nothing left to say");
+}
+
+#[tokio::test]
+async fn the_count_of_a_service_that_stops_in_a_flood_is_said_when_its_output_ends() {
+    let journald = FakeJournald::bind();
+    let journal = leak(Journal::to_socket(&journald.path).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sink = std::sync::Arc::new(LogSink::with_journal(
+        dir.path(),
+        "fs",
+        &LogSettings::default(),
+        Some(journal),
+    ));
+    // No refill, so the count is exact.
+    *sink.journal_limit() = RateLimit::with(std::time::Instant::now(), 0, 3);
+    let output: String = (0..5).map(|i| format!("line {i}\n")).collect();
+    crate::logs::capture(
+        output.as_bytes(),
+        Stream::Stdout,
+        std::sync::Arc::clone(&sink),
+    )
+    .await;
+    for i in 0..3 {
+        assert_eq!(get(&journald.next(), "MESSAGE"), format!("line {i}"));
+    }
+    let note = journald.next();
+    assert!(
+        get(&note, "MESSAGE").starts_with("suppressed 2 lines "),
+        "{}",
+        get(&note, "MESSAGE")
+    );
+    assert_eq!(get(&note, "STRATA_STREAM"), "supervisor");
+    // The note borrowed the one token it may: with the bucket below empty, the next
+    // end says nothing (the count waits for a token).
+    sink.push(Stream::Stdout, "line 5".into());
+    sink.output_ended();
+    sink.push(Stream::Supervisor, "exited".into());
+    assert_eq!(get(&journald.next(), "MESSAGE"), "exited");
 }
 
 #[test]

@@ -547,7 +547,8 @@ async fn stream(client: &mut Client, handle: &str, size: u64) -> Result<(), Fail
             .map_err(|e| Failure::Usage(format!("cannot write to stdout: {e}")))?;
         offset += chunk.bytes_read;
         if progress {
-            eprint!(
+            let _ = write!(
+                std::io::stderr(),
                 "\r{:>3}% of {size} bytes",
                 (offset * 100).checked_div(size).unwrap_or(100).min(100)
             );
@@ -557,7 +558,7 @@ async fn stream(client: &mut Client, handle: &str, size: u64) -> Result<(), Fail
         }
     }
     if progress {
-        eprintln!();
+        let _ = writeln!(std::io::stderr());
     }
     stdout
         .flush()

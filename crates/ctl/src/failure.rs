@@ -2,6 +2,7 @@
 //! docs/OPERATIONS.md and the man page) and one line on stderr that says what to do.
 
 use crate::output::printable;
+use std::io::Write;
 use std::process::ExitCode;
 use strata_ipc::ClientError;
 use strata_proto::{ErrorBody, ErrorCode};
@@ -117,7 +118,12 @@ impl Failure {
         let code = self.exit_code();
         match self {
             Failure::Server(body) => {
-                eprintln!("{}: {}", body.code.name(), printable(&body.message))
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}: {}",
+                    body.code.name(),
+                    printable(&body.message)
+                );
             }
             // These carry text from elsewhere (a server's or etcd's error, a path): to
             // the terminal escaped, like every server string.
@@ -125,7 +131,7 @@ impl Failure {
             | Failure::Unreachable(msg)
             | Failure::Denied(msg)
             | Failure::Failed(msg) => {
-                eprintln!("strata-ctl: {}", printable(&msg))
+                let _ = writeln!(std::io::stderr(), "strata-ctl: {}", printable(&msg));
             }
         }
         ExitCode::from(code)

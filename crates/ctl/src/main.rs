@@ -6,6 +6,9 @@
 //! whole response envelope. Exit codes are in `failure.rs` (0 ok, 1 other error, 2 usage,
 //! 66 not found, 69 unreachable, 77 denied).
 
+// stderr is written with `let _ = writeln!`: see `quiet_on_broken_pipe`.
+#![deny(clippy::print_stderr)]
+
 mod cli;
 mod cluster;
 mod commands;
@@ -80,13 +83,15 @@ fn main() -> ExitCode {
 /// to a closed pipe panics ("failed printing to stdout: Broken pipe"), and std has no
 /// safe way to restore SIGPIPE's default; this hook turns that one panic (and only it)
 /// into the quiet exit. Commands that loop (`svc logs -f`) stop on the write error
-/// themselves.
+/// themselves. Only stdout: what goes to stderr is written with `let _ = writeln!`
+/// (never `eprintln!`), so a closed stderr neither panics nor changes the exit status
+/// of a command that failed.
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info.payload_as_str().unwrap_or("");
         let broken = std::io::Error::from_raw_os_error(epipe()).to_string();
-        if message.starts_with("failed printing to std") && message.ends_with(&broken) {
+        if message.starts_with("failed printing to stdout") && message.ends_with(&broken) {
             std::process::exit(0);
         }
         default(info);

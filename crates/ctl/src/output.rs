@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 use std::borrow::Cow;
+use std::io::Write;
 
 /// `text` with control characters (other than tab) and bidirectional overrides written
 /// as escapes (`\x1b`, `\u{202e}`), so printing it cannot drive the terminal.
@@ -226,7 +227,9 @@ pub fn terminal_width() -> Option<usize> {
 pub fn json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(text) => println!("{text}"),
-        Err(e) => eprintln!("strata-ctl: cannot print JSON: {e}"),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "strata-ctl: cannot print JSON: {e}");
+        }
     }
 }
 

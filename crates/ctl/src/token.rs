@@ -6,7 +6,7 @@
 //! (a deliberate share with that group).
 
 use crate::failure::Failure;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -57,7 +57,8 @@ pub fn check_mode(file: &Path, mode: u32) -> Result<(), Failure> {
         )));
     }
     if mode & 0o040 != 0 {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "strata-ctl: warning: the token file {} is readable by its group (mode {:04o})",
             file.display(),
             mode & 0o7777

@@ -212,3 +212,28 @@ fn a_socket_it_may_not_open_is_denied_with_a_hint_about_the_group() {
         "{err}"
     );
 }
+
+#[test]
+fn an_error_told_to_a_closed_stderr_keeps_its_exit_status() {
+    // No supervisor: the command fails with 69, and says so to a stderr nobody reads.
+    let sb = Sandbox::new();
+    for closed_stdout in [false, true] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = sb.command("strata-ctl");
+        cmd.args(["svc", "status", "fs"]).stderr(writer);
+        if closed_stdout {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            cmd.stdout(writer);
+        } else {
+            cmd.stdout(Stdio::piped());
+        }
+        let out = finish(Proc::spawn("strata-ctl", &mut cmd), "svc status");
+        assert_eq!(
+            out.status.code(),
+            Some(69),
+            "closed stdout too: {closed_stdout}"
+        );
+    }
+}

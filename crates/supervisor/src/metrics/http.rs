@@ -35,13 +35,25 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Longest token accepted, in bytes.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
-/// The bearer token a request must carry. Never printed (its `Debug` hides it).
-pub struct Token(Vec<u8>);
+/// The bearer token a request must carry, kept as its SHA-256 digest only. Never
+/// printed (its `Debug` hides it).
+pub struct Token([u8; TOKEN_DIGEST_LEN]);
+
+/// Bytes of a SHA-256 digest.
+const TOKEN_DIGEST_LEN: usize = 32;
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token(..)")
     }
+}
+
+/// The SHA-256 digest of `bytes`.
+fn digest(bytes: &[u8]) -> [u8; TOKEN_DIGEST_LEN] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0; TOKEN_DIGEST_LEN];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl Token {
@@ -54,11 +66,13 @@ impl Token {
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the token must be printable ASCII without spaces".to_owned());
         }
-        Ok(Token(token.as_bytes().to_vec()))
+        Ok(Token(digest(token.as_bytes())))
     }
 
-    /// Whether `header` (an `Authorization` value) is `Bearer <this token>`. The token is
-    /// compared in time that depends on its length only, not on where it differs.
+    /// Whether `header` (an `Authorization` value) is `Bearer <this token>`. The digests
+    /// of the two are compared, every byte whatever differs, so the time taken depends
+    /// on the length of what the caller sent only: neither the token's length nor where
+    /// a guess goes wrong shows.
     pub fn admits(&self, header: &[u8]) -> bool {
         let Some((scheme, given)) = header.split_first_chunk::<7>() else {
             return false;
@@ -66,10 +80,7 @@ impl Token {
         if !scheme.eq_ignore_ascii_case(b"Bearer ") {
             return false;
         }
-        let given = given.trim_ascii();
-        if given.len() != self.0.len() {
-            return false;
-        }
+        let given = digest(given.trim_ascii());
         let differ = given
             .iter()
             .zip(&self.0)
@@ -208,5 +219,19 @@ mod tests {
         assert!(Token::new("").is_err());
         assert!(Token::new("has space").is_err());
         assert!(!format!("{token:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_token_is_kept_as_a_fixed_size_digest_whatever_its_length() {
+        // What a request is compared with is 32 bytes for every token, so the compare
+        // cannot take longer or shorter for a longer or shorter token.
+        assert_eq!(std::mem::size_of::<Token>(), 32);
+        for len in [1, 7, 64, super::MAX_TOKEN_LEN] {
+            let secret = "k".repeat(len);
+            let token = Token::new(&secret).unwrap();
+            assert!(token.admits(format!("Bearer {secret}").as_bytes()));
+            assert!(!token.admits(format!("Bearer {secret}k").as_bytes()));
+            assert!(!token.admits(format!("Bearer {}", &secret[1..]).as_bytes()));
+        }
     }
 }

@@ -101,19 +101,29 @@ impl MetricsEndpoint {
 }
 
 /// The token a request must bear: the file's content, surrounding whitespace trimmed.
-/// Refused when the file is readable or writable by group or others, or is not a regular
-/// file, or holds no token. The token is never logged.
+/// Refused when the file is not a regular file (it is opened non-blocking, so a FIFO
+/// there cannot hold up the start), is owned by anyone but root or the supervisor's
+/// user, is readable or writable by group or others, or holds no token. Read once, at
+/// the start: a reload does not read it again (restart the supervisor to change the
+/// token). The token is never logged.
 fn read_token(path: &Path) -> Result<http::Token, String> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".to_owned());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!(
+            "it is owned by uid {}, who may change it; it must be owned by root or uid {me}, who runs the supervisor",
+            meta.uid()
+        ));
     }
     if meta.mode() & 0o077 != 0 {
         return Err(format!(
@@ -269,3 +279,6 @@ async fn scrape(socket: &std::path::Path) -> Result<Vec<MetricFamily>, String> {
         Err(_) => Err("no answer in time".to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,13 +34,17 @@
 //! The file is rotated by size (default [`DEFAULT_MAX_BYTES`], keeping [`DEFAULT_KEEP`]
 //! old files `audit.log.1` … `.N`, all 0600): the background syncer of a writer process
 //! that finds it past the limit moves its lines to `.1` (copy, then truncate, so the live
-//! file keeps its inode) under an exclusive `flock` on `<state dir>/audit.lock`, taken
-//! without blocking, while every writer writes its line under a shared one, so no line is
-//! lost or written twice across a rotation, nor by a crash in the middle of one (see
-//! [`Rotation`] and the `rotation` module). `record` never rotates and never waits for the
-//! lock longer than [`WRITER_LOCK_WAIT`]: past that it writes without it and counts the
-//! line ([`Audit::unlocked_writes`]), whose place is then guaranteed only as the
-//! `rotation` module says.
+//! file keeps its inode), holding an exclusive `flock` on the state dir throughout and one
+//! on `<state dir>/audit.lock`, taken without blocking, only for the last lines and the
+//! truncation, while every writer writes its line under a shared one, so no line is lost
+//! or written twice across a rotation, nor by a crash in the middle of one (see
+//! [`Rotation`] and the `rotation` module). `record` never rotates and never blocks on a
+//! lock: it waits at most [`WRITER_LOCK_WAIT`] for `audit.lock`, then, if a rotator is at
+//! work (it holds the state dir's lock), up to [`ROTATION_WAIT`] more; if none is, it
+//! writes at once under the state dir's lock, shared, which no rotation can run beside
+//! ([`Audit::unlocked_writes`] counts those lines; they are as safe as the others). Only a
+//! line written after [`ROTATION_WAIT`] is unguarded ([`Audit::unguarded_writes`]), its
+//! place then guaranteed only as the `rotation` module says.
 //! [`Audit::open`] takes the settings from `STRATA_AUDIT_MAX_BYTES` / `STRATA_AUDIT_KEEP`,
 //! which the supervisor sets for every service from its manifest's `[supervisor]` table.
 //! A writer confined by Landlock is given the files [`prepare_files`] names.
@@ -60,7 +64,8 @@ mod rotation;
 use limiter::{Class, EventLimiter};
 pub use rotation::{
     prepare_files, Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, FREE_MARGIN, KEEP_ENV, MAX_BACKOFF,
-    MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES, ROTATOR_LOCK_WAIT, WRITER_LOCK_WAIT,
+    MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES, ROTATION_WAIT, ROTATOR_LOCK_WAIT, ROTATOR_MAX_HOLD,
+    WRITER_LOCK_WAIT,
 };
 use rotation::{LogFile, Rotator};
 
@@ -155,7 +160,9 @@ impl Audit {
     }
 
     /// Lines this handle wrote without the shared lock on `audit.lock`, because someone
-    /// held it longer than [`WRITER_LOCK_WAIT`] (the syncer warns about them too).
+    /// held it exclusively longer than [`WRITER_LOCK_WAIT`] (the syncer warns about them
+    /// too). Those written under the state dir's lock instead (the holder was no rotator)
+    /// are as safe as the others; [`Audit::unguarded_writes`] counts the rest.
     pub fn unlocked_writes(&self) -> u64 {
         self.inner
             .writer
@@ -163,6 +170,18 @@ impl Audit {
             .unwrap_or_else(|p| p.into_inner())
             .log
             .unlocked
+    }
+
+    /// Of [`Audit::unlocked_writes`], the lines written with neither `audit.lock` nor the
+    /// state dir's lock, because the holder kept it past [`ROTATION_WAIT`]: the only
+    /// lines whose place is not guaranteed (see the `rotation` module).
+    pub fn unguarded_writes(&self) -> u64 {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .log
+            .unguarded
     }
 
     /// Record `event` by `peer` with extra `fields` (a JSON object; other values are
@@ -342,6 +361,7 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>, mut rotator: Rotator) {
     // write errors: the lines themselves were written).
     let mut rotation_failing = false;
     let mut unlocked_reported = 0;
+    let mut unguarded_reported = 0;
     loop {
         let Some(inner) = inner.upgrade() else { return };
         Audit {
@@ -365,8 +385,14 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>, mut rotator: Rotator) {
             let unlocked = writer.log.unlocked;
             if unlocked > unlocked_reported {
                 tracing::warn!(path = %inner.path.display(), lines = unlocked - unlocked_reported,
-                    "audit lines written without audit.lock: someone held it too long (a line written during a rotation may be misplaced or lost)");
+                    "audit lines written without audit.lock: someone other than a rotator held it exclusively");
                 unlocked_reported = unlocked;
+            }
+            let unguarded = writer.log.unguarded;
+            if unguarded > unguarded_reported {
+                tracing::warn!(path = %inner.path.display(), lines = unguarded - unguarded_reported,
+                    "audit lines written unguarded: audit.lock was held exclusively for seconds (a line written during a rotation may be misplaced or lost)");
+                unguarded_reported = unguarded;
             }
             if !writer.dirty {
                 continue;

@@ -5,51 +5,103 @@
 //! every writer that may create files beside the log ([`Rotator`]) rotates it once it is
 //! past [`Rotation::max_bytes`]. A line is never rotated inline: `record` only writes.
 //!
-//! - A writer takes a *shared* `flock` on `<state dir>/audit.lock`, waiting at most
-//!   [`WRITER_LOCK_WAIT`], checks that the file at `audit.log` is still the one its
-//!   descriptor is (by device and inode; else it reopens), and makes its one `write`.
-//!   If the lock cannot be had in time (an operator's `flock -x`, a stopped process
-//!   holding it, a rotation stuck on a slow disk), it writes anyway, without it, and
-//!   counts that: a hung identity is worse than a misplaced line (see below).
-//! - A rotator holds `flock` on the state directory itself (so only one process rotates
-//!   at a time, whatever the writers do), copies the log's first `size` bytes to
-//!   `audit.log.partial` *without* the audit lock, then takes the audit lock
-//!   *exclusively* — never blocking: `LOCK_EX|LOCK_NB`, polled for at most
-//!   [`ROTATOR_LOCK_WAIT`], else it gives up and retries later — copies what was
-//!   appended meanwhile, and moves the lines out. Nobody but a rotator truncates the log,
-//!   and rotators exclude each other, so the prefix copied unlocked is still the file's
-//!   prefix when the lock is taken (the rotator checks the inode and size anyway).
+//! Two locks, both `flock`, each on its own open file description:
+//! - `audit.lock`: a writer holds it *shared* for its one `write`; a rotator holds it
+//!   *exclusively* only for the end of its copy and the truncation.
+//! - the state directory itself: a rotator holds it *exclusively* from before it looks
+//!   at the log until its rotation is over (so only one process rotates at a time, and
+//!   nothing truncates the log without it). Only processes that can open the state dir
+//!   can take it: fs, confined by Landlock to the log and `audit.lock`, cannot, so it can
+//!   neither rotate nor pose as a rotator.
+//!
+//! **A writer** waits at most [`WRITER_LOCK_WAIT`] for the shared `audit.lock`. If it
+//! cannot have it (someone holds it exclusively: a rotator, an operator's `flock -x`, a
+//! compromised fs, a stopped process), it looks at who might: it tries the state dir's
+//! lock, *shared*, without waiting.
+//! - Had: no rotator is at work, and none can start while it is held, so it writes its
+//!   line under that lock instead (counted in `unlocked`: the holder of `audit.lock` is
+//!   no rotator, and is warned about).
+//! - Not had: a rotator is at work. It goes on polling both locks for at most
+//!   [`ROTATION_WAIT`] and writes under whichever it gets first.
+//! - A writer that cannot open the state dir (fs) cannot tell, so it treats every
+//!   exclusive holder as a possible rotator and polls `audit.lock` for [`ROTATION_WAIT`]
+//!   (its lines matter as much; a *shared* holder never blocks a writer, so only an
+//!   exclusive one costs it that wait).
+//!
+//! Past [`ROTATION_WAIT`] it writes *unguarded*, with neither lock, and counts that
+//! (`unguarded`). So that a holder stalls a process once, not every line: after one timed
+//! out wait for `audit.lock` a writer only tries it until it has it again, and after one
+//! timed-out wait for a rotator it no longer waits for one until it has a lock again.
+//! Everything is tried, never blocked on: no holder of either lock can hang a writer
+//! longer than [`WRITER_LOCK_WAIT`] + [`ROTATION_WAIT`], once.
+//!
+//! **A rotator** holds the dir lock throughout. Under `audit.lock` exclusively, taken
+//! without waiting, it finishes a rotation a crash cut short and notes the log's size
+//! (the log then ends with a whole line); then, without the audit lock (only rotators
+//! truncate, and the dir lock excludes the others, so the file only grows and its bytes
+//! never change): syncs the live file, copies that prefix to `audit.log.partial` (created
+//! new, 0600), syncs it, renames it `audit.log.copied`, syncs the dir, and copies again
+//! what was appended meanwhile (up to three passes, each synced, until less than 64 KiB
+//! is left). Only then does it take `audit.lock` exclusively — `LOCK_EX|LOCK_NB`, polled
+//! for at most [`ROTATOR_LOCK_WAIT`], else it removes its copy and backs off — checks the
+//! log is the same file, not shorter, syncs it, copies the last lines (those written
+//! during the last pass) and syncs them: two small `fdatasync`s. If the hold has by then lasted more
+//! than [`ROTATOR_MAX_HOLD`], it gives up before the point of no return: `.copied` is
+//! removed, the lines stay in the live file (neither lost nor repeated) and it backs off.
+//! Else it truncates the live file, syncs it, shifts `.N-1` → `.N` … and renames
+//! `.copied` → `.1` (renames only), lets go of `audit.lock` and syncs the dir. So the
+//! exclusive hold is: the last few lines synced in the live file, copied and synced in
+//! the copy; the truncation, synced; the renames: three syncs of a few KiB each (no
+//! directory sync, no sync of the bulk of the copy), milliseconds on an idle disk; on a
+//! disk that takes 300 ms a sync, about a second, against a writer's [`ROTATION_WAIT`]
+//! of five seconds.
+//!
+//! **Why no line is lost to a rotation.** A line is lost only if it is appended after the
+//! rotator's last copy and before its truncation, i.e. during its exclusive hold. During
+//! that hold no writer has `audit.lock`, and no writer has the dir lock (the rotator
+//! holds it exclusively); a writer that can open the dir therefore finds it busy and waits
+//! (up to [`ROTATION_WAIT`]), and so does fs. A writer that writes under the dir lock,
+//! shared, holds it across its `write`: no rotator holds the dir lock meanwhile, so none
+//! is anywhere between looking at the log and finishing its rotation; a rotator that
+//! "starts just after the check" cannot start at all until the line is written (its
+//! non-blocking try of the dir lock fails, and it retries at the next tick), and then the
+//! line is in the file before the rotator measures or copies anything. The check and the
+//! write are one held lock, so there is no window between them. A rotator's whole hold is
+//! bounded (the hold limit before the truncation, then one sync), well inside
+//! [`ROTATION_WAIT`], so a working rotator, however slow the disk, is waited out. What can
+//! still go astray is only an unguarded line (counted, warned about): one written after a
+//! holder of the dir lock kept it past [`ROTATION_WAIT`] (a rotator stopped mid-rotation,
+//! or root holding the dir lock) — or, for fs, after any exclusive holder of `audit.lock`
+//! kept it that long — and then only while a rotation's exclusive hold overlaps it. Such a
+//! line is one `write` on an `O_APPEND` descriptor, so it never interleaves with another
+//! line; it can be copied to `.1` whole (fine), copied cut (the end of `.1` holds its
+//! start with no newline, and the rest is lost), or appended after the copy and lost by
+//! the truncation. A holder that is not a rotator therefore stalls no writer that can
+//! open the state dir (it writes at once, under the dir lock, safely) and fs at most once
+//! by [`ROTATION_WAIT`]; and whoever holds `audit.lock` exclusively cannot make a line
+//! that could be guarded go astray.
 //!
 //! The live file is copied and truncated, not renamed: its inode never changes, because
 //! fs confines itself with Landlock to that one file (and the lock file) in the state
-//! dir, by inode, and could not open a new `audit.log`. The steps, each durable before
-//! the next: copy to `audit.log.partial` (created new, 0600); rename that to
-//! `audit.log.copied` (the copy is complete); truncate `audit.log`; shift `.N-1` → `.N` …
-//! and rename `.copied` → `.1`. After a crash, the next rotator finishes the job (at
-//! [`LogFile::open`] if it can have both locks at once, else in its syncer): a `.partial`
-//! is removed (the live file still holds its lines); a `.copied` whose content is still
-//! the start of the live file is removed (the truncation never happened), otherwise it
-//! joins the chain as `.1`, shifting only the files below the chain's lowest gap, so a
-//! shift cut short is finished and never repeated. A process that cannot create files
-//! beside the log (fs, under Landlock) never rotates; it leaves that to the other writers.
-//! A rotation is skipped while the file system has less free space than the log's size
-//! plus [`FREE_MARGIN`], and after a failure the rotator backs off (up to
-//! [`MAX_BACKOFF`]); the partial copy is removed at once, so it never holds space the
-//! next lines need.
+//! dir, by inode, and could not open a new `audit.log`. After a crash, the next rotator
+//! finishes the job (at [`LogFile::open`] if it can have both locks at once, else in its
+//! syncer): a `.partial` is removed (the live file still holds its lines); a `.copied`
+//! whose content is still the start of the live file is removed (the truncation never
+//! happened: the live file is synced before each part is copied, so what was copied is
+//! durable in it too), otherwise it joins the chain as `.1`, shifting only the files below the
+//! chain's lowest gap, so a shift cut short is finished and never repeated. The live
+//! file's truncation is durable before the shift, so a crash can never leave the lines
+//! both in `.1` and in the live file. A process that cannot create files beside the log
+//! (fs, under Landlock) never rotates; it leaves that to the other writers. A rotation is
+//! skipped while the file system has less free space than the log's size plus
+//! [`FREE_MARGIN`], and after a failure the rotator backs off (up to [`MAX_BACKOFF`]); the
+//! copy is removed at once, so it never holds space the next lines need.
 //!
-//! The guarantee: a line written under the shared lock is in exactly one of the kept
-//! files, whole. A line written without it (counted, and warned about) is one `write` on
-//! an `O_APPEND` descriptor, so it never interleaves with another line; if no rotation is
-//! moving lines at that moment (the usual case: someone else held the lock), it lands at
-//! the end of `audit.log` like any other. If a rotation holds the exclusive lock at that
-//! moment, the line can be copied to `.1` whole (fine), copied cut (the end of `.1` then
-//! holds its start with no newline, and the rest is lost), or be appended after the copy
-//! and so lost by the truncation. That needs a rotation holding the lock past the writer's
-//! wait (a very slow disk), or a writer that has just timed out: after one timed-out wait
-//! it only *tries* the lock, without waiting, until it has it again (so a holder costs it
-//! one wait, not one per line), and a rotation starting as the holder lets go can meet it.
-//! Only what falls off the end of the chain (`.N` renamed over by `.N-1`) otherwise leaves
-//! the kept set.
+//! The guarantee: a line written under `audit.lock` or under the dir lock is in exactly
+//! one of the kept files, whole. Only what falls off the end of the chain (`.N` renamed
+//! over by `.N-1`) otherwise leaves the kept set. A reader holding `audit.lock` shared
+//! sees no rotation half-done (the truncation and the shift happen under the exclusive
+//! lock), and delays rotation only.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -59,10 +111,14 @@ use std::time::{Duration, Instant};
 
 mod rotator;
 pub(crate) use rotator::Rotator;
-pub use rotator::{FREE_MARGIN, MAX_BACKOFF, ROTATOR_LOCK_WAIT};
+pub use rotator::{FREE_MARGIN, MAX_BACKOFF, ROTATOR_LOCK_WAIT, ROTATOR_MAX_HOLD};
 
-/// Longest a writer waits for the shared lock before writing without it.
+/// Longest a writer waits for the shared lock before it looks at who holds it.
 pub const WRITER_LOCK_WAIT: Duration = Duration::from_millis(100);
+/// Longest a writer goes on waiting, past [`WRITER_LOCK_WAIT`], while a rotator may be the
+/// holder (it holds the state dir's lock; for a writer that cannot open the state dir,
+/// while anyone holds `audit.lock` exclusively), before it writes unguarded.
+pub const ROTATION_WAIT: Duration = Duration::from_secs(5);
 /// How often a waiter tries a lock again.
 const POLL: Duration = Duration::from_millis(2);
 
@@ -85,6 +141,8 @@ pub const KEEP_ENV: &str = "STRATA_AUDIT_KEEP";
 pub struct Rotation {
     max_bytes: u64,
     keep: u32,
+    /// Slept before each of the rotator's syncs (zero but in tests: a slow disk).
+    sync_delay: Duration,
 }
 
 impl Default for Rotation {
@@ -92,6 +150,7 @@ impl Default for Rotation {
         Rotation {
             max_bytes: DEFAULT_MAX_BYTES,
             keep: DEFAULT_KEEP,
+            sync_delay: Duration::ZERO,
         }
     }
 }
@@ -110,7 +169,19 @@ impl Rotation {
                 "the audit log's kept count must be 1 to {MAX_KEEP}, not {keep}"
             ));
         }
-        Ok(Rotation { max_bytes, keep })
+        Ok(Rotation {
+            max_bytes,
+            keep,
+            sync_delay: Duration::ZERO,
+        })
+    }
+
+    /// For tests only: the rotator sleeps `delay` before each of its syncs, standing in
+    /// for a slow disk (the hold of the exclusive lock is then at least `delay`).
+    #[doc(hidden)]
+    pub fn with_sync_delay_for_tests(mut self, delay: Duration) -> Rotation {
+        self.sync_delay = delay;
+        self
     }
 
     /// The settings in [`MAX_BYTES_ENV`] and [`KEEP_ENV`], each defaulting when unset;
@@ -183,12 +254,21 @@ pub(crate) struct LogFile {
     /// This writer's own open file description of `audit.lock` (a rotator in the same
     /// process has another: `flock` on one description would convert, not add, a lock).
     lock: File,
+    /// This writer's own open file description of the state dir, to tell whether a
+    /// rotator is at work (`None` when it cannot be opened: fs, under Landlock).
+    dir: Option<File>,
     pub(crate) current: Current,
     /// Lines written without the shared lock.
     pub(crate) unlocked: u64,
+    /// Lines written with neither lock, after [`ROTATION_WAIT`]: the only ones whose place
+    /// is not guaranteed.
+    pub(crate) unguarded: u64,
     /// The last wait for the lock timed out: until it is had again, writers only try it,
     /// so a holder stalls this process once by [`WRITER_LOCK_WAIT`], not every line.
     contended: bool,
+    /// The last wait for a possible rotator timed out: until a lock is had again, it is
+    /// not waited for (a stopped holder stalls this process once, not every line).
+    stuck: bool,
 }
 
 /// The descriptor written to, and which file it is.
@@ -208,18 +288,76 @@ impl Current {
     }
 }
 
-/// A `flock` held until dropped.
-pub(crate) struct Held<'a>(&'a File);
+/// A `flock` held until dropped, and since when.
+pub(crate) struct Held<'a>(&'a File, Instant);
 
 impl<'a> Held<'a> {
     /// The shared lock, if it can be had within `wait`.
     fn shared_within(lock: &'a File, wait: Duration) -> io::Result<Option<Held<'a>>> {
-        poll(wait, || lock.try_lock_shared()).map(|ok| ok.then_some(Held(lock)))
+        poll(wait, || lock.try_lock_shared()).map(|ok| ok.then(|| Held(lock, Instant::now())))
     }
 
     /// The exclusive lock, if it can be had within `wait` (never blocking longer).
     pub(crate) fn exclusive_within(lock: &'a File, wait: Duration) -> io::Result<Option<Held<'a>>> {
-        poll(wait, || lock.try_lock()).map(|ok| ok.then_some(Held(lock)))
+        poll(wait, || lock.try_lock()).map(|ok| ok.then(|| Held(lock, Instant::now())))
+    }
+
+    /// How long it has been held.
+    pub(crate) fn since(&self) -> Duration {
+        self.1.elapsed()
+    }
+}
+
+/// What a line is written under (a lock is held until the guard is dropped).
+#[allow(dead_code)] // The locks are held for their `Drop`, never read.
+enum Guard<'a> {
+    /// The shared `audit.lock`: the usual case.
+    Lock(Held<'a>),
+    /// The state dir's lock, shared: `audit.lock` is held by someone, but no rotator can
+    /// be at work while this is held, so nothing moves or truncates the log meanwhile.
+    NoRotator(Held<'a>),
+    /// Neither, after [`ROTATION_WAIT`] (counted).
+    Unguarded,
+}
+
+/// The guard for a line whose wait for `audit.lock` timed out: the state dir's lock
+/// shared, as soon as no rotator holds it (at once when the holder is not one), or
+/// `audit.lock` as soon as it is free, for at most [`ROTATION_WAIT`] (none when `stuck`);
+/// else [`Guard::Unguarded`]. A writer that cannot open the state dir (`dir` is `None`)
+/// cannot tell a rotator from another exclusive holder, so it waits for `audit.lock`.
+fn guard_without_lock<'a>(
+    lock: &'a File,
+    dir: Option<&'a File>,
+    stuck: &mut bool,
+) -> io::Result<Guard<'a>> {
+    use std::fs::TryLockError::{Error, WouldBlock};
+    let deadline = Instant::now()
+        + if *stuck {
+            Duration::ZERO
+        } else {
+            ROTATION_WAIT
+        };
+    loop {
+        if let Some(dir) = dir {
+            // An error here tells nothing about a rotator: go on as if one were at work.
+            if dir.try_lock_shared().is_ok() {
+                *stuck = false;
+                return Ok(Guard::NoRotator(Held(dir, Instant::now())));
+            }
+        }
+        match lock.try_lock_shared() {
+            Ok(()) => {
+                *stuck = false;
+                return Ok(Guard::Lock(Held(lock, Instant::now())));
+            }
+            Err(WouldBlock) => {}
+            Err(Error(e)) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            *stuck = true;
+            return Ok(Guard::Unguarded);
+        }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -322,12 +460,15 @@ impl LogFile {
         Ok(LogFile {
             path,
             lock,
+            dir: File::open(dir).ok(),
             current: Current {
                 file: std::sync::Arc::new(file),
                 id,
             },
             unlocked: 0,
+            unguarded: 0,
             contended: false,
+            stuck: false,
         })
     }
 
@@ -338,8 +479,9 @@ impl LogFile {
 
     /// Append `bytes` (one whole line) with one `write` to the file that is `audit.log`
     /// now, under the shared lock if it can be had within [`WRITER_LOCK_WAIT`], else
-    /// without it. `before_switch` runs on the old descriptor before it is replaced (to
-    /// sync what this writer put there). Never rotates: the syncer does.
+    /// under the guard [`guard_without_lock`] finds. `before_switch` runs on the old
+    /// descriptor before it is replaced (to sync what this writer put there). Never
+    /// rotates: the syncer does.
     pub(crate) fn append(
         &mut self,
         bytes: &[u8],
@@ -351,11 +493,19 @@ impl LogFile {
         } else {
             WRITER_LOCK_WAIT
         };
-        let held = Held::shared_within(&self.lock, wait)?;
-        let unlocked = held.is_none();
-        self.contended = unlocked;
-        if unlocked {
+        let held = match Held::shared_within(&self.lock, wait)? {
+            Some(held) => {
+                self.stuck = false;
+                Guard::Lock(held)
+            }
+            None => guard_without_lock(&self.lock, self.dir.as_ref(), &mut self.stuck)?,
+        };
+        self.contended = !matches!(held, Guard::Lock(_));
+        if self.contended {
             self.unlocked += 1;
+        }
+        if matches!(held, Guard::Unguarded) {
+            self.unguarded += 1;
         }
         match stat(&self.path)? {
             Some((id, _)) if id == self.current.id => {}

@@ -1,11 +1,13 @@
 //! The audit log against what others do to its files: someone holding `audit.lock`
-//! (an operator's `flock`, a stopped writer) stalls no writer beyond the bound; a crash
+//! (an operator's `flock`, a stopped writer) stalls no writer beyond the bound; a
+//! rotation on a slow disk loses no line; a crash
 //! in the middle of the chain's shift loses no kept file; a full file system does not
 //! make a rotation eat the space the next lines need; the log's modes are narrowed and a
 //! symlink at its name is refused; the torn-line repair never runs beside a writer.
 //!
-//! Uses only the public API (and `Audit::unlocked_writes`), so the tests also ran against
-//! the crate before these fixes, and failed there.
+//! Uses only the public API (with `Audit::unlocked_writes`, `Audit::unguarded_writes` and
+//! the test-only `Rotation::with_sync_delay_for_tests`, which stands in for a slow disk:
+//! the rotator sleeps before each of its syncs).
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -70,8 +72,48 @@ fn an_exclusive_holder_of_the_lock_does_not_stall_writers() {
     holder.unlock().unwrap();
     assert!(in_time, "writers stalled while audit.lock was held");
     assert_eq!(seqs(audit.path()), (0..50).collect::<Vec<_>>());
-    // Counted (and warned about by the syncer).
+    // Counted (and warned about by the syncer), but guarded: the holder is no rotator (it
+    // does not hold the state dir's lock), so the lines were written under that, shared.
     assert_eq!(audit.unlocked_writes(), 50);
+    assert_eq!(audit.unguarded_writes(), 0);
+}
+
+#[test]
+fn a_rotator_stopped_in_the_middle_of_its_hold_stalls_writers_once_by_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Audit::open_with(dir.path(), "identity", Rotation::default()).unwrap();
+    // A rotator's locks (the state dir's and `audit.lock`, both exclusive), held by a
+    // process stopped, say, by SIGSTOP.
+    let dir_lock = File::open(dir.path()).unwrap();
+    dir_lock.lock().unwrap();
+    let holder = lock_file(dir.path());
+    holder.lock().unwrap();
+    let in_time = record_in_time(&audit, 50);
+    holder.unlock().unwrap();
+    dir_lock.unlock().unwrap();
+    assert!(in_time, "writers stalled while a rotator's locks were held");
+    assert_eq!(seqs(audit.path()), (0..50).collect::<Vec<_>>());
+    // The first line waited for it (a bounded time), then all were written unguarded.
+    assert_eq!(audit.unguarded_writes(), 50);
+
+    // Once a line had the lock again, a rotator's hold is waited for again.
+    audit.record("test.line", None, serde_json::json!({"seq": 50}));
+    dir_lock.lock().unwrap();
+    holder.lock().unwrap();
+    let release = std::thread::spawn(move || {
+        // A hold far shorter than the writers' bound.
+        std::thread::sleep(Duration::from_millis(500));
+        holder.unlock().unwrap();
+        dir_lock.unlock().unwrap();
+    });
+    audit.record("test.line", None, serde_json::json!({"seq": 51}));
+    release.join().unwrap();
+    assert_eq!(
+        audit.unguarded_writes(),
+        50,
+        "a rotator's hold not waited for"
+    );
+    assert_eq!(seqs(audit.path()), (0..52).collect::<Vec<_>>());
 }
 
 #[test]
@@ -287,4 +329,68 @@ fn a_full_file_system_skips_the_rotation_and_keeps_the_space_for_lines() {
         (0..300).collect::<Vec<_>>(),
         "lines lost to a full disk"
     );
+}
+
+/// Every `seq` in the log and its rotated files, read while no rotation runs (under the
+/// state dir's lock, which every rotator holds throughout).
+fn all_seqs_between_rotations(dir: &Path, keep: u32) -> Vec<u64> {
+    let dir_lock = File::open(dir).unwrap();
+    dir_lock.lock().unwrap();
+    let log = dir.join("audit.log");
+    let mut all = Vec::new();
+    for i in (1..=keep).rev() {
+        if rotated(&log, i).exists() {
+            all.extend(seqs(&rotated(&log, i)));
+        }
+    }
+    all.extend(seqs(&log));
+    dir_lock.unlock().unwrap();
+    all
+}
+
+#[test]
+fn a_rotation_on_a_slow_disk_loses_no_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // `w` never rotates; `r`'s syncer rotates at 16 KiB on a disk whose every sync takes
+    // 300 ms (three times a writer's bounded wait), keeping every file.
+    let w = Audit::open_with(dir.path(), "w", Rotation::new(1 << 40, 1000).unwrap()).unwrap();
+    let r = Audit::open_with(
+        dir.path(),
+        "r",
+        Rotation::new(16 * 1024, 1000)
+            .unwrap()
+            .with_sync_delay_for_tests(Duration::from_millis(300)),
+    )
+    .unwrap();
+    let log = dir.path().join("audit.log");
+    let pad = "x".repeat(100);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0u64;
+    // Lines keep coming (paced, so the rotations have something to move) until several
+    // rotations, each holding the lock across a slow sync, have run.
+    while written < 2000 || !rotated(&log, 3).exists() {
+        assert!(Instant::now() < deadline, "timed out waiting for rotations");
+        w.record(
+            "test.line",
+            None,
+            serde_json::json!({"seq": written, "pad": pad}),
+        );
+        written += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(r);
+    // The writer waited out every hold: the holder was a rotator.
+    assert_eq!(w.unlocked_writes(), 0, "lines written without audit.lock");
+    let mut all = all_seqs_between_rotations(dir.path(), 1000);
+    all.sort_unstable();
+    let expected: Vec<u64> = (0..written).collect();
+    if all != expected {
+        let present: std::collections::BTreeSet<u64> = all.iter().copied().collect();
+        let lost = (0..written).filter(|s| !present.contains(s)).count();
+        panic!(
+            "{written} lines written ({} without audit.lock), {} found, {lost} lost",
+            w.unlocked_writes(),
+            all.len()
+        );
+    }
 }

@@ -20,6 +20,14 @@ pub const ROTATOR_LOCK_WAIT: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Wait after the first failure; doubled after each further one.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest a rotator holds `audit.lock` exclusively before its point of no return (the
+/// truncation): past it, it gives up and leaves the lines in the live file. Well below
+/// a writer's [`super::ROTATION_WAIT`], so the sync after the truncation has room too.
+pub const ROTATOR_MAX_HOLD: Duration = Duration::from_secs(2);
+/// Most passes that copy, without the lock, what was appended while the last was copied.
+const CATCH_UP_PASSES: usize = 3;
+/// A tail this small is left for the copy under the lock.
+const CATCH_UP_DONE: u64 = 64 << 10;
 /// Bytes copied or compared at a time.
 const CHUNK: usize = 64 << 10;
 
@@ -142,16 +150,24 @@ impl Rotator {
         &mut self,
         prepare: impl FnOnce(&File, &Path) -> io::Result<()>,
     ) -> io::Result<()> {
+        // The dir lock first, held through the repair: a writer that found `audit.lock`
+        // busy writes beside no rotator only under the dir lock, shared, so while it is
+        // held (by this or another rotator) no such line is being written as the repair
+        // looks at the last byte. Polled for: a writer holds it for one `write` only.
+        let (dir, dir_error) = match self.dir_lock_within(ROTATOR_LOCK_WAIT) {
+            Ok(dir) => (dir, None),
+            Err(e) => (None, Some(e)),
+        };
         let lock = Arc::clone(&self.lock);
         let Some(held) = Held::exclusive_within(&lock, ROTATOR_LOCK_WAIT)? else {
             tracing::warn!(path = %self.path.display(),
                 "audit.lock is held by someone else; not checking the audit log for a torn last line");
             return Ok(());
         };
-        let recovered = match self.dir_lock() {
-            Ok(Some(_dir)) => self.recover(),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
+        let recovered = match (dir_error, &dir) {
+            (Some(e), _) => Err(e),
+            (None, Some(_)) => self.recover(),
+            (None, None) => Ok(()),
         };
         if let Err(e) = recovered.or_else(|e| self.cannot_rotate(e)) {
             // Not a reason to refuse to start: the lines are all there, at worst twice.
@@ -160,6 +176,7 @@ impl Rotator {
         }
         let (file, _) = open_append(&self.path)?;
         prepare(&file, &self.path)?;
+        drop(dir);
         drop(held);
         Ok(())
     }
@@ -215,6 +232,12 @@ impl Rotator {
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    /// [`Rotator::dir_lock`], polled for at most `wait`.
+    fn dir_lock_within(&self, wait: Duration) -> io::Result<Option<File>> {
+        let dir = File::open(&self.dir)?;
+        Ok(super::poll(wait, || dir.try_lock())?.then_some(dir))
     }
 
     /// Refuse to start a copy the file system has no room for.
@@ -273,17 +296,12 @@ impl Rotator {
             use std::os::unix::fs::MetadataExt;
             (live, (meta.dev(), meta.ino()), meta.len(), partial)
         };
-        let result = self.finish(&lock, &live, id, size, &partial);
-        if !matches!(result, Ok(Step::Done)) {
-            // Never left holding space the next lines need; removed while the dir lock
-            // is still held, so it is this rotation's own.
-            let _ = ignore_missing(std::fs::remove_file(beside(&self.path, "partial")));
-        }
-        result
+        self.finish(&lock, &live, id, size, &partial)
     }
 
-    /// Copy the first `size` bytes without the audit lock (only rotators truncate, and
-    /// the dir lock excludes the others), then the rest and the truncation under it.
+    /// Move the lines out (see the module documentation for why each step is where it
+    /// is). Before the truncation, any failure or give-up removes the copies (the live
+    /// file still holds every line); after it, `.copied` stays for recovery.
     fn finish(
         &self,
         lock: &File,
@@ -292,35 +310,99 @@ impl Rotator {
         size: u64,
         partial: &File,
     ) -> io::Result<Step> {
-        copy_range(live, partial, 0, Some(size))?;
-        partial.sync_data()?;
-        let Some(_held) = Held::exclusive_within(lock, ROTATOR_LOCK_WAIT)? else {
-            return Ok(Step::GaveUp);
+        let copied = beside(&self.path, "copied");
+        let held = match self.copy_out(lock, live, id, size, partial, &copied) {
+            Ok(Some(held)) => held,
+            other => {
+                // Removed while the dir lock is still held, so they are this rotation's
+                // own; never left holding space the next lines need.
+                let _ = ignore_missing(std::fs::remove_file(beside(&self.path, "partial")));
+                let _ = ignore_missing(std::fs::remove_file(&copied));
+                return other.map(|_| Step::GaveUp);
+            }
+        };
+        // The point of no return: `.copied` is durable and holds every line. If
+        // `set_len` fails, `.copied` stays and recovery compares it with the live file.
+        live.set_len(0)?;
+        // Durable before the shift, so a crash can never leave the lines both in `.1`
+        // and, the truncation undone, in the live file; the renames under the lock, so
+        // a reader holding the shared lock never sees a shift half-done.
+        self.sync(|| live.sync_all())?;
+        self.shift(&copied)?;
+        let hold = held.since();
+        drop(held);
+        self.sync_dir()?;
+        tracing::debug!(path = %self.path.display(), ?hold, "audit log rotated");
+        Ok(Step::Done)
+    }
+
+    /// Copy the log to `copied`, durably, taking the exclusive lock only for the tail:
+    /// the prefix (`size` bytes, whole lines) and what is appended during its copy are
+    /// copied, synced, and renamed to `copied` without the audit lock (only rotators
+    /// truncate, and the dir lock excludes the others); then, under the lock, the live
+    /// file is synced and the few lines since copied and synced. Returns the exclusive
+    /// lock, held, when it could be had within [`ROTATOR_LOCK_WAIT`] and the copy under
+    /// it was done within [`ROTATOR_MAX_HOLD`]; `None` to give up.
+    fn copy_out<'a>(
+        &self,
+        lock: &'a File,
+        live: &File,
+        id: FileId,
+        size: u64,
+        partial: &File,
+        copied: &Path,
+    ) -> io::Result<Option<Held<'a>>> {
+        // Synced first, so what is copied is durable in the live file too: a crash
+        // before the truncation leaves a `.copied` that is the live file's start, which
+        // recovery drops (else it would join the chain and repeat those lines).
+        self.sync(|| live.sync_data())?;
+        let mut pos = copy_range(live, partial, 0, Some(size))?;
+        self.sync(|| partial.sync_data())?;
+        std::fs::rename(beside(&self.path, "partial"), copied)?;
+        self.sync_dir()?;
+        for _ in 0..CATCH_UP_PASSES {
+            let end = live.metadata()?.len();
+            if end.saturating_sub(pos) <= CATCH_UP_DONE {
+                break;
+            }
+            self.sync(|| live.sync_data())?;
+            pos = copy_range(live, partial, pos, Some(end))?;
+            self.sync(|| partial.sync_data())?;
+        }
+        let Some(held) = Held::exclusive_within(lock, ROTATOR_LOCK_WAIT)? else {
+            return Ok(None);
         };
         match stat(&self.path)? {
-            Some((now, len)) if now == id && len >= size => {}
+            Some((now, len)) if now == id && len >= pos => {}
             _ => {
                 tracing::warn!(path = %self.path.display(), "the audit log was replaced or cut by hand during its rotation; rotation skipped");
-                return Ok(Step::GaveUp);
+                return Ok(None);
             }
         }
-        copy_range(live, partial, size, None)?;
-        partial.sync_data()?;
-        let copied = beside(&self.path, "copied");
-        std::fs::rename(beside(&self.path, "partial"), &copied)?;
-        self.sync_dir()?;
-        live.set_len(0)?;
-        live.sync_all()?;
-        self.shift_in(&copied)?;
-        tracing::debug!(path = %self.path.display(), "audit log rotated");
-        Ok(Step::Done)
+        // The live file synced first here too, so a crash before the truncation leaves
+        // a `.copied` recovery drops.
+        self.sync(|| live.sync_data())?;
+        copy_range(live, partial, pos, None)?;
+        self.sync(|| partial.sync_data())?;
+        if held.since() > ROTATOR_MAX_HOLD {
+            tracing::warn!(path = %self.path.display(), hold = ?held.since(),
+                "the disk is too slow to rotate the audit log without stalling its writers; rotation skipped (its lines stay in it)");
+            return Ok(None);
+        }
+        Ok(Some(held))
     }
 
     /// Make `copied` the chain's `.1`. If `.1` is there, shift up by one the files
     /// below the lowest gap (`.keep` when there is none, so the oldest falls off); if it
     /// is not, a shift was cut short and is already done. So this can be cut short and
-    /// run again any number of times without losing a kept file.
+    /// run again any number of times without losing a kept file. Synced.
     fn shift_in(&self, copied: &Path) -> io::Result<()> {
+        self.shift(copied)?;
+        self.sync_dir()
+    }
+
+    /// [`Rotator::shift_in`]'s renames, not yet synced.
+    fn shift(&self, copied: &Path) -> io::Result<()> {
         let keep = self.rotation.keep();
         let present = |i| std::fs::symlink_metadata(rotated(&self.path, i)).is_ok();
         if present(1) {
@@ -329,12 +411,20 @@ impl Rotator {
                 std::fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1))?;
             }
         }
-        std::fs::rename(copied, rotated(&self.path, 1))?;
-        self.sync_dir()
+        std::fs::rename(copied, rotated(&self.path, 1))
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.dir)?.sync_all()
+        let dir = File::open(&self.dir)?;
+        self.sync(|| dir.sync_all())
+    }
+
+    /// Run one sync, after the test-only delay that stands in for a slow disk.
+    fn sync(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        if !self.rotation.sync_delay.is_zero() {
+            std::thread::sleep(self.rotation.sync_delay);
+        }
+        sync()
     }
 
     /// Finish a rotation a crash cut short (see the module documentation). Holding the

@@ -263,3 +263,51 @@ fn a_copy_cut_short_by_a_full_disk_is_removed_at_once_and_backed_off() {
         some_lines("old", 5000) + &line
     );
 }
+
+#[test]
+fn a_writer_that_cannot_open_the_state_dir_waits_for_an_exclusive_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = LogFile::open(dir.path()).unwrap();
+    // fs under Landlock: it cannot tell a rotator from any other exclusive holder.
+    log.dir = None;
+    let holder = open_lock(&dir.path().join("audit.lock")).unwrap();
+    holder.lock().unwrap();
+    // Held well past the writer's first wait, well within ROTATION_WAIT.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(WRITER_LOCK_WAIT * 5);
+        holder.unlock().unwrap();
+    });
+    log.append(b"{\"seq\":0}\n", |_| {}).unwrap();
+    release.join().unwrap();
+    assert_eq!(
+        (log.unlocked, log.unguarded),
+        (0, 0),
+        "wrote without the lock although the holder let go within the bound"
+    );
+    assert_eq!(
+        std::fs::read_to_string(log.path()).unwrap(),
+        "{\"seq\":0}\n"
+    );
+}
+
+#[test]
+fn a_rotation_whose_hold_runs_too_long_gives_up_before_the_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, some_lines("old", 200)).unwrap();
+    // Every sync slower than the whole bound of the hold.
+    let rotation = Rotation::new(MIN_MAX_BYTES, 5)
+        .unwrap()
+        .with_sync_delay_for_tests(ROTATOR_MAX_HOLD + Duration::from_millis(100));
+    let mut rotator = Rotator::new(dir.path(), rotation).unwrap();
+    rotator.rotate_if_due().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        some_lines("old", 200),
+        "the lines left the live file"
+    );
+    for gone in ["partial", "copied", "1"] {
+        assert!(!beside(&log, gone).exists(), "audit.log.{gone} left behind");
+    }
+    assert!(rotator.retry_at.is_some(), "no backoff after giving up");
+}

@@ -288,17 +288,8 @@ pub enum Cluster {
     /// Every node etcd knows of: alive (holding its lease), down (keys in the trust
     /// bundle but no lease) or removed, with its services and keys.
     Nodes {
-        /// etcd client URLs, comma-separated.
-        #[arg(long, value_name = "URLS", env = "STRATA_ETCD_ENDPOINTS")]
-        etcd: String,
-        /// The cluster's etcd key prefix.
-        #[arg(
-            long,
-            value_name = "PREFIX",
-            env = "STRATA_CLUSTER_PREFIX",
-            default_value = "/strata"
-        )]
-        prefix: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Remove a node from the cluster, in etcd: its signing keys leave the trust bundle
     /// (every token it issued is refused on every node from then on), its registrations
@@ -306,18 +297,25 @@ pub enum Cluster {
     RemoveNode {
         /// The node id to remove.
         node: String,
-        /// etcd client URLs, comma-separated.
-        #[arg(long, value_name = "URLS", env = "STRATA_ETCD_ENDPOINTS")]
-        etcd: String,
-        /// The cluster's etcd key prefix.
-        #[arg(
-            long,
-            value_name = "PREFIX",
-            env = "STRATA_CLUSTER_PREFIX",
-            default_value = "/strata"
-        )]
-        prefix: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
+}
+
+/// Where the cluster's shared state is: the etcd endpoints and the key prefix.
+#[derive(Args, Debug)]
+pub struct EtcdArgs {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, value_name = "URLS", env = "STRATA_ETCD_ENDPOINTS")]
+    pub etcd: String,
+    /// The cluster's etcd key prefix.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "STRATA_CLUSTER_PREFIX",
+        default_value = "/strata"
+    )]
+    pub prefix: String,
 }
 
 /// Accept the original client's single-dash `-token`.

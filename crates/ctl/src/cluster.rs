@@ -23,9 +23,9 @@ use strata_pki::{Overwrite, PkiError};
 
 pub async fn run(cmd: Cluster, global: &Global) -> Result<ExitCode, Failure> {
     match cmd {
-        Cluster::Nodes { etcd, prefix } => nodes(&etcd, &prefix, global).await,
-        Cluster::RemoveNode { node, etcd, prefix } => {
-            remove_node(&node, &etcd, &prefix, global).await
+        Cluster::Nodes { etcd } => nodes(&etcd.etcd, &etcd.prefix, global).await,
+        Cluster::RemoveNode { node, etcd } => {
+            remove_node(&node, &etcd.etcd, &etcd.prefix, global).await
         }
         Cluster::Init { dir, name } => init(&dir, &name, global),
         Cluster::AddNode {

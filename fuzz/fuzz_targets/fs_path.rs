@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use strata_audit::Audit;
+use strata_audit::{Audit, Rotation};
 use strata_cap::Claims;
 use strata_fs::path::{RequestPath, MAX_PATH_LEN};
 use strata_fs::{Caller, ExportRoots, FsService, HandleLimits, RevocationCheck};
@@ -106,11 +106,12 @@ fn fixture() -> &'static Fixture {
             symlink(target, prefix.join(name)).unwrap();
         }
         mkfifo(&prefix.join("fifo"));
-        // Audit lines go nowhere: the fuzzer opens millions of files.
+        // The fuzzer opens millions of files: the audit log is kept to one small file
+        // and one rotated copy (the log refuses a symlink, so /dev/null is not an option).
         let state = base.join("state");
         std::fs::create_dir(&state).unwrap();
-        symlink("/dev/null", state.join("audit.log")).unwrap();
-        let audit = Audit::open(&state, "fs").unwrap();
+        let rotation = Rotation::new(1 << 20, 1).unwrap();
+        let audit = Audit::open_with(&state, "fs", rotation).unwrap();
         let roots = ExportRoots::open(&[root]).unwrap();
         let fs = FsService::new(
             roots,

@@ -110,6 +110,11 @@ mod tests {
             "v2.public.x"
         );
         assert!(read_bounded(&b"  \n"[..], "t").is_err());
+        let longest = vec![b'a'; MAX_TOKEN_BYTES as usize];
+        assert_eq!(
+            read_bounded(&longest[..], "t").unwrap().len(),
+            MAX_TOKEN_BYTES as usize
+        );
         let huge = vec![b'a'; MAX_TOKEN_BYTES as usize + 1];
         assert!(read_bounded(&huge[..], "t").is_err());
     }

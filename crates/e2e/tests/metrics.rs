@@ -10,6 +10,11 @@ use std::process::{Command, Stdio};
 use strata_e2e::Stack;
 use strata_testkit::{call, wait_until, DEADLINE};
 
+/// The endpoint's request-head bounds (`strata_supervisor::metrics::http::{MAX_HEADER_BYTES,
+/// MAX_HEADERS}`; this crate starts the binaries and does not link the supervisor).
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADERS: usize = 32;
+
 fn free_port() -> SocketAddr {
     TcpListener::bind(("127.0.0.1", 0))
         .unwrap()
@@ -329,6 +334,23 @@ fn only_get_metrics_is_served_and_sys_metrics_answers_the_services_user() {
     let _ = stream.read_to_string(&mut reply);
     assert!(!reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert_eq!(http(addr, "GET /metrics HTTP/1.1").0, 200);
+    // A head just inside the byte bound is served.
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(MAX_HEADER_BYTES - 1024));
+    assert_eq!(http_with(addr, "GET /metrics HTTP/1.1", &pad).0, 200);
+    // MAX_HEADERS headers (Host and Connection among them) are served; one more is not.
+    let extra = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    let (status, head, _) = http_with(addr, "GET /metrics HTTP/1.1", &extra(MAX_HEADERS - 2));
+    assert_eq!(status, 200, "{head}");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{}Connection: close\r\n\r\n",
+        extra(MAX_HEADERS - 1)
+    );
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(!reply.starts_with("HTTP/1.1 200"), "{reply}");
 
     // The test runs as the services' own user: sys.metrics answers it, over the socket.
     let r: Value = call(&stack.sb.socket("fs"), "sys.metrics", Value::Null, None).unwrap();

@@ -52,3 +52,28 @@ fn a_token_file_owned_by_another_user_is_refused() {
         .expect_err("a file another user owns is not the operator's token");
     assert!(reason.contains("owned by uid 65534"), "{reason}");
 }
+
+#[test]
+fn a_token_file_and_its_token_are_taken_at_their_limits_and_refused_one_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let longest = "k".repeat(super::http::MAX_TOKEN_LEN);
+    assert!(read_token(&write("at", &longest)).is_ok());
+    let too_long = format!("{longest}k");
+    let reason = read_token(&write("past", &too_long)).map(drop).unwrap_err();
+    assert!(reason.contains("1 to"), "{reason}");
+
+    // The file: MAX_TOKEN_FILE bytes (the token, then blank lines) is read; one more is not.
+    let padded = |len: usize| format!("{longest}{}", "\n".repeat(len - longest.len()));
+    let limit = super::MAX_TOKEN_FILE as usize;
+    assert!(read_token(&write("file_at", &padded(limit))).is_ok());
+    let reason = read_token(&write("file_past", &padded(limit + 1)))
+        .map(drop)
+        .unwrap_err();
+    assert!(reason.contains("longer than"), "{reason}");
+}

@@ -360,3 +360,106 @@ fn the_supervisors_names_and_the_request_families_types_are_not_a_services_to_ta
         "{text}"
     );
 }
+
+/// Each limit a service's answer is held to: at the limit it is taken, one past it the
+/// family is refused whole.
+#[test]
+fn every_limit_takes_its_limit_and_refuses_one_more() {
+    use MetricType::Gauge;
+    let refused_names = |m: &mut Merged, service: &str, families: Vec<MetricFamily>| {
+        m.add(Some(service), families)
+            .into_iter()
+            .map(|r| r.name)
+            .collect::<Vec<_>>()
+    };
+    let mut m = Merged::default();
+
+    // A family name of MAX_NAME_LEN bytes, and one of one more.
+    let at = format!("strata_{}", "n".repeat(MAX_NAME_LEN - "strata_".len()));
+    let past = format!("{at}n");
+    let families = vec![scalar(&at, Gauge, &[], 1.0), scalar(&past, Gauge, &[], 1.0)];
+    // (A refused name is reported cut to MAX_NAME_LEN.)
+    assert_eq!(
+        refused_names(&mut m, "a", families),
+        [&past[..MAX_NAME_LEN]]
+    );
+    assert!(m.names().any(|n| n == at));
+
+    // Help of MAX_HELP_LEN bytes, and of one more.
+    let mut help_at = scalar("strata_help_at", Gauge, &[], 1.0);
+    help_at.help = "h".repeat(MAX_HELP_LEN);
+    let mut help_past = scalar("strata_help_past", Gauge, &[], 1.0);
+    help_past.help = "h".repeat(MAX_HELP_LEN + 1);
+    assert_eq!(
+        refused_names(&mut m, "b", vec![help_at, help_past]),
+        ["strata_help_past"]
+    );
+
+    // MAX_LABELS labels on a sample, and one more.
+    let labels = |n: usize| -> Vec<(String, String)> {
+        (0..n).map(|i| (format!("l{i}"), "v".to_owned())).collect()
+    };
+    let with_labels = |name: &str, n: usize| {
+        let mut f = scalar(name, Gauge, &[], 1.0);
+        f.samples[0].labels = labels(n).into_iter().collect();
+        f
+    };
+    assert_eq!(
+        refused_names(
+            &mut m,
+            "c",
+            vec![
+                with_labels("strata_labels_at", MAX_LABELS),
+                with_labels("strata_labels_past", MAX_LABELS + 1),
+            ]
+        ),
+        ["strata_labels_past"]
+    );
+
+    // A label name of MAX_NAME_LEN bytes, and of one more.
+    let long_label = "l".repeat(MAX_NAME_LEN);
+    let longer_label = "l".repeat(MAX_NAME_LEN + 1);
+    assert_eq!(
+        refused_names(
+            &mut m,
+            "d",
+            vec![
+                scalar("strata_lname_at", Gauge, &[(&long_label, "v")], 1.0),
+                scalar("strata_lname_past", Gauge, &[(&longer_label, "v")], 1.0),
+            ]
+        ),
+        ["strata_lname_past"]
+    );
+
+    // MAX_BUCKETS buckets in a histogram, and one more.
+    let buckets = |n: usize| (0..n).map(|k| (k as f64 + 1.0, 0)).collect::<Vec<_>>();
+    let mut bucket_at = histogram("strata_buckets_at_seconds", buckets(MAX_BUCKETS), 0);
+    bucket_at.samples[0].labels.clear();
+    let mut bucket_past = histogram("strata_buckets_past_seconds", buckets(MAX_BUCKETS + 1), 0);
+    bucket_past.samples[0].labels.clear();
+    assert_eq!(
+        refused_names(&mut m, "e", vec![bucket_at, bucket_past]),
+        ["strata_buckets_past_seconds"]
+    );
+
+    // Exactly MAX_SAMPLES_PER_SERVICE samples in all, then one more family of one sample
+    // (a short name, so the byte budget is not what stops it).
+    let mut full = scalar("strata_s", Gauge, &[], 1.0);
+    full.samples = (0..MAX_SAMPLES_PER_SERVICE)
+        .map(|i| MetricSample {
+            labels: [("i".to_owned(), i.to_string())].into(),
+            value: SampleValue::Scalar { value: 1.0 },
+        })
+        .collect();
+    let one_more = scalar("strata_one_more", Gauge, &[], 1.0);
+    assert_eq!(
+        refused_names(&mut m, "f", vec![full, one_more]),
+        ["strata_one_more"]
+    );
+
+    // Exactly MAX_FAMILIES_PER_SERVICE families are taken.
+    let families: Vec<MetricFamily> = (0..MAX_FAMILIES_PER_SERVICE)
+        .map(|i| scalar(&format!("strata_fam{i}"), Gauge, &[], 1.0))
+        .collect();
+    assert!(refused_names(&mut m, "g", families).is_empty());
+}

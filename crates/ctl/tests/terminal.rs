@@ -45,6 +45,8 @@ fn hostile_supervisor(sb: &Sandbox) {
                 dependents: vec![],
                 socket: Some(HOSTILE.into()),
                 log_file: HOSTILE.into(),
+                waiting: Some(HOSTILE.into()),
+                capabilities: Some(1),
             })
         })
         .method::<SvcLogs, _, _, _>(

@@ -11,6 +11,7 @@
 
 use crate::graph;
 use crate::units::{ByteSize, CpuMax, HumanDuration, Mode, Signal};
+pub use capability::CapabilitySpec;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -420,6 +421,9 @@ pub struct ServiceSpec {
     /// Where its output is kept.
     #[serde(default)]
     pub logs: LogSettings,
+    /// Capabilities routed to it (`[[service.capability]]`).
+    #[serde(default, rename = "capability", skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<CapabilitySpec>,
 }
 
 impl ServiceSpec {
@@ -450,6 +454,7 @@ impl ServiceSpec {
             limits: Limits::default(),
             sandbox: SandboxSettings::default(),
             logs: LogSettings::default(),
+            capabilities: Vec::new(),
         }
     }
 
@@ -675,6 +680,8 @@ impl Manifest {
         self.services.iter().find(|s| s.name == name)
     }
 }
+
+pub mod capability;
 
 #[cfg(test)]
 mod tests;

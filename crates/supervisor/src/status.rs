@@ -60,6 +60,8 @@ impl Supervisor {
                 .join(format!("{name}.log"))
                 .display()
                 .to_string(),
+            waiting: None,
+            capabilities: None,
         })
     }
 }

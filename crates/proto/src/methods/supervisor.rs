@@ -97,6 +97,46 @@ pub struct SvcStatusResult {
     pub socket: Option<String>,
     /// Where its output is kept on disk.
     pub log_file: String,
+    /// While it is held in `Starting` before its process exists (its routed capabilities
+    /// cannot be obtained yet: identity is not answering), why; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// How many capabilities are routed to its current run (absent when its manifest
+    /// declares none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<u32>,
+}
+
+/// One capability the supervisor routed to a service's current run (never the token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutedCap {
+    /// Its file name in the service's credentials directory (the manifest's `name`).
+    pub name: String,
+    /// The capability's id (`jti`) of the token in the file now.
+    pub cap_id: String,
+    /// The service the token is for.
+    pub service: String,
+    /// Its rights.
+    pub rights: Vec<String>,
+    /// Its constraints as the token carries them (`path_prefix`, `rate_limit`).
+    pub constraints: serde_json::Value,
+    /// Unix seconds the token in the file expires.
+    pub expires: i64,
+    /// Unix seconds it was obtained.
+    pub issued: i64,
+    /// How many times it has been replaced during this run.
+    pub rotations: u64,
+    /// Unix seconds of the last replacement, `None` before the first.
+    pub last_rotation: Option<i64>,
+}
+
+/// `supervisor.svc.caps`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcCapsResult {
+    /// The service.
+    pub name: String,
+    /// What its current run holds, in manifest order; empty when no process runs.
+    pub capabilities: Vec<RoutedCap>,
 }
 
 /// Params naming one service (`supervisor.svc.start`).
@@ -247,6 +287,14 @@ method!(
     "supervisor.svc.status",
     SvcNameParams,
     SvcStatusResult
+);
+method!(
+    /// The capabilities routed to a service's current run (open like `svc.status`:
+    /// cap_ids and constraints, never a token).
+    SvcCaps,
+    "supervisor.svc.caps",
+    SvcNameParams,
+    SvcCapsResult
 );
 method!(
     /// Start a service.

@@ -221,6 +221,7 @@ impl Session {
                     path_prefix: prefix,
                     ttl_seconds: ttl,
                     rate_limit: rate,
+                    subject: None,
                 };
                 let mut client = self.client("identity").await?;
                 let issued = client.call::<identity::Issue>(&params).await?;

@@ -14,7 +14,7 @@ use strata_cap::{
 };
 use strata_ipc::PeerCred;
 use strata_proto::methods::identity::{DelegateParams, IssueParams, IssueResult};
-use strata_proto::ServiceName;
+use strata_proto::{NodeId, ServiceName};
 
 /// Lifetime when `ttl_seconds` is absent.
 pub const DEFAULT_TTL_SECONDS: i64 = 3600;
@@ -53,6 +53,20 @@ impl Identity {
                 format!("{ttl} exceeds the maximum of {max_ttl} seconds"),
             ));
         }
+        let sub = match p.subject.as_deref() {
+            None => format!("uid:{}", peer.uid),
+            // Only an admin names whom a token is for; anyone else is refused before
+            // anything is minted or recorded.
+            Some(_) if !self.is_admin(peer) => {
+                return Err(self.deny(
+                    peer,
+                    "identity.issue",
+                    "only an admin caller may choose a capability's subject".to_owned(),
+                    None,
+                ))
+            }
+            Some(subject) => parse_subject(subject)?,
+        };
         let issuer = format!("identity@{}", self.node_id);
         // A grant's max_rate_limit holds across every token the caller obtains under it:
         // each carries the grant's shared bucket (see `policy::grant_bucket`).
@@ -80,7 +94,7 @@ impl Identity {
         let now = self.now();
         let claims = self.claims(
             Terms {
-                sub: format!("uid:{}", peer.uid),
+                sub,
                 iss: issuer,
                 aud: Claims::AUDIENCE.into(),
                 service: service.to_owned(),
@@ -311,6 +325,23 @@ fn requested_rights(
     Ok(out.into_iter().collect())
 }
 
+/// A subject an admin chose: `svc:<service name>@<node id>`, both by the name rule.
+fn parse_subject(subject: &str) -> Result<String, IdentityError> {
+    let bad = || {
+        IdentityError::invalid(
+            "subject",
+            "must be `svc:<service>@<node>`, both names matching [a-z][a-z0-9-]{0,62}",
+        )
+    };
+    let (service, node) = subject
+        .strip_prefix("svc:")
+        .and_then(|rest| rest.split_once('@'))
+        .ok_or_else(bad)?;
+    ServiceName::parse(service).map_err(|_| bad())?;
+    NodeId::parse(node).map_err(|_| bad())?;
+    Ok(subject.to_owned())
+}
+
 fn parse_prefix(p: Option<&str>) -> Result<Option<PathPrefix>, IdentityError> {
     p.map(|p| {
         p.parse::<PathPrefix>().map_err(|_| {
@@ -378,6 +409,54 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         let admin = identity.issue(&ROOT, ask(None)).unwrap();
         assert_eq!(admin.expires, T0 + 15 + DEFAULT_TTL_SECONDS);
+    }
+
+    #[test]
+    fn an_admin_may_name_a_services_subject_and_no_one_else_may() {
+        let (identity, _clock, _dir) = identity(Duration::from_secs(60));
+        let with = |subject: &str| IssueParams {
+            subject: Some(subject.into()),
+            ..ask(Some(60))
+        };
+        let issued = identity.issue(&ROOT, with("svc:photos@node-1")).unwrap();
+        assert_eq!(claims(&identity, &issued.token).sub, "svc:photos@node-1");
+        // A caller the policy lets issue still may not choose whom the token is for, and
+        // nothing is minted for it.
+        match identity.issue(&CALLER, with("svc:photos@node-1")) {
+            Err(IdentityError::Denied(reason)) => assert!(reason.contains("subject"), "{reason}"),
+            other => panic!("expected PERMISSION_DENIED, got {other:?}"),
+        }
+        assert!(identity.store.live_minted_caps(0).unwrap().is_empty());
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "uid:0",
+            "svc:photos",
+            "svc:@node",
+            "svc:photos@",
+            "svc:Photos@node",
+            "svc:photos@node@x",
+            "svc:pho/tos@node",
+            "svc:photos@node 1",
+            " svc:photos@node",
+            &format!("svc:{long}@node"),
+            &format!("svc:photos@{long}"),
+        ] {
+            assert_eq!(
+                field(identity.issue(&ROOT, with(bad)).unwrap_err()),
+                "subject",
+                "{bad:?}"
+            );
+        }
+        // The longest names are fine.
+        let longest = "a".repeat(63);
+        let issued = identity
+            .issue(&ROOT, with(&format!("svc:{longest}@{longest}")))
+            .unwrap();
+        assert_eq!(
+            claims(&identity, &issued.token).sub,
+            format!("svc:{longest}@{longest}")
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn issue(identity: &Identity) -> Result<String, ErrorCode> {
         path_prefix: Some("/srv".into()),
         ttl_seconds: Some(600),
         rate_limit: None,
+        subject: None,
     };
     identity
         .issue(&CALLER, params)

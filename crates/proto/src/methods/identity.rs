@@ -89,6 +89,32 @@ pub struct IssueParams {
     /// For example `"50rps"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<String>,
+    /// Admins only: the token's `sub`, `svc:<service name>@<node id>` (the supervisor
+    /// names the service it routes the capability to). At most [`MAX_SUBJECT_LEN`] bytes,
+    /// checked while parsing; absent, `sub` is `uid:<caller's uid>`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_subject"
+    )]
+    pub subject: Option<String>,
+}
+
+/// The longest `subject` of `identity.issue`: `svc:`, two names and `@`.
+pub const MAX_SUBJECT_LEN: usize = 4 + 2 * crate::names::MAX_NAME_LEN + 1;
+
+fn bounded_subject<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(subject) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if subject.len() > MAX_SUBJECT_LEN {
+        // Not echoed: it may be a megabyte of anything.
+        return Err(serde::de::Error::custom(format!(
+            "is {} bytes, more than {MAX_SUBJECT_LEN}",
+            subject.len()
+        )));
+    }
+    Ok(Some(subject))
 }
 
 /// A minted capability (`identity.issue`, `identity.delegate`).
@@ -467,6 +493,24 @@ mod tests {
         let d: DelegateParams =
             serde_json::from_value(json!({"token": "t", "rights": list(MAX_RIGHTS, 8)})).unwrap();
         assert_eq!(d.rights.unwrap().len(), MAX_RIGHTS);
+    }
+
+    #[test]
+    fn subject_is_bounded_at_parse_time() {
+        let at = "s".repeat(MAX_SUBJECT_LEN);
+        let p = parse_issue(json!({"service": "fs", "subject": at})).unwrap();
+        assert_eq!(p.subject.as_deref(), Some(at.as_str()));
+        assert_eq!(parse_issue(json!({"service": "fs"})).unwrap().subject, None);
+        for bad in [
+            json!("s".repeat(MAX_SUBJECT_LEN + 1)),
+            json!(7),
+            json!(["x"]),
+        ] {
+            let e = parse_issue(json!({"service": "fs", "subject": bad})).unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::InvalidArgument);
+            assert_eq!(e.details["field"], "subject", "{e:?}");
+            assert!(!e.message.contains("sss"), "echoed: {e:?}");
+        }
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum ManifestError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `[[service.capability]]` entry, or a service's list of them, that is wrong.
+    #[error(transparent)]
+    Capability(#[from] capability::CapabilityError),
     /// A `[supervisor]` setting out of bounds.
     #[error("[supervisor] `{field}` {message}")]
     Setting {
@@ -559,7 +562,7 @@ impl ServiceSpec {
         if self.logs.max_bytes.0 < 4096 {
             return Err(self.invalid("logs.max_bytes", "must be at least 4K"));
         }
-        Ok(())
+        Ok(capability::validate_service(self)?)
     }
 }
 
@@ -635,18 +638,17 @@ impl Manifest {
         Manifest::parse(&text, &path.display().to_string(), &base)
     }
 
-    /// Parse and validate manifest text. `origin` names it in errors; relative `exec`
-    /// paths are resolved against `base_dir`.
+    /// Parse, [normalise](Manifest::normalise) and validate manifest text. `origin` names
+    /// it in errors; relative `exec` paths are resolved against `base_dir`.
     pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Manifest, ManifestError> {
-        let mut manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let mut manifest: Manifest =
+            toml::from_str(text).map_err(|e| capability::parse_error(text, origin, e))?;
         for service in &mut manifest.services {
             if service.exec.contains('/') && !Path::new(&service.exec).is_absolute() {
                 service.exec = base_dir.join(&service.exec).display().to_string();
             }
         }
+        manifest.normalise();
         manifest.validate()?;
         Ok(manifest)
     }
@@ -661,6 +663,7 @@ impl Manifest {
                 return Err(ManifestError::Duplicate(service.name.clone()));
             }
         }
+        capability::check_identity(self)?;
         for service in &self.services {
             service.validate_fields()?;
             for dep in &service.depends_on {

@@ -3,7 +3,7 @@
 //! protocol codes.
 //!
 //! Open to anyone who can connect: `supervisor.status`, `supervisor.svc.list`,
-//! `supervisor.svc.status` (`status.rs`).
+//! `supervisor.svc.status` and `supervisor.svc.caps` (`status.rs`).
 //! Control (SPEC §5.3): `supervisor.svc.start`, `.svc.stop`, `.svc.restart`, `.svc.logs`
 //! and `supervisor.reload` pass [`Control::authorize_control`] first.
 
@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_ipc::{Call, Router};
 use strata_proto::methods::supervisor::{
-    NodeStatus, Reload, ReloadResult, Status, SvcList, SvcListResult, SvcLogs, SvcLogsParams,
-    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart, SvcStatus,
-    SvcStatusResult, SvcStop, SvcStopParams, SvcStopResult,
+    NodeStatus, Reload, ReloadResult, Status, SvcCaps, SvcCapsResult, SvcList, SvcListResult,
+    SvcLogs, SvcLogsParams, SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcStart,
+    SvcStatus, SvcStatusResult, SvcStop, SvcStopParams, SvcStopResult,
 };
 use strata_proto::methods::StatusResult;
 use strata_proto::ErrorBody;
@@ -135,6 +135,12 @@ impl Control {
         Ok(result)
     }
 
+    /// `supervisor.svc.caps`: open like `svc.status` (cap_ids and constraints only; the
+    /// tokens are in the service's own files and nowhere else).
+    fn caps(&self, name: &str) -> Result<SvcCapsResult, ErrorBody> {
+        Ok(self.supervisor.svc_caps(name)?)
+    }
+
     fn status(&self) -> Result<NodeStatus, ErrorBody> {
         Ok(self.supervisor.status())
     }
@@ -252,6 +258,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .method::<SvcStatus, _, _, _>(
             |c, call, p| async move { c.svc_status(&call, &p.name).await },
         )
+        .method::<SvcCaps, _, _, _>(|c, _call, p| async move { c.caps(&p.name) })
         .method::<SvcStart, _, _, _>(|c, call, p| async move { c.start(&call, p).await })
         .method::<SvcStop, _, _, _>(|c, call, p| async move { c.stop(&call, p).await })
         .method::<SvcRestart, _, _, _>(|c, call, p| async move { c.restart(&call, p).await })

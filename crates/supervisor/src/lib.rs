@@ -24,6 +24,10 @@
 //!   one command handler); `service/ending.rs`: how a run ends (stop, or exit and the
 //!   restart policy); `prepare.rs`: everything decided before fork; `spawner.rs`: how a
 //!   run starts and signals its process (real, or a fake in the unit tests).
+//! - `routing.rs` (+ `routing/`): capability routing: the manifest's capabilities
+//!   obtained from identity before each start, delivered into the service's credentials
+//!   directory, rotated, and revoked when the run ends (`service/routed.rs` wires it into
+//!   a run).
 //! - [`process`], [`reaper`], [`cgroup`], [`landlock`], [`orphans`]: processes and confinement.
 //! - [`readiness`], [`logs`] (and [`journal`]), [`audit`], [`registry_sync`]: what a run reports.
 //! - [`control`]: the control socket. [`error`]: its errors and their protocol codes.
@@ -49,6 +53,7 @@ pub mod process;
 pub mod readiness;
 pub mod reaper;
 pub mod registry_sync;
+mod routing;
 pub mod sd_notify;
 mod service;
 mod shared;

@@ -19,6 +19,7 @@ use crate::manifest::{Readiness, ServiceSpec};
 use crate::prepare::{self, Prepared};
 use crate::process::ExitStatus;
 use crate::readiness::{self, NotifySocket};
+use crate::routing::Routes;
 use crate::shared::Shared;
 use ending::{Ending, RunEnd};
 use serde_json::{json, Value};
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 mod ending;
+mod routed;
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +67,8 @@ struct RunHandles {
     pid: i32,
     cgroup: Option<ServiceCgroup>,
     exit: oneshot::Receiver<ExitStatus>,
+    /// The capabilities routed to the run, revoked when it is cleaned up.
+    routes: Option<Routes>,
 }
 
 /// A run in progress.
@@ -173,7 +177,7 @@ impl ServiceRunner {
                 let Some(spec) = self.spec() else {
                     return Continue(None);
                 };
-                if let Some((dependency, state)) = self.shared.unhealthy_dependency(&spec) {
+                if let Some((dependency, state)) = self.shared.blocking_dependency(&spec) {
                     let _ = reply.send(Err(ControlError::DependencyNotHealthy {
                         name: self.name.clone(),
                         dependency,
@@ -316,7 +320,7 @@ impl ServiceRunner {
     }
 
     /// Enter Starting, prepare, and start the process with its output captured.
-    async fn spawn(&mut self, reply: Option<Reply>, trigger: Trigger) -> Result<Run, Next> {
+    async fn spawn(&mut self, mut reply: Option<Reply>, trigger: Trigger) -> Result<Run, Next> {
         let Some(spec) = self.spec() else {
             return Err(Next::Exit);
         };
@@ -329,8 +333,9 @@ impl ServiceRunner {
             }
             return Err(Next::Idle);
         }
+        let mut routes = self.obtain_routes(&spec, &mut reply).await?;
         let Prepared {
-            plan,
+            mut plan,
             cgroup,
             notify,
             applied,
@@ -338,10 +343,16 @@ impl ServiceRunner {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(service = %self.name, error = %e, "cannot start");
+                if let Some(routes) = routes {
+                    routes.end(&self.shared).await;
+                }
                 let end = RunEnd::spawn_failed(e.to_string(), reply);
                 return Err(self.after_exit(&spec, end).await);
             }
         };
+        if let Some(routes) = &routes {
+            routed::hand_over(&mut plan, routes);
+        }
         let program = plan.program.display().to_string();
         let (spawned, exit) = match self.shared.spawner.spawn(plan) {
             Ok(s) => s,
@@ -351,11 +362,17 @@ impl ServiceRunner {
                     prepare::forget_cgroup(&self.shared, cg);
                     let _ = cg.remove();
                 }
+                if let Some(routes) = routes {
+                    routes.end(&self.shared).await;
+                }
                 let end = RunEnd::spawn_failed(e.to_string(), reply);
                 return Err(self.after_exit(&spec, end).await);
             }
         };
         let pid = spawned.pid;
+        if let Some(routes) = &mut routes {
+            routes.start_rotation(&self.shared, pid);
+        }
         if let Some(g) = &self.shared.orphans {
             g.watch_group(pid);
         }
@@ -391,7 +408,12 @@ impl ServiceRunner {
         }
         Ok(Run {
             spec,
-            handles: RunHandles { pid, cgroup, exit },
+            handles: RunHandles {
+                pid,
+                cgroup,
+                exit,
+                routes,
+            },
             notify,
             waiting: reply,
             state: SvcState::Starting,

@@ -13,6 +13,7 @@ use crate::manifest::ServiceSpec;
 use crate::orphans::OrphanGuard;
 use crate::process::{ExitStatus, ProgramLookup};
 use crate::registry_sync::{Registration, RegistrySync};
+use crate::routing::Routing;
 use crate::spawner::Spawner;
 use crate::state::check_transition;
 use serde_json::{json, Value};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use strata_ipc::Endpoint;
-use strata_proto::methods::supervisor::SvcState;
+use strata_proto::methods::supervisor::{RoutedCap, SvcState};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How a run ended, as `svc.list` reports it.
@@ -56,6 +57,10 @@ pub(crate) struct Record {
     /// What limits and sandboxing the current (or last) run actually got.
     pub applied: Option<Value>,
     pub crashes: CrashHistory,
+    /// While the run waits in Starting for its routed capabilities, why.
+    pub waiting: Option<String>,
+    /// The capabilities routed to the current run (`svc.caps`).
+    pub caps: Vec<RoutedCap>,
     pub logs: Arc<LogSink>,
     pub cmd: mpsc::UnboundedSender<Command>,
 }
@@ -87,6 +92,8 @@ pub(crate) struct Shared {
     pub audit: AuditLog,
     pub registry: RegistrySync,
     pub registry_socket: PathBuf,
+    /// Capability routing: how identity is asked, and the revocations owed to it.
+    pub routing: Routing,
     pub table: Mutex<Table>,
     /// Bumped on every state change; tasks waiting for dependencies watch it.
     pub changed: watch::Sender<u64>,
@@ -210,6 +217,25 @@ impl Shared {
             })
     }
 
+    /// The dependency that keeps an operator's start of `spec` from going ahead: as
+    /// [`Shared::unhealthy_dependency`], except that a service with routed capabilities
+    /// does not wait for identity here: it enters Starting and waits there, saying so
+    /// (`service/routed.rs`).
+    pub fn blocking_dependency(&self, spec: &ServiceSpec) -> Option<(String, SvcState)> {
+        let table = self.table();
+        spec.depends_on
+            .iter()
+            .filter(|dep| {
+                spec.capabilities.is_empty()
+                    || dep.as_str() != crate::manifest::capability::IDENTITY
+            })
+            .find_map(|dep| match table.services.get(dep) {
+                Some(r) if r.state == SvcState::Healthy => None,
+                Some(r) => Some((dep.clone(), r.state)),
+                None => Some((dep.clone(), SvcState::Declared)),
+            })
+    }
+
     pub fn state_of(&self, name: &str) -> Option<SvcState> {
         self.table().services.get(name).map(|r| r.state)
     }
@@ -227,6 +253,8 @@ impl Shared {
             last_exit: None,
             applied: None,
             crashes: CrashHistory::default(),
+            waiting: None,
+            caps: Vec::new(),
             logs,
             cmd,
         }

@@ -1,4 +1,5 @@
-//! `supervisor.svc.status`: one service in detail, for `strata-ctl svc status NAME`.
+//! `supervisor.svc.status`: one service in detail, for `strata-ctl svc status NAME`;
+//! `supervisor.svc.caps`: the capabilities routed to its current run.
 //!
 //! Open like `svc.list`, except the manifest's `exec` and `args`: arguments can carry
 //! secrets (`--db-password=...`) and `svc.list` never shows them, so the control socket
@@ -11,7 +12,7 @@ use crate::shared::{unix_secs, LastExit};
 use crate::supervisor::Supervisor;
 use serde_json::Value;
 use std::time::SystemTime;
-use strata_proto::methods::supervisor::SvcStatusResult;
+use strata_proto::methods::supervisor::{SvcCapsResult, SvcStatusResult};
 
 impl Supervisor {
     /// `supervisor.svc.status`: the service's record, its definition's main lines
@@ -60,8 +61,23 @@ impl Supervisor {
                 .join(format!("{name}.log"))
                 .display()
                 .to_string(),
-            waiting: None,
-            capabilities: None,
+            waiting: rec.waiting.clone(),
+            capabilities: (!spec.capabilities.is_empty()).then_some(rec.caps.len() as u32),
+        })
+    }
+
+    /// `supervisor.svc.caps`: what is routed to the service's current run, in manifest
+    /// order (cap_ids, rights, constraints, times; never a token). Empty when no run
+    /// holds any. NOT_FOUND when the table has no such service.
+    pub fn svc_caps(&self, name: &str) -> Result<SvcCapsResult, ControlError> {
+        let table = self.shared.table();
+        let rec = table
+            .services
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        Ok(SvcCapsResult {
+            name: name.to_owned(),
+            capabilities: rec.caps.clone(),
         })
     }
 }

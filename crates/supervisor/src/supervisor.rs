@@ -23,6 +23,7 @@ use crate::orphans::OrphanGuard;
 use crate::process::ProgramLookup;
 use crate::reaper::Reaper;
 use crate::registry_sync::RegistrySync;
+use crate::routing::{self, Routing};
 use crate::service::ServiceRunner;
 use crate::shared::{unix_secs, LastExit, Shared, Table};
 use crate::spawner::Spawner;
@@ -153,6 +154,7 @@ impl Supervisor {
         let order = graph::start_order(&config.manifest.services)
             .expect("a validated manifest has no cycle");
         let (changed, _) = watch::channel(0);
+        let routing = Routing::new(&config.state_dir);
         let shared = Arc::new(Shared {
             audit: AuditLog::new(
                 &config.state_dir,
@@ -179,6 +181,7 @@ impl Supervisor {
             spawner,
             registry,
             registry_socket,
+            routing,
             table: Mutex::new(Table {
                 services: BTreeMap::new(),
                 specs: config.manifest.services.clone(),
@@ -212,6 +215,7 @@ impl Supervisor {
 
     /// Start every service as soon as its dependencies are Healthy.
     pub fn boot(&self) {
+        routing::spawn_retrier(Arc::clone(&self.shared));
         let order = self.shared.table().order.clone();
         for name in order {
             self.spawn_task(&name, true);
@@ -303,6 +307,8 @@ impl Supervisor {
                         .map(|p| p.display().to_string())),
                 );
                 extra.insert("applied".into(), r.applied.clone().unwrap_or(Value::Null));
+                extra.insert("capabilities".into(), json!(r.caps.len()));
+                extra.insert("waiting".into(), json!(r.waiting));
                 SvcInfo {
                     name: name.clone(),
                     state: r.state,

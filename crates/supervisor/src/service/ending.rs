@@ -130,7 +130,7 @@ impl ServiceRunner {
     }
 
     /// Kill whatever is left of a run's process tree and release its cgroup.
-    pub(super) async fn cleanup(&self, run: RunHandles) {
+    pub(super) async fn cleanup(&self, mut run: RunHandles) {
         self.kill_tree(&run);
         let until = Instant::now() + Duration::from_secs(2);
         loop {
@@ -144,6 +144,10 @@ impl ServiceRunner {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Nothing of the run is left to use its capabilities: they go now.
+        if let Some(routes) = run.routes.take() {
+            routes.end(&self.shared).await;
         }
         if let Some(g) = &self.shared.orphans {
             g.forget_group(run.pid);

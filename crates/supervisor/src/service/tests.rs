@@ -16,6 +16,8 @@ use strata_proto::methods::supervisor::SvcState::{self, *};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+mod routing;
+
 /// What one scripted run does.
 #[derive(Debug, Clone, Copy)]
 enum Script {
@@ -153,6 +155,15 @@ struct Harness {
 impl Harness {
     /// Boot `services` after scripting their runs with `script`.
     fn boot(services: Vec<ServiceSpec>, script: impl FnOnce(&FakeSpawner)) -> Harness {
+        Harness::boot_with(services, script, |_| {})
+    }
+
+    /// [`Harness::boot`], with `before` run on the supervisor before it boots.
+    fn boot_with(
+        services: Vec<ServiceSpec>,
+        script: impl FnOnce(&FakeSpawner),
+        before: impl FnOnce(&Supervisor),
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("run");
         let state_dir = dir.path().join("state");
@@ -185,6 +196,7 @@ impl Harness {
             Err(Unavailable("unit test".to_owned())),
             spawner,
         );
+        before(&sup);
         sup.boot();
         Harness {
             sup,

@@ -1,0 +1,396 @@
+//! Capability routing: the capabilities a service's manifest declares
+//! (`[[service.capability]]`, [`CapabilitySpec`]) obtained from identity before each start,
+//! delivered into `<runtime dir>/credentials/<service>/` (`CREDENTIALS_DIRECTORY`),
+//! rotated before they expire, and revoked when the run ends.
+//!
+//! | file | job |
+//! |---|---|
+//! | `routing.rs` | [`Routing`] (the issuer and the revocations owed, shared by every run), [`Routes`]: one run's capabilities, obtained ([`Routes::obtain`]), rotated ([`Routes::start_rotation`]) and ended ([`Routes::end`]) |
+//! | `routing/credentials.rs` | the credentials directory, made and written beneath opened handles |
+//! | `routing/issuer.rs` | [`Issuer`]: `identity.issue` / `identity.revoke` over identity's socket |
+//! | `routing/rotation.rs` | the per-run task replacing tokens at two thirds of their lifetime and revoking the replaced ones after the grace |
+//! | `routing/pending.rs` | revocations identity could not take yet, persisted and retried |
+//!
+//! A token is written to its file and nowhere else: not to the environment, a command
+//! line, a log line or an audit event (those name the `cap_id`).
+
+use crate::manifest::CapabilitySpec;
+use crate::shared::Shared;
+use credentials::{CredentialsDir, Owner};
+use issuer::{identity_socket, retryable, Issuer, IssuerError, SocketIssuer};
+use pending::{Owed, Pending, RETRY_MAX, RETRY_MIN};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use strata_proto::methods::identity::IssueParams;
+use strata_proto::methods::supervisor::{RoutedCap, SvcState};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub mod credentials;
+pub mod issuer;
+pub mod pending;
+mod rotation;
+
+/// How long the end of a run waits for its rotation task to finish a call in flight.
+const ROTATION_STOP: Duration = Duration::from_secs(15);
+
+/// What every run's routing shares: how identity is asked, and what is owed to it.
+pub(crate) struct Routing {
+    issuer: Mutex<Arc<dyn Issuer>>,
+    /// Revocations identity could not take when they were due.
+    pub pending: Pending,
+}
+
+impl Routing {
+    /// Routing through identity's socket, with what a previous supervisor left owing in
+    /// `state_dir`.
+    pub fn new(state_dir: &Path) -> Routing {
+        Routing {
+            issuer: Mutex::new(Arc::new(SocketIssuer)),
+            pending: Pending::load(state_dir),
+        }
+    }
+
+    /// The issuer in use.
+    pub fn issuer(&self) -> Arc<dyn Issuer> {
+        Arc::clone(&self.issuer.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Use `issuer` instead of identity's socket (unit tests).
+    #[cfg(test)]
+    pub fn set_issuer(&self, issuer: Arc<dyn Issuer>) {
+        *self.issuer.lock().unwrap_or_else(|p| p.into_inner()) = issuer;
+    }
+}
+
+/// One routed capability of a run.
+struct Held {
+    spec: CapabilitySpec,
+    cap_id: String,
+    expires: i64,
+    issued: i64,
+    /// When the token now in the file was obtained (rotation counts from it).
+    obtained: Instant,
+    rotations: u64,
+    last_rotation: Option<i64>,
+    /// Replaced tokens waiting out their grace: cap_id, expiry, when to revoke.
+    retiring: Vec<(String, i64, Instant)>,
+    /// After a failed rotation: when to try again, and how many failed in a row.
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+impl Held {
+    fn rotate_at(&self) -> Instant {
+        self.retry_at
+            .unwrap_or(self.obtained + self.spec.rotate_after())
+    }
+
+    fn routed(&self) -> RoutedCap {
+        let mut rights = self.spec.rights.clone();
+        rights.sort();
+        let mut constraints = serde_json::Map::new();
+        if let Some(p) = &self.spec.path_prefix {
+            constraints.insert("path_prefix".into(), json!(p));
+        }
+        if let Some(r) = &self.spec.rate_limit {
+            constraints.insert("rate_limit".into(), json!(r));
+        }
+        RoutedCap {
+            name: self.spec.name.clone(),
+            cap_id: self.cap_id.clone(),
+            service: self.spec.service.clone(),
+            rights,
+            constraints: Value::Object(constraints),
+            expires: self.expires,
+            issued: self.issued,
+            rotations: self.rotations,
+            last_rotation: self.last_rotation,
+        }
+    }
+}
+
+/// A run's routed capabilities and its credentials directory.
+struct RouteState {
+    dir: Option<CredentialsDir>,
+    held: Vec<Held>,
+}
+
+/// The capabilities routed to one run of a service.
+pub(crate) struct Routes {
+    service: String,
+    state: Arc<Mutex<RouteState>>,
+    rotation: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Routes {
+    /// Obtain every capability `spec` declares from identity and write each to the
+    /// service's credentials directory, owned by `owner`. `Err` says why not (identity
+    /// not Healthy, unreachable or refusing; the directory unusable); whatever was
+    /// obtained by then is revoked again (or owed) and the directory removed.
+    pub async fn obtain(
+        shared: &Shared,
+        spec: &crate::manifest::ServiceSpec,
+        owner: Owner,
+    ) -> Result<Routes, String> {
+        match shared.state_of(crate::manifest::capability::IDENTITY) {
+            Some(SvcState::Healthy) => {}
+            Some(state) => return Err(format!("identity is {state:?}")),
+            None => return Err("no identity service in the manifest".to_owned()),
+        }
+        let dir = CredentialsDir::create(&shared.runtime_dir, &spec.name, owner)
+            .map_err(|e| format!("cannot make the credentials directory: {e}"))?;
+        let routes = Routes {
+            service: spec.name.clone(),
+            state: Arc::new(Mutex::new(RouteState {
+                dir: Some(dir),
+                held: Vec::new(),
+            })),
+            rotation: None,
+        };
+        for cap in &spec.capabilities {
+            match issue(shared, &spec.name, cap).await {
+                Ok(held) => {
+                    let written = routes
+                        .lock()
+                        .dir
+                        .as_ref()
+                        .map(|d| d.write(&cap.name, &held.1));
+                    let held = held.0;
+                    if let Some(Err(e)) = written {
+                        routes.lock().held.push(held);
+                        let why = format!("cannot write credential `{}`: {e}", cap.name);
+                        routes.end(shared).await;
+                        return Err(why);
+                    }
+                    shared.audit.record(
+                        "cap.routed",
+                        json!({"service": spec.name, "capability": cap.name,
+                               "cap_id": held.cap_id, "for_service": cap.service,
+                               "expires": held.expires}),
+                    );
+                    routes.lock().held.push(held);
+                }
+                Err(e) => {
+                    routes.end(shared).await;
+                    return Err(e.to_string());
+                }
+            }
+        }
+        routes.publish(shared);
+        Ok(routes)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The credentials directory (`CREDENTIALS_DIRECTORY`).
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        self.lock().dir.as_ref().map(|d| d.path().to_owned())
+    }
+
+    /// Rotate the capabilities while the run's process `pid` lives.
+    pub fn start_rotation(&mut self, shared: &Arc<Shared>, pid: i32) {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(rotation::rotate(
+            Arc::clone(shared),
+            self.service.clone(),
+            pid,
+            Arc::clone(&self.state),
+            stopped,
+        ));
+        self.rotation = Some((stop, task));
+    }
+
+    /// The run is over: stop rotating, remove the files and the directory, and revoke
+    /// every capability routed to the run (the current and the replaced ones); what
+    /// identity does not take now is owed ([`Pending`]).
+    pub async fn end(mut self, shared: &Shared) {
+        if let Some((stop, mut task)) = self.rotation.take() {
+            let _ = stop.send(true);
+            if tokio::time::timeout(ROTATION_STOP, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(service = %self.service, "capability rotation did not stop in time");
+                task.abort();
+            }
+        }
+        let (dir, held) = {
+            let mut state = self.lock();
+            (state.dir.take(), std::mem::take(&mut state.held))
+        };
+        if let Some(dir) = dir {
+            if let Err(e) = dir.remove() {
+                tracing::warn!(service = %self.service, error = %e, "cannot remove the credentials directory");
+            }
+        }
+        let mut ids = Vec::new();
+        for h in held {
+            for (cap_id, expires, _) in h.retiring {
+                ids.push((h.spec.name.clone(), cap_id, expires));
+            }
+            ids.push((h.spec.name.clone(), h.cap_id, h.expires));
+        }
+        revoke_all(shared, &self.service, ids, "run ended").await;
+        if let Some(rec) = shared.table().services.get_mut(&self.service) {
+            rec.caps.clear();
+        }
+    }
+
+    /// Show what the run holds in `svc.caps` / `svc.status`.
+    fn publish(&self, shared: &Shared) {
+        publish(shared, &self.service, &self.lock().held);
+    }
+}
+
+fn publish(shared: &Shared, service: &str, held: &[Held]) {
+    let caps: Vec<RoutedCap> = held.iter().map(Held::routed).collect();
+    if let Some(rec) = shared.table().services.get_mut(service) {
+        rec.caps = caps;
+    }
+}
+
+/// `identity.issue` for one manifest entry: the token and what is held of it.
+async fn issue(
+    shared: &Shared,
+    service: &str,
+    cap: &CapabilitySpec,
+) -> Result<(Held, String), IssuerError> {
+    let ttl = cap.ttl.get().as_secs() as i64;
+    let params = IssueParams {
+        service: cap.service.clone(),
+        rights: Some(cap.rights.clone()),
+        actions: None,
+        path_prefix: cap.path_prefix.clone(),
+        ttl_seconds: Some(ttl),
+        rate_limit: cap.rate_limit.clone(),
+        subject: Some(format!("svc:{service}@{}", shared.node_id)),
+    };
+    let socket = identity_socket(shared);
+    let issued = shared.routing.issuer().issue(&socket, params).await?;
+    Ok((
+        Held {
+            spec: cap.clone(),
+            cap_id: issued.cap_id,
+            expires: issued.expires,
+            // identity sets `exp` to its `iat` plus the ttl asked for.
+            issued: issued.expires - ttl,
+            obtained: Instant::now(),
+            rotations: 0,
+            last_rotation: None,
+            retiring: Vec::new(),
+            retry_at: None,
+            failures: 0,
+        },
+        issued.token,
+    ))
+}
+
+/// Revoke `ids` (capability name, cap_id, expiry) routed to `service`; what identity
+/// cannot take now is owed. Once identity is unreachable the rest are owed untried.
+async fn revoke_all(shared: &Shared, service: &str, ids: Vec<(String, String, i64)>, why: &str) {
+    let socket = identity_socket(shared);
+    let issuer = shared.routing.issuer();
+    let mut owed = Vec::new();
+    let mut down = false;
+    for (capability, cap_id, expires) in ids {
+        let result = if down {
+            Err(IssuerError::Unreachable("identity did not answer".into()))
+        } else {
+            issuer.revoke(&socket, &cap_id).await
+        };
+        match result {
+            Ok(()) => shared.audit.record(
+                "cap.route_revoked",
+                json!({"service": service, "capability": capability, "cap_id": cap_id,
+                       "reason": why}),
+            ),
+            Err(e) => {
+                shared.audit.record(
+                    "cap.route_failed",
+                    json!({"service": service, "capability": capability, "cap_id": cap_id,
+                           "stage": "revoke", "error": e.to_string(),
+                           "pending": retryable(&e)}),
+                );
+                if retryable(&e) {
+                    down = matches!(e, IssuerError::Unreachable(_));
+                    tracing::warn!(service, capability, %cap_id, error = %e, "revocation pending: identity did not take it");
+                    owed.push(Owed {
+                        cap_id,
+                        service: service.to_owned(),
+                        capability,
+                        expires,
+                    });
+                } else {
+                    tracing::error!(service, capability, %cap_id, error = %e, "identity refused a revocation");
+                }
+            }
+        }
+    }
+    if !owed.is_empty() {
+        shared.routing.pending.add(owed, unix_now());
+    }
+}
+
+/// Retry the owed revocations for as long as the supervisor runs: whenever one is added,
+/// whenever a service changes state (identity coming back), and after a backoff.
+pub(crate) fn spawn_retrier(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut changed = shared.changed.subscribe();
+        let mut delay = RETRY_MIN;
+        loop {
+            let owing = !shared.routing.pending.owed().is_empty();
+            let identity_up =
+                shared.state_of(crate::manifest::capability::IDENTITY) == Some(SvcState::Healthy);
+            if owing && identity_up {
+                let socket = identity_socket(&shared);
+                let issuer = shared.routing.issuer();
+                let out = shared
+                    .routing
+                    .pending
+                    .retry(issuer.as_ref(), &socket, unix_now())
+                    .await;
+                for o in &out.revoked {
+                    shared.audit.record(
+                        "cap.route_revoked",
+                        json!({"service": o.service, "capability": o.capability,
+                               "cap_id": o.cap_id, "reason": "pending"}),
+                    );
+                }
+                for (o, e) in &out.failed {
+                    shared.audit.record(
+                        "cap.route_failed",
+                        json!({"service": o.service, "capability": o.capability,
+                               "cap_id": o.cap_id, "stage": "revoke", "error": e,
+                               "pending": false}),
+                    );
+                }
+                if out.error.is_some() {
+                    delay = (delay * 2).min(RETRY_MAX);
+                } else {
+                    delay = RETRY_MIN;
+                }
+                if out.left == 0 {
+                    tracing::info!("no revocations pending");
+                }
+            }
+            let owing = !shared.routing.pending.owed().is_empty();
+            tokio::select! {
+                _ = tokio::time::sleep(delay), if owing => {}
+                _ = shared.routing.pending.added.notified() => {}
+                r = changed.changed() => if r.is_err() { return },
+            }
+        }
+    });
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

@@ -1,0 +1,161 @@
+//! One run's rotation task: at two thirds of a token's lifetime
+//! ([`CapabilitySpec::rotate_after`](crate::manifest::CapabilitySpec::rotate_after)) a
+//! fresh token is obtained and renamed over the file, the service is told (`on_rotate`,
+//! to its process group), and the replaced token is revoked once its grace
+//! ([`CapabilitySpec::grace_period`](crate::manifest::CapabilitySpec::grace_period)) is
+//! over. A failed rotation leaves the file as it is and is tried again with a bounded
+//! backoff; each failure is logged and audited.
+//!
+//! The task is stopped (never aborted mid-call unless it overstays) by [`Routes::end`],
+//! which then revokes whatever it held, so a token obtained during a call in flight is
+//! not forgotten.
+//!
+//! [`Routes::end`]: super::Routes::end
+
+use super::{issue, publish, revoke_all, unix_now, RouteState};
+use crate::shared::Shared;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The first wait after a failed rotation; it doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts at one rotation.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Rotate the tokens of `state` until `stop` says the run is over.
+pub(super) async fn rotate(
+    shared: Arc<Shared>,
+    service: String,
+    pid: i32,
+    state: Arc<Mutex<RouteState>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let next = {
+            let st = lock();
+            st.held
+                .iter()
+                .flat_map(|h| std::iter::once(h.rotate_at()).chain(h.retiring.iter().map(|r| r.2)))
+                .min()
+        };
+        let Some(next) = next else { return };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return },
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let now = Instant::now();
+        // Replaced tokens whose grace is over.
+        let due: Vec<(String, String, i64)> = {
+            let mut st = lock();
+            let mut due = Vec::new();
+            for h in &mut st.held {
+                let name = h.spec.name.clone();
+                h.retiring.retain(|(cap_id, expires, at)| {
+                    if *at <= now {
+                        due.push((name.clone(), cap_id.clone(), *expires));
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            due
+        };
+        if !due.is_empty() {
+            revoke_all(&shared, &service, due, "rotated out").await;
+        }
+        // Tokens due for replacement.
+        let specs: Vec<_> = lock()
+            .held
+            .iter()
+            .filter(|h| h.rotate_at() <= now)
+            .map(|h| h.spec.clone())
+            .collect();
+        for spec in specs {
+            if *stop.borrow() {
+                return;
+            }
+            let outcome = match issue(&shared, &service, &spec).await {
+                Ok((fresh, token)) => {
+                    // Ok(Some(old cap_id)) when delivered; Err when the file was not
+                    // written (the fresh token then goes back).
+                    let delivered = {
+                        let mut st = lock();
+                        let written = match &st.dir {
+                            Some(dir) => dir.write(&spec.name, &token).map_err(|e| e.to_string()),
+                            None => Err("the credentials directory is gone".to_owned()),
+                        };
+                        written.map(|()| {
+                            let h = st.held.iter_mut().find(|h| h.spec.name == spec.name)?;
+                            let old = std::mem::replace(&mut h.cap_id, fresh.cap_id.clone());
+                            h.retiring
+                                .push((old.clone(), h.expires, now + spec.grace_period()));
+                            h.expires = fresh.expires;
+                            h.issued = fresh.issued;
+                            h.obtained = fresh.obtained;
+                            h.rotations += 1;
+                            h.last_rotation = Some(unix_now());
+                            h.retry_at = None;
+                            h.failures = 0;
+                            publish(&shared, &service, &st.held);
+                            Some(old)
+                        })
+                    };
+                    match delivered {
+                        Ok(Some(old)) => Ok((old, fresh.cap_id)),
+                        Ok(None) => continue,
+                        Err(why) => {
+                            revoke_all(
+                                &shared,
+                                &service,
+                                vec![(spec.name.clone(), fresh.cap_id, fresh.expires)],
+                                "not delivered",
+                            )
+                            .await;
+                            Err(format!("cannot write the credential: {why}"))
+                        }
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok((old, new)) => {
+                    shared.audit.record(
+                        "cap.rotated",
+                        json!({"service": service, "capability": spec.name,
+                               "cap_id": new, "replaced": old,
+                               "grace_ms": spec.grace_period().as_millis() as u64}),
+                    );
+                    tracing::info!(service = %service, capability = %spec.name, cap_id = %new, "capability rotated");
+                    if let Some(signal) = spec.on_rotate {
+                        shared.spawner.signal_group(pid, signal.0);
+                    }
+                }
+                Err(why) => {
+                    let mut st = lock();
+                    if let Some(h) = st.held.iter_mut().find(|h| h.spec.name == spec.name) {
+                        h.failures = h.failures.saturating_add(1);
+                        let wait = RETRY_MIN
+                            .saturating_mul(1 << h.failures.min(6).saturating_sub(1))
+                            .min(RETRY_MAX);
+                        h.retry_at = Some(Instant::now() + wait);
+                        tracing::warn!(service = %service, capability = %spec.name, failures = h.failures, ?wait, error = %why, "capability rotation failed; the current token stays until a new one is obtained");
+                        shared.audit.record(
+                            "cap.route_failed",
+                            json!({"service": service, "capability": spec.name,
+                                   "cap_id": h.cap_id, "stage": "rotate", "error": why,
+                                   "failures": h.failures}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

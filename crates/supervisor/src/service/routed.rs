@@ -1,0 +1,134 @@
+//! A run's routed capabilities in its lifecycle: obtained in `Starting` before anything
+//! else is prepared, waiting there (with `waiting` saying why, and answering commands)
+//! while identity does not hand them out, and handed to the child as
+//! `CREDENTIALS_DIRECTORY`. They are revoked when the run's handles are cleaned up
+//! (`ending.rs`), whichever way the run ends.
+
+use super::ending::RunEnd;
+use super::{Next, ServiceRunner};
+use crate::command::{Command, Reply};
+use crate::error::ControlError;
+use crate::manifest::capability::IDENTITY;
+use crate::manifest::ServiceSpec;
+use crate::process::{self, SpawnPlan};
+use crate::routing::credentials::Owner;
+use crate::routing::Routes;
+use std::time::Duration;
+use strata_proto::methods::supervisor::SvcState;
+
+/// The first wait before asking identity again; it doubles up to [`WAIT_MAX`], and a
+/// change of identity's state asks at once.
+const WAIT_MIN: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts.
+const WAIT_MAX: Duration = Duration::from_secs(5);
+
+impl ServiceRunner {
+    /// The capabilities `spec` declares, obtained and written (`None` when it declares
+    /// none). While identity does not give them, the run waits in Starting, `waiting`
+    /// saying why, and answers commands: `Err` is the phase a stop or retire leads to (or
+    /// the restart policy, when the service's user cannot be resolved).
+    pub(super) async fn obtain_routes(
+        &mut self,
+        spec: &ServiceSpec,
+        reply: &mut Option<Reply>,
+    ) -> Result<Option<Routes>, Next> {
+        if spec.capabilities.is_empty() {
+            return Ok(None);
+        }
+        let owner = match process::resolve_credentials(spec.user.as_deref(), spec.group.as_deref())
+        {
+            Ok(Some(c)) => Owner {
+                uid: c.uid,
+                gid: c.gid,
+            },
+            Ok(None) => Owner::current(),
+            Err(e) => {
+                let end = RunEnd::spawn_failed(e.to_string(), reply.take());
+                return Err(self.after_exit(spec, end).await);
+            }
+        };
+        let mut changed = self.shared.changed.subscribe();
+        let mut delay = WAIT_MIN;
+        let mut told: Option<String> = None;
+        loop {
+            match Routes::obtain(&self.shared, spec, owner).await {
+                Ok(routes) => {
+                    self.set_waiting(None);
+                    if told.is_some() {
+                        self.note("identity answered: capabilities obtained".to_owned());
+                    }
+                    return Ok(Some(routes));
+                }
+                Err(why) => {
+                    let reason = format!("waiting for identity: {why}");
+                    if told.as_deref() != Some(reason.as_str()) {
+                        tracing::warn!(service = %self.name, reason = %reason, "capabilities not obtained; retrying");
+                        self.note(reason.clone());
+                    }
+                    self.set_waiting(Some(reason.clone()));
+                    told = Some(reason);
+                }
+            }
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    r = changed.changed() => {
+                        if r.is_ok() && self.shared.state_of(IDENTITY) == Some(SvcState::Healthy) {
+                            break;
+                        }
+                    }
+                    cmd = self.rx.recv() => {
+                        if let Some(Command::Start { reply: r, .. }) = cmd {
+                            let _ = r.send(Err(ControlError::AlreadyRunning {
+                                name: self.name.clone(),
+                                state: SvcState::Starting,
+                            }));
+                            continue;
+                        }
+                        // Stop, retire, or the service forgotten: no run to end.
+                        if let Some(r) = reply.take() {
+                            let _ = r.send(Err(ControlError::StartFailed {
+                                name: self.name.clone(),
+                                reason: "stopped while waiting for identity".to_owned(),
+                            }));
+                        }
+                        self.set_waiting(None);
+                        if let Some(next) = self.on_command_idle(cmd).await {
+                            return Err(next);
+                        }
+                    }
+                }
+            }
+            delay = (delay * 2).min(WAIT_MAX);
+        }
+    }
+
+    /// Show (or clear) why the run waits.
+    fn set_waiting(&self, why: Option<String>) {
+        let changed = {
+            let mut table = self.shared.table();
+            match table.services.get_mut(&self.name) {
+                Some(rec) if rec.waiting != why => {
+                    rec.waiting = why;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+}
+
+/// Tell the child where its credentials are, as systemd does (`CREDENTIALS_DIRECTORY`),
+/// over anything the manifest's `env` said.
+pub(super) fn hand_over(plan: &mut SpawnPlan, routes: &Routes) {
+    if let Some(dir) = routes.dir() {
+        plan.env.retain(|(k, _)| k != "CREDENTIALS_DIRECTORY");
+        plan.env
+            .push(("CREDENTIALS_DIRECTORY".into(), dir.display().to_string()));
+    }
+}

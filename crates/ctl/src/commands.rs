@@ -281,6 +281,14 @@ impl Session {
                 } else {
                     println!("{cap_id}: {}", output::printable(&r.status));
                 }
+                if r.unconfirmed > 0 {
+                    // Durable and enforced by every verifier that confirmed; the others
+                    // catch up from the feed.
+                    eprintln!(
+                        "warning: {} verifier(s) did not confirm the revocation in time and may accept the token until they catch up (repeat `cap revoke` to check)",
+                        r.unconfirmed
+                    );
+                }
             }
             Cap::Inspect { subject } => {
                 self.not_a_listing("cap inspect")?;

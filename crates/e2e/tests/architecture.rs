@@ -18,6 +18,7 @@ const SERVICES: &[&str] = &[
     "strata-identity",
     "strata-fs",
     "strata-supervisor",
+    "strata-notes",
 ];
 
 /// An async runtime or sockets: the wire contract, the token rules and the certificate

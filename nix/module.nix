@@ -133,9 +133,74 @@ let
   inRun = hasPrefix "/run/" cfg.runtimeDir;
   inVarLib = hasPrefix "/var/lib/" cfg.stateDir;
 
+  # One `[[service.capability]]` of the manifest, with exactly its keys (crates/supervisor/README.md,
+  # docs/OPERATIONS.md "Routing capabilities to services"); null ones are left out of the
+  # manifest, so the supervisor's defaults apply. The values are checked by --check-config.
+  capabilityType = types.submodule {
+    options = {
+      name = mkOption {
+        type = types.str;
+        example = "photos";
+        description = "The file name in the service's credentials directory ([A-Za-z0-9][A-Za-z0-9._-]{0,63}, unique per service).";
+      };
+      service = mkOption {
+        type = types.str;
+        example = "fs";
+        description = "The service the token is for.";
+      };
+      rights = mkOption {
+        type = types.listOf types.str;
+        example = [
+          "fs.list"
+          "fs.read"
+        ];
+        description = "Its rights: 1 to 64 methods of `service`, e.g. `fs.read`.";
+      };
+      path_prefix = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/srv/photos";
+        description = "The token's path_prefix constraint (absolute, normalised).";
+      };
+      rate_limit = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "200rps";
+        description = "The token's rate_limit constraint.";
+      };
+      ttl = mkOption {
+        type = types.str;
+        default = "1h";
+        description = "The token's lifetime (3s to 720h); a fresh one replaces it at two thirds of it.";
+      };
+      grace = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "5m";
+        description = "How long a replaced token stays valid (at most a third of ttl; null: a sixth of it).";
+      };
+      on_rotate = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "SIGHUP";
+        description = "A signal sent to the service after its file was replaced.";
+      };
+    };
+  };
+
   serviceType = types.submodule {
     freeformType = tomlFormat.type;
     options = {
+      capabilities = mkOption {
+        type = types.listOf capabilityType;
+        default = [ ];
+        description = ''
+          Capabilities the supervisor obtains from identity for this service and keeps in
+          `<runtimeDir>/credentials/<service>/<name>` (its $CREDENTIALS_DIRECTORY), rotated
+          before they expire and revoked when the run ends; rendered as the manifest's
+          `[[service.capability]]` entries. The service then depends on identity.
+        '';
+      };
       enable = mkOption {
         type = types.bool;
         default = true;

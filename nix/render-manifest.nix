@@ -60,8 +60,12 @@ let
     removeAttrs spec [
       "enable"
       "env"
+      "capabilities"
     ]
     // (generatedKeys.${name} or { })
+    # The module's `capabilities` are the manifest's `[[service.capability]]` (null keys
+    # are left out by toml.nix).
+    // (if (spec.capabilities or [ ]) == [ ] then { } else { capability = spec.capabilities; })
     // {
       inherit name;
     }

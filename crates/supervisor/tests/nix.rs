@@ -696,3 +696,86 @@ fn the_module_refuses_what_the_supervisor_would() {
         );
     }
 }
+
+#[test]
+fn a_service_with_capabilities_renders_entries_check_config_accepts() {
+    const TEST: &str = "a_service_with_capabilities_renders_entries_check_config_accepts";
+    if !have_nix(TEST) {
+        return;
+    }
+    let Some(lib) = nixpkgs_lib(TEST) else {
+        return;
+    };
+    let web = |caps: &str| {
+        format!(
+            "{{ enable = true; checkManifest = false; services.web = {{ exec = \"/srv/web/bin/web\"; \
+             capabilities = [ {caps} ]; }}; }}"
+        )
+    };
+    let photos = r#"{ name = "photos"; service = "fs"; rights = [ "fs.list" "fs.read" ];
+        path_prefix = "/srv/photos"; rate_limit = "200rps"; on_rotate = "SIGHUP"; }"#;
+    let notes = r#"{ name = "notes"; service = "notes"; rights = [ "notes.get" ]; ttl = "10m"; grace = "1m"; }"#;
+    let out = eval_module(&lib, &[("routed", &web(&format!("{photos} {notes}")))]);
+    let routed = &out["routed"];
+    assert_eq!(routed["failedAssertions"], json!([]), "{routed}");
+    let text = routed["manifest"]["text"]
+        .as_str()
+        .expect("the manifest's text");
+    assert!(text.contains("[[service.capability]]"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifest.toml");
+    std::fs::write(&file, text).unwrap();
+    let check = Command::new(SUPERVISOR)
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "--check-config refused:\n{text}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let m = Manifest::load(&file).unwrap();
+    let spec = m.service("web").unwrap();
+    assert_eq!(spec.depends_on, ["identity"], "implicit");
+    let caps = &spec.capabilities;
+    assert_eq!(caps.len(), 2);
+    assert_eq!(
+        (caps[0].name.as_str(), caps[0].service.as_str()),
+        ("photos", "fs")
+    );
+    assert_eq!(caps[0].rights, ["fs.list", "fs.read"]);
+    assert_eq!(caps[0].path_prefix.as_deref(), Some("/srv/photos"));
+    assert_eq!(caps[0].rate_limit.as_deref(), Some("200rps"));
+    assert_eq!(
+        caps[0].on_rotate.map(|s| s.name()).as_deref(),
+        Some("SIGHUP")
+    );
+    // Null options are left out: the supervisor's defaults apply (ttl 1h, grace ttl/6).
+    assert_eq!(caps[0].ttl.get(), std::time::Duration::from_secs(3600));
+    assert_eq!(caps[0].grace, None);
+    assert_eq!(caps[1].ttl.get(), std::time::Duration::from_secs(600));
+    assert_eq!(
+        caps[1].grace.map(|g| g.get()),
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(caps[1].path_prefix, None);
+    // A service without capabilities gets no entry.
+    assert!(m.service("fs").unwrap().capabilities.is_empty());
+
+    // The option has exactly the manifest's keys, typed: the module system refuses the
+    // rest at evaluation.
+    for bad in [
+        r#"{ name = "photos"; service = "fs"; rights = [ "fs.read" ]; colour = "red"; }"#,
+        r#"{ name = "photos"; service = "fs"; rights = "fs.read"; }"#,
+        r#"{ name = "photos"; rights = [ "fs.read" ]; }"#,
+    ] {
+        let settings = web(bad);
+        let evaluated = nix_eval(&format!(
+            "let lib = import {}; m = import ./nix/eval-module.nix {{ inherit lib; settings = {settings}; }}; \
+             in (builtins.tryEval (builtins.deepSeq m.manifest.text true)).success",
+            lib.join("lib").display()
+        ));
+        assert_eq!(evaluated, json!(false), "accepted: {bad}");
+    }
+}

@@ -1,6 +1,6 @@
 //! The supervisor's commands: `status`, `reload` and `svc …` (list, status, start, stop,
-//! restart, logs; caps is in `svc_caps.rs`), printed for people (relative times, no JSON in cells) or as the
-//! server's JSON with `-o json`.
+//! restart, logs; `caps` is in `svc_caps.rs`), printed for people (relative times, no
+//! JSON in cells) or as the server's JSON with `-o json`.
 
 use crate::cli::{parse_duration, Format, Svc};
 use crate::commands::Session;

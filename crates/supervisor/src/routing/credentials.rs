@@ -3,7 +3,8 @@
 //! have changed.
 //!
 //! `credentials/` is the supervisor's (0711: anyone may pass through, no one may list it
-//! or add to it), so no service can replace the entry of its own directory; `<service>/`
+//! or add to it; the runtime dir above it gains `o+x` when a service runs as another
+//! user), so no service can replace the entry of its own directory; `<service>/`
 //! is 0700 and each file 0400, both owned by the user and group the service runs as. The
 //! service owns its directory and may put things in it; everything done in it is by name
 //! beneath its handle (`openat`/`renameat`/`unlinkat`, `O_NOFOLLOW`), so nothing it plants
@@ -76,6 +77,9 @@ impl CredentialsDir {
         match rfs::mkdirat(&runtime, CREDENTIALS, Mode::from_raw_mode(ROOT_MODE)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
+        }
+        if owner.uid != me {
+            pass_through(&runtime, me, runtime_dir)?;
         }
         let root = open_dir(&runtime, CREDENTIALS)?;
         let st = rfs::fstat(&root)?;
@@ -213,6 +217,19 @@ fn open_dir(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
         Errno::LOOP | Errno::NOTDIR => refused(format!("`{name}` is a symlink or not a directory")),
         e => e.into(),
     })
+}
+
+/// Let other users pass through the runtime dir (`o+x`, 0750 becoming 0751), so a service
+/// running as its own user reaches `credentials/<itself>` by name. They cannot list it,
+/// and every socket in it stays 0660: who may connect is unchanged.
+fn pass_through(runtime: &OwnedFd, me: u32, path: &Path) -> io::Result<()> {
+    let st = rfs::fstat(runtime)?;
+    let mode = st.st_mode & 0o7777;
+    if st.st_uid == me && mode & 0o001 == 0 {
+        rfs::fchmod(runtime, Mode::from_raw_mode(mode | 0o001))?;
+        tracing::info!(dir = %path.display(), mode = format!("{:o}", mode | 0o001), "runtime dir made passable for services' credentials");
+    }
+    Ok(())
 }
 
 fn chown(fd: &OwnedFd, owner: Owner) -> io::Result<()> {

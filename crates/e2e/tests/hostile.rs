@@ -332,6 +332,22 @@ fn param_bounds(t: &mut Target, service: &str) {
     let cases: Vec<(&str, &str, String)> = match service {
         "identity" => vec![
             (
+                "subject of 132 bytes",
+                "identity.issue",
+                format!(
+                    r#"{{"service":"fs","rights":["fs.read"],"subject":"svc:{}"}}"#,
+                    "s".repeat(128)
+                ),
+            ),
+            (
+                "subject of 1 MiB",
+                "identity.issue",
+                format!(
+                    r#"{{"service":"fs","rights":["fs.read"],"subject":"{}"}}"#,
+                    "s".repeat(MAX_FRAME - 200)
+                ),
+            ),
+            (
                 "subscriber of 129 bytes",
                 "identity.revocations",
                 format!(r#"{{"subscriber":"{}"}}"#, "s".repeat(129)),
@@ -372,6 +388,11 @@ fn param_bounds(t: &mut Target, service: &str) {
                 "logs lines 10001",
                 "supervisor.svc.logs",
                 r#"{"name":"fs","lines":10001}"#.into(),
+            ),
+            (
+                "caps of a service name of 64 bytes",
+                "supervisor.svc.caps",
+                format!(r#"{{"name":"{long_name}"}}"#),
             ),
         ],
         "registry" => vec![(
@@ -479,7 +500,7 @@ fn methods() -> Vec<MethodParams> {
         ),
         (
             "identity.issue",
-            json!({"service": "fs", "rights": ["fs.read"], "actions": ["read"], "path_prefix": "/tmp", "ttl_seconds": 60, "rate_limit": "1rps"}),
+            json!({"service": "fs", "rights": ["fs.read"], "actions": ["read"], "path_prefix": "/tmp", "ttl_seconds": 60, "rate_limit": "1rps", "subject": "svc:hostile@local-0"}),
             vec![
                 ("service", Str),
                 ("rights", StrList),
@@ -487,6 +508,7 @@ fn methods() -> Vec<MethodParams> {
                 ("path_prefix", Str),
                 ("ttl_seconds", Int),
                 ("rate_limit", Str),
+                ("subject", Str),
             ],
         ),
         (
@@ -564,6 +586,11 @@ fn methods() -> Vec<MethodParams> {
         ),
         (
             "supervisor.svc.status",
+            json!({"name": "hostile"}),
+            vec![("name", Str)],
+        ),
+        (
+            "supervisor.svc.caps",
             json!({"name": "hostile"}),
             vec![("name", Str)],
         ),

@@ -284,8 +284,9 @@ impl Session {
                 if r.unconfirmed > 0 {
                     // Durable and enforced by every verifier that confirmed; the others
                     // catch up from the feed.
-                    eprintln!(
-                        "warning: {} verifier(s) did not confirm the revocation in time and may accept the token until they catch up (repeat `cap revoke` to check)",
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "strata-ctl: warning: {} verifier(s) did not confirm the revocation in time and may accept the token until they catch up (repeat `cap revoke` to check)",
                         r.unconfirmed
                     );
                 }

@@ -121,6 +121,7 @@ struct RouteState {
 
 /// The capabilities routed to one run of a service.
 pub(crate) struct Routes {
+    shared: Arc<Shared>,
     service: String,
     state: Arc<Mutex<RouteState>>,
     rotation: Option<(watch::Sender<bool>, JoinHandle<()>)>,
@@ -132,7 +133,7 @@ impl Routes {
     /// not Healthy, unreachable or refusing; the directory unusable); whatever was
     /// obtained by then is revoked again (or owed) and the directory removed.
     pub async fn obtain(
-        shared: &Shared,
+        shared: &Arc<Shared>,
         spec: &crate::manifest::ServiceSpec,
         owner: Owner,
     ) -> Result<Routes, String> {
@@ -144,6 +145,7 @@ impl Routes {
         let dir = CredentialsDir::create(&shared.runtime_dir, &spec.name, owner)
             .map_err(|e| format!("cannot make the credentials directory: {e}"))?;
         let routes = Routes {
+            shared: Arc::clone(shared),
             service: spec.name.clone(),
             state: Arc::new(Mutex::new(RouteState {
                 dir: Some(dir),
@@ -245,6 +247,46 @@ impl Routes {
     /// Show what the run holds in `svc.caps` / `svc.status`.
     fn publish(&self, shared: &Shared) {
         publish(shared, &self.service, &self.lock().held);
+    }
+}
+
+/// A safety net: routes dropped without [`Routes::end`] (a bug, or a panic in the
+/// service's task) stop rotating, lose their files, and leave every capability owed, so
+/// the retrier revokes it.
+impl Drop for Routes {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = self.rotation.take() {
+            let _ = stop.send(true);
+        }
+        let (dir, held) = {
+            let mut state = self.lock();
+            (state.dir.take(), std::mem::take(&mut state.held))
+        };
+        if dir.is_none() && held.is_empty() {
+            return;
+        }
+        tracing::error!(service = %self.service, "a run's capabilities outlived it; they are removed and their revocation is owed");
+        if let Some(dir) = dir {
+            let _ = dir.remove();
+        }
+        let mut owed = Vec::new();
+        for h in held {
+            for (cap_id, expires, _) in h.retiring {
+                owed.push(Owed {
+                    cap_id,
+                    service: self.service.clone(),
+                    capability: h.spec.name.clone(),
+                    expires,
+                });
+            }
+            owed.push(Owed {
+                cap_id: h.cap_id,
+                service: self.service.clone(),
+                capability: h.spec.name,
+                expires: h.expires,
+            });
+        }
+        self.shared.routing.pending.add(owed, unix_now());
     }
 }
 

@@ -336,3 +336,39 @@ async fn a_token_is_replaced_at_two_thirds_of_its_ttl_and_revoked_after_the_grac
         "{revoked:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn routes_dropped_without_their_end_leave_their_revocation_owed() {
+    let identity = Arc::new(FakeIdentity::default());
+    let h = boot(services(vec![cap("data", 600)]), &identity);
+    h.wait_state("alpha", Healthy).await;
+    let mut beta = started("beta");
+    beta.capabilities = vec![cap("one", 600), cap("two", 600)];
+    let routes = crate::routing::Routes::obtain(
+        &h.sup.shared,
+        &beta,
+        crate::routing::credentials::Owner::current(),
+    )
+    .await
+    .unwrap();
+    let dir = h.sup.shared.runtime_dir.join("credentials/beta");
+    assert!(dir.join("one").exists() && dir.join("two").exists());
+    identity.set_up(false);
+    drop(routes);
+    assert!(!dir.exists());
+    let owed: Vec<String> = h
+        .sup
+        .shared
+        .routing
+        .pending
+        .owed()
+        .into_iter()
+        .map(|o| o.cap_id)
+        .collect();
+    assert_eq!(owed, ["cap-1", "cap-2"]);
+    identity.set_up(true);
+    until("the dropped run's capabilities revoked", || {
+        identity.revoked() == ["cap-1", "cap-2"]
+    })
+    .await;
+}

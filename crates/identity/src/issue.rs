@@ -23,8 +23,13 @@ pub const DEFAULT_TTL_SECONDS: i64 = 3600;
 pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
 impl Identity {
-    /// `identity.issue`.
-    pub fn issue(&self, peer: &PeerCred, p: IssueParams) -> Result<IssueResult, IdentityError> {
+    /// `identity.issue`: answered once the capability's record is committed (see
+    /// [`crate::issuance_log`]).
+    pub async fn issue(
+        &self,
+        peer: &PeerCred,
+        p: IssueParams,
+    ) -> Result<IssueResult, IdentityError> {
         // Parsed here, not in `IssueParams` (which keeps a `String` so that strata-ctl and
         // older clients build it unchanged); the refusal is the same on the wire.
         let service = ServiceName::parse(&p.service)
@@ -109,7 +114,7 @@ impl Identity {
             },
             now,
         )?;
-        let issued = self.mint_counted(peer, None, &claims)?;
+        let issued = self.mint_counted(peer, None, &claims).await?;
         self.audit.record(
             "cap.issued",
             Some(peer),
@@ -124,7 +129,7 @@ impl Identity {
     /// are inherited ([`Narrowing::child_of`]); the child is then judged by
     /// [`strata_cap::attenuates`], the one rule for delegation, and refused whole if it
     /// widens anything.
-    pub fn delegate(
+    pub async fn delegate(
         &self,
         peer: &PeerCred,
         p: DelegateParams,
@@ -167,7 +172,9 @@ impl Identity {
         if let Err(widening) = strata_cap::attenuates(&parent, &claims) {
             return Err(refuse(widening.reason().to_owned()));
         }
-        let issued = self.mint_counted(peer, Some(*claims.lineage_root()), &claims)?;
+        let issued = self
+            .mint_counted(peer, Some(*claims.lineage_root()), &claims)
+            .await?;
         self.audit.record(
             "cap.delegated",
             Some(peer),
@@ -210,21 +217,20 @@ impl Identity {
     }
 
     /// Record the issuance of `claims` as `token` (with the non-admin uid it counts
-    /// against, if any). A delegation's record is durable when this returns.
-    fn record_minted(
+    /// against, if any), in the next group commit: committed when this returns, and
+    /// durable for a delegation (see [`crate::issuance_log`]).
+    async fn record_minted(
         &self,
         claims: &Claims,
         token: String,
         minted_for: Option<u32>,
     ) -> Result<IssueResult, IdentityError> {
-        self.store.remember_cap(
-            &claims.jti,
-            &CapRecord {
-                parents: claims.parents.iter().map(ToString::to_string).collect(),
-                expires: claims.exp.unix_seconds(),
-                minted_for,
-            },
-        )?;
+        let record = CapRecord {
+            parents: claims.parents.iter().map(ToString::to_string).collect(),
+            expires: claims.exp.unix_seconds(),
+            minted_for,
+        };
+        self.issuance.record(&claims.jti, &record).await?;
         Ok(IssueResult {
             token,
             cap_id: claims.jti.to_string(),
@@ -235,8 +241,9 @@ impl Identity {
     /// Sign and record `claims`, counted against the caller's quota (and the lineage's,
     /// for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past it (see
     /// [`mint_quota`]). A capability counts until its record is pruned (expiry plus the
-    /// retention).
-    fn mint_counted(
+    /// retention). A record that fails to commit gives its place back; one whose caller
+    /// went away while it waited stays counted, like its record.
+    async fn mint_counted(
         &self,
         peer: &PeerCred,
         lineage: Option<CapId>,
@@ -244,13 +251,14 @@ impl Identity {
     ) -> Result<IssueResult, IdentityError> {
         let token = self.sign(claims)?;
         if self.is_admin(peer) {
-            return self.record_minted(claims, token, None);
+            return self.record_minted(claims, token, None).await;
         }
         let until = self.kept_until(claims.exp.unix_seconds());
         self.minted
             .reserve(self.now().unix_seconds(), peer.uid, lineage, until)
             .map_err(IdentityError::Exhausted)?;
         self.record_minted(claims, token, Some(peer.uid))
+            .await
             .inspect_err(|_| {
                 self.minted.cancel(peer.uid, lineage, until);
             })
@@ -394,11 +402,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_capability_is_issued_now_and_expires_its_ttl_later() {
+    #[tokio::test]
+    async fn a_capability_is_issued_now_and_expires_its_ttl_later() {
         let (identity, clock, _dir) = identity(Duration::from_secs(60));
         clock.advance(Duration::from_secs(5));
-        let issued = identity.issue(&CALLER, ask(Some(300))).unwrap();
+        let issued = identity.issue(&CALLER, ask(Some(300))).await.unwrap();
         assert_eq!(issued.expires, T0 + 5 + 300);
         let c = claims(&identity, &issued.token);
         assert_eq!(c.iat, Timestamp::from_unix_seconds(T0 + 5));
@@ -407,22 +415,25 @@ mod tests {
         assert_eq!(c.sub, format!("uid:{}", CALLER.uid));
         // No ttl: the default lifetime, from the clock's now.
         clock.advance(Duration::from_secs(10));
-        let admin = identity.issue(&ROOT, ask(None)).unwrap();
+        let admin = identity.issue(&ROOT, ask(None)).await.unwrap();
         assert_eq!(admin.expires, T0 + 15 + DEFAULT_TTL_SECONDS);
     }
 
-    #[test]
-    fn an_admin_may_name_a_services_subject_and_no_one_else_may() {
+    #[tokio::test]
+    async fn an_admin_may_name_a_services_subject_and_no_one_else_may() {
         let (identity, _clock, _dir) = identity(Duration::from_secs(60));
         let with = |subject: &str| IssueParams {
             subject: Some(subject.into()),
             ..ask(Some(60))
         };
-        let issued = identity.issue(&ROOT, with("svc:photos@node-1")).unwrap();
+        let issued = identity
+            .issue(&ROOT, with("svc:photos@node-1"))
+            .await
+            .unwrap();
         assert_eq!(claims(&identity, &issued.token).sub, "svc:photos@node-1");
         // A caller the policy lets issue still may not choose whom the token is for, and
         // nothing is minted for it.
-        match identity.issue(&CALLER, with("svc:photos@node-1")) {
+        match identity.issue(&CALLER, with("svc:photos@node-1")).await {
             Err(IdentityError::Denied(reason)) => assert!(reason.contains("subject"), "{reason}"),
             other => panic!("expected PERMISSION_DENIED, got {other:?}"),
         }
@@ -443,7 +454,7 @@ mod tests {
             &format!("svc:photos@{long}"),
         ] {
             assert_eq!(
-                field(identity.issue(&ROOT, with(bad)).unwrap_err()),
+                field(identity.issue(&ROOT, with(bad)).await.unwrap_err()),
                 "subject",
                 "{bad:?}"
             );
@@ -452,6 +463,7 @@ mod tests {
         let longest = "a".repeat(63);
         let issued = identity
             .issue(&ROOT, with(&format!("svc:{longest}@{longest}")))
+            .await
             .unwrap();
         assert_eq!(
             claims(&identity, &issued.token).sub,
@@ -459,39 +471,45 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_policy_bounds_a_callers_ttl_and_the_maximum_bounds_admins() {
+    #[tokio::test]
+    async fn the_policy_bounds_a_callers_ttl_and_the_maximum_bounds_admins() {
         let (identity, _clock, _dir) = identity(Duration::from_secs(60));
         // The grant's max_ttl_seconds is 600: at it is fine, past it is refused (never
         // silently shortened).
         assert_eq!(
-            identity.issue(&CALLER, ask(Some(600))).unwrap().expires,
+            identity
+                .issue(&CALLER, ask(Some(600)))
+                .await
+                .unwrap()
+                .expires,
             T0 + 600
         );
-        let e = identity.issue(&CALLER, ask(Some(601))).unwrap_err();
+        let e = identity.issue(&CALLER, ask(Some(601))).await.unwrap_err();
         assert!(e.to_string().contains("exceeds the maximum of 600"), "{e}");
         assert_eq!(field(e), "ttl_seconds");
         assert_eq!(
             identity
                 .issue(&ROOT, ask(Some(MAX_TTL_SECONDS)))
+                .await
                 .unwrap()
                 .expires,
             T0 + MAX_TTL_SECONDS
         );
         let e = identity
             .issue(&ROOT, ask(Some(MAX_TTL_SECONDS + 1)))
+            .await
             .unwrap_err();
         assert_eq!(field(e), "ttl_seconds");
         assert_eq!(
-            field(identity.issue(&ROOT, ask(Some(0))).unwrap_err()),
+            field(identity.issue(&ROOT, ask(Some(0))).await.unwrap_err()),
             "ttl_seconds"
         );
     }
 
-    #[test]
-    fn a_delegation_never_outlives_its_parent() {
+    #[tokio::test]
+    async fn a_delegation_never_outlives_its_parent() {
         let (identity, clock, _dir) = identity(Duration::from_secs(60));
-        let parent = identity.issue(&CALLER, ask(Some(600))).unwrap();
+        let parent = identity.issue(&CALLER, ask(Some(600))).await.unwrap();
         clock.advance(Duration::from_secs(100));
         let delegate = |ttl: Option<i64>| {
             identity.delegate(
@@ -504,25 +522,25 @@ mod tests {
             )
         };
         // Inherited: it expires with the parent.
-        let inherited = delegate(None).unwrap();
+        let inherited = delegate(None).await.unwrap();
         assert_eq!(inherited.expires, parent.expires);
         // A ttl counts from now, and the child is issued now.
-        let short = delegate(Some(50)).unwrap();
+        let short = delegate(Some(50)).await.unwrap();
         assert_eq!(short.expires, T0 + 150);
         assert_eq!(
             claims(&identity, &short.token).iat,
             Timestamp::from_unix_seconds(T0 + 100)
         );
         // Up to the parent's expiry and not a second beyond.
-        assert_eq!(delegate(Some(500)).unwrap().expires, parent.expires);
-        match delegate(Some(501)) {
+        assert_eq!(delegate(Some(500)).await.unwrap().expires, parent.expires);
+        match delegate(Some(501)).await {
             Err(IdentityError::Denied(reason)) => assert!(reason.contains("outlive"), "{reason}"),
             other => panic!("expected PERMISSION_DENIED, got {other:?}"),
         }
         // Once the parent expired on the clock, it delegates nothing.
         clock.advance(Duration::from_secs(500));
         assert!(matches!(
-            delegate(None),
+            delegate(None).await,
             Err(IdentityError::Unauthenticated(_))
         ));
     }

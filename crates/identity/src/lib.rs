@@ -18,7 +18,8 @@
 //! both), `revoke` (`identity.revoke`, with [`revoke_quota`]), `introspect`, `keys`
 //! (`identity.keys`, `identity.rotate`, publishing `identity.pub`), [`feed`] (the
 //! revocation feed and `identity.revocations`), `prune` (forgetting what expired),
-//! [`cluster`] (etcd), `router` (the method table) and [`error`]. This file wires them:
+//! [`cluster`] (etcd), `router` (the method table), [`issuance_log`] (group commit of
+//! issuance records) and [`error`]. This file wires them:
 //! the [`Identity`] state and its construction. Time comes from an injected
 //! `strata_cap::Clock` (the binary passes the system clock; tests a manual one).
 
@@ -26,6 +27,7 @@ pub mod cluster;
 pub mod error;
 pub mod feed;
 mod introspect;
+pub mod issuance_log;
 pub mod issue;
 mod keys;
 mod metrics;
@@ -92,7 +94,9 @@ pub struct Identity {
     signer: RwLock<Arc<SigningKey>>,
     verifier: Verifier,
     revoked: RevocationSet,
-    store: Store,
+    store: Arc<Store>,
+    /// Issuance records, group-committed into `store` by their own thread.
+    issuance: issuance_log::IssuanceLog,
     policy: Policy,
     clock: Arc<dyn Clock>,
     audit: Audit,
@@ -135,7 +139,9 @@ impl Identity {
         let key_path = dir.join("signing.key");
         let (signer, origin) = SigningKey::load_or_create(&key_path)?;
         tracing::info!(kid = %signer.kid(TokenVersion::V2), ?origin, "signing key ready");
-        let store = Store::open(&dir.join("identity.redb"))?;
+        let store = Arc::new(Store::open(&dir.join("identity.redb"))?);
+        let issuance = issuance_log::IssuanceLog::start(Arc::clone(&store))
+            .context("cannot start the issuance commit thread")?;
         let policy = match &config.policy {
             Some(p) if p.exists() => Policy::load(p)?,
             Some(p) => {
@@ -166,6 +172,7 @@ impl Identity {
             signer: RwLock::new(Arc::new(signer)),
             revoked,
             store,
+            issuance,
             policy,
             feed: feed::Feed::new(seq, epoch, Arc::clone(&clock)),
             clock,

@@ -97,22 +97,20 @@ mod tests {
         let (identity, clock, _dir) = identity(Duration::from_secs(60));
         let identity = Arc::new(identity);
         let issue = |ttl: i64| {
-            identity
-                .issue(
-                    &ROOT,
-                    IssueParams {
-                        service: "fs".into(),
-                        rights: Some(vec!["fs.read".into()]),
-                        ttl_seconds: Some(ttl),
-                        ..IssueParams::default()
-                    },
-                )
-                .unwrap()
+            identity.issue(
+                &ROOT,
+                IssueParams {
+                    service: "fs".into(),
+                    rights: Some(vec!["fs.read".into()]),
+                    ttl_seconds: Some(ttl),
+                    ..IssueParams::default()
+                },
+            )
         };
-        let issued = issue(100);
+        let issued = issue(100).await.unwrap();
         // Revoked after it and living longer: the newest record, which the store keeps
         // for its sequence number, is not the one that lapses.
-        let later = issue(1000);
+        let later = issue(1000).await.unwrap();
         assert_eq!(issued.expires, T0 + 100);
         let call = |method: &str| Call::new(ROOT, method, None);
         for cap_id in [&issued.cap_id, &later.cap_id] {

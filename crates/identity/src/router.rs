@@ -29,12 +29,12 @@ pub fn router(identity: Arc<Identity>) -> Router {
         // A node learns whether it was removed from the cluster state.
         .method::<Issue, _, _, _>(|i, call, p| async move {
             i.cluster_loaded_within(CLUSTER_LOAD_WAIT).await?;
-            let issued = i.issue(&local_caller(&call)?, p)?;
+            let issued = i.issue(&local_caller(&call)?, p).await?;
             i.metrics.issued.inc();
             Ok::<_, IdentityError>(issued)
         })
         .method::<Delegate, _, _, _>(|i, call, p| async move {
-            let delegated = i.delegate(&local_caller(&call)?, p)?;
+            let delegated = i.delegate(&local_caller(&call)?, p).await?;
             i.metrics.delegated.inc();
             Ok::<_, IdentityError>(delegated)
         })

@@ -1,7 +1,8 @@
 //! Identity's durable state, in one redb file (`<state dir>/identity/identity.redb`):
 //! revocations in sequence order, which caps were issued from which parents, retired
 //! public keys, and counters. A revocation is acknowledged only after its transaction
-//! has committed with immediate durability (fsync).
+//! has committed with immediate durability (fsync). Issuance records are written in
+//! batches by [`crate::issuance_log`] through [`Store::remember_caps`].
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,13 @@ const RETIRED_KEYS: TableDefinition<&str, &str> = TableDefinition::new("retired_
 /// name → value.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+/// The page cache redb keeps in memory (its default is 1 GiB, filled as pages are read,
+/// so a large store would grow the process towards that). 4 MiB holds the upper levels
+/// of every table's B-tree; a leaf missed is one read from the kernel's page cache.
+pub const CACHE_BYTES: usize = 4 << 20;
+
 /// A failure of the store (redb or a record that does not decode): INTERNAL to callers.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("identity store: {0}")]
 pub struct StoreError(String);
 
@@ -72,6 +78,14 @@ pub struct CapRecord {
     pub minted_for: Option<u32>,
 }
 
+impl CapRecord {
+    /// The record as stored (JSON): encoded by the caller, so the commit thread only
+    /// writes.
+    pub fn encode(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(err)
+    }
+}
+
 /// A rotated-out signing key, still trusted until `not_after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetiredKey {
@@ -95,6 +109,10 @@ pub struct Pruned {
 pub struct Store {
     db: Database,
     store_id: String,
+    /// Test builds: make the next [`Store::remember_caps`] fail after writing its records
+    /// (so the transaction is dropped, not committed).
+    #[cfg(test)]
+    pub(crate) fail_remember: std::sync::atomic::AtomicBool,
 }
 
 /// Creates `dir` (mode 0700) if missing, and narrows it to 0700 if an older install left
@@ -136,7 +154,10 @@ impl Store {
     /// Opens (or creates) the store at `path`, which is made 0600 first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         private_file(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let db = Database::create(path).map_err(err)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         let store_id = {
             // Create every table so readers never meet a missing one.
@@ -159,7 +180,12 @@ impl Store {
             }
         };
         txn.commit().map_err(err)?;
-        Ok(Store { db, store_id })
+        Ok(Store {
+            db,
+            store_id,
+            #[cfg(test)]
+            fail_remember: Default::default(),
+        })
     }
 
     /// A random id of this store, so verifiers notice a store that was replaced.
@@ -370,25 +396,37 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Remember an issued cap's parents (for revocation by an ancestor's holder) and whom
-    /// it counts against. The record of a delegated capability (non-empty `parents`) is
-    /// committed durably (fsync'd) before this returns: an ancestor's holder can revoke it
-    /// only through this record, so a crash must not lose it once the child was handed
-    /// out. A root issue's record is not fsync'd on its own (it becomes durable with the
-    /// next durable commit): losing it costs nothing a holder needs (the holder revokes
-    /// it by its own token, whose claims carry its expiry), and it keeps issue fast.
-    pub fn remember_cap(&self, cap_id: &CapId, record: &CapRecord) -> Result<(), StoreError> {
+    /// Write issuance records — `(cap id, record)`, each encoded by
+    /// [`CapRecord::encode`] — in one transaction: all of them or (on an error) none.
+    /// With `durable` the commit is fsync'd before this returns; without, it is made
+    /// durable by the next durable commit (see [`crate::issuance_log`] for when that is).
+    pub fn remember_caps<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a str, &'a str)>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(err)?;
-        if record.parents.is_empty() {
+        if !durable {
             txn.set_durability(redb::Durability::None).map_err(err)?;
         }
         {
             let mut caps = txn.open_table(CAPS).map_err(err)?;
-            let text = serde_json::to_string(record).map_err(err)?;
-            caps.insert(cap_id.to_string().as_str(), text.as_str())
-                .map_err(err)?;
+            for (cap_id, text) in records {
+                caps.insert(cap_id, text).map_err(err)?;
+            }
+        }
+        #[cfg(test)]
+        if self.fail_remember.load(std::sync::atomic::Ordering::SeqCst) {
+            // Dropping the transaction aborts it: nothing of the batch is written.
+            return Err(err("injected commit failure"));
         }
         txn.commit().map_err(err)
+    }
+
+    /// Make every commit so far durable: an empty transaction committed with fsync (redb
+    /// persists the non-durable commits before it with it).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.begin_write().map_err(err)?.commit().map_err(err)
     }
 
     /// Every issuance record minted for a non-admin that pruning at `cutoff` keeps (its
@@ -484,158 +522,4 @@ fn next_epoch(meta: &mut redb::Table<'_, &str, &str>) -> Result<u64, StoreError>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn revocations_are_sequenced_idempotent_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("id.redb");
-        let (a, b) = (CapId::random().unwrap(), CapId::random().unwrap());
-        let id = {
-            let store = Store::open(&path).unwrap();
-            let r1 = store.revoke(&a, Some(100), 1, None).unwrap();
-            let r2 = store.revoke(&b, None, 2, None).unwrap();
-            let again = store.revoke(&a, Some(100), 3, None).unwrap();
-            assert_eq!((r1.seq, r2.seq), (1, 2));
-            assert_eq!(again, r1);
-            store.store_id().to_owned()
-        };
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.store_id(), id);
-        assert_eq!(store.last_seq().unwrap(), 2);
-        let all = store.revocations_since(0).unwrap();
-        assert_eq!(
-            all.iter().map(|r| r.cap_id.clone()).collect::<Vec<_>>(),
-            [a.to_string(), b.to_string()]
-        );
-        assert_eq!(store.revocations_since(1).unwrap().len(), 1);
-        assert!(store.revocations_since(2).unwrap().is_empty());
-    }
-
-    #[test]
-    fn pruning_drops_only_expired_records_and_never_reuses_a_sequence_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("id.redb");
-        let store = Store::open(&path).unwrap();
-        let ids: Vec<CapId> = (0..5).map(|_| CapId::random().unwrap()).collect();
-        // seq 1: expired; 2: unknown expiry; 3: still good; 4: expired; 5: expired, newest.
-        for (id, expires) in ids
-            .iter()
-            .zip([Some(10), None, Some(500), Some(20), Some(30)])
-        {
-            store.revoke(id, expires, 1, None).unwrap();
-        }
-        let cap = |expires| CapRecord {
-            minted_for: None,
-            parents: vec![],
-            expires,
-        };
-        store.remember_cap(&ids[0], &cap(10)).unwrap();
-        store.remember_cap(&ids[2], &cap(500)).unwrap();
-
-        let pruned = store.prune_expired(100).unwrap();
-        assert_eq!(
-            pruned,
-            Pruned {
-                revocations: 2,
-                caps: 1
-            }
-        );
-        let left = |store: &Store| {
-            store
-                .revocations_since(0)
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.seq, r.cap_id))
-                .collect::<Vec<_>>()
-        };
-        let expected = vec![
-            (2, ids[1].to_string()),
-            (3, ids[2].to_string()),
-            (5, ids[4].to_string()),
-        ];
-        assert_eq!(left(&store), expected);
-        assert!(store.cap(&ids[0]).unwrap().is_none());
-        assert!(store.cap(&ids[2]).unwrap().is_some());
-        // Nothing more to drop: a second pass changes nothing.
-        assert_eq!(store.prune_expired(100).unwrap(), Pruned::default());
-
-        // A pruned id can be revoked again (a fresh record), and numbering goes on.
-        drop(store);
-        let store = Store::open(&path).unwrap();
-        assert_eq!(left(&store), expected);
-        let again = store.revoke(&ids[0], Some(10), 2, None).unwrap();
-        assert_eq!(again.seq, 6);
-        // Once something newer exists, the old newest goes too.
-        assert_eq!(store.prune_expired(100).unwrap().revocations, 1);
-        assert_eq!(store.last_seq().unwrap(), 6);
-    }
-
-    #[test]
-    fn pages_read_only_their_entries_and_revokers_are_kept_and_reported_when_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("id.redb")).unwrap();
-        let by = Revoker {
-            uid: 1000,
-            lineage: "root".into(),
-            own: false,
-        };
-        let ids: Vec<CapId> = (0..10).map(|_| CapId::random().unwrap()).collect();
-        for (i, id) in ids.iter().enumerate() {
-            let who = (i % 2 == 0).then(|| by.clone());
-            store.revoke(id, Some(10 + i as i64), 1, who).unwrap();
-        }
-        let seqs = |page: Vec<RevocationRecord>| page.iter().map(|r| r.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(store.revocations_page(0, 3).unwrap()), [1, 2, 3]);
-        assert_eq!(seqs(store.revocations_page(8, 3).unwrap()), [9, 10]);
-        assert!(store.revocations_page(10, 3).unwrap().is_empty());
-        assert!(store.revocations_page(u64::MAX, 3).unwrap().is_empty());
-        let first = store.revocation_of(&ids[0]).unwrap().unwrap();
-        assert_eq!((first.seq, first.by), (1, Some(by.clone())));
-        assert_eq!(store.revocation_of(&ids[1]).unwrap().unwrap().by, None);
-        assert!(store
-            .revocation_of(&CapId::random().unwrap())
-            .unwrap()
-            .is_none());
-        // Old records without `by` still read.
-        let old: RevocationRecord =
-            serde_json::from_str(r#"{"seq":1,"cap_id":"x","expires":null,"revoked_at":0}"#)
-                .unwrap();
-        assert_eq!(old.by, None);
-        let mut dropped = Vec::new();
-        let pruned = store
-            .prune_expired_each(15, |r| dropped.push(r.by.clone()))
-            .unwrap();
-        assert_eq!(pruned.revocations, 5);
-        assert_eq!(dropped.iter().filter(|b| b.is_some()).count(), 3);
-    }
-
-    #[test]
-    fn caps_and_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("id.redb")).unwrap();
-        let c = CapId::random().unwrap();
-        assert!(store.cap(&c).unwrap().is_none());
-        let rec = CapRecord {
-            minted_for: None,
-            parents: vec!["p".into()],
-            expires: 9,
-        };
-        store.remember_cap(&c, &rec).unwrap();
-        assert_eq!(store.cap(&c).unwrap(), Some(rec));
-        assert_eq!(store.keys_epoch().unwrap(), 1);
-        let e = store
-            .retire_key(
-                "k2.pid.x",
-                &RetiredKey {
-                    public_key: "AA".into(),
-                    not_after: 5,
-                },
-            )
-            .unwrap();
-        assert_eq!(e, 2);
-        assert_eq!(store.keys_epoch().unwrap(), 2);
-        assert_eq!(store.retired_keys().unwrap().len(), 1);
-    }
-}
+mod tests;

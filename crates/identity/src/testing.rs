@@ -28,6 +28,14 @@ pub(crate) const ROOT: PeerCred = PeerCred {
 /// with `retention`, and a policy letting [`CALLER`] have `fs` rights under `/srv` for at
 /// most 600 seconds.
 pub(crate) fn identity(retention: Duration) -> (Identity, Arc<ManualClock>, tempfile::TempDir) {
+    identity_with(retention, MintLimits::default())
+}
+
+/// [`identity`] with the mint quota's `limits`.
+pub(crate) fn identity_with(
+    retention: Duration,
+    limits: MintLimits,
+) -> (Identity, Arc<ManualClock>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("issuance.toml");
     std::fs::write(
@@ -48,7 +56,7 @@ pub(crate) fn identity(retention: Duration) -> (Identity, Arc<ManualClock>, temp
             node_id: "test".into(),
             policy: Some(policy),
             revocation_retention: retention,
-            mint_limits: MintLimits::default(),
+            mint_limits: limits,
             verifier_uids: Vec::new(),
         },
         Arc::clone(&clock) as Arc<dyn strata_cap::Clock>,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_identity::mint_quota::MintLimits;
 use strata_identity::{Identity, IdentityConfig};
 use strata_ipc::PeerCred;
-use strata_proto::methods::identity::{DelegateParams, IssueParams, MAX_RIGHTS};
+use strata_proto::methods::identity::{DelegateParams, IssueParams, IssueResult, MAX_RIGHTS};
 use strata_proto::{ErrorBody, ErrorCode};
 
 const CALLER: PeerCred = PeerCred {
@@ -82,8 +82,8 @@ fn until_past(t: i64) {
     }
 }
 
-#[test]
-fn an_expired_delegation_counts_until_its_record_is_pruned() {
+#[tokio::test]
+async fn an_expired_delegation_counts_until_its_record_is_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let limits = MintLimits {
         per_uid: 100,
@@ -93,27 +93,36 @@ fn an_expired_delegation_counts_until_its_record_is_pruned() {
     let identity = open(dir.path(), limits);
     let root = identity
         .issue(&CALLER, params(vec!["fs.read".into()], 600))
+        .await
         .unwrap();
-    let delegate = |identity: &Identity| {
-        identity.delegate(
-            &CALLER,
-            DelegateParams {
-                token: root.token.clone(),
-                ttl_seconds: Some(1),
-                ..DelegateParams::default()
-            },
-        )
-    };
+    async fn delegate(
+        identity: &Identity,
+        token: &str,
+    ) -> Result<IssueResult, strata_identity::IdentityError> {
+        identity
+            .delegate(
+                &CALLER,
+                DelegateParams {
+                    token: token.to_owned(),
+                    ttl_seconds: Some(1),
+                    ..DelegateParams::default()
+                },
+            )
+            .await
+    }
     let mut last_expiry = 0;
     for _ in 0..2 {
-        last_expiry = delegate(&identity).expect("within the quota").expires;
+        last_expiry = delegate(&identity, &root.token)
+            .await
+            .expect("within the quota")
+            .expires;
     }
-    let e = delegate(&identity).unwrap_err();
+    let e = delegate(&identity, &root.token).await.unwrap_err();
     assert_eq!(code(e).0, ErrorCode::ResourceExhausted);
 
     // Expired, but the records are kept for the retention: still counted.
     until_past(last_expiry);
-    let r = delegate(&identity);
+    let r = delegate(&identity, &root.token).await;
     assert!(
         unix_now() <= last_expiry + RETENTION.as_secs() as i64,
         "the test was too slow to check within the retention"
@@ -127,13 +136,18 @@ fn an_expired_delegation_counts_until_its_record_is_pruned() {
     drop(identity);
     let identity = open(dir.path(), limits);
     assert_eq!(
-        delegate(&identity).map(|i| i.cap_id).map_err(|e| code(e).0),
+        delegate(&identity, &root.token)
+            .await
+            .map(|i| i.cap_id)
+            .map_err(|e| code(e).0),
         Err(ErrorCode::ResourceExhausted),
         "the rebuild at start freed places whose records are still kept"
     );
     // Past expiry + retention the place is free again.
     until_past(last_expiry + RETENTION.as_secs() as i64);
-    delegate(&identity).expect("a place is free once the record's retention is over");
+    delegate(&identity, &root.token)
+        .await
+        .expect("a place is free once the record's retention is over");
 }
 
 /// `n` distinct fs rights of about `len` bytes each.
@@ -146,8 +160,8 @@ fn long_rights(n: usize, len: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_token_longer_than_verifiers_accept_is_not_signed_recorded_or_counted() {
+#[tokio::test]
+async fn a_token_longer_than_verifiers_accept_is_not_signed_recorded_or_counted() {
     let dir = tempfile::tempdir().unwrap();
     let identity = open(
         dir.path(),
@@ -161,6 +175,7 @@ fn a_token_longer_than_verifiers_accept_is_not_signed_recorded_or_counted() {
     // be far past 8 KiB.
     let e = identity
         .issue(&CALLER, params(long_rights(MAX_RIGHTS, 120), 60))
+        .await
         .unwrap_err();
     assert_eq!(
         code(e),
@@ -170,6 +185,7 @@ fn a_token_longer_than_verifiers_accept_is_not_signed_recorded_or_counted() {
     // Not counted: the caller's one place is still free.
     let ok = identity
         .issue(&CALLER, params(vec!["fs.read".into()], 60))
+        .await
         .expect("the refused token took no place in the quota");
     assert!(ok.token.len() <= strata_cap::MAX_TOKEN_LEN);
     // Admins too: identity never signs what verifiers refuse.
@@ -180,11 +196,13 @@ fn a_token_longer_than_verifiers_accept_is_not_signed_recorded_or_counted() {
     };
     let e = identity
         .issue(&admin, params(long_rights(MAX_RIGHTS, 120), 60))
+        .await
         .unwrap_err();
     assert_eq!(code(e).0, ErrorCode::InvalidArgument);
     // 64 short rights fit.
     let fits = identity
         .issue(&admin, params(long_rights(MAX_RIGHTS, 16), 60))
+        .await
         .expect("64 short rights fit in a token");
     assert!(fits.token.len() <= strata_cap::MAX_TOKEN_LEN);
 }

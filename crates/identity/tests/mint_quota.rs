@@ -47,7 +47,7 @@ fn open(dir: &Path) -> Identity {
     .unwrap()
 }
 
-fn issue(identity: &Identity) -> Result<String, ErrorCode> {
+async fn issue(identity: &Identity) -> Result<String, ErrorCode> {
     let params = IssueParams {
         service: "fs".into(),
         rights: Some(vec!["fs.read".into()]),
@@ -59,20 +59,21 @@ fn issue(identity: &Identity) -> Result<String, ErrorCode> {
     };
     identity
         .issue(&CALLER, params)
+        .await
         .map(|r| r.cap_id)
         .map_err(|e| strata_proto::ErrorBody::from(e).code)
 }
 
-#[test]
-fn the_mint_quota_is_counted_again_after_a_restart() {
+#[tokio::test]
+async fn the_mint_quota_is_counted_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("run")).unwrap();
     let identity = open(dir.path());
     for _ in 0..3 {
-        issue(&identity).expect("within the quota");
+        issue(&identity).await.expect("within the quota");
     }
     assert_eq!(
-        issue(&identity),
+        issue(&identity).await,
         Err(ErrorCode::ResourceExhausted),
         "past the quota"
     );
@@ -80,7 +81,7 @@ fn the_mint_quota_is_counted_again_after_a_restart() {
 
     let identity = open(dir.path());
     assert_eq!(
-        issue(&identity),
+        issue(&identity).await,
         Err(ErrorCode::ResourceExhausted),
         "a restart must not give the caller a fresh quota"
     );

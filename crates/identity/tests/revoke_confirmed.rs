@@ -253,17 +253,20 @@ fn a_revocation_by_its_own_token_without_a_record_keeps_the_tokens_expiry() {
             uid: NOBODY,
             gid: NOBODY,
         };
-        identity
-            .issue(
-                &cred,
-                IssueParams {
-                    service: "fs".into(),
-                    rights: Some(vec!["fs.read".into()]),
-                    path_prefix: Some("/srv".into()),
-                    ttl_seconds: Some(600),
-                    ..IssueParams::default()
-                },
-            )
+        let issue = identity.issue(
+            &cred,
+            IssueParams {
+                service: "fs".into(),
+                rights: Some(vec!["fs.read".into()]),
+                path_prefix: Some("/srv".into()),
+                ttl_seconds: Some(600),
+                ..IssueParams::default()
+            },
+        );
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(issue)
             .unwrap()
     };
     std::fs::remove_file(sb.state_dir().join("identity/identity.redb")).unwrap();

@@ -277,6 +277,7 @@ impl Drop for Routes {
                     service: self.service.clone(),
                     capability: h.spec.name.clone(),
                     expires,
+                    due: true,
                 });
             }
             owed.push(Owed {
@@ -284,6 +285,7 @@ impl Drop for Routes {
                 service: self.service.clone(),
                 capability: h.spec.name,
                 expires: h.expires,
+                due: true,
             });
         }
         self.shared.routing.pending.add(owed, unix_now());
@@ -315,6 +317,18 @@ async fn issue(
     };
     let socket = identity_socket(shared);
     let issued = shared.routing.issuer().issue(&socket, params).await?;
+    // Recorded before anyone can use it, so a supervisor that crashes from here on
+    // leaves it owed to the next one.
+    shared.routing.pending.add(
+        vec![Owed {
+            cap_id: issued.cap_id.clone(),
+            service: service.to_owned(),
+            capability: cap.name.clone(),
+            expires: issued.expires,
+            due: false,
+        }],
+        unix_now(),
+    );
     Ok((
         Held {
             spec: cap.clone(),
@@ -339,6 +353,7 @@ async fn revoke_all(shared: &Shared, service: &str, ids: Vec<(String, String, i6
     let socket = identity_socket(shared);
     let issuer = shared.routing.issuer();
     let mut owed = Vec::new();
+    let mut done = Vec::new();
     let mut down = false;
     for (capability, cap_id, expires) in ids {
         let result = if down {
@@ -347,11 +362,14 @@ async fn revoke_all(shared: &Shared, service: &str, ids: Vec<(String, String, i6
             issuer.revoke(&socket, &cap_id).await
         };
         match result {
-            Ok(()) => shared.audit.record(
-                "cap.route_revoked",
-                json!({"service": service, "capability": capability, "cap_id": cap_id,
-                       "reason": why}),
-            ),
+            Ok(()) => {
+                shared.audit.record(
+                    "cap.route_revoked",
+                    json!({"service": service, "capability": capability, "cap_id": cap_id,
+                           "reason": why}),
+                );
+                done.push(cap_id);
+            }
             Err(e) => {
                 shared.audit.record(
                     "cap.route_failed",
@@ -367,12 +385,17 @@ async fn revoke_all(shared: &Shared, service: &str, ids: Vec<(String, String, i6
                         service: service.to_owned(),
                         capability,
                         expires,
+                        due: true,
                     });
                 } else {
                     tracing::error!(service, capability, %cap_id, error = %e, "identity refused a revocation");
+                    done.push(cap_id);
                 }
             }
         }
+    }
+    if !done.is_empty() {
+        shared.routing.pending.settle(&done, unix_now());
     }
     if !owed.is_empty() {
         shared.routing.pending.add(owed, unix_now());

@@ -1,12 +1,14 @@
-//! Revocations the supervisor owes: capabilities routed to a run that has ended (or rotated
-//! out) which identity could not revoke at that moment. Kept in
-//! `<state dir>/routing-pending.json` (0600, written atomically), retried until identity
-//! revokes them, and read back at start-up so a supervisor that crashed, or stopped while
-//! identity was down, does not leave its services' tokens live.
+//! Every routed capability not yet revoked, kept in `<state dir>/routing-pending.json`
+//! (0600, written atomically): held ones (a run has them) are recorded when identity issues
+//! them, and become *due* when the run ends (or they are rotated out) and identity cannot
+//! revoke them at that moment; due ones are retried until identity revokes them. Read back
+//! at start-up, every entry is due: no run outlives its supervisor (the orphan guard kills
+//! them), so a supervisor that crashed, or stopped while identity was down, does not leave
+//! its services' tokens live.
 //!
 //! Bounded: at most [`MAX_PENDING`] entries; an entry is dropped once its token has
 //! expired (nothing is left to revoke), and past the bound the ones expiring soonest make
-//! room (logged and audited).
+//! room (logged).
 
 use super::issuer::{retryable, Issuer};
 use serde::{Deserialize, Serialize};
@@ -27,7 +29,7 @@ pub const RETRY_MIN: Duration = Duration::from_millis(500);
 /// See [`RETRY_MIN`].
 pub const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// One revocation owed.
+/// One routed capability not yet revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owed {
     /// The capability's id.
@@ -38,6 +40,13 @@ pub struct Owed {
     pub capability: String,
     /// Unix seconds it expires (after which nothing is owed).
     pub expires: i64,
+    /// Its revocation is due (no run holds it); false while a run does.
+    #[serde(default = "due")]
+    pub due: bool,
+}
+
+fn due() -> bool {
+    true
 }
 
 /// The persisted list of revocations owed.
@@ -52,7 +61,7 @@ impl Pending {
     /// The list kept in `state_dir`, with what a previous supervisor left there.
     pub fn load(state_dir: &Path) -> Pending {
         let path = state_dir.join(FILE);
-        let owed = match read(&path) {
+        let mut owed = match read(&path) {
             Ok(owed) => owed,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
@@ -60,6 +69,10 @@ impl Pending {
                 Vec::new()
             }
         };
+        // Whatever an earlier supervisor's runs held, they no longer do.
+        for o in &mut owed {
+            o.due = true;
+        }
         if !owed.is_empty() {
             tracing::info!(
                 count = owed.len(),
@@ -77,18 +90,38 @@ impl Pending {
         self.owed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What is owed now.
+    /// The revocations due now.
     pub fn owed(&self) -> Vec<Owed> {
+        self.lock().iter().filter(|o| o.due).cloned().collect()
+    }
+
+    /// Every entry, held or due.
+    #[cfg(test)]
+    pub fn all(&self) -> Vec<Owed> {
         self.lock().clone()
     }
 
-    /// Owe `more` (persisted before this returns), dropping what expired by `now` and,
-    /// past [`MAX_PENDING`], what expires soonest. Returns how many were dropped for room.
+    /// Record `more` (persisted before this returns): new entries are added, a known
+    /// `cap_id` becomes due if the new entry is. Drops what expired by `now` and, past
+    /// [`MAX_PENDING`], what expires soonest. Returns how many were dropped for room.
     pub fn add(&self, more: Vec<Owed>, now: i64) -> usize {
         let dropped = {
             let mut owed = self.lock();
             owed.retain(|o| o.expires > now);
-            owed.extend(more.into_iter().filter(|o| o.expires > now));
+            let mut known: std::collections::HashMap<String, usize> = owed
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (o.cap_id.clone(), i))
+                .collect();
+            for m in more.into_iter().filter(|o| o.expires > now) {
+                match known.get(&m.cap_id) {
+                    Some(&i) => owed[i].due |= m.due,
+                    None => {
+                        known.insert(m.cap_id.clone(), owed.len());
+                        owed.push(m);
+                    }
+                }
+            }
             let over = owed.len().saturating_sub(MAX_PENDING);
             if over > 0 {
                 owed.sort_by_key(|o| std::cmp::Reverse(o.expires));
@@ -145,6 +178,10 @@ impl Pending {
     pub async fn retry(&self, issuer: &dyn Issuer, socket: &Path, now: i64) -> RetryOutcome {
         let owed = self.owed();
         let mut outcome = RetryOutcome::default();
+        if owed.is_empty() {
+            outcome.left = 0;
+            return outcome;
+        }
         let mut done = Vec::new();
         for o in &owed {
             if o.expires <= now {
@@ -168,7 +205,7 @@ impl Pending {
             }
         }
         self.settle(&done, now);
-        outcome.left = self.lock().len();
+        outcome.left = self.owed().len();
         outcome
     }
 }
@@ -251,7 +288,44 @@ mod tests {
             service: "alpha".into(),
             capability: "data".into(),
             expires,
+            due: true,
         }
+    }
+
+    #[tokio::test]
+    async fn held_capabilities_are_not_retried_until_due_and_all_are_due_after_a_restart() {
+        let state = tempfile::tempdir().unwrap();
+        let pending = Pending::load(state.path());
+        let held = Owed {
+            due: false,
+            ..owed("held", 1_000)
+        };
+        pending.add(vec![held.clone(), owed("due", 1_000)], 100);
+        let fake = Fake::default();
+        fake.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        let out = pending.retry(&fake, Path::new("/x"), 200).await;
+        assert_eq!(out.left, 0);
+        assert_eq!(
+            *fake.revoked.lock().unwrap(),
+            vec!["due"],
+            "a run holds the other"
+        );
+        assert_eq!(pending.all(), vec![held.clone()]);
+        // Its run ends, identity down: it becomes due, once.
+        pending.add(vec![owed("held", 1_000)], 100);
+        assert_eq!(pending.all(), vec![owed("held", 1_000)]);
+        // A supervisor that crashed while a run held one: the next owes it.
+        pending.add(
+            vec![Owed {
+                due: false,
+                ..owed("run", 1_000)
+            }],
+            100,
+        );
+        drop(pending);
+        let next = Pending::load(state.path());
+        let ids: Vec<String> = next.owed().into_iter().map(|o| o.cap_id).collect();
+        assert_eq!(ids, ["held", "run"]);
     }
 
     #[tokio::test]

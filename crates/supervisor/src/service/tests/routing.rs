@@ -163,6 +163,13 @@ async fn a_run_gets_its_capabilities_before_it_starts_and_loses_them_when_it_sto
     assert_eq!(caps[0].constraints["path_prefix"], "/srv/data");
     assert_eq!(caps[0].expires - caps[0].issued, 600);
     assert_eq!(h.sup.svc_status("identity").unwrap().capabilities, None);
+    // Recorded as held, not due: a supervisor that crashed now would owe both.
+    let pending = &h.sup.shared.routing.pending;
+    assert!(pending.owed().is_empty());
+    assert_eq!(pending.all().len(), 2);
+    let next = crate::routing::pending::Pending::load(&h.sup.shared.state_dir);
+    assert_eq!(next.owed().len(), 2);
+    drop(next);
 
     // A stop revokes both before it answers, and removes the files.
     h.sup
@@ -170,6 +177,7 @@ async fn a_run_gets_its_capabilities_before_it_starts_and_loses_them_when_it_sto
         .await
         .unwrap();
     assert_eq!(identity.revoked(), ["cap-0", "cap-1"]);
+    assert!(pending.all().is_empty(), "revoked: nothing left to owe");
     assert!(!dir.exists());
     assert!(h.sup.svc_caps("alpha").unwrap().capabilities.is_empty());
     assert_eq!(h.sup.svc_status("alpha").unwrap().capabilities, Some(0));

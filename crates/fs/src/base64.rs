@@ -16,6 +16,11 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(bytes)
 }
 
+/// [`encode`], appended to `out` (no buffer of its own).
+pub(crate) fn encode_append(bytes: &[u8], out: &mut String) {
+    base64_simd::STANDARD.encode_append(bytes, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +36,8 @@ mod tests {
         }
         assert_eq!(encode(b"foobar"), "Zm9vYmFy");
         assert_eq!(encode(b"fo"), "Zm8=");
+        let mut out = String::from("x");
+        encode_append(b"foobar", &mut out);
+        assert_eq!(out, "xZm9vYmFy");
     }
 }

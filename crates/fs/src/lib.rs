@@ -29,6 +29,7 @@ mod base64;
 pub mod blocking;
 pub mod error;
 pub mod handles;
+mod json;
 mod list;
 mod metrics;
 mod open;

@@ -205,6 +205,18 @@ impl ExportRoots {
     /// contains it without following any symlink. A prefix outside every root, or with a
     /// symlink anywhere between the root and itself, is refused (PERMISSION_DENIED).
     pub fn open_prefix(&self, prefix: &PathPrefix) -> Result<OwnedFd, FsError> {
+        self.open_prefix_as(prefix, OFlags::PATH | OFlags::DIRECTORY)
+    }
+
+    /// [`ExportRoots::open_prefix`] with other open flags (`O_DIRECTORY` and `O_CLOEXEC`
+    /// are always added, and `O_NOCTTY` unless `flags` has `O_PATH`): `fs.list` of the
+    /// prefix itself opens it readable at once.
+    pub fn open_prefix_as(&self, prefix: &PathPrefix, flags: OFlags) -> Result<OwnedFd, FsError> {
+        let flags = if flags.contains(OFlags::PATH) {
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC
+        } else {
+            flags | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOCTTY
+        };
         let not_exported = || FsError::NotExported {
             prefix: prefix.as_str().to_owned(),
         };
@@ -222,13 +234,7 @@ impl ExportRoots {
             Some(s) => s,
             None => return Err(not_exported()),
         };
-        open_with(
-            root.dir.as_fd(),
-            rest,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            prefix_rules(),
-        )
-        .map_err(|errno| match errno {
+        open_with(root.dir.as_fd(), rest, flags, prefix_rules()).map_err(|errno| match errno {
             Errno::NOENT | Errno::NOTDIR => FsError::PrefixMissing {
                 prefix: prefix.as_str().to_owned(),
             },

@@ -15,7 +15,7 @@
 
 use crate::error::FsError;
 use crate::list::list_room;
-use crate::read::{read_result_json, reply_room};
+use crate::read::reply_room;
 use crate::sandbox::LandlockState;
 use crate::service::{Caller, FsService, RevocationCheck};
 use std::sync::Arc;
@@ -105,8 +105,9 @@ impl Served {
 /// confines the process, how many roots are exported and how many handles are open; it
 /// is not healthy before the guard has the whole revocation list.
 ///
-/// `fs.read` answers with JSON it encodes itself ([`read_result_json`], tested equal to
-/// serde's encoding of `fs::ReadResult`). `fs.close` is authorized as `fs.open` (see the
+/// `fs.read` and `fs.list` answer with JSON they encode themselves
+/// ([`FsService::read_json`], [`FsService::list_json`], each tested equal to serde's
+/// encoding of its result). `fs.close` is authorized as `fs.open` (see the
 /// module docs).
 pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) -> Router {
     let served = Arc::new(Served {
@@ -130,7 +131,7 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
             );
             async move {
                 s.serve(call, "fs.read", place, move |fs, c| {
-                    read_result_json(&fs.read(c, &p, room)?)
+                    fs.read_json(c, &p, room)
                 })
                 .await
             }
@@ -142,11 +143,11 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
                     .await
             }
         })
-        .method::<fs::List, _, _, _>(|s, call, p| {
+        .method_encoded::<fs::List, _, _, _>(|s, call, p| {
             let room = list_room(&call.req_id);
             async move {
                 s.serve(call, "fs.list", Place::Pool, move |fs, c| {
-                    fs.list(c, &p, room)
+                    fs.list_json(c, &p, room)
                 })
                 .await
             }

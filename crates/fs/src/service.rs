@@ -56,7 +56,7 @@ impl Caller {
         let peer = call.local_peer().copied();
         let holder = match call.origin() {
             strata_ipc::Origin::Local(p) => Holder::Uid(p.uid),
-            strata_ipc::Origin::Remote(r) => Holder::Remote(r.name.clone()),
+            strata_ipc::Origin::Remote(r) => Holder::Remote(r.name.as_str().into()),
         };
         Caller {
             claims,

@@ -170,3 +170,106 @@ fn stat_describes_files_and_the_prefix() {
         .unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
 }
+
+/// One page through both ways fs answers: `list` and the JSON the router sends, which
+/// must say the same.
+fn page_both_ways(
+    f: &Fixture,
+    c: &strata_fs::Caller,
+    p: &ListParams,
+) -> strata_proto::methods::fs::ListResult {
+    let page = f.fs.list(c, p, usize::MAX).unwrap();
+    let json = f.fs.list_json(c, p, usize::MAX).unwrap();
+    assert_eq!(json.get(), serde_json::to_string(&page).unwrap());
+    page
+}
+
+#[test]
+fn ten_thousand_entries_page_in_raw_byte_order_each_once_symlinks_as_themselves() {
+    use std::os::unix::fs::symlink;
+    let f = Fixture::new();
+    let dir = f.prefix().join("big");
+    std::fs::create_dir(&dir).unwrap();
+    // (raw name, is_dir, size) of every entry.
+    let mut expected: Vec<(Vec<u8>, bool, u64)> = Vec::new();
+    for i in 0..9_950u32 {
+        let name = format!("e{:05}", (i * 7_919) % 9_950).into_bytes();
+        let size = u64::from(i % 5);
+        std::fs::write(
+            dir.join(std::ffi::OsStr::from_bytes(&name)),
+            vec![b'x'; size as usize],
+        )
+        .unwrap();
+        expected.push((name, false, size));
+    }
+    // Names that are not UTF-8 (several show as the same text; the cursor keeps them apart).
+    for i in 0..40u8 {
+        let lead = [0xff, 0xc3, 0xe9, 0x80][usize::from(i % 4)];
+        let name = vec![lead, b'0' + i / 10, b'0' + i % 10];
+        std::fs::write(dir.join(std::ffi::OsStr::from_bytes(&name)), b"").unwrap();
+        expected.push((name, false, 0));
+    }
+    // Symlinks are described as themselves (size: the target's length), whatever they
+    // point at: outside the prefix, a directory, nothing, themselves.
+    for (name, target) in [
+        ("link-out", "/etc/passwd"),
+        ("link-dir", "."),
+        ("link-none", "nope"),
+        ("link-loop", "link-loop"),
+    ] {
+        symlink(target, dir.join(name)).unwrap();
+        expected.push((name.into(), false, target.len() as u64));
+    }
+    for name in ["sub-a", "sub-b", "sub-c", "sub-d", "sub-e", "sub-f"] {
+        std::fs::create_dir(dir.join(name)).unwrap();
+        let size = std::fs::symlink_metadata(dir.join(name)).unwrap().len();
+        expected.push((name.into(), true, size));
+    }
+    assert_eq!(expected.len(), 10_000);
+    expected.sort();
+
+    let c = f.caller();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = page_both_ways(&f, &c, &params("big", Some(999), cursor));
+        assert!(page.entries.len() <= 999);
+        seen.extend(page.entries);
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 11);
+    let want: Vec<strata_proto::methods::fs::DirEntry> = expected
+        .iter()
+        .map(|(name, is_dir, size)| strata_proto::methods::fs::DirEntry {
+            name: String::from_utf8_lossy(name).into_owned(),
+            is_dir: *is_dir,
+            size: *size,
+        })
+        .collect();
+    assert_eq!(seen.len(), want.len());
+    assert!(
+        seen == want,
+        "pages differ from the directory in raw byte order"
+    );
+}
+
+#[test]
+fn the_prefix_itself_lists_the_same_both_ways() {
+    let f = Fixture::new();
+    f.write("a \"quoted\" \\ name\t", b"12");
+    f.write("é", b"");
+    std::fs::create_dir(f.prefix().join("d")).unwrap();
+    let c = f.caller();
+    for path in ["", "."] {
+        let page = page_both_ways(&f, &c, &params(path, Some(2), None));
+        assert_eq!(page.entries.len(), 2);
+        let rest = page_both_ways(&f, &c, &params(path, Some(2), page.next_cursor));
+        assert_eq!(rest.entries.len(), 1);
+        assert_eq!(rest.next_cursor, None);
+    }
+}

@@ -5,8 +5,6 @@
 //! Every figure comes from raw frames on persistent connections, sent the same way to the
 //! service and to the floor, so the difference is the service's own work.
 
-mod issue_scale;
-
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::Parser;
@@ -21,6 +19,8 @@ use strata_ipc::paths;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+mod fs_scale;
+
 const MODES: [&str; 5] = [
     "echo",
     "fs.read",
@@ -28,6 +28,9 @@ const MODES: [&str; 5] = [
     "identity.issue",
     "registry.resolve",
 ];
+
+/// Modes run only when asked for (`--mode`): they need a node configured for them.
+const EXTRA_MODES: [&str; 1] = ["fs.handles"];
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,7 +41,9 @@ struct Args {
     /// Runtime directory of the node under test (default: $STRATA_RUNTIME_DIR, /run/strata for root).
     #[arg(long, value_name = "DIR")]
     runtime_dir: Option<PathBuf>,
-    /// Modes to run (repeatable): echo, fs.read, fs.list, identity.issue, registry.resolve. Default: all.
+    /// Modes to run (repeatable): echo, fs.read, fs.list, identity.issue, registry.resolve
+    /// (the default: all of these), and fs.handles (only when asked: it needs fs's handle
+    /// quotas and open-files limit raised to the largest --handles).
     #[arg(long = "mode", value_name = "MODE")]
     modes: Vec<String>,
     /// Connection counts to run each mode with (repeatable). Default: 1 and 16.
@@ -50,6 +55,13 @@ struct Args {
     /// Bytes per fs.read.
     #[arg(long, default_value_t = 4096)]
     size: u64,
+    /// Entries in the directory fs.list lists (`--fs-dir` itself: bench.dat and
+    /// `list-entry-N` files are made up to this count).
+    #[arg(long, default_value_t = 50)]
+    list_entries: usize,
+    /// Handle counts for fs.handles (repeatable). Default: 1000, 10000 and 100000.
+    #[arg(long = "handles", value_name = "N")]
+    handles: Vec<usize>,
     /// Token for fs modes (default: one is issued, which needs admin credentials).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -60,11 +72,6 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Capabilities on record for the identity.issue.scale mode (repeatable), which runs
-    /// only when asked for with --mode: identity's store is filled by issuing up to each
-    /// count, then identity.issue is measured. Default: 1000, 100000 and 1000000.
-    #[arg(long = "issued", value_name = "N")]
-    issued: Vec<u64>,
     /// Internal: run as the floor server on this socket (used by strata-bench itself).
     #[arg(long, hide = true, value_name = "SOCKET", requires = "floor_bytes")]
     serve_floor: Option<PathBuf>,
@@ -81,6 +88,9 @@ struct Stats {
     rps: f64,
     requests: u64,
     errors: u64,
+    /// CPU time the serving process used per request over the measured window (µs, all
+    /// its threads), when it could be read from /proc.
+    cpu_us: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +140,7 @@ fn is_ok(reply: &[u8]) -> bool {
 async fn measure(work: Workload, conns: usize, secs: Duration) -> anyhow::Result<Stats> {
     let start = Instant::now() + Duration::from_millis(100);
     let deadline = start + secs;
+    let server = fs_scale::server_pid(&work.socket).await;
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let work = work.clone();
@@ -158,6 +169,11 @@ async fn measure(work: Workload, conns: usize, secs: Duration) -> anyhow::Result
             anyhow::Ok((lat, errors))
         }));
     }
+    // The server's CPU time over exactly the measured window.
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_start = server.and_then(fs_scale::cpu_us);
+    tokio::time::sleep_until(deadline.into()).await;
+    let cpu_end = server.and_then(fs_scale::cpu_us);
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -177,6 +193,9 @@ async fn measure(work: Workload, conns: usize, secs: Duration) -> anyhow::Result
         rps: all.len() as f64 / secs.as_secs_f64(),
         requests: all.len() as u64,
         errors,
+        cpu_us: cpu_start
+            .zip(cpu_end)
+            .map(|(a, b)| (b - a) / all.len() as f64),
     })
 }
 
@@ -322,7 +341,11 @@ async fn workload(
                 }),
             }
         }
-        other => bail!("unknown mode `{other}`; modes: {}", MODES.join(", ")),
+        other => bail!(
+            "unknown mode `{other}`; modes: {}, {}",
+            MODES.join(", "),
+            EXTRA_MODES.join(", ")
+        ),
     })
 }
 
@@ -334,6 +357,11 @@ async fn prepare_fs(args: &Args, runtime: &Path) -> anyhow::Result<Option<String
     let dir = std::path::absolute(dir)?;
     std::fs::write(dir.join("bench.dat"), vec![b'a'; args.size.max(1) as usize])
         .with_context(|| format!("cannot write {}/bench.dat", dir.display()))?;
+    // fs.list lists the directory itself: bench.dat and these make `--list-entries`.
+    for i in 1..args.list_entries {
+        let name = dir.join(format!("list-entry-{i:05}"));
+        std::fs::write(&name, b"x").with_context(|| format!("cannot write {}", name.display()))?;
+    }
     if let Some(t) = &args.token {
         return Ok(Some(t.clone()));
     }
@@ -365,6 +393,11 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
+/// A CPU-per-request figure for the table.
+fn cpu(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"))
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let runtime = paths::resolve_runtime_dir(args.runtime_dir.clone())?;
     let modes: Vec<String> = if args.modes.is_empty() {
@@ -389,16 +422,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
     let mut floors = Vec::new();
+    let mut scale_rows = None;
     for mode in &modes {
-        if mode == "identity.issue.scale" {
-            let counts = if args.issued.is_empty() {
-                vec![1_000, 100_000, 1_000_000]
+        if mode == "fs.handles" {
+            let counts = if args.handles.is_empty() {
+                vec![1_000, 10_000, 100_000]
             } else {
-                args.issued.clone()
+                args.handles.clone()
             };
-            let work = workload(&args, &runtime, "identity.issue", &token).await?;
-            let scale = issue_scale::rows(&work, floor_dir.path(), &conns, secs, &counts);
-            rows.extend(scale.await?);
+            let t = token.as_deref().ok_or_else(|| {
+                anyhow!("fs modes need --fs-dir (and a token or admin credentials)")
+            })?;
+            let fs = paths::socket_path(&runtime, "fs");
+            scale_rows = Some(fs_scale::handles(&fs, t, &counts).await?);
             continue;
         }
         let (work, request_bytes, response_bytes) = if mode == "echo" {
@@ -458,10 +494,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         drop(floor_guard);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        match &scale_rows {
+            None => println!("{}", serde_json::to_string_pretty(&rows)?),
+            Some(scale) => println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({"rows": rows, "fs_handles": scale}))?
+            ),
+        }
     } else {
         println!(
-            "{:<17} {:>5} {:>9} {:>9} {:>9} {:>10} {:>6} | {:>9} {:>9} {:>10} | {:>6} {:>6}",
+            "{:<17} {:>5} {:>9} {:>9} {:>9} {:>10} {:>6} {:>8} | {:>9} {:>9} {:>10} {:>8} | {:>6} {:>6}",
             "mode",
             "conns",
             "p50 µs",
@@ -469,15 +511,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "p99.9 µs",
             "req/s",
             "errors",
+            "cpu µs",
             "floor p50",
             "floor p99",
             "floor r/s",
+            "fl cpu µs",
             "p50 ×",
             "rps %"
         );
         for r in &rows {
             println!(
-                "{:<17} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>6} | {:>9.1} {:>9.1} {:>10.0} | {:>6.2} {:>5.0}%",
+                "{:<17} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>6} {:>8} | {:>9.1} {:>9.1} {:>10.0} {:>8} | {:>6.2} {:>5.0}%",
                 r.mode,
                 r.conns,
                 r.service.p50_us,
@@ -485,12 +529,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 r.service.p999_us,
                 r.service.rps,
                 r.service.errors,
+                cpu(r.service.cpu_us),
                 r.floor.p50_us,
                 r.floor.p99_us,
                 r.floor.rps,
+                cpu(r.floor.cpu_us),
                 r.service.p50_us / r.floor.p50_us,
                 100.0 * r.service.rps / r.floor.rps
             );
+        }
+        if let Some(scale) = &scale_rows {
+            fs_scale::print(scale);
         }
     }
     Ok(())

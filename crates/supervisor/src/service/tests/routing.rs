@@ -380,3 +380,40 @@ async fn routes_dropped_without_their_end_leave_their_revocation_owed() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_revokes_before_identity_stops_and_the_audit_names_cap_ids_only() {
+    let identity = Arc::new(FakeIdentity::default());
+    let h = boot(services(vec![cap("data", 6)]), &identity);
+    h.wait_state("alpha", Healthy).await;
+    until("rotated", || identity.issued_ids().len() == 2).await;
+    h.sup.shutdown().await;
+    let revoked = identity.revoked();
+    assert!(revoked.contains(&"cap-1".to_owned()), "{revoked:?}");
+    let transitions = h.sup.shared.transitions.lock().unwrap().clone();
+    let stopped = |name: &str| {
+        transitions
+            .iter()
+            .position(|(n, s)| n == name && *s == Stopped)
+            .unwrap_or_else(|| panic!("{name} never stopped: {transitions:?}"))
+    };
+    assert!(stopped("alpha") < stopped("identity"), "{transitions:?}");
+    h.sup.shared.audit.flush();
+    let log = std::fs::read_to_string(h.sup.shared.audit.path()).unwrap();
+    assert!(!log.contains("tok-"), "a token in the audit log");
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"].as_str().is_some_and(|e| e.starts_with("cap.")))
+        .collect();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["cap_id"].as_str().unwrap()))
+        .collect();
+    assert!(seen.contains(&("cap.routed", "cap-0")), "{seen:?}");
+    assert!(seen.contains(&("cap.rotated", "cap-1")), "{seen:?}");
+    assert!(seen.contains(&("cap.route_revoked", "cap-1")), "{seen:?}");
+    assert!(events
+        .iter()
+        .all(|e| e["service"] == "alpha" && e["capability"] == "data"));
+}

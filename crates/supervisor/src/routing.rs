@@ -208,10 +208,9 @@ impl Routes {
         self.rotation = Some((stop, task));
     }
 
-    /// The run is over: stop rotating, remove the files and the directory, and revoke
-    /// every capability routed to the run (the current and the replaced ones); what
-    /// identity does not take now is owed ([`Pending`]).
-    pub async fn end(mut self, shared: &Shared) {
+    /// Stop rotating (and signalling the run's process group), waiting for a call in
+    /// flight to finish so what it obtained is held.
+    pub async fn stop_rotation(&mut self) {
         if let Some((stop, mut task)) = self.rotation.take() {
             let _ = stop.send(true);
             if tokio::time::timeout(ROTATION_STOP, &mut task)
@@ -222,6 +221,13 @@ impl Routes {
                 task.abort();
             }
         }
+    }
+
+    /// The run is over: stop rotating, remove the files and the directory, and revoke
+    /// every capability routed to the run (the current and the replaced ones); what
+    /// identity does not take now is owed ([`Pending`]).
+    pub async fn end(mut self, shared: &Shared) {
+        self.stop_rotation().await;
         let (dir, held) = {
             let mut state = self.lock();
             (state.dir.take(), std::mem::take(&mut state.held))

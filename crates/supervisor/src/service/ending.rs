@@ -131,6 +131,11 @@ impl ServiceRunner {
 
     /// Kill whatever is left of a run's process tree and release its cgroup.
     pub(super) async fn cleanup(&self, mut run: RunHandles) {
+        // No `on_rotate` may reach the group once its process is gone (the pid can be
+        // reused).
+        if let Some(routes) = &mut run.routes {
+            routes.stop_rotation().await;
+        }
         self.kill_tree(&run);
         let until = Instant::now() + Duration::from_secs(2);
         loop {

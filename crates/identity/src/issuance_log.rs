@@ -8,12 +8,17 @@
 //! the transaction holding its record committed, and a failed commit fails every request
 //! in its batch (the transaction is dropped, so none of its records is written).
 //!
+//! When nothing is queued and no commit is running, a root issue's record is committed
+//! on the caller's own worker instead, as a batch of one without fsync (what every issue
+//! did before): one caller at a time then pays no hand-over to the thread and back. Only
+//! while a commit runs do callers queue, and those are the ones a batch gathers.
+//!
 //! Durability, per batch (the rule before group commit, or stronger):
 //! - a batch holding a delegation's record is fsync'd before anyone in it is answered (an
 //!   ancestor's holder can revoke the child only through that record);
 //! - a batch of root issues only is committed without fsync unless the last fsync'd
 //!   commit is [`SYNC_EVERY`] old; and when the queue stays empty that long after such a
-//!   batch, the thread makes it durable with an empty fsync'd commit. So a crash loses at
+//!   commit, the thread makes it durable with an empty fsync'd commit. So a crash loses at
 //!   most about [`SYNC_EVERY`] of root issues' records (before: everything since the last
 //!   durable commit of any kind), which costs no holder anything (they revoke a root by
 //!   its own token, whose claims carry its expiry);
@@ -24,7 +29,7 @@
 
 use crate::store::{CapRecord, Store, StoreError};
 use crate::IdentityError;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,9 +57,79 @@ pub struct IssuanceLog {
     queue: Option<SyncSender<Pending>>,
     /// Records sent and not yet taken into a batch.
     queued: Arc<AtomicUsize>,
+    commits: Arc<Commits>,
     committer: Option<std::thread::JoinHandle<()>>,
     #[cfg(test)]
     pub(crate) probe: Arc<tests::Probe>,
+}
+
+/// The store, and the books of which commits are not yet fsync'd: shared by the commit
+/// thread and the callers committing inline.
+struct Commits {
+    store: Arc<Store>,
+    /// A commit is running (the thread's or one inline): callers queue meanwhile.
+    busy: AtomicBool,
+    started: Instant,
+    /// When the last fsync'd commit (or sync attempt) was, in ms since `started`.
+    last_sync_ms: AtomicU64,
+    /// Commits made without fsync, counted; and how many of them a fsync'd commit covered
+    /// (one covers every commit that finished before it began).
+    unsynced_made: AtomicU64,
+    synced_upto: AtomicU64,
+}
+
+impl Commits {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn since_sync(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_sync_ms.load(Ordering::SeqCst)),
+        )
+    }
+
+    fn unsynced(&self) -> bool {
+        self.unsynced_made.load(Ordering::SeqCst) > self.synced_upto.load(Ordering::SeqCst)
+    }
+
+    /// Commits `records` in one transaction, fsync'd if `durable` or the last fsync is
+    /// [`SYNC_EVERY`] old.
+    fn commit<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a str, &'a str)>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let durable = durable || self.since_sync() >= SYNC_EVERY;
+        let covered = self.unsynced_made.load(Ordering::SeqCst);
+        let outcome = self.store.remember_caps(records, durable);
+        if outcome.is_ok() {
+            if durable {
+                self.synced(covered);
+            } else {
+                self.unsynced_made.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        outcome
+    }
+
+    fn synced(&self, covered: u64) {
+        self.synced_upto.fetch_max(covered, Ordering::SeqCst);
+        self.last_sync_ms.store(self.now_ms(), Ordering::SeqCst);
+    }
+
+    /// One fsync'd empty commit; a failure is logged and tried again [`SYNC_EVERY`] later.
+    fn sync(&self) {
+        let covered = self.unsynced_made.load(Ordering::SeqCst);
+        match self.store.sync() {
+            Ok(()) => self.synced(covered),
+            Err(e) => {
+                self.last_sync_ms.store(self.now_ms(), Ordering::SeqCst);
+                tracing::error!(error = %e, "issuance records not synced");
+            }
+        }
+    }
 }
 
 impl IssuanceLog {
@@ -64,8 +139,16 @@ impl IssuanceLog {
         let queued = Arc::new(AtomicUsize::new(0));
         #[cfg(test)]
         let probe = Arc::new(tests::Probe::default());
-        let committer = Committer {
+        let commits = Arc::new(Commits {
             store,
+            busy: AtomicBool::new(false),
+            started: Instant::now(),
+            last_sync_ms: AtomicU64::new(0),
+            unsynced_made: AtomicU64::new(0),
+            synced_upto: AtomicU64::new(0),
+        });
+        let committer = Committer {
+            commits: Arc::clone(&commits),
             receiver,
             queued: Arc::clone(&queued),
             #[cfg(test)]
@@ -77,6 +160,7 @@ impl IssuanceLog {
         Ok(IssuanceLog {
             queue: Some(queue),
             queued,
+            commits,
             committer: Some(committer),
             #[cfg(test)]
             probe,
@@ -85,13 +169,22 @@ impl IssuanceLog {
 
     /// Records that `cap_id` was minted as `record`; returns once the transaction holding
     /// it committed (fsync'd first for a delegation, see the module doc). A commit that
-    /// failed is INTERNAL; a full queue RESOURCE_EXHAUSTED. Nothing here blocks a thread.
+    /// failed is INTERNAL; a full queue RESOURCE_EXHAUSTED. Nothing here waits for a
+    /// lock or a fsync; a commit inline (see the module doc) is one write without fsync.
     pub async fn record(&self, cap_id: &CapId, record: &CapRecord) -> Result<(), IdentityError> {
+        let key = cap_id.to_string();
+        let text = record.encode()?;
+        let durable = !record.parents.is_empty();
+        if !durable && self.may_commit_inline() {
+            let outcome = self.commits.commit([(key.as_str(), text.as_str())], false);
+            self.commits.busy.store(false, Ordering::SeqCst);
+            return Ok(outcome?);
+        }
         let (answer, outcome) = oneshot::channel();
         let pending = Pending {
-            key: cap_id.to_string(),
-            text: record.encode()?,
-            durable: !record.parents.is_empty(),
+            key,
+            text,
+            durable,
             answer,
         };
         let queue = self
@@ -121,6 +214,28 @@ impl IssuanceLog {
         }
     }
 
+    /// Whether a root issue's record may be committed by its caller now: nothing queued,
+    /// no fsync due, and no commit running (then this caller's is; it clears `busy`).
+    fn may_commit_inline(&self) -> bool {
+        #[cfg(test)]
+        if !self.probe.inline.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.queued.load(Ordering::SeqCst) == 0
+            && self.commits.since_sync() < SYNC_EVERY
+            && self
+                .commits
+                .busy
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
+    /// Whether a commit without fsync is not yet covered by one with.
+    #[cfg(test)]
+    pub(crate) fn unsynced(&self) -> bool {
+        self.commits.unsynced()
+    }
+
     /// Records sent and not yet taken into a batch (one the commit thread holds at the
     /// test gate included).
     #[cfg(test)]
@@ -144,7 +259,7 @@ impl Drop for IssuanceLog {
 
 /// The commit thread's side.
 struct Committer {
-    store: Arc<Store>,
+    commits: Arc<Commits>,
     receiver: Receiver<Pending>,
     queued: Arc<AtomicUsize>,
     #[cfg(test)]
@@ -153,29 +268,31 @@ struct Committer {
 
 impl Committer {
     fn run(self) {
-        let mut last_sync = Instant::now();
-        // A commit without fsync happened since the last one with.
-        let mut unsynced = false;
+        let commits = &self.commits;
         loop {
-            let first = if unsynced {
-                let wait = SYNC_EVERY.saturating_sub(last_sync.elapsed());
-                match self.receiver.recv_timeout(wait) {
-                    Ok(p) => p,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if self.sync() {
-                            unsynced = false;
-                        }
-                        last_sync = Instant::now();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            let wait = if commits.unsynced() {
+                SYNC_EVERY.saturating_sub(commits.since_sync())
             } else {
-                match self.receiver.recv() {
-                    Ok(p) => p,
-                    Err(_) => break,
-                }
+                SYNC_EVERY
             };
+            let first = match self.receiver.recv_timeout(wait) {
+                Ok(p) => p,
+                Err(RecvTimeoutError::Timeout) => {
+                    if commits.unsynced() && commits.since_sync() >= SYNC_EVERY {
+                        commits.sync();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            // A caller committing inline holds `busy` for one write without fsync.
+            while commits
+                .busy
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                std::thread::yield_now();
+            }
             #[cfg(test)]
             let _held = self.probe.pass_gate();
             let mut batch = Vec::with_capacity(64);
@@ -187,21 +304,16 @@ impl Committer {
                 }
             }
             self.queued.fetch_sub(batch.len(), Ordering::SeqCst);
-            let durable = batch.iter().any(|p| p.durable) || last_sync.elapsed() >= SYNC_EVERY;
-            let outcome = self.store.remember_caps(
+            let outcome = commits.commit(
                 batch.iter().map(|p| (p.key.as_str(), p.text.as_str())),
-                durable,
+                batch.iter().any(|p| p.durable),
             );
+            commits.busy.store(false, Ordering::SeqCst);
             #[cfg(test)]
             self.probe.batches.lock().unwrap().push(batch.len());
-            match &outcome {
-                Ok(()) if durable => {
-                    unsynced = false;
-                    last_sync = Instant::now();
-                }
-                Ok(()) => unsynced = true,
-                Err(e) => tracing::error!(error = %e, records = batch.len(),
-                    "issuance records not committed; their requests fail"),
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, records = batch.len(),
+                    "issuance records not committed; their requests fail");
             }
             for p in batch {
                 // A caller that went away (its connection closed) is not told; its record
@@ -209,19 +321,8 @@ impl Committer {
                 let _ = p.answer.send(outcome.clone());
             }
         }
-        if unsynced {
-            self.sync();
-        }
-    }
-
-    /// One fsync'd empty commit; logs a failure (the next durable commit retries it).
-    fn sync(&self) -> bool {
-        match self.store.sync() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "issuance records not synced");
-                false
-            }
+        if commits.unsynced() {
+            commits.sync();
         }
     }
 }

@@ -17,6 +17,9 @@ pub(crate) struct Probe {
     pub(crate) gate: Mutex<()>,
     /// Batches that reached the gate.
     arrived: AtomicUsize,
+    /// Whether callers may commit inline (off unless a test turns it on, so that the
+    /// gate sees every record).
+    pub(crate) inline: AtomicBool,
     pub(crate) batches: Mutex<Vec<usize>>,
 }
 
@@ -234,4 +237,27 @@ async fn the_queue_and_each_batch_are_bounded() {
     );
     assert!(ids.iter().all(|id| store.cap(id).unwrap().is_some()));
     assert!(store.cap(&extra).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_root_issue_is_committed_inline_and_synced_within_a_second() {
+    let (identity, _clock, dir) = identity_with(Duration::from_secs(60), MintLimits::default());
+    identity.issuance.probe.inline.store(true, Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let issued = identity.issue(&CALLER, ask()).await.unwrap();
+        let id: CapId = issued.cap_id.parse().unwrap();
+        // Committed when answered.
+        assert!(identity.store.cap(&id).unwrap().is_some());
+        ids.push(id);
+    }
+    assert!(
+        identity.issuance.probe.batches().is_empty(),
+        "one caller at a time commits on its own worker, not through the thread"
+    );
+    // Nothing else happens, and the thread makes them durable by itself.
+    until("the idle sync", || !identity.issuance.unsynced()).await;
+    drop(identity);
+    let store = Store::open(&dir.path().join("state/identity/identity.redb")).unwrap();
+    assert!(ids.iter().all(|id| store.cap(id).unwrap().is_some()));
 }

@@ -310,6 +310,38 @@ mod tests {
     }
 
     #[test]
+    fn another_users_directory_and_files_are_that_users_and_it_can_reach_them() {
+        if strata_testkit::skip_unless_root(
+            "another_users_directory_and_files_are_that_users_and_it_can_reach_them",
+        ) {
+            return;
+        }
+        let run = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let nobody = Owner {
+            uid: 65534,
+            gid: 65534,
+        };
+        let dir = CredentialsDir::create(run.path(), "alpha", nobody).unwrap();
+        dir.write("data", "v2.public.n").unwrap();
+        assert_eq!(
+            meta(run.path()).mode() & 0o7777,
+            0o751,
+            "passable, not listable"
+        );
+        for (path, mode) in [
+            (dir.path().to_owned(), 0o700),
+            (dir.path().join("data"), 0o400),
+        ] {
+            let m = meta(&path);
+            assert_eq!(m.mode() & 0o7777, mode, "{}", path.display());
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", path.display());
+        }
+        assert_eq!(meta(&run.path().join("credentials")).uid(), 0);
+        dir.remove().unwrap();
+    }
+
+    #[test]
     fn planted_symlinks_are_never_followed() {
         let run = tempfile::tempdir().unwrap();
         let victim = run.path().join("victim");

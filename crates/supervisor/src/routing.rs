@@ -142,7 +142,9 @@ impl Routes {
             Some(state) => return Err(format!("identity is {state:?}")),
             None => return Err("no identity service in the manifest".to_owned()),
         }
-        let dir = CredentialsDir::create(&shared.runtime_dir, &spec.name, owner)
+        let (runtime_dir, name) = (shared.runtime_dir.clone(), spec.name.clone());
+        let dir = blocking(move || CredentialsDir::create(&runtime_dir, &name, owner))
+            .await
             .map_err(|e| format!("cannot make the credentials directory: {e}"))?;
         let routes = Routes {
             shared: Arc::clone(shared),
@@ -155,17 +157,12 @@ impl Routes {
         };
         for cap in &spec.capabilities {
             match issue(shared, &spec.name, cap).await {
-                Ok(held) => {
-                    let written = routes
-                        .lock()
-                        .dir
-                        .as_ref()
-                        .map(|d| d.write(&cap.name, &held.1));
-                    let held = held.0;
-                    if let Some(Err(e)) = written {
+                Ok((held, token)) => {
+                    let written = write(&routes.state, cap.name.clone(), token).await;
+                    if let Err(e) = written {
                         routes.lock().held.push(held);
                         let why = format!("cannot write credential `{}`: {e}", cap.name);
-                        routes.end(shared).await;
+                        routes.end().await;
                         return Err(why);
                     }
                     shared.audit.record(
@@ -177,7 +174,7 @@ impl Routes {
                     routes.lock().held.push(held);
                 }
                 Err(e) => {
-                    routes.end(shared).await;
+                    routes.end().await;
                     return Err(e.to_string());
                 }
             }
@@ -226,14 +223,15 @@ impl Routes {
     /// The run is over: stop rotating, remove the files and the directory, and revoke
     /// every capability routed to the run (the current and the replaced ones); what
     /// identity does not take now is owed ([`Pending`]).
-    pub async fn end(mut self, shared: &Shared) {
+    pub async fn end(mut self) {
         self.stop_rotation().await;
+        let shared = Arc::clone(&self.shared);
         let (dir, held) = {
             let mut state = self.lock();
             (state.dir.take(), std::mem::take(&mut state.held))
         };
         if let Some(dir) = dir {
-            if let Err(e) = dir.remove() {
+            if let Err(e) = blocking(move || dir.remove()).await {
                 tracing::warn!(service = %self.service, error = %e, "cannot remove the credentials directory");
             }
         }
@@ -244,8 +242,9 @@ impl Routes {
             }
             ids.push((h.spec.name.clone(), h.cap_id, h.expires));
         }
-        revoke_all(shared, &self.service, ids, "run ended").await;
-        if let Some(rec) = shared.table().services.get_mut(&self.service) {
+        revoke_all(&shared, &self.service, ids, "run ended").await;
+        let mut table = shared.table();
+        if let Some(rec) = table.services.get_mut(&self.service) {
             rec.caps.clear();
         }
     }
@@ -307,7 +306,7 @@ fn publish(shared: &Shared, service: &str, held: &[Held]) {
 
 /// `identity.issue` for one manifest entry: the token and what is held of it.
 async fn issue(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     service: &str,
     cap: &CapabilitySpec,
 ) -> Result<(Held, String), IssuerError> {
@@ -325,16 +324,15 @@ async fn issue(
     let issued = shared.routing.issuer().issue(&socket, params).await?;
     // Recorded before anyone can use it, so a supervisor that crashes from here on
     // leaves it owed to the next one.
-    shared.routing.pending.add(
-        vec![Owed {
-            cap_id: issued.cap_id.clone(),
-            service: service.to_owned(),
-            capability: cap.name.clone(),
-            expires: issued.expires,
-            due: false,
-        }],
-        unix_now(),
-    );
+    let held = Owed {
+        cap_id: issued.cap_id.clone(),
+        service: service.to_owned(),
+        capability: cap.name.clone(),
+        expires: issued.expires,
+        due: false,
+    };
+    let s = Arc::clone(shared);
+    blocking(move || s.routing.pending.add(vec![held], unix_now())).await;
     Ok((
         Held {
             spec: cap.clone(),
@@ -355,7 +353,12 @@ async fn issue(
 
 /// Revoke `ids` (capability name, cap_id, expiry) routed to `service`; what identity
 /// cannot take now is owed. Once identity is unreachable the rest are owed untried.
-async fn revoke_all(shared: &Shared, service: &str, ids: Vec<(String, String, i64)>, why: &str) {
+async fn revoke_all(
+    shared: &Arc<Shared>,
+    service: &str,
+    ids: Vec<(String, String, i64)>,
+    why: &str,
+) {
     let socket = identity_socket(shared);
     let issuer = shared.routing.issuer();
     let mut owed = Vec::new();
@@ -400,12 +403,41 @@ async fn revoke_all(shared: &Shared, service: &str, ids: Vec<(String, String, i6
             }
         }
     }
-    if !done.is_empty() {
-        shared.routing.pending.settle(&done, unix_now());
+    if done.is_empty() && owed.is_empty() {
+        return;
     }
-    if !owed.is_empty() {
-        shared.routing.pending.add(owed, unix_now());
+    let s = Arc::clone(shared);
+    blocking(move || {
+        if !done.is_empty() {
+            s.routing.pending.settle(&done, unix_now());
+        }
+        if !owed.is_empty() {
+            s.routing.pending.add(owed, unix_now());
+        }
+    })
+    .await;
+}
+
+/// Run file work (writes and their syncs, which a slow disk makes take hundreds of
+/// milliseconds) off the supervisor's single runtime thread.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
+}
+
+/// Write `token` as the credential `name` in the run's directory.
+async fn write(state: &Arc<Mutex<RouteState>>, name: String, token: String) -> Result<(), String> {
+    let state = Arc::clone(state);
+    blocking(move || {
+        let st = state.lock().unwrap_or_else(|p| p.into_inner());
+        match &st.dir {
+            Some(dir) => dir.write(&name, &token).map_err(|e| e.to_string()),
+            None => Err("the credentials directory is gone".to_owned()),
+        }
+    })
+    .await
 }
 
 /// Retry the owed revocations for as long as the supervisor runs: whenever one is added,

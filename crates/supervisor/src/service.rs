@@ -344,7 +344,7 @@ impl ServiceRunner {
             Err(e) => {
                 tracing::warn!(service = %self.name, error = %e, "cannot start");
                 if let Some(routes) = routes {
-                    routes.end(&self.shared).await;
+                    routes.end().await;
                 }
                 let end = RunEnd::spawn_failed(e.to_string(), reply);
                 return Err(self.after_exit(&spec, end).await);
@@ -363,7 +363,7 @@ impl ServiceRunner {
                     let _ = cg.remove();
                 }
                 if let Some(routes) = routes {
-                    routes.end(&self.shared).await;
+                    routes.end().await;
                 }
                 let end = RunEnd::spawn_failed(e.to_string(), reply);
                 return Err(self.after_exit(&spec, end).await);

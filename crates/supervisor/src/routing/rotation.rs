@@ -12,7 +12,7 @@
 //!
 //! [`Routes::end`]: super::Routes::end
 
-use super::{issue, publish, revoke_all, unix_now, RouteState};
+use super::{issue, publish, revoke_all, unix_now, write, RouteState};
 use crate::shared::Shared;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -86,12 +86,9 @@ pub(super) async fn rotate(
                 Ok((fresh, token)) => {
                     // Ok(Some(old cap_id)) when delivered; Err when the file was not
                     // written (the fresh token then goes back).
+                    let written = write(&state, spec.name.clone(), token).await;
                     let delivered = {
                         let mut st = lock();
-                        let written = match &st.dir {
-                            Some(dir) => dir.write(&spec.name, &token).map_err(|e| e.to_string()),
-                            None => Err("the credentials directory is gone".to_owned()),
-                        };
                         written.map(|()| {
                             let h = st.held.iter_mut().find(|h| h.spec.name == spec.name)?;
                             let old = std::mem::replace(&mut h.cap_id, fresh.cap_id.clone());

@@ -152,7 +152,7 @@ impl ServiceRunner {
         }
         // Nothing of the run is left to use its capabilities: they go now.
         if let Some(routes) = run.routes.take() {
-            routes.end(&self.shared).await;
+            routes.end().await;
         }
         if let Some(g) = &self.shared.orphans {
             g.forget_group(run.pid);

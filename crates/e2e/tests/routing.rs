@@ -799,3 +799,38 @@ fn a_service_waits_in_starting_while_identity_is_down() {
     let r = node.fs(&new, "fs.list", json!({"path": "."}));
     assert_eq!(r["ok"], true, "{r}");
 }
+
+#[test]
+fn a_service_confined_by_landlock_reads_its_credentials() {
+    if skip_unless_root("a_service_confined_by_landlock_reads_its_credentials") {
+        return;
+    }
+    // A kernel without Landlock does not start a confined service (it fails closed), so
+    // this fails there rather than passing unconfined; CI's kernel has it.
+    // It may read only the system's programs and libraries and write only `{out}`; its
+    // credentials directory is none of them, so only the supervisor's rule lets it read.
+    let service = "[[service]]\nname = \"delta\"\nexec = \"/bin/sh\"\n\
+        args = [\"-c\", \"cat \\\"$CREDENTIALS_DIRECTORY/data\\\" > {out}/delta.token && exec sleep 3600\"]\n\
+        user = \"nobody\"\nreadiness = \"started\"\nrestart = \"never\"\n\
+        sandbox = { landlock = { read = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \"/etc\"], write = [\"{out}\"] } }\n\
+        [[service.capability]]\nname = \"data\"\nservice = \"fs\"\n\
+        rights = [\"fs.list\"]\npath_prefix = \"{export}/data\"\n";
+    let node = Node::start(service);
+    let copied = node.out.join("delta.token");
+    wait_until("delta to copy its credential", DEADLINE, || {
+        std::fs::read_to_string(&copied).is_ok_and(|t| !t.trim().is_empty())
+    });
+    let token = node.token("delta", "data").expect("delta's credential");
+    assert_eq!(
+        std::fs::read_to_string(&copied).unwrap().trim(),
+        token,
+        "the confined service read its own credential"
+    );
+    let s = node.status("delta");
+    assert!(
+        s["applied"]["landlock"]["abi"]
+            .as_u64()
+            .is_some_and(|abi| abi >= 1),
+        "delta was confined: {s}"
+    );
+}

@@ -339,7 +339,10 @@ impl ServiceRunner {
             cgroup,
             notify,
             applied,
-        } = match prepare::prepare(&self.shared, &spec) {
+        } = match prepare::prepare(
+            &self.shared,
+            &routed::readable_credentials(&spec, routes.as_ref()),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(service = %self.name, error = %e, "cannot start");

@@ -132,3 +132,25 @@ pub(super) fn hand_over(plan: &mut SpawnPlan, routes: &Routes) {
             .push(("CREDENTIALS_DIRECTORY".into(), dir.display().to_string()));
     }
 }
+
+/// The spec a run is prepared from: a service confined by Landlock may also read its
+/// credentials directory (a rule on the directory, so the files that replace its
+/// tokens at a rotation are covered too). Nothing else is widened.
+pub(super) fn readable_credentials<'a>(
+    spec: &'a ServiceSpec,
+    routes: Option<&Routes>,
+) -> std::borrow::Cow<'a, ServiceSpec> {
+    match (
+        routes.and_then(Routes::dir),
+        spec.sandbox.landlock.is_some(),
+    ) {
+        (Some(dir), true) => {
+            let mut spec = spec.clone();
+            if let Some(rules) = spec.sandbox.landlock.as_mut() {
+                rules.read.push(dir);
+            }
+            std::borrow::Cow::Owned(spec)
+        }
+        _ => std::borrow::Cow::Borrowed(spec),
+    }
+}

@@ -219,7 +219,7 @@ impl FsService {
             let (reads, bytes) = handle.usage();
             self.audit.record(
                 "fs.read",
-                handle.opener.as_ref(),
+                handle.opener(),
                 json!({
                     "cap_id": handle.claims.jti.to_string(),
                     "sub": handle.claims.sub,

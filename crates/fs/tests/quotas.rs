@@ -135,7 +135,7 @@ fn one_uid_cannot_take_every_handle() {
     let held: Vec<_> = f.fs.handles().all();
     let one = held
         .iter()
-        .find(|h| h.holder() == &strata_fs::Holder::Uid(1000))
+        .find(|h| h.holder() == strata_fs::Holder::Uid(1000))
         .unwrap();
     f.fs.handles().remove(&one.id()).unwrap();
     let c = Caller::new(

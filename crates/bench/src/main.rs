@@ -5,6 +5,8 @@
 //! Every figure comes from raw frames on persistent connections, sent the same way to the
 //! service and to the floor, so the difference is the service's own work.
 
+mod issue_scale;
+
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use clap::Parser;
@@ -72,6 +74,11 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Capabilities on record for the identity.issue.scale mode (repeatable), which runs
+    /// only when asked for with --mode: identity's store is filled by issuing up to each
+    /// count, then identity.issue is measured. Default: 1000, 100000 and 1000000.
+    #[arg(long = "issued", value_name = "N")]
+    issued: Vec<u64>,
     /// Internal: run as the floor server on this socket (used by strata-bench itself).
     #[arg(long, hide = true, value_name = "SOCKET", requires = "floor_bytes")]
     serve_floor: Option<PathBuf>,
@@ -424,6 +431,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut floors = Vec::new();
     let mut scale_rows = None;
     for mode in &modes {
+        if mode == "identity.issue.scale" {
+            let counts = if args.issued.is_empty() {
+                vec![1_000, 100_000, 1_000_000]
+            } else {
+                args.issued.clone()
+            };
+            let work = workload(&args, &runtime, "identity.issue", &token).await?;
+            let scale = issue_scale::rows(&work, floor_dir.path(), &conns, secs, &counts);
+            rows.extend(scale.await?);
+            continue;
+        }
         if mode == "fs.handles" {
             let counts = if args.handles.is_empty() {
                 vec![1_000, 10_000, 100_000]

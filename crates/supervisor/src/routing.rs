@@ -119,6 +119,25 @@ struct RouteState {
     held: Vec<Held>,
 }
 
+/// Why [`Routes::obtain`] did not obtain a run's capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObtainError {
+    /// Worth trying again later: identity not Healthy, unreachable, answering that it
+    /// cannot now (UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL) or not answering in time.
+    Retry(String),
+    /// Never succeeds as asked: identity refused the request itself (INVALID_ARGUMENT,
+    /// PERMISSION_DENIED), or the supervisor cannot hold what it would obtain.
+    Refused(String),
+}
+
+impl std::fmt::Display for ObtainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObtainError::Retry(why) | ObtainError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The capabilities routed to one run of a service.
 pub(crate) struct Routes {
     shared: Arc<Shared>,
@@ -136,16 +155,22 @@ impl Routes {
         shared: &Arc<Shared>,
         spec: &crate::manifest::ServiceSpec,
         owner: Owner,
-    ) -> Result<Routes, String> {
+    ) -> Result<Routes, ObtainError> {
         match shared.state_of(crate::manifest::capability::IDENTITY) {
             Some(SvcState::Healthy) => {}
-            Some(state) => return Err(format!("identity is {state:?}")),
-            None => return Err("no identity service in the manifest".to_owned()),
+            Some(state) => return Err(ObtainError::Retry(format!("identity is {state:?}"))),
+            None => {
+                return Err(ObtainError::Retry(
+                    "no identity service in the manifest".to_owned(),
+                ))
+            }
         }
         let (runtime_dir, name) = (shared.runtime_dir.clone(), spec.name.clone());
         let dir = blocking(move || CredentialsDir::create(&runtime_dir, &name, owner))
             .await
-            .map_err(|e| format!("cannot make the credentials directory: {e}"))?;
+            .map_err(|e| {
+                ObtainError::Retry(format!("cannot make the credentials directory: {e}"))
+            })?;
         let routes = Routes {
             shared: Arc::clone(shared),
             service: spec.name.clone(),
@@ -163,7 +188,7 @@ impl Routes {
                         routes.lock().held.push(held);
                         let why = format!("cannot write credential `{}`: {e}", cap.name);
                         routes.end().await;
-                        return Err(why);
+                        return Err(ObtainError::Retry(why));
                     }
                     shared.audit.record(
                         "cap.routed",
@@ -175,7 +200,12 @@ impl Routes {
                 }
                 Err(e) => {
                     routes.end().await;
-                    return Err(e.to_string());
+                    let why = format!("capability `{}`: {e}", cap.name);
+                    return Err(if retryable(&e) {
+                        ObtainError::Retry(why)
+                    } else {
+                        ObtainError::Refused(why)
+                    });
                 }
             }
         }

@@ -12,17 +12,17 @@ use strata_audit::Audit;
 use strata_cap::{CapId, Claims, Constraints, SigningKey, Timestamp, TrustedKey, TrustedKeys};
 use strata_fs::{ExportRoots, FsService, HandleLimits, LandlockState};
 use strata_guard::{Guard, GuardHandle};
-use strata_ipc::{PeerCred, Router, Server, ServerConfig};
+use strata_ipc::{PeerCred, Server, ServerConfig};
 use strata_notes::{Notes, Store, ThroughFs};
 use strata_proto::ServiceName;
-use strata_service::{Credential, Gate};
+use strata_service::{Credential, Gate, ServiceRouter};
 
 struct Node {
     tmp: tempfile::TempDir,
     data: PathBuf,
     creds: PathBuf,
     key: SigningKey,
-    notes: Router,
+    notes: ServiceRouter,
     fs_feed: GuardHandle,
     fs_cap: CapId,
 }

@@ -60,12 +60,12 @@ mod settings;
 pub use credential::{Credential, Token, CREDENTIALS_DIRECTORY, MAX_CREDENTIAL_LEN};
 pub use error::ServiceError;
 pub use gate::{is_denial, Gate};
-pub use service::{Authorized, Service};
+pub use service::{Authorized, Service, ServiceRouter};
 pub use settings::{ServiceArgs, Settings};
 
 // What a service built with the kit names in its own code.
 pub use strata_cap::Claims;
-pub use strata_ipc::{Call, Router};
+pub use strata_ipc::Call;
 pub use strata_proto::{ErrorBody, ErrorCode, Method};
 
 /// Declares a method type outside `strata-proto`: a unit struct implementing

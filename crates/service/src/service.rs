@@ -2,13 +2,13 @@
 //! needs; the gate checks the token before the handler runs, and the handler gets the
 //! verified claims.
 
-use crate::gate::is_denial;
 use crate::{Gate, ServiceError, Settings};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use strata_cap::{Claims, Right};
-use strata_ipc::{Call, Router, Routes, Server};
-use strata_proto::{ErrorBody, Method};
+use strata_ipc::{Call, PeerCred, Router, Routes, Server};
+use strata_proto::{ErrorBody, ErrorCode, Method};
 
 /// What a handler knows about an authorized request: the call (its origin, req_id) and
 /// the verified claims of the token that was checked for the method's right.
@@ -20,22 +20,70 @@ pub struct Authorized {
     pub claims: Arc<Claims>,
 }
 
-/// What every route shares: the gate and the service's own state.
+/// What every route shares: the gate, the constraints the service enforces itself, and
+/// the service's own state.
 struct Bound<S> {
     gate: Arc<Gate>,
+    accepts: Accepts,
     state: Arc<S>,
+}
+
+/// The token constraints a service said it enforces itself. A constraint the service did
+/// not opt in to is refused (fail closed): a delegator who narrowed a token by
+/// `path_prefix` must not see it honoured as if unconstrained. Rate limits
+/// (`rate_limit`, `shared_rate_limits`) are enforced by the guard and always accepted.
+#[derive(Debug, Default)]
+struct Accepts {
+    path_prefix: AtomicBool,
+}
+
+impl Accepts {
+    /// The refusal of `claims`, if they carry a constraint this service does not enforce.
+    fn refusal(&self, claims: &Claims, service: &str) -> Option<ErrorBody> {
+        if claims.constraints.path_prefix.is_some() && !self.path_prefix.load(Ordering::Relaxed) {
+            return Some(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "the token carries a path_prefix constraint, which service {service} \
+                     does not enforce: ask for a token without one"
+                ),
+            ));
+        }
+        None
+    }
+}
+
+/// A finished kit service's route table, ready to serve: it answers frames
+/// ([`ServiceRouter::dispatch`], for tests) and cannot be given more methods, so every
+/// method it serves went through the gate.
+pub struct ServiceRouter(Router);
+
+impl ServiceRouter {
+    /// The response frame to one request frame from the local caller `peer`.
+    pub async fn dispatch(&self, peer: PeerCred, frame: &[u8]) -> Vec<u8> {
+        self.0.dispatch(peer, frame).await.to_vec()
+    }
+
+    /// The methods served, `sys.*` included.
+    pub fn methods(&self) -> Vec<&str> {
+        self.0.methods()
+    }
 }
 
 type HealthFacts<S> = Box<dyn Fn(&S) -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
 
 /// A kit service's route table over its state `S`, built one method at a time and then
-/// served ([`Service::serve`]) or turned into a [`Router`] ([`Service::into_router`]).
+/// served ([`Service::serve`]) or turned into a [`ServiceRouter`] ([`Service::into_router`]).
+///
+/// A token carrying a constraint the service does not enforce is refused
+/// (PERMISSION_DENIED) unless the service opted in ([`Service::accepts_path_prefix`]).
 ///
 /// `sys.health` is answered without a token and is not ok until the guard has loaded
 /// identity's revocation list; `sys.metrics` is answered to root and the service's user.
 pub struct Service<S> {
     gate: Arc<Gate>,
     routes: Routes<Bound<S>>,
+    bound: Arc<Bound<S>>,
     health_facts: Option<HealthFacts<S>>,
 }
 
@@ -45,16 +93,29 @@ impl<S: Send + Sync + 'static> Service<S> {
     pub fn new(gate: Arc<Gate>, version: &str, state: Arc<S>) -> Service<S> {
         let bound = Arc::new(Bound {
             gate: Arc::clone(&gate),
+            accepts: Accepts::default(),
             state,
         });
         let routes = Router::new(gate.service().as_str(), version)
-            .with_state(bound)
+            .with_state(Arc::clone(&bound))
             .health_check(|b| b.gate.guard().ready());
         Service {
             gate,
             routes,
+            bound,
             health_facts: None,
         }
+    }
+
+    /// Accept tokens carrying a `path_prefix` constraint: the service enforces the prefix
+    /// itself (its handlers read [`Claims::path_prefix`]). Without this, such a token is
+    /// refused with PERMISSION_DENIED, saying why.
+    pub fn accepts_path_prefix(self) -> Service<S> {
+        self.bound
+            .accepts
+            .path_prefix
+            .store(true, Ordering::Relaxed);
+        self
     }
 
     /// Route `M` to `handler`, protected by the right named as the method (`notes.put`
@@ -105,19 +166,20 @@ impl<S: Send + Sync + 'static> Service<S> {
                 let (right, handler) = (Arc::clone(&right), Arc::clone(&handler));
                 async move {
                     let claims = b.gate.authorize(&call, &right).await?;
+                    if let Some(refused) = b.accepts.refusal(&claims, b.gate.service().as_str()) {
+                        b.gate.audit_denial(&call, Some(&claims), &refused);
+                        return Err(refused);
+                    }
                     let request = Authorized {
                         call: call.clone(),
                         claims: Arc::clone(&claims),
                     };
+                    // A handler's own refusal (a full store, a missing note) is the
+                    // service's answer, not a denial of the token: it is not audited as
+                    // `auth.denied` and costs the caller nothing in the audit budget.
                     handler(Arc::clone(&b.state), request, params)
                         .await
-                        .map_err(|e| {
-                            let body: ErrorBody = e.into();
-                            if is_denial(body.code) {
-                                b.gate.audit_denial(&call, Some(&claims), &body);
-                            }
-                            body
-                        })
+                        .map_err(Into::into)
                 }
             });
         self
@@ -132,8 +194,12 @@ impl<S: Send + Sync + 'static> Service<S> {
         self
     }
 
-    /// The finished route table (for tests: `Router::dispatch` answers a frame).
-    pub fn into_router(self) -> Router {
+    /// The finished route table (for tests: [`ServiceRouter::dispatch`] answers a frame).
+    pub fn into_router(self) -> ServiceRouter {
+        ServiceRouter(self.router())
+    }
+
+    fn router(self) -> Router {
         let facts = self.health_facts;
         self.routes
             .health_extra(move |b| {
@@ -150,7 +216,7 @@ impl<S: Send + Sync + 'static> Service<S> {
     /// (requests in flight get the server's grace period) and flush the audit log.
     pub async fn serve(self, settings: &Settings) -> Result<(), ServiceError> {
         let gate = Arc::clone(&self.gate);
-        let server = Server::bind(settings.server_config(), self.into_router())?;
+        let server = Server::bind(settings.server_config(), self.router())?;
         tracing::info!(service = %gate.service().as_str(), socket = %settings.socket.display(), "serving");
         let served = server.serve_until_signal().await;
         gate.audit().flush();

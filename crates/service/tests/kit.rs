@@ -10,9 +10,9 @@ use std::time::Duration;
 use strata_audit::Audit;
 use strata_cap::{CapId, Claims, Constraints, SigningKey, Timestamp, TrustedKey, TrustedKeys};
 use strata_guard::{Guard, GuardHandle};
-use strata_ipc::{PeerCred, Router};
+use strata_ipc::PeerCred;
 use strata_proto::{ErrorBody, ErrorCode, ServiceName};
-use strata_service::{Authorized, Gate, Service};
+use strata_service::{Authorized, Gate, Service, ServiceRouter};
 
 /// `echo.*`'s params.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,12 +53,16 @@ struct Kit {
     _tmp: tempfile::TempDir,
     state_dir: std::path::PathBuf,
     key: SigningKey,
-    router: Router,
+    router: ServiceRouter,
     feed: GuardHandle,
     echo: Arc<Echo>,
 }
 
 fn kit() -> Kit {
+    kit_with(|s| s)
+}
+
+fn kit_with(opt_in: impl FnOnce(Service<Echo>) -> Service<Echo>) -> Kit {
     let tmp = tempfile::tempdir().unwrap();
     let state_dir = tmp.path().join("state");
     let key = SigningKey::generate().unwrap();
@@ -67,7 +71,7 @@ fn kit() -> Kit {
     let audit = Audit::open(&state_dir, "echo").unwrap();
     let gate = Gate::new(ServiceName::parse("echo").unwrap(), guard, audit);
     let echo = Arc::new(Echo::default());
-    let router = Service::new(gate, "0.0.1", Arc::clone(&echo))
+    let router = opt_in(Service::new(gate, "0.0.1", Arc::clone(&echo)))
         .method::<Say, ErrorBody, _, _>(|s, req, p| async move { Ok(answer(&s, &req, p)) })
         .method_with_right::<Shout, ErrorBody, _, _>("echo.say", |s, req, p| async move {
             let mut r = answer(&s, &req, p);
@@ -190,20 +194,25 @@ async fn refusals_carry_the_codes_fs_answers_and_are_audited() {
     let forged = stranger.sign(&kit.claims("echo", &["echo.say"])).unwrap();
     let r = kit.call("echo.say", Some(&forged)).await;
     assert_eq!(code(&r), Some("UNAUTHENTICATED"), "{r}");
-    // Authorized, then refused by the handler: audited with the capability.
+    // Authorized, then refused by the handler: the service's answer, not a denial of the
+    // token, so not audited (it would eat the caller's audit budget).
     let refuse_claims = kit.claims("echo", &["echo.refuse"]);
     let r = kit
         .call("echo.refuse", Some(&kit.token(&refuse_claims)))
         .await;
     assert_eq!(code(&r), Some("RESOURCE_EXHAUSTED"), "{r}");
-    assert_eq!(kit.echo.calls.load(Ordering::SeqCst), 0, "no handler ran");
+    assert_eq!(
+        kit.echo.calls.load(Ordering::SeqCst),
+        0,
+        "no say handler ran"
+    );
 
     let lines = kit.audit_lines();
     let denied: Vec<&Value> = lines
         .iter()
         .filter(|l| l["event"] == "auth.denied")
         .collect();
-    assert_eq!(denied.len(), 5, "{lines:?}");
+    assert_eq!(denied.len(), 4, "{lines:?}");
     assert!(denied.iter().all(|l| l["source"] == "echo"));
     let codes: Vec<&str> = denied.iter().map(|l| l["code"].as_str().unwrap()).collect();
     assert_eq!(
@@ -213,10 +222,11 @@ async fn refusals_carry_the_codes_fs_answers_and_are_audited() {
             "PERMISSION_DENIED",
             "PERMISSION_DENIED",
             "UNAUTHENTICATED",
-            "RESOURCE_EXHAUSTED"
         ]
     );
-    assert_eq!(denied[4]["cap_id"], refuse_claims.jti.to_string());
+    assert!(denied
+        .iter()
+        .all(|l| l["cap_id"] != refuse_claims.jti.to_string()));
     let text = std::fs::read_to_string(kit.state_dir.join("audit.log")).unwrap();
     assert!(
         !text.contains(&other) && !text.contains(&forged),
@@ -286,4 +296,38 @@ async fn a_right_of_another_service_is_a_mistake_found_at_start() {
         .method_with_right::<Say, ErrorBody, _, _>("fs.read", |_, _, _| async move {
             Err(ErrorBody::new(ErrorCode::Internal, "x"))
         });
+}
+
+#[tokio::test]
+async fn a_constraint_the_service_does_not_enforce_is_refused_saying_why() {
+    let kit = kit();
+    let mut narrowed = kit.claims("echo", &["echo.say"]);
+    narrowed.constraints = serde_json::from_value(json!({"path_prefix": "/srv/a"})).unwrap();
+    let r = kit.call("echo.say", Some(&kit.token(&narrowed))).await;
+    assert_eq!(code(&r), Some("PERMISSION_DENIED"), "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(message.contains("path_prefix"), "{message}");
+    assert_eq!(kit.echo.calls.load(Ordering::SeqCst), 0, "no handler ran");
+    let lines = kit.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["event"], "auth.denied");
+    assert_eq!(lines[0]["cap_id"], narrowed.jti.to_string());
+
+    // A rate limit is the guard's to enforce: accepted, and enforced.
+    let mut limited = kit.claims("echo", &["echo.say"]);
+    limited.constraints = serde_json::from_value(json!({"rate_limit": "1rph"})).unwrap();
+    let token = kit.token(&limited);
+    let r = kit.call("echo.say", Some(&token)).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let r = kit.call("echo.say", Some(&token)).await;
+    assert_eq!(code(&r), Some("RESOURCE_EXHAUSTED"), "{r}");
+}
+
+#[tokio::test]
+async fn a_service_that_enforces_a_path_prefix_opts_in() {
+    let kit = kit_with(Service::accepts_path_prefix);
+    let mut narrowed = kit.claims("echo", &["echo.say"]);
+    narrowed.constraints = serde_json::from_value(json!({"path_prefix": "/srv/a"})).unwrap();
+    let r = kit.call("echo.say", Some(&kit.token(&narrowed))).await;
+    assert_eq!(r["ok"], true, "{r}");
 }

@@ -11,6 +11,9 @@ pub enum NotesError {
     /// `notes.put` of a new note when the store holds its maximum.
     #[error("the store holds its maximum of {0} notes: replace or remove one")]
     Full(usize),
+    /// `notes.put` of a new note when the caller (the token's `sub`) created its most.
+    #[error("you created this service's most notes per caller ({0}): replace one of yours")]
+    CallerFull(usize),
     /// A note on disk that is not what notes writes (too large, not UTF-8): an operator
     /// put it there.
     #[error("note {name} cannot be served: {reason}")]
@@ -33,7 +36,7 @@ impl From<NotesError> for ErrorBody {
     fn from(e: NotesError) -> ErrorBody {
         let code = match &e {
             NotesError::NotFound(_) => ErrorCode::NotFound,
-            NotesError::Full(_) => ErrorCode::ResourceExhausted,
+            NotesError::Full(_) | NotesError::CallerFull(_) => ErrorCode::ResourceExhausted,
             NotesError::Unservable { .. } | NotesError::Write => ErrorCode::Internal,
             NotesError::Fs(_) => ErrorCode::Unavailable,
         };

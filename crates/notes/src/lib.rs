@@ -22,5 +22,5 @@ pub mod through_fs;
 
 pub use error::NotesError;
 pub use service::{service, Notes};
-pub use store::{Store, DEFAULT_MAX_NOTES};
+pub use store::{Store, DEFAULT_MAX_NOTES, DEFAULT_MAX_NOTES_PER_CALLER, MAX_MAX_NOTES};
 pub use through_fs::ThroughFs;

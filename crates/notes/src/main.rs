@@ -5,14 +5,13 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use strata_notes::{Notes, Store, ThroughFs, DEFAULT_MAX_NOTES};
+use strata_notes::{
+    Notes, Store, ThroughFs, DEFAULT_MAX_NOTES, DEFAULT_MAX_NOTES_PER_CALLER, MAX_MAX_NOTES,
+};
 use strata_service::{Credential, Gate, ServiceArgs};
-
-/// The most notes `--max-notes` may allow.
-const MAX_MAX_NOTES: usize = 100_000;
 
 #[derive(Parser)]
 #[command(
@@ -24,10 +23,15 @@ struct Args {
     /// an fs capability with this directory as its path_prefix. Created 0700 if missing.
     #[arg(long, value_name = "DIR", env = "STRATA_NOTES_DATA_DIR")]
     data_dir: PathBuf,
-    /// The most notes the store holds.
+    /// The most notes the store holds (1 to 10000, so `notes.list` fits one frame).
     #[arg(long, value_name = "N", env = "STRATA_NOTES_MAX", default_value_t = DEFAULT_MAX_NOTES,
           value_parser = clap::value_parser!(usize))]
     max_notes: usize,
+    /// The most notes one caller (a token's `sub`) may create (1 to --max-notes).
+    #[arg(long, value_name = "N", env = "STRATA_NOTES_MAX_PER_CALLER",
+          default_value_t = DEFAULT_MAX_NOTES_PER_CALLER,
+          value_parser = clap::value_parser!(usize))]
+    max_notes_per_caller: usize,
     /// fs's socket (default: `<runtime dir>/fs.sock`).
     #[arg(long, value_name = "PATH")]
     fs_socket: Option<PathBuf>,
@@ -44,7 +48,10 @@ fn main() -> anyhow::Result<()> {
     if args.max_notes == 0 || args.max_notes > MAX_MAX_NOTES {
         bail!("--max-notes must be 1 to {MAX_MAX_NOTES}");
     }
-    let data_dir = data_dir(&args.data_dir)?;
+    if args.max_notes_per_caller == 0 || args.max_notes_per_caller > args.max_notes {
+        bail!("--max-notes-per-caller must be 1 to --max-notes");
+    }
+    let store = open_store(&args.data_dir, args.max_notes, args.max_notes_per_caller)?;
     let credential = Credential::from_env(&args.fs_credential)
         .context("notes reads notes back through fs with a routed fs capability")?;
     let settings = args.service.settings("notes")?;
@@ -57,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let gate = Gate::start(&settings)?;
         let notes = Arc::new(Notes::new(
-            Store::new(data_dir, args.max_notes),
+            store,
             ThroughFs::new(fs_socket, Arc::new(credential)),
         ));
         strata_notes::service(gate, notes).serve(&settings).await?;
@@ -65,9 +72,10 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// The data directory, created 0700 if missing; refused if it is a symlink, not a
-/// directory, not ours, or open to others (notes are private files).
-fn data_dir(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// The store over the data directory, created 0700 if missing; refused if it is a
+/// symlink, not a directory, not ours, or open to others (notes are private files). The
+/// checks are of the handle every write goes beneath, not of the path.
+fn open_store(dir: &std::path::Path, max_notes: usize, per_caller: usize) -> anyhow::Result<Store> {
     if !dir.is_absolute() {
         bail!("--data-dir must be an absolute path (it is also the fs capability's prefix)");
     }
@@ -80,23 +88,23 @@ fn data_dir(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", dir.display())),
         Ok(_) => {}
     }
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.file_type().is_dir() {
-        bail!(
-            "{} is not a directory (a symlink is refused)",
+    let store = Store::open(dir, max_notes, per_caller).with_context(|| {
+        format!(
+            "cannot open {} as a directory (a symlink is refused)",
             dir.display()
-        );
-    }
+        )
+    })?;
+    let st = rustix::fs::fstat(store.handle())?;
     let uid = rustix::process::geteuid().as_raw();
-    if meta.uid() != uid {
+    if st.st_uid != uid {
         bail!(
             "{} is owned by uid {}, not by notes' user ({uid})",
             dir.display(),
-            meta.uid()
+            st.st_uid
         );
     }
-    if meta.permissions().mode() & 0o022 != 0 {
+    if st.st_mode & 0o022 != 0 {
         bail!("{} is writable by group or others", dir.display());
     }
-    Ok(dir.to_owned())
+    Ok(store)
 }

@@ -33,7 +33,8 @@ pub fn service(gate: Arc<Gate>, notes: Arc<Notes>) -> Service<Notes> {
             let store = Arc::clone(&notes.store);
             let (name, text) = (p.name.clone(), p.text);
             let bytes = text.as_str().len() as u64;
-            let written = tokio::task::spawn_blocking(move || store.put(&name, &text))
+            let caller = req.claims.sub.clone();
+            let written = tokio::task::spawn_blocking(move || store.put(&caller, &name, &text))
                 .await
                 .map_err(|_| NotesError::Write)??;
             tracing::info!(note = %p.name, cap_id = %req.claims.jti, ?written, "note written");
@@ -58,6 +59,10 @@ pub fn service(gate: Arc<Gate>, notes: Arc<Notes>) -> Service<Notes> {
         .health_facts(|notes| {
             let mut m = serde_json::Map::new();
             m.insert("max_notes".into(), json!(notes.store.max_notes()));
+            m.insert(
+                "max_notes_per_caller".into(),
+                json!(notes.store.max_per_caller()),
+            );
             m
         })
 }

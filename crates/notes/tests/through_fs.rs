@@ -98,7 +98,7 @@ async fn node(max_notes: usize) -> Node {
         Audit::open(&base.join("state"), "notes").unwrap(),
     );
     let notes = Arc::new(Notes::new(
-        Store::new(data.clone(), max_notes),
+        Store::open(&data, max_notes, max_notes).unwrap(),
         ThroughFs::new(
             fs_socket,
             Arc::new(Credential::in_dir(&creds, "fs").unwrap()),

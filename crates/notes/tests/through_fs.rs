@@ -240,7 +240,19 @@ async fn bounds_are_refused_with_the_field_and_the_store_stays_within_its_size()
         .await;
     assert_eq!(code(&r), "RESOURCE_EXHAUSTED", "{r}");
     assert!(!node.data.join("n3").exists());
-    let _ = &node.tmp;
+    // A full store is notes' answer, not a denial of the caller's token: not audited as
+    // one (it would eat the caller's audit budget); a denial is.
+    let no_get = node.token(&["notes.put"]);
+    let r = node.call(&no_get, "notes.get", json!({"name": "n2"})).await;
+    assert_eq!(code(&r), "PERMISSION_DENIED", "{r}");
+    let audit =
+        std::fs::read_to_string(node.tmp.path().join("state/audit.log")).unwrap_or_default();
+    assert!(
+        !audit
+            .lines()
+            .any(|l| l.contains("auth.denied") && l.contains("notes.put")),
+        "{audit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,7 +119,7 @@ fn run(args: Args) -> Result<(), Failure> {
                 Ok(if args.json {
                     json(&r)
                 } else {
-                    let mut text = printable(&r.text);
+                    let mut text = printable_text(&r.text);
                     if !text.ends_with('\n') {
                         text.push('\n');
                     }
@@ -177,16 +177,50 @@ fn failure(e: ClientError) -> Failure {
     Failure(code, e.to_string())
 }
 
-/// Text a server or another caller chose, safe for a terminal: control characters other
-/// than newline and tab are shown escaped.
+/// One line of text a server or another caller chose, safe for a terminal: the rule of
+/// strata-ctl's `output::printable` — control characters other than tab (newline
+/// included) and the bidirectional controls (U+202A–U+202E, U+2066–U+2069) are shown
+/// escaped (`\x0a`, `\u{202e}`).
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    escaped(text, false)
+}
+
+/// A note's text, safe for a terminal: as [`printable`], but its newlines are kept.
+fn printable_text(text: &str) -> String {
+    escaped(text, true)
+}
+
+fn escaped(text: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let unsafe_char = (c.is_control() && c != '\t' && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if !unsafe_char {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{printable, printable_text};
+
+    #[test]
+    fn controls_and_bidi_overrides_never_reach_the_terminal() {
+        let hostile = "a\u{1b}[2J\u{202e}cba\u{2066}x\u{2069}\u{9b}\tb\nc";
+        assert_eq!(
+            printable(hostile),
+            "a\\x1b[2J\\u{202e}cba\\u{2066}x\\u{2069}\\u{9b}\tb\\x0ac"
+        );
+        assert_eq!(
+            printable_text(hostile),
+            "a\\x1b[2J\\u{202e}cba\\u{2066}x\\u{2069}\\u{9b}\tb\nc"
+        );
+        assert_eq!(printable("plain text"), "plain text");
+    }
 }

@@ -4,7 +4,9 @@
 //! Strata fs serves files read-only, so notes writes its own directory and the operator
 //! exports that directory to fs; reading back goes through fs ([`crate::through_fs`]).
 //! Writes run on Tokio's blocking pool (they sync the file and the directory), one at a
-//! time, so the count checked is the count written.
+//! time, so the count checked is the count written. The count is kept in memory, counted
+//! from the directory once at start: a note an operator removes by hand frees its room at
+//! the next start.
 //!
 //! The data directory is opened once (`O_DIRECTORY | O_NOFOLLOW`) and every inspect,
 //! create and rename happens beneath that handle (`statat`/`openat`/`renameat`, the

@@ -9,10 +9,14 @@
 //!   feed), with the same answers: UNAUTHENTICATED (no token, bad, expired, revoked),
 //!   PERMISSION_DENIED (another service's token, a right it lacks), RESOURCE_EXHAUSTED
 //!   (over its rate limit), UNAVAILABLE (the revocation list not loaded yet);
-//! - every denial audited (`auth.denied` in the shared audit log, bounded and rate
-//!   limited by `strata-audit` like the other services');
+//! - a token carrying a constraint the service does not enforce refused (a `path_prefix`,
+//!   unless the service calls [`Service::accepts_path_prefix`]), never ignored;
+//! - every refusal of a token audited (`auth.denied` in the shared audit log, bounded
+//!   and rate limited by `strata-audit` like the other services'); a handler's own
+//!   answer is not a denial and is not audited as one;
 //! - `sys.health` answered (not ok until the guard has the whole revocation list, so the
-//!   supervisor does not call the service ready too early) and `sys.metrics` for admins;
+//!   supervisor does not call the service ready too early) and `sys.metrics` to admins
+//!   (root and the service's own uid);
 //! - the socket the supervisor expects (`<runtime dir>/<name>.sock`, [`ServiceArgs`]),
 //!   served until SIGTERM/SIGINT with a graceful drain ([`Service::serve`]);
 //! - [`Credential`]: a capability routed to this service by the manifest's

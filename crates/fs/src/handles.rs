@@ -328,10 +328,16 @@ impl HandleTable {
             });
         }
         let handle = Arc::new(handle);
+        // 128 random bits: a collision is a broken random source, never two handles
+        // under one id (nothing is charged for a handle that was not added).
+        if !table.by_id.insert(ById(Arc::clone(&handle))) {
+            return Err(FsError::Internal(std::io::Error::other(
+                "a new handle id is already in use",
+            )));
+        }
         *table.per_cap.entry(cap).or_insert(0) += 1;
         *table.per_lineage.entry(lineage).or_insert(0) += 1;
         *table.per_caller.entry(holder).or_insert(0) += 1;
-        table.by_id.insert(ById(Arc::clone(&handle)));
         Ok(handle)
     }
 

@@ -236,6 +236,13 @@ fn list_dir(
                 last = Some(name);
                 continue;
             }
+            // A directory fs may read but not search (no `x`), or its sandbox: refused,
+            // as every other permission the file system denies.
+            Err(Errno::ACCESS | Errno::PERM) => {
+                return Err(FsError::AccessDenied {
+                    path: String::from_utf8_lossy(name).into_owned(),
+                })
+            }
             Err(e) => return Err(FsError::Internal(e.into())),
         };
         let cost = ENTRY_OVERHEAD + shown_json_len(name);

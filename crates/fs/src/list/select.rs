@@ -11,10 +11,11 @@ struct Span {
 }
 
 /// Keeps the `keep` smallest names pushed (by raw bytes). Memory is bounded by the page,
-/// not the directory: names accumulate up to `2 * keep`, then the smallest `keep` are
-/// selected (linear time) and compacted, and anything not below the largest of those is
-/// skipped from then on. So a directory of n names costs O(n log keep) comparisons at
-/// most and never holds more than `2 * keep` names.
+/// not the directory: names accumulate up to `keep + slack` (a quarter of `keep`, at
+/// least 64), then the smallest `keep` are selected (linear time) and compacted, and
+/// anything not below the largest of those is skipped from then on. So a directory of n
+/// names costs O(n) comparisons per prune, a prune per `slack` names at most, and never
+/// holds more than `keep + slack` names.
 #[derive(Default)]
 pub(crate) struct SmallestNames {
     keep: usize,
@@ -28,6 +29,8 @@ pub(crate) struct SmallestNames {
 
 /// Arenas larger than this are freed after use rather than kept for the next listing.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Name lists longer than this are freed after use too.
+const KEEP_NAMES: usize = 4096;
 
 fn name(arena: &[u8], s: Span) -> &[u8] {
     &arena[s.start as usize..s.start as usize + usize::from(s.len)]
@@ -59,7 +62,7 @@ impl SmallestNames {
         let start = self.arena.len() as u32;
         self.arena.extend_from_slice(candidate);
         self.names.push(Span { start, len });
-        if self.names.len() >= 2 * self.keep {
+        if self.names.len() >= self.keep + (self.keep / 4).max(64) {
             self.prune();
         }
     }
@@ -108,7 +111,10 @@ impl SmallestNames {
 
     /// Release memory a very large page needed, so an idle thread does not hold it.
     pub(crate) fn trim(&mut self) {
-        if self.arena.capacity() > KEEP_CAPACITY || self.spare.capacity() > KEEP_CAPACITY {
+        if self.arena.capacity() > KEEP_CAPACITY
+            || self.spare.capacity() > KEEP_CAPACITY
+            || self.names.capacity() > KEEP_NAMES
+        {
             *self = SmallestNames::default();
         }
     }
@@ -143,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn compares_raw_bytes_and_holds_at_most_twice_keep() {
+    fn compares_raw_bytes_and_holds_at_most_keep_and_its_slack() {
         let names: Vec<Vec<u8>> = vec![
             b"\xff".to_vec(),
             b"a".to_vec(),
@@ -155,11 +161,33 @@ mod tests {
             smallest(&names, 3),
             [b"A".to_vec(), b"a".to_vec(), vec![b'z'; 255]]
         );
-        let mut s = SmallestNames::default();
-        s.reset(10);
-        for i in 0..10_000u32 {
-            s.push(format!("{:08}", 10_000 - i).as_bytes());
-            assert!(s.len() < 20);
+        // Descending names: every one is smaller than all before it, so none is skipped
+        // by the bound and the list is pruned whenever it reaches its slack.
+        for (keep, most) in [(10, 10 + 64), (1000, 1000 + 250)] {
+            let mut s = SmallestNames::default();
+            s.reset(keep);
+            let mut largest = 0;
+            for i in 0..20_000u32 {
+                s.push(format!("{:08}", 20_000 - i).as_bytes());
+                largest = largest.max(s.len());
+            }
+            assert_eq!(largest, most - 1, "keep {keep}");
+            s.finish();
+            assert_eq!(s.get(0), b"00000001");
+            assert_eq!(s.len(), keep);
         }
+    }
+
+    #[test]
+    fn trim_frees_a_long_name_list_too() {
+        let mut s = SmallestNames::default();
+        s.reset(10_000);
+        for i in 0..10_000u32 {
+            // Short names: the arena stays small, the list of spans does not.
+            s.push(format!("{i}").as_bytes());
+        }
+        assert!(s.arena.capacity() <= KEEP_CAPACITY);
+        s.trim();
+        assert_eq!(s.names.capacity(), 0, "a 10,000-span list kept after use");
     }
 }

@@ -68,3 +68,39 @@ fn refuses_to_start_without_a_routed_fs_capability() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CREDENTIALS_DIRECTORY"), "{stderr}");
 }
+
+#[test]
+fn refuses_bounds_past_what_one_list_frame_holds_and_a_symlinked_data_dir() {
+    let sb = Sandbox::new();
+    let creds = sb.root().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("fs"), "v2.public.not-checked-until-used").unwrap();
+    let data = sb.root().join("data");
+    // Each run must exit refusing; one that serves instead is killed at the deadline.
+    let run = |args: &[&str], dir: &std::path::Path| {
+        let stderr = sb.root().join("stderr");
+        let mut cmd = sb.command("strata-notes");
+        cmd.env("CREDENTIALS_DIRECTORY", &creds)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let mut notes = Proc::spawn("strata-notes", &mut cmd);
+        let status = notes.wait_timeout(DEADLINE);
+        assert!(status.is_some_and(|s| !s.success()), "{args:?} accepted");
+        std::fs::read_to_string(&stderr).unwrap()
+    };
+    let e = run(&["--max-notes", "10001"], &data);
+    assert!(e.contains("--max-notes must be 1 to 10000"), "{e}");
+    let e = run(
+        &["--max-notes", "10", "--max-notes-per-caller", "11"],
+        &data,
+    );
+    assert!(e.contains("--max-notes-per-caller"), "{e}");
+    std::fs::create_dir(&data).unwrap();
+    let link = sb.root().join("link");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let e = run(&[], &link);
+    assert!(e.contains("a symlink is refused"), "{e}");
+}

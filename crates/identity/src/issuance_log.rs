@@ -8,20 +8,27 @@
 //! the transaction holding its record committed, and a failed commit fails every request
 //! in its batch (the transaction is dropped, so none of its records is written).
 //!
-//! When nothing is queued and no commit is running, a root issue's record is committed
-//! on the caller's own worker instead, as a batch of one without fsync (what every issue
-//! did before): one caller at a time then pays no hand-over to the thread and back. Only
-//! while a commit runs do callers queue, and those are the ones a batch gathers.
+//! When nothing is queued, no commit is running and no fsync is due, a root issue's record
+//! is committed on the caller's own worker instead, as a batch of one without fsync
+//! (what every issue did before): one caller at a time then pays no hand-over to the
+//! thread and back. Only while a commit runs do callers queue, and those are the ones a
+//! batch gathers. Commits (inline or the thread's) take one mutex, so a panic in one
+//! releases it on unwind; the thread blocks on it, never spins. A panic in the thread's
+//! commit fails that batch (INTERNAL) and the thread goes on.
 //!
 //! Durability, per batch (the rule before group commit, or stronger):
 //! - a batch holding a delegation's record is fsync'd before anyone in it is answered (an
 //!   ancestor's holder can revoke the child only through that record);
-//! - a batch of root issues only is committed without fsync unless the last fsync'd
-//!   commit is [`SYNC_EVERY`] old; and when the queue stays empty that long after such a
-//!   commit, the thread makes it durable with an empty fsync'd commit. So a crash loses at
-//!   most about [`SYNC_EVERY`] of root issues' records (before: everything since the last
-//!   durable commit of any kind), which costs no holder anything (they revoke a root by
-//!   its own token, whose claims carry its expiry);
+//! - a batch of root issues only is committed without fsync unless a fsync is due: the
+//!   oldest commit not yet fsync'd is [`SYNC_EVERY`] old. When the queue stays empty
+//!   until then, the thread makes it durable with an empty fsync'd commit. So a crash
+//!   loses at most about [`SYNC_EVERY`] of root issues' records (before: everything since
+//!   the last durable commit of any kind), which costs no holder anything (they revoke a
+//!   root by its own token, whose claims carry its expiry). An idle log owes no fsync, so
+//!   the first issue after a pause is not fsync'd either;
+//! - a failed fsync changes nothing in these books: the fsync stays due, so every commit
+//!   after it is fsync'd (and fails, INTERNAL, while the disk fails) rather than answered
+//!   ok without fsync; the thread tries its empty commit again [`SYNC_EVERY`] later;
 //! - on shutdown (the log dropped) the thread makes everything durable before it ends.
 //!
 //! The queue is bounded ([`MAX_QUEUED`]): past it a request is refused with
@@ -29,9 +36,10 @@
 
 use crate::store::{CapRecord, Store, StoreError};
 use crate::IdentityError;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use strata_cap::CapId;
 use tokio::sync::oneshot;
@@ -40,8 +48,26 @@ use tokio::sync::oneshot;
 pub const MAX_BATCH: usize = 256;
 /// The most records waiting for a commit; one more is RESOURCE_EXHAUSTED.
 pub const MAX_QUEUED: usize = 4096;
-/// The longest a root issue's committed record stays without fsync while identity runs.
+/// The longest a root issue's committed record stays without fsync while identity runs
+/// (and its disk works).
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a batch was not committed.
+#[derive(Debug, Clone)]
+enum Failure {
+    Store(StoreError),
+    /// The commit panicked (its transaction was dropped, so nothing of it is written).
+    Panicked,
+}
+
+impl From<Failure> for IdentityError {
+    fn from(f: Failure) -> IdentityError {
+        match f {
+            Failure::Store(e) => e.into(),
+            Failure::Panicked => IdentityError::Internal("the issuance commit panicked".into()),
+        }
+    }
+}
 
 /// One record waiting for its commit, and the caller waiting for the outcome.
 struct Pending {
@@ -49,7 +75,7 @@ struct Pending {
     text: String,
     /// Must be fsync'd before the caller is answered (a delegation).
     durable: bool,
-    answer: oneshot::Sender<Result<(), StoreError>>,
+    answer: oneshot::Sender<Result<(), Failure>>,
 }
 
 /// The queue into the commit thread, and the thread (joined on drop).
@@ -67,67 +93,117 @@ pub struct IssuanceLog {
 /// thread and the callers committing inline.
 struct Commits {
     store: Arc<Store>,
-    /// A commit is running (the thread's or one inline): callers queue meanwhile.
-    busy: AtomicBool,
+    /// Held for every commit and sync (the thread's, or one inline): callers queue
+    /// meanwhile. A mutex, not a flag, so a panic releases it on unwind; poisoning is
+    /// ignored, since the books change only after the store answered.
+    books: Mutex<Books>,
+    /// When a fsync is due, in ms since `started` (0: nothing unsynced): what the books
+    /// say, for the thread to read without taking them.
+    due_ms: AtomicU64,
     started: Instant,
-    /// When the last fsync'd commit (or sync attempt) was, in ms since `started`.
-    last_sync_ms: AtomicU64,
-    /// Commits made without fsync, counted; and how many of them a fsync'd commit covered
-    /// (one covers every commit that finished before it began).
-    unsynced_made: AtomicU64,
-    synced_upto: AtomicU64,
 }
 
-impl Commits {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// What is committed and not yet fsync'd.
+#[derive(Default)]
+struct Books {
+    /// When the oldest commit made without fsync and not covered by a fsync'd one since
+    /// began; `None`: everything committed is durable. A fsync is due [`SYNC_EVERY`]
+    /// after it. A failed fsync leaves it as it was, so the commits after it are fsync'd
+    /// (and fail loudly while the disk fails).
+    unsynced_since: Option<Instant>,
+}
+
+impl Books {
+    /// When a fsync is due, if anything is unsynced.
+    fn due(&self) -> Option<Instant> {
+        self.unsynced_since.map(|t| t + SYNC_EVERY)
     }
 
-    fn since_sync(&self) -> Duration {
-        Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.last_sync_ms.load(Ordering::SeqCst)),
-        )
+    fn sync_due(&self) -> bool {
+        self.due().is_some_and(|due| Instant::now() >= due)
     }
 
-    fn unsynced(&self) -> bool {
-        self.unsynced_made.load(Ordering::SeqCst) > self.synced_upto.load(Ordering::SeqCst)
-    }
-
-    /// Commits `records` in one transaction, fsync'd if `durable` or the last fsync is
-    /// [`SYNC_EVERY`] old.
+    /// Commits `records` in one transaction, fsync'd if `durable` or a fsync is due.
     fn commit<'a>(
-        &self,
+        &mut self,
+        store: &Store,
         records: impl IntoIterator<Item = (&'a str, &'a str)>,
         durable: bool,
     ) -> Result<(), StoreError> {
-        let durable = durable || self.since_sync() >= SYNC_EVERY;
-        let covered = self.unsynced_made.load(Ordering::SeqCst);
-        let outcome = self.store.remember_caps(records, durable);
-        if outcome.is_ok() {
-            if durable {
-                self.synced(covered);
-            } else {
-                self.unsynced_made.fetch_add(1, Ordering::SeqCst);
+        let durable = durable || self.sync_due();
+        let began = Instant::now();
+        store.remember_caps(records, durable)?;
+        if durable {
+            self.unsynced_since = None;
+        } else {
+            self.unsynced_since.get_or_insert(began);
+        }
+        Ok(())
+    }
+
+    /// One fsync'd empty commit; a failure is logged (the caller tries again later).
+    fn sync(&mut self, store: &Store) -> Result<(), StoreError> {
+        match store.sync() {
+            Ok(()) => {
+                self.unsynced_since = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "issuance records not synced");
+                Err(e)
             }
         }
+    }
+}
+
+impl Commits {
+    /// Commits `records` (see [`Books::commit`]).
+    fn commit<'a>(
+        &self,
+        books: &mut Books,
+        records: impl IntoIterator<Item = (&'a str, &'a str)>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let outcome = books.commit(&self.store, records, durable);
+        self.publish(books);
         outcome
     }
 
-    fn synced(&self, covered: u64) {
-        self.synced_upto.fetch_max(covered, Ordering::SeqCst);
-        self.last_sync_ms.store(self.now_ms(), Ordering::SeqCst);
+    /// Syncs (see [`Books::sync`]).
+    fn sync(&self, books: &mut Books) -> Result<(), StoreError> {
+        let outcome = books.sync(&self.store);
+        self.publish(books);
+        outcome
     }
 
-    /// One fsync'd empty commit; a failure is logged and tried again [`SYNC_EVERY`] later.
-    fn sync(&self) {
-        let covered = self.unsynced_made.load(Ordering::SeqCst);
-        match self.store.sync() {
-            Ok(()) => self.synced(covered),
-            Err(e) => {
-                self.last_sync_ms.store(self.now_ms(), Ordering::SeqCst);
-                tracing::error!(error = %e, "issuance records not synced");
-            }
+    fn publish(&self, books: &Books) {
+        let due = books.due().map_or(0, |due| {
+            u64::try_from(due.saturating_duration_since(self.started).as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.due_ms.store(due, Ordering::SeqCst);
+    }
+
+    /// When a fsync is due, if anything is unsynced.
+    fn due(&self) -> Option<Instant> {
+        match self.due_ms.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Some(self.started + Duration::from_millis(ms)),
+        }
+    }
+
+    /// Waits for the books (no commit running); a poisoned lock is taken as it is.
+    fn lock(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The books if no commit is running now.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Books>> {
+        match self.books.try_lock() {
+            Ok(books) => Some(books),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 }
@@ -141,11 +217,9 @@ impl IssuanceLog {
         let probe = Arc::new(tests::Probe::default());
         let commits = Arc::new(Commits {
             store,
-            busy: AtomicBool::new(false),
+            books: Mutex::new(Books::default()),
+            due_ms: AtomicU64::new(0),
             started: Instant::now(),
-            last_sync_ms: AtomicU64::new(0),
-            unsynced_made: AtomicU64::new(0),
-            synced_upto: AtomicU64::new(0),
         });
         let committer = Committer {
             commits: Arc::clone(&commits),
@@ -169,16 +243,18 @@ impl IssuanceLog {
 
     /// Records that `cap_id` was minted as `record`; returns once the transaction holding
     /// it committed (fsync'd first for a delegation, see the module doc). A commit that
-    /// failed is INTERNAL; a full queue RESOURCE_EXHAUSTED. Nothing here waits for a
-    /// lock or a fsync; a commit inline (see the module doc) is one write without fsync.
+    /// failed is INTERNAL; a full queue RESOURCE_EXHAUSTED. A commit inline (see the
+    /// module doc) is one write without fsync, never waiting for a commit running.
     pub async fn record(&self, cap_id: &CapId, record: &CapRecord) -> Result<(), IdentityError> {
         let key = cap_id.to_string();
         let text = record.encode()?;
         let durable = !record.parents.is_empty();
-        if !durable && self.may_commit_inline() {
-            let outcome = self.commits.commit([(key.as_str(), text.as_str())], false);
-            self.commits.busy.store(false, Ordering::SeqCst);
-            return Ok(outcome?);
+        if !durable {
+            if let Some(mut books) = self.may_commit_inline() {
+                // A panic in here unwinds through `books`, which unlocks it.
+                let record = [(key.as_str(), text.as_str())];
+                return Ok(self.commits.commit(&mut books, record, false)?);
+            }
         }
         let (answer, outcome) = oneshot::channel();
         let pending = Pending {
@@ -193,7 +269,10 @@ impl IssuanceLog {
             .ok_or_else(|| IdentityError::Internal("the issuance log is closed".into()))?;
         self.queued.fetch_add(1, Ordering::SeqCst);
         match queue.try_send(pending) {
-            Ok(()) => {}
+            Ok(()) => {
+                #[cfg(test)]
+                self.probe.sent.fetch_add(1, Ordering::SeqCst);
+            }
             Err(e) => {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 return Err(match e {
@@ -214,26 +293,23 @@ impl IssuanceLog {
         }
     }
 
-    /// Whether a root issue's record may be committed by its caller now: nothing queued,
-    /// no fsync due, and no commit running (then this caller's is; it clears `busy`).
-    fn may_commit_inline(&self) -> bool {
+    /// The books, if a root issue's record may be committed by its caller now: nothing
+    /// queued, no commit running, and no fsync due (a runtime worker never waits for one).
+    fn may_commit_inline(&self) -> Option<MutexGuard<'_, Books>> {
         #[cfg(test)]
         if !self.probe.inline.load(Ordering::SeqCst) {
-            return false;
+            return None;
         }
-        self.queued.load(Ordering::SeqCst) == 0
-            && self.commits.since_sync() < SYNC_EVERY
-            && self
-                .commits
-                .busy
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        self.commits.try_lock().filter(|books| !books.sync_due())
     }
 
     /// Whether a commit without fsync is not yet covered by one with.
     #[cfg(test)]
     pub(crate) fn unsynced(&self) -> bool {
-        self.commits.unsynced()
+        self.commits.lock().unsynced_since.is_some()
     }
 
     /// Records sent and not yet taken into a batch (one the commit thread holds at the
@@ -269,30 +345,36 @@ struct Committer {
 impl Committer {
     fn run(self) {
         let commits = &self.commits;
+        // After a failed fsync, the next try is not before this.
+        let mut retry_at: Option<Instant> = None;
         loop {
-            let wait = if commits.unsynced() {
-                SYNC_EVERY.saturating_sub(commits.since_sync())
-            } else {
-                SYNC_EVERY
-            };
-            let first = match self.receiver.recv_timeout(wait) {
+            // Wake when a fsync is due (to make an idle log durable), or at the latest
+            // after SYNC_EVERY (an inline commit made meanwhile does not wake us).
+            let now = Instant::now();
+            let due = commits.due().map(|due| due.max(retry_at.unwrap_or(due)));
+            let wait = due.map_or(SYNC_EVERY, |due| due.saturating_duration_since(now));
+            let first = match self.receiver.recv_timeout(wait.min(SYNC_EVERY)) {
                 Ok(p) => p,
                 Err(RecvTimeoutError::Timeout) => {
-                    if commits.unsynced() && commits.since_sync() >= SYNC_EVERY {
-                        commits.sync();
+                    let now = Instant::now();
+                    let try_now = commits.due().is_some_and(|due| now >= due)
+                        && retry_at.is_none_or(|at| now >= at);
+                    if try_now {
+                        let mut books = commits.lock();
+                        if books.sync_due() {
+                            retry_at = commits
+                                .sync(&mut books)
+                                .is_err()
+                                .then(|| Instant::now() + SYNC_EVERY);
+                        }
                     }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            // A caller committing inline holds `busy` for one write without fsync.
-            while commits
-                .busy
-                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                std::thread::yield_now();
-            }
+            // Blocks (never spins) while a caller commits inline, which may itself wait
+            // behind pruning or a revocation's fsync.
+            let mut books = commits.lock();
             #[cfg(test)]
             let _held = self.probe.pass_gate();
             let mut batch = Vec::with_capacity(64);
@@ -304,16 +386,28 @@ impl Committer {
                 }
             }
             self.queued.fetch_sub(batch.len(), Ordering::SeqCst);
-            let outcome = commits.commit(
-                batch.iter().map(|p| (p.key.as_str(), p.text.as_str())),
-                batch.iter().any(|p| p.durable),
-            );
-            commits.busy.store(false, Ordering::SeqCst);
+            // A panic (a bug, in redb or here) fails this batch, whose transaction it
+            // dropped, and the thread goes on with the next.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                commits.commit(
+                    &mut books,
+                    batch.iter().map(|p| (p.key.as_str(), p.text.as_str())),
+                    batch.iter().any(|p| p.durable),
+                )
+            }))
+            .map_err(|_| Failure::Panicked)
+            .and_then(|r| r.map_err(Failure::Store));
+            drop(books);
             #[cfg(test)]
             self.probe.batches.lock().unwrap().push(batch.len());
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, records = batch.len(),
-                    "issuance records not committed; their requests fail");
+            match &outcome {
+                Err(Failure::Store(e)) => tracing::error!(error = %e, records = batch.len(),
+                    "issuance records not committed; their requests fail"),
+                Err(Failure::Panicked) => tracing::error!(
+                    records = batch.len(),
+                    "issuance commit panicked; its requests fail"
+                ),
+                Ok(()) => {}
             }
             for p in batch {
                 // A caller that went away (its connection closed) is not told; its record
@@ -321,8 +415,9 @@ impl Committer {
                 let _ = p.answer.send(outcome.clone());
             }
         }
-        if commits.unsynced() {
-            commits.sync();
+        let mut books = commits.lock();
+        if books.unsynced_since.is_some() {
+            let _ = commits.sync(&mut books);
         }
     }
 }

@@ -241,8 +241,9 @@ impl Identity {
     /// Sign and record `claims`, counted against the caller's quota (and the lineage's,
     /// for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past it (see
     /// [`mint_quota`]). A capability counts until its record is pruned (expiry plus the
-    /// retention). A record that fails to commit gives its place back; one whose caller
-    /// went away while it waited stays counted, like its record.
+    /// retention). A record that fails to commit (or whose commit panicked on this
+    /// worker) gives its place back; one whose caller went away while it waited stays
+    /// counted, like its record (which may yet commit).
     async fn mint_counted(
         &self,
         peer: &PeerCred,
@@ -257,11 +258,19 @@ impl Identity {
         self.minted
             .reserve(self.now().unix_seconds(), peer.uid, lineage, until)
             .map_err(IdentityError::Exhausted)?;
-        self.record_minted(claims, token, Some(peer.uid))
-            .await
-            .inspect_err(|_| {
-                self.minted.cancel(peer.uid, lineage, until);
-            })
+        let place = Reserved {
+            quota: &self.minted,
+            uid: peer.uid,
+            lineage,
+            until,
+        };
+        let outcome = self.record_minted(claims, token, Some(peer.uid)).await;
+        if outcome.is_err() {
+            place.cancel();
+        } else {
+            std::mem::forget(place);
+        }
+        outcome
     }
 
     /// Rebuild the mint quota's counts from the store, so a restart does not give every
@@ -293,6 +302,33 @@ impl Identity {
         }
         tracing::debug!(live = live.len(), "mint quota counts rebuilt");
         Ok(())
+    }
+}
+
+/// A caller's place in the mint quota, taken for a record not yet committed: given back
+/// by [`Reserved::cancel`], or on drop while this thread unwinds (a panic after the
+/// reservation). Dropped otherwise (the request's future dropped as its caller went away,
+/// while its record may still commit), the place stays counted; forgotten once the record
+/// committed.
+struct Reserved<'a> {
+    quota: &'a crate::mint_quota::MintQuota,
+    uid: u32,
+    lineage: Option<CapId>,
+    until: i64,
+}
+
+impl Reserved<'_> {
+    fn cancel(self) {
+        self.quota.cancel(self.uid, self.lineage, self.until);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.quota.cancel(self.uid, self.lineage, self.until);
+        }
     }
 }
 

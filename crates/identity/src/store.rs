@@ -113,6 +113,16 @@ pub struct Store {
     /// (so the transaction is dropped, not committed).
     #[cfg(test)]
     pub(crate) fail_remember: std::sync::atomic::AtomicBool,
+    /// Test builds: make the next [`Store::remember_caps`] panic after writing its records
+    /// (as a bug deep in redb would).
+    #[cfg(test)]
+    pub(crate) panic_remember: std::sync::atomic::AtomicBool,
+    /// Test builds: a failing disk — every fsync (a durable [`Store::remember_caps`], a
+    /// [`Store::sync`]) fails; the syncs refused are counted.
+    #[cfg(test)]
+    pub(crate) fail_fsync: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    pub(crate) fsyncs_failed: std::sync::atomic::AtomicUsize,
 }
 
 /// Creates `dir` (mode 0700) if missing, and narrows it to 0700 if an older install left
@@ -185,6 +195,12 @@ impl Store {
             store_id,
             #[cfg(test)]
             fail_remember: Default::default(),
+            #[cfg(test)]
+            panic_remember: Default::default(),
+            #[cfg(test)]
+            fail_fsync: Default::default(),
+            #[cfg(test)]
+            fsyncs_failed: Default::default(),
         })
     }
 
@@ -420,12 +436,38 @@ impl Store {
             // Dropping the transaction aborts it: nothing of the batch is written.
             return Err(err("injected commit failure"));
         }
+        #[cfg(test)]
+        if self
+            .panic_remember
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected panic in remember_caps");
+        }
+        #[cfg(test)]
+        if durable && self.fsync_fails() {
+            return Err(err("injected fsync failure"));
+        }
         txn.commit().map_err(err)
+    }
+
+    /// Test builds: whether the injected disk failure refuses this fsync (counted).
+    #[cfg(test)]
+    fn fsync_fails(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fails = self.fail_fsync.load(SeqCst);
+        if fails {
+            self.fsyncs_failed.fetch_add(1, SeqCst);
+        }
+        fails
     }
 
     /// Make every commit so far durable: an empty transaction committed with fsync (redb
     /// persists the non-durable commits before it with it).
     pub fn sync(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fsync_fails() {
+            return Err(err("injected fsync failure"));
+        }
         self.db.begin_write().map_err(err)?.commit().map_err(err)
     }
 

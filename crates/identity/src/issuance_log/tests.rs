@@ -19,8 +19,11 @@ pub(crate) struct Probe {
     arrived: AtomicUsize,
     /// Whether callers may commit inline (off unless a test turns it on, so that the
     /// gate sees every record).
-    pub(crate) inline: AtomicBool,
+    pub(crate) inline: std::sync::atomic::AtomicBool,
     pub(crate) batches: Mutex<Vec<usize>>,
+    /// Records in the queue (counted once `try_send` took them, unlike `queued`, which
+    /// counts a record before it is sent).
+    pub(crate) sent: AtomicUsize,
 }
 
 impl Probe {
@@ -69,6 +72,7 @@ async fn issue_as_one_batch(
 ) -> Vec<Result<IssueResult, crate::IdentityError>> {
     let probe = Arc::clone(&identity.issuance.probe);
     let held = probe.gate.lock().unwrap();
+    let before = probe.sent.load(Ordering::SeqCst);
     let tasks: Vec<Issued> = (0..n)
         .map(|i| {
             let identity = Arc::clone(identity);
@@ -80,7 +84,10 @@ async fn issue_as_one_batch(
         .collect();
     // Every one is queued (the first perhaps taken by the commit thread, waiting at the
     // gate): whenever the thread passes the gate, it drains them all into its batch.
-    until("the issues to queue", || identity.issuance.queued() == n).await;
+    until("the issues to queue", || {
+        probe.sent.load(Ordering::SeqCst) == before + n
+    })
+    .await;
     drop(held);
     let mut out = Vec::new();
     for t in tasks {
@@ -214,7 +221,10 @@ async fn the_queue_and_each_batch_are_bounded() {
     .await;
     // ... while the queue fills up.
     tasks.extend(ids[1..].iter().map(|id| send(*id)));
-    until("the queue to fill", || log.queued() == sent).await;
+    until("the queue to fill", || {
+        log.probe.sent.load(Ordering::SeqCst) == sent
+    })
+    .await;
     // One more than the queue holds is refused at once, and recorded nowhere.
     let extra = CapId::random().unwrap();
     let refused = tokio::time::timeout(Duration::from_secs(30), log.record(&extra, &record));
@@ -244,20 +254,133 @@ async fn a_lone_root_issue_is_committed_inline_and_synced_within_a_second() {
     let (identity, _clock, dir) = identity_with(Duration::from_secs(60), MintLimits::default());
     identity.issuance.probe.inline.store(true, Ordering::SeqCst);
     let mut ids = Vec::new();
-    for _ in 0..5 {
+    // However long the machine takes, each issue finds nothing unsynced (so no fsync
+    // due): it is committed inline, and the thread syncs it by itself.
+    for _ in 0..2 {
         let issued = identity.issue(&CALLER, ask()).await.unwrap();
         let id: CapId = issued.cap_id.parse().unwrap();
         // Committed when answered.
         assert!(identity.store.cap(&id).unwrap().is_some());
         ids.push(id);
+        until("the idle sync", || !identity.issuance.unsynced()).await;
     }
     assert!(
         identity.issuance.probe.batches().is_empty(),
         "one caller at a time commits on its own worker, not through the thread"
     );
-    // Nothing else happens, and the thread makes them durable by itself.
-    until("the idle sync", || !identity.issuance.unsynced()).await;
     drop(identity);
     let store = Store::open(&dir.path().join("state/identity/identity.redb")).unwrap();
     assert!(ids.iter().all(|id| store.cap(id).unwrap().is_some()));
+}
+
+/// An issue by `peer`, given up on (a failed test, not a hang) after a generous deadline.
+async fn issue_soon(
+    identity: &Identity,
+    peer: &strata_ipc::PeerCred,
+) -> Result<IssueResult, crate::IdentityError> {
+    tokio::time::timeout(Duration::from_secs(30), identity.issue(peer, ask()))
+        .await
+        .expect("the issue was answered (issuance does not hang)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_an_inline_commit_neither_stops_issuance_nor_keeps_the_callers_place() {
+    // The caller may hold one capability at a time.
+    let limits = MintLimits {
+        per_uid: 1,
+        per_lineage: 1,
+        total: 10,
+    };
+    let (identity, _clock, _dir) = identity_with(Duration::from_secs(60), limits);
+    let identity = Arc::new(identity);
+    identity.issuance.probe.inline.store(true, Ordering::SeqCst);
+    identity.store.panic_remember.store(true, Ordering::SeqCst);
+    let panicked = {
+        let identity = Arc::clone(&identity);
+        tokio::spawn(async move { identity.issue(&CALLER, ask()).await })
+    };
+    assert!(panicked.await.unwrap_err().is_panic());
+    assert!(
+        identity.issuance.probe.batches().is_empty(),
+        "it was inline"
+    );
+    // Its record was not written, so its place is the caller's again; and issuance goes
+    // on, inline and through the commit thread.
+    let issued = issue_soon(&identity, &CALLER)
+        .await
+        .expect("its place came back");
+    assert!(identity
+        .store
+        .cap(&issued.cap_id.parse().unwrap())
+        .unwrap()
+        .is_some());
+    issue_soon(&identity, &ROOT).await.expect("inline again");
+    identity
+        .issuance
+        .probe
+        .inline
+        .store(false, Ordering::SeqCst);
+    issue_soon(&identity, &ROOT)
+        .await
+        .expect("through the thread");
+    assert_eq!(identity.issuance.probe.batches(), [1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_commit_thread_fails_its_batch_and_the_thread_goes_on() {
+    let (identity, _clock, _dir) = identity_with(Duration::from_secs(60), MintLimits::default());
+    identity.store.panic_remember.store(true, Ordering::SeqCst);
+    match issue_soon(&identity, &CALLER).await {
+        Err(crate::IdentityError::Internal(_)) => {}
+        other => panic!("expected INTERNAL, got {other:?}"),
+    }
+    // Issues and delegations after it are committed as before.
+    let parent = issue_soon(&identity, &CALLER).await.expect("committed");
+    let child = tokio::time::timeout(
+        Duration::from_secs(30),
+        identity.delegate(
+            &CALLER,
+            DelegateParams {
+                token: parent.token.clone(),
+                ..DelegateParams::default()
+            },
+        ),
+    )
+    .await
+    .expect("answered")
+    .expect("committed");
+    assert!(identity
+        .store
+        .cap(&child.cap_id.parse().unwrap())
+        .unwrap()
+        .is_some());
+    assert_eq!(identity.issuance.probe.batches(), [1, 1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_sync_the_next_commits_are_fsyncd_and_fail_loudly() {
+    let (identity, _clock, _dir) = identity_with(Duration::from_secs(60), MintLimits::default());
+    identity.issuance.probe.inline.store(true, Ordering::SeqCst);
+    // Committed without fsync; then the disk fails.
+    issue_soon(&identity, &ROOT)
+        .await
+        .expect("committed inline");
+    identity.store.fail_fsync.store(true, Ordering::SeqCst);
+    until("the thread's sync to fail", || {
+        identity.store.fsyncs_failed.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // The record above is still not durable: a root issue now is fsync'd, which fails,
+    // instead of one more commit without fsync answered ok.
+    match issue_soon(&identity, &ROOT).await {
+        Err(crate::IdentityError::Internal(detail)) => {
+            assert!(detail.contains("fsync"), "{detail}")
+        }
+        other => panic!("expected INTERNAL, got {other:?}"),
+    }
+    assert!(identity.issuance.unsynced());
+    // The disk is back: the next commit is fsync'd and covers the first.
+    identity.store.fail_fsync.store(false, Ordering::SeqCst);
+    issue_soon(&identity, &ROOT).await.expect("committed");
+    assert!(!identity.issuance.unsynced());
 }

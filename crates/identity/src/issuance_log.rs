@@ -177,10 +177,10 @@ impl Commits {
     }
 
     fn publish(&self, books: &Books) {
+        // Rounded up, so the thread never wakes a little before the books say it is due.
         let due = books.due().map_or(0, |due| {
-            u64::try_from(due.saturating_duration_since(self.started).as_millis())
+            u64::try_from(due.saturating_duration_since(self.started).as_millis() + 1)
                 .unwrap_or(u64::MAX)
-                .max(1)
         });
         self.due_ms.store(due, Ordering::SeqCst);
     }

@@ -50,7 +50,22 @@ fn a_good_entry_is_accepted_and_identity_starts_first() {
 #[test]
 fn bad_entries_are_refused_naming_the_entry() {
     let photos = "name = \"photos\"\nservice = \"fs\"\nrights = [\"fs.read\"]";
-    let cases: [(String, &str); 5] = [
+    // 45 rights of 128 bytes: more than a token holds (identity would refuse it).
+    let rights: Vec<String> = (0..45)
+        .map(|i| format!("\"fs.{i:02}{}\"", "m".repeat(123)))
+        .collect();
+    let cases: [(String, &str); 7] = [
+        (
+            manifest(&format!(
+                "name = \"photos\"\nservice = \"fs\"\nrights = [{}]",
+                rights.join(", ")
+            )),
+            "service `web`: capability `photos`: `rights`, `path_prefix` and `rate_limit` take 5896 bytes in the token; at most 4096",
+        ),
+        (
+            manifest(&format!("{photos}\nttl = \"9s\"")),
+            "service `web`: capability `photos`: `ttl` is 9s; it must be 10s to 30 days",
+        ),
         (
             manifest(&format!("{photos}\ncolour = \"red\"")),
             "service `web`: capability `photos`: unknown field `colour`",

@@ -21,8 +21,18 @@ use strata_proto::ServiceName;
 
 /// Default lifetime of a routed capability: one hour.
 pub const DEFAULT_TTL: HumanDuration = HumanDuration::secs(3600);
-/// Shortest `ttl`: 3 s (rotation at two thirds of it must still leave time to rotate).
-pub const MIN_TTL: Duration = Duration::from_secs(3);
+/// Shortest `ttl`: 10 s. identity's expiry is its second-truncated issue time plus
+/// `ttl`, so a token lives up to a second (plus the answer's latency) less than `ttl`;
+/// rotation at two thirds of it must still leave seconds to obtain and write the next.
+pub const MIN_TTL: Duration = Duration::from_secs(10);
+/// Most bytes an entry's terms may take in the signed claims: `rights`, `path_prefix` and
+/// `rate_limit` as JSON. A token is at most [`strata_cap::MAX_TOKEN_LEN`] (8 KiB) of
+/// base64 (3 bytes in 4) holding the claims and a 64-byte signature, with a ~90-byte
+/// header and footer: about 6 000 bytes of claims. 4 KiB for the terms leaves more than
+/// 1 900 for the rest (ids, issuer, subject, times, eight shared rate limits: under
+/// 1 200 at their longest), so identity never refuses an entry `--check-config` accepts
+/// for its size.
+pub const MAX_TERMS_LEN: usize = 4096;
 /// Longest `ttl`: 30 days, the longest lifetime identity issues to anyone.
 pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most `[[service.capability]]` entries one service may declare.
@@ -102,10 +112,19 @@ impl CapabilitySpec {
             rate.parse::<RateLimit>()
                 .map_err(|e| format!("`rate_limit`: {e}"))?;
         }
+        let terms = self.terms_len();
+        if terms > MAX_TERMS_LEN {
+            return Err(format!(
+                "`rights`, `path_prefix` and `rate_limit` take {terms} bytes in the token; at \
+                 most {MAX_TERMS_LEN} (a token is at most {} bytes): list fewer or shorter \
+                 rights, or a shorter path_prefix",
+                strata_cap::MAX_TOKEN_LEN
+            ));
+        }
         let ttl = self.ttl.get();
         if ttl < MIN_TTL || ttl > MAX_TTL {
             return Err(format!(
-                "`ttl` is {}; it must be 3s to 30 days (720h)",
+                "`ttl` is {}; it must be 10s to 30 days (720h)",
                 self.ttl
             ));
         }
@@ -134,6 +153,17 @@ impl CapabilitySpec {
             }
         }
         Ok(())
+    }
+
+    /// The bytes this entry's terms take in the token's claims: `rights`, `path_prefix`
+    /// and `rate_limit` each encoded as JSON (bounded by [`MAX_TERMS_LEN`]).
+    pub fn terms_len(&self) -> usize {
+        fn json<T: Serialize + ?Sized>(v: &T) -> usize {
+            serde_json::to_string(v).map_or(usize::MAX, |s| s.len())
+        }
+        json(&self.rights)
+            .saturating_add(self.path_prefix.as_deref().map_or(0, json))
+            .saturating_add(self.rate_limit.as_deref().map_or(0, json))
     }
 
     /// 1 to 64 rights, each at most 128 bytes, each `<service>.<method>` of this entry's

@@ -1,8 +1,11 @@
 //! A run's routed capabilities in its lifecycle: obtained in `Starting` before anything
 //! else is prepared, waiting there (with `waiting` saying why, and answering commands)
-//! while identity does not hand them out, and handed to the child as
-//! `CREDENTIALS_DIRECTORY`. They are revoked when the run's handles are cleaned up
-//! (`ending.rs`), whichever way the run ends.
+//! while identity cannot hand them out yet ([`ObtainError::Retry`]), and handed to the
+//! child as `CREDENTIALS_DIRECTORY`. A permanent refusal ([`ObtainError::Refused`]:
+//! identity answered INVALID_ARGUMENT or PERMISSION_DENIED) is a start failure like a
+//! spawn that failed: the restart policy, backoff and quarantine decide what follows, so a
+//! bad entry is not asked for (and its siblings issued and revoked) forever. They are
+//! revoked when the run's handles are cleaned up (`ending.rs`), whichever way the run ends.
 
 use super::ending::RunEnd;
 use super::{Next, ServiceRunner};
@@ -12,7 +15,7 @@ use crate::manifest::capability::IDENTITY;
 use crate::manifest::ServiceSpec;
 use crate::process::{self, SpawnPlan};
 use crate::routing::credentials::Owner;
-use crate::routing::Routes;
+use crate::routing::{ObtainError, Routes};
 use std::time::Duration;
 use strata_proto::methods::supervisor::SvcState;
 
@@ -50,6 +53,9 @@ impl ServiceRunner {
         let mut changed = self.shared.changed.subscribe();
         let mut delay = WAIT_MIN;
         let mut told: Option<String> = None;
+        // Shown while the first attempt is under way (it may take up to identity's call
+        // timeout per capability), so `svc status` never shows a silent Starting.
+        self.set_waiting(Some(OBTAINING.to_owned()));
         loop {
             match Routes::obtain(&self.shared, spec, owner).await {
                 Ok(routes) => {
@@ -59,8 +65,17 @@ impl ServiceRunner {
                     }
                     return Ok(Some(routes));
                 }
-                Err(why) => {
-                    let reason = format!("waiting for identity: {why}");
+                Err(ObtainError::Refused(why)) => {
+                    // Asking again gets the same answer: a start failure, which the
+                    // restart policy (backoff, quarantine) handles like a failed spawn.
+                    self.set_waiting(None);
+                    let why = format!("capabilities refused: {why}");
+                    tracing::warn!(service = %self.name, reason = %why, "capabilities refused; the start failed");
+                    let end = RunEnd::spawn_failed(why, reply.take());
+                    return Err(self.after_exit(spec, end).await);
+                }
+                Err(ObtainError::Retry(why)) => {
+                    let reason = waiting_reason(&why);
                     if told.as_deref() != Some(reason.as_str()) {
                         tracing::warn!(service = %self.name, reason = %reason, "capabilities not obtained; retrying");
                         self.note(reason.clone());
@@ -120,6 +135,20 @@ impl ServiceRunner {
         if changed {
             self.shared.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
+    }
+}
+
+/// `waiting` while the first attempt to obtain a run's capabilities is under way.
+const OBTAINING: &str = "waiting for identity: obtaining capabilities";
+
+/// What `waiting` says for a failure worth retrying: "waiting for identity: ..." when it
+/// is identity that does not answer, "waiting: ..." when it is the supervisor's own work
+/// (its credentials directory or files: "cannot ...") that failed.
+fn waiting_reason(why: &str) -> String {
+    if why.starts_with("cannot ") {
+        format!("waiting: {why}")
+    } else {
+        format!("waiting for identity: {why}")
     }
 }
 

@@ -16,6 +16,7 @@ use strata_proto::methods::supervisor::SvcState::{self, *};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+mod refused;
 mod routing;
 
 /// What one scripted run does.

@@ -193,6 +193,83 @@ fn rights_are_1_to_64_of_at_most_128_bytes_for_the_entrys_service() {
     with("fs.a.b").unwrap();
 }
 
+/// An entry of 31 rights of 128 bytes (4062 bytes as JSON) and a prefix of `prefix_len`
+/// bytes (2 more as JSON).
+fn big(prefix_len: usize) -> CapabilitySpec {
+    CapabilitySpec {
+        name: "a".into(),
+        service: "fs".into(),
+        rights: (0..31)
+            .map(|i| format!("fs.{i:02}{}", "m".repeat(123)))
+            .collect(),
+        path_prefix: Some(format!("/{}", "p".repeat(prefix_len - 1))),
+        rate_limit: None,
+        ttl: DEFAULT_TTL,
+        grace: None,
+        on_rotate: None,
+    }
+}
+
+#[test]
+fn the_terms_fit_a_token_with_room_for_the_other_claims() {
+    let at = big(32);
+    assert_eq!(at.terms_len(), MAX_TERMS_LEN);
+    at.validate().unwrap();
+    let over = big(33);
+    assert_eq!(over.terms_len(), MAX_TERMS_LEN + 1);
+    let e = over.validate().unwrap_err();
+    assert!(
+        e.contains("take 4097 bytes in the token; at most 4096"),
+        "{e}"
+    );
+    // The finding's case: 45 rights of 128 bytes (identity would refuse the token).
+    let mut many = big(1);
+    many.rights = (0..45)
+        .map(|i| format!("fs.{i:02}{}", "m".repeat(123)))
+        .collect();
+    assert!(many.validate().unwrap_err().contains("in the token"));
+
+    // An entry at the bound, signed with every other claim at its longest, is a token
+    // verifiers accept (in both versions).
+    let mut at = big(17);
+    at.rate_limit = Some("1000000000rph".into());
+    assert_eq!(at.terms_len(), MAX_TERMS_LEN);
+    at.validate().unwrap();
+    let long = "x".repeat(255);
+    let claims = strata_cap::Claims {
+        jti: strata_cap::CapId::random().unwrap(),
+        sub: long.clone(),
+        iss: long.clone(),
+        aud: strata_cap::Claims::AUDIENCE.into(),
+        iat: strata_cap::Timestamp::now(),
+        exp: strata_cap::Timestamp::now(),
+        nbf: Some(strata_cap::Timestamp::now()),
+        service: long,
+        actions: Vec::new(),
+        rights: at.rights.iter().map(|r| r.parse().unwrap()).collect(),
+        constraints: strata_cap::Constraints {
+            path_prefix: Some(at.path_prefix.as_deref().unwrap().parse().unwrap()),
+            rate_limit: Some(at.rate_limit.as_deref().unwrap().parse().unwrap()),
+            shared_rate_limits: (0..strata_cap::Constraints::MAX_SHARED_RATE_LIMITS)
+                .map(|_| strata_cap::SharedRateLimit {
+                    bucket: strata_cap::CapId::random().unwrap(),
+                    rate_limit: "1000000000rph".parse().unwrap(),
+                })
+                .collect(),
+        },
+        parents: Vec::new(),
+    };
+    let key = strata_cap::SigningKey::generate().unwrap();
+    for version in [strata_cap::TokenVersion::V2, strata_cap::TokenVersion::V4] {
+        let token = key.sign_as(&claims, version).unwrap();
+        assert!(
+            token.len() <= strata_cap::MAX_TOKEN_LEN,
+            "{version:?}: {} bytes",
+            token.len()
+        );
+    }
+}
+
 #[test]
 fn the_prefix_is_absolute_and_normalised_and_the_rate_is_strata_caps() {
     let with = |extra: &str| one(&entry("a", extra));
@@ -212,33 +289,33 @@ fn the_prefix_is_absolute_and_normalised_and_the_rate_is_strata_caps() {
 }
 
 #[test]
-fn ttl_is_3s_to_30_days_in_whole_seconds() {
+fn ttl_is_10s_to_30_days_in_whole_seconds() {
     let with = |ttl: &str| one(&entry("a", &format!("ttl = \"{ttl}\"")));
-    with("3s").unwrap();
+    with("10s").unwrap();
     with("2592000s").unwrap();
     with("720h").unwrap();
-    for bad in ["2s", "2999ms", "2592001s", "721h", "0"] {
+    for bad in ["9s", "3s", "9999ms", "2592001s", "721h", "0"] {
         let e = refused(with(bad));
         assert!(
-            e.contains("capability `a`: `ttl`") && e.contains("3s to 30 days"),
+            e.contains("capability `a`: `ttl`") && e.contains("10s to 30 days"),
             "{bad}: {e}"
         );
     }
-    let e = refused(with("3500ms"));
+    let e = refused(with("10500ms"));
     assert!(e.contains("whole seconds"), "{e}");
 }
 
 #[test]
 fn grace_is_more_than_0_and_at_most_a_third_of_ttl() {
-    let with = |grace: &str| one(&entry("a", &format!("ttl = \"9s\"\ngrace = \"{grace}\"")));
+    let with = |grace: &str| one(&entry("a", &format!("ttl = \"12s\"\ngrace = \"{grace}\"")));
     assert_eq!(
-        with("3s").unwrap().services[1].capabilities[0].grace_period(),
-        Duration::from_secs(3)
+        with("4s").unwrap().services[1].capabilities[0].grace_period(),
+        Duration::from_secs(4)
     );
     with("1ms").unwrap();
-    let e = refused(with("3001ms"));
+    let e = refused(with("4001ms"));
     assert!(
-        e.contains("capability `a`: `grace` is 3001ms; it must be at most a third of `ttl` (3s)"),
+        e.contains("capability `a`: `grace` is 4001ms; it must be at most a third of `ttl` (4s)"),
         "{e}"
     );
     let e = refused(with("0"));

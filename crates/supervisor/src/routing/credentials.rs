@@ -96,11 +96,12 @@ impl CredentialsDir {
         match rfs::mkdirat(&root, service, Mode::from_raw_mode(DIR_MODE)) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
-                let old = open_dir(&root, service)?;
-                clear(&old, service);
-                rfs::unlinkat(&root, service, AtFlags::REMOVEDIR).map_err(|e| {
+                // Renamed aside first (whatever the service left in it, however much or
+                // deep), so the run's directory never waits on emptying the old one.
+                set_aside(&root, service).map_err(|e| {
                     refused(format!(
-                        "{}/{CREDENTIALS}/{service} is left from before and cannot be emptied: {e}",
+                        "cannot make the credentials directory: {}/{CREDENTIALS}/{service} \
+                         is left from before and cannot be moved aside: {e}",
                         runtime_dir.display()
                     ))
                 })?;
@@ -108,6 +109,7 @@ impl CredentialsDir {
             }
             Err(e) => return Err(e.into()),
         }
+        sweep(&root);
         let dir = open_dir(&root, service)?;
         let st = rfs::fstat(&dir)?;
         if st.st_uid != me {
@@ -164,14 +166,136 @@ impl CredentialsDir {
         written
     }
 
-    /// Remove every entry and then the directory itself.
+    /// Remove every entry and then the directory itself; one that cannot be emptied
+    /// within the bounds (a service filled it) is renamed aside, to be removed later.
     pub fn remove(self) -> io::Result<()> {
         clear(&self.dir, &self.service);
         match rfs::unlinkat(&self.root, self.service.as_str(), AtFlags::REMOVEDIR) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::NOTEMPTY | Errno::EXIST) => {
+                set_aside(&self.root, &self.service)?;
+                sweep(&self.root);
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The prefix of a directory set aside in `credentials/` (no service name starts with
+/// a dot, so it never meets one).
+const ASIDE: &str = ".old.";
+/// How deep beneath a set-aside directory [`remove_tree`] goes.
+const MAX_DEPTH: usize = 8;
+
+/// Rename `credentials/<service>` to a fresh `.old.<service>.<n>` beside it. The
+/// service cannot rename within `credentials/` (the supervisor's, 0711), so the name is
+/// free of its interference.
+fn set_aside(root: &OwnedFd, service: &str) -> io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for _ in 0..16 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = format!("{ASIDE}{service}.{stamp}.{n}");
+        match rfs::renameat_with(
+            root,
+            service,
+            root,
+            aside.as_str(),
+            rfs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("no free name to move it aside"))
+}
+
+/// Remove what was set aside in `credentials/`, within [`MAX_CLEARED`] entries in all
+/// (and [`MAX_DEPTH`] levels): whatever is left waits for the next sweep (at the next
+/// directory made or removed). Never fails: a start does not wait on it.
+fn sweep(root: &OwnedFd) {
+    let mut budget = MAX_CLEARED;
+    let mut aside = Vec::new();
+    let Ok(entries) = rfs::Dir::read_from(root) else {
+        return;
+    };
+    for entry in entries.take(MAX_CLEARED) {
+        let Ok(entry) = entry else { break };
+        let name = entry.file_name().to_bytes();
+        if name.starts_with(ASIDE.as_bytes()) {
+            aside.push(OsStr::from_bytes(name).to_owned());
+        }
+    }
+    for name in aside {
+        if budget == 0 {
+            break;
+        }
+        if !remove_tree(root, &name, MAX_DEPTH, &mut budget) {
+            tracing::warn!(
+                entry = %Path::new(&name).display(),
+                "a credentials directory set aside is not removed yet (it is full or deep); \
+                 retried at the next start"
+            );
+        }
+    }
+}
+
+/// Remove the directory `name` beneath `parent` and what is in it, beneath opened
+/// handles and following no symlink, spending at most `budget` entries: whether it is
+/// gone.
+fn remove_tree(parent: &OwnedFd, name: &OsStr, depth: usize, budget: &mut usize) -> bool {
+    let dir = match rfs::openat(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(dir) => dir,
+        Err(Errno::NOENT) => return true,
+        // A symlink (or anything else) set aside in place of a directory: unlinked, never
+        // followed.
+        Err(Errno::LOOP | Errno::NOTDIR) => {
+            return rfs::unlinkat(parent, name, AtFlags::empty()).is_ok()
+        }
+        Err(_) => return false,
+    };
+    let mut names = Vec::new();
+    if let Ok(entries) = rfs::Dir::read_from(&dir) {
+        for entry in entries {
+            let Ok(entry) = entry else { break };
+            let entry_name = entry.file_name().to_bytes();
+            if entry_name == b"." || entry_name == b".." {
+                continue;
+            }
+            if names.len() >= *budget {
+                break;
+            }
+            names.push((
+                OsStr::from_bytes(entry_name).to_owned(),
+                entry.file_type() == rfs::FileType::Directory,
+            ));
+        }
+    }
+    for (entry, is_dir) in names {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        let unlinked = !is_dir && {
+            match rfs::unlinkat(&dir, entry.as_os_str(), AtFlags::empty()) {
+                Err(Errno::ISDIR) => false, // a directory of unknown type in the listing
+                _ => true,
+            }
+        };
+        if !unlinked && depth > 0 {
+            remove_tree(&dir, &entry, depth - 1, budget);
+        }
+    }
+    rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_ok()
 }
 
 /// Unlink everything in `dir` (files, symlinks, empty directories; a non-empty directory
@@ -221,7 +345,10 @@ fn open_dir(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
 
 /// Let other users pass through the runtime dir (`o+x`, 0750 becoming 0751), so a service
 /// running as its own user reaches `credentials/<itself>` by name. They cannot list it,
-/// and every socket in it stays 0660: who may connect is unchanged.
+/// but they can now reach any entry whose name they know: a socket whose own mode grants
+/// "other" read/write (one configured wider than 0660) becomes reachable by every local
+/// user, which the 0750 dir prevented. Each such socket is warned about (once per
+/// socket per supervisor process; see docs/SECURITY.md).
 fn pass_through(runtime: &OwnedFd, me: u32, path: &Path) -> io::Result<()> {
     let st = rfs::fstat(runtime)?;
     let mode = st.st_mode & 0o7777;
@@ -229,7 +356,51 @@ fn pass_through(runtime: &OwnedFd, me: u32, path: &Path) -> io::Result<()> {
         rfs::fchmod(runtime, Mode::from_raw_mode(mode | 0o001))?;
         tracing::info!(dir = %path.display(), mode = format!("{:o}", mode | 0o001), "runtime dir made passable for services' credentials");
     }
+    if rfs::fstat(runtime)?.st_mode & 0o001 != 0 {
+        for socket in open_to_others(runtime) {
+            tracing::warn!(
+                socket = %path.join(&socket.0).display(),
+                mode = format!("{:o}", socket.1),
+                "this socket grants \"other\" access and the runtime dir is passable (0751): \
+                 any local user may connect to it; configure 0660 (or narrower) to keep it \
+                 to its owner and group"
+            );
+        }
+    }
     Ok(())
+}
+
+/// The sockets directly in the runtime dir whose mode grants "other" read or write, not
+/// warned about before by this process (at most [`MAX_CLEARED`] entries are looked at).
+fn open_to_others(runtime: &OwnedFd) -> Vec<(std::ffi::OsString, u32)> {
+    static WARNED: std::sync::Mutex<Vec<std::ffi::OsString>> = std::sync::Mutex::new(Vec::new());
+    let Ok(entries) = rfs::Dir::read_from(runtime) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.take(MAX_CLEARED) {
+        let Ok(entry) = entry else { break };
+        let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_owned();
+        if !matches!(
+            entry.file_type(),
+            rfs::FileType::Socket | rfs::FileType::Unknown
+        ) {
+            continue;
+        }
+        let Ok(st) = rfs::statat(runtime, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let mode = st.st_mode & 0o7777;
+        if rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Socket && mode & 0o006 != 0 {
+            found.push((name, mode));
+        }
+    }
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    found.retain(|(name, _)| !warned.contains(name));
+    if warned.len() < MAX_CLEARED {
+        warned.extend(found.iter().map(|(name, _)| name.clone()));
+    }
+    found
 }
 
 fn chown(fd: &OwnedFd, owner: Owner) -> io::Result<()> {
@@ -341,6 +512,82 @@ mod tests {
         dir.remove().unwrap();
     }
 
+    /// The `.old.` entries left in `credentials/`.
+    fn aside(run: &Path) -> usize {
+        std::fs::read_dir(run.join("credentials"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(ASIDE)
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_directory_the_service_filled_never_blocks_the_next_start() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = CredentialsDir::create(run.path(), "alpha", Owner::current()).unwrap();
+        // More entries than one sweep removes, and a non-empty subdirectory.
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        std::fs::write(dir.path().join("sub/deeper/file"), "x").unwrap();
+        for i in 0..MAX_CLEARED + 10 {
+            std::fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+        }
+        drop(dir);
+        let dir = CredentialsDir::create(run.path(), "alpha", Owner::current()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "a fresh one"
+        );
+        assert_eq!(
+            aside(run.path()),
+            1,
+            "the old one set aside, not all removed yet"
+        );
+        // The next sweep finishes it.
+        drop(dir);
+        let dir = CredentialsDir::create(run.path(), "alpha", Owner::current()).unwrap();
+        assert_eq!(aside(run.path()), 0);
+        // At the run's end too: a directory that cannot be emptied is set aside.
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        std::fs::write(dir.path().join("sub/deeper/file"), "x").unwrap();
+        dir.remove().unwrap();
+        assert!(!run.path().join("credentials/alpha").exists());
+        assert_eq!(aside(run.path()), 0, "and removed, being small");
+    }
+
+    #[test]
+    fn sockets_open_to_others_are_named_once() {
+        let run = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for (name, mode) in [("wide-test.sock", 0o666), ("narrow-test.sock", 0o660)] {
+            let path = run.path().join(name);
+            listeners.push(std::os::unix::net::UnixListener::bind(&path).unwrap());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::fs::write(run.path().join("plain-file"), "").unwrap();
+        std::fs::set_permissions(
+            run.path().join("plain-file"),
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let runtime = rfs::open(
+            run.path(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            open_to_others(&runtime),
+            [(std::ffi::OsString::from("wide-test.sock"), 0o666)]
+        );
+        assert!(open_to_others(&runtime).is_empty(), "warned once");
+    }
+
     #[test]
     fn planted_symlinks_are_never_followed() {
         let run = tempfile::tempdir().unwrap();
@@ -353,13 +600,16 @@ mod tests {
             .expect("a symlinked credentials dir is refused");
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
         std::fs::remove_file(run.path().join("credentials")).unwrap();
-        // A symlink as the service's directory is refused, and nothing behind it touched.
+        // A symlink as the service's directory is set aside and unlinked, and nothing
+        // behind it touched.
         std::fs::create_dir(run.path().join("credentials")).unwrap();
         std::fs::write(victim.join("file"), "keep").unwrap();
         std::os::unix::fs::symlink(&victim, run.path().join("credentials/alpha")).unwrap();
-        assert!(CredentialsDir::create(run.path(), "alpha", Owner::current()).is_err());
+        let dir = CredentialsDir::create(run.path(), "alpha", Owner::current()).unwrap();
+        assert!(meta(dir.path()).is_dir());
         assert!(victim.join("file").exists());
-        std::fs::remove_file(run.path().join("credentials/alpha")).unwrap();
+        assert_eq!(aside(run.path()), 0, "the symlink unlinked");
+        dir.remove().unwrap();
         // Symlinks the service plants inside its own directory (at the file's name and
         // at the temporary name) are replaced, not written through.
         let dir = CredentialsDir::create(run.path(), "alpha", Owner::current()).unwrap();

@@ -17,10 +17,11 @@
 use crate::manifest::CapabilitySpec;
 use crate::shared::Shared;
 use credentials::{CredentialsDir, Owner};
-use issuer::{identity_socket, retryable, Issuer, IssuerError, SocketIssuer};
-use pending::{Owed, Pending, RETRY_MAX, RETRY_MIN};
+use issuer::{identity_socket, retryable, Issuer, SocketIssuer};
+use pending::{HoldError, Owed, Pending, RETRY_MAX, RETRY_MIN};
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use strata_proto::methods::identity::IssueParams;
@@ -32,10 +33,17 @@ use tokio::time::Instant;
 pub mod credentials;
 pub mod issuer;
 pub mod pending;
+mod revoke;
 mod rotation;
+#[cfg(test)]
+mod tests;
 
-/// How long the end of a run waits for its rotation task to finish a call in flight.
-const ROTATION_STOP: Duration = Duration::from_secs(15);
+use revoke::revoke_all;
+
+/// How long the end of a run waits for its rotation task to stop. The task leaves a
+/// call to identity as soon as it is told to stop, so this covers its file work; a task
+/// aborted anyway loses nothing (what it obtained is owed, [`Pending::release`]).
+const ROTATION_STOP: Duration = Duration::from_secs(5);
 
 /// What every run's routing shares: how identity is asked, and what is owed to it.
 pub(crate) struct Routing {
@@ -72,8 +80,8 @@ struct Held {
     cap_id: String,
     expires: i64,
     issued: i64,
-    /// When the token now in the file was obtained (rotation counts from it).
-    obtained: Instant,
+    /// When the token now in the file is replaced ([`rotation_due`]).
+    rotate_due: Instant,
     rotations: u64,
     last_rotation: Option<i64>,
     /// Replaced tokens waiting out their grace: cap_id, expiry, when to revoke.
@@ -85,8 +93,7 @@ struct Held {
 
 impl Held {
     fn rotate_at(&self) -> Instant {
-        self.retry_at
-            .unwrap_or(self.obtained + self.spec.rotate_after())
+        self.retry_at.unwrap_or(self.rotate_due)
     }
 
     fn routed(&self) -> RoutedCap {
@@ -144,6 +151,10 @@ pub(crate) struct Routes {
     service: String,
     state: Arc<Mutex<RouteState>>,
     rotation: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Set when the run is over, before its held capabilities are released: a token
+    /// issued after that (by a rotation call stopped or aborted in flight) is recorded
+    /// due, not held ([`Pending::hold`]).
+    run_over: Arc<AtomicBool>,
 }
 
 impl Routes {
@@ -179,9 +190,10 @@ impl Routes {
                 held: Vec::new(),
             })),
             rotation: None,
+            run_over: Arc::new(AtomicBool::new(false)),
         };
         for cap in &spec.capabilities {
-            match issue(shared, &spec.name, cap).await {
+            match issue(shared, &spec.name, cap, &routes.run_over).await {
                 Ok((held, token)) => {
                     let written = write(&routes.state, cap.name.clone(), token).await;
                     if let Err(e) = written {
@@ -200,12 +212,7 @@ impl Routes {
                 }
                 Err(e) => {
                     routes.end().await;
-                    let why = format!("capability `{}`: {e}", cap.name);
-                    return Err(if retryable(&e) {
-                        ObtainError::Retry(why)
-                    } else {
-                        ObtainError::Refused(why)
-                    });
+                    return Err(e);
                 }
             }
         }
@@ -226,10 +233,13 @@ impl Routes {
     pub fn start_rotation(&mut self, shared: &Arc<Shared>, pid: i32) {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(rotation::rotate(
-            Arc::clone(shared),
-            self.service.clone(),
-            pid,
-            Arc::clone(&self.state),
+            rotation::Run {
+                shared: Arc::clone(shared),
+                service: self.service.clone(),
+                pid,
+                state: Arc::clone(&self.state),
+                run_over: Arc::clone(&self.run_over),
+            },
             stopped,
         ));
         self.rotation = Some((stop, task));
@@ -251,10 +261,13 @@ impl Routes {
     }
 
     /// The run is over: stop rotating, remove the files and the directory, and revoke
-    /// every capability routed to the run (the current and the replaced ones); what
-    /// identity does not take now is owed ([`Pending`]).
+    /// every capability routed to the run (the current and the replaced ones, a few at
+    /// a time, for at most [`revoke::DEADLINE`]); what identity does not take by then is
+    /// owed ([`Pending`]), and so is anything else the run still held there (a token a
+    /// stopped rotation obtained).
     pub async fn end(mut self) {
         self.stop_rotation().await;
+        self.run_over.store(true, Ordering::SeqCst);
         let shared = Arc::clone(&self.shared);
         let (dir, held) = {
             let mut state = self.lock();
@@ -272,7 +285,11 @@ impl Routes {
             }
             ids.push((h.spec.name.clone(), h.cap_id, h.expires));
         }
-        revoke_all(&shared, &self.service, ids, "run ended").await;
+        revoke_all(&shared, &self.service, ids, "run ended", None).await;
+        let (s, service) = (Arc::clone(&shared), self.service.clone());
+        if let Err(e) = blocking(move || s.routing.pending.release(&service)).await {
+            tracing::error!(service = %self.service, error = %e, "cannot record the run's capabilities as owed");
+        }
         let mut table = shared.table();
         if let Some(rec) = table.services.get_mut(&self.service) {
             rec.caps.clear();
@@ -293,6 +310,7 @@ impl Drop for Routes {
         if let Some((stop, _)) = self.rotation.take() {
             let _ = stop.send(true);
         }
+        self.run_over.store(true, Ordering::SeqCst);
         let (dir, held) = {
             let mut state = self.lock();
             (state.dir.take(), std::mem::take(&mut state.held))
@@ -323,7 +341,13 @@ impl Drop for Routes {
                 due: true,
             });
         }
-        self.shared.routing.pending.add(owed, unix_now());
+        let pending = &self.shared.routing.pending;
+        if let Err(e) = pending
+            .add(owed, unix_now())
+            .and_then(|_| pending.release(&self.service))
+        {
+            tracing::error!(service = %self.service, error = %e, "cannot record the run's capabilities as owed");
+        }
     }
 }
 
@@ -334,12 +358,15 @@ fn publish(shared: &Shared, service: &str, held: &[Held]) {
     }
 }
 
-/// `identity.issue` for one manifest entry: the token and what is held of it.
+/// `identity.issue` for one manifest entry: the token and what is held of it, recorded
+/// ([`Pending::hold`]) before it is handed out. A token that cannot be recorded is
+/// revoked again and the issue fails.
 async fn issue(
     shared: &Arc<Shared>,
     service: &str,
     cap: &CapabilitySpec,
-) -> Result<(Held, String), IssuerError> {
+    run_over: &Arc<AtomicBool>,
+) -> Result<(Held, String), ObtainError> {
     let ttl = cap.ttl.get().as_secs() as i64;
     let params = IssueParams {
         service: cap.service.clone(),
@@ -351,7 +378,27 @@ async fn issue(
         subject: Some(format!("svc:{service}@{}", shared.node_id)),
     };
     let socket = identity_socket(shared);
-    let issued = shared.routing.issuer().issue(&socket, params).await?;
+    let asked = Instant::now();
+    let issued = shared
+        .routing
+        .issuer()
+        .issue(&socket, params)
+        .await
+        .map_err(|e| {
+            let why = format!("capability `{}`: {e}", cap.name);
+            if retryable(&e) {
+                ObtainError::Retry(why)
+            } else {
+                ObtainError::Refused(why)
+            }
+        })?;
+    let rotate_due = rotation_due(
+        asked,
+        cap,
+        issued.expires,
+        Instant::now(),
+        SystemTime::now(),
+    );
     // Recorded before anyone can use it, so a supervisor that crashes from here on
     // leaves it owed to the next one.
     let held = Owed {
@@ -361,8 +408,17 @@ async fn issue(
         expires: issued.expires,
         due: false,
     };
-    let s = Arc::clone(shared);
-    blocking(move || s.routing.pending.add(vec![held], unix_now())).await;
+    let (s, flag) = (Arc::clone(shared), Arc::clone(run_over));
+    if let Err(e) = blocking(move || s.routing.pending.hold(held, unix_now(), &flag)).await {
+        tracing::error!(service, capability = %cap.name, cap_id = %issued.cap_id, error = %e, "a routed capability cannot be held; it is revoked again");
+        let id = (cap.name.clone(), issued.cap_id, issued.expires);
+        revoke_all(shared, service, vec![id], "not held", None).await;
+        let why = format!("capability `{}`: {e}", cap.name);
+        return Err(match e {
+            HoldError::Full => ObtainError::Refused(why),
+            HoldError::Io(_) => ObtainError::Retry(why),
+        });
+    }
     Ok((
         Held {
             spec: cap.clone(),
@@ -370,7 +426,7 @@ async fn issue(
             expires: issued.expires,
             // identity sets `exp` to its `iat` plus the ttl asked for.
             issued: issued.expires - ttl,
-            obtained: Instant::now(),
+            rotate_due,
             rotations: 0,
             last_rotation: None,
             retiring: Vec::new(),
@@ -381,71 +437,24 @@ async fn issue(
     ))
 }
 
-/// Revoke `ids` (capability name, cap_id, expiry) routed to `service`; what identity
-/// cannot take now is owed. Once identity is unreachable the rest are owed untried.
-async fn revoke_all(
-    shared: &Arc<Shared>,
-    service: &str,
-    ids: Vec<(String, String, i64)>,
-    why: &str,
-) {
-    let socket = identity_socket(shared);
-    let issuer = shared.routing.issuer();
-    let mut owed = Vec::new();
-    let mut done = Vec::new();
-    let mut down = false;
-    for (capability, cap_id, expires) in ids {
-        let result = if down {
-            Err(IssuerError::Unreachable("identity did not answer".into()))
-        } else {
-            issuer.revoke(&socket, &cap_id).await
-        };
-        match result {
-            Ok(()) => {
-                shared.audit.record(
-                    "cap.route_revoked",
-                    json!({"service": service, "capability": capability, "cap_id": cap_id,
-                           "reason": why}),
-                );
-                done.push(cap_id);
-            }
-            Err(e) => {
-                shared.audit.record(
-                    "cap.route_failed",
-                    json!({"service": service, "capability": capability, "cap_id": cap_id,
-                           "stage": "revoke", "error": e.to_string(),
-                           "pending": retryable(&e)}),
-                );
-                if retryable(&e) {
-                    down = matches!(e, IssuerError::Unreachable(_));
-                    tracing::warn!(service, capability, %cap_id, error = %e, "revocation pending: identity did not take it");
-                    owed.push(Owed {
-                        cap_id,
-                        service: service.to_owned(),
-                        capability,
-                        expires,
-                        due: true,
-                    });
-                } else {
-                    tracing::error!(service, capability, %cap_id, error = %e, "identity refused a revocation");
-                    done.push(cap_id);
-                }
-            }
-        }
-    }
-    if done.is_empty() && owed.is_empty() {
-        return;
-    }
-    let s = Arc::clone(shared);
-    blocking(move || {
-        if !done.is_empty() {
-            s.routing.pending.settle(&done, unix_now());
-        }
-        if !owed.is_empty() {
-            s.routing.pending.add(owed, unix_now());
-        }
-    })
-    .await;
+/// When a token of `cap`, asked for at `asked` and expiring at `expires` (unix seconds,
+/// by identity's clock, the supervisor's own), is replaced: when, by the wall clock
+/// `wall` (at `now`), a third of its lifetime (`ttl` less
+/// [`rotate_after`](CapabilitySpec::rotate_after)) is left. identity's `exp` is its
+/// second-truncated clock plus the ttl, and the answer took its time, so counting from
+/// the answer would leave less; never later than `rotate_after` from the asking.
+fn rotation_due(
+    asked: Instant,
+    cap: &CapabilitySpec,
+    expires: i64,
+    now: Instant,
+    wall: SystemTime,
+) -> Instant {
+    let margin = cap.ttl.get().saturating_sub(cap.rotate_after());
+    let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(expires.max(0) as u64);
+    let left = expiry.duration_since(wall).unwrap_or(Duration::ZERO);
+    let by_wall = now + left.saturating_sub(margin);
+    by_wall.min(asked + cap.rotate_after())
 }
 
 /// Run file work (writes and their syncs, which a slow disk makes take hundreds of
@@ -508,7 +517,14 @@ pub(crate) fn spawn_retrier(shared: Arc<Shared>) {
                 } else {
                     delay = RETRY_MIN;
                 }
-                if out.left == 0 {
+                // Settled (and the list written) off the runtime thread.
+                let s = Arc::clone(&shared);
+                let left = blocking(move || {
+                    s.routing.pending.settle(&out.done, unix_now());
+                    s.routing.pending.owed().len()
+                })
+                .await;
+                if left == 0 {
                     tracing::info!("no revocations pending");
                 }
             }

@@ -7,14 +7,17 @@
 //! its services' tokens live.
 //!
 //! Bounded: at most [`MAX_PENDING`] entries; an entry is dropped once its token has
-//! expired (nothing is left to revoke), and past the bound the ones expiring soonest make
-//! room (logged).
+//! expired (nothing is left to revoke). At the bound no more are held (the issue is
+//! refused, [`HoldError::Full`]); due ones past it (a run ending) make room by dropping
+//! the due ones expiring soonest (logged), never a held one. A hold that cannot be
+//! written fails the issue. A file that cannot be read back is renamed aside.
 
 use super::issuer::{retryable, Issuer};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,23 +52,57 @@ fn due() -> bool {
     true
 }
 
+/// Why a run's capability cannot be recorded as held ([`Pending::hold`]).
+#[derive(Debug)]
+pub enum HoldError {
+    /// [`MAX_PENDING`] entries are kept already (none of them is dropped for room).
+    Full,
+    /// The list could not be written: a supervisor crash would leave the token live.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for HoldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HoldError::Full => write!(
+                f,
+                "{MAX_PENDING} routed capabilities are held or owed already; no more are issued until some are revoked or expire"
+            ),
+            HoldError::Io(e) => write!(f, "cannot record the capability as held: {e}"),
+        }
+    }
+}
+
 /// The persisted list of revocations owed.
 pub struct Pending {
     path: PathBuf,
     owed: Mutex<Vec<Owed>>,
+    /// Held while a change is made and written, so the writes land in the order the
+    /// changes were made; [`Pending::owed`] takes only `owed`, never waiting on a sync.
+    writer: Mutex<()>,
     /// Woken when something is added.
     pub(crate) added: tokio::sync::Notify,
 }
 
 impl Pending {
-    /// The list kept in `state_dir`, with what a previous supervisor left there.
+    /// The list kept in `state_dir`, with what a previous supervisor left there. A file
+    /// that cannot be read as the list is renamed aside (never overwritten: the cap_ids
+    /// in it are what an operator needs to revoke by hand).
     pub fn load(state_dir: &Path) -> Pending {
         let path = state_dir.join(FILE);
         let mut owed = match read(&path) {
             Ok(owed) => owed,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "cannot read the pending revocations; the capabilities they name stay valid until they expire");
+                let aside = state_dir.join(format!("{FILE}.bad-{}", super::unix_now()));
+                match std::fs::rename(&path, &aside) {
+                    Ok(()) => {
+                        tracing::error!(file = %path.display(), kept = %aside.display(), error = %e, "cannot read the pending revocations; the file is kept aside and the capabilities it names stay valid until they expire")
+                    }
+                    Err(re) => {
+                        tracing::error!(file = %path.display(), error = %e, rename_error = %re, "cannot read the pending revocations nor rename the file aside; the capabilities it names stay valid until they expire")
+                    }
+                }
                 Vec::new()
             }
         };
@@ -82,12 +119,29 @@ impl Pending {
         Pending {
             path,
             owed: Mutex::new(owed),
+            writer: Mutex::new(()),
             added: tokio::sync::Notify::new(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Owed>> {
         self.owed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply `f` (which says whether it changed anything) and write the list if it did,
+    /// from a copy: the list's lock is not held across the write and its sync.
+    fn change<T>(&self, f: impl FnOnce(&mut Vec<Owed>) -> (T, bool)) -> (T, std::io::Result<()>) {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (value, copy) = {
+            let mut owed = self.lock();
+            let (value, changed) = f(&mut owed);
+            (value, changed.then(|| owed.clone()))
+        };
+        let written = match copy {
+            Some(copy) => self.persist(&copy),
+            None => Ok(()),
+        };
+        (value, written)
     }
 
     /// The revocations due now.
@@ -101,12 +155,34 @@ impl Pending {
         self.lock().clone()
     }
 
-    /// Record `more` (persisted before this returns): new entries are added, a known
+    /// Record `o` as held by a run (persisted before this returns), or as due if
+    /// `run_over` is set by then: the run ended while the call that issued it was in
+    /// flight ([`Pending::release`] sets no flag of its own; the run's end sets
+    /// `run_over` before it releases, and both are read under the list's lock). Refused
+    /// when [`MAX_PENDING`] entries are kept already.
+    pub fn hold(&self, mut o: Owed, now: i64, run_over: &AtomicBool) -> Result<(), HoldError> {
+        let (full, written) = self.change(|owed| {
+            owed.retain(|e| e.expires > now);
+            if owed.len() >= MAX_PENDING {
+                return (true, false);
+            }
+            o.due = run_over.load(Ordering::SeqCst);
+            owed.push(o);
+            (false, true)
+        });
+        if full {
+            return Err(HoldError::Full);
+        }
+        written.map_err(HoldError::Io)
+    }
+
+    /// Record `more` (persisted before this returns, `Err` when that failed: the entries
+    /// are kept in memory and retried all the same): new entries are added, a known
     /// `cap_id` becomes due if the new entry is. Drops what expired by `now` and, past
-    /// [`MAX_PENDING`], what expires soonest. Returns how many were dropped for room.
-    pub fn add(&self, more: Vec<Owed>, now: i64) -> usize {
-        let dropped = {
-            let mut owed = self.lock();
+    /// [`MAX_PENDING`], the due ones expiring soonest (a held one is never dropped).
+    /// Returns how many were dropped for room.
+    pub fn add(&self, more: Vec<Owed>, now: i64) -> std::io::Result<usize> {
+        let (dropped, written) = self.change(|owed| {
             owed.retain(|o| o.expires > now);
             let mut known: std::collections::HashMap<String, usize> = owed
                 .iter()
@@ -123,34 +199,64 @@ impl Pending {
                 }
             }
             let over = owed.len().saturating_sub(MAX_PENDING);
+            let mut dropped = 0;
             if over > 0 {
-                owed.sort_by_key(|o| std::cmp::Reverse(o.expires));
-                owed.truncate(MAX_PENDING);
+                let mut due: Vec<(i64, String)> = owed
+                    .iter()
+                    .filter(|o| o.due)
+                    .map(|o| (o.expires, o.cap_id.clone()))
+                    .collect();
+                due.sort();
+                let gone: std::collections::HashSet<String> =
+                    due.into_iter().take(over).map(|(_, id)| id).collect();
+                dropped = gone.len();
+                owed.retain(|o| !gone.contains(&o.cap_id));
             }
-            self.persist(&owed);
-            over
-        };
+            (dropped, true)
+        });
         if dropped > 0 {
             tracing::error!(
                 dropped,
-                "too many revocations pending: the ones expiring soonest are no longer retried"
+                "too many revocations pending: the due ones expiring soonest are no longer retried"
             );
         }
         self.added.notify_one();
-        dropped
+        written.map(|()| dropped)
+    }
+
+    /// Make every entry `service`'s run held due: the run is over (a service has one run
+    /// at a time), so whatever it still holds here, a token its rotation obtained while
+    /// being stopped included, is owed.
+    pub fn release(&self, service: &str) -> std::io::Result<()> {
+        let (any, written) = self.change(|owed| {
+            let mut any = false;
+            for o in owed.iter_mut().filter(|o| o.service == service && !o.due) {
+                o.due = true;
+                any = true;
+            }
+            (any, any)
+        });
+        if any {
+            self.added.notify_one();
+        }
+        written
     }
 
     /// Forget `done` (revoked, or not revocable at all), and whatever expired by `now`.
+    /// A failed write is logged: the file then names more than is owed, which the next
+    /// supervisor retries harmlessly.
     pub fn settle(&self, done: &[String], now: i64) {
-        let mut owed = self.lock();
-        let before = owed.len();
-        owed.retain(|o| o.expires > now && !done.contains(&o.cap_id));
-        if owed.len() != before {
-            self.persist(&owed);
+        let ((), written) = self.change(|owed| {
+            let before = owed.len();
+            owed.retain(|o| o.expires > now && !done.contains(&o.cap_id));
+            ((), owed.len() != before)
+        });
+        if let Err(e) = written {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot record the revocations done");
         }
     }
 
-    fn persist(&self, owed: &[Owed]) {
+    fn persist(&self, owed: &[Owed]) -> std::io::Result<()> {
         let result = if owed.is_empty() {
             match std::fs::remove_file(&self.path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -168,34 +274,32 @@ impl Pending {
                     )
                 })
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::error!(file = %self.path.display(), error = %e, "cannot record the pending revocations");
         }
+        result
     }
 
     /// Try every owed revocation once at `socket` (stopping at the first sign identity is
-    /// unreachable), forgetting what was revoked, refused for good, or expired by `now`.
+    /// unreachable). What was revoked, refused for good, or expired by `now` is in
+    /// [`RetryOutcome::done`], for the caller to [`settle`](Pending::settle) off the
+    /// runtime thread.
     pub async fn retry(&self, issuer: &dyn Issuer, socket: &Path, now: i64) -> RetryOutcome {
         let owed = self.owed();
         let mut outcome = RetryOutcome::default();
-        if owed.is_empty() {
-            outcome.left = 0;
-            return outcome;
-        }
-        let mut done = Vec::new();
         for o in &owed {
             if o.expires <= now {
-                done.push(o.cap_id.clone());
+                outcome.done.push(o.cap_id.clone());
                 continue;
             }
             match issuer.revoke(socket, &o.cap_id).await {
                 Ok(()) => {
                     outcome.revoked.push(o.clone());
-                    done.push(o.cap_id.clone());
+                    outcome.done.push(o.cap_id.clone());
                 }
                 Err(e) if !retryable(&e) => {
                     outcome.failed.push((o.clone(), e.to_string()));
-                    done.push(o.cap_id.clone());
+                    outcome.done.push(o.cap_id.clone());
                 }
                 Err(e) => {
                     outcome.error = Some(e.to_string());
@@ -204,8 +308,6 @@ impl Pending {
                 }
             }
         }
-        self.settle(&done, now);
-        outcome.left = self.owed().len();
         outcome
     }
 }
@@ -219,8 +321,8 @@ pub struct RetryOutcome {
     pub failed: Vec<(Owed, String)>,
     /// Why the rest could not be revoked, if identity was unreachable.
     pub error: Option<String>,
-    /// Still owed.
-    pub left: usize,
+    /// Every cap_id no longer owed (revoked, refused for good, or expired).
+    pub done: Vec<String>,
 }
 
 /// The file's entries: a regular file (not followed if a symlink), at most
@@ -241,151 +343,16 @@ fn read(path: &Path) -> std::io::Result<Vec<Owed>> {
     file.take(MAX_FILE_BYTES).read_to_end(&mut text)?;
     let mut owed: Vec<Owed> = serde_json::from_slice(&text)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    owed.truncate(MAX_PENDING);
+    if owed.len() > MAX_PENDING {
+        tracing::error!(
+            entries = owed.len(),
+            kept = MAX_PENDING,
+            "more pending revocations than are kept: the rest are no longer retried"
+        );
+        owed.truncate(MAX_PENDING);
+    }
     Ok(owed)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::routing::issuer::{BoxFuture, IssuerError};
-    use std::os::unix::fs::MetadataExt;
-    use strata_proto::methods::identity::{IssueParams, IssueResult};
-
-    /// Revokes when `up`, else is unreachable; records what it revoked.
-    #[derive(Default)]
-    struct Fake {
-        up: std::sync::atomic::AtomicBool,
-        revoked: Mutex<Vec<String>>,
-    }
-
-    impl Issuer for Fake {
-        fn issue<'a>(
-            &'a self,
-            _: &'a Path,
-            _: IssueParams,
-        ) -> BoxFuture<'a, Result<IssueResult, IssuerError>> {
-            Box::pin(async { Err(IssuerError::Unreachable("fake".into())) })
-        }
-        fn revoke<'a>(
-            &'a self,
-            _: &'a Path,
-            cap_id: &'a str,
-        ) -> BoxFuture<'a, Result<(), IssuerError>> {
-            Box::pin(async move {
-                if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
-                    return Err(IssuerError::Unreachable("down".into()));
-                }
-                self.revoked.lock().unwrap().push(cap_id.to_owned());
-                Ok(())
-            })
-        }
-    }
-
-    fn owed(id: &str, expires: i64) -> Owed {
-        Owed {
-            cap_id: id.into(),
-            service: "alpha".into(),
-            capability: "data".into(),
-            expires,
-            due: true,
-        }
-    }
-
-    #[tokio::test]
-    async fn held_capabilities_are_not_retried_until_due_and_all_are_due_after_a_restart() {
-        let state = tempfile::tempdir().unwrap();
-        let pending = Pending::load(state.path());
-        let held = Owed {
-            due: false,
-            ..owed("held", 1_000)
-        };
-        pending.add(vec![held.clone(), owed("due", 1_000)], 100);
-        let fake = Fake::default();
-        fake.up.store(true, std::sync::atomic::Ordering::SeqCst);
-        let out = pending.retry(&fake, Path::new("/x"), 200).await;
-        assert_eq!(out.left, 0);
-        assert_eq!(
-            *fake.revoked.lock().unwrap(),
-            vec!["due"],
-            "a run holds the other"
-        );
-        assert_eq!(pending.all(), vec![held.clone()]);
-        // Its run ends, identity down: it becomes due, once.
-        pending.add(vec![owed("held", 1_000)], 100);
-        assert_eq!(pending.all(), vec![owed("held", 1_000)]);
-        // A supervisor that crashed while a run held one: the next owes it.
-        pending.add(
-            vec![Owed {
-                due: false,
-                ..owed("run", 1_000)
-            }],
-            100,
-        );
-        drop(pending);
-        let next = Pending::load(state.path());
-        let ids: Vec<String> = next.owed().into_iter().map(|o| o.cap_id).collect();
-        assert_eq!(ids, ["held", "run"]);
-    }
-
-    #[tokio::test]
-    async fn owed_revocations_survive_a_restart_and_are_retried_until_revoked() {
-        let state = tempfile::tempdir().unwrap();
-        let pending = Pending::load(state.path());
-        assert!(pending.owed().is_empty());
-        pending.add(vec![owed("a", 1_000), owed("b", 2_000)], 100);
-        let file = state.path().join(FILE);
-        let m = std::fs::symlink_metadata(&file).unwrap();
-        assert_eq!(
-            m.mode() & 0o7777,
-            0o600,
-            "the list is the supervisor's alone"
-        );
-        // A new supervisor reads what the last one owed.
-        drop(pending);
-        let pending = Pending::load(state.path());
-        assert_eq!(pending.owed(), vec![owed("a", 1_000), owed("b", 2_000)]);
-        // identity down: nothing is forgotten.
-        let fake = Fake::default();
-        let out = pending.retry(&fake, Path::new("/x"), 200).await;
-        assert!(out.error.is_some());
-        assert_eq!(out.left, 2);
-        assert_eq!(Pending::load(state.path()).owed().len(), 2);
-        // identity up: both revoked, and the file is gone.
-        fake.up.store(true, std::sync::atomic::Ordering::SeqCst);
-        let out = pending.retry(&fake, Path::new("/x"), 200).await;
-        assert_eq!(out.revoked.len(), 2);
-        assert_eq!(out.left, 0);
-        assert_eq!(*fake.revoked.lock().unwrap(), vec!["a", "b"]);
-        assert!(!file.exists());
-        assert!(Pending::load(state.path()).owed().is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_list_is_bounded_and_forgets_what_expired() {
-        let state = tempfile::tempdir().unwrap();
-        let pending = Pending::load(state.path());
-        // Expired ones are nothing to revoke.
-        pending.add(vec![owed("gone", 50), owed("live", 500)], 100);
-        assert_eq!(pending.owed(), vec![owed("live", 500)]);
-        pending.settle(&[], 600);
-        assert!(pending.owed().is_empty());
-        // At the bound everything is kept; one past it, the soonest to expire goes.
-        let many: Vec<Owed> = (0..MAX_PENDING)
-            .map(|i| owed(&format!("c{i}"), 1_000 + i as i64))
-            .collect();
-        assert_eq!(pending.add(many, 100), 0);
-        assert_eq!(pending.owed().len(), MAX_PENDING);
-        assert_eq!(pending.add(vec![owed("late", 1_000_000)], 100), 1);
-        let now = pending.owed();
-        assert_eq!(now.len(), MAX_PENDING);
-        assert!(now.iter().any(|o| o.cap_id == "late"));
-        assert!(
-            !now.iter().any(|o| o.cap_id == "c0"),
-            "the soonest to expire made room"
-        );
-        // A file that is not the list is not trusted.
-        std::fs::write(state.path().join(FILE), "not json").unwrap();
-        assert!(Pending::load(state.path()).owed().is_empty());
-    }
-}
+mod tests;

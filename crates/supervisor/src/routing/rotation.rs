@@ -1,20 +1,25 @@
-//! One run's rotation task: at two thirds of a token's lifetime
-//! ([`CapabilitySpec::rotate_after`](crate::manifest::CapabilitySpec::rotate_after)) a
+//! One run's rotation task: when a third of a token's lifetime is left by the wall
+//! clock (at most
+//! [`CapabilitySpec::rotate_after`](crate::manifest::CapabilitySpec::rotate_after) after
+//! it was asked for) a
 //! fresh token is obtained and renamed over the file, the service is told (`on_rotate`,
 //! to its process group), and the replaced token is revoked once its grace
 //! ([`CapabilitySpec::grace_period`](crate::manifest::CapabilitySpec::grace_period)) is
 //! over. A failed rotation leaves the file as it is and is tried again with a bounded
 //! backoff; each failure is logged and audited.
 //!
-//! The task is stopped (never aborted mid-call unless it overstays) by [`Routes::end`],
-//! which then revokes whatever it held, so a token obtained during a call in flight is
-//! not forgotten.
+//! The task is stopped by [`Routes::end`] (it leaves a call to identity in flight when
+//! told, and is aborted only if its file work overstays), which then revokes whatever it
+//! held and makes due whatever else the run held in the pending list, so a token
+//! obtained during a call in flight is not forgotten.
 //!
 //! [`Routes::end`]: super::Routes::end
 
 use super::{issue, publish, revoke_all, unix_now, write, RouteState};
 use crate::shared::Shared;
 use serde_json::json;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,14 +30,29 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts at one rotation.
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Rotate the tokens of `state` until `stop` says the run is over.
-pub(super) async fn rotate(
-    shared: Arc<Shared>,
-    service: String,
-    pid: i32,
-    state: Arc<Mutex<RouteState>>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// The run whose tokens a rotation task replaces.
+pub(super) struct Run {
+    pub shared: Arc<Shared>,
+    pub service: String,
+    /// Its process (and process group).
+    pub pid: i32,
+    pub state: Arc<Mutex<RouteState>>,
+    /// See [`Routes`](super::Routes)'s `run_over`.
+    pub run_over: Arc<AtomicBool>,
+}
+
+/// Rotate the tokens of `run` until `stop` says the run is over. A call to identity in
+/// flight is left when it does; a replaced token stays in its `retiring` list until its
+/// revocation was answered or owed, so a task stopped (or aborted) meanwhile leaves it
+/// to the run's end.
+pub(super) async fn rotate(run: Run, mut stop: watch::Receiver<bool>) {
+    let Run {
+        shared,
+        service,
+        pid,
+        state,
+        run_over,
+    } = run;
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let next = {
@@ -52,24 +72,36 @@ pub(super) async fn rotate(
         }
         let now = Instant::now();
         // Replaced tokens whose grace is over.
-        let due: Vec<(String, String, i64)> = {
-            let mut st = lock();
-            let mut due = Vec::new();
-            for h in &mut st.held {
-                let name = h.spec.name.clone();
-                h.retiring.retain(|(cap_id, expires, at)| {
-                    if *at <= now {
-                        due.push((name.clone(), cap_id.clone(), *expires));
-                        false
-                    } else {
-                        true
-                    }
-                });
-            }
-            due
-        };
+        let due: Vec<(String, String, i64)> = lock()
+            .held
+            .iter()
+            .flat_map(|h| {
+                h.retiring
+                    .iter()
+                    .filter(|(_, _, at)| *at <= now)
+                    .map(|(cap_id, expires, _)| (h.spec.name.clone(), cap_id.clone(), *expires))
+            })
+            .collect();
         if !due.is_empty() {
-            revoke_all(&shared, &service, due, "rotated out").await;
+            let kept = revoke_all(
+                &shared,
+                &service,
+                due.clone(),
+                "rotated out",
+                Some(stop.clone()),
+            )
+            .await;
+            let answered: HashSet<String> = due
+                .into_iter()
+                .map(|d| d.1)
+                .filter(|id| !kept.iter().any(|k| &k.1 == id))
+                .collect();
+            for h in &mut lock().held {
+                h.retiring.retain(|r| !answered.contains(&r.0));
+            }
+            if *stop.borrow() {
+                return;
+            }
         }
         // Tokens due for replacement.
         let specs: Vec<_> = lock()
@@ -82,7 +114,12 @@ pub(super) async fn rotate(
             if *stop.borrow() {
                 return;
             }
-            let outcome = match issue(&shared, &service, &spec).await {
+            let issued = tokio::select! {
+                issued = issue(&shared, &service, &spec, &run_over) => issued,
+                // The run is ending: whatever this call obtains is owed by its end.
+                _ = stop.wait_for(|v| *v) => return,
+            };
+            let outcome = match issued {
                 Ok((fresh, token)) => {
                     // Ok(Some(old cap_id)) when delivered; Err when the file was not
                     // written (the fresh token then goes back).
@@ -96,7 +133,7 @@ pub(super) async fn rotate(
                                 .push((old.clone(), h.expires, now + spec.grace_period()));
                             h.expires = fresh.expires;
                             h.issued = fresh.issued;
-                            h.obtained = fresh.obtained;
+                            h.rotate_due = fresh.rotate_due;
                             h.rotations += 1;
                             h.last_rotation = Some(unix_now());
                             h.retry_at = None;
@@ -114,6 +151,7 @@ pub(super) async fn rotate(
                                 &service,
                                 vec![(spec.name.clone(), fresh.cap_id, fresh.expires)],
                                 "not delivered",
+                                None,
                             )
                             .await;
                             Err(format!("cannot write the credential: {why}"))
@@ -131,7 +169,9 @@ pub(super) async fn rotate(
                                "grace_ms": spec.grace_period().as_millis() as u64}),
                     );
                     tracing::info!(service = %service, capability = %spec.name, cap_id = %new, "capability rotated");
-                    if let Some(signal) = spec.on_rotate {
+                    // Checked right before the signal, with nothing awaited in between:
+                    // once the run's end has said stop, its group may be gone.
+                    if let Some(signal) = spec.on_rotate.filter(|_| !*stop.borrow()) {
                         shared.spawner.signal_group(pid, signal.0);
                     }
                 }

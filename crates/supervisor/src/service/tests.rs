@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 mod refused;
 mod routing;
+mod routing_ends;
 
 /// What one scripted run does.
 #[derive(Debug, Clone, Copy)]

@@ -154,9 +154,14 @@ async fn waiting_is_shown_while_the_first_attempt_is_under_way() {
     let h = boot(&identity);
     h.wait_state("alpha", Starting).await;
     let mut changed = h.sup.shared.changed.subscribe();
-    while h.sup.shared.table().services["alpha"].waiting.is_none() {
-        changed.changed().await.unwrap();
-    }
+    // (Virtual time: a minute passes at once if nothing changes, failing the test.)
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while h.sup.shared.table().services["alpha"].waiting.is_none() {
+            changed.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("waiting is set while the first attempt is under way");
     let why = h.sup.shared.table().services["alpha"].waiting.clone();
     assert_eq!(
         why.as_deref(),

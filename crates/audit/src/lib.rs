@@ -184,6 +184,31 @@ impl Audit {
             .unguarded
     }
 
+    /// Record the `auth.denied` line of a request a service refused: its method, the remote
+    /// node and address for a caller over TCP (which has no kernel credentials), the
+    /// capability when it was verified (`cap`: its `cap_id` and `sub`), the code and the
+    /// reason. Bounded and rate-limited per caller like every denial.
+    pub fn record_denial(
+        &self,
+        call: &strata_ipc::Call,
+        cap: Option<(String, String)>,
+        error: &strata_proto::ErrorBody,
+    ) {
+        let (cap_id, sub) = cap.unzip();
+        self.record(
+            DENIED,
+            call.local_peer(),
+            serde_json::json!({
+                "method": call.method,
+                "remote": call.remote_peer().map(|r| serde_json::json!({"node": r.name, "addr": r.addr.to_string()})),
+                "cap_id": cap_id,
+                "sub": sub,
+                "code": error.code.name(),
+                "reason": error.message,
+            }),
+        );
+    }
+
     /// Record `event` by `peer` with extra `fields` (a JSON object; other values are
     /// stored under `"detail"`). String values are cut to [`MAX_VALUE_LEN`]; `auth.denied`
     /// is rate-limited per caller (see the module documentation).

@@ -246,17 +246,10 @@ impl FsService {
         error: &strata_proto::ErrorBody,
     ) {
         self.metrics.denied.inc();
-        self.audit.record(
-            "auth.denied",
-            call.local_peer(),
-            json!({
-                "method": call.method,
-                "remote": call.remote_peer().map(|r| json!({"node": r.name, "addr": r.addr.to_string()})),
-                "cap_id": claims.map(|c| c.jti.to_string()),
-                "sub": claims.map(|c| c.sub.clone()),
-                "code": error.code.name(),
-                "reason": error.message,
-            }),
+        self.audit.record_denial(
+            call,
+            claims.map(|c| (c.jti.to_string(), c.sub.clone())),
+            error,
         );
     }
 }

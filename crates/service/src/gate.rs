@@ -2,7 +2,6 @@
 //! the call's token may call the method's right, and writes every denial to the audit log.
 
 use crate::{ServiceError, Settings};
-use serde_json::json;
 use std::sync::Arc;
 use strata_audit::Audit;
 use strata_cap::Claims;
@@ -79,17 +78,10 @@ impl Gate {
     /// Record an `auth.denied` line for `call`, with the capability when it was verified.
     /// The audit log bounds each value and rate-limits these lines per caller.
     pub fn audit_denial(&self, call: &Call, claims: Option<&Claims>, error: &ErrorBody) {
-        self.audit.record(
-            "auth.denied",
-            call.local_peer(),
-            json!({
-                "method": call.method,
-                "remote": call.remote_peer().map(|r| json!({"node": r.name, "addr": r.addr.to_string()})),
-                "cap_id": claims.map(|c| c.jti.to_string()),
-                "sub": claims.map(|c| c.sub.clone()),
-                "code": error.code.name(),
-                "reason": error.message,
-            }),
+        self.audit.record_denial(
+            call,
+            claims.map(|c| (c.jti.to_string(), c.sub.clone())),
+            error,
         );
     }
 

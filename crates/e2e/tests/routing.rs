@@ -6,7 +6,7 @@
 //!   (modes, owners, `CREDENTIALS_DIRECTORY`, no token in its environ or command line, the
 //!   token's claims equal the manifest, a right not declared is PERMISSION_DENIED at fs),
 //!   and `supervisor.svc.caps` / `strata-ctl svc caps` list the cap_ids in the files;
-//! - rotation with a 6 s ttl and 1 s grace: the file changes before the first token expires,
+//! - rotation with a 12 s ttl and 3 s grace: the file changes before the first token expires,
 //!   a client re-reading the file before each request never fails, the old token is
 //!   revoked after the grace;
 //! - stop, crash (SIGKILL) and quarantine each revoke the run's tokens and a child delegated
@@ -666,7 +666,7 @@ fn rotation_replaces_the_file_before_expiry_without_failing_a_request() {
     }
     let caps = "[[service.capability]]\nname = \"data\"\nservice = \"fs\"\n\
                 rights = [\"fs.list\"]\npath_prefix = \"{export}/data\"\n\
-                ttl = \"12s\"\ngrace = \"2s\"\n";
+                ttl = \"12s\"\ngrace = \"3s\"\n";
     let node = Node::start(&sleeper("rotor", "", caps));
     node.wait_state("rotor", "Healthy");
     let first = node.token("rotor", "data").expect("the first token");

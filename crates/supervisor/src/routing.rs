@@ -18,7 +18,7 @@ use crate::manifest::CapabilitySpec;
 use crate::shared::Shared;
 use credentials::{CredentialsDir, Owner};
 use issuer::{identity_socket, retryable, Issuer, SocketIssuer};
-use pending::{HoldError, Owed, Pending, RETRY_MAX, RETRY_MIN};
+use pending::{Owed, Pending, RETRY_MAX, RETRY_MIN};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -413,11 +413,11 @@ async fn issue(
         tracing::error!(service, capability = %cap.name, cap_id = %issued.cap_id, error = %e, "a routed capability cannot be held; it is revoked again");
         let id = (cap.name.clone(), issued.cap_id, issued.expires);
         revoke_all(shared, service, vec![id], "not held", None).await;
-        let why = format!("capability `{}`: {e}", cap.name);
-        return Err(match e {
-            HoldError::Full => ObtainError::Refused(why),
-            HoldError::Io(_) => ObtainError::Retry(why),
-        });
+        // Both pass: a full list drains as identity takes the revocations owed (or they
+        // expire), and a disk recovers. Neither is the service's fault, so neither may
+        // count towards its quarantine.
+        let why = format!("cannot hold capability `{}`: {e}", cap.name);
+        return Err(ObtainError::Retry(why));
     }
     Ok((
         Held {

@@ -234,7 +234,7 @@ fn sweep(root: &OwnedFd) {
         if budget == 0 {
             break;
         }
-        if !remove_tree(root, &name, MAX_DEPTH, &mut budget) {
+        if !remove_tree(root, &name, MAX_DEPTH, &mut budget, None) {
             tracing::warn!(
                 entry = %Path::new(&name).display(),
                 "a credentials directory set aside is not removed yet (it is full or deep); \
@@ -246,8 +246,17 @@ fn sweep(root: &OwnedFd) {
 
 /// Remove the directory `name` beneath `parent` and what is in it, beneath opened
 /// handles and following no symlink, spending at most `budget` entries: whether it is
-/// gone.
-fn remove_tree(parent: &OwnedFd, name: &OsStr, depth: usize, budget: &mut usize) -> bool {
+/// gone. Root removes only what the service could have removed itself: beneath the
+/// set-aside directory (the service's, `owner` is `None` there) it descends only into
+/// directories of the same owner without the sticky bit, so a directory of other users'
+/// files the service moved into its own is left (and warned about), never emptied.
+fn remove_tree(
+    parent: &OwnedFd,
+    name: &OsStr,
+    depth: usize,
+    budget: &mut usize,
+    owner: Option<u32>,
+) -> bool {
     let dir = match rfs::openat(
         parent,
         name,
@@ -262,6 +271,14 @@ fn remove_tree(parent: &OwnedFd, name: &OsStr, depth: usize, budget: &mut usize)
             return rfs::unlinkat(parent, name, AtFlags::empty()).is_ok()
         }
         Err(_) => return false,
+    };
+    let Ok(st) = rfs::fstat(&dir) else {
+        return false;
+    };
+    let owner = match owner {
+        None => st.st_uid,
+        Some(owner) if st.st_uid == owner && st.st_mode & 0o1000 == 0 => owner,
+        Some(_) => return false,
     };
     let mut names = Vec::new();
     if let Ok(entries) = rfs::Dir::read_from(&dir) {
@@ -292,7 +309,7 @@ fn remove_tree(parent: &OwnedFd, name: &OsStr, depth: usize, budget: &mut usize)
             }
         };
         if !unlinked && depth > 0 {
-            remove_tree(&dir, &entry, depth - 1, budget);
+            remove_tree(&dir, &entry, depth - 1, budget, Some(owner));
         }
     }
     rfs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_ok()
@@ -510,6 +527,40 @@ mod tests {
         }
         assert_eq!(meta(&run.path().join("credentials")).uid(), 0);
         dir.remove().unwrap();
+    }
+
+    #[test]
+    fn root_empties_only_what_the_service_could_have_emptied() {
+        if strata_testkit::skip_unless_root("root_empties_only_what_the_service_could_have_emptied")
+        {
+            return;
+        }
+        use std::os::unix::fs::chown;
+        let run = tempfile::tempdir().unwrap();
+        let nobody = Owner {
+            uid: 65534,
+            gid: 65534,
+        };
+        let dir = CredentialsDir::create(run.path(), "alpha", nobody).unwrap();
+        // A directory of another user's files the service moved into its own, and one of
+        // its own.
+        for (sub, uid) in [("theirs", 1234), ("own", 65534)] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join("file"), "x").unwrap();
+            chown(dir.path().join(sub), Some(uid), Some(uid)).unwrap();
+        }
+        dir.remove().unwrap();
+        let old: Vec<_> = std::fs::read_dir(run.path().join("credentials"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(ASIDE))
+            .collect();
+        assert_eq!(old.len(), 1, "set aside, not removed whole");
+        assert!(
+            old[0].join("theirs/file").exists(),
+            "another user's file removed"
+        );
+        assert!(!old[0].join("own").exists(), "the service's own left");
     }
 
     /// The `.old.` entries left in `credentials/`.

@@ -130,7 +130,12 @@ pub(super) async fn rotate(run: Run, mut stop: watch::Receiver<bool>) {
                             let h = st.held.iter_mut().find(|h| h.spec.name == spec.name)?;
                             let old = std::mem::replace(&mut h.cap_id, fresh.cap_id.clone());
                             h.retiring
-                                .push((old.clone(), h.expires, now + spec.grace_period()));
+                                // The grace runs from the delivery, not from the wake-up.
+                                .push((
+                                    old.clone(),
+                                    h.expires,
+                                    Instant::now() + spec.grace_period(),
+                                ));
                             h.expires = fresh.expires;
                             h.issued = fresh.issued;
                             h.rotate_due = fresh.rotate_due;

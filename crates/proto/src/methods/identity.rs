@@ -360,6 +360,184 @@ pub struct RevocationsResult {
     pub keys: Option<Vec<KeyInfo>>,
 }
 
+/// The largest `limit` of `identity.issued`.
+pub const MAX_ISSUED_PAGE: u32 = 1000;
+/// `identity.issued`'s `limit` when absent.
+pub const DEFAULT_ISSUED_PAGE: u32 = 256;
+
+/// A refusal while parsing that says what was expected and nothing of what was sent.
+fn refuse<E: serde::de::Error>(expected: &str) -> E {
+    E::custom(format!("must be {expected}"))
+}
+
+/// Whether `s` is a cap_id as identity writes it: 32 lowercase hex digits.
+pub fn is_cap_id_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// An optional cap_id (32 lowercase hex digits), checked while parsing without copying
+/// or echoing what was sent (a megabyte string is refused as it is read).
+fn bounded_cap_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    const EXPECTED: &str = "a cap_id of 32 lowercase hex digits";
+    struct CapIdHex;
+    impl<'de> serde::de::Visitor<'de> for CapIdHex {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if is_cap_id_hex(v) {
+                Ok(Some(v.to_owned()))
+            } else {
+                Err(refuse(EXPECTED))
+            }
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(refuse(EXPECTED))
+        }
+    }
+    d.deserialize_option(CapIdHex)
+}
+
+/// An optional `limit` of `identity.issued`: 1..=[`MAX_ISSUED_PAGE`], anything else
+/// (another type included) refused without echoing it.
+fn bounded_issued_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct Limit;
+    const EXPECTED: &str = "an integer from 1 to 1000";
+    impl<'de> serde::de::Visitor<'de> for Limit {
+        type Value = Option<u32>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            match u32::try_from(v) {
+                Ok(n) if (1..=MAX_ISSUED_PAGE).contains(&n) => Ok(Some(n)),
+                _ => Err(refuse(EXPECTED)),
+            }
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(refuse(EXPECTED)),
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(refuse(EXPECTED))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(refuse(EXPECTED))
+        }
+    }
+    d.deserialize_option(Limit)
+}
+
+/// `identity.issued` (admin): one page of the capabilities this node issued or delegated
+/// and has not seen expire, in cap_id order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IssuedParams {
+    /// Start strictly after this cap_id (32 lowercase hex digits; absent: the beginning),
+    /// checked while parsing.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_cap_id"
+    )]
+    pub after: Option<String>,
+    /// The most caps to return, 1..=[`MAX_ISSUED_PAGE`] (absent: [`DEFAULT_ISSUED_PAGE`]),
+    /// checked while parsing.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded_issued_limit"
+    )]
+    pub limit: Option<u32>,
+}
+
+/// One capability in `identity.issued`'s answer. The optional fields are absent for
+/// records written before the method existed (and `path_prefix`/`rate_limit` when the
+/// token has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCap {
+    /// The capability's id (32 hex digits).
+    pub cap_id: String,
+    /// Its ancestors, root first, direct parent last (empty for a root capability).
+    pub parents: Vec<String>,
+    /// Unix seconds when it expires.
+    pub expires: i64,
+    /// Unix seconds when it was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    /// The service it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Its rights, e.g. `["fs.read"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights: Option<Vec<String>>,
+    /// The directory it is confined to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Its own rate limit, e.g. `"10rps"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Whom it was issued to (the token's `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// It or one of its ancestors is revoked.
+    pub revoked: bool,
+}
+
+/// `identity.issued`'s answer: one page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedResult {
+    /// The capabilities of this page, in cap_id order.
+    pub caps: Vec<IssuedCap>,
+    /// The cursor to pass as `after` for the next page; `null` when the walk reached the
+    /// end. A page may be short (or empty) while this is not `null`.
+    pub next: Option<String>,
+}
+
 method!(
     /// Mint a capability token.
     Issue,
@@ -403,6 +581,13 @@ method!(
     RotateResult
 );
 method!(
+    /// One page of the capabilities this node issued and has not seen expire (admin only).
+    Issued,
+    "identity.issued",
+    IssuedParams,
+    IssuedResult
+);
+method!(
     /// Long poll for revocations and key changes (verifiers).
     Revocations,
     "identity.revocations",
@@ -411,120 +596,4 @@ method!(
 );
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn parse(v: serde_json::Value) -> Result<RevocationsParams, String> {
-        serde_json::from_value(v).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn subscriber_and_limit_are_bounded_at_parse_time() {
-        let old = parse(json!({"since": 3, "wait_ms": 10})).unwrap();
-        assert_eq!((old.subscriber.as_str(), old.limit), ("anonymous", None));
-        let name = "s".repeat(MAX_SUBSCRIBER_LEN);
-        assert_eq!(
-            parse(json!({ "subscriber": name })).unwrap().subscriber,
-            name
-        );
-        for bad in [
-            "s".repeat(MAX_SUBSCRIBER_LEN + 1),
-            String::new(),
-            "a b".into(),
-            "a\u{7f}".into(),
-            "é".into(),
-        ] {
-            let e = parse(json!({ "subscriber": bad })).unwrap_err();
-            assert!(!e.contains("sss"), "the name was echoed: {e}");
-        }
-        let max = MAX_REVOCATIONS_PAGE;
-        assert_eq!(parse(json!({"limit": max})).unwrap().limit, Some(max));
-        assert_eq!(parse(json!({"limit": 1})).unwrap().limit, Some(1));
-        assert_eq!(parse(json!({"limit": null})).unwrap().limit, None);
-        for bad in [
-            json!(max + 1),
-            json!(0),
-            json!(-1),
-            json!(u64::MAX),
-            json!("9"),
-        ] {
-            assert!(parse(json!({ "limit": bad })).is_err(), "limit {bad}");
-        }
-    }
-
-    fn parse_issue(v: serde_json::Value) -> Result<IssueParams, crate::ErrorBody> {
-        let raw = serde_json::value::to_raw_value(&v).unwrap();
-        crate::parse_params::<IssueParams>(Some(&raw))
-    }
-
-    #[test]
-    fn rights_and_actions_are_bounded_at_parse_time() {
-        let list = |n: usize, len: usize| -> Vec<String> {
-            (0..n)
-                .map(|i| format!("{:0>len$}", format!("fs.r{i}")))
-                .collect()
-        };
-        for field in ["rights", "actions"] {
-            let at = parse_issue(json!({"service": "fs", field: list(MAX_RIGHTS, MAX_RIGHT_LEN)}))
-                .unwrap_or_else(|e| panic!("{field} at the bound: {e:?}"));
-            let got = if field == "rights" {
-                at.rights
-            } else {
-                at.actions
-            };
-            assert_eq!(got.unwrap().len(), MAX_RIGHTS);
-            for (what, bad) in [
-                ("one entry too many", list(MAX_RIGHTS + 1, 8)),
-                ("an entry one byte too long", list(1, MAX_RIGHT_LEN + 1)),
-                ("a million entries", vec!["fs.read".to_owned(); 1_000_000]),
-            ] {
-                let e = parse_issue(json!({"service": "fs", field: bad})).unwrap_err();
-                assert_eq!(e.code, crate::ErrorCode::InvalidArgument, "{field}: {what}");
-                assert_eq!(e.details["field"], field, "{field}: {what}: {e:?}");
-                assert!(e.message.len() < 512, "{field}: {what}: echoed");
-            }
-        }
-        let old = parse_issue(json!({"service": "fs", "rights": null})).unwrap();
-        assert_eq!(old.rights, None);
-        let d: Result<DelegateParams, _> =
-            serde_json::from_value(json!({"token": "t", "rights": list(MAX_RIGHTS + 1, 8)}));
-        assert!(d.is_err(), "delegate's rights are bounded too");
-        let d: DelegateParams =
-            serde_json::from_value(json!({"token": "t", "rights": list(MAX_RIGHTS, 8)})).unwrap();
-        assert_eq!(d.rights.unwrap().len(), MAX_RIGHTS);
-    }
-
-    #[test]
-    fn subject_is_bounded_at_parse_time() {
-        let at = "s".repeat(MAX_SUBJECT_LEN);
-        let p = parse_issue(json!({"service": "fs", "subject": at})).unwrap();
-        assert_eq!(p.subject.as_deref(), Some(at.as_str()));
-        assert_eq!(parse_issue(json!({"service": "fs"})).unwrap().subject, None);
-        for bad in [
-            json!("s".repeat(MAX_SUBJECT_LEN + 1)),
-            json!(7),
-            json!(["x"]),
-        ] {
-            let e = parse_issue(json!({"service": "fs", "subject": bad})).unwrap_err();
-            assert_eq!(e.code, crate::ErrorCode::InvalidArgument);
-            assert_eq!(e.details["field"], "subject", "{e:?}");
-            assert!(!e.message.contains("sss"), "echoed: {e:?}");
-        }
-    }
-
-    #[test]
-    fn a_revoke_result_of_an_older_identity_still_reads() {
-        let r: RevokeResult = serde_json::from_value(json!({"status": "revoked"})).unwrap();
-        assert_eq!((r.confirmed, r.unconfirmed), (0, 0));
-    }
-
-    #[test]
-    fn a_result_without_more_is_complete() {
-        let r: RevocationsResult = serde_json::from_value(json!({
-            "store_id": "s", "seq": 4, "full": true, "revocations": [], "keys_epoch": 1
-        }))
-        .unwrap();
-        assert!(!r.more);
-    }
-}
+mod tests;

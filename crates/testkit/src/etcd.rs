@@ -56,6 +56,12 @@ pub struct Etcd {
     binary: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// `--name`; `test` for a single member.
+    name: String,
+    /// `--initial-cluster`: every member's `name=peer URL`.
+    initial_cluster: String,
+    /// `--initial-cluster-token`, so members of different test clusters never talk.
+    token: String,
     dir: tempfile::TempDir,
 }
 
@@ -68,20 +74,18 @@ impl Etcd {
         // that fails for that reason is retried on new ports.
         let mut attempts = 3;
         loop {
-            let (client_port, peer_port) = free_ports()?;
-            let dir = tempfile::Builder::new()
-                .prefix("strata-etcd-")
-                .tempdir()
-                .map_err(|e| {
-                    EtcdError::Failed(format!("cannot make a temporary directory: {e}"))
-                })?;
-            let mut etcd = Etcd {
-                proc: None,
-                binary: binary.clone(),
+            let ports = free_ports(2)?;
+            let (client_port, peer_port) = (ports[0], ports[1]);
+            let initial_cluster = format!("test=http://127.0.0.1:{peer_port}");
+            let token = format!("strata-test-{peer_port}");
+            let mut etcd = Etcd::member(
+                &binary,
+                "test",
                 client_port,
                 peer_port,
-                dir,
-            };
+                initial_cluster,
+                token,
+            )?;
             match etcd.launch() {
                 Ok(()) => return Ok(etcd),
                 Err(e) => {
@@ -92,6 +96,32 @@ impl Etcd {
                 }
             }
         }
+    }
+
+    /// A member not started yet: its own temporary directory, the given ports, one of the
+    /// members `initial_cluster` lists.
+    pub(crate) fn member(
+        binary: &Path,
+        name: &str,
+        client_port: u16,
+        peer_port: u16,
+        initial_cluster: String,
+        token: String,
+    ) -> Result<Etcd, EtcdError> {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-etcd-")
+            .tempdir()
+            .map_err(|e| EtcdError::Failed(format!("cannot make a temporary directory: {e}")))?;
+        Ok(Etcd {
+            proc: None,
+            binary: binary.to_owned(),
+            client_port,
+            peer_port,
+            name: name.to_owned(),
+            initial_cluster,
+            token,
+            dir,
+        })
     }
 
     /// [`Etcd::start`], or `None` after printing `SKIPPED <test>: <why>` when etcd is not
@@ -178,34 +208,39 @@ impl Etcd {
 
     /// Spawn etcd on this member's ports and data directory and wait until it is healthy.
     fn launch(&mut self) -> Result<(), EtcdError> {
+        self.spawn()?;
+        self.wait_healthy(Instant::now() + DEADLINE)
+    }
+
+    /// Whether the process is running (it may not be healthy yet).
+    pub fn running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// Spawn etcd on this member's ports and data directory; does not wait.
+    pub(crate) fn spawn(&mut self) -> Result<(), EtcdError> {
         assert!(self.proc.is_none(), "etcd is already running");
-        let failed = |what: String, etcd: &Etcd| {
-            EtcdError::Failed(format!(
-                "{what}\n--- last lines of {} ---\n{}",
-                etcd.log_path().display(),
-                etcd.log_tail()
-            ))
-        };
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log_path())
-            .map_err(|e| failed(format!("cannot open etcd's log: {e}"), self))?;
+            .map_err(|e| self.failed(format!("cannot open etcd's log: {e}")))?;
         let log_err = log
             .try_clone()
-            .map_err(|e| failed(format!("cannot open etcd's log: {e}"), self))?;
+            .map_err(|e| self.failed(format!("cannot open etcd's log: {e}")))?;
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--name")
-            .arg("test")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", &self.token])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -220,29 +255,39 @@ impl Etcd {
         if cfg!(target_arch = "aarch64") && std::env::var_os("ETCD_UNSUPPORTED_ARCH").is_none() {
             cmd.env("ETCD_UNSUPPORTED_ARCH", "arm64");
         }
-        let mut proc = Proc::spawn("etcd", &mut cmd);
-        let until = Instant::now() + DEADLINE;
+        self.proc = Some(Proc::spawn(&format!("etcd {}", self.name), &mut cmd));
+        Ok(())
+    }
+
+    /// Waits until `/health` answers healthy, or the process exits, or `until` passes
+    /// (the process is killed then).
+    pub(crate) fn wait_healthy(&mut self, until: Instant) -> Result<(), EtcdError> {
         loop {
             if health(self.client_port) {
-                self.proc = Some(proc);
                 return Ok(());
             }
+            let Some(proc) = self.proc.as_mut() else {
+                return Err(self.failed("etcd is not running".into()));
+            };
             if let Some(status) = proc.wait_timeout(Duration::ZERO) {
-                drop(proc);
-                return Err(failed(
-                    format!("etcd exited before it was healthy: {status}"),
-                    self,
-                ));
+                self.proc = None;
+                return Err(self.failed(format!("etcd exited before it was healthy: {status}")));
             }
             if Instant::now() >= until {
-                drop(proc);
-                return Err(failed(
-                    format!("etcd was not healthy within {DEADLINE:?}"),
-                    self,
-                ));
+                self.proc = None;
+                return Err(self.failed(format!("etcd was not healthy within {DEADLINE:?}")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// An error quoting the end of this member's log.
+    fn failed(&self, what: String) -> EtcdError {
+        EtcdError::Failed(format!(
+            "{what}\n--- last lines of {} ---\n{}",
+            self.log_path().display(),
+            self.log_tail()
+        ))
     }
 }
 
@@ -293,42 +338,42 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Two distinct ports that were free on 127.0.0.1 a moment ago.
-fn free_ports() -> Result<(u16, u16), EtcdError> {
-    let bind = || {
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| EtcdError::Failed(format!("cannot find a free port: {e}")))
-    };
-    // Both held at once, so they differ.
-    let a = bind()?;
-    let b = bind()?;
-    let port = |l: &TcpListener| {
-        l.local_addr()
-            .map(|a| a.port())
-            .map_err(|e| EtcdError::Failed(format!("cannot find a free port: {e}")))
-    };
-    Ok((port(&a)?, port(&b)?))
+/// `n` distinct ports that were free on 127.0.0.1 a moment ago.
+pub(crate) fn free_ports(n: usize) -> Result<Vec<u16>, EtcdError> {
+    let failed = |e: std::io::Error| EtcdError::Failed(format!("cannot find a free port: {e}"));
+    // All held at once, so they differ.
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(failed))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(failed))
+        .collect()
 }
 
 /// `GET /health` on the client port: true if etcd answers `"health":"true"`.
 pub fn health(client_port: u16) -> bool {
+    http(client_port, "GET", "/health", "").is_some_and(|body| body.contains(r#""health":"true""#))
+}
+
+/// One HTTP/1.0 request to etcd's client port on 127.0.0.1; the body of a 200 answer.
+pub(crate) fn http(client_port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, client_port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let request = format!(
-        "GET /health HTTP/1.0\r\nHost: 127.0.0.1:{client_port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{client_port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    stream.write_all(request.as_bytes()).ok()?;
     let mut reply = Vec::new();
     // HTTP/1.0 with Connection: close: the server closes after the body.
     let _ = stream.take(64 * 1024).read_to_end(&mut reply);
     let reply = String::from_utf8_lossy(&reply);
-    reply.starts_with("HTTP/1.") && reply.contains(" 200 ") && reply.contains(r#""health":"true""#)
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.") && head.lines().next()?.contains(" 200 ")).then(|| body.to_owned())
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! - [`call`] speaks the wire protocol with a deliberately independent, blocking
 //!   implementation, so tests check the servers against the spec rather than against the
 //!   project's own client.
-//! - [`etcd::Etcd`] runs a real single-member etcd on loopback ports for cluster tests.
+//! - [`etcd::Etcd`] runs a real single-member etcd on loopback ports for cluster tests,
+//!   [`etcd_cluster::EtcdCluster`] a multi-member one for fault tests.
 //!
 //! Not for production code.
 
@@ -23,6 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub mod etcd;
+pub mod etcd_cluster;
 
 /// Generous deadline for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(20);

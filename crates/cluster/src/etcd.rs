@@ -1,14 +1,43 @@
-//! The etcd client as Strata uses it: every unary call has a deadline.
+//! The etcd client as Strata uses it: every request has a deadline, and one that fails
+//! for a transport reason on one endpoint is retried on the next.
+//!
+//! Why by hand: etcd-client 0.21 puts every endpoint behind one tonic balanced channel,
+//! and tonic's lazy reconnecting endpoint reports itself ready while its connection is
+//! refused, so the balancer hands a request to a dead member and the request fails there
+//! (grpc/grpc-rust#2839; etcd-client leaves failover to its users, etcdv3/etcd-client#12).
+//! With one member of three down that was a third of all requests. So each endpoint gets
+//! a client of its own; requests go to the endpoint in use and move on to the next one
+//! when the connection fails, and the endpoint that answered is kept for what follows.
 
 use crate::ClusterConfig;
-use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions};
+use etcd_client::{
+    Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions, WatchOptions, WatchStream,
+};
 use serde::Serialize;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// How long one etcd request may take before it counts as etcd being unreachable. The
-/// client connects lazily and a request to a down cluster would otherwise wait forever.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one etcd request may take, failover included, before it counts as etcd being
+/// unreachable. The client connects lazily and a request to a down cluster would
+/// otherwise wait forever.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// HTTP/2 keep-alive: how long a connection with a request or watch open may stay silent
+/// before the client pings etcd, and how long it then waits for the answer before it
+/// calls the connection dead (a watch on a silently dead connection would otherwise wait
+/// forever). etcd's gRPC server closes a connection whose client pings more often than
+/// `--grpc-keepalive-min-time` (default 5 s) with GOAWAY "too_many_pings": a 2 s interval
+/// dropped every idle watch about every 8 s. 10 s is twice etcd's default, so a ping
+/// never counts against the client; a dead connection is found within about 13 s.
+pub(crate) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`KEEP_ALIVE_INTERVAL`].
+pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// etcd's default `--grpc-keepalive-min-time`: the keep-alive interval must stay above it.
+#[cfg(test)]
+const ETCD_DEFAULT_KEEPALIVE_MIN_TIME: Duration = Duration::from_secs(5);
 
 /// What can go wrong talking to etcd.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +56,19 @@ impl From<etcd_client::Error> for ClusterError {
     }
 }
 
-/// A handle on the cluster's etcd. Cheap to clone; clones share the connection.
+/// A handle on the cluster's etcd. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    members: Arc<Members>,
     prefix: String,
+}
+
+/// One client per configured endpoint, and which one is in use.
+struct Members {
+    /// `(endpoint URL, its client)`, in the configured order.
+    clients: Vec<(String, Client)>,
+    /// Index into `clients` of the endpoint requests go to first.
+    current: AtomicUsize,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -48,16 +85,96 @@ impl Etcd {
     pub async fn connect(config: &ClusterConfig) -> Result<Etcd, ClusterError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(OP_TIMEOUT)
-            // Finds a silently dead connection (a watch would otherwise wait forever).
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(&config.etcd, Some(options))
-            .await
-            .map_err(|e| ClusterError::Invalid(format!("etcd endpoints: {e}")))?;
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            // No pings on a connection with nothing open: etcd counts those against the
+            // client whatever their interval (it does not permit pings without a stream),
+            // and a unary request has its own deadline.
+            .with_keep_alive_while_idle(false);
+        let mut clients = Vec::with_capacity(config.etcd.len());
+        for endpoint in &config.etcd {
+            let client = Client::connect([endpoint], Some(options.clone()))
+                .await
+                .map_err(|e| ClusterError::Invalid(format!("etcd endpoint {endpoint}: {e}")))?;
+            clients.push((endpoint.clone(), client));
+        }
+        if clients.is_empty() {
+            return Err(ClusterError::Invalid("no etcd endpoints".into()));
+        }
         Ok(Etcd {
-            client,
+            members: Arc::new(Members {
+                clients,
+                current: AtomicUsize::new(0),
+            }),
             prefix: config.prefix.clone(),
         })
+    }
+
+    /// Runs `request` on the endpoint in use; if it fails for a transport reason (the
+    /// connection was refused, reset or closed: etcd never saw it or never answered), on
+    /// each other endpoint in turn, all within one [`OP_TIMEOUT`]. An answer from etcd,
+    /// even an error, is final. The endpoint that answered is used first from then on.
+    ///
+    /// Retrying is safe for every request Strata makes: writes put a whole value at a
+    /// key, deletes and lease revocations are idempotent, and a lease granted twice
+    /// expires unused.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        mut request: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let until = Instant::now() + OP_TIMEOUT;
+        let clients = &self.members.clients;
+        let first = self.members.current.load(Ordering::Relaxed) % clients.len();
+        let mut failures: Vec<String> = Vec::new();
+        for attempt in 0..clients.len() {
+            let index = (first + attempt) % clients.len();
+            let (endpoint, client) = &clients[index];
+            match tokio::time::timeout_at(until, request(client.clone())).await {
+                Ok(Ok(answer)) => {
+                    if attempt > 0
+                        && self
+                            .members
+                            .current
+                            .compare_exchange(first, index, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        tracing::info!(%endpoint, unreachable = %failures.join("; "), "etcd: switched to another endpoint");
+                    }
+                    return Ok(answer);
+                }
+                Ok(Err(e)) if is_transport(&e) => {
+                    tracing::debug!(%endpoint, error = %e, "etcd {what} failed on this endpoint; trying the next");
+                    failures.push(format!("{endpoint}: {e}"));
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    failures.push(format!(
+                        "etcd {what} took longer than {} ms",
+                        OP_TIMEOUT.as_millis()
+                    ));
+                    break;
+                }
+            }
+        }
+        Err(ClusterError::Unavailable(failures.join("; ")))
+    }
+
+    /// Starts a watch on `key` (on an endpoint that accepts it); the stream lives on that
+    /// endpoint's connection and ends if it breaks.
+    pub(crate) async fn watch(
+        &self,
+        key: &str,
+        options: WatchOptions,
+    ) -> Result<WatchStream, ClusterError> {
+        self.call("watch", |mut client| {
+            let options = options.clone();
+            async move { client.watch(key, Some(options)).await }
+        })
+        .await
     }
 
     /// `<prefix>/<part>/<part>…`. An empty last part gives a trailing slash (a prefix).
@@ -70,9 +187,12 @@ impl Etcd {
         key
     }
 
-    /// The underlying client, for watches and leases.
+    /// The client of the endpoint in use. It does not fail over: use [`Etcd`]'s own
+    /// methods where they fit.
     pub fn client(&self) -> Client {
-        self.client.clone()
+        let clients = &self.members.clients;
+        let current = self.members.current.load(Ordering::Relaxed) % clients.len();
+        clients[current].1.clone()
     }
 
     /// Stores `value` as JSON at `key`, attached to `lease` when given. Returns the
@@ -95,16 +215,24 @@ impl Etcd {
         value: &[u8],
         lease: Option<i64>,
     ) -> Result<i64, ClusterError> {
-        let mut client = self.client.clone();
         let options = lease.map(|id| PutOptions::new().with_lease(id));
-        let response = deadline("put", client.put(key, value, options)).await?;
+        let response = self
+            .call("put", |mut client| {
+                let options = options.clone();
+                async move { client.put(key, value, options).await }
+            })
+            .await?;
         Ok(response.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ClusterError> {
-        let mut client = self.client.clone();
-        let response = deadline("get", client.get(key, None)).await?;
+        let response = self
+            .call(
+                "get",
+                |mut client| async move { client.get(key, None).await },
+            )
+            .await?;
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -117,7 +245,6 @@ impl Etcd {
         prefix: &str,
     ) -> Result<(i64, Vec<(String, Vec<u8>)>), ClusterError> {
         let end = prefix_end(prefix.as_bytes());
-        let mut client = self.client.clone();
         let mut from: Vec<u8> = prefix.as_bytes().to_vec();
         let mut revision = 0;
         let mut entries = Vec::new();
@@ -126,7 +253,12 @@ impl Etcd {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let response = deadline("get", client.get(from.clone(), Some(options))).await?;
+            let response = self
+                .call("get", |mut client| {
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { client.get(from, Some(options)).await }
+                })
+                .await?;
             if revision == 0 {
                 revision = response.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -149,27 +281,35 @@ impl Etcd {
 
     /// Deletes `key`; whether it existed.
     pub async fn delete(&self, key: &str) -> Result<bool, ClusterError> {
-        let mut client = self.client.clone();
-        let response = deadline("delete", client.delete(key, None)).await?;
+        let response = self
+            .call("delete", |mut client| async move {
+                client.delete(key, None).await
+            })
+            .await?;
         Ok(response.deleted() > 0)
     }
 
     /// Deletes every key under `prefix`; how many there were.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, ClusterError> {
-        let mut client = self.client.clone();
-        let response = deadline(
-            "delete",
-            client.delete(prefix, Some(DeleteOptions::new().with_prefix())),
-        )
-        .await?;
+        let response = self
+            .call("delete", |mut client| async move {
+                client
+                    .delete(prefix, Some(DeleteOptions::new().with_prefix()))
+                    .await
+            })
+            .await?;
         Ok(response.deleted().max(0) as u64)
     }
 
     /// Revokes a lease: every key attached to it is deleted. An unknown lease is not an
     /// error (it has expired already).
     pub async fn revoke_lease(&self, id: i64) -> Result<(), ClusterError> {
-        let mut client = self.client.clone();
-        match deadline("lease revoke", client.lease_revoke(id)).await {
+        match self
+            .call("lease revoke", |mut client| async move {
+                client.lease_revoke(id).await
+            })
+            .await
+        {
             Ok(_) => Ok(()),
             Err(ClusterError::Unavailable(e)) if e.contains("requested lease not found") => Ok(()),
             Err(e) => Err(e),
@@ -193,23 +333,28 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Runs one etcd request with [`OP_TIMEOUT`].
-pub(crate) async fn deadline<T>(
-    what: &str,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, ClusterError> {
-    match tokio::time::timeout(OP_TIMEOUT, request).await {
-        Ok(result) => result.map_err(ClusterError::from),
-        Err(_) => Err(ClusterError::Unavailable(format!(
-            "etcd {what} took longer than {} ms",
-            OP_TIMEOUT.as_millis()
-        ))),
+/// Whether `e` is a failure of the connection (refused, reset, closed, timed out at the
+/// HTTP/2 level) rather than an answer from etcd. tonic gives a status it made from a
+/// local transport error a source; a status etcd sent has none.
+fn is_transport(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status).is_some(),
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::*;
+
+    #[test]
+    fn keep_alive_respects_etcds_default_ping_policy() {
+        // etcd strikes a ping that comes sooner than its min time after the last one and
+        // closes the connection at the third strike; twice the default leaves margin.
+        assert!(KEEP_ALIVE_INTERVAL >= 2 * ETCD_DEFAULT_KEEPALIVE_MIN_TIME);
+        assert!(KEEP_ALIVE_TIMEOUT < KEEP_ALIVE_INTERVAL);
+    }
 
     #[test]
     fn prefix_end_is_the_next_key_after_the_prefix() {

@@ -1,6 +1,6 @@
 //! The node lease: everything a node registers lives only as long as the node does.
 
-use crate::etcd::deadline;
+use crate::etcd::OP_TIMEOUT;
 use crate::records::{unix_now, NodeRecord};
 use crate::Etcd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,8 +137,10 @@ async fn keep(
 }
 
 async fn grant(etcd: &Etcd, node: &str, ttl_secs: i64) -> Result<i64, crate::ClusterError> {
-    let mut client = etcd.client();
-    let id = deadline("lease grant", client.lease_grant(ttl_secs, None))
+    let id = etcd
+        .call("lease grant", |mut client| async move {
+            client.lease_grant(ttl_secs, None).await
+        })
         .await?
         .id();
     let record = NodeRecord {
@@ -157,14 +159,22 @@ enum KeepAlive {
 }
 
 async fn keep_alive(etcd: &Etcd, id: i64, beat: Duration, contact: &Contact) -> KeepAlive {
-    let mut client = etcd.client();
-    let (mut keeper, mut stream) = match deadline("keep-alive", client.lease_keep_alive(id)).await {
+    let opened = etcd
+        .call("keep-alive", |mut client| async move {
+            client.lease_keep_alive(id).await
+        })
+        .await;
+    let (mut keeper, mut stream) = match opened {
         Ok(pair) => pair,
         Err(e) => return KeepAlive::Broken(e.to_string()),
     };
     loop {
-        if let Err(e) = deadline("keep-alive", keeper.keep_alive()).await {
-            return KeepAlive::Broken(e.to_string());
+        // On the stream's own connection: a failure here ends this stream, and the next
+        // one is opened wherever etcd answers.
+        match tokio::time::timeout(OP_TIMEOUT, keeper.keep_alive()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return KeepAlive::Broken(e.to_string()),
+            Err(_) => return KeepAlive::Broken("the keep-alive could not be sent in time".into()),
         }
         match tokio::time::timeout(beat.max(Duration::from_millis(500)), stream.message()).await {
             Ok(Ok(Some(answer))) if answer.ttl() <= 0 => return KeepAlive::Expired,

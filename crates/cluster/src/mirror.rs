@@ -1,6 +1,5 @@
 //! A watch-fed copy of one etcd key prefix.
 
-use crate::etcd::deadline;
 use crate::Etcd;
 use etcd_client::{EventType, WatchOptions};
 use serde::de::DeserializeOwned;
@@ -146,11 +145,10 @@ async fn follow<T: DeserializeOwned + Clone>(
         Ok(r) => r,
         Err(e) => return e.to_string(),
     };
-    let mut client = etcd.client();
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
-    let mut stream = match deadline("watch", client.watch(prefix, Some(options))).await {
+    let mut stream = match etcd.watch(prefix, options).await {
         Ok(s) => s,
         Err(e) => return e.to_string(),
     };

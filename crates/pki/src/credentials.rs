@@ -1,7 +1,7 @@
 //! A node's TLS credentials read back from its files: where they are ([`TlsFiles`], from
 //! the environment or given), read and checked ([`NodeCredentials`]: the cluster CA as
 //! the only roots, the node's certificate chain, its private key, whose file must not be
-//! open to group or others), and the name a certificate goes by ([`certificate_name`]).
+//! open to group or others).
 //!
 //! `strata-ipc` builds its TLS configurations from these; [`crate::NodeIdentity`] signs
 //! and checks statements with them. The rules on the files are therefore the same for
@@ -94,6 +94,18 @@ pub enum TlsError {
         path: PathBuf,
         /// What is wrong.
         detail: String,
+    },
+    /// A node's own certificate is not a node certificate (a user's, or one issued
+    /// before Strata marked node certificates): it may not sign for a node.
+    #[error(
+        "{path} is {kind}, not a node certificate; issue this node one with \
+         `strata-ctl cluster add-node` (with --force to replace its files)"
+    )]
+    NotANode {
+        /// The certificate file.
+        path: PathBuf,
+        /// What it is instead ([`crate::CertificateKind::describe`]).
+        kind: String,
     },
     /// The certificate and key do not make a usable identity (a key of another
     /// certificate, say).
@@ -255,26 +267,6 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             detail: other.to_string(),
         },
     })
-}
-
-/// The name a peer's certificate goes by: its subject CN, or the hex SHA-256 of the
-/// certificate when it has none.
-pub fn certificate_name(cert: &CertificateDer<'_>) -> String {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let cn = X509Certificate::from_der(cert.as_ref())
-        .ok()
-        .and_then(|(_, parsed)| {
-            let subject = parsed.subject();
-            let cn = subject.iter_common_name().next()?;
-            cn.as_str().ok().map(str::to_owned)
-        });
-    cn.filter(|cn| !cn.is_empty())
-        .unwrap_or_else(|| fingerprint(cert))
-}
-
-fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

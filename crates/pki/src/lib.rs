@@ -1,8 +1,10 @@
-//! The cluster's certificate authority and its node certificates.
+//! The cluster's certificate authority and its node and user certificates.
 //!
 //! Nodes of a Strata cluster authenticate each other with mutual TLS under one private CA.
-//! This crate makes that CA ([`init_ca`]) and signs one certificate per node
-//! ([`issue_node`]); `strata-ctl cluster init` and `cluster add-node` are thin wrappers.
+//! This crate makes that CA ([`init_ca`]), signs one certificate per node ([`issue_node`])
+//! and one per person who runs `strata-ctl --node` ([`issue_user`]); `strata-ctl cluster
+//! init`, `cluster add-node` and `cluster add-user` are thin wrappers. The two kinds are
+//! told apart by what the CA signed ([`kind`]): only a node certificate signs for a node.
 //! It also reads a node's files back for use ([`TlsFiles::load`], in [`credentials`]: the
 //! key's mode checked, the CA as the only roots; `strata-ipc` builds its TLS
 //! configurations from them) and signs and checks statements between nodes with them
@@ -14,8 +16,9 @@
 //! |---|---|---|
 //! | `<ca dir>/ca.crt` | 0644 | the CA certificate, which every node trusts |
 //! | `<ca dir>/ca.key` | 0600 | the CA signing key: stays on the machine that issues certificates |
-//! | `<out dir>/node.crt` | 0644 | the node's certificate (CN = node id, SANs = its hosts) |
+//! | `<out dir>/node.crt` | 0644 | the node's certificate (CN = node id, O = `strata:nodes`, SANs = its hosts) |
 //! | `<out dir>/node.key` | 0600 | the node's private key |
+//! | `<out dir>/user.crt`, `user.key` | 0644, 0600 | a user's certificate (CN = user name, O = `strata:users`, clientAuth only) and key |
 //! | `<out dir>/ca.crt` | 0644 | a copy of the CA certificate, so a node's directory is complete |
 //!
 //! Private keys are created with mode 0600 from their first byte (a temporary file in the
@@ -28,10 +31,14 @@
 //! (`strata-ipc`).
 
 pub mod credentials;
+pub mod kind;
 pub mod signing;
 
 pub use credentials::{
-    ca_verifier, certificate_name, NodeCredentials, TlsError, TlsFiles, CA_ENV, CERT_ENV, KEY_ENV,
+    ca_verifier, NodeCredentials, TlsError, TlsFiles, CA_ENV, CERT_ENV, KEY_ENV,
+};
+pub use kind::{
+    certificate_kind, certificate_name, CertificateKind, NODE_ORGANIZATION, USER_ORGANIZATION,
 };
 pub use signing::{NodeIdentity, SignatureError};
 
@@ -53,6 +60,10 @@ pub const CA_KEY: &str = "ca.key";
 pub const NODE_CERT: &str = "node.crt";
 /// File name of a node's private key.
 pub const NODE_KEY: &str = "node.key";
+/// File name of a user's certificate.
+pub const USER_CERT: &str = "user.crt";
+/// File name of a user's private key.
+pub const USER_KEY: &str = "user.key";
 
 /// How long a CA certificate is valid.
 pub const CA_VALIDITY_DAYS: u32 = 3650;
@@ -64,7 +75,7 @@ pub const MAX_NODE_DAYS: u32 = CA_VALIDITY_DAYS;
 /// still accepts a certificate issued a moment ago.
 const BACKDATE: Duration = Duration::minutes(5);
 
-/// Everything that can go wrong making a CA or a node certificate. Messages name the file
+/// Everything that can go wrong making a CA or a node or user certificate. Messages name the file
 /// or value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -104,6 +115,9 @@ pub enum PkiError {
     /// The node id breaks the name rule.
     #[error("`{0}` is not a valid node id: lowercase [a-z][a-z0-9-]{{0,62}}")]
     InvalidNodeId(String),
+    /// The user name breaks the name rule (the node id's).
+    #[error("`{0}` is not a valid user name: lowercase [a-z][a-z0-9-]{{0,62}}")]
+    InvalidUserName(String),
     /// A host is neither an IP address nor a DNS name.
     #[error("`{0}` is not an IP address or a DNS name")]
     InvalidHost(String),
@@ -140,22 +154,23 @@ pub struct CaFiles {
     pub not_after: SystemTime,
 }
 
-/// The files [`issue_node`] wrote.
+/// The files [`issue_node`] or [`issue_user`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFiles {
-    /// The node's directory.
+pub struct IssuedFiles {
+    /// The node's (or user's) directory.
     pub dir: PathBuf,
-    /// `<dir>/node.crt`, mode 0644.
+    /// `<dir>/node.crt` (`user.crt`), mode 0644.
     pub cert: PathBuf,
-    /// `<dir>/node.key`, mode 0600.
+    /// `<dir>/node.key` (`user.key`), mode 0600.
     pub key: PathBuf,
     /// `<dir>/ca.crt`, a copy of the CA certificate, mode 0644.
     pub ca_cert: PathBuf,
-    /// When the node certificate expires.
+    /// When the certificate expires.
     pub not_after: SystemTime,
 }
 
-/// What [`issue_node`] does when a node's files already exist in the output directory.
+/// What [`issue_node`] and [`issue_user`] do when the files already exist in the output
+/// directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overwrite {
     /// Fail with [`PkiError::NodeFileExists`] and change nothing.
@@ -224,10 +239,10 @@ pub fn init_ca(dir: &Path, name: &str) -> Result<CaFiles, PkiError> {
 /// Sign a certificate for node `node` with the CA in `ca_dir` and write `node.crt`,
 /// `node.key` and a copy of `ca.crt` into `out_dir` (created with mode 0700 if missing).
 ///
-/// The certificate has CN = `node`, one SAN per host (an IP address SAN if the host parses
-/// as one, else a DNS name SAN), extended key usages serverAuth and clientAuth (a node is
-/// both), and is valid for `days` days. `node` must be a valid node id
-/// ([`strata_proto::NodeId`]).
+/// The certificate has CN = `node` and O = [`NODE_ORGANIZATION`] (what makes it a node's:
+/// see [`kind`]), one SAN per host (an IP address SAN if the host parses as one, else a
+/// DNS name SAN), extended key usages serverAuth and clientAuth (a node is both), and is
+/// valid for `days` days. `node` must be a valid node id ([`strata_proto::NodeId`]).
 ///
 /// Existing `node.crt` or `node.key` in `out_dir` are an error unless `overwrite` is
 /// [`Overwrite::Replace`]; so is an existing `ca.crt` that differs from the CA's (the
@@ -239,18 +254,66 @@ pub fn issue_node(
     out_dir: &Path,
     days: u32,
     overwrite: Overwrite,
-) -> Result<NodeFiles, PkiError> {
+) -> Result<IssuedFiles, PkiError> {
     let node =
         strata_proto::NodeId::parse(node).map_err(|_| PkiError::InvalidNodeId(node.to_owned()))?;
-    let node = node.as_str();
     if !(1..=MAX_NODE_DAYS).contains(&days) {
         return Err(PkiError::InvalidDays(days));
     }
-    let sans = subject_alt_names(hosts)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject(node.as_str(), NODE_ORGANIZATION);
+    params.subject_alt_names = subject_alt_names(hosts)?;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let names = (NODE_CERT, NODE_KEY);
+    issue(ca_dir, params, out_dir, names, days, overwrite)
+}
+
+/// Sign a certificate for user `user` (a person who runs `strata-ctl --node`) with the CA
+/// in `ca_dir` and write `user.crt`, `user.key` and a copy of `ca.crt` into `out_dir`,
+/// like [`issue_node`].
+///
+/// The certificate has CN = `user`, O = [`USER_ORGANIZATION`], no SANs and the extended
+/// key usage clientAuth only: it opens mutual-TLS connections to nodes, and is never
+/// taken for a node (it cannot serve TLS, sign the trust bundle, or go by a node id:
+/// over TLS its name is `user:<user>`). `user` follows the node id rule.
+pub fn issue_user(
+    ca_dir: &Path,
+    user: &str,
+    out_dir: &Path,
+    days: u32,
+    overwrite: Overwrite,
+) -> Result<IssuedFiles, PkiError> {
+    let user = strata_proto::NodeId::parse(user)
+        .map_err(|_| PkiError::InvalidUserName(user.to_owned()))?;
+    if !(1..=MAX_NODE_DAYS).contains(&days) {
+        return Err(PkiError::InvalidDays(days));
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject(user.as_str(), USER_ORGANIZATION);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let names = (USER_CERT, USER_KEY);
+    issue(ca_dir, params, out_dir, names, days, overwrite)
+}
+
+/// Signs `params` (subject, SANs and extended key usages set) for `days` with the CA in
+/// `ca_dir` and writes the certificate and a new key under `names` (certificate, key), and
+/// a copy of the CA certificate, into `out_dir`. Everything is checked before anything is
+/// written.
+fn issue(
+    ca_dir: &Path,
+    mut params: CertificateParams,
+    out_dir: &Path,
+    (cert_name, key_name): (&str, &str),
+    days: u32,
+    overwrite: Overwrite,
+) -> Result<IssuedFiles, PkiError> {
     let ca = LoadedCa::load(ca_dir)?;
 
-    let cert_path = out_dir.join(NODE_CERT);
-    let key_path = out_dir.join(NODE_KEY);
+    let cert_path = out_dir.join(cert_name);
+    let key_path = out_dir.join(key_name);
     let ca_copy = out_dir.join(CA_CERT);
     if overwrite == Overwrite::Refuse {
         for path in [&cert_path, &key_path] {
@@ -276,15 +339,8 @@ pub fn issue_node(
 
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let now = now_whole_seconds();
-    let mut params = CertificateParams::default();
-    params.distinguished_name = common_name(node);
-    params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
     params.use_authority_key_identifier_extension = true;
     params.not_before = now - BACKDATE;
     params.not_after = (now + Duration::days(days.into())).min(ca.not_after);
@@ -322,7 +378,7 @@ pub fn issue_node(
             WriteError::Io(e) => e,
         });
     }
-    Ok(NodeFiles {
+    Ok(IssuedFiles {
         dir: out_dir.to_owned(),
         cert: cert_path,
         key: key_path,
@@ -388,7 +444,7 @@ impl LoadedCa {
 }
 
 /// Now, truncated to what a certificate can say, so the times returned in [`CaFiles`] and
-/// [`NodeFiles`] are exactly the certificate's.
+/// [`IssuedFiles`] are exactly the certificate's.
 fn now_whole_seconds() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
@@ -397,6 +453,13 @@ fn now_whole_seconds() -> OffsetDateTime {
 fn common_name(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
+    dn
+}
+
+/// CN = `cn`, O = `organization` (the certificate's kind, [`kind`]).
+fn subject(cn: &str, organization: &str) -> DistinguishedName {
+    let mut dn = common_name(cn);
+    dn.push(DnType::OrganizationName, organization);
     dn
 }
 

@@ -1,7 +1,8 @@
 //! Statements signed by a node and checked by the others, under the cluster CA (cluster
 //! mode: identity signs the keys it publishes to the trust bundle).
 
-use crate::credentials::{ca_verifier, certificate_name, TlsError, TlsFiles};
+use crate::credentials::{ca_verifier, TlsError, TlsFiles};
+use crate::kind::{certificate_kind, CertificateKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use std::sync::Arc;
@@ -31,6 +32,13 @@ pub enum SignatureError {
     /// The signer's certificate does not chain to the cluster CA (or does not parse).
     #[error("the certificate does not chain to the cluster CA: {0}")]
     Untrusted(String),
+    /// The certificate is not a node certificate (a user's, or an unmarked one): only
+    /// nodes sign for nodes.
+    #[error("the certificate is {kind}, not a node certificate: only nodes sign for nodes")]
+    NotANode {
+        /// What it is instead ([`CertificateKind::describe`]).
+        kind: String,
+    },
     /// The certificate is another node's.
     #[error("the certificate names `{got}`, not `{expected}`")]
     WrongName {
@@ -46,6 +54,7 @@ pub enum SignatureError {
 
 impl NodeIdentity {
     /// Loads the node's certificate (its name is the certificate's CN), key and the CA.
+    /// Refuses a certificate that is not a node certificate ([`TlsError::NotANode`]).
     pub fn load(files: &TlsFiles) -> Result<NodeIdentity, TlsError> {
         let loaded = files.load()?;
         let cert = loaded.chain[0].clone();
@@ -70,9 +79,18 @@ impl NodeIdentity {
             what: "private key",
             detail: format!("not an ECDSA P-256 key: {e}"),
         })?;
+        let name = match certificate_kind(cert.as_ref()) {
+            CertificateKind::Node(id) => id,
+            other => {
+                return Err(TlsError::NotANode {
+                    path: files.cert.clone(),
+                    kind: other.describe(),
+                })
+            }
+        };
         let verifier = ca_verifier(files, loaded.roots)?;
         Ok(NodeIdentity {
-            name: certificate_name(&cert),
+            name,
             cert,
             key,
             verifier,
@@ -98,7 +116,8 @@ impl NodeIdentity {
             .unwrap_or_default()
     }
 
-    /// Checks that `cert` chains to the cluster CA (now), names `node`, and signed
+    /// Checks that `cert` chains to the cluster CA (now), is a node certificate
+    /// ([`CertificateKind::Node`]: a user certificate never is) naming `node`, and signed
     /// `message` with `signature`.
     pub fn verify(
         &self,
@@ -111,12 +130,20 @@ impl NodeIdentity {
         self.verifier
             .verify_client_cert(&cert, &[], rustls::pki_types::UnixTime::now())
             .map_err(|e| SignatureError::Untrusted(e.to_string()))?;
-        let name = certificate_name(&cert);
-        if name != node {
-            return Err(SignatureError::WrongName {
-                expected: node.to_owned(),
-                got: name,
-            });
+        // Only a node certificate signs for a node: a user's, with the same CN, does not.
+        match certificate_kind(cert.as_ref()) {
+            CertificateKind::Node(name) if name == node => {}
+            CertificateKind::Node(name) => {
+                return Err(SignatureError::WrongName {
+                    expected: node.to_owned(),
+                    got: name,
+                })
+            }
+            other => {
+                return Err(SignatureError::NotANode {
+                    kind: other.describe(),
+                })
+            }
         }
         use x509_parser::prelude::{FromDer, X509Certificate};
         let (_, parsed) = X509Certificate::from_der(cert.as_ref())
@@ -134,13 +161,13 @@ impl NodeIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{init_ca, issue_node, NodeFiles, Overwrite};
+    use crate::{init_ca, issue_node, issue_user, IssuedFiles, Overwrite};
     use std::path::Path;
 
     /// The files of node `id`, issued by the CA in `ca_dir`.
     fn node(ca_dir: &Path, id: &str, host: &str) -> TlsFiles {
         let out = ca_dir.join(id);
-        let NodeFiles {
+        let IssuedFiles {
             cert, key, ca_cert, ..
         } = issue_node(ca_dir, id, &[host.to_owned()], &out, 1, Overwrite::Refuse).unwrap();
         TlsFiles {
@@ -180,5 +207,65 @@ mod tests {
         ));
         // Garbage instead of a certificate.
         assert!(b.verify("a", b"not a certificate", message, &sig).is_err());
+    }
+
+    /// Signs `message` with the key in `files` as an attacker holding it would: whatever
+    /// certificate it goes with.
+    fn sign_with(files: &TlsFiles, message: &[u8]) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        let PrivateKeyDer::Pkcs8(key) = PrivateKeyDer::from_pem_file(&files.key).unwrap() else {
+            panic!("not PKCS#8");
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            key.secret_pkcs8_der(),
+            &rng,
+        )
+        .unwrap();
+        key.sign(&rng, message).unwrap().as_ref().to_vec()
+    }
+
+    #[test]
+    fn a_user_certificate_never_signs_for_a_node_even_under_its_name() {
+        use crate::kind::tests::{dn, issue_raw};
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "cluster").unwrap();
+        let b = NodeIdentity::load(&node(dir.path(), "b", "127.0.0.2")).unwrap();
+        let message = b"strata-trust-v1 a k2.pid.forged";
+        // A user certificate named like node `a`, from the cluster's own CA.
+        let user = issue_user(
+            dir.path(),
+            "a",
+            &dir.path().join("user-a"),
+            1,
+            Overwrite::Refuse,
+        )
+        .unwrap();
+        let user = TlsFiles {
+            ca: user.ca_cert,
+            cert: user.cert,
+            key: user.key,
+        };
+        // And one as `cluster add-node` made them before the kinds existed (no O).
+        let legacy = issue_raw(
+            dir.path(),
+            dn(&[(rcgen::DnType::CommonName, "a")]),
+            "legacy-a",
+        );
+        for files in [&user, &legacy] {
+            let cert = std::fs::read(&files.cert).unwrap();
+            let cert = rustls::pki_types::pem::PemObject::from_pem_slice(&cert)
+                .map(|c: CertificateDer<'static>| c.as_ref().to_vec())
+                .unwrap();
+            let forged = sign_with(files, message);
+            let err = b.verify("a", &cert, message, &forged).unwrap_err();
+            assert!(matches!(err, SignatureError::NotANode { .. }), "{err}");
+            assert!(err.to_string().contains("not a node certificate"), "{err}");
+            // Nor can it be loaded as a node's identity.
+            let err = NodeIdentity::load(files).unwrap_err();
+            assert!(matches!(err, TlsError::NotANode { .. }), "{err}");
+            assert!(err.to_string().contains("cluster add-node"), "{err}");
+        }
     }
 }

@@ -165,6 +165,12 @@ fn node_cert_chains_to_the_ca_and_names_its_hosts() {
             GeneralName::DNSName("localhost"),
         ]
     );
+    let o = x509.subject().iter_organization().next().unwrap();
+    assert_eq!(o.as_str().unwrap(), NODE_ORGANIZATION);
+    assert_eq!(
+        certificate_kind(&node_der),
+        CertificateKind::Node("node-a".into())
+    );
     let eku = x509.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.server_auth && eku.client_auth);
     assert!(!x509.is_ca());
@@ -195,6 +201,50 @@ fn a_node_of_another_ca_does_not_chain() {
     .unwrap();
     chains(&node.cert, &other.cert, KeyUsage::server_auth()).unwrap();
     chains(&node.cert, &ca.cert, KeyUsage::server_auth()).unwrap_err();
+}
+
+#[test]
+fn user_cert_is_a_tls_client_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = new_ca(tmp.path());
+    let out = tmp.path().join("users/alice");
+    let user = issue_user(&ca.dir, "alice", &out, 30, Overwrite::Refuse).unwrap();
+    assert_eq!(user.cert, out.join("user.crt"));
+    assert_eq!(user.key, out.join("user.key"));
+    assert_eq!(user.ca_cert, out.join("ca.crt"));
+    assert_eq!(mode(&out), 0o700);
+    assert_eq!(mode(&user.cert), 0o644);
+    assert_eq!(mode(&user.key), 0o600);
+    // It opens connections to nodes, and cannot serve as one.
+    chains(&user.cert, &ca.cert, KeyUsage::client_auth()).unwrap();
+    chains(&user.cert, &ca.cert, KeyUsage::server_auth()).unwrap_err();
+    let user_der = der(&user.cert);
+    let (_, x509) = x509_parser::parse_x509_certificate(&user_der).unwrap();
+    let subject = x509.subject();
+    let cn = subject.iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), "alice");
+    let o = subject.iter_organization().next().unwrap();
+    assert_eq!(o.as_str().unwrap(), USER_ORGANIZATION);
+    let eku = x509.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.client_auth && !eku.server_auth);
+    assert!(x509.subject_alternative_name().unwrap().is_none());
+    assert_eq!(
+        certificate_kind(&user_der),
+        CertificateKind::User("alice".into())
+    );
+    // A second one without --force is refused; with it, replaced.
+    let err = issue_user(&ca.dir, "alice", &out, 30, Overwrite::Refuse).unwrap_err();
+    assert!(matches!(err, PkiError::NodeFileExists { .. }), "{err:?}");
+    issue_user(&ca.dir, "alice", &out, 30, Overwrite::Replace).unwrap();
+    for bad in ["", "Alice", "al ice", "alice:x", &"a".repeat(64)] {
+        let err = issue_user(&ca.dir, bad, &out, 1, Overwrite::Replace).unwrap_err();
+        assert!(
+            matches!(err, PkiError::InvalidUserName(_)),
+            "{bad}: {err:?}"
+        );
+    }
+    let err = issue_user(&ca.dir, "bob", &out, 0, Overwrite::Replace).unwrap_err();
+    assert!(matches!(err, PkiError::InvalidDays(0)), "{err:?}");
 }
 
 #[test]

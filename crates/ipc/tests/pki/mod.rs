@@ -1,6 +1,6 @@
 //! A throwaway PKI for tests and benches: a CA and node certificates shaped like the ones
-//! `strata-pki` issues (ECDSA P-256; CN = node id, SANs = hosts, serverAuth + clientAuth),
-//! written as PEM files with the key at mode 0600.
+//! `strata-pki` issues (ECDSA P-256; CN = node id, O = strata:nodes, SANs = hosts,
+//! serverAuth + clientAuth), written as PEM files with the key at mode 0600.
 //!
 //! Shared by several test and bench targets, each of which uses only part of it.
 #![allow(dead_code)]
@@ -44,7 +44,8 @@ impl TestCa {
         self.issue(id, Some(id), hosts)
     }
 
-    /// A certificate with CN `cn` (none if `None`), files named after `stem`; the returned
+    /// A certificate with CN `cn` (none if `None`) and O = `strata:nodes` (a node's, as
+    /// `strata_pki::CertificateKind` reads it), files named after `stem`; the returned
     /// files trust this CA.
     pub fn issue(&self, stem: &str, cn: Option<&str>, hosts: &[&str]) -> TlsFiles {
         let mut params = CertificateParams::default();
@@ -53,6 +54,9 @@ impl TestCa {
             Some(cn) => common_name(cn),
             None => DistinguishedName::new(),
         };
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, strata_pki::NODE_ORGANIZATION);
         params.subject_alt_names = hosts
             .iter()
             .map(|h| match h.parse() {

@@ -1,5 +1,6 @@
 //! `strata-ctl cluster …`: the cluster's certificates (local files only, through
-//! `strata-pki`), and its nodes as etcd records them (`nodes`, `remove-node`, through
+//! `strata-pki`: the CA, node certificates from `add-node`, user certificates from
+//! `add-user`, the two kinds kept apart so a user's is never a node's), and its nodes as etcd records them (`nodes`, `remove-node`, through
 //! `strata-cluster`). None of these talks to a Strata service.
 //!
 //! `cluster nodes` reads etcd because that is where the cluster's own record of its
@@ -36,6 +37,13 @@ pub async fn run(cmd: Cluster, global: &Global) -> Result<ExitCode, Failure> {
             days,
             force,
         } => add_node(&node, &ca_dir, &hosts, &out, days, force, global),
+        Cluster::AddUser {
+            user,
+            ca_dir,
+            out,
+            days,
+            force,
+        } => add_user(&user, &ca_dir, &out, days, force, global),
     }
 }
 
@@ -219,6 +227,14 @@ fn init(dir: &Path, name: &str, global: &Global) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn overwrite(force: bool) -> Overwrite {
+    if force {
+        Overwrite::Replace
+    } else {
+        Overwrite::Refuse
+    }
+}
+
 fn add_node(
     node: &str,
     ca_dir: &Path,
@@ -228,13 +244,8 @@ fn add_node(
     force: bool,
     global: &Global,
 ) -> Result<ExitCode, Failure> {
-    let overwrite = if force {
-        Overwrite::Replace
-    } else {
-        Overwrite::Refuse
-    };
-    let files =
-        strata_pki::issue_node(ca_dir, node, hosts, out, days, overwrite).map_err(failure)?;
+    let files = strata_pki::issue_node(ca_dir, node, hosts, out, days, overwrite(force))
+        .map_err(failure)?;
     if global.format() == Format::Json {
         output::json(&json!({
             "node": node,
@@ -264,6 +275,42 @@ fn add_node(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A user's certificate: a TLS client that nodes never take for a node (`strata-pki`'s
+/// `issue_user`).
+fn add_user(
+    user: &str,
+    ca_dir: &Path,
+    out: &Path,
+    days: u32,
+    force: bool,
+    global: &Global,
+) -> Result<ExitCode, Failure> {
+    let files =
+        strata_pki::issue_user(ca_dir, user, out, days, overwrite(force)).map_err(failure)?;
+    if global.format() == Format::Json {
+        output::json(&json!({
+            "user": user,
+            "dir": files.dir,
+            "user_cert": files.cert,
+            "user_key": files.key,
+            "ca_cert": files.ca_cert,
+            "not_after": unix(files.not_after),
+        }));
+    } else {
+        println!("issued a user certificate for {user} (a client only: never a node)");
+        output::fields(&[
+            ("user.crt", format!("{}  (0644)", files.cert.display())),
+            ("user.key", format!("{}  (0600)", files.key.display())),
+            ("ca.crt", format!("{}  (0644)", files.ca_cert.display())),
+            ("expires", rfc3339(files.not_after)),
+        ]);
+        println!(
+            "give these three files to {user} only, and set STRATA_TLS_CA, STRATA_TLS_CERT and STRATA_TLS_KEY to them for `strata-ctl --node`"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Exit 2 when the command line is wrong (a bad id, host or number, or a directory that
 /// holds no CA); exit 1 when it was understood but refused or failed (an existing CA or
 /// node files, an unusable CA, a file that could not be written).
@@ -271,6 +318,7 @@ fn failure(e: PkiError) -> Failure {
     match &e {
         PkiError::InvalidCaName(_)
         | PkiError::InvalidNodeId(_)
+        | PkiError::InvalidUserName(_)
         | PkiError::InvalidHost(_)
         | PkiError::NoHosts
         | PkiError::InvalidDays(_) => Failure::Usage(e.to_string()),
@@ -282,7 +330,7 @@ fn failure(e: PkiError) -> Failure {
             "{e} (a new CA would orphan every node certificate the old one signed)"
         )),
         PkiError::NodeFileExists { .. } => {
-            Failure::Failed(format!("{e} (pass --force to replace the node's files)"))
+            Failure::Failed(format!("{e} (pass --force to replace them)"))
         }
         _ => Failure::Failed(e.to_string()),
     }

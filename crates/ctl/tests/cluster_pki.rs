@@ -224,3 +224,99 @@ fn add_node_with_unknown_ca_dir_or_bad_arguments_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!out_dir.exists());
 }
+
+/// The kind `strata-pki` reads from the certificate at `path`.
+fn kind_of(path: &Path) -> strata_pki::CertificateKind {
+    let pem = std::fs::read_to_string(path).unwrap();
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    use ct_codecs::{Base64, Decoder};
+    let der = Base64::decode_to_vec(body, None).unwrap();
+    strata_pki::certificate_kind(&der)
+}
+
+#[test]
+fn add_node_makes_node_certificates_and_add_user_user_certificates() {
+    let sb = Sandbox::new();
+    let ca = sb.root().join("ca");
+    let out = ctl(&sb, &["cluster", "init", "--dir", s(&ca)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let node_dir = sb.root().join("node-a");
+    let out = ctl(
+        &sb,
+        &[
+            "cluster",
+            "add-node",
+            "node-a",
+            "--ca-dir",
+            s(&ca),
+            "--host",
+            "127.0.0.1",
+            "--out",
+            s(&node_dir),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        kind_of(&node_dir.join("node.crt")),
+        strata_pki::CertificateKind::Node("node-a".into())
+    );
+
+    // A user named like the node: still a user's certificate, in its own files.
+    let user_dir = sb.root().join("alice");
+    let add_user = |extra: &[&str]| {
+        let mut args = vec![
+            "cluster",
+            "add-user",
+            "node-a",
+            "--ca-dir",
+            s(&ca),
+            "--out",
+            s(&user_dir),
+        ];
+        args.extend_from_slice(extra);
+        ctl(&sb, &args)
+    };
+    let out = add_user(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["user"], "node-a", "{r}");
+    assert_eq!(r["user_cert"], s(&user_dir.join("user.crt")), "{r}");
+    assert_eq!(r["user_key"], s(&user_dir.join("user.key")), "{r}");
+    assert_eq!(mode(&user_dir.join("user.key")), 0o600);
+    assert_eq!(mode(&user_dir.join("user.crt")), 0o644);
+    assert_eq!(
+        kind_of(&user_dir.join("user.crt")),
+        strata_pki::CertificateKind::User("node-a".into())
+    );
+    // Again without --force: refused; a bad name is a usage error.
+    let out = add_user(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(add_user(&["--force"]).status.code(), Some(0));
+    let out = ctl(
+        &sb,
+        &[
+            "cluster",
+            "add-user",
+            "Bob",
+            "--ca-dir",
+            s(&ca),
+            "--out",
+            s(&user_dir),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a valid user name"),
+        "{}",
+        text(&out.stderr)
+    );
+}

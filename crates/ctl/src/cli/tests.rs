@@ -86,6 +86,26 @@ fn cluster_subcommands() {
         }
         other => panic!("{other:?}"),
     }
+    let c = parse(&[
+        "strata-ctl",
+        "cluster",
+        "add-user",
+        "alice",
+        "--ca-dir",
+        "ca",
+        "--out",
+        "out",
+    ]);
+    match c.command {
+        Command::Cluster(Cluster::AddUser {
+            user, days, force, ..
+        }) => {
+            assert_eq!(user, "alice");
+            assert_eq!(days, 90);
+            assert!(!force);
+        }
+        other => panic!("{other:?}"),
+    }
     // At least one --host.
     assert!(Cli::try_parse_from([
         "strata-ctl",

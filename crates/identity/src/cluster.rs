@@ -588,8 +588,9 @@ async fn delete_revocations(etcd: Etcd, names: Vec<String>) -> usize {
     deleted
 }
 
-/// Whether `record` (published at `trust/<node>/…`) was signed by `node`'s certificate
-/// from the cluster CA.
+/// Whether `record` (published at `trust/<node>/…`) was signed by `node`'s node
+/// certificate from the cluster CA (a user certificate never signs for a node, whatever
+/// its name: [`NodeIdentity::verify`]).
 fn check_signature(tls: &NodeIdentity, node: &str, record: &TrustRecord) -> Result<(), String> {
     use ct_codecs::{Base64, Decoder};
     let cert =
@@ -609,3 +610,6 @@ fn b64(bytes: &[u8]) -> String {
     use ct_codecs::{Base64, Encoder};
     Base64::encode_to_string(bytes).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

@@ -225,10 +225,26 @@ impl Identity {
         token: String,
         minted_for: Option<u32>,
     ) -> Result<IssueResult, IdentityError> {
+        let constraints = &claims.constraints;
         let record = CapRecord {
             parents: claims.parents.iter().map(ToString::to_string).collect(),
             expires: claims.exp.unix_seconds(),
             minted_for,
+            issued_at: Some(claims.iat.unix_seconds()),
+            service: Some(claims.service.clone()),
+            rights: Some(
+                claims
+                    .rights
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .collect(),
+            ),
+            path_prefix: constraints
+                .path_prefix
+                .as_ref()
+                .map(|p| p.as_str().to_owned()),
+            rate_limit: constraints.rate_limit.map(|r| r.to_string()),
+            subject: Some(claims.sub.clone()),
         };
         self.issuance.record(&claims.jti, &record).await?;
         Ok(IssueResult {

@@ -15,7 +15,8 @@
 //! `strata-guard`), and path resolution (fs).
 //!
 //! One file per job: [`issue`] (`identity.issue` and `identity.delegate`, one way to mint
-//! both), `revoke` (`identity.revoke`, with [`revoke_quota`]), `introspect`, `keys`
+//! both), `issued` (`identity.issued`, the admin's listing of live issuance records),
+//! `revoke` (`identity.revoke`, with [`revoke_quota`]), `introspect`, `keys`
 //! (`identity.keys`, `identity.rotate`, publishing `identity.pub`), [`feed`] (the
 //! revocation feed and `identity.revocations`), `prune` (forgetting what expired),
 //! [`cluster`] (etcd), `router` (the method table), [`issuance_log`] (group commit of
@@ -29,6 +30,7 @@ pub mod feed;
 mod introspect;
 pub mod issuance_log;
 pub mod issue;
+mod issued;
 mod keys;
 mod metrics;
 pub mod mint_quota;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_ipc::{Call, PeerCred, Router};
 use strata_proto::methods::identity::{
-    Delegate, Introspect, Issue, Keys, Revocations, Revoke, Rotate,
+    Delegate, Introspect, Issue, Issued, Keys, Revocations, Revoke, Rotate,
 };
 use strata_proto::methods::NoParams;
 
@@ -56,6 +56,9 @@ pub fn router(identity: Arc<Identity>) -> Router {
         .method::<Rotate, _, _, _>(|i, call, _p: NoParams| async move {
             i.rotate(&local_caller(&call)?).await
         })
+        .method::<Issued, _, _, _>(
+            |i, call, p| async move { i.issued(&local_caller(&call)?, p).await },
+        )
         .method::<Revocations, _, _, _>(|i, call, p| async move { i.revocations(&call, p).await })
         .into_router()
 }

@@ -66,7 +66,7 @@ pub struct Revoker {
 }
 
 /// The record of a capability identity issued or delegated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapRecord {
     /// Its ancestors, root first.
     pub parents: Vec<String>,
@@ -76,6 +76,49 @@ pub struct CapRecord {
     /// start (`None` for admins, and in records written before the quota existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minted_for: Option<u32>,
+    /// Unix seconds when it was issued. This and the fields after it are `None` in
+    /// records written before `identity.issued` existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    /// The service it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Its rights, e.g. `fs.read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights: Option<Vec<String>>,
+    /// The directory it is confined to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Its own rate limit (e.g. `10rps`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Whom it was issued to (the token's `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// The most issuance records one [`Store::issued_page`] reads (expired ones included),
+/// so a page costs the same however many expired records lie in its way.
+pub const MAX_ISSUED_SCAN: usize = 4096;
+
+/// A live issuance record, as [`Store::issued_page`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuedEntry {
+    /// The capability's id (hex).
+    pub cap_id: String,
+    /// Its record.
+    pub record: CapRecord,
+    /// It or one of its ancestors is revoked.
+    pub revoked: bool,
+}
+
+/// One page of [`Store::issued_page`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IssuedPage {
+    /// The live records of the page, in cap_id order.
+    pub entries: Vec<IssuedEntry>,
+    /// Where the next page starts (after this cap_id); `None`: the walk reached the end.
+    pub next: Option<String>,
 }
 
 impl CapRecord {
@@ -486,6 +529,71 @@ impl Store {
             }
         }
         Ok(live)
+    }
+
+    /// At most `limit` issuance records after the cap_id `after` (hex; `None`: from the
+    /// first), in cap_id order, skipping those expired at `now` (`expires <= now`), each
+    /// with whether it or an ancestor is revoked. Reads at most `max_scan` records (see
+    /// [`MAX_ISSUED_SCAN`]): when that bound stops the walk, `next` is the last record
+    /// read, so a short page (or an empty one) may still have a `next`.
+    pub fn issued_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        now: i64,
+        max_scan: usize,
+    ) -> Result<IssuedPage, StoreError> {
+        use std::ops::Bound;
+        let txn = self.db.begin_read().map_err(err)?;
+        let caps = txn.open_table(CAPS).map_err(err)?;
+        let index = txn.open_table(REVOKED_INDEX).map_err(err)?;
+        // Ancestors are shared by many children: each looked up once per page.
+        let mut known = std::collections::HashMap::<String, bool>::new();
+        let mut is_revoked = |cap_id: &str| -> Result<bool, StoreError> {
+            if let Some(&revoked) = known.get(cap_id) {
+                return Ok(revoked);
+            }
+            let revoked = index.get(cap_id).map_err(err)?.is_some();
+            known.insert(cap_id.to_owned(), revoked);
+            Ok(revoked)
+        };
+        let start = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let mut walk = caps
+            .range::<&str>((start, Bound::Unbounded))
+            .map_err(err)?
+            .peekable();
+        let mut page = IssuedPage::default();
+        let mut scanned = 0usize;
+        while let Some(item) = walk.next() {
+            let (cap_id, text) = item.map_err(err)?;
+            scanned += 1;
+            let record: CapRecord = serde_json::from_str(text.value()).map_err(err)?;
+            if record.expires > now {
+                let mut revoked = index.get(cap_id.value()).map_err(err)?.is_some();
+                for parent in &record.parents {
+                    if revoked {
+                        break;
+                    }
+                    revoked = is_revoked(parent)?;
+                }
+                page.entries.push(IssuedEntry {
+                    cap_id: cap_id.value().to_owned(),
+                    record,
+                    revoked,
+                });
+            }
+            if page.entries.len() >= limit || scanned >= max_scan {
+                // The next page starts after the record read last (kept or expired).
+                if walk.peek().is_some() {
+                    page.next = Some(cap_id.value().to_owned());
+                }
+                return Ok(page);
+            }
+        }
+        Ok(page)
     }
 
     /// The issuance record of `cap_id`, if identity keeps one.

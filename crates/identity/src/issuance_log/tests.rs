@@ -205,6 +205,7 @@ async fn the_queue_and_each_batch_are_bounded() {
         parents: Vec::new(),
         expires: 1,
         minted_for: None,
+        ..CapRecord::default()
     };
     let held = log.probe.gate.lock().unwrap();
     let sent = MAX_QUEUED + 1;

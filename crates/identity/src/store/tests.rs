@@ -53,6 +53,7 @@ fn pruning_drops_only_expired_records_and_never_reuses_a_sequence_number() {
         minted_for: None,
         parents: vec![],
         expires,
+        ..CapRecord::default()
     };
     remember(&store, &ids[0], &cap(10));
     remember(&store, &ids[2], &cap(500));
@@ -143,6 +144,7 @@ fn caps_and_keys() {
         minted_for: None,
         parents: vec!["p".into()],
         expires: 9,
+        ..CapRecord::default()
     };
     remember(&store, &c, &rec);
     assert_eq!(store.cap(&c).unwrap(), Some(rec));
@@ -159,4 +161,181 @@ fn caps_and_keys() {
     assert_eq!(e, 2);
     assert_eq!(store.keys_epoch().unwrap(), 2);
     assert_eq!(store.retired_keys().unwrap().len(), 1);
+}
+
+/// A cap_id that sorts as `n` does.
+fn hex(n: u64) -> String {
+    format!("{n:032x}")
+}
+
+fn remember_text(store: &Store, cap_id: &str, text: &str) {
+    store.remember_caps([(cap_id, text)], false).unwrap();
+}
+
+fn live(parents: &[String], expires: i64) -> String {
+    CapRecord {
+        parents: parents.to_vec(),
+        expires,
+        issued_at: Some(1),
+        service: Some("fs".into()),
+        rights: Some(vec!["fs.read".into()]),
+        subject: Some("uid:0".into()),
+        ..CapRecord::default()
+    }
+    .encode()
+    .unwrap()
+}
+
+fn ids(page: &IssuedPage) -> Vec<String> {
+    page.entries.iter().map(|e| e.cap_id.clone()).collect()
+}
+
+#[test]
+fn issued_pages_walk_in_cap_id_order_after_the_cursor_skipping_the_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("id.redb")).unwrap();
+    let now = 1000;
+    // 1..=9, of which 3 and 6 expired (one of them exactly now), written out of order.
+    for n in [5, 1, 9, 3, 7, 2, 8, 6, 4] {
+        let expires = match n {
+            3 => now,
+            6 => now - 1,
+            _ => now + 1,
+        };
+        remember_text(&store, &hex(n), &live(&[], expires));
+    }
+    let scan = MAX_ISSUED_SCAN;
+    let first = store.issued_page(None, 3, now, scan).unwrap();
+    assert_eq!(ids(&first), [hex(1), hex(2), hex(4)]);
+    assert_eq!(first.next, Some(hex(4)));
+    let second = store
+        .issued_page(first.next.as_deref(), 3, now, scan)
+        .unwrap();
+    assert_eq!(ids(&second), [hex(5), hex(7), hex(8)]);
+    assert_eq!(second.next, Some(hex(8)));
+    let last = store
+        .issued_page(second.next.as_deref(), 3, now, scan)
+        .unwrap();
+    assert_eq!(ids(&last), [hex(9)]);
+    assert_eq!(last.next, None, "the walk reached the end");
+    // A page filled by the very last record has no next either.
+    let exact = store.issued_page(Some(&hex(7)), 2, now, scan).unwrap();
+    assert_eq!((ids(&exact), exact.next), (vec![hex(8), hex(9)], None));
+    // `after` is exclusive, need not name a record, and past the end gives nothing.
+    let between = store.issued_page(Some(&hex(5)), 1, now, scan).unwrap();
+    assert_eq!(ids(&between), [hex(7)]);
+    let end = store.issued_page(Some(&hex(9)), 10, now, scan).unwrap();
+    assert_eq!(end, IssuedPage::default());
+    let empty = Store::open(&dir.path().join("empty.redb")).unwrap();
+    assert_eq!(
+        empty.issued_page(None, 10, now, scan).unwrap(),
+        IssuedPage::default()
+    );
+}
+
+#[test]
+fn the_scan_bound_stops_a_walk_through_expired_records_with_a_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("id.redb")).unwrap();
+    let now = 1000;
+    let expired = live(&[], now - 1);
+    let keys: Vec<String> = (1..=MAX_ISSUED_SCAN as u64 + 1).map(hex).collect();
+    store
+        .remember_caps(keys.iter().map(|k| (k.as_str(), expired.as_str())), false)
+        .unwrap();
+    // A live one right after the expired ones, and one among them.
+    remember_text(&store, &hex(2), &live(&[], now + 1));
+    remember_text(&store, &hex(1 << 40), &live(&[], now + 1));
+    let first = store.issued_page(None, 1000, now, MAX_ISSUED_SCAN).unwrap();
+    assert_eq!(ids(&first), [hex(2)], "a short page");
+    assert_eq!(
+        first.next,
+        Some(hex(MAX_ISSUED_SCAN as u64)),
+        "the last read"
+    );
+    let second = store
+        .issued_page(first.next.as_deref(), 1000, now, MAX_ISSUED_SCAN)
+        .unwrap();
+    assert_eq!((ids(&second), second.next), (vec![hex(1 << 40)], None));
+    // The bound counts records read, live or not; an empty page still has a next.
+    let small = store.issued_page(Some(&hex(2)), 1000, now, 5).unwrap();
+    assert_eq!((ids(&small), small.next), (vec![], Some(hex(7))));
+}
+
+#[test]
+fn issued_entries_say_whether_they_or_an_ancestor_are_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("id.redb")).unwrap();
+    let (root, child, grandchild, other) = (
+        CapId::random().unwrap(),
+        CapId::random().unwrap(),
+        CapId::random().unwrap(),
+        CapId::random().unwrap(),
+    );
+    let lineage = [root.to_string(), child.to_string()];
+    remember_text(&store, &root.to_string(), &live(&[], 100));
+    remember_text(&store, &child.to_string(), &live(&lineage[..1], 100));
+    remember_text(&store, &grandchild.to_string(), &live(&lineage, 100));
+    remember_text(&store, &other.to_string(), &live(&[], 100));
+    let revoked = |store: &Store| -> Vec<(String, bool)> {
+        let mut v: Vec<_> = store
+            .issued_page(None, 10, 0, MAX_ISSUED_SCAN)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| (e.cap_id, e.revoked))
+            .collect();
+        v.sort();
+        v
+    };
+    let expect = |revoked: &[&CapId]| -> Vec<(String, bool)> {
+        let mut v: Vec<_> = [&root, &child, &grandchild, &other]
+            .into_iter()
+            .map(|c| (c.to_string(), revoked.contains(&c)))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(revoked(&store), expect(&[]));
+    store.revoke(&child, Some(100), 1, None).unwrap();
+    assert_eq!(revoked(&store), expect(&[&child, &grandchild]));
+    store.revoke(&root, Some(100), 1, None).unwrap();
+    assert_eq!(revoked(&store), expect(&[&root, &child, &grandchild]));
+    let page = store.issued_page(None, 10, 0, MAX_ISSUED_SCAN).unwrap();
+    let g = page
+        .entries
+        .iter()
+        .find(|e| e.cap_id == grandchild.to_string())
+        .unwrap();
+    assert_eq!(g.record.parents, lineage, "root first, direct parent last");
+}
+
+#[test]
+fn records_in_the_old_format_decode_with_the_new_fields_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("id.redb")).unwrap();
+    let old = CapId::random().unwrap();
+    // What identity wrote before `identity.issued`: parents, expiry, maybe minted_for.
+    remember_text(
+        &store,
+        &old.to_string(),
+        r#"{"parents":["0123456789abcdef0123456789abcdef"],"expires":50,"minted_for":7}"#,
+    );
+    let record = store.cap(&old).unwrap().unwrap();
+    assert_eq!(
+        record,
+        CapRecord {
+            parents: vec!["0123456789abcdef0123456789abcdef".into()],
+            expires: 50,
+            minted_for: Some(7),
+            ..CapRecord::default()
+        }
+    );
+    let page = store.issued_page(None, 10, 0, MAX_ISSUED_SCAN).unwrap();
+    assert_eq!(page.entries[0].record, record);
+    // And a record without them is written as before (absent, not null).
+    assert_eq!(
+        record.encode().unwrap(),
+        r#"{"parents":["0123456789abcdef0123456789abcdef"],"expires":50,"minted_for":7}"#
+    );
 }

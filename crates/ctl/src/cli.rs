@@ -114,6 +114,30 @@ pub enum Command {
     /// The cluster: its certificates (local files) and its nodes and their removal (etcd).
     #[command(subcommand)]
     Cluster(Cluster),
+    /// A local web console: services, capabilities and audit events in a browser.
+    ///
+    /// Serves HTTP on 127.0.0.1 (a free port unless --listen says otherwise) and prints
+    /// one line, `Console: http://127.0.0.1:PORT/?secret=…`: open it. The secret works
+    /// once, and is exchanged for an HttpOnly, SameSite=Strict session cookie; every
+    /// request must name the listen address as its Host (no DNS rebinding) and every
+    /// change (start, stop, restart, revoke) carries the page's CSRF token. The console is
+    /// a client like strata-ctl: it calls the services over their sockets as you, with
+    /// your token if you give one (--token-file), so it shows and does no more than
+    /// strata-ctl would for you. Tokens never reach the browser, only cap_ids. It serves
+    /// until SIGINT or SIGTERM.
+    Console {
+        /// Address to listen on; anything but loopback needs --allow-remote.
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Allow a non-loopback --listen address (anyone who can reach it and has the
+        /// printed URL acts as you; the traffic is not encrypted).
+        #[arg(long)]
+        allow_remote: bool,
+        /// State directory whose audit.log the audit page follows (default:
+        /// $STRATA_STATE_DIR, /var/lib/strata for root).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -268,9 +292,7 @@ pub enum Cluster {
     /// Issue a node's certificate and key, signed by the cluster CA.
     ///
     /// Writes node.crt (0644), node.key (0600) and a copy of ca.crt into --out; copy those
-    /// three to the node. Refuses to replace existing node files unless --force. Only a
-    /// node certificate (O=strata:nodes) serves TLS and signs the node's trust-bundle keys:
-    /// give one to nodes only, and `add-user` certificates to people.
+    /// three to the node. Refuses to replace existing node files unless --force.
     AddNode {
         /// Node id: lowercase letters, digits and `-`, starting with a letter.
         node: String,
@@ -287,29 +309,6 @@ pub enum Cluster {
         #[arg(long, value_name = "N", default_value_t = 365)]
         days: u32,
         /// Replace the node's files if --out already has them.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Issue a user's certificate and key, for `strata-ctl --node` over mutual TLS.
-    ///
-    /// Writes user.crt (0644), user.key (0600) and a copy of ca.crt into --out; point
-    /// STRATA_TLS_CA/CERT/KEY at them. A user certificate (O=strata:users, clientAuth
-    /// only) opens connections to nodes, but never counts as a node: it cannot serve TLS or
-    /// sign trust-bundle keys, and nodes see it as `user:<name>`. Refuses to replace
-    /// existing user files unless --force.
-    AddUser {
-        /// User name: lowercase letters, digits and `-`, starting with a letter.
-        user: String,
-        /// The directory made by `cluster init`.
-        #[arg(long, value_name = "DIR")]
-        ca_dir: PathBuf,
-        /// Directory for the user's files (created 0700 if missing).
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-        /// Days the certificate is valid.
-        #[arg(long, value_name = "N", default_value_t = 90)]
-        days: u32,
-        /// Replace the user's files if --out already has them.
         #[arg(long)]
         force: bool,
     },

@@ -10,7 +10,6 @@ use serde::Serialize;
 use serde_json::{json, value::RawValue, Value};
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use strata_ipc::{paths, resolve_endpoint, resolve_on_node, Client, Endpoint};
@@ -34,6 +33,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Cap(c) => g.cap(c).await,
         Command::Fs(f) => g.fs(f).await,
         Command::Registry(r) => g.registry(r).await,
+        Command::Console {
+            listen,
+            allow_remote,
+            state_dir,
+        } => {
+            crate::console::run(
+                g,
+                crate::console::Options {
+                    listen,
+                    allow_remote,
+                    state_dir,
+                },
+            )
+            .await
+        }
         Command::Completions { .. } | Command::Man { .. } | Command::Cluster(_) => {
             Ok(ExitCode::SUCCESS)
         }
@@ -48,6 +62,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session for `global`, its token read now (from the option, a file or stdin).
     fn new(global: Global) -> Result<Session, Failure> {
         let mut stdin = Stdin::default();
         let token = match (&global.token, &global.token_file) {
@@ -119,32 +134,8 @@ impl Session {
         Ok(())
     }
 
-    /// The runtime directory, checked (a socket in a directory another user controls is
-    /// never trusted with a token). Only asked for when no `--socket` names the server.
-    fn runtime_dir(&self) -> Result<PathBuf, Failure> {
-        paths::resolve_runtime_dir(self.global.runtime_dir.clone())
-            .map_err(|e| Failure::Usage(e.to_string()))
-    }
-
     pub async fn client(&self, service: &str) -> Result<Client, Failure> {
-        let endpoint = match &self.global.socket {
-            Some(socket) => {
-                let absolute =
-                    std::path::absolute(socket).map_err(|e| Failure::Usage(e.to_string()))?;
-                Endpoint::unix(&absolute).map_err(|e| Failure::Usage(e.to_string()))?
-            }
-            None => match (&self.global.endpoint, &self.global.node) {
-                (Some(url), _) => {
-                    Endpoint::parse(url).map_err(|e| Failure::Usage(e.to_string()))?
-                }
-                (None, Some(node)) => resolve_on_node(&self.runtime_dir()?, service, node).await?,
-                (None, None) => resolve_endpoint(&self.runtime_dir()?, service).await?,
-            },
-        };
-        let mut client = Client::new(endpoint);
-        client.set_timeout(Duration::from_secs_f64(self.global.timeout));
-        client.set_token(self.token.clone());
-        Ok(client)
+        client_for(&self.global, self.token.as_deref(), service).await
     }
 
     fn need_token(&self, what: &str) -> Result<(), Failure> {
@@ -514,6 +505,38 @@ impl Session {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A client for `service` as the global options say (`--socket`, `--endpoint`, `--node`,
+/// else resolved in the runtime directory), sending `token`: what every subcommand and
+/// the console call through.
+pub async fn client_for(
+    global: &Global,
+    token: Option<&str>,
+    service: &str,
+) -> Result<Client, Failure> {
+    // The runtime directory, checked (a socket in a directory another user controls is
+    // never trusted with a token). Only asked for when no `--socket` names the server.
+    let runtime_dir = || {
+        paths::resolve_runtime_dir(global.runtime_dir.clone())
+            .map_err(|e| Failure::Usage(e.to_string()))
+    };
+    let endpoint = match &global.socket {
+        Some(socket) => {
+            let absolute =
+                std::path::absolute(socket).map_err(|e| Failure::Usage(e.to_string()))?;
+            Endpoint::unix(&absolute).map_err(|e| Failure::Usage(e.to_string()))?
+        }
+        None => match (&global.endpoint, &global.node) {
+            (Some(url), _) => Endpoint::parse(url).map_err(|e| Failure::Usage(e.to_string()))?,
+            (None, Some(node)) => resolve_on_node(&runtime_dir()?, service, node).await?,
+            (None, None) => resolve_endpoint(&runtime_dir()?, service).await?,
+        },
+    };
+    let mut client = Client::new(endpoint);
+    client.set_timeout(Duration::from_secs_f64(global.timeout));
+    client.set_token(token.map(str::to_owned));
+    Ok(client)
 }
 
 /// Open, stream every chunk to stdout as raw bytes, close (also on error).

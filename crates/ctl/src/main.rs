@@ -12,6 +12,7 @@
 mod cli;
 mod cluster;
 mod commands;
+mod console;
 mod failure;
 mod man;
 mod output;

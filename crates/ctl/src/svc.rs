@@ -370,34 +370,16 @@ impl Session {
             (None, None) => 100,
         };
         let json = self.format() == Format::Json;
-        // Following: each poll returns the latest lines; print those after the last one
-        // already printed (all of them if it scrolled out of the window).
-        let mut last: Option<LogLine> = None;
+        let mut follower = LogFollower::new(name.clone(), first, lines.unwrap_or(0));
         loop {
-            // Later polls look back far enough that no line written between them is
-            // missed (--since only matters for the first).
-            let window = if last.is_some() {
-                FOLLOW_WINDOW.max(lines.unwrap_or(0))
-            } else {
-                first
-            };
-            let params = SvcLogsParams {
-                name: name.clone(),
-                lines: window,
-            };
-            let r = self.supervisor::<sup::SvcLogs>(&params).await?;
-            let newest = r.lines.last().cloned();
-            let mut fresh: Vec<LogLine> = match &last {
-                Some(seen) => match r.lines.iter().rposition(|e| e == seen) {
-                    Some(i) => r.lines[i + 1..].to_vec(),
-                    None => r.lines,
-                },
-                None => r.lines,
-            };
+            let started = follower.started();
+            let (r_name, mut fresh) = follower
+                .poll(|p| async move { self.supervisor::<sup::SvcLogs>(&p).await })
+                .await?;
             if let Some(cutoff) = cutoff_ms {
                 fresh.retain(|l| i64::try_from(l.ts_ms).unwrap_or(i64::MAX) >= cutoff);
             }
-            if last.is_none() {
+            if !started {
                 if let Some(n) = lines {
                     let skip = fresh.len().saturating_sub(n);
                     fresh.drain(..skip);
@@ -405,7 +387,7 @@ impl Session {
             }
             if json && !follow {
                 output::json(&SvcLogsResult {
-                    name: r.name,
+                    name: r_name,
                     lines: fresh,
                 });
                 return Ok(ExitCode::SUCCESS);
@@ -424,14 +406,75 @@ impl Session {
             if written.and_then(|()| out.flush()).is_err() {
                 return Ok(ExitCode::SUCCESS);
             }
-            if newest.is_some() {
-                last = newest;
-            }
             if !follow {
                 return Ok(ExitCode::SUCCESS);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// Following a service's output by polling `supervisor.svc.logs` (`svc logs -f`, the
+/// console's log stream): each poll returns the latest lines, and [`LogFollower::poll`]
+/// gives those after the last one already given (all of them if it scrolled out of the
+/// window).
+pub struct LogFollower {
+    name: ServiceName,
+    first: usize,
+    at_least: usize,
+    last: Option<LogLine>,
+    polled: bool,
+}
+
+impl LogFollower {
+    /// A follower of `name` whose first poll asks for `first` lines and later ones for
+    /// at least `at_least` (and [`FOLLOW_WINDOW`]).
+    pub fn new(name: ServiceName, first: usize, at_least: usize) -> LogFollower {
+        LogFollower {
+            name,
+            first,
+            at_least,
+            last: None,
+            polled: false,
+        }
+    }
+
+    /// Whether a poll has already answered.
+    pub fn started(&self) -> bool {
+        self.polled
+    }
+
+    /// One poll through `call` (a `supervisor.svc.logs` call): the service's name as the
+    /// supervisor spells it and the lines not given before, oldest first.
+    pub async fn poll<F, Fut>(&mut self, call: F) -> Result<(String, Vec<LogLine>), Failure>
+    where
+        F: FnOnce(SvcLogsParams) -> Fut,
+        Fut: std::future::Future<Output = Result<SvcLogsResult, Failure>>,
+    {
+        // Later polls look back far enough that no line written between them is missed.
+        let window = if self.polled {
+            FOLLOW_WINDOW.max(self.at_least)
+        } else {
+            self.first
+        };
+        let r = call(SvcLogsParams {
+            name: self.name.clone(),
+            lines: window,
+        })
+        .await?;
+        self.polled = true;
+        let newest = r.lines.last().cloned();
+        let fresh = match &self.last {
+            Some(seen) => match r.lines.iter().rposition(|e| e == seen) {
+                Some(i) => r.lines[i + 1..].to_vec(),
+                None => r.lines,
+            },
+            None => r.lines,
+        };
+        if newest.is_some() {
+            self.last = newest;
+        }
+        Ok((r.name, fresh))
     }
 }
 

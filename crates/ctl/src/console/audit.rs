@@ -1,0 +1,286 @@
+//! Following `<state dir>/audit.log` for the audit page: the last [`BACKLOG`] matching
+//! lines, then each new line as it is appended, across rotations (the file truncated in
+//! place, as the audit crate rotates it, or replaced by another file). The file is
+//! opened with the console user's own permissions: the page shows what `grep` over the
+//! log would show that user. Lines longer than [`MAX_LINE`] are skipped, never buffered
+//! whole; lines that are not JSON objects are skipped.
+
+use serde_json::Value;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Matching lines sent first.
+pub const BACKLOG: usize = 200;
+/// Longest line kept, in bytes (newline excluded).
+pub const MAX_LINE: usize = 8 * 1024;
+/// How far back from the end the backlog is looked for, in bytes.
+pub const BACKLOG_SCAN: u64 = 16 * 1024 * 1024;
+/// Bytes read per step.
+const CHUNK: usize = 64 * 1024;
+
+/// Exact matches on a line's fields; a filter left out matches every line.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// The line's `service` or `source`.
+    pub service: Option<String>,
+    /// The line's `event`.
+    pub event: Option<String>,
+    /// The line's `cap_id`.
+    pub cap_id: Option<String>,
+}
+
+impl Filter {
+    /// Whether the line `value` passes.
+    pub fn matches(&self, value: &Value) -> bool {
+        let is = |field: &str, want: &str| value.get(field).and_then(Value::as_str) == Some(want);
+        self.service
+            .as_deref()
+            .is_none_or(|s| is("service", s) || is("source", s))
+            && self.event.as_deref().is_none_or(|e| is("event", e))
+            && self.cap_id.as_deref().is_none_or(|c| is("cap_id", c))
+    }
+
+    /// `line` if it is a JSON object (of one line) that passes.
+    fn pass(&self, line: &[u8]) -> Option<String> {
+        let text = std::str::from_utf8(line).ok()?;
+        let value: Value = serde_json::from_str(text).ok()?;
+        (value.is_object() && !text.contains('\r') && self.matches(&value)).then(|| text.to_owned())
+    }
+}
+
+/// A follower of one audit log path.
+pub struct Tail {
+    path: PathBuf,
+    filter: Filter,
+    /// The file being read, its (dev, inode), and how far it has been read.
+    open: Option<(File, (u64, u64), u64)>,
+    /// The start of a line whose end has not been read yet.
+    partial: Vec<u8>,
+    /// Within a line longer than [`MAX_LINE`]: drop bytes until its newline.
+    skipping: bool,
+}
+
+impl Tail {
+    /// A follower of `path` (it may not exist yet) passing `filter`.
+    pub fn new(path: PathBuf, filter: Filter) -> Tail {
+        Tail {
+            path,
+            filter,
+            open: None,
+            partial: Vec::new(),
+            skipping: false,
+        }
+    }
+
+    /// Open the file and read the last [`BACKLOG`] matching lines (within the last
+    /// [`BACKLOG_SCAN`] bytes). A missing file is no error (it is waited for); one the
+    /// user may not read is.
+    pub fn backlog(&mut self) -> io::Result<Vec<String>> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let start = meta.len().saturating_sub(BACKLOG_SCAN);
+        file.seek(SeekFrom::Start(start))?;
+        // Starting mid-file: the first (partial) line is not a line.
+        self.skipping = start > 0;
+        self.open = Some((file, (meta.dev(), meta.ino()), start));
+        let mut lines = std::collections::VecDeque::with_capacity(BACKLOG);
+        for line in self.read_open()? {
+            if lines.len() == BACKLOG {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+        Ok(lines.into())
+    }
+
+    /// The matching lines appended since the last call, following a rotation: a file
+    /// replaced (another inode at the path) is read to its end first, then the new one
+    /// from its start; a file cut shorter than what was read is read again from its start.
+    pub fn new_lines(&mut self) -> io::Result<Vec<String>> {
+        let now = match std::fs::metadata(&self.path) {
+            Ok(m) => Some(((m.dev(), m.ino()), m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let mut lines = Vec::new();
+        match (&self.open, now) {
+            (Some((_, id, _)), Some((now_id, _))) if *id != now_id => {
+                lines.extend(self.read_open()?);
+                self.reopen()?;
+            }
+            (Some((_, _, pos)), Some((_, len))) if len < *pos => {
+                if let Some((file, _, pos)) = &mut self.open {
+                    file.seek(SeekFrom::Start(0))?;
+                    *pos = 0;
+                }
+                self.partial.clear();
+                self.skipping = false;
+            }
+            (None, Some(_)) => self.reopen()?,
+            _ => {}
+        }
+        if self.open.is_some() {
+            lines.extend(self.read_open()?);
+        }
+        Ok(lines)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.open = None;
+        self.partial.clear();
+        self.skipping = false;
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        self.open = Some((file, (meta.dev(), meta.ino()), 0));
+        Ok(())
+    }
+
+    /// Read the open file to its end: its complete matching lines.
+    fn read_open(&mut self) -> io::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        let Some((file, _, pos)) = &mut self.open else {
+            return Ok(lines);
+        };
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(lines);
+            }
+            *pos += n as u64;
+            let mut rest = &buf[..n];
+            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                let (head, tail) = rest.split_at(i);
+                if !self.skipping && self.partial.len() + head.len() <= MAX_LINE {
+                    self.partial.extend_from_slice(head);
+                    if let Some(line) = self.filter.pass(&self.partial) {
+                        lines.push(line);
+                    }
+                }
+                self.partial.clear();
+                self.skipping = false;
+                rest = &tail[1..];
+            }
+            if !self.skipping {
+                if self.partial.len() + rest.len() > MAX_LINE {
+                    self.partial.clear();
+                    self.skipping = true;
+                } else {
+                    self.partial.extend_from_slice(rest);
+                }
+            }
+        }
+    }
+}
+
+/// `<state dir>/audit.log`.
+pub fn log_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn line(source: &str, event: &str, cap: &str) -> String {
+        format!("{{\"source\":\"{source}\",\"event\":\"{event}\",\"cap_id\":\"{cap}\"}}\n")
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn the_tail_follows_appends_truncation_and_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path());
+        let mut tail = Tail::new(path.clone(), Filter::default());
+        assert!(tail.backlog().unwrap().is_empty(), "no file yet");
+        append(&path, &line("fs", "fs.open", "a"));
+        assert_eq!(tail.new_lines().unwrap().len(), 1, "the file appeared");
+        // Half a line waits for its end.
+        append(&path, "{\"source\":\"fs\",");
+        assert!(tail.new_lines().unwrap().is_empty());
+        append(&path, "\"event\":\"x\"}\n");
+        assert_eq!(
+            tail.new_lines().unwrap(),
+            ["{\"source\":\"fs\",\"event\":\"x\"}"]
+        );
+        // Truncated in place (the audit crate's rotation), then written again.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&path, &line("identity", "cap.issued", "b"));
+        assert_eq!(
+            tail.new_lines().unwrap(),
+            [line("identity", "cap.issued", "b").trim_end()]
+        );
+        // Replaced: the old file's last line, then the new file's.
+        append(&path, &line("fs", "old", "c"));
+        let new = dir.path().join("new");
+        append(&new, &line("fs", "new", "d"));
+        std::fs::rename(&new, &path).unwrap();
+        let got = tail.new_lines().unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("old") && got[1].contains("new"), "{got:?}");
+    }
+
+    #[test]
+    fn the_backlog_is_the_last_matching_lines_and_long_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path());
+        for i in 0..300 {
+            append(&path, &line("fs", "auth.denied", &format!("{i}")));
+            append(&path, &line("identity", "cap.issued", &format!("{i}")));
+        }
+        let long = format!("{{\"source\":\"fs\",\"x\":\"{}\"}}\n", "y".repeat(MAX_LINE));
+        append(&path, &long);
+        append(&path, "not json\n");
+        append(&path, &line("registry", "x", "last"));
+        let filter = Filter {
+            service: Some("fs".into()),
+            ..Filter::default()
+        };
+        let mut tail = Tail::new(path.clone(), filter);
+        let got = tail.backlog().unwrap();
+        assert_eq!(got.len(), BACKLOG);
+        assert!(
+            got[0].contains("\"100\"") && got[199].contains("\"299\""),
+            "{:?}",
+            got[199]
+        );
+        let by_cap = Filter {
+            cap_id: Some("7".into()),
+            event: Some("cap.issued".into()),
+            ..Filter::default()
+        };
+        let got = Tail::new(path.clone(), by_cap).backlog().unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        // A long line in the middle of following is skipped too, and the next one read.
+        append(&path, &long);
+        append(&path, &line("fs", "after", "z"));
+        assert_eq!(
+            tail.new_lines().unwrap(),
+            [line("fs", "after", "z").trim_end()]
+        );
+    }
+}

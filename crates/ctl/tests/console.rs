@@ -1,0 +1,463 @@
+//! `strata-ctl console` against a fake supervisor served in-process, spoken to with raw
+//! HTTP/1.1 over a TcpStream: the printed URL, the one-time secret and its cookie, the
+//! Host, Origin and CSRF checks, the security headers, the JSON API (reaching the
+//! supervisor, errors mapped to HTTP), the audit and log streams, the bounds, and the
+//! refusal of a non-loopback address.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_ipc::{Call, Router, Server, ServerConfig};
+use strata_proto::methods::supervisor::{
+    LogLine, LogStream, NodeStatus, SvcInfo, SvcList, SvcListResult, SvcLogs, SvcLogsParams,
+    SvcLogsResult, SvcNameParams, SvcRestart, SvcRestartParams, SvcState, SvcStatus,
+};
+use strata_proto::methods::{NoParams, StatusResult};
+use strata_proto::{ErrorBody, ErrorCode};
+use strata_testkit::{healthy, wait_until, Proc, Sandbox, DEADLINE};
+
+/// A supervisor that knows registry, identity and fs (fs's pid is this test's, so /proc
+/// has numbers for it) and counts the restarts it is asked for.
+fn fake_supervisor(sb: &Sandbox) -> Arc<AtomicUsize> {
+    let restarts = Arc::new(AtomicUsize::new(0));
+    let path = sb.socket("supervisor");
+    let counted = Arc::clone(&restarts);
+    let router = Router::new("supervisor", "0")
+        .method::<strata_proto::methods::supervisor::Status, _, _, _>(
+            |_c: Call, _p: NoParams| async move {
+                Ok::<_, ErrorBody>(NodeStatus {
+                    node_id: "node-1".into(),
+                    uptime_sec: 5,
+                    extra: Default::default(),
+                })
+            },
+        )
+        .method::<SvcList, _, _, _>(|_c: Call, _p: NoParams| async move {
+            let svc = |name: &str, pid: Option<u32>, deps: &[&str]| {
+                let extra = serde_json::json!({"restarts": 2, "since": 1_767_225_600,
+                    "depends_on": deps, "socket": null, "capabilities": 0, "waiting": null});
+                SvcInfo {
+                    name: name.into(),
+                    state: SvcState::Healthy,
+                    pid,
+                    extra: extra.as_object().unwrap().clone(),
+                }
+            };
+            Ok::<_, ErrorBody>(SvcListResult {
+                services: vec![
+                    svc("registry", None, &[]),
+                    svc("identity", None, &["registry"]),
+                    svc("fs", Some(std::process::id()), &["identity"]),
+                ],
+            })
+        })
+        .method::<SvcStatus, _, _, _>(|_c: Call, _p: SvcNameParams| async move {
+            Err::<strata_proto::methods::supervisor::SvcStatusResult, _>(ErrorBody::new(
+                ErrorCode::NotFound,
+                "no such service",
+            ))
+        })
+        .method::<SvcRestart, _, _, _>(move |_c: Call, p: SvcRestartParams| {
+            let counted = Arc::clone(&counted);
+            async move {
+                assert_eq!(p.name, "fs");
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ErrorBody>(StatusResult::new("restarted"))
+            }
+        })
+        .method::<SvcLogs, _, _, _>(|_c: Call, p: SvcLogsParams| async move {
+            let line = |i: u64| LogLine {
+                ts_ms: i,
+                stream: LogStream::Stdout,
+                text: format!("line {i}"),
+            };
+            Ok::<_, ErrorBody>(SvcLogsResult {
+                name: p.name.into_string(),
+                lines: vec![line(1), line(2)],
+            })
+        });
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let server = Server::bind(ServerConfig::new(&path), router).unwrap();
+                server.serve(std::future::pending()).await;
+            });
+    });
+    let path = sb.socket("supervisor");
+    wait_until("the fake supervisor", DEADLINE, || healthy(&path));
+    restarts
+}
+
+/// A running console: its guard, its address and the secret of its URL.
+struct Console {
+    _proc: Proc,
+    addr: String,
+    secret: String,
+}
+
+fn console(sb: &Sandbox) -> Console {
+    let out = sb.root().join("console.out");
+    let mut cmd = sb.command("strata-ctl");
+    cmd.arg("console")
+        .stdout(std::fs::File::create(&out).unwrap());
+    let proc = Proc::spawn("strata-ctl console", &mut cmd);
+    let mut printed = String::new();
+    wait_until("the console's URL", DEADLINE, || {
+        printed = std::fs::read_to_string(&out).unwrap_or_default();
+        printed.ends_with('\n')
+    });
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    let url = printed
+        .trim_end()
+        .strip_prefix("Console: http://")
+        .unwrap_or_else(|| panic!("{printed}"));
+    let (addr, secret) = url.split_once("/?secret=").unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(secret.len(), 43, "{secret}");
+    assert!(secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    Console {
+        _proc: proc,
+        addr: addr.to_owned(),
+        secret: secret.to_owned(),
+    }
+}
+
+/// An answer: status, headers (lowercase names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn parse(raw: &str) -> Answer {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Send `raw` and read the whole answer (the console closes after each).
+fn send(addr: &str, raw: &[u8]) -> Answer {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse(&String::from_utf8_lossy(&out))
+}
+
+/// A request with the right Host and `headers`.
+fn request(c: &Console, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", c.addr);
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("Content-Length: 0\r\n\r\n");
+    send(&c.addr, raw.as_bytes())
+}
+
+/// Exchange the secret: the cookie's `name=value`.
+fn sign_in(c: &Console) -> String {
+    let a = request(c, "GET", &format!("/?secret={}", c.secret), &[]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let cookie = a.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict"),
+        "{cookie}"
+    );
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+#[test]
+fn the_secret_works_once_and_every_check_holds() {
+    let sb = Sandbox::new();
+    let restarts = fake_supervisor(&sb);
+    let c = console(&sb);
+    assert_eq!(request(&c, "GET", "/", &[]).status, 401);
+    assert_eq!(request(&c, "GET", "/?secret=wrong", &[]).status, 401);
+    // A foreign Host is refused before the secret is looked at (DNS rebinding).
+    let mut raw = format!(
+        "GET /?secret={} HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        c.secret
+    );
+    let foreign = send(&c.addr, raw.as_bytes());
+    assert_eq!(foreign.status, 403);
+    assert!(!foreign.body.contains("evil"), "{}", foreign.body);
+    let cookie = sign_in(&c);
+    let again = request(&c, "GET", &format!("/?secret={}", c.secret), &[]);
+    assert_eq!(again.status, 401, "one time only");
+
+    let page = request(&c, "GET", "/", &[("Cookie", &cookie)]);
+    assert_eq!(page.status, 200);
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(page.header(name), Some(value), "{name}");
+        assert_eq!(again.header(name), Some(value), "{name} on a refusal");
+    }
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    raw = format!("GET / HTTP/1.1\r\nHost: evil.example\r\nCookie: {cookie}\r\n\r\n");
+    assert_eq!(
+        send(&c.addr, raw.as_bytes()).status,
+        403,
+        "Host with a cookie"
+    );
+
+    let session = request(&c, "GET", "/api/session", &[("Cookie", &cookie)]).json();
+    assert_eq!(session["node_id"], "node-1");
+    let csrf = session["csrf"].as_str().unwrap().to_owned();
+
+    let restart = "/api/services/fs/restart";
+    assert_eq!(
+        request(&c, "POST", restart, &[("Cookie", &cookie)]).status,
+        403
+    );
+    let wrong = [("Cookie", cookie.as_str()), ("X-CSRF-Token", "nope")];
+    assert_eq!(request(&c, "POST", restart, &wrong).status, 403);
+    let foreign_origin = [
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    assert_eq!(request(&c, "POST", restart, &foreign_origin).status, 403);
+    assert_eq!(
+        restarts.load(Ordering::SeqCst),
+        0,
+        "nothing refused reached it"
+    );
+    let origin = format!("http://{}", c.addr);
+    let right = [
+        ("Cookie", cookie.as_str()),
+        ("X-CSRF-Token", csrf.as_str()),
+        ("Origin", origin.as_str()),
+    ];
+    let done = request(&c, "POST", restart, &right);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.json()["status"], "restarted");
+    assert_eq!(
+        restarts.load(Ordering::SeqCst),
+        1,
+        "the restart reached the supervisor"
+    );
+
+    let node = request(&c, "GET", "/api/node", &[("Cookie", &cookie)]).json();
+    let names: Vec<&str> = node["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["registry", "identity", "fs"]);
+    let fs = &node["services"][2];
+    assert_eq!(fs["state"], "Healthy");
+    assert_eq!(fs["depends_on"], serde_json::json!(["identity"]));
+    assert!(fs["rss_bytes"].as_u64().is_some_and(|r| r > 0), "{fs}");
+    assert!(fs["request_rate"].is_null(), "{fs}");
+
+    // Protocol errors as HTTP: NOT_FOUND from the supervisor, no identity at all.
+    let missing = request(&c, "GET", "/api/services/nope", &[("Cookie", &cookie)]);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["code"], "NOT_FOUND");
+    let caps = request(&c, "GET", "/api/caps", &[("Cookie", &cookie)]);
+    assert_eq!(caps.status, 503, "{}", caps.body);
+    assert_eq!(caps.json()["error"]["code"], "UNAVAILABLE");
+    assert_eq!(
+        request(&c, "GET", "/api/services/Bad..name", &[("Cookie", &cookie)]).status,
+        400
+    );
+}
+
+/// Open an event stream; `until` reads it until `want` holds of what came (or panics).
+fn stream(c: &Console, path: &str, cookie: &str) -> TcpStream {
+    let mut s = TcpStream::connect(&c.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let raw = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+        c.addr
+    );
+    s.write_all(raw.as_bytes()).unwrap();
+    s
+}
+
+fn until(s: &mut TcpStream, seen: &mut String, want: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 4096];
+    while !want(seen) {
+        assert!(Instant::now() < deadline, "timed out; got {seen}");
+        match s.read(&mut buf) {
+            Ok(0) => panic!("the stream ended: {seen}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+}
+
+fn append(path: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}
+
+#[test]
+fn the_audit_stream_follows_the_log_across_rotations() {
+    let sb = Sandbox::new();
+    fake_supervisor(&sb);
+    let log = sb.state_dir().join("audit.log");
+    append(
+        &log,
+        r#"{"source":"fs","event":"auth.denied","n":"before"}"#,
+    );
+    let c = console(&sb);
+    let cookie = sign_in(&c);
+    let mut s = stream(&c, "/api/audit?service=fs", &cookie);
+    let mut seen = String::new();
+    until(&mut s, &mut seen, |t| t.contains(r#""n":"before""#));
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    append(
+        &log,
+        r#"{"source":"identity","event":"cap.issued","n":"other"}"#,
+    );
+    append(&log, r#"{"source":"fs","event":"fs.open","n":"appended"}"#);
+    until(&mut s, &mut seen, |t| t.contains(r#""n":"appended""#));
+    // Truncated in place, as the audit crate rotates it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(
+        &log,
+        r#"{"service":"fs","event":"x","n":"after-truncation"}"#,
+    );
+    until(&mut s, &mut seen, |t| t.contains("after-truncation"));
+    // Replaced by another file.
+    let new = sb.state_dir().join("audit.new");
+    append(&new, r#"{"source":"fs","event":"x","n":"replaced"}"#);
+    std::fs::rename(&new, &log).unwrap();
+    until(&mut s, &mut seen, |t| t.contains(r#""n":"replaced""#));
+    assert!(!seen.contains("other"), "the filter holds: {seen}");
+
+    // The log stream: the supervisor's lines as events.
+    let mut logs = stream(&c, "/api/services/fs/logs", &cookie);
+    let mut seen = String::new();
+    until(&mut logs, &mut seen, |t| t.contains(r#""line":"line 2""#));
+    assert!(
+        seen.contains(r#"data: {"line":"line 1","stream":"stdout""#),
+        "{seen}"
+    );
+}
+
+#[test]
+fn oversized_requests_are_refused() {
+    let sb = Sandbox::new();
+    fake_supervisor(&sb);
+    let c = console(&sb);
+    let cookie = sign_in(&c);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nX-Big: {}\r\n\r\n",
+        c.addr,
+        "a".repeat(9 * 1024)
+    );
+    let a = send(&c.addr, big.as_bytes());
+    assert!(a.status == 431 || a.status == 0, "{}", a.status);
+    let mut many = format!("GET / HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n", c.addr);
+    for i in 0..40 {
+        many.push_str(&format!("X-H{i}: 1\r\n"));
+    }
+    many.push_str("\r\n");
+    let a = send(&c.addr, many.as_bytes());
+    assert!(a.status == 431 || a.status == 0, "{}", a.status);
+    let csrf = request(&c, "GET", "/api/session", &[("Cookie", &cookie)]).json()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = "x".repeat(2048);
+    let post = format!(
+        "POST /api/services/fs/restart HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\nX-CSRF-Token: {csrf}\r\nContent-Length: {}\r\n\r\n{body}",
+        c.addr,
+        body.len()
+    );
+    assert_eq!(send(&c.addr, post.as_bytes()).status, 413);
+    let long = format!("/api/audit?event={}", "e".repeat(129));
+    assert_eq!(
+        request(&c, "GET", &long, &[("Cookie", &cookie)]).status,
+        400
+    );
+    // Still serving.
+    assert_eq!(
+        request(&c, "GET", "/app.js", &[("Cookie", &cookie)]).status,
+        200
+    );
+}
+
+#[test]
+fn a_non_loopback_address_needs_allow_remote() {
+    let sb = Sandbox::new();
+    let out = sb.run("strata-ctl", &["console", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-remote"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let errs = sb.root().join("console.err");
+    let outs = sb.root().join("console.out");
+    let mut cmd = sb.command("strata-ctl");
+    cmd.args(["console", "--listen", "0.0.0.0:0", "--allow-remote"])
+        .stdout(std::fs::File::create(&outs).unwrap())
+        .stderr(std::fs::File::create(&errs).unwrap());
+    let _proc = Proc::spawn("strata-ctl console", &mut cmd);
+    wait_until("the URL", DEADLINE, || {
+        std::fs::read_to_string(&outs).is_ok_and(|t| t.starts_with("Console: http://0.0.0.0:"))
+    });
+    let warned = std::fs::read_to_string(&errs).unwrap();
+    assert!(
+        warned.contains("warning") && warned.contains("not loopback"),
+        "{warned}"
+    );
+}

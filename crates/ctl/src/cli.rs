@@ -292,7 +292,9 @@ pub enum Cluster {
     /// Issue a node's certificate and key, signed by the cluster CA.
     ///
     /// Writes node.crt (0644), node.key (0600) and a copy of ca.crt into --out; copy those
-    /// three to the node. Refuses to replace existing node files unless --force.
+    /// three to the node. Refuses to replace existing node files unless --force. Only a
+    /// node certificate (O=strata:nodes) serves TLS and signs the node's trust-bundle keys:
+    /// give one to nodes only, and `add-user` certificates to people.
     AddNode {
         /// Node id: lowercase letters, digits and `-`, starting with a letter.
         node: String,
@@ -309,6 +311,29 @@ pub enum Cluster {
         #[arg(long, value_name = "N", default_value_t = 365)]
         days: u32,
         /// Replace the node's files if --out already has them.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a user's certificate and key, for `strata-ctl --node` over mutual TLS.
+    ///
+    /// Writes user.crt (0644), user.key (0600) and a copy of ca.crt into --out; point
+    /// STRATA_TLS_CA/CERT/KEY at them. A user certificate (O=strata:users, clientAuth
+    /// only) opens connections to nodes, but never counts as a node: it cannot serve TLS or
+    /// sign trust-bundle keys, and nodes see it as `user:<name>`. Refuses to replace
+    /// existing user files unless --force.
+    AddUser {
+        /// User name: lowercase letters, digits and `-`, starting with a letter.
+        user: String,
+        /// The directory made by `cluster init`.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Directory for the user's files (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, value_name = "N", default_value_t = 90)]
+        days: u32,
+        /// Replace the user's files if --out already has them.
         #[arg(long)]
         force: bool,
     },

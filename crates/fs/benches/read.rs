@@ -233,7 +233,8 @@ async fn connect(target: &Target) -> Conn {
 }
 
 /// A CA for this run and two node certificates from it (as `strata-pki` makes them: CN =
-/// node id, SAN 127.0.0.1, serverAuth and clientAuth), for the fs server and the clients.
+/// node id, O = strata:nodes, SAN 127.0.0.1, serverAuth and clientAuth), for the fs server
+/// and the clients.
 fn node_certificates(dir: &Path) -> (TlsFiles, TlsFiles) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -255,6 +256,10 @@ fn node_certificates(dir: &Path) -> (TlsFiles, TlsFiles) {
     std::fs::write(&ca_path, ca.pem()).unwrap();
     let node = |id: &str| {
         let mut params = named(id);
+        // What makes it a node's (clients refuse any other server certificate).
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "strata:nodes");
         params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,

@@ -5,14 +5,16 @@
 //! that chains to the cluster CA. Nothing else is trusted (no system roots), a connection
 //! without a client certificate is refused, and sessions are never resumed, so every
 //! connection proves its certificate afresh. A node certificate is made by `strata-pki`:
-//! CN = node id, SANs = the node's addresses and DNS names, usable for both serverAuth and
-//! clientAuth; the client checks the server's certificate against the endpoint's host.
+//! CN = node id, O = `strata:nodes`, SANs = the node's addresses and DNS names, usable for
+//! both serverAuth and clientAuth; the client checks the server's certificate against the
+//! endpoint's host and that it is a node's. A listener accepts user certificates too
+//! (`strata-ctl --node`): their peer name is `user:<name>`, never a node id.
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::NoServerSessionStorage;
 use rustls::{ClientConfig, ServerConfig};
 use std::sync::Arc;
-use strata_pki::ca_verifier;
+use strata_pki::{ca_verifier, node_server_verifier};
 
 /// The rustls this crate is built with, so callers name the same types.
 pub use rustls;
@@ -43,13 +45,16 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 }
 
 /// The configuration a client connects to `tcp://` endpoints with: TLS 1.3, this node's
-/// certificate presented, only the CA trusted.
+/// (or user's) certificate presented, only the CA trusted, and the server's certificate a
+/// node's ([`strata_pki::node_server_verifier`]).
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     let loaded = files.load()?;
+    let verifier = node_server_verifier(files, loaded.roots)?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("the ring provider supports TLS 1.3")
-        .with_root_certificates(loaded.roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(loaded.chain, loaded.key)
         .map_err(|source| TlsError::BadIdentity {
             cert: files.cert.clone(),

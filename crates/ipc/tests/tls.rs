@@ -384,6 +384,38 @@ async fn server_certificate_for_another_host_is_refused_by_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_certificate_is_a_client_and_never_a_node() {
+    let pki = Pki::new();
+    // A user named like a node connects, and goes by a name no node can have.
+    let user = pki.ca.user("node-b");
+    let server = TestServer::start(&pki.server, |_| {});
+    let mut client = server.client(tls::client_config(&user).unwrap());
+    let me = client.call_raw("test.whoami", None).await.unwrap();
+    let me: Value = serde_json::from_str(me.into_result().unwrap().get()).unwrap();
+    assert_eq!(me["remote"], "user:node-b", "{me}");
+    // So does a certificate from before the kinds existed.
+    let legacy = pki.ca.unmarked("node-c", &["127.0.0.1"]);
+    let mut client = server.client(tls::client_config(&legacy).unwrap());
+    let me = client.call_raw("test.whoami", None).await.unwrap();
+    let me: Value = serde_json::from_str(me.into_result().unwrap().get()).unwrap();
+    assert_eq!(me["remote"], "user:node-c", "{me}");
+    server.stop().await;
+
+    // Neither can serve as a node: a client refuses it as the server, even for its host.
+    let server = TestServer::start(&user, |_| {});
+    let mut client = server.client(pki.client_config());
+    let err = health(&mut client).await.unwrap_err();
+    assert_tls_refusal(&err);
+    server.stop().await;
+    let server = TestServer::start(&legacy, |_| {});
+    let mut client = server.client(pki.client_config());
+    let err = health(&mut client).await.unwrap_err();
+    assert_tls_refusal(&err);
+    assert!(err.to_string().contains("NotANodeServer"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_name_endpoints_are_checked_against_the_certificate() {
     let pki = Pki::new();
     let server = TestServer::start(&pki.server, |_| {});

@@ -3,16 +3,19 @@
 //! the only roots, the node's certificate chain, its private key, whose file must not be
 //! open to group or others).
 //!
-//! `strata-ipc` builds its TLS configurations from these; [`crate::NodeIdentity`] signs
+//! `strata-ipc` builds its TLS configurations from these (a client checks the server with
+//! [`node_server_verifier`]: a node's certificate only); [`crate::NodeIdentity`] signs
 //! and checks statements with them. The rules on the files are therefore the same for
 //! both.
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -185,6 +188,84 @@ pub fn ca_verifier(
             path: files.ca.clone(),
             detail: e.to_string(),
         })
+}
+
+/// The check a client makes of the server at a `tcp://` endpoint: its certificate chains
+/// to the cluster CA in `roots`, is valid for the endpoint's host and for serverAuth
+/// (webpki's checks), **and** is a node certificate ([`crate::CertificateKind::Node`]):
+/// a user's, or one issued before the kinds existed, never passes for a node's server,
+/// whatever its SANs say.
+pub fn node_server_verifier(
+    files: &TlsFiles,
+    roots: Arc<RootCertStore>,
+) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::BadCa {
+            path: files.ca.clone(),
+            detail: e.to_string(),
+        })?;
+    Ok(Arc::new(NodeServerVerifier { webpki }))
+}
+
+/// webpki's server check, then the node kind.
+#[derive(Debug)]
+struct NodeServerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+/// Why [`node_server_verifier`] refused a server certificate that webpki accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's certificate is {0}, not a node certificate")]
+struct NotANodeServer(String);
+
+impl ServerCertVerifier for NodeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        match crate::certificate_kind(end_entity.as_ref()) {
+            crate::CertificateKind::Node(_) => Ok(verified),
+            other => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(NotANodeServer(
+                    other.describe(),
+                )))),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {

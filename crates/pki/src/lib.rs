@@ -35,7 +35,8 @@ pub mod kind;
 pub mod signing;
 
 pub use credentials::{
-    ca_verifier, NodeCredentials, TlsError, TlsFiles, CA_ENV, CERT_ENV, KEY_ENV,
+    ca_verifier, node_server_verifier, NodeCredentials, TlsError, TlsFiles, CA_ENV, CERT_ENV,
+    KEY_ENV,
 };
 pub use kind::{
     certificate_kind, certificate_name, CertificateKind, NODE_ORGANIZATION, USER_ORGANIZATION,

@@ -48,15 +48,49 @@ impl TestCa {
     /// `strata_pki::CertificateKind` reads it), files named after `stem`; the returned
     /// files trust this CA.
     pub fn issue(&self, stem: &str, cn: Option<&str>, hosts: &[&str]) -> TlsFiles {
+        let eku = [
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let o = Some(strata_pki::NODE_ORGANIZATION);
+        self.issue_as(stem, cn, o, hosts, &eku)
+    }
+
+    /// A user's certificate, as `strata-ctl cluster add-user` makes it: CN `name`,
+    /// O = `strata:users`, no SANs, clientAuth only.
+    pub fn user(&self, name: &str) -> TlsFiles {
+        let eku = [ExtendedKeyUsagePurpose::ClientAuth];
+        let o = Some(strata_pki::USER_ORGANIZATION);
+        self.issue_as(&format!("user-{name}"), Some(name), o, &[], &eku)
+    }
+
+    /// A node-shaped certificate without the node organization: what `cluster add-node`
+    /// made before node and user certificates were told apart. Not a node's.
+    pub fn unmarked(&self, id: &str, hosts: &[&str]) -> TlsFiles {
+        let eku = [
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue_as(&format!("unmarked-{id}"), Some(id), None, hosts, &eku)
+    }
+
+    fn issue_as(
+        &self,
+        stem: &str,
+        cn: Option<&str>,
+        organization: Option<&str>,
+        hosts: &[&str],
+        eku: &[ExtendedKeyUsagePurpose],
+    ) -> TlsFiles {
         let mut params = CertificateParams::default();
         // rcgen's default subject has a CN of its own.
         params.distinguished_name = match cn {
             Some(cn) => common_name(cn),
             None => DistinguishedName::new(),
         };
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, strata_pki::NODE_ORGANIZATION);
+        if let Some(o) = organization {
+            params.distinguished_name.push(DnType::OrganizationName, o);
+        }
         params.subject_alt_names = hosts
             .iter()
             .map(|h| match h.parse() {
@@ -66,10 +100,7 @@ impl TestCa {
             .collect();
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = eku.to_vec();
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();

@@ -367,6 +367,27 @@ fn param_bounds(t: &mut Target, service: &str) {
                 "identity.revocations",
                 r#"{"limit":0}"#.into(),
             ),
+            (
+                "issued after of 33 hex digits",
+                "identity.issued",
+                format!(r#"{{"after":"{}"}}"#, "f".repeat(33)),
+            ),
+            (
+                "issued after in capitals",
+                "identity.issued",
+                format!(r#"{{"after":"{}"}}"#, "F".repeat(32)),
+            ),
+            (
+                "issued after of 1 MiB",
+                "identity.issued",
+                format!(r#"{{"after":"{}"}}"#, "f".repeat(MAX_FRAME - 200)),
+            ),
+            (
+                "issued limit 1001",
+                "identity.issued",
+                r#"{"limit":1001}"#.into(),
+            ),
+            ("issued limit 0", "identity.issued", r#"{"limit":0}"#.into()),
         ],
         "supervisor" => vec![
             (
@@ -402,6 +423,9 @@ fn param_bounds(t: &mut Target, service: &str) {
         )],
         _ => Vec::new(),
     };
+    if service == "identity" {
+        issued_as_nobody(t);
+    }
     for (case, method, params) in cases {
         let bytes = frame(&request(method, &params));
         if let Some(v) = expect_error(t, case, &bytes, 1) {
@@ -413,6 +437,56 @@ fn param_bounds(t: &mut Target, service: &str) {
             }
         }
         connection_still_serves(t, case, &request(method, &params));
+    }
+}
+
+/// `identity.issued` from uid 65534 (this test binary re-run as that user, see
+/// [`nobody_issued_helper`]): PERMISSION_DENIED, listing nothing. Needs root to drop to
+/// that user (CI runs as root); skipped otherwise.
+fn issued_as_nobody(t: &mut Target) {
+    use std::os::unix::process::CommandExt;
+    let case = "identity.issued as nobody";
+    if !strata_testkit::is_root() {
+        return eprintln!("hostile: {case} needs root; not run");
+    }
+    t.inputs += 1;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "nobody_issued_helper", "--nocapture"])
+        .env("HOSTILE_NOBODY_SOCKET", &t.socket)
+        .uid(65534)
+        .gid(65534)
+        .output();
+    let out = match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => return t.fail(case, format!("cannot run the helper: {e}")),
+    };
+    let answer = out.lines().find_map(|l| {
+        let at = l.find("NOBODYANSWER ")?;
+        serde_json::from_str::<Value>(&l[at + "NOBODYANSWER ".len()..]).ok()
+    });
+    match answer {
+        Some(v) if v["ok"] == false && v["error"]["code"] == 3 && v.get("result").is_none() => {}
+        Some(v) => t.fail(case, format!("expected PERMISSION_DENIED, got {v}")),
+        None => t.fail(case, format!("no answer from the helper: {out:.600}")),
+    }
+}
+
+/// Not a test of its own: the body [`issued_as_nobody`] runs as another user.
+#[test]
+fn nobody_issued_helper() {
+    let Ok(socket) = std::env::var("HOSTILE_NOBODY_SOCKET") else {
+        return;
+    };
+    let answer = connect(Path::new(&socket))
+        .and_then(|mut s| {
+            s.write_all(&frame(&request("identity.issued", "{}")))?;
+            Ok(s)
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|mut s| read_response(&mut s));
+    match answer {
+        Ok(v) => println!("NOBODYANSWER {v}"),
+        Err(e) => println!("NOBODYFAILED {e}"),
     }
 }
 
@@ -531,6 +605,11 @@ fn methods() -> Vec<MethodParams> {
             "identity.introspect",
             json!({"token": "v2.public.x"}),
             vec![("token", Str)],
+        ),
+        (
+            "identity.issued",
+            json!({"after": "00112233445566778899aabbccddeeff", "limit": 1}),
+            vec![("after", Str), ("limit", Int)],
         ),
         (
             "identity.revocations",
@@ -843,7 +922,14 @@ fn every_socket_survives_hostile_input() {
     }
 
     raise_fd_limit(FLOOD as u64 + 512);
-    let stack = Stack::start();
+    // Group 65534 may connect (not the uid: that is decided per request), so
+    // `identity.issued` can be tried as nobody (see `issued_as_nobody`).
+    let stack = Stack::start_with_env(vec![("STRATA_SOCKET_GROUP".into(), "65534".into())]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(stack.sb.root(), open).unwrap();
+    }
     let mut targets: Vec<Target> = ["registry", "identity", "fs", "supervisor"]
         .into_iter()
         .map(|name| Target {

@@ -8,7 +8,8 @@
 //!   revocations, the trust bundle), so reads never wait for etcd. It reloads the whole
 //!   prefix after every reconnect, so nothing that happened while it was cut off is missed.
 //! - [`Etcd`]: the client, every unary call bounded by a deadline (etcd being down must
-//!   turn into a prompt, loud error, never a hang).
+//!   turn into a prompt, loud error, never a hang) and moved to the next member when its
+//!   connection fails (one member down must cost no request).
 //!
 //! Key layout under the configured prefix (default `/strata`):
 //!

@@ -23,9 +23,13 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
 # setpriv (util-linux, Essential on Debian): the socket-group test's users (crates/e2e/tests/socket_group.rs).
 command -v setpriv >/dev/null || missing+=(util-linux)
-# prometheus (promtool) is installed on its own line below: without its recommends.
+# prometheus (promtool) and chromium (the console's browser test, crates/e2e/tests/console.rs,
+# with chromedriver from chromium-driver) are installed on their own line below: without
+# their recommends.
 lean=()
 command -v promtool >/dev/null || lean+=(prometheus)
+command -v chromium >/dev/null || lean+=(chromium)
+command -v chromedriver >/dev/null || lean+=(chromium-driver)
 if [ "$((${#missing[@]} + ${#lean[@]}))" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
         apt-get update
@@ -52,7 +56,7 @@ if [ "$((${#missing[@]} + ${#lean[@]}))" -gt 0 ]; then
         fi
     else
         echo "missing: ${missing[*]} ${lean[*]} (Debian packages; install them as root with apt-get)" >&2
-        echo "without protoc the workspace does not build; without etcd the cluster tests print SKIPPED" >&2
+        echo "without protoc the workspace does not build; without etcd (or chromium) the cluster (console) tests print SKIPPED" >&2
     fi
 fi
 # nix-instantiate checks that every .nix file parses and that the module renders the

@@ -1,7 +1,7 @@
 //! Two nodes sharing one etcd (#7): each node is a whole supervisor with its own runtime
 //! and state directories, node id and fs listener on its own loopback address; etcd is a
 //! real one the test starts on free loopback ports. Certificates come from
-//! `strata-ctl cluster init` / `cluster add-node`.
+//! `strata-ctl cluster init` / `cluster add-node` / `cluster add-user`.
 //!
 //! Run alone with `cargo test --release --test cluster` (add `-- --nocapture` to see the
 //! revocation propagation figures recorded in docs/BENCHMARKS.md).
@@ -704,6 +704,32 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     // the key under a fresh node id, signed with its own certificate, gets it nowhere (the
     // certificate names `a`, and the tombstone lists the key); a new node whose entry is
     // signed by its own certificate from the cluster CA is trusted at once.
+    //
+    // And the forged-trust-key attack (#16): a person with a user certificate from the
+    // cluster CA (`cluster add-user eve`) and etcd write access publishes a key of their
+    // own under `trust/eve/…`, signed with the user certificate (whose CN matches), and
+    // mints tokens with it. Refused on the Unix socket and over mutual TLS, while the user
+    // certificate still reaches b's fs over mutual TLS with a real token.
+    let user_dir = c.certs.path().join("eve");
+    ok(
+        ctl(&[
+            "cluster",
+            "add-user",
+            "eve",
+            "--ca-dir",
+            c.certs.path().join("ca").to_str().unwrap(),
+            "--out",
+            user_dir.to_str().unwrap(),
+        ]),
+        "cluster add-user",
+    );
+    let eve = TlsFiles {
+        ca: user_dir.join("ca.crt"),
+        cert: user_dir.join("user.crt"),
+        key: user_dir.join("user.key"),
+    };
+    let eve_key = strata_cap::SigningKey::generate().unwrap();
+    let from_eve = token_signed_by(&eve_key, "eve", &c.export);
     let stolen =
         strata_cap::SigningKey::load(&c.a.sb.state_dir().join("identity/signing.key")).unwrap();
     let a_cert = NodeIdentity::load(&c.tls("a")).unwrap();
@@ -735,6 +761,7 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
         };
         for (key, record) in [
             publish("mallory", &stolen, &a_cert),
+            trust_entry(&etcd, "eve", &eve_key, |m| sign_as(&eve, m)),
             // Last: once b trusts zed's key it has seen the entries before it too.
             publish("zed", &zed_key, &zed_cert),
         ] {
@@ -746,8 +773,64 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     });
     let refused = read_local(&c.b, &forged, "r.txt").unwrap_err();
     assert_eq!(refused["name"], "UNAUTHENTICATED", "{refused}");
+    let refused = read_local(&c.b, &from_eve, "r.txt").unwrap_err();
+    assert_eq!(refused["name"], "UNAUTHENTICATED", "{refused}");
+    runtime().block_on(async {
+        let mut client = remote_fs(c.b_tcp, &eve, &from_eve);
+        assert_eq!(
+            open(&mut client, "r.txt").await,
+            Err(ErrorCode::Unauthenticated)
+        );
+        let mut client = remote_fs(c.b_tcp, &eve, &b_token);
+        probe(&mut client, "r.txt").await.unwrap();
+    });
     let h = call(&c.b.sb.socket("identity"), "sys.health", json!({}), None).unwrap();
-    assert_eq!(h["result"]["cluster"]["remote_keys"], 1, "{h}");
+    assert_eq!(
+        h["result"]["cluster"]["remote_keys"], 1,
+        "zed's key only: {h}"
+    );
+}
+
+/// `trust/<node>/<kid>` and its record for `key`, signed by `sign` (certificate DER and
+/// signature over the record's message).
+fn trust_entry(
+    etcd: &strata_cluster::Etcd,
+    node: &str,
+    key: &strata_cap::SigningKey,
+    sign: impl FnOnce(&[u8]) -> (Vec<u8>, Vec<u8>),
+) -> (String, strata_cluster::TrustRecord) {
+    let info = strata_proto::methods::identity::KeyInfo {
+        kid: key.kid(strata_cap::TokenVersion::V2).to_string(),
+        public_key: key.public_key().to_base64(),
+        not_before: None,
+        not_after: None,
+        current: true,
+        node: None,
+    };
+    let (cert, signature) = sign(&strata_cluster::TrustRecord::signed_message(node, &info));
+    let record = strata_cluster::TrustRecord {
+        cert: b64(&cert),
+        signature: b64(&signature),
+        key: info,
+    };
+    (etcd.key(&["trust", node, &record.key.kid]), record)
+}
+
+/// Signs `message` with the TLS key in `files` (any kind of certificate): the certificate
+/// DER and the ECDSA P-256/SHA-256 signature, as a node signs its trust entries.
+fn sign_as(files: &TlsFiles, message: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use strata_ipc::tls::rustls;
+    use strata_ipc::tls::rustls::pki_types::pem::PemObject;
+    use strata_ipc::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = CertificateDer::from_pem_file(&files.cert).unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let key = rustls::crypto::ring::sign::any_ecdsa_type(&key).unwrap();
+    let signature = key
+        .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+        .unwrap()
+        .sign(message)
+        .unwrap();
+    (cert.as_ref().to_vec(), signature)
 }
 
 /// Writes a revocation record for each `(cap_id, expires)`, as node `a`'s identity would.

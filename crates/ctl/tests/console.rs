@@ -439,14 +439,21 @@ fn oversized_requests_are_refused() {
 #[test]
 fn a_non_loopback_address_needs_allow_remote() {
     let sb = Sandbox::new();
-    let out = sb.run("strata-ctl", &["console", "--listen", "0.0.0.0:0"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--allow-remote"), "{err}");
-    assert!(out.stdout.is_empty());
-
     let errs = sb.root().join("console.err");
     let outs = sb.root().join("console.out");
+    let mut cmd = sb.command("strata-ctl");
+    cmd.args(["console", "--listen", "0.0.0.0:0"])
+        .stdout(std::fs::File::create(&outs).unwrap())
+        .stderr(std::fs::File::create(&errs).unwrap());
+    let mut refused = Proc::spawn("strata-ctl console", &mut cmd);
+    let status = refused
+        .wait_timeout(DEADLINE)
+        .expect("refused at once, not served");
+    assert_eq!(status.code(), Some(2));
+    let err = std::fs::read_to_string(&errs).unwrap();
+    assert!(err.contains("--allow-remote"), "{err}");
+    assert_eq!(std::fs::read_to_string(&outs).unwrap(), "");
+
     let mut cmd = sb.command("strata-ctl");
     cmd.args(["console", "--listen", "0.0.0.0:0", "--allow-remote"])
         .stdout(std::fs::File::create(&outs).unwrap())

@@ -145,12 +145,13 @@ mod tests {
             r.rate("fs", Some(1), 30.0, t0 + Duration::from_secs(2)),
             Some(10.0)
         );
+        // Another run (its counter restarted, whatever it reads now), then a counter that went back.
         assert_eq!(
-            r.rate("fs", Some(2), 1.0, t0 + Duration::from_secs(3)),
+            r.rate("fs", Some(2), 50.0, t0 + Duration::from_secs(3)),
             None
         );
         assert_eq!(
-            r.rate("fs", Some(2), 0.0, t0 + Duration::from_secs(4)),
+            r.rate("fs", Some(2), 10.0, t0 + Duration::from_secs(4)),
             None
         );
         r.refused("fs", t0);

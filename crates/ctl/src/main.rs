@@ -3,8 +3,9 @@
 //! Subcommands (`status`, `svc`, `reload`, `cap`, `fs`, `registry`, `cluster`) print
 //! tables fitted to the terminal with relative times, or `-o wide|json|name`. Raw mode
 //! (`strata-ctl <method> [params_json]`, compatible with the original client) prints the
-//! whole response envelope. Exit codes are in `failure.rs` (0 ok, 1 other error, 2 usage,
-//! 66 not found, 69 unreachable, 77 denied).
+//! whole response envelope. `console` serves a local web console (`console/`), a client
+//! of the services like every other subcommand. Exit codes are in `failure.rs` (0 ok, 1
+//! other error, 2 usage, 66 not found, 69 unreachable, 77 denied).
 
 // stderr is written with `let _ = writeln!`: see `quiet_on_broken_pipe`.
 #![deny(clippy::print_stderr)]

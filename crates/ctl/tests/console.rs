@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata_ipc::{Call, Router, Server, ServerConfig};
 use strata_proto::methods::supervisor::{
@@ -103,9 +103,15 @@ struct Console {
 }
 
 fn console(sb: &Sandbox) -> Console {
+    console_with(sb, &[])
+}
+
+/// A console started with `args` before `console`.
+fn console_with(sb: &Sandbox, args: &[&str]) -> Console {
     let out = sb.root().join("console.out");
     let mut cmd = sb.command("strata-ctl");
-    cmd.arg("console")
+    cmd.args(args)
+        .arg("console")
         .stdout(std::fs::File::create(&out).unwrap());
     let proc = Proc::spawn("strata-ctl console", &mut cmd);
     let mut printed = String::new();
@@ -467,4 +473,119 @@ fn a_non_loopback_address_needs_allow_remote() {
         warned.contains("warning") && warned.contains("not loopback"),
         "{warned}"
     );
+}
+
+/// The token the caps test's console is given.
+const TOKEN: &str = "v4.local.the-users-own-token";
+
+/// An identity whose issued capabilities come in two pages, and that records every
+/// revocation with the token it came with.
+fn fake_identity(sb: &Sandbox) -> Arc<Mutex<Vec<(String, Option<String>)>>> {
+    use strata_proto::methods::identity::{
+        Issued, IssuedCap, IssuedParams, IssuedResult, Revoke, RevokeParams, RevokeResult,
+    };
+    let revoked = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&revoked);
+    let cap = |n: u32, parents: Vec<String>| IssuedCap {
+        cap_id: format!("{n:032x}"),
+        parents,
+        expires: 1_767_225_600,
+        issued_at: None,
+        service: Some("fs".into()),
+        rights: Some(vec!["fs.read".into()]),
+        path_prefix: None,
+        rate_limit: None,
+        subject: None,
+        revoked: false,
+    };
+    let router = Router::new("identity", "0")
+        .method::<Issued, _, _, _>(move |_c: Call, p: IssuedParams| async move {
+            assert_eq!(p.limit, Some(1000));
+            Ok::<_, ErrorBody>(match p.after.as_deref() {
+                None => IssuedResult {
+                    caps: vec![cap(1, vec![]), cap(2, vec![format!("{:032x}", 1)])],
+                    next: Some(format!("{:032x}", 2)),
+                },
+                Some(after) if after == format!("{:032x}", 2) => IssuedResult {
+                    caps: vec![cap(3, vec![])],
+                    next: None,
+                },
+                Some(_) => return Err(ErrorBody::new(ErrorCode::InvalidArgument, "bad after")),
+            })
+        })
+        .method::<Revoke, _, _, _>(move |c: Call, p: RevokeParams| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push((p.cap_id, c.token().map(str::to_owned)));
+                Ok::<_, ErrorBody>(RevokeResult {
+                    status: "revoked".into(),
+                    confirmed: 1,
+                    unconfirmed: 0,
+                })
+            }
+        });
+    let path = sb.socket("identity");
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let server = Server::bind(ServerConfig::new(&path), router).unwrap();
+                server.serve(std::future::pending()).await;
+            });
+    });
+    let path = sb.socket("identity");
+    wait_until("the fake identity", DEADLINE, || healthy(&path));
+    revoked
+}
+
+#[test]
+fn caps_are_gathered_page_by_page_and_a_revoke_carries_the_users_token() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let sb = Sandbox::new();
+    fake_supervisor(&sb);
+    let revoked = fake_identity(&sb);
+    let token_file = sb.root().join("token");
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&token_file)
+        .unwrap()
+        .write_all(TOKEN.as_bytes())
+        .unwrap();
+    let c = console_with(&sb, &["--token-file", token_file.to_str().unwrap()]);
+    let cookie = sign_in(&c);
+    let caps = request(&c, "GET", "/api/caps", &[("Cookie", &cookie)]);
+    assert_eq!(caps.status, 200, "{}", caps.body);
+    let v = caps.json();
+    let ids: Vec<&str> = v["caps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cap_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "both pages: {v}");
+    assert_eq!(v["truncated"], false);
+    assert_eq!(v["caps"][1]["parents"][0], format!("{:032x}", 1));
+    let session = request(&c, "GET", "/api/session", &[("Cookie", &cookie)]);
+    let csrf = session.json()["csrf"].as_str().unwrap().to_owned();
+    let with = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let bad = request(&c, "POST", "/api/caps/NOT-A-CAP/revoke", &with);
+    assert_eq!(bad.status, 400);
+    let id = format!("{:032x}", 2);
+    let done = request(&c, "POST", &format!("/api/caps/{id}/revoke"), &with);
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.json()["status"], "revoked");
+    assert_eq!(
+        *revoked.lock().unwrap(),
+        [(id, Some(TOKEN.to_owned()))],
+        "called with the user's token"
+    );
+    for answer in [&caps, &session, &done] {
+        assert!(!answer.body.contains(TOKEN), "a token reached the browser");
+    }
 }

@@ -26,6 +26,7 @@ fn fake_supervisor(sb: &Sandbox) -> Arc<AtomicUsize> {
     let restarts = Arc::new(AtomicUsize::new(0));
     let path = sb.socket("supervisor");
     let counted = Arc::clone(&restarts);
+    let own = path.to_str().unwrap().to_owned();
     let router = Router::new("supervisor", "0")
         .method::<strata_proto::methods::supervisor::Status, _, _, _>(
             |_c: Call, _p: NoParams| async move {
@@ -36,24 +37,29 @@ fn fake_supervisor(sb: &Sandbox) -> Arc<AtomicUsize> {
                 })
             },
         )
-        .method::<SvcList, _, _, _>(|_c: Call, _p: NoParams| async move {
-            let svc = |name: &str, pid: Option<u32>, deps: &[&str]| {
-                let extra = serde_json::json!({"restarts": 2, "since": 1_767_225_600,
-                    "depends_on": deps, "socket": null, "capabilities": 0, "waiting": null});
-                SvcInfo {
-                    name: name.into(),
-                    state: SvcState::Healthy,
-                    pid,
-                    extra: extra.as_object().unwrap().clone(),
-                }
-            };
-            Ok::<_, ErrorBody>(SvcListResult {
-                services: vec![
-                    svc("registry", None, &[]),
-                    svc("identity", None, &["registry"]),
-                    svc("fs", Some(std::process::id()), &["identity"]),
-                ],
-            })
+        .method::<SvcList, _, _, _>(move |_c: Call, _p: NoParams| {
+            let own = own.clone();
+            async move {
+                // fs's socket is this fake's own: its sys.metrics counts the console's calls.
+                let svc = |name: &str, pid: Option<u32>, deps: &[&str]| {
+                    let socket = (name == "fs").then(|| own.clone());
+                    let extra = serde_json::json!({"restarts": 2, "since": 1_767_225_600,
+                    "depends_on": deps, "socket": socket, "capabilities": 0, "waiting": null});
+                    SvcInfo {
+                        name: name.into(),
+                        state: SvcState::Healthy,
+                        pid,
+                        extra: extra.as_object().unwrap().clone(),
+                    }
+                };
+                Ok::<_, ErrorBody>(SvcListResult {
+                    services: vec![
+                        svc("registry", None, &[]),
+                        svc("identity", None, &["registry"]),
+                        svc("fs", Some(std::process::id()), &["identity"]),
+                    ],
+                })
+            }
         })
         .method::<SvcStatus, _, _, _>(|_c: Call, _p: SvcNameParams| async move {
             Err::<strata_proto::methods::supervisor::SvcStatusResult, _>(ErrorBody::new(
@@ -298,7 +304,17 @@ fn the_secret_works_once_and_every_check_holds() {
     assert_eq!(fs["state"], "Healthy");
     assert_eq!(fs["depends_on"], serde_json::json!(["identity"]));
     assert!(fs["rss_bytes"].as_u64().is_some_and(|r| r > 0), "{fs}");
-    assert!(fs["request_rate"].is_null(), "{fs}");
+    assert!(
+        fs["request_rate"].is_null(),
+        "the first answer has no rate: {fs}"
+    );
+    let node = request(&c, "GET", "/api/node", &[("Cookie", &cookie)]).json();
+    let rate = &node["services"][2]["request_rate"];
+    assert!(rate.as_f64().is_some_and(|r| r > 0.0), "{node}");
+    assert!(
+        node["services"][0]["request_rate"].is_null(),
+        "no socket: {node}"
+    );
 
     // Protocol errors as HTTP: NOT_FOUND from the supervisor, no identity at all.
     let missing = request(&c, "GET", "/api/services/nope", &[("Cookie", &cookie)]);

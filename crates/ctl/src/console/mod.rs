@@ -61,8 +61,9 @@ impl Caller {
         crate::commands::client_for(&self.global, self.token.as_deref(), service).await
     }
 
-    /// A client for a service's own socket (from `svc.list`), with the same token and
-    /// timeout.
+    /// A client for a service's own socket as `svc.list` names it, for `sys.metrics`
+    /// (admin by peer credentials, so no token is needed): it carries no token, since
+    /// the socket is the manifest's path, not one in the checked runtime directory.
     pub fn client_at(&self, socket: &str) -> Result<Client, Failure> {
         let endpoint = strata_ipc::Endpoint::unix(std::path::Path::new(socket))
             .map_err(|e| Failure::Usage(e.to_string()))?;
@@ -70,7 +71,6 @@ impl Caller {
         client.set_timeout(std::time::Duration::from_secs_f64(
             self.global.timeout.min(5.0),
         ));
-        client.set_token(self.token.clone());
         Ok(client)
     }
 }

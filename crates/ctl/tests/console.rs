@@ -496,7 +496,10 @@ const TOKEN: &str = "v4.local.the-users-own-token";
 
 /// An identity whose issued capabilities come in two pages, and that records every
 /// revocation with the token it came with.
-fn fake_identity(sb: &Sandbox) -> Arc<Mutex<Vec<(String, Option<String>)>>> {
+/// The revocations a fake identity saw: cap_id and the token sent with it.
+type Revocations = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+fn fake_identity(sb: &Sandbox) -> Revocations {
     use strata_proto::methods::identity::{
         Issued, IssuedCap, IssuedParams, IssuedResult, Revoke, RevokeParams, RevokeResult,
     };

@@ -1,6 +1,7 @@
 //! Following `<state dir>/audit.log` for the audit page: the last [`BACKLOG`] matching
 //! lines, then each new line as it is appended, across rotations (the file truncated in
-//! place, as the audit crate rotates it, or replaced by another file). The file is
+//! place, as the audit crate rotates it, the lines not yet read then taken from the
+//! rotated copy, or replaced by another file). The file is
 //! opened with the console user's own permissions: the page shows what `grep` over the
 //! log would show that user. Lines longer than [`MAX_LINE`] are skipped, never buffered
 //! whole; lines that are not JSON objects are skipped.
@@ -60,6 +61,18 @@ pub struct Tail {
     partial: Vec<u8>,
     /// Within a line longer than [`MAX_LINE`]: drop bytes until its newline.
     skipping: bool,
+    /// The last bytes read (at most [`RECENT`]): how a rotated copy is recognised.
+    recent: Vec<u8>,
+}
+
+/// Bytes kept to recognise a rotated copy of what was read.
+const RECENT: usize = 256;
+
+/// Keep the last [`RECENT`] bytes of `recent` followed by `read`.
+fn remember(recent: &mut Vec<u8>, read: &[u8]) {
+    recent.extend_from_slice(&read[read.len().saturating_sub(RECENT)..]);
+    let excess = recent.len().saturating_sub(RECENT);
+    recent.drain(..excess);
 }
 
 impl Tail {
@@ -71,6 +84,7 @@ impl Tail {
             open: None,
             partial: Vec::new(),
             skipping: false,
+            recent: Vec::new(),
         }
     }
 
@@ -101,7 +115,9 @@ impl Tail {
 
     /// The matching lines appended since the last call, following a rotation: a file
     /// replaced (another inode at the path) is read to its end first, then the new one
-    /// from its start; a file cut shorter than what was read is read again from its start.
+    /// from its start; a file cut shorter than what was read (the audit crate's rotation)
+    /// is read again from its start, after the lines the cut took that had not been read
+    /// yet, from the rotated copy ([`Tail::catch_up`]).
     pub fn new_lines(&mut self) -> io::Result<Vec<String>> {
         let now = match std::fs::metadata(&self.path) {
             Ok(m) => Some(((m.dev(), m.ino()), m.len())),
@@ -114,12 +130,17 @@ impl Tail {
                 lines.extend(self.read_open()?);
                 self.reopen()?;
             }
-            (Some((_, _, pos)), Some((_, len))) if len < *pos => {
+            (Some((file, _, pos)), Some((_, len)))
+                if len < *pos || !holds_at(file, *pos, &self.recent) =>
+            {
+                let read = *pos;
+                lines.extend(self.catch_up(read)?);
                 if let Some((file, _, pos)) = &mut self.open {
                     file.seek(SeekFrom::Start(0))?;
                     *pos = 0;
                 }
                 self.partial.clear();
+                self.recent.clear();
                 self.skipping = false;
             }
             (None, Some(_)) => self.reopen()?,
@@ -131,8 +152,47 @@ impl Tail {
         Ok(lines)
     }
 
+    /// After a truncation: the lines appended between the last read and the truncation
+    /// are in the rotated copy (`audit.log.copied` until the rotator renames it, then
+    /// `audit.log.1`), which begins with every byte read here. Read them from there, if
+    /// a copy ends at or past `read` and holds, just before it, the bytes last read here
+    /// (so an older rotation is never mistaken for this one).
+    fn catch_up(&mut self, read: u64) -> io::Result<Vec<String>> {
+        let mut rotated_name = self.path.as_os_str().to_owned();
+        rotated_name.push(".copied");
+        let copied = PathBuf::from(rotated_name);
+        let mut first_name = self.path.as_os_str().to_owned();
+        first_name.push(".1");
+        let first = PathBuf::from(first_name);
+        let tail = self.recent.clone();
+        for candidate in [copied, first] {
+            let Ok(mut file) = File::open(&candidate) else {
+                continue;
+            };
+            let meta = file.metadata()?;
+            let Some(start) = read.checked_sub(tail.len() as u64) else {
+                continue;
+            };
+            if meta.len() < read {
+                continue;
+            }
+            file.seek(SeekFrom::Start(start))?;
+            let mut there = vec![0u8; tail.len()];
+            if file.read_exact(&mut there).is_err() || there != tail {
+                continue;
+            }
+            let live = self.open.take();
+            self.open = Some((file, (meta.dev(), meta.ino()), read));
+            let lines = self.read_open();
+            self.open = live;
+            return lines;
+        }
+        Ok(Vec::new())
+    }
+
     fn reopen(&mut self) -> io::Result<()> {
         self.open = None;
+        self.recent.clear();
         self.partial.clear();
         self.skipping = false;
         let file = match File::open(&self.path) {
@@ -158,6 +218,7 @@ impl Tail {
                 return Ok(lines);
             }
             *pos += n as u64;
+            remember(&mut self.recent, &buf[..n]);
             let mut rest = &buf[..n];
             while let Some(i) = rest.iter().position(|&b| b == b'\n') {
                 let (head, tail) = rest.split_at(i);
@@ -181,6 +242,17 @@ impl Tail {
             }
         }
     }
+}
+
+/// Whether `file` still holds `recent` just before `pos`: a file cut and written again
+/// past where it was read no longer does.
+fn holds_at(file: &File, pos: u64, recent: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Some(start) = pos.checked_sub(recent.len() as u64) else {
+        return false;
+    };
+    let mut there = vec![0u8; recent.len()];
+    file.read_exact_at(&mut there, start).is_ok() && there == recent
 }
 
 /// `<state dir>/audit.log`.
@@ -242,6 +314,45 @@ mod tests {
         let got = tail.new_lines().unwrap();
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(got[0].contains("old") && got[1].contains("new"), "{got:?}");
+    }
+
+    #[test]
+    fn lines_a_rotation_took_before_they_were_read_come_from_its_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path());
+        let rotated = dir.path().join("audit.log.1");
+        let mut tail = Tail::new(path.clone(), Filter::default());
+        append(&path, &line("fs", "read", "a"));
+        assert_eq!(tail.new_lines().unwrap().len(), 1);
+        // An older rotation at .1 that does not hold what was read is not taken.
+        append(&path, &line("fs", "unread-1", "b"));
+        std::fs::write(&rotated, "x".repeat(4096)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&path, &line("fs", "new-1", "c"));
+        let got = tail.new_lines().unwrap();
+        assert_eq!(got, [line("fs", "new-1", "c").trim_end()], "{got:?}");
+        // The rotator's copy (still `.copied`, before its rename) is read from where the
+        // tail was, then the cut file from its start.
+        append(&path, &line("fs", "unread-2", "d"));
+        std::fs::copy(&path, dir.path().join("audit.log.copied")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&path, &line("fs", "new-2", "e"));
+        let got = tail.new_lines().unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].contains("unread-2") && got[1].contains("new-2"),
+            "{got:?}"
+        );
     }
 
     #[test]

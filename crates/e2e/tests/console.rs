@@ -37,6 +37,7 @@ fn console_in_a_real_browser() {
         );
         return;
     };
+    step("start");
     // Built (if stale) before anything starts, so no deadline below covers a build.
     for bin in [
         "strata-supervisor",
@@ -690,5 +691,7 @@ fn screenshot_dir() -> PathBuf {
         });
     let dir = target.join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
+    // An earlier run's failure picture would be taken for this run's.
+    let _ = std::fs::remove_file(dir.join("console-failure.png"));
     dir
 }

@@ -667,20 +667,24 @@
         el('span', { class: 'name', text: event }));
       const rest = el('span', { class: 'fields' });
       for (const [k, v] of Object.entries(obj)) {
-        if (['ts', 'time', 'event', 'source', 'node_id'].includes(k)) continue;
+        if (v === null || ['ts', 'time', 'event', 'source', 'node_id'].includes(k)) continue;
         rest.append(el('span', { class: 'field' }, el('span', { class: 'k', text: `${k}=` }), typeof v === 'string' ? v : JSON.stringify(v)));
       }
       li.append(rest);
       return li;
     }
 
+    let url = null;
     function connect() {
-      if (es) es.close();
-      stream.textContent = '';
-      kept = 0;
       const q = new URLSearchParams();
       for (const input of inputs) if (input.value.trim()) q.set(input.name, input.value.trim());
-      const url = '/api/audit' + (q.toString() ? `?${q}` : '');
+      const next = '/api/audit' + (q.toString() ? `?${q}` : '');
+      // Enter both changes the field and submits the form: one reconnection is enough.
+      if (es && next === url && es.readyState !== EventSource.CLOSED) return;
+      if (es) es.close();
+      url = next;
+      stream.textContent = '';
+      kept = 0;
       state.textContent = 'connecting…';
       es = ctx.stream(url, (obj) => {
         stream.insertBefore(eventItem(obj), stream.firstChild);

@@ -9,6 +9,9 @@
 //! denial. Then plain HTTP requests check what the console refuses: no session, a foreign
 //! `Host`, a reused secret, a POST without (or with a wrong) CSRF token or from a foreign
 //! `Origin`. A screenshot of each page goes to `<target>/console-screenshots/`.
+//!
+//! A second test reads the pages' files: no inline code the CSP forbids, no HTML built
+//! from strings.
 
 use fantoccini::{key::Key, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -94,6 +97,46 @@ fn console_in_a_real_browser() {
         refusals(addr, &url, cookie.value(), &stack);
     });
     eprintln!("screenshots in {}", shots.display());
+}
+
+/// The pages keep to what the console's CSP allows and never parse data as markup: no
+/// inline script or style, no event-handler attributes, no HTML from strings. (The browser
+/// would refuse inline code anyway; this says which line broke it, without a browser.)
+#[test]
+fn console_pages_hold_no_inline_code_and_no_markup_from_data() {
+    let dir = strata_testkit::workspace_root().join("crates/ctl/src/console/assets");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let (html, js, css) = (read("index.html"), read("app.js"), read("app.css"));
+    for (i, line) in html.lines().enumerate() {
+        let l = line.to_ascii_lowercase();
+        let inline_script = l.contains("<script") && !l.contains("<script src=\"/app.js\"");
+        let handler = l
+            .split_whitespace()
+            .any(|w| w.starts_with("on") && w.contains('='));
+        assert!(
+            !(inline_script || handler || l.contains("style=") || l.contains("<style")),
+            "index.html:{}: inline code the CSP forbids: {line}",
+            i + 1
+        );
+    }
+    for word in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "new Function",
+        ".style.",
+    ] {
+        assert!(
+            !js.contains(word),
+            "app.js uses {word}: build the DOM from text"
+        );
+    }
+    assert!(
+        !css.contains("url(http") && !css.contains("@import"),
+        "app.css loads from elsewhere"
+    );
 }
 
 /// The pages, in the order a person would use them. An error says what was not seen.

@@ -907,6 +907,65 @@ fn cluster_settings_are_checked_before_anything_starts() {
     assert!(!sb.socket("supervisor").exists(), "nothing was started");
 }
 
+/// Identity joins a cluster only with a node certificate: given a user certificate named
+/// like the node, it refuses to start, naming the file (before it reaches for etcd).
+#[test]
+fn identity_refuses_a_user_certificate_as_its_node_certificate() {
+    let sb = strata_testkit::Sandbox::new();
+    let certs = sb.root().join("certs");
+    make_certs(&certs, "ca", &[]);
+    let user = certs.join("user-a");
+    ok(
+        ctl(&[
+            "cluster",
+            "add-user",
+            "a",
+            "--ca-dir",
+            certs.join("ca").to_str().unwrap(),
+            "--out",
+            user.to_str().unwrap(),
+        ]),
+        "cluster add-user",
+    );
+    let mut child = sb
+        .command("strata-identity")
+        .env("STRATA_ETCD_ENDPOINTS", "http://127.0.0.1:9")
+        .env("STRATA_NODE_ID", "a")
+        .env("STRATA_TLS_CA", user.join("ca.crt"))
+        .env("STRATA_TLS_CERT", user.join("user.crt"))
+        .env("STRATA_TLS_KEY", user.join("user.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One that took the certificate would go on waiting for etcd: killed at the deadline.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("identity kept running: {err}"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("user.crt") && err.contains("not a node certificate"),
+        "{err}"
+    );
+}
+
 #[test]
 fn revocations_of_long_expired_capabilities_are_pruned_from_etcd() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());

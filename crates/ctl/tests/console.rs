@@ -476,18 +476,106 @@ fn a_non_loopback_address_needs_allow_remote() {
     assert!(err.contains("--allow-remote"), "{err}");
     assert_eq!(std::fs::read_to_string(&outs).unwrap(), "");
 
+    // An unspecified address is refused even with --allow-remote: the Host a browser
+    // sends could never equal it.
+    for unspecified in ["0.0.0.0:0", "[::]:0"] {
+        let mut cmd = sb.command("strata-ctl");
+        cmd.args(["console", "--listen", unspecified, "--allow-remote"])
+            .stdout(std::fs::File::create(&outs).unwrap())
+            .stderr(std::fs::File::create(&errs).unwrap());
+        let mut refused = Proc::spawn("strata-ctl console", &mut cmd);
+        let status = refused
+            .wait_timeout(DEADLINE)
+            .expect("refused at once, not served");
+        assert_eq!(status.code(), Some(2), "{unspecified}");
+        let err = std::fs::read_to_string(&errs).unwrap();
+        assert!(err.contains("one IP address"), "{err}");
+        assert_eq!(std::fs::read_to_string(&outs).unwrap(), "");
+    }
+
+    // A concrete non-loopback address of this host: the source of a route outward (a UDP
+    // connect sends nothing).
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let ip = match udp.connect("192.0.2.1:9").and_then(|()| udp.local_addr()) {
+        Ok(a) if !a.ip().is_loopback() && !a.ip().is_unspecified() => a.ip(),
+        _ => {
+            strata_testkit::skip(
+                "a_non_loopback_address_needs_allow_remote",
+                "this host has no non-loopback IPv4 address to listen on",
+            );
+            return;
+        }
+    };
     let mut cmd = sb.command("strata-ctl");
-    cmd.args(["console", "--listen", "0.0.0.0:0", "--allow-remote"])
+    cmd.args(["console", "--listen", &format!("{ip}:0"), "--allow-remote"])
         .stdout(std::fs::File::create(&outs).unwrap())
         .stderr(std::fs::File::create(&errs).unwrap());
     let _proc = Proc::spawn("strata-ctl console", &mut cmd);
     wait_until("the URL", DEADLINE, || {
-        std::fs::read_to_string(&outs).is_ok_and(|t| t.starts_with("Console: http://0.0.0.0:"))
+        std::fs::read_to_string(&outs)
+            .is_ok_and(|t| t.starts_with(&format!("Console: http://{ip}:")))
     });
     let warned = std::fs::read_to_string(&errs).unwrap();
     assert!(
-        warned.contains("warning") && warned.contains("not loopback"),
+        warned.contains("warning")
+            && warned.contains("not loopback")
+            && warned.contains("not limited to your own uid"),
         "{warned}"
+    );
+}
+
+/// Run `script` in bash as uid/gid 65534 (nobody), its stdout into `out`.
+fn as_nobody(sb: &Sandbox, script: &str, out: &Path) -> Proc {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-c", script])
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap());
+    let _ = sb;
+    Proc::spawn("bash as nobody", &mut cmd)
+}
+
+#[test]
+fn on_loopback_only_the_consoles_own_uid_is_served() {
+    if strata_testkit::skip_unless_root("on_loopback_only_the_consoles_own_uid_is_served") {
+        return;
+    }
+    let sb = Sandbox::new();
+    fake_supervisor(&sb);
+    let c = console(&sb);
+    let (ip, port) = c.addr.split_once(':').unwrap();
+    // Another user, with the secret (raced from the browser's command line, say), gets
+    // no answer at all: the connection is closed unread.
+    let out = sb.root().join("nobody.out");
+    let script = format!(
+        "exec 3<>/dev/tcp/{ip}/{port} || exit 9; printf 'GET /?secret={} HTTP/1.1\\r\\nHost: {}\\r\\n\\r\\n' >&3; cat <&3; echo done",
+        c.secret, c.addr
+    );
+    let mut nobody = as_nobody(&sb, &script, &out);
+    let status = nobody
+        .wait_timeout(DEADLINE)
+        .expect("the connection is closed");
+    assert!(status.success(), "{status:?}");
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, "done\n", "another uid was answered: {got}");
+    // Nor can it hold the console's connection slots: with more connections than there
+    // are slots held open by nobody, the console still answers its own user at once.
+    let held = sb.root().join("held.out");
+    let script = format!(
+        "for i in $(seq 80); do exec {{fd}}<>/dev/tcp/{ip}/{port} || exit 9; done; echo held; exec sleep 120"
+    );
+    let _holder = as_nobody(&sb, &script, &held);
+    wait_until("nobody's connections", DEADLINE, || {
+        std::fs::read_to_string(&held).is_ok_and(|t| t == "held\n")
+    });
+    // The secret was not used up by nobody's try.
+    let cookie = sign_in(&c);
+    assert_eq!(
+        request(&c, "GET", "/api/session", &[("Cookie", &cookie)]).status,
+        200
     );
 }
 

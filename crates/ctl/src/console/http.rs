@@ -38,6 +38,8 @@ pub const MAX_SESSIONS: usize = 16;
 pub const MAX_STREAMS_PER_SESSION: usize = 8;
 /// The session cookie's name.
 pub const COOKIE: &str = "strata_console";
+/// Most `strata_console` cookie values tried per request.
+pub const MAX_COOKIE_VALUES: usize = 8;
 
 /// The Content-Security-Policy of every answer: the pages' own script and style only.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -114,7 +116,11 @@ impl Gate {
     /// session that may be routed (a POST's body is still to be bounded).
     pub fn admit<B>(&self, req: &Request<B>) -> Result<Admitted, Response<Body>> {
         let headers = req.headers();
-        if single(headers, header::HOST) != Some(self.host.as_bytes()) {
+        let foreign_authority = req
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str() != self.host);
+        if foreign_authority || single(headers, header::HOST) != Some(self.host.as_bytes()) {
             return Err(text(
                 StatusCode::FORBIDDEN,
                 "This Host is not allowed: open the console at the address it printed.\n",
@@ -126,6 +132,17 @@ impl Gate {
             return Err(text(
                 StatusCode::FORBIDDEN,
                 "This Origin is not allowed: the console answers its own pages only.\n",
+            ));
+        }
+        // A page elsewhere may still make the browser fetch the API (an `<img>`, a
+        // link): such a request names its site, and only the console's own is served.
+        if req.uri().path().starts_with("/api/")
+            && headers.contains_key("sec-fetch-site")
+            && single(headers, "sec-fetch-site") != Some(b"same-origin")
+        {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "This request comes from another site: the console answers its own pages only.\n",
             ));
         }
         let query = match Query::parse(req.uri().query()) {
@@ -202,23 +219,31 @@ impl Gate {
     }
 
     /// The session the request's cookie names, if any.
+    ///
+    /// Every `strata_console` value is tried (up to [`MAX_COOKIE_VALUES`]): a cookie of
+    /// the same name planted for a narrower path comes first and must not hide the
+    /// session's.
     fn session(&self, headers: &HeaderMap) -> Option<Admitted> {
-        let given = headers
+        let given: Vec<Digest> = headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
-        let given = digest(given.as_bytes());
+            .filter_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+            .take(MAX_COOKIE_VALUES)
+            .map(|v| digest(v.as_bytes()))
+            .collect();
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        // Every session compared, in constant time each.
+        // Every session compared with every value, in constant time each.
         let mut found = None;
         for s in sessions.iter() {
-            if same(&s.id, &given) {
-                found = Some(Admitted {
-                    csrf: s.csrf.clone(),
-                    streams: Arc::clone(&s.streams),
-                });
+            for g in &given {
+                if same(&s.id, g) {
+                    found = Some(Admitted {
+                        csrf: s.csrf.clone(),
+                        streams: Arc::clone(&s.streams),
+                    });
+                }
             }
         }
         found
@@ -326,17 +351,30 @@ fn see_other() -> Response<Body> {
 
 /// Accept connections on `listener` until the process ends, each request answered by
 /// [`answer`].
-pub async fn serve(listener: TcpListener, console: Arc<Console>) {
+///
+/// With `only_uid` (a loopback listener), a connection whose other end is not a socket
+/// of that uid is closed at once, before it takes one of the [`MAX_CONNECTIONS`] slots
+/// ([`super::peer`]): another local user can neither talk to the console nor hold its
+/// slots.
+pub async fn serve(listener: TcpListener, console: Arc<Console>, only_uid: Option<u32>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(_) => {
                 // Out of descriptors, say: wait rather than spin.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        if let Some(uid) = only_uid {
+            let own = stream
+                .local_addr()
+                .is_ok_and(|local| super::peer::owned_by(peer, local, uid));
+            if !own {
+                continue;
+            }
+        }
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             continue;
         };

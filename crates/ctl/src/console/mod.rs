@@ -8,6 +8,8 @@
 //! - `sse.rs`: answer bodies, and the event streams (logs, audit).
 //! - `audit.rs`: following the audit log across rotations.
 //! - `metrics.rs`: `/proc` and the `sys.metrics` request rate for the node page.
+//! - `peer.rs`: on loopback, which uid owns a connection's other end (only the
+//!   console's own is served).
 //! - `assets/`: the pages (HTML, CSS, JS), embedded.
 
 // A refusal is the answer itself (`Err(Response)`), made at most once per request:
@@ -18,6 +20,7 @@ mod api;
 mod audit;
 mod http;
 mod metrics;
+mod peer;
 mod sse;
 
 use crate::cli::Global;
@@ -93,9 +96,14 @@ pub async fn run(session: Session, options: Options) -> Result<ExitCode, Failure
                 "--listen {addr} is not a loopback address: anyone who reaches it with the printed URL acts as you; add --allow-remote to mean it"
             )));
         }
+        if addr.ip().is_unspecified() {
+            return Err(Failure::Usage(format!(
+                "--listen {addr}: give the one IP address the browser will use (the Host it sends must equal the listen address), not an unspecified one"
+            )));
+        }
         let _ = writeln!(
             std::io::stderr(),
-            "strata-ctl: warning: the console listens on {addr}, not loopback: anyone who can reach it and learns the URL acts as you, and the traffic is not encrypted"
+            "strata-ctl: warning: the console listens on {addr}, not loopback: anyone who can reach it and learns the URL acts as you, the traffic is not encrypted, and (unlike on loopback) connections are not limited to your own uid: only the secret and the session cookie hold others off"
         );
     }
     let listener = tokio::net::TcpListener::bind(addr)
@@ -135,8 +143,13 @@ pub async fn run(session: Session, options: Options) -> Result<ExitCode, Failure
             _ = term.recv() => {}
         }
     };
+    // On loopback, only the console's own uid is served; a remote peer has no uid to check.
+    let only_uid = bound
+        .ip()
+        .is_loopback()
+        .then(|| rustix::process::geteuid().as_raw());
     tokio::select! {
-        () = http::serve(listener, console) => {}
+        () = http::serve(listener, console, only_uid) => {}
         () = signals => {}
     }
     Ok(ExitCode::SUCCESS)

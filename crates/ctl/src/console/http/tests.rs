@@ -206,3 +206,82 @@ fn every_answer_carries_the_security_headers() {
         .unwrap()
         .starts_with("default-src 'none'; script-src 'self';"));
 }
+
+#[test]
+fn an_absolute_target_must_name_the_listen_address() {
+    let secret = random_text().unwrap();
+    let gate = Gate::new(HOST.into(), &secret);
+    let cookie = sign_in(&gate, &secret);
+    let signed = [("host", HOST), ("cookie", cookie.as_str())];
+    let ok = gate.admit(&request("GET", "http://127.0.0.1:4242/api/node", &signed));
+    assert_eq!(status(ok), StatusCode::OK);
+    for target in [
+        "http://evil.example:4242/api/node",
+        "http://127.0.0.1:4243/api/node",
+        "http://localhost:4242/api/node",
+    ] {
+        let r = gate.admit(&request("GET", target, &signed));
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "{target}");
+    }
+}
+
+#[test]
+fn every_session_cookie_value_is_tried() {
+    let secret = random_text().unwrap();
+    let gate = Gate::new(HOST.into(), &secret);
+    let cookie = sign_in(&gate, &secret);
+    // A cookie of the same name planted for /api comes first in the header.
+    let planted = format!("strata_console=x; {cookie}");
+    let r = gate.admit(&request(
+        "GET",
+        "/api/node",
+        &[("host", HOST), ("cookie", &planted)],
+    ));
+    assert_eq!(status(r), StatusCode::OK);
+    let split = [
+        ("host", HOST),
+        ("cookie", "strata_console=y"),
+        ("cookie", &cookie),
+    ];
+    assert_eq!(
+        status(gate.admit(&request("GET", "/api/node", &split))),
+        StatusCode::OK
+    );
+    // Bounded: past MAX_COOKIE_VALUES, values are not looked at.
+    let many = format!("{}{cookie}", "strata_console=z; ".repeat(MAX_COOKIE_VALUES));
+    let r = gate.admit(&request(
+        "GET",
+        "/api/node",
+        &[("host", HOST), ("cookie", &many)],
+    ));
+    assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn an_api_request_from_another_site_is_forbidden() {
+    let secret = random_text().unwrap();
+    let gate = Gate::new(HOST.into(), &secret);
+    let cookie = sign_in(&gate, &secret);
+    let with = |site: &'static str| {
+        [
+            ("host", HOST),
+            ("cookie", cookie.as_str()),
+            ("sec-fetch-site", site),
+        ]
+    };
+    for site in ["cross-site", "same-site", "none"] {
+        let r = gate.admit(&request("GET", "/api/audit", &with(site)));
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "{site}");
+    }
+    let r = gate.admit(&request("GET", "/api/audit", &with("same-origin")));
+    assert_eq!(status(r), StatusCode::OK);
+    // Not sent (an older browser, curl): the cookie is what holds.
+    let plain = [("host", HOST), ("cookie", cookie.as_str())];
+    assert_eq!(
+        status(gate.admit(&request("GET", "/api/audit", &plain))),
+        StatusCode::OK
+    );
+    // The pages themselves may be opened from anywhere (a link, a typed address).
+    let r = gate.admit(&request("GET", "/", &with("none")));
+    assert_eq!(status(r), StatusCode::OK);
+}

@@ -1,0 +1,133 @@
+//! Who is at the other end of a loopback connection. Browsers scope cookies by host, not
+//! port, so another local user's server on another loopback port can be handed the
+//! console's cookie; and any local user can connect, hold connection slots, or race the
+//! browser for the printed secret. On loopback the console therefore serves only
+//! connections whose other end is a socket of its own uid (root's console: root's
+//! sockets only), found in the kernel's TCP table (`/proc/net/tcp`, `/proc/net/tcp6` for
+//! IPv6): the line whose local address is the peer's and remote address the console's.
+//! Read bounded; anything not found or not understood is a refusal.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+
+/// Most bytes of a TCP table read (some 100,000 sockets); a longer table is not
+/// searched past this, and a connection not found in it is refused.
+const MAX_TABLE: u64 = 16 * 1024 * 1024;
+
+/// TIME_WAIT: such a line shows uid 0 whoever owned the socket.
+const TIME_WAIT: &str = "06";
+
+/// Whether the connection from `peer` to the console's `local` comes from a socket of
+/// `uid`. Fails closed: an unreadable table, no line, or a line not understood is `false`.
+pub fn owned_by(peer: SocketAddr, local: SocketAddr, uid: u32) -> bool {
+    let table = match peer.ip() {
+        IpAddr::V4(_) => "/proc/net/tcp",
+        IpAddr::V6(_) => "/proc/net/tcp6",
+    };
+    let Ok(file) = std::fs::File::open(table) else {
+        return false;
+    };
+    let mut text = String::new();
+    if file.take(MAX_TABLE).read_to_string(&mut text).is_err() {
+        return false;
+    }
+    owner(&text, peer, local) == Some(uid)
+}
+
+/// The uid of the socket at `peer` connected to `local`, from a TCP table's text.
+pub fn owner(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let (want_local, want_remote) = (hex(peer)?, hex(local)?);
+    let mut found = None;
+    for line in table.lines().skip(1) {
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid ...
+        let fields: Vec<&str> = line.split_whitespace().take(8).collect();
+        let [_, l, r, state, _, _, _, uid] = fields.as_slice() else {
+            continue;
+        };
+        if !l.eq_ignore_ascii_case(&want_local) || !r.eq_ignore_ascii_case(&want_remote) {
+            continue;
+        }
+        if *state == TIME_WAIT {
+            return None;
+        }
+        let uid: u32 = uid.parse().ok()?;
+        // The same pair twice (it should not be): both must agree.
+        if found.is_some_and(|f| f != uid) {
+            return None;
+        }
+        found = Some(uid);
+    }
+    found
+}
+
+/// An address as the TCP table writes it: the address's 32-bit words each in the
+/// host's byte order, in hex, then `:` and the port in hex.
+fn hex(addr: SocketAddr) -> Option<String> {
+    let words: Vec<u32> = match addr.ip() {
+        IpAddr::V4(ip) => vec![u32::from_ne_bytes(ip.octets())],
+        IpAddr::V6(ip) => ip
+            .octets()
+            .chunks_exact(4)
+            .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    };
+    let mut out = String::with_capacity(40);
+    for w in words {
+        out.push_str(&format!("{w:08X}"));
+    }
+    out.push_str(&format!(":{:04X}", addr.port()));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1092 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:C350 0100007F:1092 01 00000000:00000000 00:00000000 00000000 65534        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:C351 0100007F:1092 06 00000000:00000000 03:00000F9B 00000000     0        0 0 3 0000000000000000
+   3: 0100007F:1092 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_peers_line_names_its_uid_and_anything_else_is_none() {
+        let console = addr("127.0.0.1:4242");
+        assert_eq!(hex(console).unwrap(), "0100007F:1092");
+        assert_eq!(owner(TABLE, addr("127.0.0.1:50000"), console), Some(65534));
+        // TIME_WAIT lines say uid 0 whoever it was: not trusted.
+        assert_eq!(owner(TABLE, addr("127.0.0.1:50001"), console), None);
+        // Not in the table, or to another port: refused.
+        assert_eq!(owner(TABLE, addr("127.0.0.1:50002"), console), None);
+        assert_eq!(
+            owner(TABLE, addr("127.0.0.1:50000"), addr("127.0.0.1:4243")),
+            None
+        );
+        assert_eq!(owner("", addr("127.0.0.1:50000"), console), None);
+        let garbled = TABLE.replace("65534", "x");
+        assert_eq!(owner(&garbled, addr("127.0.0.1:50000"), console), None);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_written_word_by_word() {
+        let v6 = hex(addr("[::1]:4242")).unwrap();
+        let one = format!("{:08X}", u32::from_ne_bytes([0, 0, 0, 1]));
+        assert_eq!(v6, format!("{}{one}:1092", "0".repeat(24)));
+    }
+
+    #[test]
+    fn a_real_connection_of_this_process_is_found_as_its_own() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(local).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let me = rustix::process::geteuid().as_raw();
+        assert!(owned_by(peer, local, me));
+        assert!(!owned_by(peer, local, me.wrapping_add(1)));
+    }
+}

@@ -696,3 +696,62 @@ fn caps_are_gathered_page_by_page_and_a_revoke_carries_the_users_token() {
         assert!(!answer.body.contains(TOKEN), "a token reached the browser");
     }
 }
+
+#[test]
+fn caps_stop_after_twenty_pages() {
+    use strata_proto::methods::identity::{Issued, IssuedCap, IssuedParams, IssuedResult};
+    let sb = Sandbox::new();
+    fake_supervisor(&sb);
+    // An identity whose pages never end (one cap each, always a `next`).
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let router =
+        Router::new("identity", "0").method::<Issued, _, _, _>(move |_c: Call, p: IssuedParams| {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let n = p
+                    .after
+                    .as_deref()
+                    .map_or(0, |a| u128::from_str_radix(a, 16).unwrap() + 1);
+                Ok::<_, ErrorBody>(IssuedResult {
+                    caps: vec![IssuedCap {
+                        cap_id: format!("{n:032x}"),
+                        parents: vec![],
+                        expires: 1_767_225_600,
+                        issued_at: None,
+                        service: None,
+                        rights: None,
+                        path_prefix: None,
+                        rate_limit: None,
+                        subject: None,
+                        revoked: false,
+                    }],
+                    next: Some(format!("{n:032x}")),
+                })
+            }
+        });
+    let path = sb.socket("identity");
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let server = Server::bind(ServerConfig::new(&path), router).unwrap();
+                server.serve(std::future::pending()).await;
+            });
+    });
+    wait_until("the endless identity", DEADLINE, || {
+        healthy(&sb.socket("identity"))
+    });
+    let c = console(&sb);
+    let cookie = sign_in(&c);
+    let before = calls.load(Ordering::SeqCst);
+    let caps = request(&c, "GET", "/api/caps", &[("Cookie", &cookie)]);
+    assert_eq!(caps.status, 200, "{}", caps.body);
+    let v = caps.json();
+    assert_eq!(v["truncated"], true, "{v}");
+    assert_eq!(v["caps"].as_array().unwrap().len(), 20);
+    assert_eq!(calls.load(Ordering::SeqCst) - before, 20);
+}

@@ -27,6 +27,9 @@ const AUDIT_POLL: Duration = Duration::from_millis(250);
 const LOG_BACKLOG: usize = 100;
 /// Most capabilities `/api/caps` gathers.
 const MAX_CAPS: usize = 10_000;
+/// Most `identity.issued` calls one `/api/caps` makes (pages may be cut short by the
+/// scan bound with few caps each, so the cap count alone does not bound the calls).
+const MAX_CAPS_CALLS: usize = 20;
 
 /// Route `/api/<rest>`.
 pub async fn route(
@@ -175,12 +178,22 @@ async fn session(console: &Console, admitted: &Admitted) -> Response<Body> {
     )
 }
 
+/// The node page's data. The pids, and the sockets `sys.metrics` is asked on, are the
+/// supervisor's machine's: they are looked at only when the supervisor was reached over
+/// a local socket (not with `--node`/`--endpoint` over TCP), else RSS, CPU and rate are
+/// null.
 async fn node(console: &Console) -> Response<Body> {
-    let list = match call::<sup::SvcList>(console, "supervisor", &NoParams {}).await {
-        Ok(l) => l,
+    let mut supervisor = match console.caller.client("supervisor").await {
+        Ok(c) => c,
         Err(f) => return failure(&f),
     };
-    let node_id = call::<sup::Status>(console, "supervisor", &NoParams {})
+    let local = matches!(supervisor.endpoint(), strata_ipc::Endpoint::Unix(_));
+    let list = match supervisor.call::<sup::SvcList>(&NoParams {}).await {
+        Ok(l) => l,
+        Err(e) => return failure(&Failure::from(e)),
+    };
+    let node_id = supervisor
+        .call::<sup::Status>(&NoParams {})
         .await
         .map(|s| s.node_id)
         .ok();
@@ -191,6 +204,7 @@ async fn node(console: &Console) -> Response<Body> {
             .extra
             .get("socket")
             .and_then(Value::as_str)
+            .filter(|_| local)
             .map(str::to_owned);
         let refused = console
             .rates
@@ -227,7 +241,10 @@ async fn node(console: &Console) -> Response<Body> {
                 let uptime_s = since_ms
                     .filter(|_| s.state == sup::SvcState::Healthy)
                     .map(|at| now_ms.saturating_sub(at) / 1000);
-                let (rss, cpu) = s.pid.map_or((None, None), metrics::process);
+                let (rss, cpu) = s
+                    .pid
+                    .filter(|_| local)
+                    .map_or((None, None), metrics::process);
                 let request_rate = match total {
                     Some(Ok(snapshot)) => metrics::requests(&snapshot)
                         .and_then(|t| rates.rate(&s.name, s.pid, t, now)),
@@ -302,7 +319,8 @@ async fn control(console: &Console, name: ServiceName, action: &str) -> Response
     }
 }
 
-/// Every page of `identity.issued`, up to [`MAX_CAPS`].
+/// Every page of `identity.issued`, up to [`MAX_CAPS`] caps and [`MAX_CAPS_CALLS`]
+/// calls (`truncated` past either).
 async fn caps(console: &Console) -> Response<Body> {
     let mut client = match console.caller.client("identity").await {
         Ok(c) => c,
@@ -310,7 +328,12 @@ async fn caps(console: &Console) -> Response<Body> {
     };
     let mut caps = Vec::new();
     let mut after = None;
+    let mut calls = 0;
     let truncated = loop {
+        if calls == MAX_CAPS_CALLS {
+            break true;
+        }
+        calls += 1;
         let params = identity::IssuedParams {
             after: after.take(),
             limit: Some(identity::MAX_ISSUED_PAGE),

@@ -537,12 +537,13 @@ async fn publish_once(
     let mut keys = 0;
     if !identity.is_removed() {
         let bundle = link.trust.entries();
+        let cert = b64(link.tls.certificate());
         for info in identity.own_key_infos()? {
             let path = format!("{node}/{}", info.kid);
-            if bundle.get(&path).map(|r| &r.key) != Some(&info) {
+            if needs_publishing(bundle.get(&path), &info, &cert) {
                 let signature = link.tls.sign(&TrustRecord::signed_message(node, &info));
                 let record = TrustRecord {
-                    cert: b64(link.tls.certificate()),
+                    cert: cert.clone(),
                     signature: b64(&signature),
                     key: info,
                 };
@@ -563,6 +564,14 @@ async fn publish_once(
         }
     }
     Ok((keys, revocations))
+}
+
+/// Whether this node's key `info` must be (re)published: etcd has no entry for it, a
+/// different one, or one signed under another certificate than `cert` (this node's
+/// current one, base64) — after `cluster add-node --force` a peer that checks the kind
+/// refuses entries the old certificate signed, so they are signed again.
+fn needs_publishing(published: Option<&TrustRecord>, info: &KeyInfo, cert: &str) -> bool {
+    published.is_none_or(|r| r.key != *info || r.cert != cert)
 }
 
 /// Whether a capability expiring at `expires` (unix seconds; `None`: unknown, kept

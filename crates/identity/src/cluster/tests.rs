@@ -92,3 +92,37 @@ fn only_a_node_certificate_for_that_node_puts_a_key_in_the_bundle() {
     assert_eq!(remote[0].public_key, good.key.public_key);
     assert_eq!(remote[0].node.as_deref(), Some("a"));
 }
+
+#[test]
+fn a_key_signed_under_an_older_certificate_is_published_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    strata_pki::init_ca(&ca, "cluster").unwrap();
+    // `cluster add-node a --force`: same node id, a new certificate.
+    let old = node_files(&ca, "a");
+    let (_, published) = entry("a", &old);
+    let cert = |f: &TlsFiles| {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        b64(CertificateDer::from_pem_file(&f.cert).unwrap().as_ref())
+    };
+    let old_cert = cert(&old);
+    assert!(needs_publishing(None, &published.key, &old_cert));
+    assert!(!needs_publishing(
+        Some(&published),
+        &published.key,
+        &old_cert
+    ));
+    let mut other_key = published.key.clone();
+    other_key.current = false;
+    assert!(needs_publishing(Some(&published), &other_key, &old_cert));
+    let out = ca.join("node-a-new");
+    let hosts = ["127.0.0.1".to_owned()];
+    let new = files(strata_pki::issue_node(&ca, "a", &hosts, &out, 1, Overwrite::Refuse).unwrap());
+    let new_cert = cert(&new);
+    assert_ne!(old_cert, new_cert);
+    assert!(needs_publishing(
+        Some(&published),
+        &published.key,
+        &new_cert
+    ));
+}

@@ -20,6 +20,9 @@ pub const MAX_LINE: usize = 8 * 1024;
 pub const BACKLOG_SCAN: u64 = 16 * 1024 * 1024;
 /// Bytes read per step.
 const CHUNK: usize = 64 * 1024;
+/// Most bytes one [`Tail::new_lines`] reads of the live file: a log growing faster is
+/// read on at the next call, where this one stopped.
+pub const POLL_READ: u64 = 1024 * 1024;
 
 /// Exact matches on a line's fields; a filter left out matches every line.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +107,7 @@ impl Tail {
         self.skipping = start > 0;
         self.open = Some((file, (meta.dev(), meta.ino()), start));
         let mut lines = std::collections::VecDeque::with_capacity(BACKLOG);
-        for line in self.read_open()? {
+        for line in self.read_open(BACKLOG_SCAN)?.0 {
             if lines.len() == BACKLOG {
                 lines.pop_front();
             }
@@ -117,7 +120,9 @@ impl Tail {
     /// replaced (another inode at the path) is read to its end first, then the new one
     /// from its start; a file cut shorter than what was read (the audit crate's rotation)
     /// is read again from its start, after the lines the cut took that had not been read
-    /// yet, from the rotated copy ([`Tail::catch_up`]).
+    /// yet, from the rotated copy ([`Tail::catch_up`]). At most [`POLL_READ`] bytes of
+    /// the live file are read per call (a replaced file's rest included: the new one is
+    /// opened once the old one is read to its end).
     pub fn new_lines(&mut self) -> io::Result<Vec<String>> {
         let now = match std::fs::metadata(&self.path) {
             Ok(m) => Some(((m.dev(), m.ino()), m.len())),
@@ -127,7 +132,11 @@ impl Tail {
         let mut lines = Vec::new();
         match (&self.open, now) {
             (Some((_, id, _)), Some((now_id, _))) if *id != now_id => {
-                lines.extend(self.read_open()?);
+                let (old, more) = self.read_open(POLL_READ)?;
+                if more {
+                    return Ok(old);
+                }
+                lines.extend(old);
                 self.reopen()?;
             }
             (Some((file, _, pos)), Some((_, len)))
@@ -147,7 +156,7 @@ impl Tail {
             _ => {}
         }
         if self.open.is_some() {
-            lines.extend(self.read_open()?);
+            lines.extend(self.read_open(POLL_READ)?.0);
         }
         Ok(lines)
     }
@@ -183,9 +192,10 @@ impl Tail {
             }
             let live = self.open.take();
             self.open = Some((file, (meta.dev(), meta.ino()), read));
-            let lines = self.read_open();
+            // The copy ends where the rotation cut: at most a rotation's worth.
+            let lines = self.read_open(BACKLOG_SCAN);
             self.open = live;
-            return lines;
+            return lines.map(|(lines, _)| lines);
         }
         Ok(Vec::new())
     }
@@ -205,18 +215,25 @@ impl Tail {
         Ok(())
     }
 
-    /// Read the open file to its end: its complete matching lines.
-    fn read_open(&mut self) -> io::Result<Vec<String>> {
+    /// Read the open file on, to its end or `limit` bytes: its complete matching lines,
+    /// and whether the limit stopped the read before the end.
+    fn read_open(&mut self, limit: u64) -> io::Result<(Vec<String>, bool)> {
         let mut lines = Vec::new();
         let Some((file, _, pos)) = &mut self.open else {
-            return Ok(lines);
+            return Ok((lines, false));
         };
         let mut buf = vec![0u8; CHUNK];
+        let mut left = limit;
         loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                return Ok(lines);
+            if left == 0 {
+                return Ok((lines, true));
             }
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Ok((lines, false));
+            }
+            left -= n as u64;
             *pos += n as u64;
             remember(&mut self.recent, &buf[..n]);
             let mut rest = &buf[..n];
@@ -353,6 +370,40 @@ mod tests {
             got[0].contains("unread-2") && got[1].contains("new-2"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_poll_reads_at_most_poll_read_bytes_and_the_next_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path());
+        let mut tail = Tail::new(path.clone(), Filter::default());
+        assert!(tail.backlog().unwrap().is_empty());
+        let one = line("fs", "e", &"c".repeat(64));
+        let count = (2 * POLL_READ as usize) / one.len() + 10;
+        append(&path, &one.repeat(count));
+        let first = tail.new_lines().unwrap().len();
+        assert!(first > 0 && first < count, "{first} of {count} in one poll");
+        assert!((first * one.len()) as u64 <= POLL_READ);
+        let mut total = first;
+        while total < count {
+            let got = tail.new_lines().unwrap().len();
+            assert!(got > 0, "stuck at {total} of {count}");
+            total += got;
+        }
+        assert_eq!(total, count, "every line, once");
+        // A replaced file is read to its end over polls before the new one is opened.
+        append(&path, &one.repeat(count));
+        let new = dir.path().join("new");
+        append(&new, &line("fs", "new", "n"));
+        std::fs::rename(&new, &path).unwrap();
+        let mut got = Vec::new();
+        while got.len() < count + 1 {
+            let more = tail.new_lines().unwrap();
+            assert!(!more.is_empty(), "stuck at {}", got.len());
+            got.extend(more);
+        }
+        assert_eq!(got.len(), count + 1);
+        assert!(got[count].contains("\"new\""), "{:?}", got[count]);
     }
 
     #[test]

@@ -217,12 +217,25 @@
           try { obj = JSON.parse(ev.data); } catch (_) { return; }
           if (obj && typeof obj === 'object') onObject(obj);
         };
-        es.onerror = async () => {
+        // One listener for both kinds of `error`: the server's own `event: error` (a
+        // MessageEvent with data: its message is shown and the stream closed) and the
+        // EventSource's (the connection failed or was refused).
+        es.addEventListener('error', async (ev) => {
           if (!ctx.alive) return;
+          if (typeof MessageEvent !== 'undefined' && ev instanceof MessageEvent && typeof ev.data === 'string') {
+            es.close();
+            let message = 'The stream ended with an error.';
+            try {
+              const body = JSON.parse(ev.data);
+              if (body && body.error && typeof body.error.message === 'string') message = body.error.message;
+            } catch (_) { /* not JSON: the generic message */ }
+            status(message);
+            return;
+          }
           if (es.readyState !== EventSource.CLOSED) { status('reconnecting'); return; }
           const why = await streamError(url);
           if (ctx.alive) status(why || 'ended');
-        };
+        });
         ctx.cleanups.push(() => es.close());
         return es;
       },

@@ -35,6 +35,9 @@ pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// See [`KEEP_ALIVE_INTERVAL`].
 pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The least time one attempt on one endpoint gets (while the deadline allows), however
+/// many endpoints are still to try: enough for a loaded member to answer.
+const MIN_ATTEMPT: Duration = Duration::from_millis(300);
 /// etcd's default `--grpc-keepalive-min-time`: the keep-alive interval must stay above it.
 #[cfg(test)]
 const ETCD_DEFAULT_KEEPALIVE_MIN_TIME: Duration = Duration::from_secs(5);
@@ -51,8 +54,15 @@ pub enum ClusterError {
 }
 
 impl From<etcd_client::Error> for ClusterError {
+    /// A refusal etcd itself sent that no retry changes (the request is too large, not
+    /// permitted, names nothing) is [`ClusterError::Invalid`]; everything else (the
+    /// connection, an election, an overloaded member) is [`ClusterError::Unavailable`].
     fn from(e: etcd_client::Error) -> ClusterError {
-        ClusterError::Unavailable(e.to_string())
+        if is_refusal(&e) {
+            ClusterError::Invalid(format!("etcd refused the request: {e}"))
+        } else {
+            ClusterError::Unavailable(e.to_string())
+        }
     }
 }
 
@@ -109,68 +119,115 @@ impl Etcd {
         })
     }
 
-    /// Runs `request` on the endpoint in use; if it fails for a transport reason (the
-    /// connection was refused, reset or closed: etcd never saw it or never answered), on
-    /// each other endpoint in turn, all within one [`OP_TIMEOUT`]. An answer from etcd,
-    /// even an error, is final. The endpoint that answered is used first from then on.
+    /// Runs `request` on the endpoint in use; if it fails there for a transport reason
+    /// (the connection was refused, reset or closed: etcd never saw it or never answered),
+    /// does not answer within its share of the time left (a stopped or blackholed member
+    /// keeps the connection open and says nothing), or etcd answers with a transient
+    /// refusal (an election is on: [`is_transient`]), on each other endpoint in turn, and
+    /// round again after a short backoff, all within one [`OP_TIMEOUT`]. Any other answer
+    /// from etcd, even an error, is final. An endpoint that failed is moved away from, so
+    /// the requests that follow go first to the next one.
     ///
     /// Retrying is safe for every request Strata makes: writes put a whole value at a
     /// key, deletes and lease revocations are idempotent, and a lease granted twice
     /// expires unused.
-    pub(crate) async fn call<T, F, Fut>(
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T, ClusterError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.call_at(what, request).await.map(|(answer, _)| answer)
+    }
+
+    /// [`Etcd::call`], and the index of the endpoint that answered (for a stream opened
+    /// there: [`Etcd::broken`] when it breaks).
+    pub(crate) async fn call_at<T, F, Fut>(
         &self,
         what: &str,
         mut request: F,
-    ) -> Result<T, ClusterError>
+    ) -> Result<(T, usize), ClusterError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let until = Instant::now() + OP_TIMEOUT;
         let clients = &self.members.clients;
-        let first = self.members.current.load(Ordering::Relaxed) % clients.len();
+        let n = clients.len();
+        let first = self.members.current.load(Ordering::Relaxed) % n;
         let mut failures: Vec<String> = Vec::new();
-        for attempt in 0..clients.len() {
-            let index = (first + attempt) % clients.len();
+        let mut backoff = Duration::from_millis(25);
+        for attempt in 0.. {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            // A round has gone by without an answer: wait a little before the next.
+            if attempt > 0 && attempt % n == 0 {
+                tokio::time::sleep_until((now + backoff).min(until)).await;
+                backoff = (backoff * 2).min(Duration::from_millis(250));
+                if Instant::now() >= until {
+                    break;
+                }
+            }
+            let index = (first + attempt) % n;
             let (endpoint, client) = &clients[index];
-            match tokio::time::timeout_at(until, request(client.clone())).await {
+            // Each endpoint still to try in this round gets an equal share of what is left,
+            // so one that never answers cannot take the whole deadline.
+            let left_in_round = (n - attempt % n) as u32;
+            let remaining = until.saturating_duration_since(Instant::now());
+            let share = (remaining / left_in_round).max(MIN_ATTEMPT).min(remaining);
+            match tokio::time::timeout(share, request(client.clone())).await {
                 Ok(Ok(answer)) => {
-                    if attempt > 0
-                        && self
-                            .members
-                            .current
-                            .compare_exchange(first, index, Ordering::Relaxed, Ordering::Relaxed)
-                            .is_ok()
-                    {
+                    if index != first {
                         tracing::info!(%endpoint, unreachable = %failures.join("; "), "etcd: switched to another endpoint");
                     }
-                    return Ok(answer);
+                    return Ok((answer, index));
                 }
-                Ok(Err(e)) if is_transport(&e) => {
+                Ok(Err(e)) if is_transport(&e) || is_transient(&e) => {
                     tracing::debug!(%endpoint, error = %e, "etcd {what} failed on this endpoint; trying the next");
                     failures.push(format!("{endpoint}: {e}"));
+                    self.broken(index);
+                    if is_transient(&e) {
+                        tokio::time::sleep_until((Instant::now() + backoff).min(until)).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(250));
+                    }
                 }
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => {
                     failures.push(format!(
-                        "etcd {what} took longer than {} ms",
-                        OP_TIMEOUT.as_millis()
+                        "{endpoint}: no answer to etcd {what} within {} ms",
+                        share.as_millis()
                     ));
-                    break;
+                    self.broken(index);
                 }
             }
         }
+        failures.push(format!(
+            "etcd {what} took longer than {} ms",
+            OP_TIMEOUT.as_millis()
+        ));
         Err(ClusterError::Unavailable(failures.join("; ")))
     }
 
+    /// Marks endpoint `index` as failing (a request or a stream on it failed or went
+    /// silent): if it is the one in use, the next one is from now on. A no-op when
+    /// another request has moved on already.
+    pub(crate) fn broken(&self, index: usize) {
+        let n = self.members.clients.len();
+        let current = &self.members.current;
+        let _ =
+            current.compare_exchange(index, (index + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Starts a watch on `key` (on an endpoint that accepts it); the stream lives on that
-    /// endpoint's connection and ends if it breaks.
+    /// endpoint's connection and ends if it breaks. Also the endpoint's index, for
+    /// [`Etcd::broken`].
     pub(crate) async fn watch(
         &self,
         key: &str,
         options: WatchOptions,
-    ) -> Result<WatchStream, ClusterError> {
-        self.call("watch", |mut client| {
+    ) -> Result<(WatchStream, usize), ClusterError> {
+        self.call_at("watch", |mut client| {
             let options = options.clone();
             async move { client.watch(key, Some(options)).await }
         })
@@ -311,7 +368,11 @@ impl Etcd {
             .await
         {
             Ok(_) => Ok(()),
-            Err(ClusterError::Unavailable(e)) if e.contains("requested lease not found") => Ok(()),
+            Err(ClusterError::Unavailable(e) | ClusterError::Invalid(e))
+                if e.contains("requested lease not found") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -344,6 +405,59 @@ fn is_transport(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether `e` is an answer etcd sent that says to ask again (gRPC Unavailable from the
+/// server itself: "etcdserver: leader changed", "no leader", "request timed out"; or
+/// "too many requests"): an election or an overloaded member, over in a moment.
+fn is_transient(e: &etcd_client::Error) -> bool {
+    matches!(
+        etcd_code(e),
+        Some(grpc::UNAVAILABLE | grpc::RESOURCE_EXHAUSTED)
+    )
+}
+
+/// Whether `e` is a final refusal from etcd itself (not the connection, not transient).
+fn is_refusal(e: &etcd_client::Error) -> bool {
+    use grpc::*;
+    matches!(
+        etcd_code(e),
+        Some(
+            INVALID_ARGUMENT
+                | NOT_FOUND
+                | ALREADY_EXISTS
+                | PERMISSION_DENIED
+                | FAILED_PRECONDITION
+                | OUT_OF_RANGE
+                | UNIMPLEMENTED
+                | UNAUTHENTICATED
+        )
+    )
+}
+
+/// The gRPC status code of an answer etcd sent (not one tonic made from a local
+/// transport error: that has a source).
+fn etcd_code(e: &etcd_client::Error) -> Option<i32> {
+    match e {
+        etcd_client::Error::GRpcStatus(status) if std::error::Error::source(status).is_none() => {
+            Some(i32::from(status.code()))
+        }
+        _ => None,
+    }
+}
+
+/// gRPC status codes (etcd-client does not re-export tonic's `Code`).
+mod grpc {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const OUT_OF_RANGE: i32 = 11;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const UNAVAILABLE: i32 = 14;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +468,44 @@ mod tests {
         // closes the connection at the third strike; twice the default leaves margin.
         assert!(KEEP_ALIVE_INTERVAL >= 2 * ETCD_DEFAULT_KEEPALIVE_MIN_TIME);
         assert!(KEEP_ALIVE_TIMEOUT < KEEP_ALIVE_INTERVAL);
+    }
+
+    fn from_etcd(code: tonic::Code, message: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
+    }
+
+    #[test]
+    fn an_election_is_retried_and_a_refusal_is_final() {
+        use tonic::Code;
+        for (code, message) in [
+            (Code::Unavailable, "etcdserver: leader changed"),
+            (Code::Unavailable, "etcdserver: no leader"),
+            (Code::Unavailable, "etcdserver: request timed out"),
+            (Code::ResourceExhausted, "etcdserver: too many requests"),
+        ] {
+            let e = from_etcd(code, message);
+            assert!(is_transient(&e), "{message}");
+            assert!(matches!(
+                ClusterError::from(e),
+                ClusterError::Unavailable(_)
+            ));
+        }
+        for (code, message) in [
+            (Code::InvalidArgument, "etcdserver: request is too large"),
+            (Code::PermissionDenied, "etcdserver: permission denied"),
+            (Code::NotFound, "etcdserver: requested lease not found"),
+        ] {
+            let e = from_etcd(code, message);
+            assert!(!is_transient(&e) && !is_transport(&e), "{message}");
+            assert!(
+                matches!(ClusterError::from(e), ClusterError::Invalid(m) if m.contains(message)),
+                "{message}"
+            );
+        }
+        // The same codes made by tonic from a local transport failure are the connection's.
+        let local = tonic::Status::from_error(Box::new(std::io::Error::other("reset")));
+        let local = etcd_client::Error::GRpcStatus(local);
+        assert!(is_transport(&local) && !is_refusal(&local));
     }
 
     #[test]

@@ -160,14 +160,29 @@ enum KeepAlive {
 
 async fn keep_alive(etcd: &Etcd, id: i64, beat: Duration, contact: &Contact) -> KeepAlive {
     let opened = etcd
-        .call("keep-alive", |mut client| async move {
+        .call_at("keep-alive", |mut client| async move {
             client.lease_keep_alive(id).await
         })
         .await;
-    let (mut keeper, mut stream) = match opened {
-        Ok(pair) => pair,
+    let ((keeper, stream), endpoint) = match opened {
+        Ok(opened) => opened,
         Err(e) => return KeepAlive::Broken(e.to_string()),
     };
+    let kept = keep_beating(keeper, stream, beat, contact).await;
+    if let KeepAlive::Broken(_) = kept {
+        // That member stopped answering or its connection broke: the next stream is
+        // opened on the next member first.
+        etcd.broken(endpoint);
+    }
+    kept
+}
+
+async fn keep_beating(
+    mut keeper: etcd_client::LeaseKeeper,
+    mut stream: etcd_client::LeaseKeepAliveStream,
+    beat: Duration,
+    contact: &Contact,
+) -> KeepAlive {
     loop {
         // On the stream's own connection: a failure here ends this stream, and the next
         // one is opened wherever etcd answers.

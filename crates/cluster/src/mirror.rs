@@ -148,7 +148,7 @@ async fn follow<T: DeserializeOwned + Clone>(
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
-    let mut stream = match etcd.watch(prefix, options).await {
+    let (mut stream, endpoint) = match etcd.watch(prefix, options).await {
         Ok(s) => s,
         Err(e) => return e.to_string(),
     };
@@ -174,8 +174,16 @@ async fn follow<T: DeserializeOwned + Clone>(
     loop {
         let response = match stream.message().await {
             Ok(Some(r)) => r,
-            Ok(None) => return "the watch stream ended".to_owned(),
-            Err(e) => return e.to_string(),
+            // The connection to that member broke (or went silent until the keep-alive
+            // gave up on it): the next watch is opened on the next member first.
+            Ok(None) => {
+                etcd.broken(endpoint);
+                return "the watch stream ended".to_owned();
+            }
+            Err(e) => {
+                etcd.broken(endpoint);
+                return e.to_string();
+            }
         };
         if response.canceled() {
             return format!("the watch was cancelled: {}", response.cancel_reason());

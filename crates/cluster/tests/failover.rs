@@ -68,3 +68,58 @@ async fn a_dead_member_costs_no_request() {
         .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_member_costs_no_request() {
+    let test = "a_silent_member_costs_no_request";
+    let Some(cluster) = EtcdCluster::start_or_skip(test, 3) else {
+        return;
+    };
+    let follower = cluster.follower().expect("a follower");
+    let mut endpoints = cluster.endpoints();
+    endpoints.rotate_left(follower);
+    let etcd = Etcd::connect(&ClusterConfig::new("a", endpoints).unwrap())
+        .await
+        .unwrap();
+    let prefix = etcd.key(&["revocations", ""]);
+    // A watch and a lease on the member in use (the first listed), before it goes silent.
+    etcd.put_json(&format!("{prefix}before"), &revocation("before"), None)
+        .await
+        .unwrap();
+    let mirror: Mirror<RevocationRecord> = Mirror::start(etcd.clone(), prefix.clone());
+    tokio::time::timeout(Duration::from_secs(20), mirror.wait_loaded())
+        .await
+        .expect("the mirror loads");
+    let lease = NodeLease::start(etcd.clone(), "n".into(), Duration::from_secs(3));
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        lease.subscribe().wait_for(|l| l.is_some()),
+    )
+    .await
+    .expect("a lease is granted")
+    .unwrap();
+
+    // SIGSTOP: the connection stays open and nothing answers (a blackhole). The guard
+    // resumes it even if an assertion below fails.
+    let _paused = cluster.member(follower).pause();
+    for i in 0..40 {
+        let key = format!("{prefix}{i}");
+        if let Err(e) = etcd.put_json(&key, &revocation(&key), None).await {
+            panic!("put {i} with the first member stopped: {e}");
+        }
+    }
+    if let Err(e) = etcd.get(&format!("{prefix}39")).await {
+        panic!("get with the first member stopped: {e}");
+    }
+    // The watch that was on the stopped member is reopened elsewhere (once the keep-alive
+    // gives the connection up) and catches up.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut rx = mirror.subscribe();
+        rx.wait_for(|s| s.entries.contains_key("39"))
+            .await
+            .map(|_| ())
+    })
+    .await
+    .expect("the watch follows with the first member stopped")
+    .unwrap();
+}

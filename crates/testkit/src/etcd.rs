@@ -184,6 +184,15 @@ impl Etcd {
         }
     }
 
+    /// Freezes the process (SIGSTOP) until the returned guard is dropped (SIGCONT): it
+    /// keeps its sockets open and answers nothing, as a blackholed member looks to its
+    /// clients. Panics if it is not running.
+    pub fn pause(&self) -> Paused {
+        let pid = self.pid().expect("etcd is running");
+        send_signal(pid, libc::SIGSTOP);
+        Paused { pid }
+    }
+
     /// Crash: SIGKILL (the whole process group), then reap. Does nothing if it is not
     /// running.
     pub fn kill(&mut self) {
@@ -241,6 +250,9 @@ impl Etcd {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-token", &self.token])
+            // 2.5x etcd's defaults (100 ms, 1 s): a loaded 2-core CI machine must not
+            // call an election because a member was descheduled for a second.
+            .args(["--heartbeat-interval", "250", "--election-timeout", "2500"])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -374,6 +386,28 @@ pub(crate) fn http(client_port: u16, method: &str, path: &str, body: &str) -> Op
     let reply = String::from_utf8_lossy(&reply);
     let (head, body) = reply.split_once("\r\n\r\n")?;
     (head.starts_with("HTTP/1.") && head.lines().next()?.contains(" 200 ")).then(|| body.to_owned())
+}
+
+/// A frozen etcd member ([`Etcd::pause`]); dropping it lets the member run again.
+#[must_use = "dropping the guard resumes the member at once"]
+pub struct Paused {
+    pid: i32,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        send_signal(self.pid, libc::SIGCONT);
+    }
+}
+
+/// kill(2) with `sig` on `pid` (a child of this process).
+// Unsafe: std sends no signal but SIGKILL, and SIGSTOP/SIGCONT are what a pause is.
+#[allow(unsafe_code)]
+fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid we spawned; a stale pid at worst returns ESRCH.
+    unsafe {
+        libc::kill(pid, sig);
+    }
 }
 
 #[cfg(test)]

@@ -398,7 +398,7 @@ async fn a_user_certificate_is_a_client_and_never_a_node() {
     let mut client = server.client(tls::client_config(&legacy).unwrap());
     let me = client.call_raw("test.whoami", None).await.unwrap();
     let me: Value = serde_json::from_str(me.into_result().unwrap().get()).unwrap();
-    assert_eq!(me["remote"], "user:node-c", "{me}");
+    assert_eq!(me["remote"], "unmarked:node-c", "{me}");
     server.stop().await;
 
     // Neither can serve as a node: a client refuses it as the server, even for its host.

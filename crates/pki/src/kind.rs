@@ -86,13 +86,15 @@ pub fn certificate_kind(der: &[u8]) -> CertificateKind {
 
 /// The name a peer's certificate goes by over mutual TLS (`strata_ipc::RemotePeer`'s
 /// name, which fs binds handles to and audit records): the node id for a node
-/// certificate; `user:<CN>` for any other with a CN; the hex SHA-256 of the certificate
-/// when it has none. A name with `:` or of 64 characters is never a node id, so no user
-/// certificate can pass for a node.
+/// certificate; `user:<CN>` for a user certificate; `unmarked:<CN>` for any other with a
+/// CN (an old node's included: it is neither, and must not pass for the user of that
+/// name either); the hex SHA-256 of the certificate when it has none. A name with `:` or
+/// of 64 characters is never a node id, so no other certificate can pass for a node.
 pub fn certificate_name(cert: &CertificateDer<'_>) -> String {
     match certificate_kind(cert.as_ref()) {
         CertificateKind::Node(id) => id,
-        CertificateKind::User(cn) | CertificateKind::Unmarked(Some(cn)) => format!("user:{cn}"),
+        CertificateKind::User(cn) => format!("user:{cn}"),
+        CertificateKind::Unmarked(Some(cn)) => format!("unmarked:{cn}"),
         CertificateKind::Unmarked(None) => fingerprint(cert),
     }
 }
@@ -207,18 +209,18 @@ pub(crate) mod tests {
             (
                 &[(cn.clone(), "node-a")],
                 CertificateKind::Unmarked(Some("node-a".into())),
-                "user:node-a",
+                "unmarked:node-a",
             ),
             (
                 &[(cn.clone(), "node-a"), (o.clone(), "strata:other")],
                 CertificateKind::Unmarked(Some("node-a".into())),
-                "user:node-a",
+                "unmarked:node-a",
             ),
             // A node's organization with a CN that is no node id.
             (
                 &[(cn.clone(), "Node A"), (o.clone(), NODE_ORGANIZATION)],
                 CertificateKind::Unmarked(Some("Node A".into())),
-                "user:Node A",
+                "unmarked:Node A",
             ),
             (
                 &[(cn.clone(), "node-a"), (o.clone(), NODE_ORGANIZATION)],

@@ -35,9 +35,30 @@ pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// See [`KEEP_ALIVE_INTERVAL`].
 pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// The least time one attempt on one endpoint gets (while the deadline allows), however
-/// many endpoints are still to try: enough for a loaded member to answer.
+/// The least time an attempt on one endpoint runs alone (while the deadline allows)
+/// before the next endpoint is asked as well, however many are still to try.
 const MIN_ATTEMPT: Duration = Duration::from_millis(300);
+/// One attempt of [`Etcd::call_at`] on one endpoint: the endpoint's index and its answer.
+type Attempt<'a, T> =
+    std::pin::Pin<Box<dyn Future<Output = (usize, Result<T, etcd_client::Error>)> + Send + 'a>>;
+
+/// Waits for the first of `attempts` to finish, removes it and answers with its result;
+/// pending forever when there are none (the caller's timer then decides).
+async fn first_done<T>(
+    attempts: &mut Vec<Attempt<'_, T>>,
+) -> (usize, Result<T, etcd_client::Error>) {
+    std::future::poll_fn(|cx| {
+        for k in 0..attempts.len() {
+            if let std::task::Poll::Ready(done) = attempts[k].as_mut().poll(cx) {
+                drop(attempts.swap_remove(k));
+                return std::task::Poll::Ready(done);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// etcd's default `--grpc-keepalive-min-time`: the keep-alive interval must stay above it.
 #[cfg(test)]
 const ETCD_DEFAULT_KEEPALIVE_MIN_TIME: Duration = Duration::from_secs(5);
@@ -119,22 +140,26 @@ impl Etcd {
         })
     }
 
-    /// Runs `request` on the endpoint in use; if it fails there for a transport reason
-    /// (the connection was refused, reset or closed: etcd never saw it or never answered),
-    /// does not answer within its share of the time left (a stopped or blackholed member
-    /// keeps the connection open and says nothing), or etcd answers with a transient
-    /// refusal (an election is on: [`is_transient`]), on each other endpoint in turn, and
-    /// round again after a short backoff, all within one [`OP_TIMEOUT`]. Any other answer
-    /// from etcd, even an error, is final. An endpoint that failed is moved away from, so
-    /// the requests that follow go first to the next one.
+    /// Runs `request` on the endpoint in use and answers with the first endpoint's answer.
+    /// It is *hedged*: when that endpoint has not answered within its share of the time
+    /// left (a stopped or blackholed member keeps the connection open and says nothing),
+    /// the request is also sent to the next endpoint, while the first attempt stays in
+    /// flight (a member that is merely slow, e.g. fsyncing on a loaded disk, still
+    /// answers in time); when an attempt fails for a transport reason (the connection was
+    /// refused, reset or closed) or etcd answers with a transient refusal (an election is
+    /// on: [`is_transient`]), the next endpoint is tried at once (after a short backoff
+    /// once every endpoint has been tried). All within one [`OP_TIMEOUT`]. Any other
+    /// answer from etcd, even an error, is final. An endpoint that failed or went silent
+    /// is moved away from, so the requests that follow go first to the next one.
     ///
-    /// Retrying is safe for every request Strata makes: writes put a whole value at a
-    /// key, deletes and lease revocations are idempotent, and a lease granted twice
-    /// expires unused.
+    /// Sending a request twice is safe for every request Strata makes: writes put a
+    /// whole value at a key, deletes and lease revocations are idempotent, and a lease
+    /// granted twice expires unused.
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T, ClusterError>
     where
         F: FnMut(Client) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
+        T: Send,
     {
         self.call_at(what, request).await.map(|(answer, _)| answer)
     }
@@ -148,7 +173,8 @@ impl Etcd {
     ) -> Result<(T, usize), ClusterError>
     where
         F: FnMut(Client) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
+        T: Send,
     {
         let until = Instant::now() + OP_TIMEOUT;
         let clients = &self.members.clients;
@@ -156,50 +182,95 @@ impl Etcd {
         let first = self.members.current.load(Ordering::Relaxed) % n;
         let mut failures: Vec<String> = Vec::new();
         let mut backoff = Duration::from_millis(25);
-        for attempt in 0.. {
+        // Attempts in flight, and which endpoints they are on.
+        let mut in_flight: Vec<Attempt<'_, T>> = Vec::new();
+        let mut busy = vec![false; n];
+        let mut started = 0usize;
+        let mut cursor = first;
+        // When the next attempt may start: now, or once the ones in flight had their share.
+        let mut next_start = Instant::now();
+        loop {
             let now = Instant::now();
             if now >= until {
                 break;
             }
-            // A round has gone by without an answer: wait a little before the next.
-            if attempt > 0 && attempt % n == 0 {
-                tokio::time::sleep_until((now + backoff).min(until)).await;
-                backoff = (backoff * 2).min(Duration::from_millis(250));
-                if Instant::now() >= until {
-                    break;
+            if now >= next_start && busy.iter().any(|b| !b) {
+                if started > 0 && started.is_multiple_of(n) && in_flight.is_empty() {
+                    // Every endpoint failed once already: a short pause before the next round.
+                    tokio::time::sleep_until((now + backoff).min(until)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                    if Instant::now() >= until {
+                        break;
+                    }
                 }
+                // The next endpoint in order (from the one in use) not already asked.
+                let Some(index) = (0..n).map(|k| (cursor + k) % n).find(|&i| !busy[i]) else {
+                    continue;
+                };
+                cursor = (index + 1) % n;
+                started += 1;
+                busy[index] = true;
+                let attempt = request(clients[index].1.clone());
+                in_flight.push(Box::pin(async move { (index, attempt.await) }));
+                // Each endpoint not yet asked gets an equal share of what is left before the
+                // next one is asked as well, so one that never answers cannot take the
+                // whole deadline, and one that is slow is not abandoned.
+                let idle = busy.iter().filter(|b| !**b).count() as u32;
+                let remaining = until.saturating_duration_since(Instant::now());
+                let share = (remaining / (idle + 1)).max(MIN_ATTEMPT).min(remaining);
+                next_start = Instant::now() + share;
             }
-            let index = (first + attempt) % n;
-            let (endpoint, client) = &clients[index];
-            // Each endpoint still to try in this round gets an equal share of what is left,
-            // so one that never answers cannot take the whole deadline.
-            let left_in_round = (n - attempt % n) as u32;
-            let remaining = until.saturating_duration_since(Instant::now());
-            let share = (remaining / left_in_round).max(MIN_ATTEMPT).min(remaining);
-            match tokio::time::timeout(share, request(client.clone())).await {
-                Ok(Ok(answer)) => {
+            let wake = if busy.iter().any(|b| !b) {
+                next_start.min(until)
+            } else {
+                until
+            };
+            let finished = tokio::select! {
+                done = first_done(&mut in_flight) => Some(done),
+                _ = tokio::time::sleep_until(wake) => None,
+            };
+            let Some((index, result)) = finished else {
+                // Time for the next attempt: the endpoints in flight went silent so far.
+                for (i, b) in busy.iter().enumerate() {
+                    if *b && i == self.members.current.load(Ordering::Relaxed) % n {
+                        self.broken(i);
+                    }
+                }
+                continue;
+            };
+            busy[index] = false;
+            let endpoint = &clients[index].0;
+            match result {
+                Ok(answer) => {
                     if index != first {
                         tracing::info!(%endpoint, unreachable = %failures.join("; "), "etcd: switched to another endpoint");
+                        self.members.current.store(index, Ordering::Relaxed);
                     }
                     return Ok((answer, index));
                 }
-                Ok(Err(e)) if is_transport(&e) || is_transient(&e) => {
+                Err(e) if is_transport(&e) || is_transient(&e) => {
                     tracing::debug!(%endpoint, error = %e, "etcd {what} failed on this endpoint; trying the next");
                     failures.push(format!("{endpoint}: {e}"));
                     self.broken(index);
-                    if is_transient(&e) {
-                        tokio::time::sleep_until((Instant::now() + backoff).min(until)).await;
+                    // The next endpoint is asked at once (an election: after a backoff).
+                    next_start = if is_transient(&e) {
+                        let at = Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_millis(250));
-                    }
+                        at
+                    } else {
+                        Instant::now()
+                    };
                 }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    failures.push(format!(
-                        "{endpoint}: no answer to etcd {what} within {} ms",
-                        share.as_millis()
-                    ));
-                    self.broken(index);
-                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (i, b) in busy.iter().enumerate() {
+            if *b {
+                failures.push(format!(
+                    "{}: no answer to etcd {what} in time",
+                    clients[i].0
+                ));
+                self.broken(i);
             }
         }
         failures.push(format!(

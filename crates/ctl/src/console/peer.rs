@@ -14,8 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 /// searched past this, and a connection not found in it is refused.
 const MAX_TABLE: u64 = 16 * 1024 * 1024;
 
-/// TIME_WAIT: such a line shows uid 0 whoever owned the socket.
-const TIME_WAIT: &str = "06";
+/// ESTABLISHED, the one state trusted: a socket in any other (FIN_WAIT2 or TIME_WAIT
+/// after its owner closed it, say) may be an orphan the kernel shows as uid 0 whoever
+/// owned it.
+const ESTABLISHED: &str = "01";
 
 /// Whether the connection from `peer` to the console's `local` comes from a socket of
 /// `uid`. Fails closed: an unreadable table, no line, or a line not understood is `false`.
@@ -47,7 +49,7 @@ pub fn owner(table: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
         if !l.eq_ignore_ascii_case(&want_local) || !r.eq_ignore_ascii_case(&want_remote) {
             continue;
         }
-        if *state == TIME_WAIT {
+        if *state != ESTABLISHED {
             return None;
         }
         let uid: u32 = uid.parse().ok()?;
@@ -88,6 +90,8 @@ mod tests {
    1: 0100007F:C350 0100007F:1092 01 00000000:00000000 00:00000000 00000000 65534        0 2 1 0000000000000000 20 4 30 10 -1
    2: 0100007F:C351 0100007F:1092 06 00000000:00000000 03:00000F9B 00000000     0        0 0 3 0000000000000000
    3: 0100007F:1092 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+   4: 0100007F:C352 0100007F:1092 05 00000000:00000000 02:00000F9B 00000000     0        0 0 2 0000000000000000 20 4 30 10 -1
+   5: 0100007F:C353 0100007F:1092 08 00000000:00000000 00:00000000 00000000     0        0 0 2 0000000000000000 20 4 30 10 -1
 ";
 
     fn addr(s: &str) -> SocketAddr {
@@ -101,8 +105,12 @@ mod tests {
         assert_eq!(owner(TABLE, addr("127.0.0.1:50000"), console), Some(65534));
         // TIME_WAIT lines say uid 0 whoever it was: not trusted.
         assert_eq!(owner(TABLE, addr("127.0.0.1:50001"), console), None);
-        // Not in the table, or to another port: refused.
+        // Nor any state but ESTABLISHED: an orphaned FIN_WAIT2 (a client that sent and
+        // closed) shows uid 0 too, and CLOSE_WAIT is no live peer.
         assert_eq!(owner(TABLE, addr("127.0.0.1:50002"), console), None);
+        assert_eq!(owner(TABLE, addr("127.0.0.1:50003"), console), None);
+        // Not in the table, or to another port: refused.
+        assert_eq!(owner(TABLE, addr("127.0.0.1:50004"), console), None);
         assert_eq!(
             owner(TABLE, addr("127.0.0.1:50000"), addr("127.0.0.1:4243")),
             None

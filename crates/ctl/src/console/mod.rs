@@ -90,17 +90,8 @@ pub struct Console {
 /// Run the console until SIGINT or SIGTERM.
 pub async fn run(session: Session, options: Options) -> Result<ExitCode, Failure> {
     let addr = options.listen;
+    check_listen(addr, options.allow_remote).map_err(Failure::Usage)?;
     if !addr.ip().is_loopback() {
-        if !options.allow_remote {
-            return Err(Failure::Usage(format!(
-                "--listen {addr} is not a loopback address: anyone who reaches it with the printed URL acts as you; add --allow-remote to mean it"
-            )));
-        }
-        if addr.ip().is_unspecified() {
-            return Err(Failure::Usage(format!(
-                "--listen {addr}: give the one IP address the browser will use (the Host it sends must equal the listen address), not an unspecified one"
-            )));
-        }
         let _ = writeln!(
             std::io::stderr(),
             "strata-ctl: warning: the console listens on {addr}, not loopback: anyone who can reach it and learns the URL acts as you, the traffic is not encrypted, and (unlike on loopback) connections are not limited to your own uid: only the secret and the session cookie hold others off"
@@ -155,6 +146,34 @@ pub async fn run(session: Session, options: Options) -> Result<ExitCode, Failure
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why `--listen addr` is refused, if it is: an IPv4-mapped IPv6 address (it would
+/// count as non-loopback, and a loopback one would escape the uid check), a non-loopback
+/// one without `allow_remote`, or an unspecified one.
+fn check_listen(addr: SocketAddr, allow_remote: bool) -> Result<(), String> {
+    if let std::net::IpAddr::V6(v6) = addr.ip() {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            return Err(format!(
+                "--listen {addr} is an IPv4-mapped address: give the IPv4 address itself ({v4}:{})",
+                addr.port()
+            ));
+        }
+    }
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !allow_remote {
+        return Err(format!(
+            "--listen {addr} is not a loopback address: anyone who reaches it with the printed URL acts as you; add --allow-remote to mean it"
+        ));
+    }
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "--listen {addr}: give the one IP address the browser will use (the Host it sends must equal the listen address), not an unspecified one"
+        ));
+    }
+    Ok(())
+}
+
 /// The state directory, checked as the services check theirs.
 fn state_dir(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     strata_ipc::paths::resolve_state_dir(explicit).map_err(|e| e.to_string())
@@ -185,4 +204,23 @@ async fn route(
         content_type,
         Bytes::from_static(body.as_bytes()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_listen;
+
+    #[test]
+    fn listen_addresses_are_loopback_or_meant_and_never_ipv4_mapped() {
+        let ok = |a: &str, remote| check_listen(a.parse().unwrap(), remote).is_ok();
+        assert!(ok("127.0.0.1:0", false));
+        assert!(ok("[::1]:0", false));
+        assert!(!ok("10.0.0.1:80", false));
+        assert!(ok("10.0.0.1:80", true));
+        assert!(!ok("0.0.0.0:80", true));
+        // Mapped loopback would be "remote" (no uid check) with --allow-remote: refused.
+        assert!(!ok("[::ffff:127.0.0.1]:80", true));
+        assert!(!ok("[::ffff:127.0.0.1]:80", false));
+        assert!(!ok("[::ffff:10.0.0.1]:80", true));
+    }
 }

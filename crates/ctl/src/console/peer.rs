@@ -30,10 +30,22 @@ pub fn owned_by(peer: SocketAddr, local: SocketAddr, uid: u32) -> bool {
         return false;
     };
     let mut text = String::new();
-    if file.take(MAX_TABLE).read_to_string(&mut text).is_err() {
+    if file.take(MAX_TABLE + 1).read_to_string(&mut text).is_err() {
         return false;
     }
-    owner(&text, peer, local) == Some(uid)
+    owner(whole_lines(&text, MAX_TABLE), peer, local) == Some(uid)
+}
+
+/// `text` up to its last whole line when it is longer than `max` bytes (the read was
+/// cut, and a partial last line could name a truncated uid), else all of it.
+fn whole_lines(text: &str, max: u64) -> &str {
+    if (text.len() as u64) <= max {
+        return text;
+    }
+    let cut = text
+        .get(..usize::try_from(max).unwrap_or(usize::MAX))
+        .unwrap_or("");
+    cut.rfind('\n').map_or("", |end| &cut[..=end])
 }
 
 /// The uid of the socket at `peer` connected to `local`, from a TCP table's text.
@@ -118,6 +130,21 @@ mod tests {
         assert_eq!(owner("", addr("127.0.0.1:50000"), console), None);
         let garbled = TABLE.replace("65534", "x");
         assert_eq!(owner(&garbled, addr("127.0.0.1:50000"), console), None);
+    }
+
+    #[test]
+    fn a_cut_read_drops_its_partial_last_line() {
+        // tcp6 lines are unpadded: a line cut inside its uid would name another uid.
+        let line = "   1: 0100007F:C350 0100007F:1092 01 00000000:00000000 00:00000000 00000000 65534 0 2\n";
+        let table = format!("header\n{line}");
+        let cut_at = table.find("65534").unwrap() + 2;
+        let text = &table[..=cut_at];
+        let kept = whole_lines(text, cut_at as u64);
+        assert_eq!(kept, "header\n");
+        let console = addr("127.0.0.1:4242");
+        assert_eq!(owner(kept, addr("127.0.0.1:50000"), console), None);
+        // Not cut: all of it.
+        assert_eq!(whole_lines(&table, table.len() as u64), table);
     }
 
     #[test]

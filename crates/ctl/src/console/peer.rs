@@ -22,6 +22,9 @@ const ESTABLISHED: &str = "01";
 /// Whether the connection from `peer` to the console's `local` comes from a socket of
 /// `uid`. Fails closed: an unreadable table, no line, or a line not understood is `false`.
 pub fn owned_by(peer: SocketAddr, local: SocketAddr, uid: u32) -> bool {
+    if let Some(answer) = diag_owner(peer, local) {
+        return answer == Some(uid);
+    }
     let table = match peer.ip() {
         IpAddr::V4(_) => "/proc/net/tcp",
         IpAddr::V6(_) => "/proc/net/tcp6",
@@ -46,6 +49,75 @@ fn whole_lines(text: &str, max: u64) -> &str {
         .get(..usize::try_from(max).unwrap_or(usize::MAX))
         .unwrap_or("");
     cut.rfind('\n').map_or("", |end| &cut[..=end])
+}
+
+/// The kernel's own answer through `NETLINK_SOCK_DIAG`: one exact lookup of the socket
+/// at `peer` connected to `local` (no dump, no privilege needed). `Some(Some(uid))` for
+/// an ESTABLISHED socket, `Some(None)` for one in any other state, `None` when the kernel
+/// could not be asked or found nothing (then the table is read instead, which fails
+/// closed too: the two cases share one error, `ENOENT`).
+fn diag_owner(peer: SocketAddr, local: SocketAddr) -> Option<Option<u32>> {
+    use rustix::net::{netlink, sockopt, AddressFamily, RecvFlags, SendFlags, SocketFlags};
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLMSG_ERROR: u16 = 2;
+    const NLM_F_REQUEST: u16 = 1;
+    const IPPROTO_TCP: u8 = 6;
+    const TCP_ESTABLISHED: u8 = 1;
+    let (family, src, dst) = match (peer.ip(), local.ip()) {
+        (IpAddr::V4(p), IpAddr::V4(l)) => {
+            let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+            src[..4].copy_from_slice(&p.octets());
+            dst[..4].copy_from_slice(&l.octets());
+            (2u8, src, dst)
+        }
+        (IpAddr::V6(p), IpAddr::V6(l)) => (10u8, p.octets(), l.octets()),
+        _ => return Some(None),
+    };
+    // nlmsghdr (16 bytes), then inet_diag_req_v2 (56): the socket's own side is `peer`.
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    req.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+    req.extend_from_slice(&(1u32 << TCP_ESTABLISHED).to_ne_bytes());
+    req.extend_from_slice(&peer.port().to_be_bytes());
+    req.extend_from_slice(&local.port().to_be_bytes());
+    req.extend_from_slice(&src);
+    req.extend_from_slice(&dst);
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    req.extend_from_slice(&[0xff; 8]); // INET_DIAG_NOCOOKIE
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        rustix::net::SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    )
+    .ok()?;
+    sockopt::set_socket_timeout(
+        &fd,
+        sockopt::Timeout::Recv,
+        Some(std::time::Duration::from_secs(2)),
+    )
+    .ok()?;
+    let kernel = netlink::SocketAddrNetlink::new(0, 0);
+    rustix::net::sendto(&fd, &req, SendFlags::empty(), &kernel).ok()?;
+    let mut buf = [0u8; 1024];
+    let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty()).ok()?;
+    let answer = buf.get(..n)?;
+    let kind = u16::from_ne_bytes([*answer.get(4)?, *answer.get(5)?]);
+    if kind == NLMSG_ERROR || kind != SOCK_DIAG_BY_FAMILY {
+        return None;
+    }
+    // inet_diag_msg after the header: family, state, timer, retrans, the id (48 bytes),
+    // expires, rqueue, wqueue, then uid.
+    let state = *answer.get(17)?;
+    let uid = answer.get(80..84)?;
+    if state != TCP_ESTABLISHED {
+        return Some(None);
+    }
+    Some(Some(u32::from_ne_bytes([uid[0], uid[1], uid[2], uid[3]])))
 }
 
 /// The uid of the socket at `peer` connected to `local`, from a TCP table's text.
@@ -162,7 +234,17 @@ mod tests {
         let (_accepted, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
         let me = rustix::process::geteuid().as_raw();
+        // The kernel's exact lookup answers, and agrees with the table.
+        assert_eq!(diag_owner(peer, local), Some(Some(me)));
+        assert_eq!(diag_owner(local, peer), Some(Some(me)));
+        let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        assert_eq!(owner(&text, peer, local), Some(me));
         assert!(owned_by(peer, local, me));
         assert!(!owned_by(peer, local, me.wrapping_add(1)));
+        // Closed by its owner (FIN_WAIT1/2 from close() on, possibly orphaned as uid 0):
+        // no longer anyone's.
+        drop(client);
+        assert!(!owned_by(peer, local, me));
+        assert!(!owned_by(peer, local, 0));
     }
 }

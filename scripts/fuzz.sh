@@ -11,7 +11,9 @@
 # Prints one line per target: executions, corpus size, coverage, result.
 #
 # Environment: FUZZ_SANITIZER (default address; "none" is faster), FUZZ_JOBS (cargo build
-# jobs), FUZZ_LOG_DIR (default fuzz/logs).
+# jobs), FUZZ_LOG_DIR (default fuzz/logs). CARGO_PROFILE_RELEASE_OPT_LEVEL=1 (cargo's own
+# profile override) builds the targets at opt-level 1: a shorter build for a slower fuzzer
+# (CI uses it; an unoptimised build is too slow for the router target's 1 MiB inputs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -22,6 +22,10 @@ use tokio::sync::Semaphore;
 
 /// Most connections served at once (others are closed unanswered).
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// Most loopback peer-uid lookups running at once, off the accept loop; a connection
+/// arriving while all are busy is closed unanswered.
+const MAX_PEER_CHECKS: usize = 4;
 /// Most bytes of request head hyper buffers (its minimum).
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most request headers.
@@ -354,10 +358,12 @@ fn see_other() -> Response<Body> {
 ///
 /// With `only_uid` (a loopback listener), a connection whose other end is not a socket
 /// of that uid is closed at once, before it takes one of the [`MAX_CONNECTIONS`] slots
+/// (the lookup runs on the blocking pool, at most [`MAX_PEER_CHECKS`] at once)
 /// ([`super::peer`]): another local user can neither talk to the console nor hold its
 /// slots.
 pub async fn serve(listener: TcpListener, console: Arc<Console>, only_uid: Option<u32>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let checks = Arc::new(Semaphore::new(MAX_PEER_CHECKS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -367,20 +373,35 @@ pub async fn serve(listener: TcpListener, console: Arc<Console>, only_uid: Optio
                 continue;
             }
         };
-        if let Some(uid) = only_uid {
-            let own = stream
-                .local_addr()
-                .is_ok_and(|local| super::peer::owned_by(peer, local, uid));
-            if !own {
-                continue;
-            }
-        }
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue;
+        // The uid lookup runs off this loop, a few at once; a connection arriving while
+        // all are busy is closed (another uid cannot stall the owner's accept).
+        let check = match only_uid {
+            Some(uid) => match Arc::clone(&checks).try_acquire_owned() {
+                Ok(permit) => Some((uid, permit)),
+                Err(_) => continue,
+            },
+            None => None,
         };
+        let slots = Arc::clone(&slots);
         let console = Arc::clone(&console);
         tokio::spawn(async move {
-            let _slot = slot;
+            if let Some((uid, permit)) = check {
+                let Ok(local) = stream.local_addr() else {
+                    return;
+                };
+                let own = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    super::peer::owned_by(peer, local, uid)
+                })
+                .await
+                .unwrap_or(false);
+                if !own {
+                    return;
+                }
+            }
+            let Ok(_slot) = slots.try_acquire_owned() else {
+                return;
+            };
             let service = hyper::service::service_fn(move |req| {
                 let console = Arc::clone(&console);
                 async move { Ok::<_, std::convert::Infallible>(answer(&console, req).await) }

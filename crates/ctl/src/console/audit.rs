@@ -66,6 +66,10 @@ pub struct Tail {
     skipping: bool,
     /// The last bytes read (at most [`RECENT`]): how a rotated copy is recognised.
     recent: Vec<u8>,
+    /// After a truncation, while `open` is the rotated copy: the live file, set aside
+    /// until the copy is read to its end ([`POLL_READ`] per poll), then read from its
+    /// start.
+    live: Option<(File, (u64, u64), u64)>,
 }
 
 /// Bytes kept to recognise a rotated copy of what was read.
@@ -88,6 +92,7 @@ impl Tail {
             partial: Vec::new(),
             skipping: false,
             recent: Vec::new(),
+            live: None,
         }
     }
 
@@ -120,7 +125,7 @@ impl Tail {
     /// replaced (another inode at the path) is read to its end first, then the new one
     /// from its start; a file cut shorter than what was read (the audit crate's rotation)
     /// is read again from its start, after the lines the cut took that had not been read
-    /// yet, from the rotated copy ([`Tail::catch_up`]). At most [`POLL_READ`] bytes of
+    /// yet, from the rotated copy ([`Tail::catch_up`]), over polls. At most [`POLL_READ`] bytes of
     /// the live file are read per call (a replaced file's rest included: the new one is
     /// opened once the old one is read to its end).
     pub fn new_lines(&mut self) -> io::Result<Vec<String>> {
@@ -131,6 +136,8 @@ impl Tail {
         };
         let mut lines = Vec::new();
         match (&self.open, now) {
+            // Reading the rotated copy first: the live file waits.
+            _ if self.live.is_some() => {}
             (Some((_, id, _)), Some((now_id, _))) if *id != now_id => {
                 let (old, more) = self.read_open(POLL_READ)?;
                 if more {
@@ -143,30 +150,48 @@ impl Tail {
                 if len < *pos || !holds_at(file, *pos, &self.recent) =>
             {
                 let read = *pos;
-                lines.extend(self.catch_up(read)?);
-                if let Some((file, _, pos)) = &mut self.open {
-                    file.seek(SeekFrom::Start(0))?;
-                    *pos = 0;
+                self.catch_up(read)?;
+                if self.live.is_none() {
+                    self.restart()?;
                 }
-                self.partial.clear();
-                self.recent.clear();
-                self.skipping = false;
             }
             (None, Some(_)) => self.reopen()?,
             _ => {}
         }
-        if self.open.is_some() {
-            lines.extend(self.read_open(POLL_READ)?.0);
+        let at = |open: &Option<(File, (u64, u64), u64)>| open.as_ref().map_or(0, |o| o.2);
+        let before = at(&self.open);
+        let (read, more) = self.read_open(POLL_READ)?;
+        lines.extend(read);
+        if !more && self.live.is_some() {
+            // The copy is read: the cut file from its start, with what is left of this
+            // poll's bytes.
+            let left = POLL_READ.saturating_sub(at(&self.open).saturating_sub(before));
+            self.open = self.live.take();
+            self.restart()?;
+            lines.extend(self.read_open(left)?.0);
         }
         Ok(lines)
+    }
+
+    /// Read the open (live) file again from its start, after a truncation.
+    fn restart(&mut self) -> io::Result<()> {
+        if let Some((file, _, pos)) = &mut self.open {
+            file.seek(SeekFrom::Start(0))?;
+            *pos = 0;
+        }
+        self.partial.clear();
+        self.recent.clear();
+        self.skipping = false;
+        Ok(())
     }
 
     /// After a truncation: the lines appended between the last read and the truncation
     /// are in the rotated copy (`audit.log.copied` until the rotator renames it, then
     /// `audit.log.1`), which begins with every byte read here. Read them from there, if
     /// a copy ends at or past `read` and holds, just before it, the bytes last read here
-    /// (so an older rotation is never mistaken for this one).
-    fn catch_up(&mut self, read: u64) -> io::Result<Vec<String>> {
+    /// (so an older rotation is never mistaken for this one): the copy becomes the open
+    /// file, read on from `read` over polls, the live one set aside ([`Tail::live`]).
+    fn catch_up(&mut self, read: u64) -> io::Result<()> {
         let mut rotated_name = self.path.as_os_str().to_owned();
         rotated_name.push(".copied");
         let copied = PathBuf::from(rotated_name);
@@ -190,18 +215,16 @@ impl Tail {
             if file.read_exact(&mut there).is_err() || there != tail {
                 continue;
             }
-            let live = self.open.take();
+            self.live = self.open.take();
             self.open = Some((file, (meta.dev(), meta.ino()), read));
-            // The copy ends where the rotation cut: at most a rotation's worth.
-            let lines = self.read_open(BACKLOG_SCAN);
-            self.open = live;
-            return lines.map(|(lines, _)| lines);
+            return Ok(());
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     fn reopen(&mut self) -> io::Result<()> {
         self.open = None;
+        self.live = None;
         self.recent.clear();
         self.partial.clear();
         self.skipping = false;
@@ -370,6 +393,39 @@ mod tests {
             got[0].contains("unread-2") && got[1].contains("new-2"),
             "{got:?}"
         );
+    }
+
+    #[test]
+    fn a_big_rotated_copy_is_read_over_polls_then_the_cut_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = log_path(dir.path());
+        let mut tail = Tail::new(path.clone(), Filter::default());
+        append(&path, &line("fs", "read", "a"));
+        assert_eq!(tail.new_lines().unwrap().len(), 1);
+        let one = line("fs", "e", &"c".repeat(64));
+        let count = (2 * POLL_READ as usize) / one.len() + 10;
+        append(&path, &one.repeat(count));
+        std::fs::copy(&path, dir.path().join("audit.log.copied")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&path, &line("fs", "new", "n"));
+        let first = tail.new_lines().unwrap();
+        assert!(
+            (first.len() * one.len()) as u64 <= POLL_READ,
+            "one poll's worth"
+        );
+        let mut got = first;
+        while got.len() < count + 1 {
+            let more = tail.new_lines().unwrap();
+            assert!(!more.is_empty(), "stuck at {}", got.len());
+            got.extend(more);
+        }
+        assert_eq!(got.len(), count + 1, "every line, once");
+        assert!(got[count].contains("\"new\""), "{:?}", got[count]);
     }
 
     #[test]

@@ -23,9 +23,9 @@ use tokio::sync::Semaphore;
 /// Most connections served at once (others are closed unanswered).
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// Most loopback peer-uid lookups running at once, off the accept loop; a connection
-/// arriving while all are busy is closed unanswered.
-const MAX_PEER_CHECKS: usize = 4;
+/// Most loopback peer-uid lookups running at once, off the accept loop; while all are
+/// busy, accepting waits.
+const MAX_PEER_CHECKS: usize = 8;
 /// Most bytes of request head hyper buffers (its minimum).
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most request headers.
@@ -373,10 +373,11 @@ pub async fn serve(listener: TcpListener, console: Arc<Console>, only_uid: Optio
                 continue;
             }
         };
-        // The uid lookup runs off this loop, a few at once; a connection arriving while
-        // all are busy is closed (another uid cannot stall the owner's accept).
+        // The uid lookup runs off this loop (the runtime goes on serving), a few at
+        // once; while all are busy the next connection waits its turn in accept order.
+        // Shedding it instead would let another uid's flood close the owner's connection.
         let check = match only_uid {
-            Some(uid) => match Arc::clone(&checks).try_acquire_owned() {
+            Some(uid) => match Arc::clone(&checks).acquire_owned().await {
                 Ok(permit) => Some((uid, permit)),
                 Err(_) => continue,
             },

@@ -3,9 +3,11 @@
 //! console's cookie; and any local user can connect, hold connection slots, or race the
 //! browser for the printed secret. On loopback the console therefore serves only
 //! connections whose other end is a socket of its own uid (root's console: root's
-//! sockets only), found in the kernel's TCP table (`/proc/net/tcp`, `/proc/net/tcp6` for
-//! IPv6): the line whose local address is the peer's and remote address the console's.
-//! Read bounded; anything not found or not understood is a refusal.
+//! sockets only), asked of the kernel in one exact `NETLINK_SOCK_DIAG` lookup of the
+//! socket whose local address is the peer's and remote address the console's, or, if
+//! that cannot be asked, found in its TCP table (`/proc/net/tcp`, `/proc/net/tcp6` for
+//! IPv6), read bounded. Only an ESTABLISHED socket counts; anything not found or not
+//! understood is a refusal.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -29,11 +31,11 @@ pub fn owned_by(peer: SocketAddr, local: SocketAddr, uid: u32) -> bool {
         IpAddr::V4(_) => "/proc/net/tcp",
         IpAddr::V6(_) => "/proc/net/tcp6",
     };
-    let Ok(file) = std::fs::File::open(table) else {
-        return false;
-    };
     let mut text = String::new();
-    if file.take(MAX_TABLE + 1).read_to_string(&mut text).is_err() {
+    let read = std::fs::File::open(table)
+        .and_then(|file| file.take(MAX_TABLE + 1).read_to_string(&mut text));
+    if let Err(e) = read {
+        unreadable(table, &e);
         return false;
     }
     owner(whole_lines(&text, MAX_TABLE), peer, local) == Some(uid)
@@ -49,6 +51,19 @@ fn whole_lines(text: &str, max: u64) -> &str {
         .get(..usize::try_from(max).unwrap_or(usize::MAX))
         .unwrap_or("");
     cut.rfind('\n').map_or("", |end| &cut[..=end])
+}
+
+/// Say once on stderr that the peer table cannot be read: every connection is refused.
+fn unreadable(table: &str, e: &std::io::Error) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "strata-ctl: cannot read {table} ({e}) to check who connects: every connection is refused"
+        );
+    }
 }
 
 /// The kernel's own answer through `NETLINK_SOCK_DIAG`: one exact lookup of the socket

@@ -137,6 +137,18 @@ pub enum Command {
         /// $STRATA_STATE_DIR, /var/lib/strata for root).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// etcd client URLs, comma-separated: the cluster page lists the nodes etcd
+        /// records (read as you, like `cluster nodes`). Without it, no node list.
+        #[arg(long, value_name = "URLS", env = "STRATA_ETCD_ENDPOINTS")]
+        etcd: Option<String>,
+        /// The cluster's etcd key prefix.
+        #[arg(
+            long,
+            value_name = "PREFIX",
+            env = "STRATA_CLUSTER_PREFIX",
+            default_value = "/strata"
+        )]
+        cluster_prefix: String,
     },
     /// Print a shell completion script.
     Completions {

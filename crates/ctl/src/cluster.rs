@@ -47,21 +47,41 @@ pub async fn run(cmd: Cluster, global: &Global) -> Result<ExitCode, Failure> {
     }
 }
 
+/// At most this many nodes are shown (the rest of etcd's answer is left out).
+pub const MAX_NODES: usize = 1_000;
+/// At most this many services are listed per node.
+pub const MAX_SERVICES: usize = 256;
+
 /// One node as etcd knows it.
 #[derive(Debug, Default, Serialize)]
-struct NodeView {
-    node: String,
+pub struct NodeView {
+    /// The node's id.
+    pub node: String,
     /// `alive` (holds its lease), `down` (published keys, no lease) or `removed`.
-    status: &'static str,
+    pub status: &'static str,
     /// Unix seconds its current lease was granted.
-    since: Option<i64>,
-    lease: Option<i64>,
+    pub since: Option<i64>,
+    /// Its lease's id.
+    pub lease: Option<i64>,
     /// Services it has registered under its lease.
-    services: Vec<String>,
+    pub services: Vec<String>,
     /// Keys it has in the trust bundle.
-    keys: usize,
+    pub keys: usize,
     /// Unix seconds it was removed.
-    removed_at: Option<i64>,
+    pub removed_at: Option<i64>,
+}
+
+/// What etcd holds under the cluster prefix, as `(key, value)` pairs per directory.
+#[derive(Default)]
+pub struct Records {
+    /// `nodes/<node>`: lease records.
+    pub nodes: Vec<(String, Vec<u8>)>,
+    /// `trust/<node>/<kid>`: published keys.
+    pub trust: Vec<(String, Vec<u8>)>,
+    /// `registry/<service>/<node>`: registrations.
+    pub registry: Vec<(String, Vec<u8>)>,
+    /// `removed/<node>`: tombstones.
+    pub removed: Vec<(String, Vec<u8>)>,
 }
 
 async fn connect(etcd: &str, prefix: &str) -> Result<strata_cluster::Etcd, Failure> {
@@ -75,20 +95,10 @@ async fn connect(etcd: &str, prefix: &str) -> Result<strata_cluster::Etcd, Failu
         .map_err(|e| Failure::Unreachable(format!("cannot reach etcd at {etcd}: {e}")))
 }
 
-/// The node's entry, made `down` until its lease record says otherwise.
-fn view<'a>(views: &'a mut BTreeMap<String, NodeView>, node: &str) -> &'a mut NodeView {
-    views.entry(node.to_owned()).or_insert_with(|| NodeView {
-        node: node.to_owned(),
-        status: "down",
-        ..NodeView::default()
-    })
-}
-
-async fn nodes(etcd: &str, prefix: &str, global: &Global) -> Result<ExitCode, Failure> {
-    let etcd = connect(etcd, prefix).await?;
+/// Read the four directories of the cluster's record from etcd.
+async fn read_records(etcd: &strata_cluster::Etcd) -> Result<Records, Failure> {
     let read = |what: &'static str| {
         let key = etcd.key(&[what, ""]);
-        let etcd = &etcd;
         async move {
             etcd.get_prefix(&key)
                 .await
@@ -96,35 +106,79 @@ async fn nodes(etcd: &str, prefix: &str, global: &Global) -> Result<ExitCode, Fa
                 .map_err(|e| Failure::Unreachable(format!("cannot read {key} from etcd: {e}")))
         }
     };
+    Ok(Records {
+        nodes: read("nodes").await?,
+        trust: read("trust").await?,
+        registry: read("registry").await?,
+        removed: read("removed").await?,
+    })
+}
+
+/// The node's entry, made `down` until its lease record says otherwise; `None` once
+/// [`MAX_NODES`] other nodes are known.
+fn view<'a>(views: &'a mut BTreeMap<String, NodeView>, node: &str) -> Option<&'a mut NodeView> {
+    if views.len() >= MAX_NODES && !views.contains_key(node) {
+        return None;
+    }
+    Some(views.entry(node.to_owned()).or_insert_with(|| NodeView {
+        node: node.to_owned(),
+        status: "down",
+        ..NodeView::default()
+    }))
+}
+
+/// The per-node views of etcd's records (`trust_prefix` is `<prefix>/trust/`), sorted by
+/// node, at most [`MAX_NODES`] nodes with at most [`MAX_SERVICES`] services each.
+/// Records that do not parse are left out.
+pub fn node_views(records: &Records, trust_prefix: &str) -> Vec<NodeView> {
     let mut views: BTreeMap<String, NodeView> = BTreeMap::new();
-    for (_, value) in read("nodes").await? {
-        if let Ok(r) = serde_json::from_slice::<strata_cluster::NodeRecord>(&value) {
-            let v = view(&mut views, &r.node);
-            v.status = "alive";
-            v.since = Some(r.since);
-            v.lease = Some(r.lease);
+    for (_, value) in &records.nodes {
+        if let Ok(r) = serde_json::from_slice::<strata_cluster::NodeRecord>(value) {
+            if let Some(v) = view(&mut views, &r.node) {
+                v.status = "alive";
+                v.since = Some(r.since);
+                v.lease = Some(r.lease);
+            }
         }
     }
-    for (key, _) in read("trust").await? {
+    for (key, _) in &records.trust {
         // trust/<node>/<kid>: the node is the key's, never the value's.
-        let rest = key.strip_prefix(&etcd.key(&["trust", ""])).unwrap_or("");
+        let rest = key.strip_prefix(trust_prefix).unwrap_or("");
         if let Some((node, _kid)) = rest.split_once('/') {
-            view(&mut views, node).keys += 1;
+            if let Some(v) = view(&mut views, node) {
+                v.keys += 1;
+            }
         }
     }
-    for (_, value) in read("registry").await? {
-        if let Ok(r) = serde_json::from_slice::<strata_cluster::RegistryRecord>(&value) {
-            view(&mut views, &r.node).services.push(r.service);
+    for (_, value) in &records.registry {
+        if let Ok(r) = serde_json::from_slice::<strata_cluster::RegistryRecord>(value) {
+            if let Some(v) = view(&mut views, &r.node) {
+                if v.services.len() < MAX_SERVICES {
+                    v.services.push(r.service);
+                }
+            }
         }
     }
-    for (_, value) in read("removed").await? {
-        if let Ok(r) = serde_json::from_slice::<strata_cluster::RemovedRecord>(&value) {
-            let v = view(&mut views, &r.node);
-            v.status = "removed";
-            v.removed_at = Some(r.removed_at);
+    for (_, value) in &records.removed {
+        if let Ok(r) = serde_json::from_slice::<strata_cluster::RemovedRecord>(value) {
+            if let Some(v) = view(&mut views, &r.node) {
+                v.status = "removed";
+                v.removed_at = Some(r.removed_at);
+            }
         }
     }
-    let views: Vec<NodeView> = views.into_values().collect();
+    views.into_values().collect()
+}
+
+/// Connect to etcd and read the nodes' views (for `cluster nodes` and the console).
+pub async fn read_nodes(etcd: &str, prefix: &str) -> Result<Vec<NodeView>, Failure> {
+    let etcd = connect(etcd, prefix).await?;
+    let records = read_records(&etcd).await?;
+    Ok(node_views(&records, &etcd.key(&["trust", ""])))
+}
+
+async fn nodes(etcd: &str, prefix: &str, global: &Global) -> Result<ExitCode, Failure> {
+    let views = read_nodes(etcd, prefix).await?;
     let format = global.format();
     match format {
         Format::Json => output::json(&json!({ "nodes": views })),
@@ -344,4 +398,92 @@ fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| unix(t).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &serde_json::Value) -> (String, Vec<u8>) {
+        (key.to_owned(), serde_json::to_vec(value).unwrap())
+    }
+
+    #[test]
+    fn node_views_join_leases_keys_services_and_tombstones() {
+        let records = Records {
+            nodes: vec![
+                kv(
+                    "/s/nodes/a",
+                    &json!({"node": "a", "lease": 7, "since": 100}),
+                ),
+                ("/s/nodes/junk".into(), b"not json".to_vec()),
+            ],
+            trust: vec![
+                kv("/s/trust/a/k1", &json!({})),
+                kv("/s/trust/b/k1", &json!({})),
+                kv("/s/trust/b/k2", &json!({})),
+                kv("/s/trust/c/k1", &json!({})),
+            ],
+            registry: vec![kv(
+                "/s/registry/fs/a",
+                &json!({"service": "fs", "node": "a", "endpoint": "tcp://x:1", "api_v": 1}),
+            )],
+            removed: vec![kv("/s/removed/c", &json!({"node": "c", "removed_at": 200}))],
+        };
+        let v = node_views(&records, "/s/trust/");
+        let got: Vec<_> = v
+            .iter()
+            .map(|n| {
+                (
+                    n.node.as_str(),
+                    n.status,
+                    n.since,
+                    n.lease,
+                    n.keys,
+                    n.services.clone(),
+                    n.removed_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a",
+                    "alive",
+                    Some(100),
+                    Some(7),
+                    1,
+                    vec!["fs".to_owned()],
+                    None
+                ),
+                ("b", "down", None, None, 2, vec![], None),
+                ("c", "removed", None, None, 1, vec![], Some(200)),
+            ]
+        );
+    }
+
+    #[test]
+    fn node_views_are_bounded() {
+        let mut records = Records::default();
+        for i in 0..MAX_NODES + 5 {
+            let node = format!("n{i:05}");
+            records.nodes.push(kv(
+                &format!("/s/nodes/{node}"),
+                &json!({"node": node, "lease": 1, "since": 1}),
+            ));
+        }
+        for i in 0..MAX_SERVICES + 5 {
+            records.registry.push(kv(
+                &format!("/s/registry/s{i}/n00000"),
+                &json!({"service": format!("s{i}"), "node": "n00000", "endpoint": "tcp://x:1", "api_v": 1}),
+            ));
+        }
+        // A node past the bound gets nothing, not even from other directories.
+        records.trust.push(kv("/s/trust/zz/k", &json!({})));
+        let v = node_views(&records, "/s/trust/");
+        assert_eq!(v.len(), MAX_NODES);
+        assert_eq!(v[0].services.len(), MAX_SERVICES);
+        assert!(v.iter().all(|n| n.node != "zz"));
+    }
 }

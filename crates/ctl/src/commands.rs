@@ -37,6 +37,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             listen,
             allow_remote,
             state_dir,
+            etcd,
+            cluster_prefix,
         } => {
             crate::console::run(
                 g,
@@ -44,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     listen,
                     allow_remote,
                     state_dir,
+                    etcd: etcd.map(|e| (e, cluster_prefix)),
                 },
             )
             .await

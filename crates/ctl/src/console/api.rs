@@ -391,10 +391,64 @@ async fn cluster(console: &Console) -> Response<Body> {
         .await
         .ok()
         .and_then(|h| h.extra.get("cluster").cloned());
-    json(
-        StatusCode::OK,
-        &json!({"configured": true, "identity": cluster, "registry": registry}),
-    )
+    let mut answer = json!({"configured": true, "identity": cluster, "registry": registry});
+    if let (Value::Object(a), Value::Object(s)) = (&mut answer, registry_staleness(console).await) {
+        a.extend(s);
+    }
+    if let Some((endpoints, prefix)) = &console.etcd {
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs_f64(console.caller.global.timeout.clamp(1.0, 10.0)),
+            crate::cluster::read_nodes(endpoints, prefix),
+        );
+        match read.await {
+            Ok(Ok(nodes)) => answer["nodes"] = json!(nodes),
+            Ok(Err(f)) => answer["nodes_error"] = json!(failure_text(&f)),
+            Err(_) => answer["nodes_error"] = json!("etcd did not answer in time"),
+        }
+    }
+    json(StatusCode::OK, &answer)
+}
+
+/// The registry's etcd contact from its `sys.metrics` (admin only: all `null` when
+/// refused, and not asked again for a while).
+async fn registry_staleness(console: &Console) -> Value {
+    let now = std::time::Instant::now();
+    let refused = console
+        .rates
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .refused_lately("registry", now);
+    let snapshot = if refused {
+        None
+    } else {
+        match call::<sys::Metrics>(console, "registry", &NoParams {}).await {
+            Ok(m) => Some(m),
+            // An answer (a refusal) is remembered; an unreachable registry is asked again.
+            Err(Failure::Server(_)) => {
+                console
+                    .rates
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .refused("registry", now);
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    match snapshot {
+        Some(m) => metrics::staleness(&m),
+        None => json!({"contact_age_s": null, "lease_held": null, "etcd_connected": null}),
+    }
+}
+
+/// A failure's message, without its exit code.
+fn failure_text(f: &Failure) -> String {
+    match f {
+        Failure::Server(body) => body.message.clone(),
+        Failure::Usage(m) | Failure::Unreachable(m) | Failure::Denied(m) | Failure::Failed(m) => {
+            m.clone()
+        }
+    }
 }
 
 /// The log stream: the last lines, then new ones as the supervisor has them.

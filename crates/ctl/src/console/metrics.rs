@@ -65,6 +65,27 @@ pub fn requests(snapshot: &MetricsResult) -> Option<f64> {
     )
 }
 
+/// The first scalar sample of family `name`, if the snapshot has one.
+pub fn scalar(snapshot: &MetricsResult, name: &str) -> Option<f64> {
+    let family = snapshot.families.iter().find(|f| f.name == name)?;
+    family.samples.iter().find_map(|s| match s.value {
+        SampleValue::Scalar { value } => Some(value),
+        SampleValue::Histogram { .. } => None,
+    })
+}
+
+/// The registry's view of its etcd contact, for the cluster page: seconds since etcd
+/// last answered the lease keep-alive, whether the lease is held, whether etcd is
+/// connected (each `null` when the registry does not report it).
+pub fn staleness(snapshot: &MetricsResult) -> serde_json::Value {
+    let flag = |name| scalar(snapshot, name).map(|v| v != 0.0);
+    serde_json::json!({
+        "contact_age_s": scalar(snapshot, "strata_cluster_etcd_contact_age_seconds"),
+        "lease_held": flag("strata_cluster_lease_held"),
+        "etcd_connected": flag("strata_cluster_etcd_connected"),
+    })
+}
+
 /// What the console remembers between two node answers, per service.
 #[derive(Default)]
 pub struct Rates {
@@ -157,5 +178,27 @@ mod tests {
         r.refused("fs", t0);
         assert!(r.refused_lately("fs", t0 + Duration::from_secs(1)));
         assert!(!r.refused_lately("fs", t0 + REFUSED_FOR));
+    }
+
+    #[test]
+    fn staleness_reads_the_registrys_cluster_gauges() {
+        let m: MetricsResult = serde_json::from_value(serde_json::json!({"families": [
+            {"name": "strata_cluster_etcd_contact_age_seconds", "help": "", "type": "gauge",
+             "samples": [{"value": 42.5}]},
+            {"name": "strata_cluster_lease_held", "help": "", "type": "gauge",
+             "samples": [{"value": 1.0}]},
+            {"name": "strata_cluster_etcd_connected", "help": "", "type": "gauge",
+             "samples": [{"value": 0.0}]},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            staleness(&m),
+            serde_json::json!({"contact_age_s": 42.5, "lease_held": true, "etcd_connected": false})
+        );
+        let none = MetricsResult { families: vec![] };
+        assert_eq!(
+            staleness(&none),
+            serde_json::json!({"contact_age_s": null, "lease_held": null, "etcd_connected": null})
+        );
     }
 }

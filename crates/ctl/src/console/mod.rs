@@ -49,6 +49,8 @@ pub struct Options {
     pub allow_remote: bool,
     /// The state directory holding `audit.log`.
     pub state_dir: Option<PathBuf>,
+    /// etcd endpoints and the cluster prefix, for the cluster page's node list.
+    pub etcd: Option<(String, String)>,
 }
 
 /// Who the console calls the services as: the global options and the token (kept here,
@@ -85,6 +87,8 @@ pub struct Console {
     /// `<state dir>/audit.log`, or why there is none.
     audit_log: Result<PathBuf, String>,
     rates: Mutex<metrics::Rates>,
+    /// etcd endpoints and the cluster prefix (`--etcd`, `--cluster-prefix`).
+    etcd: Option<(String, String)>,
 }
 
 /// Run the console until SIGINT or SIGTERM.
@@ -114,6 +118,7 @@ pub async fn run(session: Session, options: Options) -> Result<ExitCode, Failure
         },
         audit_log,
         rates: Mutex::new(metrics::Rates::default()),
+        etcd: options.etcd,
     });
     {
         let mut out = std::io::stdout().lock();

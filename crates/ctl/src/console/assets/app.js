@@ -736,6 +736,31 @@
           if (id.loaded === false) warnings.push("identity has not loaded the cluster's state");
           if (id.removed === true) warnings.push('this node was removed from the cluster');
           if (warnings.length) section.append(el('p', { class: 'warning', role: 'status', text: `Attention: ${warnings.join('; ')}.` }));
+          // Staleness, from the registry's sys.metrics (null when it refused: admin only).
+          const age = data.contact_age_s;
+          if (typeof age === 'number' && isFinite(age)) {
+            const stale = age > 30;
+            section.append(el('p', { id: 'cluster-contact', class: stale ? 'warning' : null, 'data-stale': String(stale),
+              text: `Last heard from etcd ${Math.round(age)} s ago` + (data.lease_held === false ? ' (node lease not held)' : '') + '.' }));
+          } else {
+            section.append(el('p', { id: 'cluster-contact', class: 'muted', text: "The registry's etcd contact is not known (its metrics are admin-only)." }));
+          }
+          section.append(el('h2', { text: 'Nodes' }));
+          if (typeof data.nodes_error === 'string') {
+            section.append(el('p', { class: 'warning', role: 'status', text: `Cannot read the nodes from etcd: ${data.nodes_error}` }));
+          } else if (Array.isArray(data.nodes)) {
+            section.append(el('table', { id: 'cluster-nodes' },
+              el('thead', {}, el('tr', {}, ['Node', 'Status', 'Since', 'Services', 'Keys', 'Lease'].map((h) => el('th', { scope: 'col', text: h })))),
+              el('tbody', {}, data.nodes.map((n) => el('tr', { 'data-node': String(n.node), 'data-status': String(n.status) },
+                el('td', { text: String(n.node) }),
+                el('td', { text: String(n.status) }),
+                el('td', {}, timeEl(n.removed_at ?? n.since)),
+                el('td', { text: list(n.services) }),
+                el('td', { text: String(n.keys ?? 0) }),
+                el('td', { text: typeof n.lease === 'number' ? n.lease.toString(16) : '–' }))))));
+          } else {
+            section.append(el('p', { class: 'muted', text: 'Start the console with --etcd to list the nodes.' }));
+          }
           section.append(el('h2', { text: 'identity' }), kv(data.identity),
             el('h2', { text: 'registry' }), data.registry ? kv(data.registry) : el('p', { class: 'muted', text: 'The registry reports no cluster state.' }));
         }

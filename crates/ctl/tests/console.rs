@@ -114,10 +114,16 @@ fn console(sb: &Sandbox) -> Console {
 
 /// A console started with `args` before `console`.
 fn console_with(sb: &Sandbox, args: &[&str]) -> Console {
+    console_full(sb, args, &[])
+}
+
+/// A console started with `args` before `console` and `own` after it.
+fn console_full(sb: &Sandbox, args: &[&str], own: &[&str]) -> Console {
     let out = sb.root().join("console.out");
     let mut cmd = sb.command("strata-ctl");
     cmd.args(args)
         .arg("console")
+        .args(own)
         .stdout(std::fs::File::create(&out).unwrap());
     let proc = Proc::spawn("strata-ctl console", &mut cmd);
     let mut printed = String::new();
@@ -754,4 +760,58 @@ fn caps_stop_after_twenty_pages() {
     assert_eq!(v["truncated"], true, "{v}");
     assert_eq!(v["caps"].as_array().unwrap().len(), 20);
     assert_eq!(calls.load(Ordering::SeqCst) - before, 20);
+}
+
+/// Serve `router` as `name` in the sandbox, on its own thread.
+fn serve(sb: &Sandbox, name: &str, router: Router) {
+    let path = sb.socket(name);
+    let bound = path.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let server = Server::bind(ServerConfig::new(&bound), router).unwrap();
+                server.serve(std::future::pending()).await;
+            });
+    });
+    wait_until(name, DEADLINE, || healthy(&path));
+}
+
+#[test]
+fn the_cluster_answer_has_the_registrys_etcd_contact_and_an_etcd_error_not_a_failed_page() {
+    let sb = Sandbox::new();
+    fake_supervisor(&sb);
+    serve(
+        &sb,
+        "identity",
+        Router::new("identity", "0").health_extra(|| {
+            serde_json::json!({"cluster": {"node": "node-1", "loaded": true, "etcd_connected": true}})
+                .as_object()
+                .unwrap()
+                .clone()
+        }),
+    );
+    serve(
+        &sb,
+        "registry",
+        Router::new("registry", "0").metrics(|snap| {
+            snap.gauge("strata_cluster_etcd_contact_age_seconds", "age", 41.0)
+                .gauge("strata_cluster_lease_held", "held", 1.0)
+                .gauge("strata_cluster_etcd_connected", "connected", 0.0);
+        }),
+    );
+    // Nothing listens on port 1: etcd cannot be read.
+    let c = console_full(&sb, &["--timeout", "1"], &["--etcd", "http://127.0.0.1:1"]);
+    let cookie = sign_in(&c);
+    let answer = request(&c, "GET", "/api/cluster", &[("Cookie", &cookie)]);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let v = answer.json();
+    assert_eq!(v["configured"], true, "{v}");
+    assert_eq!(v["contact_age_s"], 41.0, "{v}");
+    assert_eq!(v["lease_held"], true, "{v}");
+    assert_eq!(v["etcd_connected"], false, "{v}");
+    assert!(v["nodes_error"].is_string(), "{v}");
+    assert!(v.get("nodes").is_none(), "{v}");
 }

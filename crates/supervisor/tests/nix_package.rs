@@ -42,9 +42,16 @@ const TOOL_DRIVERS: &[(&str, &str)] = &[
 /// version or the target and sets `cfg`s, or generates Rust from files of its own.
 const NO_EXTERNAL_TOOL: &[&str] = &[
     "anyhow",
+    // cookie (version_check), the icu4x data crates and libm: only `cfg`s. They come with
+    // fantoccini, the browser test's WebDriver client (a dev-dependency of strata-e2e).
+    "cookie",
     "getrandom",
     "httparse",
+    "icu_normalizer_data",
+    "icu_properties_data",
+    "icu_segmenter_data",
     "libc",
+    "libm",
     "num-traits",
     "oid-registry",
     "parking_lot_core",

@@ -13,6 +13,9 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// TTL of the node lease: how long a dead node's registrations outlive it at most.
     pub lease_ttl: Duration,
+    /// How long this node may go without confirming it is current with etcd before its
+    /// verifiers refuse protected requests (fail closed); `None` (`off`) never refuses.
+    pub max_staleness: Option<Duration>,
 }
 
 /// Why the cluster settings in the environment were refused.
@@ -36,6 +39,9 @@ pub enum ConfigError {
     /// A lease TTL outside 2..=300 seconds.
     #[error("{ENV_TTL}: the lease TTL must be a whole number of seconds from 2 to 300, got {0:?}")]
     BadTtl(String),
+    /// A staleness bound that is not `off` or a duration from 1 s to 1 h.
+    #[error("{ENV_MAX_STALENESS}: write `off` or a whole duration from 1s to 1h (e.g. `500ms` is too short, `5s`, `30s`, `2m`), got {0:?}")]
+    BadStaleness(String),
 }
 
 /// This node's id.
@@ -46,12 +52,44 @@ pub const ENV_ETCD: &str = "STRATA_ETCD_ENDPOINTS";
 pub const ENV_PREFIX: &str = "STRATA_CLUSTER_PREFIX";
 /// The node lease TTL in seconds.
 pub const ENV_TTL: &str = "STRATA_LEASE_TTL_SECS";
+/// The staleness bound: `off`, or a duration such as `30s` (default
+/// [`ClusterConfig::DEFAULT_MAX_STALENESS`]).
+pub const ENV_MAX_STALENESS: &str = "STRATA_CLUSTER_MAX_STALENESS";
+
+/// Parses a staleness bound: `off` (`None`) or a whole number with a unit `ms`, `s`, `m`
+/// or `h`, from 1 s to 1 h.
+pub fn parse_max_staleness(text: &str) -> Result<Option<Duration>, ConfigError> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bad = || ConfigError::BadStaleness(text.chars().take(64).collect());
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = t.split_at(split);
+    if number.is_empty() || number.len() > 9 {
+        return Err(bad());
+    }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(bad()),
+    };
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(bad());
+    }
+    Ok(Some(d))
+}
 
 impl ClusterConfig {
     /// The key prefix when none is set.
     pub const DEFAULT_PREFIX: &'static str = "/strata";
     /// The lease TTL when none is set.
     pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+    /// The staleness bound when none is set.
+    pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(30);
 
     /// A configuration with the default prefix and lease TTL.
     pub fn new(node: &str, etcd: Vec<String>) -> Result<ClusterConfig, ConfigError> {
@@ -60,6 +98,7 @@ impl ClusterConfig {
             etcd,
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             lease_ttl: Self::DEFAULT_LEASE_TTL,
+            max_staleness: Some(Self::DEFAULT_MAX_STALENESS),
         };
         config.check()?;
         Ok(config)
@@ -94,11 +133,16 @@ impl ClusterConfig {
                 _ => return Err(ConfigError::BadTtl(text)),
             },
         };
+        let max_staleness = match var(ENV_MAX_STALENESS) {
+            None => Some(Self::DEFAULT_MAX_STALENESS),
+            Some(text) => parse_max_staleness(&text)?,
+        };
         let config = ClusterConfig {
             node,
             etcd,
             prefix,
             lease_ttl,
+            max_staleness,
         };
         config.check()?;
         Ok(Some(config))
@@ -156,6 +200,43 @@ mod tests {
         assert_eq!(c.etcd.len(), 2);
         assert_eq!(c.prefix, "/strata");
         assert_eq!(c.lease_ttl, Duration::from_secs(4));
+        assert_eq!(c.max_staleness, Some(ClusterConfig::DEFAULT_MAX_STALENESS));
+    }
+
+    #[test]
+    fn parses_the_staleness_bound() {
+        let etcd = (ENV_ETCD, "http://127.0.0.1:2379");
+        let at = |v: &str| parse(&[etcd, (ENV_NODE, "a"), (ENV_MAX_STALENESS, v)]);
+        assert_eq!(at("off").unwrap().unwrap().max_staleness, None);
+        assert_eq!(
+            at("5s").unwrap().unwrap().max_staleness,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            at(" 2m ").unwrap().unwrap().max_staleness,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            at("1500ms").unwrap().unwrap().max_staleness,
+            Some(Duration::from_millis(1500))
+        );
+        for bad in [
+            "",
+            "0s",
+            "999ms",
+            "2h",
+            "5",
+            "5 s",
+            "1.5s",
+            "-5s",
+            "5d",
+            "9999999999s",
+        ] {
+            assert!(
+                matches!(at(bad), Err(ConfigError::BadStaleness(_))),
+                "{bad:?} was accepted"
+            );
+        }
     }
 
     #[test]

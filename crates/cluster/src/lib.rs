@@ -10,6 +10,8 @@
 //! - [`Etcd`]: the client, every unary call bounded by a deadline (etcd being down must
 //!   turn into a prompt, loud error, never a hang) and moved to the next member when its
 //!   connection fails (one member down must cost no request).
+//! - [`freshness`]: confirmation rounds proving the mirrors current, and the cut-off past
+//!   `max_staleness`.
 //!
 //! Key layout under the configured prefix (default `/strata`):
 //!
@@ -26,6 +28,7 @@
 
 mod config;
 mod etcd;
+pub mod freshness;
 mod lease;
 mod mirror;
 mod records;
@@ -33,7 +36,8 @@ mod records;
 pub use config::{ClusterConfig, ConfigError};
 pub use etcd::{ClusterError, Etcd};
 pub use lease::NodeLease;
-pub use mirror::{Mirror, MirrorEvent, MirrorState};
+pub use freshness::Freshness;
+pub use mirror::{Mirror, MirrorEvent, MirrorProgress, MirrorState};
 pub use records::{NodeRecord, RegistryRecord, RemovedRecord, RevocationRecord, TrustRecord};
 
 /// Removes `node` from the cluster: records a tombstone (a removed node id is never

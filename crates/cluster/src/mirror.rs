@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// What a mirror holds right now.
 #[derive(Debug)]
@@ -20,6 +20,18 @@ pub struct MirrorState<T> {
     pub connected: bool,
     /// Bumped on every change, reload or connection change.
     pub generation: u64,
+    /// The etcd revision this copy is known current at: everything under the prefix up
+    /// to it has been applied (and handed to the event handler). Set by a load (its
+    /// snapshot's revision), an event (its revision) and a progress notification (its
+    /// header revision: no event for the prefix is pending up to there). 0 before the
+    /// first load.
+    pub revision: i64,
+    /// Like `revision`, but advanced by loads and events only, never by a progress
+    /// notification: every write under the prefix up to it has been applied. etcd 3.4
+    /// (before 3.4.25) may send a progress notification ahead of events it covers, so a
+    /// freshness check also requires this to reach the prefix's newest modification
+    /// ([`crate::freshness`]).
+    pub events_revision: i64,
 }
 
 impl<T> Clone for MirrorState<T> {
@@ -29,6 +41,8 @@ impl<T> Clone for MirrorState<T> {
             loaded: self.loaded,
             connected: self.connected,
             generation: self.generation,
+            revision: self.revision,
+            events_revision: self.events_revision,
         }
     }
 }
@@ -53,7 +67,67 @@ type Handler<T> = Arc<dyn Fn(MirrorEvent<'_, T>) + Send + Sync>;
 /// the copy current and reloads it whole after every reconnect.
 pub struct Mirror<T> {
     state: watch::Receiver<MirrorState<T>>,
+    progress: Arc<Notify>,
+    prefix: String,
     task: tokio::task::JoinHandle<()>,
+    revisions: watch::Receiver<(i64, i64)>,
+}
+
+/// The mirror task's side: the state it publishes, its applied revisions (published
+/// only after the handler saw what they cover) and the progress requests it is asked for.
+struct Link<T> {
+    tx: watch::Sender<MirrorState<T>>,
+    revisions: watch::Sender<(i64, i64)>,
+    progress: Arc<Notify>,
+}
+
+impl<T> Link<T> {
+    /// Records that everything up to `revision` (and every write up to `events`) has been
+    /// applied and handed to the handler.
+    fn applied(&self, revision: i64, events: i64) {
+        self.tx.send_if_modified(|s| {
+            let changed = s.revision != revision || s.events_revision != events;
+            s.revision = revision;
+            s.events_revision = events;
+            changed
+        });
+        self.revisions.send_if_modified(|r| {
+            let changed = *r != (revision, events);
+            *r = (revision, events);
+            changed
+        });
+    }
+}
+
+/// What a freshness check needs of one mirror, whatever its value type: its prefix, its
+/// applied revisions, and a way to ask its watch for a progress notification.
+#[derive(Clone)]
+pub struct MirrorProgress {
+    /// The mirrored prefix (a full key).
+    pub prefix: String,
+    revisions: watch::Receiver<(i64, i64)>,
+    progress: Arc<Notify>,
+}
+
+impl MirrorProgress {
+    /// Asks the mirror's watch for a progress notification (the mirror's task sends the
+    /// request on its stream; a no-op while the watch is down).
+    pub fn request_progress(&self) {
+        self.progress.notify_one();
+    }
+
+    /// `(revision, events_revision)` as in [`MirrorState`].
+    pub fn revisions(&self) -> (i64, i64) {
+        *self.revisions.borrow()
+    }
+
+    /// Waits until `revision >= at_least.0` and `events_revision >= at_least.1`.
+    pub async fn wait_for(&self, at_least: (i64, i64)) {
+        let mut rx = self.revisions.clone();
+        let _ = rx
+            .wait_for(|(r, e)| *r >= at_least.0 && *e >= at_least.1)
+            .await;
+    }
 }
 
 impl<T> Drop for Mirror<T> {
@@ -80,9 +154,33 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
             loaded: false,
             connected: false,
             generation: 0,
+            revision: 0,
+            events_revision: 0,
         });
-        let task = tokio::spawn(run(etcd, prefix, tx, Arc::new(handler)));
-        Mirror { state: rx, task }
+        let progress = Arc::new(Notify::new());
+        let (revisions_tx, revisions_rx) = watch::channel((0, 0));
+        let link = Link {
+            tx,
+            revisions: revisions_tx,
+            progress: Arc::clone(&progress),
+        };
+        let task = tokio::spawn(run(etcd, prefix.clone(), link, Arc::new(handler)));
+        Mirror {
+            state: rx,
+            progress,
+            prefix,
+            task,
+            revisions: revisions_rx,
+        }
+    }
+
+    /// A handle for freshness checks ([`crate::freshness`]).
+    pub fn progress(&self) -> MirrorProgress {
+        MirrorProgress {
+            prefix: self.prefix.clone(),
+            revisions: self.revisions.clone(),
+            progress: Arc::clone(&self.progress),
+        }
     }
 
     /// The current state.
@@ -110,14 +208,14 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
 async fn run<T: DeserializeOwned + Clone + Send + Sync + 'static>(
     etcd: Etcd,
     prefix: String,
-    tx: watch::Sender<MirrorState<T>>,
+    link: Link<T>,
     handler: Handler<T>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let error = follow(&etcd, &prefix, &tx, &handler, &mut backoff).await;
-        let was_connected = tx.borrow().connected;
-        tx.send_modify(|s| {
+        let error = follow(&etcd, &prefix, &link, &handler, &mut backoff).await;
+        let was_connected = link.tx.borrow().connected;
+        link.tx.send_modify(|s| {
             s.connected = false;
             s.generation += 1;
         });
@@ -137,10 +235,11 @@ async fn run<T: DeserializeOwned + Clone + Send + Sync + 'static>(
 async fn follow<T: DeserializeOwned + Clone>(
     etcd: &Etcd,
     prefix: &str,
-    tx: &watch::Sender<MirrorState<T>>,
+    link: &Link<T>,
     handler: &Handler<T>,
     backoff: &mut Duration,
 ) -> String {
+    let tx = &link.tx;
     let (revision, raw) = match etcd.get_prefix(prefix).await {
         Ok(r) => r,
         Err(e) => return e.to_string(),
@@ -148,10 +247,11 @@ async fn follow<T: DeserializeOwned + Clone>(
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1);
-    let (mut stream, endpoint) = match etcd.watch(prefix, options).await {
+    let (stream, endpoint) = match etcd.watch(prefix, options).await {
         Ok(s) => s,
         Err(e) => return e.to_string(),
     };
+    let (mut requests, mut stream) = stream.split();
     let entries: Arc<BTreeMap<String, T>> = Arc::new(
         raw.into_iter()
             .filter_map(|(key, value)| {
@@ -169,10 +269,23 @@ async fn follow<T: DeserializeOwned + Clone>(
         s.generation += 1;
     });
     handler(MirrorEvent::Loaded(&entries));
+    // The applied revisions only once the handler has seen what they cover.
+    let (mut applied, mut events_applied) = (revision, revision);
+    link.applied(applied, events_applied);
     *backoff = Duration::from_millis(50);
     tracing::debug!(%prefix, revision, "etcd mirror loaded; watching");
     loop {
-        let response = match stream.message().await {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            () = link.progress.notified() => {
+                if let Err(e) = requests.request_progress().await {
+                    etcd.broken(endpoint);
+                    return format!("cannot ask the watch for progress: {e}");
+                }
+                continue;
+            }
+        };
+        let response = match message {
             Ok(Some(r)) => r,
             // The connection to that member broke (or went silent until the keep-alive
             // gave up on it): the next watch is opened on the next member first.
@@ -189,11 +302,21 @@ async fn follow<T: DeserializeOwned + Clone>(
             return format!("the watch was cancelled: {}", response.cancel_reason());
         }
         if response.events().is_empty() {
+            // A progress notification: no event for this watch is pending up to its
+            // header revision. Not the creation answer: the watch may still be catching
+            // up from its start revision then.
+            if !response.created() {
+                if let Some(header) = response.header() {
+                    applied = applied.max(header.revision());
+                    link.applied(applied, events_applied);
+                }
+            }
             continue;
         }
-        let mut applied: Vec<(String, Option<T>)> = Vec::new();
+        let mut applied_events: Vec<(String, Option<T>)> = Vec::new();
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
+            events_applied = events_applied.max(kv.mod_revision());
             let Some(name) = kv.key_str().ok().and_then(|k| k.strip_prefix(prefix)) else {
                 continue;
             };
@@ -203,13 +326,13 @@ async fn follow<T: DeserializeOwned + Clone>(
                 EventType::Put => parse::<T>(prefix, name, kv.value()),
                 EventType::Delete => None,
             };
-            applied.push((name.to_owned(), value));
+            applied_events.push((name.to_owned(), value));
         }
         // In place: the map is copied only while a reader still holds the previous
         // snapshot, not once per event (the revocation prefix can be large).
         tx.send_modify(|s| {
             let entries = Arc::make_mut(&mut s.entries);
-            for (name, value) in &applied {
+            for (name, value) in &applied_events {
                 match value {
                     Some(v) => entries.insert(name.clone(), v.clone()),
                     None => entries.remove(name),
@@ -217,12 +340,14 @@ async fn follow<T: DeserializeOwned + Clone>(
             }
             s.generation += 1;
         });
-        for (name, value) in &applied {
+        for (name, value) in &applied_events {
             match value {
                 Some(v) => handler(MirrorEvent::Put(name, v)),
                 None => handler(MirrorEvent::Deleted(name)),
             }
         }
+        applied = applied.max(events_applied);
+        link.applied(applied, events_applied);
     }
 }
 

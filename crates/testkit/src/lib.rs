@@ -10,7 +10,8 @@
 //!   implementation, so tests check the servers against the spec rather than against the
 //!   project's own client.
 //! - [`etcd::Etcd`] runs a real single-member etcd on loopback ports for cluster tests,
-//!   [`etcd_cluster::EtcdCluster`] a multi-member one for fault tests.
+//!   [`etcd_cluster::EtcdCluster`] a multi-member one for fault tests, and
+//!   [`proxy::TcpProxy`] a loopback TCP proxy a test can blackhole (a partition).
 //!
 //! Not for production code.
 
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 pub mod etcd;
 pub mod etcd_cluster;
+pub mod proxy;
 
 /// Generous deadline for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -150,20 +150,35 @@ pub trait Clock: Send + Sync {
     /// Time elapsed since an arbitrary fixed origin, never going backwards. Rate buckets use
     /// this so that a wall-clock step cannot refill or drain them.
     fn monotonic(&self) -> Duration;
+    /// How far this wall clock may be from the clock of any node whose tokens it checks:
+    /// `None` on a single node (every token is checked by the clock that issued it), the
+    /// cluster's max clock skew in cluster mode. [`authorize`](crate::authorize) refuses a
+    /// token that clock skew could make look current (see [`check_current`](crate::check_current)).
+    fn max_skew(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The real clocks: [`SystemTime`] for the wall clock and [`Instant`] for the monotonic one.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     origin: Instant,
+    max_skew: Option<Duration>,
 }
 
 impl SystemClock {
-    /// A clock whose monotonic reading starts at zero now.
+    /// A clock whose monotonic reading starts at zero now, for a single node.
     pub fn new() -> SystemClock {
         SystemClock {
             origin: Instant::now(),
+            max_skew: None,
         }
+    }
+
+    /// This clock, known to be within `max_skew` of every other node's (cluster mode:
+    /// [`max_clock_skew_from_lookup`](crate::max_clock_skew_from_lookup)); `None` for a single node.
+    pub fn with_max_skew(self, max_skew: Option<Duration>) -> SystemClock {
+        SystemClock { max_skew, ..self }
     }
 }
 
@@ -181,20 +196,33 @@ impl Clock for SystemClock {
     fn monotonic(&self) -> Duration {
         self.origin.elapsed()
     }
+
+    fn max_skew(&self) -> Option<Duration> {
+        self.max_skew
+    }
 }
 
 /// A clock that only moves when told to. For tests, here and in the services' crates.
 #[derive(Debug)]
 pub struct ManualClock {
     state: Mutex<(Timestamp, Duration)>,
+    max_skew: Option<Duration>,
 }
 
 impl ManualClock {
-    /// A clock reading `start` on the wall and zero on the monotonic clock.
+    /// A clock reading `start` on the wall and zero on the monotonic clock, for a single
+    /// node.
     pub fn new(start: Timestamp) -> ManualClock {
         ManualClock {
             state: Mutex::new((start, Duration::ZERO)),
+            max_skew: None,
         }
+    }
+
+    /// This clock as a cluster node's, allowed to be `max_skew` from the other nodes'
+    /// (see [`Clock::max_skew`]).
+    pub fn with_max_skew(self, max_skew: Option<Duration>) -> ManualClock {
+        ManualClock { max_skew, ..self }
     }
 
     /// Moves both clocks forward by `d`.
@@ -218,6 +246,10 @@ impl Clock for ManualClock {
 
     fn monotonic(&self) -> Duration {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).1
+    }
+
+    fn max_skew(&self) -> Option<Duration> {
+        self.max_skew
     }
 }
 

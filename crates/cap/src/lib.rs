@@ -13,7 +13,8 @@
 //!   repeated token costs a hash and a comparison instead of a signature check;
 //! - [`authorize`], the single place that decides whether a capability may call a method
 //!   (SPEC §1, invariant 3), with its inputs: [`RevocationSet`], [`RateLimiter`], and a
-//!   [`Clock`] that tests replace with [`ManualClock`];
+//!   [`Clock`] that tests replace with [`ManualClock`], and in cluster mode the max clock
+//!   skew between nodes it allows for ([`max_clock_skew_from_env`]);
 //! - the delegation rules: a child's [`Terms`] from what a delegation asks for
 //!   ([`Narrowing`], omitted terms inherited) and [`attenuates`], the one check that a child
 //!   allows nothing its parent does not; and [`Standing`], each validity fact
@@ -55,6 +56,7 @@ pub mod paseto;
 mod policy;
 mod rate;
 mod revocation;
+mod skew;
 mod table;
 mod verify;
 
@@ -68,4 +70,8 @@ pub use paseto::{TokenVersion, MAX_TOKEN_LEN};
 pub use policy::{authorize, check_current, AuthContext, Denial, DenialKind, Standing};
 pub use rate::{RateLimit, RateLimiter, RatePeriod};
 pub use revocation::{RevocationSet, DEFAULT_REVOCATION_RETENTION};
+pub use skew::{
+    max_clock_skew_from_env, max_clock_skew_from_lookup, parse_max_clock_skew,
+    DEFAULT_MAX_CLOCK_SKEW, ENV_MAX_CLOCK_SKEW, MAX_MAX_CLOCK_SKEW,
+};
 pub use verify::Verifier;

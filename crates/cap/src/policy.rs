@@ -19,6 +19,9 @@ pub struct AuthContext<'a> {
     pub now: Timestamp,
     /// Monotonic time, for the rate buckets.
     pub monotonic: Duration,
+    /// How far the issuing node's clock may be from `now` ([`Clock::max_skew`]): `None`
+    /// on a single node.
+    pub max_skew: Option<Duration>,
     /// Revoked capabilities.
     pub revocations: &'a RevocationSet,
     /// Per-capability rate buckets.
@@ -35,6 +38,7 @@ impl<'a> AuthContext<'a> {
         AuthContext {
             now: clock.now(),
             monotonic: clock.monotonic(),
+            max_skew: clock.max_skew(),
             revocations,
             rate_limiter,
         }
@@ -46,6 +50,7 @@ impl fmt::Debug for AuthContext<'_> {
         f.debug_struct("AuthContext")
             .field("now", &self.now)
             .field("monotonic", &self.monotonic)
+            .field("max_skew", &self.max_skew)
             .finish_non_exhaustive()
     }
 }
@@ -53,7 +58,8 @@ impl fmt::Debug for AuthContext<'_> {
 /// Why [`authorize`] said no.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DenialKind {
-    /// `nbf` is in the future.
+    /// `nbf` is in the future, or (cluster mode) `iat` is further ahead of this node's
+    /// clock than the cluster's max clock skew allows.
     NotYetValid,
     /// `exp` has passed.
     Expired,
@@ -122,7 +128,9 @@ impl Denial {
 /// Decides whether the capability in `claims` may call `method` (e.g. `fs.read`) now.
 ///
 /// In order, each failure ending the check:
-/// 1. `nbf` ≤ now < `exp` on `ctx`'s wall clock;
+/// 1. `nbf` ≤ now < `exp` on `ctx`'s wall clock; in cluster mode (`ctx.max_skew` set)
+///    for every clock within the skew of it, and `iat` is at most the skew ahead
+///    ([`check_current`]);
 /// 2. neither the capability nor any of its `parents` is revoked;
 /// 3. the token's `service` is the method's service (the part before the first dot);
 /// 4. the token grants the method: a right equal to the full method name, or a legacy
@@ -137,7 +145,7 @@ impl Denial {
 /// ([`Verifier::verify`](crate::Verifier::verify)); a token whose constraints could not be
 /// parsed was already refused there (fail closed).
 pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result<(), Denial> {
-    check_current(claims, ctx.now, ctx.revocations)?;
+    check_current(claims, ctx.now, ctx.max_skew, ctx.revocations)?;
 
     let Some((service, action)) = split_method(method) else {
         return Err(Denial::new(
@@ -202,24 +210,45 @@ pub fn authorize(claims: &Claims, method: &str, ctx: &AuthContext<'_>) -> Result
 /// Checks 1 and 2 of [`authorize`] alone: the capability is within `nbf`..`exp` at `now`
 /// and neither it nor an ancestor is revoked. For operations on a capability itself
 /// (identity's delegate and revoke) that are not calls of the capability's service.
+///
+/// `max_skew` ([`Clock::max_skew`]) is how far the issuing node's clock may be from the one
+/// that read `now`: `None` on a single node. With a skew `s`, the window is read as the
+/// issuer's clock could be reading it, and a token is current only if it is current for
+/// every such reading: expired from `exp - s` on, valid only from `nbf + s` on, so that no
+/// node honours a token outside `nbf..exp` of the issuer's clock while the clocks are
+/// within `s` of each other. A token whose `iat` is more than `s` ahead of `now` is refused
+/// as not yet valid: its issuer's clock is further from this one than the bound, and the
+/// guarantee would not hold.
 pub fn check_current(
     claims: &Claims,
     now: Timestamp,
+    max_skew: Option<Duration>,
     revocations: &RevocationSet,
 ) -> Result<(), Denial> {
-    if let Some(nbf) = valid_later(claims, now) {
-        return Err(Denial::new(
-            DenialKind::NotYetValid,
-            format!("token is not valid before {nbf}"),
-        ));
+    if let Some(reason) = valid_later(claims, now, max_skew) {
+        return Err(Denial::new(DenialKind::NotYetValid, reason));
     }
-    if expired(claims, now) {
-        return Err(Denial::new(
-            DenialKind::Expired,
-            format!("token expired at {}", claims.exp),
-        ));
+    if expired(claims, now, max_skew) {
+        let reason = match max_skew {
+            None => format!("token expired at {}", claims.exp),
+            Some(skew) => format!(
+                "token expired at {} less this cluster's max clock skew of {}",
+                claims.exp,
+                skew_text(skew)
+            ),
+        };
+        return Err(Denial::new(DenialKind::Expired, reason));
     }
     check_revocation(claims, revocations)
+}
+
+/// `5s`, or `250ms` when not whole seconds.
+fn skew_text(skew: Duration) -> String {
+    if skew.subsec_nanos() == 0 {
+        format!("{}s", skew.as_secs())
+    } else {
+        format!("{}ms", skew.as_millis())
+    }
 }
 
 /// Where a verified capability stands at a time, each fact on its own: what
@@ -236,11 +265,17 @@ pub struct Standing {
 }
 
 impl Standing {
-    /// How `claims` stand at `now` against `revocations`, by the rules of [`check_current`].
-    pub fn of(claims: &Claims, now: Timestamp, revocations: &RevocationSet) -> Standing {
+    /// How `claims` stand at `now` against `revocations`, allowing for `max_skew`, by the
+    /// rules of [`check_current`].
+    pub fn of(
+        claims: &Claims,
+        now: Timestamp,
+        max_skew: Option<Duration>,
+        revocations: &RevocationSet,
+    ) -> Standing {
         Standing {
-            not_yet_valid: valid_later(claims, now).is_some(),
-            expired: expired(claims, now),
+            not_yet_valid: valid_later(claims, now, max_skew).is_some(),
+            expired: expired(claims, now, max_skew),
             revoked: revocations.covers(claims),
         }
     }
@@ -251,14 +286,33 @@ impl Standing {
     }
 }
 
-/// The `nbf` of a capability not valid yet at `now` (valid from `nbf` on, inclusive).
-fn valid_later(claims: &Claims, now: Timestamp) -> Option<Timestamp> {
-    claims.nbf.filter(|&nbf| now < nbf)
+/// Why a capability is not valid yet at `now`, if it is not: valid from `nbf` on,
+/// inclusive, plus the skew; in cluster mode `iat` at most the skew ahead.
+fn valid_later(claims: &Claims, now: Timestamp, max_skew: Option<Duration>) -> Option<String> {
+    let skew = max_skew.unwrap_or_default();
+    if let Some(nbf) = claims.nbf.filter(|&nbf| now < nbf.saturating_add(skew)) {
+        return Some(match max_skew {
+            None => format!("token is not valid before {nbf}"),
+            Some(skew) => format!(
+                "token is not valid before {nbf} plus this cluster's max clock skew of {}",
+                skew_text(skew)
+            ),
+        });
+    }
+    let skew = max_skew?;
+    (claims.iat > now.saturating_add(skew)).then(|| {
+        format!(
+            "token was issued at {}, more than this cluster's max clock skew of {} ahead of \
+             this node's clock ({now}): the two nodes' clocks are further apart than allowed",
+            claims.iat,
+            skew_text(skew)
+        )
+    })
 }
 
-/// Valid until `exp`, exclusive.
-fn expired(claims: &Claims, now: Timestamp) -> bool {
-    now >= claims.exp
+/// Valid until `exp`, exclusive; until `exp` less the skew in cluster mode.
+fn expired(claims: &Claims, now: Timestamp, max_skew: Option<Duration>) -> bool {
+    now.saturating_add(max_skew.unwrap_or_default()) >= claims.exp
 }
 
 fn check_revocation(claims: &Claims, revocations: &RevocationSet) -> Result<(), Denial> {
@@ -420,6 +474,120 @@ mod tests {
         assert_eq!(denial.code(), ErrorCode::Unauthenticated);
         f.clock.advance(Duration::from_secs(60));
         assert_eq!(f.check(&c, "fs.read"), Ok(()));
+    }
+
+    /// A verifier whose wall clock reads `offset` seconds from the issuer's (the real
+    /// time, here), in a cluster allowing `skew` seconds.
+    fn skewed(real: i64, offset: i64, skew: Option<u64>) -> Fixture {
+        let mut f = Fixture::new();
+        f.clock = ManualClock::new(Timestamp::from_unix_seconds(real + offset))
+            .with_max_skew(skew.map(Duration::from_secs));
+        f
+    }
+
+    #[test]
+    fn a_verifier_behind_the_issuer_refuses_a_token_at_the_issuers_exp() {
+        // Issued at T0 by a correct clock, expiring at T0 + 3600 (real time).
+        let c = claims();
+        let exp = T0 + 3600;
+        // Without an allowance a clock 5 s behind honours the token 5 s past its exp.
+        assert_eq!(skewed(exp + 4, -5, None).check(&c, "fs.read"), Ok(()));
+        // With the cluster's 5 s it is refused from the real exp on.
+        assert_eq!(skewed(exp - 1, -5, Some(5)).check(&c, "fs.read"), Ok(()));
+        for real in [exp, exp + 1, exp + 4, exp + 60] {
+            let denial = skewed(real, -5, Some(5)).check(&c, "fs.read").unwrap_err();
+            assert_eq!(
+                denial.kind(),
+                DenialKind::Expired,
+                "real time exp{:+}",
+                real - exp
+            );
+            assert_eq!(denial.code(), ErrorCode::Unauthenticated);
+            assert!(denial.reason().contains("max clock skew of 5s"), "{denial}");
+        }
+    }
+
+    #[test]
+    fn a_verifier_ahead_of_the_issuer_refuses_early_and_accepts_fresh_tokens() {
+        let c = claims();
+        let exp = T0 + 3600;
+        // A token fresh from the issuer is good on a node 5 s ahead or behind.
+        for offset in [-5, 0, 5] {
+            assert_eq!(
+                skewed(T0, offset, Some(5)).check(&c, "fs.read"),
+                Ok(()),
+                "offset {offset}"
+            );
+        }
+        // Ahead: refused 10 s before the real exp (its clock reads exp - 5 then), never after.
+        assert_eq!(skewed(exp - 11, 5, Some(5)).check(&c, "fs.read"), Ok(()));
+        for real in [exp - 10, exp, exp + 5] {
+            assert_eq!(
+                kind(skewed(real, 5, Some(5)).check(&c, "fs.read")),
+                DenialKind::Expired
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_issued_further_ahead_than_the_skew_is_not_yet_valid() {
+        let c = claims();
+        // The verifier is 6 s behind the issuer: outside the 5 s bound, so its clock
+        // cannot be trusted to judge the window.
+        let denial = skewed(T0, -6, Some(5)).check(&c, "fs.read").unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::NotYetValid);
+        assert_eq!(denial.code(), ErrorCode::Unauthenticated);
+        assert!(denial.reason().contains("issued at"), "{denial}");
+        // Once its clock has caught up to within the bound it is good.
+        assert_eq!(skewed(T0 + 1, -6, Some(5)).check(&c, "fs.read"), Ok(()));
+        // A single node checks only its own tokens: no `iat` check there.
+        assert_eq!(skewed(T0, -60, None).check(&c, "fs.read"), Ok(()));
+    }
+
+    #[test]
+    fn not_before_allows_for_the_skew_in_the_safe_direction() {
+        let mut c = claims();
+        c.nbf = Some(Timestamp::from_unix_seconds(T0 + 120));
+        // A node 5 s ahead of the issuer would honour it 5 s early; with the allowance it
+        // waits until every clock within the bound is past nbf.
+        assert_eq!(skewed(T0 + 119, 5, None).check(&c, "fs.read"), Ok(()));
+        let denial = skewed(T0 + 119, 5, Some(5))
+            .check(&c, "fs.read")
+            .unwrap_err();
+        assert_eq!(denial.kind(), DenialKind::NotYetValid);
+        assert!(denial.reason().contains("max clock skew"), "{denial}");
+        assert_eq!(skewed(T0 + 120, 5, Some(5)).check(&c, "fs.read"), Ok(()));
+    }
+
+    #[test]
+    fn a_revoked_token_is_refused_whatever_the_skew() {
+        let c = claims();
+        for offset in [-5, 0, 5] {
+            let f = skewed(T0 + 60, offset, Some(5));
+            f.revocations.insert(c.jti, None);
+            assert_eq!(
+                kind(f.check(&c, "fs.read")),
+                DenialKind::Revoked,
+                "{offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn standing_reports_what_check_current_decides_with_the_skew() {
+        let c = claims();
+        let exp = Timestamp::from_unix_seconds(T0 + 3600);
+        let at = exp.saturating_sub(Duration::from_secs(2));
+        let revoked = RevocationSet::new();
+        let skew = Some(Duration::from_secs(5));
+        assert!(Standing::of(&c, at, None, &revoked).is_current());
+        assert!(check_current(&c, at, None, &revoked).is_ok());
+        let standing = Standing::of(&c, at, skew, &revoked);
+        assert!(standing.expired && !standing.not_yet_valid, "{standing:?}");
+        assert_eq!(
+            check_current(&c, at, skew, &revoked).unwrap_err().kind(),
+            DenialKind::Expired
+        );
     }
 
     #[test]

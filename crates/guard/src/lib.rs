@@ -106,14 +106,21 @@ impl Guard {
             Ok(e) => e,
             Err(e) => panic!("identity socket path is unusable: {e}"),
         };
-        let guard = Arc::new(Guard::new(
+        let mut guard = Guard::new(
             Arc::new(TrustedKeys::new([])),
             Some(Source {
                 endpoint,
                 subscriber: config.subscriber,
                 catch_up: tokio::sync::Mutex::new(()),
             }),
-        ));
+        );
+        // In cluster mode every check of a token's time window allows for the cluster's
+        // max clock skew (strata_cap::check_current). A bad setting stops the service.
+        match strata_cap::max_clock_skew_from_env() {
+            Ok(skew) => guard.clock = guard.clock.with_max_skew(skew),
+            Err(e) => panic!("{e}"),
+        }
+        let guard = Arc::new(guard);
         tokio::spawn(subscribe(Arc::clone(&guard)));
         guard
     }

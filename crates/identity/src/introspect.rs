@@ -13,7 +13,7 @@ impl Identity {
         let kid = KeyId::of_token(&p.token).map(|k| k.to_string());
         match self.verifier.verify_uncached(&p.token, now) {
             Ok(claims) => {
-                let standing = Standing::of(&claims, now, &self.revoked);
+                let standing = Standing::of(&claims, now, self.clock.max_skew(), &self.revoked);
                 let reason = if standing.revoked {
                     Some("revoked".to_owned())
                 } else if standing.expired {

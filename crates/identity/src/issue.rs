@@ -22,6 +22,28 @@ pub const DEFAULT_TTL_SECONDS: i64 = 3600;
 /// stays trusted this long, so every token it signed can run its course.
 pub const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
+/// In cluster mode every verifier refuses a token from `exp` less the cluster's max clock
+/// skew on, so on a node whose clock is that far ahead of the issuer's a token lives
+/// `ttl - 2 × skew`: a lifetime of twice the skew or less would be refused everywhere
+/// from the start on such a node. Refused with the reason, not clamped.
+fn check_ttl_for_skew(ttl: i64, max_skew: Option<Duration>) -> Result<(), IdentityError> {
+    let Some(skew) = max_skew else {
+        return Ok(());
+    };
+    let floor = skew.saturating_mul(2);
+    if Duration::from_secs(ttl.unsigned_abs()) <= floor {
+        return Err(IdentityError::invalid(
+            "ttl_seconds",
+            format!(
+                "{ttl} is too short for this cluster's max clock skew of {skew:?}: verifiers \
+                 allow for the skew at both ends, so ask for more than {} seconds",
+                floor.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Identity {
     /// `identity.issue`: answered once the capability's record is committed (see
     /// [`crate::issuance_log`]).
@@ -58,6 +80,7 @@ impl Identity {
                 format!("{ttl} exceeds the maximum of {max_ttl} seconds"),
             ));
         }
+        check_ttl_for_skew(ttl, self.clock.max_skew())?;
         let sub = match p.subject.as_deref() {
             None => format!("uid:{}", peer.uid),
             // Only an admin names whom a token is for; anyone else is refused before
@@ -164,7 +187,10 @@ impl Identity {
                         "must be a positive number of seconds",
                     ))
                 }
-                Some(ttl) => Some(Duration::from_secs(ttl as u64)),
+                Some(ttl) => {
+                    check_ttl_for_skew(ttl, self.clock.max_skew())?;
+                    Some(Duration::from_secs(ttl as u64))
+                }
             },
         };
         let now = self.now();
@@ -452,6 +478,19 @@ mod tests {
             IdentityError::Invalid { field, .. } => field,
             other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn in_cluster_mode_a_ttl_must_outlast_twice_the_clock_skew() {
+        // A single node allows any positive ttl.
+        assert!(check_ttl_for_skew(1, None).is_ok());
+        let skew = Some(Duration::from_secs(5));
+        for short in [1, 5, 10] {
+            let e = check_ttl_for_skew(short, skew).unwrap_err();
+            assert!(e.to_string().contains("more than 10 seconds"), "{e}");
+            assert_eq!(field(e), "ttl_seconds");
+        }
+        assert!(check_ttl_for_skew(11, skew).is_ok());
     }
 
     #[tokio::test]

@@ -232,7 +232,7 @@ impl Identity {
         self.cluster_ready()?;
         let now = self.now();
         let claims = self.verifier.verify(token, now)?;
-        strata_cap::check_current(&claims, now, &self.revoked)
+        strata_cap::check_current(&claims, now, self.clock.max_skew(), &self.revoked)
             .map_err(|d| IdentityError::Unauthenticated(d.reason().to_owned()))?;
         Ok(claims)
     }

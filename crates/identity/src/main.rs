@@ -65,6 +65,7 @@ fn main() -> anyhow::Result<()> {
     };
     // Cluster mode when STRATA_ETCD_ENDPOINTS is set (the supervisor passes it on).
     let cluster = strata_cluster::ClusterConfig::from_env()?;
+    let max_clock_skew = strata_cap::max_clock_skew_from_env()?;
     let mut server_config = ServerConfig::new(paths::socket_path(&runtime_dir, "identity"));
     server_config.socket_mode = args.socket_mode;
     server_config.socket_group = paths::socket_group_from_env()?;
@@ -75,10 +76,10 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         paths::create_dir(paths::DirKind::Runtime, &runtime_dir, 0o750)?;
-        let identity = Arc::new(Identity::open(
-            &config,
-            Arc::new(strata_cap::SystemClock::new()),
-        )?);
+        // In cluster mode the clock carries the cluster's max clock skew, which every
+        // check of a token's time window allows for.
+        let clock = strata_cap::SystemClock::new().with_max_skew(max_clock_skew);
+        let identity = Arc::new(Identity::open(&config, Arc::new(clock))?);
         if let Some(cluster) = &cluster {
             tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
             identity.join_cluster(cluster).await?;

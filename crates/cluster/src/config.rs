@@ -2,13 +2,24 @@
 
 use std::time::Duration;
 
+mod access;
+#[cfg(test)]
+mod tests;
+
+pub use access::{
+    ClientCert, EtcdAccess, EtcdAuth, EtcdTls, ENV_ETCD_CA, ENV_ETCD_CERT, ENV_ETCD_KEY,
+    ENV_ETCD_PASSWORD_FILE, ENV_ETCD_USER,
+};
+
 /// Where the cluster's etcd is and who this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// This node's id: `[a-z][a-z0-9-]{0,62}`; tokens it issues carry `iss = identity@<node>`.
     pub node: String,
-    /// etcd client URLs, e.g. `http://127.0.0.1:2379`.
+    /// etcd client URLs, e.g. `https://10.0.0.1:2379`: all `https://` or all `http://`.
     pub etcd: Vec<String>,
+    /// TLS and authentication to etcd (none for plain `http://`).
+    pub access: EtcdAccess,
     /// Key prefix every Strata key lives under (no trailing slash).
     pub prefix: String,
     /// TTL of the node lease: how long a dead node's registrations outlive it at most.
@@ -27,12 +38,42 @@ pub enum ConfigError {
     /// A node id that breaks the name rule.
     #[error("{ENV_NODE}: node ids must match [a-z][a-z0-9-]{{0,62}}, got {0:?}")]
     BadNode(String),
-    /// An endpoint that is not an `http://` URL.
-    #[error("{ENV_ETCD}: {0:?} is not an http:// URL")]
+    /// An endpoint that is not an `http://` or `https://` URL.
+    #[error("{ENV_ETCD}: {0:?} is not an http:// or https:// URL")]
     BadEndpoint(String),
-    /// An `https://` endpoint (not supported by this build).
-    #[error("{ENV_ETCD}: {0:?}: https:// etcd endpoints are not supported by this build; reach etcd over a trusted network with http://")]
-    TlsEndpoint(String),
+    /// Some endpoints `http://`, some `https://`.
+    #[error("{ENV_ETCD}: the endpoints mix http:// and https://; use https:// for every one")]
+    MixedSchemes,
+    /// An `https://` endpoint without the CA to check etcd's certificate with.
+    #[error("{ENV_ETCD}: {0:?} is https://, so {ENV_ETCD_CA} (--etcd-ca) must name the CA certificate that signed etcd's server certificate (it may be the cluster CA)")]
+    HttpsWithoutCa(String),
+    /// TLS settings with `http://` endpoints, where they would go unused.
+    #[error("{ENV_ETCD_CA}/{ENV_ETCD_CERT}/{ENV_ETCD_KEY} are set but the etcd endpoints are http://; use https:// endpoints, or drop the TLS settings")]
+    TlsOnHttp,
+    /// A client certificate or key without the CA.
+    #[error("{ENV_ETCD_CERT}/{ENV_ETCD_KEY} (--etcd-cert/--etcd-key) need {ENV_ETCD_CA} (--etcd-ca) and https:// endpoints")]
+    ClientCertWithoutCa,
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("{ENV_ETCD_CERT} and {ENV_ETCD_KEY} (--etcd-cert, --etcd-key) go together: set both or neither")]
+    HalfClientCert,
+    /// A user without a password file, or a password file without a user.
+    #[error("{ENV_ETCD_USER} and {ENV_ETCD_PASSWORD_FILE} (--etcd-user, --etcd-password-file) go together: set both or neither")]
+    HalfAuth,
+    /// An etcd user name that is empty, too long or holds whitespace.
+    #[error(
+        "{ENV_ETCD_USER}: an etcd user name is 1 to 128 characters without whitespace, got {0:?}"
+    )]
+    BadUser(String),
+    /// A certificate, key or password file that cannot be used.
+    #[error("{var}: {path}: {why}")]
+    File {
+        /// The variable that named the file.
+        var: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it (never its contents).
+        why: String,
+    },
     /// A malformed key prefix.
     #[error("{ENV_PREFIX}: the prefix must start with `/`, not end with one, and hold no spaces; got {0:?}")]
     BadPrefix(String),
@@ -96,6 +137,7 @@ impl ClusterConfig {
         let config = ClusterConfig {
             node: node.to_owned(),
             etcd,
+            access: EtcdAccess::default(),
             prefix: Self::DEFAULT_PREFIX.to_owned(),
             lease_ttl: Self::DEFAULT_LEASE_TTL,
             max_staleness: Some(Self::DEFAULT_MAX_STALENESS),
@@ -137,9 +179,11 @@ impl ClusterConfig {
             None => Some(Self::DEFAULT_MAX_STALENESS),
             Some(text) => parse_max_staleness(&text)?,
         };
+        let access = EtcdAccess::from_lookup(&var, &etcd)?;
         let config = ClusterConfig {
             node,
             etcd,
+            access,
             prefix,
             lease_ttl,
             max_staleness,
@@ -148,124 +192,23 @@ impl ClusterConfig {
         Ok(Some(config))
     }
 
+    /// This configuration with `access` (TLS and auth to etcd), checked against the
+    /// endpoints.
+    pub fn with_access(mut self, access: EtcdAccess) -> Result<ClusterConfig, ConfigError> {
+        self.access = access;
+        self.check()?;
+        Ok(self)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         if !strata_proto::is_service_name(&self.node) {
             return Err(ConfigError::BadNode(self.node.clone()));
         }
-        for e in &self.etcd {
-            if e.starts_with("https://") {
-                return Err(ConfigError::TlsEndpoint(e.clone()));
-            }
-            if !e.starts_with("http://") {
-                return Err(ConfigError::BadEndpoint(e.clone()));
-            }
-        }
+        self.access.check(&self.etcd)?;
         let p = &self.prefix;
         if !p.starts_with('/') || p.ends_with('/') || p.contains(char::is_whitespace) {
             return Err(ConfigError::BadPrefix(p.clone()));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn parse(vars: &[(&str, &str)]) -> Result<Option<ClusterConfig>, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        ClusterConfig::from_lookup(|k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn off_without_endpoints() {
-        assert_eq!(parse(&[]), Ok(None));
-        assert_eq!(parse(&[(ENV_NODE, "a"), (ENV_ETCD, " , ")]), Ok(None));
-    }
-
-    #[test]
-    fn parses_every_setting() {
-        let c = parse(&[
-            (ENV_NODE, "node-a"),
-            (ENV_ETCD, "http://127.0.0.1:2379, http://127.0.0.1:2380"),
-            (ENV_TTL, "4"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(c.node, "node-a");
-        assert_eq!(c.etcd.len(), 2);
-        assert_eq!(c.prefix, "/strata");
-        assert_eq!(c.lease_ttl, Duration::from_secs(4));
-        assert_eq!(c.max_staleness, Some(ClusterConfig::DEFAULT_MAX_STALENESS));
-    }
-
-    #[test]
-    fn parses_the_staleness_bound() {
-        let etcd = (ENV_ETCD, "http://127.0.0.1:2379");
-        let at = |v: &str| parse(&[etcd, (ENV_NODE, "a"), (ENV_MAX_STALENESS, v)]);
-        assert_eq!(at("off").unwrap().unwrap().max_staleness, None);
-        assert_eq!(
-            at("5s").unwrap().unwrap().max_staleness,
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            at(" 2m ").unwrap().unwrap().max_staleness,
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            at("1500ms").unwrap().unwrap().max_staleness,
-            Some(Duration::from_millis(1500))
-        );
-        for bad in [
-            "",
-            "0s",
-            "999ms",
-            "2h",
-            "5",
-            "5 s",
-            "1.5s",
-            "-5s",
-            "5d",
-            "9999999999s",
-        ] {
-            assert!(
-                matches!(at(bad), Err(ConfigError::BadStaleness(_))),
-                "{bad:?} was accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn refuses_bad_values() {
-        let etcd = (ENV_ETCD, "http://127.0.0.1:2379");
-        assert_eq!(parse(&[etcd]), Err(ConfigError::MissingNode));
-        assert!(matches!(
-            parse(&[etcd, (ENV_NODE, "Node A")]),
-            Err(ConfigError::BadNode(_))
-        ));
-        assert!(matches!(
-            parse(&[(ENV_ETCD, "127.0.0.1:2379"), (ENV_NODE, "a")]),
-            Err(ConfigError::BadEndpoint(_))
-        ));
-        assert!(matches!(
-            parse(&[(ENV_ETCD, "https://127.0.0.1:2379"), (ENV_NODE, "a")]),
-            Err(ConfigError::TlsEndpoint(_))
-        ));
-        for prefix in ["strata", "/strata/", "/a b"] {
-            assert!(matches!(
-                parse(&[etcd, (ENV_NODE, "a"), (ENV_PREFIX, prefix)]),
-                Err(ConfigError::BadPrefix(_))
-            ));
-        }
-        for ttl in ["0", "1", "301", "ten", "-5"] {
-            assert!(matches!(
-                parse(&[etcd, (ENV_NODE, "a"), (ENV_TTL, ttl)]),
-                Err(ConfigError::BadTtl(_))
-            ));
-        }
     }
 }

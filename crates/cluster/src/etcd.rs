@@ -11,7 +11,8 @@
 
 use crate::ClusterConfig;
 use etcd_client::{
-    Client, ConnectOptions, DeleteOptions, GetOptions, PutOptions, WatchOptions, WatchStream,
+    Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, WatchOptions, WatchStream,
 };
 use serde::Serialize;
 use std::future::Future;
@@ -80,10 +81,63 @@ impl From<etcd_client::Error> for ClusterError {
     /// connection, an election, an overloaded member) is [`ClusterError::Unavailable`].
     fn from(e: etcd_client::Error) -> ClusterError {
         if is_refusal(&e) {
-            ClusterError::Invalid(format!("etcd refused the request: {e}"))
+            ClusterError::Invalid(format!("etcd refused the request: {}", describe(&e)))
         } else {
-            ClusterError::Unavailable(e.to_string())
+            ClusterError::Unavailable(describe(&e))
         }
+    }
+}
+
+/// `e` with its whole chain of causes (tonic hides a TLS failure in a source two levels
+/// down), and what to do about the failures a setting causes: credentials etcd refuses,
+/// a role without the cluster prefix, a certificate one side does not accept. Never
+/// holds a password (etcd's messages do not quote it).
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    let hint = hint(&text);
+    if hint.is_empty() {
+        text
+    } else {
+        format!("{hint} ({text})")
+    }
+}
+
+/// The cause of a failure in words, from the text etcd or rustls gave it; empty when it
+/// is none of the credential or TLS failures.
+fn hint(text: &str) -> &'static str {
+    let lower = text.to_ascii_lowercase();
+    let has = |needle: &str| lower.contains(needle);
+    if has("authentication failed") {
+        "etcd refused this node's etcd user or password (authentication failed): check --etcd-user and --etcd-password-file"
+    } else if has("permission denied") {
+        "etcd denied the request to this node's etcd user (permission denied): its role needs readwrite on the cluster prefix (see OPERATIONS.md, \"Running a cluster\")"
+    } else if has("authentication is not enabled") {
+        "etcd has authentication off, yet this node was given an etcd user: enable it (`etcdctl auth enable`) or drop --etcd-user"
+    } else if has("user name is empty") || has("user name not found") {
+        "etcd has authentication on and this node gave no etcd user: set --etcd-user and --etcd-password-file"
+    } else if has("certificaterequired")
+        || has("certificate required")
+        || has("bad certificate")
+        || has("badcertificate")
+        || has("unknown ca")
+        || has("unknownca")
+    {
+        "etcd refused this node's TLS client certificate (etcd runs with --client-cert-auth): set --etcd-cert and --etcd-key to a certificate etcd's --trusted-ca-file signed"
+    } else if has("invalid peer certificate") || has("unknownissuer") || has("notvalidforname") {
+        "etcd's TLS server certificate is not trusted: --etcd-ca must be the CA that signed it, for the host name or address in the endpoint"
+    } else if has("handshake") || has("tls") && has("alert") || has("corrupt message") {
+        "the TLS handshake with etcd failed (is the endpoint https:// and etcd serving TLS?)"
+    } else {
+        ""
     }
 }
 
@@ -100,6 +154,14 @@ struct Members {
     clients: Vec<(String, Client)>,
     /// Index into `clients` of the endpoint requests go to first.
     current: AtomicUsize,
+    /// The etcd user and password, when etcd authentication is on.
+    auth: Option<crate::EtcdAuth>,
+    /// Per client: whether it holds an auth token (it logs in before its first request).
+    logged_in: Vec<tokio::sync::Mutex<bool>>,
+    /// TLS without a client certificate: an etcd with `--client-cert-auth` then closes
+    /// each connection right after the handshake, which the client sees only as a
+    /// closed connection, so a failure says what may be missing.
+    tls_without_client_cert: bool,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -111,16 +173,32 @@ impl std::fmt::Debug for Etcd {
 }
 
 impl Etcd {
-    /// Prepares a connection to `config.etcd`. Does not wait for etcd to be up: the first
-    /// request does (and fails after its deadline if it is not).
+    /// Prepares a connection to `config.etcd`, with TLS and etcd authentication when
+    /// `config.access` sets them. Does not wait for etcd to be up: the first request does
+    /// (and fails after its deadline if it is not).
+    ///
+    /// With a user, each endpoint's client logs in (etcd `Authenticate`) before its first
+    /// request rather than here (etcd-client would do it here, and so fail while etcd is
+    /// down); an expired token is renewed by etcd-client when etcd refuses it.
     pub async fn connect(config: &ClusterConfig) -> Result<Etcd, ClusterError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(OP_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             // No pings on a connection with nothing open: etcd counts those against the
             // client whatever their interval (it does not permit pings without a stream),
             // and a unary request has its own deadline.
-            .with_keep_alive_while_idle(false);
+            .with_keep_alive_while_idle(false)
+            .with_auto_token_refresh(config.access.auth.is_some());
+        if let Some(tls) = &config.access.tls {
+            // Only the given CA is trusted (no system or bundled roots are compiled in).
+            let mut tls_options =
+                TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some(client) = &tls.client {
+                tls_options =
+                    tls_options.identity(Identity::from_pem(&client.cert_pem, &client.key_pem));
+            }
+            options = options.with_tls(tls_options);
+        }
         let mut clients = Vec::with_capacity(config.etcd.len());
         for endpoint in &config.etcd {
             let client = Client::connect([endpoint], Some(options.clone()))
@@ -131,10 +209,21 @@ impl Etcd {
         if clients.is_empty() {
             return Err(ClusterError::Invalid("no etcd endpoints".into()));
         }
+        let logged_in = clients
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(false))
+            .collect();
         Ok(Etcd {
             members: Arc::new(Members {
                 clients,
                 current: AtomicUsize::new(0),
+                auth: config.access.auth.clone(),
+                logged_in,
+                tls_without_client_cert: config
+                    .access
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.client.is_none()),
             }),
             prefix: config.prefix.clone(),
         })
@@ -210,8 +299,15 @@ impl Etcd {
                 cursor = (index + 1) % n;
                 started += 1;
                 busy[index] = true;
+                let login = self.log_in(index);
                 let attempt = request(clients[index].1.clone());
-                in_flight.push(Box::pin(async move { (index, attempt.await) }));
+                in_flight.push(Box::pin(async move {
+                    let result = match login.await {
+                        Ok(()) => attempt.await,
+                        Err(e) => Err(e),
+                    };
+                    (index, result)
+                }));
                 // Each endpoint not yet asked gets an equal share of what is left before the
                 // next one is asked as well, so one that never answers cannot take the
                 // whole deadline, and one that is slow is not abandoned.
@@ -250,7 +346,10 @@ impl Etcd {
                 }
                 Err(e) if is_transport(&e) || is_transient(&e) => {
                     tracing::debug!(%endpoint, error = %e, "etcd {what} failed on this endpoint; trying the next");
-                    failures.push(format!("{endpoint}: {e}"));
+                    let failure = format!("{endpoint}: {}", describe(&e));
+                    if !failures.contains(&failure) {
+                        failures.push(failure);
+                    }
                     self.broken(index);
                     // The next endpoint is asked at once (an election: after a backoff).
                     next_start = if is_transient(&e) {
@@ -261,7 +360,7 @@ impl Etcd {
                         Instant::now()
                     };
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(self.refused(e)),
             }
         }
         for (i, b) in busy.iter().enumerate() {
@@ -277,7 +376,48 @@ impl Etcd {
             "etcd {what} took longer than {} ms",
             OP_TIMEOUT.as_millis()
         ));
-        Err(ClusterError::Unavailable(failures.join("; ")))
+        let mut message = failures.join("; ");
+        if self.members.tls_without_client_cert && message.contains("connection closed") {
+            message = format!(
+                "etcd closed the TLS connection: if etcd runs with --client-cert-auth, etcd refused \
+                 this node's TLS client certificate (none was given: set --etcd-cert and --etcd-key) ({message})"
+            );
+        }
+        Err(ClusterError::Unavailable(message))
+    }
+
+    /// A final answer from etcd as an error; a refusal to a node that gave no etcd user
+    /// says so (etcd then takes the client certificate's common name for the user, or
+    /// no one).
+    fn refused(&self, e: etcd_client::Error) -> ClusterError {
+        match ClusterError::from(e) {
+            ClusterError::Invalid(m) if self.members.auth.is_none() && m.contains("permission denied") => {
+                ClusterError::Invalid(format!(
+                    "etcd has authentication on and this node gave no etcd user: set --etcd-user and --etcd-password-file ({m})"
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// Logs client `index` in to etcd (once; again only if etcd-client's renewal failed
+    /// and reset nothing: a refused login is retried on the next request). A no-op
+    /// without etcd authentication.
+    async fn log_in(&self, index: usize) -> Result<(), etcd_client::Error> {
+        let Some(auth) = &self.members.auth else {
+            return Ok(());
+        };
+        let mut logged_in = self.members.logged_in[index].lock().await;
+        if !*logged_in {
+            let mut client = self.members.clients[index].1.clone();
+            // Clones of a client share its credentials and token: every request on this
+            // endpoint carries the token from now on, and etcd-client renews it.
+            client
+                .update_user(Some((auth.user.clone(), auth.password.clone())))
+                .await?;
+            *logged_in = true;
+        }
+        Ok(())
     }
 
     /// Marks endpoint `index` as failing (a request or a stream on it failed or went

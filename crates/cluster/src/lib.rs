@@ -33,7 +33,10 @@ mod lease;
 mod mirror;
 mod records;
 
-pub use config::{ClusterConfig, ConfigError};
+pub use config::{
+    ClientCert, ClusterConfig, ConfigError, EtcdAccess, EtcdAuth, EtcdTls, ENV_ETCD_CA,
+    ENV_ETCD_CERT, ENV_ETCD_KEY, ENV_ETCD_PASSWORD_FILE, ENV_ETCD_USER,
+};
 pub use etcd::{ClusterError, Etcd};
 pub use lease::NodeLease;
 pub use freshness::Freshness;

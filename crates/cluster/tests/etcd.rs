@@ -1,14 +1,30 @@
 //! strata-cluster against a real etcd (started by the test on loopback ports): the
 //! watch-fed mirror, the node lease, reconnection after etcd restarts, node removal.
+//! The etcd serves TLS only, requires client certificates and has authentication on
+//! (`strata_testkit::etcd::Etcd::start_secure`), as production should run it; a client
+//! without the right credentials is refused with a message naming the cause.
 
 use std::time::{Duration, Instant};
 use strata_cluster::{remove_node, ClusterConfig, Etcd, Mirror, NodeLease, RevocationRecord};
 use strata_testkit::etcd::Etcd as EtcdServer;
 
+/// A node's settings for `server`, through the same variables a node reads, with
+/// `over` replacing some of them.
+fn config_with(server: &EtcdServer, node: &str, over: &[(&str, &str)]) -> ClusterConfig {
+    let mut env: std::collections::HashMap<String, String> =
+        server.client_env().into_iter().collect();
+    env.insert("STRATA_NODE_ID".into(), node.into());
+    env.insert("STRATA_LEASE_TTL_SECS".into(), "2".into());
+    for (k, v) in over {
+        env.insert((*k).into(), (*v).into());
+    }
+    ClusterConfig::from_lookup(|k| env.get(k).cloned())
+        .unwrap()
+        .unwrap()
+}
+
 fn config(server: &EtcdServer, node: &str) -> ClusterConfig {
-    let mut c = ClusterConfig::new(node, vec![server.endpoint()]).unwrap();
-    c.lease_ttl = Duration::from_secs(2);
-    c
+    config_with(server, node, &[])
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.
@@ -32,7 +48,7 @@ fn revocation(cap: &str) -> RevocationRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_loads_follows_and_survives_an_etcd_restart() {
     let Some(mut server) =
-        EtcdServer::start_or_skip("the_mirror_loads_follows_and_survives_an_etcd_restart")
+        EtcdServer::start_secure_or_skip("the_mirror_loads_follows_and_survives_an_etcd_restart")
     else {
         return;
     };
@@ -103,9 +119,9 @@ async fn the_mirror_loads_follows_and_survives_an_etcd_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_on_a_node_lease_vanish_when_the_node_stops_renewing() {
-    let Some(server) =
-        EtcdServer::start_or_skip("keys_on_a_node_lease_vanish_when_the_node_stops_renewing")
-    else {
+    let Some(server) = EtcdServer::start_secure_or_skip(
+        "keys_on_a_node_lease_vanish_when_the_node_stops_renewing",
+    ) else {
         return;
     };
     let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
@@ -151,7 +167,7 @@ async fn keys_on_a_node_lease_vanish_when_the_node_stops_renewing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_node_drops_its_keys_and_registrations_and_leaves_a_tombstone() {
-    let Some(server) = EtcdServer::start_or_skip(
+    let Some(server) = EtcdServer::start_secure_or_skip(
         "removing_a_node_drops_its_keys_and_registrations_and_leaves_a_tombstone",
     ) else {
         return;
@@ -205,9 +221,9 @@ async fn removing_a_node_drops_its_keys_and_registrations_and_leaves_a_tombstone
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_larger_than_one_page_is_read_whole_and_consistently() {
-    let Some(server) =
-        EtcdServer::start_or_skip("a_prefix_larger_than_one_page_is_read_whole_and_consistently")
-    else {
+    let Some(server) = EtcdServer::start_secure_or_skip(
+        "a_prefix_larger_than_one_page_is_read_whole_and_consistently",
+    ) else {
         return;
     };
     let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
@@ -230,4 +246,87 @@ async fn a_prefix_larger_than_one_page_is_read_whole_and_consistently() {
         .await
         .expect("mirror loaded");
     assert_eq!(mirror.entries().len(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused_with_a_message_naming_the_cause() {
+    let Some(server) = EtcdServer::start_secure_or_skip(
+        "wrong_credentials_are_refused_with_a_message_naming_the_cause",
+    ) else {
+        return;
+    };
+    let files = server.secure().unwrap().clone();
+    let key = "/strata/revocations/x";
+    // The right credentials work.
+    let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
+    etcd.put(key, b"{}", None).await.unwrap();
+
+    // A wrong password: etcd refuses the login, at once and finally.
+    let wrong = files.wrong_password_file.display().to_string();
+    let etcd = Etcd::connect(&config_with(
+        &server,
+        "a",
+        &[("STRATA_ETCD_PASSWORD_FILE", &wrong)],
+    ))
+    .await
+    .unwrap();
+    let err = etcd.get(key).await.unwrap_err().to_string();
+    assert!(
+        err.contains("etcd refused this node's etcd user or password")
+            && err.contains("--etcd-password-file"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(&files.password()),
+        "the password is never shown: {err}"
+    );
+
+    // No client certificate: etcd (--client-cert-auth) ends the TLS handshake.
+    let etcd = Etcd::connect(&config_with(
+        &server,
+        "a",
+        &[("STRATA_ETCD_CERT", ""), ("STRATA_ETCD_KEY", "")],
+    ))
+    .await
+    .unwrap();
+    let err = etcd.get(key).await.unwrap_err().to_string();
+    assert!(
+        err.contains("etcd refused this node's TLS client certificate")
+            && err.contains("--etcd-cert"),
+        "{err}"
+    );
+
+    // No user: authentication is on, so etcd refuses the request.
+    let etcd = Etcd::connect(&config_with(
+        &server,
+        "a",
+        &[("STRATA_ETCD_USER", ""), ("STRATA_ETCD_PASSWORD_FILE", "")],
+    ))
+    .await
+    .unwrap();
+    let err = etcd.get(key).await.unwrap_err().to_string();
+    assert!(err.contains("--etcd-user"), "{err}");
+
+    // A server certificate from a CA the node does not trust.
+    let other_ca = files.cert.display().to_string();
+    let etcd = Etcd::connect(&config_with(&server, "a", &[("STRATA_ETCD_CA", &other_ca)]))
+        .await
+        .unwrap();
+    let err = etcd.get(key).await.unwrap_err().to_string();
+    assert!(
+        err.contains("etcd's TLS server certificate is not trusted"),
+        "{err}"
+    );
+
+    // A key outside the prefix the role grants.
+    let etcd = Etcd::connect(&config(&server, "a")).await.unwrap();
+    let err = etcd
+        .put("/elsewhere/x", b"{}", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("permission denied") && err.contains("readwrite on the cluster prefix"),
+        "{err}"
+    );
 }

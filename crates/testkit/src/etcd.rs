@@ -13,6 +13,9 @@
 //! answering `"health":"true"`, asked over a plain TCP connection, so waiting spawns
 //! nothing. etcd's output goes to `etcd.log` in the temporary directory; errors and
 //! [`Etcd::log_tail`] quote it.
+//!
+//! [`Etcd::start_secure`] starts one as production should run it: TLS only, client
+//! certificates required, authentication on (see [`secure`]).
 
 use crate::{Proc, DEADLINE};
 use std::ffi::OsString;
@@ -23,6 +26,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod secure;
+pub use secure::SecureFiles;
 
 /// How long [`Etcd::stop`] waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -62,6 +68,9 @@ pub struct Etcd {
     initial_cluster: String,
     /// `--initial-cluster-token`, so members of different test clusters never talk.
     token: String,
+    /// TLS and auth ([`Etcd::start_secure`]): the files, and the plain port `/health` is
+    /// asked on. `None` for a plain member.
+    secure: Option<(SecureFiles, u16)>,
     dir: tempfile::TempDir,
 }
 
@@ -120,8 +129,95 @@ impl Etcd {
             name: name.to_owned(),
             initial_cluster,
             token,
+            secure: None,
             dir,
         })
+    }
+
+    /// Like [`Etcd::start`], but as production should run etcd: clients only over TLS
+    /// (`https://127.0.0.1:PORT`) with a certificate the member's test CA signed
+    /// (`--client-cert-auth`, `--trusted-ca-file`), and authentication on, with the user
+    /// [`secure::USER`] whose role may read and write [`secure::PREFIX`] only.
+    /// [`Etcd::secure`] has the files a client needs; [`Etcd::client_env`] the variables.
+    pub fn start_secure() -> Result<Etcd, EtcdError> {
+        let mut attempts = 3;
+        loop {
+            match Etcd::try_start_secure() {
+                Ok(etcd) => return Ok(etcd),
+                Err((e, log)) => {
+                    attempts -= 1;
+                    if attempts == 0 || !log.contains("address already in use") {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Etcd::start_secure`]; on failure also the member's log.
+    fn try_start_secure() -> Result<Etcd, (EtcdError, String)> {
+        let binary = find_binary().map_err(|e| (e, String::new()))?;
+        let ports = free_ports(3).map_err(|e| (e, String::new()))?;
+        let (client_port, peer_port, health_port) = (ports[0], ports[1], ports[2]);
+        let mut etcd = Etcd::member(
+            &binary,
+            "test",
+            client_port,
+            peer_port,
+            format!("test=http://127.0.0.1:{peer_port}"),
+            format!("strata-test-{peer_port}"),
+        )
+        .map_err(|e| (e, String::new()))?;
+        let fail = |etcd: &Etcd, e: EtcdError| (e, etcd.log_tail());
+        let files =
+            SecureFiles::create(&etcd.dir.path().join("tls")).map_err(|e| fail(&etcd, e))?;
+        // First plain, to make the users and role through the JSON gateway; then TLS only.
+        etcd.launch().map_err(|e| fail(&etcd, e))?;
+        secure::set_up_auth(client_port, &files).map_err(|e| fail(&etcd, e))?;
+        etcd.stop();
+        etcd.secure = Some((files, health_port));
+        etcd.launch().map_err(|e| fail(&etcd, e))?;
+        Ok(etcd)
+    }
+
+    /// [`Etcd::start_secure`], or `None` after printing `SKIPPED <test>: <why>` when etcd
+    /// is not installed. Panics (with etcd's log) if it is installed but does not start.
+    pub fn start_secure_or_skip(test: &str) -> Option<Etcd> {
+        match Etcd::start_secure() {
+            Ok(etcd) => Some(etcd),
+            Err(EtcdError::NotInstalled(why)) => {
+                crate::skip(test, &why.to_string());
+                None
+            }
+            Err(e) => panic!("{test}: {e}"),
+        }
+    }
+
+    /// The TLS and auth files of a member from [`Etcd::start_secure`].
+    pub fn secure(&self) -> Option<&SecureFiles> {
+        self.secure.as_ref().map(|(files, _)| files)
+    }
+
+    /// The variables that point a Strata node (or `strata-ctl`) at this etcd:
+    /// `STRATA_ETCD_ENDPOINTS`, and for a secure member its CA, client certificate and
+    /// key, user and password file (`STRATA_ETCD_CA`, `_CERT`, `_KEY`, `_USER`,
+    /// `_PASSWORD_FILE`).
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("STRATA_ETCD_ENDPOINTS".to_owned(), self.endpoint())];
+        if let Some(files) = self.secure() {
+            let path = |p: &PathBuf| p.display().to_string();
+            env.extend([
+                ("STRATA_ETCD_CA".to_owned(), path(&files.ca)),
+                ("STRATA_ETCD_CERT".to_owned(), path(&files.cert)),
+                ("STRATA_ETCD_KEY".to_owned(), path(&files.key)),
+                ("STRATA_ETCD_USER".to_owned(), files.user.clone()),
+                (
+                    "STRATA_ETCD_PASSWORD_FILE".to_owned(),
+                    path(&files.password_file),
+                ),
+            ]);
+        }
+        env
     }
 
     /// [`Etcd::start`], or `None` after printing `SKIPPED <test>: <why>` when etcd is not
@@ -137,9 +233,14 @@ impl Etcd {
         }
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// The client URL, `http://127.0.0.1:PORT` (`https://` for [`Etcd::start_secure`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.secure.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The client port on 127.0.0.1.
@@ -169,7 +270,15 @@ impl Etcd {
 
     /// Whether `/health` answers `"health":"true"` right now.
     pub fn healthy(&self) -> bool {
-        health(self.client_port)
+        health(self.health_port())
+    }
+
+    /// The plain-HTTP port `/health` answers on: the client port, or for a secure member
+    /// its metrics port.
+    fn health_port(&self) -> u16 {
+        self.secure
+            .as_ref()
+            .map_or(self.client_port, |(_, port)| *port)
     }
 
     /// Graceful stop: SIGTERM, wait up to 10 s, then SIGKILL. Returns once the process
@@ -253,6 +362,12 @@ impl Etcd {
             // 2.5x etcd's defaults (100 ms, 1 s): a loaded 2-core CI machine must not
             // call an election because a member was descheduled for a second.
             .args(["--heartbeat-interval", "250", "--election-timeout", "2500"])
+            .args(self.secure.iter().flat_map(|(files, health_port)| {
+                let mut flags = files.server_flags();
+                flags.push("--listen-metrics-urls".into());
+                flags.push(format!("http://127.0.0.1:{health_port}"));
+                flags
+            }))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -275,7 +390,7 @@ impl Etcd {
     /// (the process is killed then).
     pub(crate) fn wait_healthy(&mut self, until: Instant) -> Result<(), EtcdError> {
         loop {
-            if health(self.client_port) {
+            if health(self.health_port()) {
                 return Ok(());
             }
             let Some(proc) = self.proc.as_mut() else {

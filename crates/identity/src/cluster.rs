@@ -24,8 +24,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use strata_cap::{CapId, Timestamp, TrustedKey};
 use strata_cluster::{
-    ClusterConfig, Etcd, Mirror, MirrorEvent, MirrorState, RemovedRecord, RevocationRecord,
-    TrustRecord,
+    ClusterConfig, Etcd, Freshness, Mirror, MirrorEvent, MirrorState, RemovedRecord,
+    RevocationRecord, TrustRecord,
 };
 use strata_pki::NodeIdentity;
 use strata_proto::methods::identity::KeyInfo;
@@ -51,6 +51,9 @@ pub struct ClusterLink {
     publisher: tokio::task::JoinHandle<()>,
     follower: tokio::task::JoinHandle<()>,
     learner: tokio::task::JoinHandle<()>,
+    /// Confirmed contact with etcd ([`freshness`]), and the task confirming it.
+    freshness: Arc<Freshness>,
+    confirmer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ClusterLink {
@@ -58,6 +61,7 @@ impl Drop for ClusterLink {
         self.publisher.abort();
         self.follower.abort();
         self.learner.abort();
+        self.confirmer.abort();
     }
 }
 
@@ -157,14 +161,16 @@ impl Identity {
         let weak = Arc::downgrade(self);
         let revocations_recorded = watch::Sender::new(false);
         let (learnt_tx, learnt_rx) = mpsc::unbounded_channel();
+        let learn = freshness::LearnProgress::new();
         let learner = tokio::spawn(learner(
             Weak::clone(&weak),
             learnt_rx,
+            Arc::clone(&learn),
             revocations_recorded.clone(),
             Arc::clone(&publish),
         ));
         let revocations = {
-            let (weak, shared) = (Weak::clone(&weak), etcd.clone());
+            let (weak, shared, learn) = (Weak::clone(&weak), etcd.clone(), Arc::clone(&learn));
             Mirror::start_with(
                 etcd.clone(),
                 etcd.key(&["revocations", ""]),
@@ -201,6 +207,7 @@ impl Identity {
                         MirrorEvent::Deleted(_) | MirrorEvent::Disconnected(_) => return,
                     };
                     if learnt.load || !learnt.records.is_empty() {
+                        learn.queued();
                         let _ = learnt_tx.send(learnt);
                     }
                 },
@@ -221,6 +228,14 @@ impl Identity {
             etcd.clone(),
             Arc::clone(&publish),
         ));
+        // Counts from now: a node that never confirms contact is cut off past the limit.
+        let freshness = Arc::new(Freshness::new(config.max_staleness));
+        let confirmer = freshness::start(
+            etcd.clone(),
+            vec![revocations.progress(), trust.progress(), removed.progress()],
+            Arc::clone(&freshness),
+            learn,
+        );
         let link = ClusterLink {
             node: config.node.clone(),
             etcd,
@@ -234,6 +249,8 @@ impl Identity {
             publisher,
             follower,
             learner,
+            freshness,
+            confirmer,
         };
         if self.cluster.set(link).is_err() {
             anyhow::bail!("identity joined the cluster twice");
@@ -241,8 +258,19 @@ impl Identity {
         Ok(())
     }
 
-    /// UNAVAILABLE while cluster state has not been loaded yet.
+    /// UNAVAILABLE while cluster state has not been loaded yet, or past `max_staleness`
+    /// since contact with etcd was last confirmed (the cut-off: [`freshness`]).
     pub(crate) fn cluster_ready(&self) -> Result<(), IdentityError> {
+        self.cluster_loaded()?;
+        match self.cluster.get() {
+            Some(link) => freshness::check(&link.freshness),
+            None => Ok(()),
+        }
+    }
+
+    /// UNAVAILABLE while cluster state has not been loaded yet (the feed: it answers
+    /// while cut off, telling verifiers the age).
+    pub(crate) fn cluster_loaded(&self) -> Result<(), IdentityError> {
         match self.cluster.get() {
             Some(link) if !link.is_loaded() => Err(IdentityError::Unavailable(
                 "this node has not loaded the cluster's revocations and trusted keys from etcd yet; try again shortly".into(),
@@ -265,13 +293,17 @@ impl Identity {
     /// Whether identity is in cluster mode and connected (for `sys.health`).
     pub fn cluster_status(&self) -> Option<serde_json::Value> {
         let link = self.cluster.get()?;
-        Some(serde_json::json!({
+        let mut status = serde_json::json!({
             "node": link.node,
             "loaded": link.is_loaded(),
             "etcd_connected": link.is_connected(),
             "removed": self.is_removed(),
             "remote_keys": self.remote_keys.read().unwrap_or_else(|p| p.into_inner()).len(),
-        }))
+        });
+        if let Some(m) = status.as_object_mut() {
+            freshness::facts(&link.freshness, m);
+        }
+        Some(status)
     }
 
     /// Enforces revocations seen in etcd here at once (except those of capabilities that
@@ -411,14 +443,16 @@ impl Identity {
 async fn learner(
     identity: Weak<Identity>,
     mut queue: mpsc::UnboundedReceiver<Learnt>,
+    learn: Arc<freshness::LearnProgress>,
     recorded: watch::Sender<bool>,
     publish: Arc<Notify>,
 ) {
     while let Some(first) = queue.recv().await {
-        let (mut records, mut load) = (first.records, first.load);
+        let (mut records, mut load, mut batches) = (first.records, first.load, 1);
         while let Ok(more) = queue.try_recv() {
             records.extend(more.records);
             load |= more.load;
+            batches += 1;
         }
         // Until recorded (retried every second: they are enforced here meanwhile, but this
         // node's verifiers only learn them from the store).
@@ -446,6 +480,7 @@ async fn learner(
             identity.feed.revoked_up_to(last.seq);
             tracing::info!(count = added.len(), "revocations learnt from the cluster");
         }
+        learn.recorded(batches);
         if load {
             recorded.send_replace(true);
             // Anything revoked here while etcd was away goes out now.
@@ -620,5 +655,6 @@ fn b64(bytes: &[u8]) -> String {
     Base64::encode_to_string(bytes).unwrap_or_default()
 }
 
+mod freshness;
 #[cfg(test)]
 mod tests;

@@ -417,7 +417,9 @@ impl Identity {
                 }
             }
         }
-        self.cluster_ready()?;
+        // Not the cut-off: while cut off the feed still answers, telling the verifiers
+        // how stale this node is (`cluster`), so they refuse too.
+        self.cluster_loaded()?;
         let peer = crate::router::local_caller(call)?;
         let same_store = p
             .store_id
@@ -467,6 +469,7 @@ impl Identity {
                 .collect(),
             more,
             keys_epoch: epoch,
+            cluster: self.cluster_freshness(),
             keys: (epoch != p.keys_epoch)
                 .then(|| self.key_infos())
                 .transpose()?,

@@ -71,4 +71,11 @@ pub(crate) fn report(identity: &Identity, snap: &mut Snapshot) {
             f64::from(u8::from(link.is_connected())),
         );
     }
+    if let Some(age) = identity.cluster_contact_age() {
+        snap.gauge(
+            "strata_cluster_contact_age_seconds",
+            "Seconds since identity last confirmed it held everything etcd had (past max_staleness the node is cut off).",
+            age.as_secs_f64(),
+        );
+    }
 }

@@ -358,6 +358,20 @@ pub struct RevocationsResult {
     /// Present when the caller's `keys_epoch` is out of date: the complete trusted key set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<KeyInfo>>,
+    /// Cluster mode only: how current identity's copy of the cluster's state is (absent
+    /// on a single node). A verifier past the limit refuses protected requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFreshness>,
+}
+
+/// How long ago identity last confirmed it held everything etcd had, and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFreshness {
+    /// Milliseconds since the last confirmed contact with etcd, when identity answered.
+    pub contact_age_ms: u64,
+    /// `max_staleness` in milliseconds; null when it is `off` (no cut-off).
+    #[serde(default)]
+    pub max_staleness_ms: Option<u64>,
 }
 
 /// The largest `limit` of `identity.issued`.

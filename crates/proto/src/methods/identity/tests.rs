@@ -116,6 +116,34 @@ fn a_result_without_more_is_complete() {
     assert!(!r.more);
 }
 
+#[test]
+fn the_cluster_freshness_is_optional_and_its_limit_may_be_null() {
+    let r: RevocationsResult = serde_json::from_value(json!({
+        "store_id": "s", "seq": 4, "full": true, "revocations": [], "keys_epoch": 1,
+        "cluster": {"contact_age_ms": 1200, "max_staleness_ms": null}
+    }))
+    .unwrap();
+    let cluster = r.cluster.unwrap();
+    assert_eq!(
+        (cluster.contact_age_ms, cluster.max_staleness_ms),
+        (1200, None)
+    );
+    let mut single = r.clone();
+    single.cluster = None;
+    assert!(serde_json::to_value(&single)
+        .unwrap()
+        .get("cluster")
+        .is_none());
+    let limited = ClusterFreshness {
+        contact_age_ms: 0,
+        max_staleness_ms: Some(5000),
+    };
+    assert_eq!(
+        serde_json::to_value(limited).unwrap(),
+        json!({"contact_age_ms": 0, "max_staleness_ms": 5000})
+    );
+}
+
 fn parse_issued(v: serde_json::Value) -> Result<IssuedParams, crate::ErrorBody> {
     let raw = serde_json::value::to_raw_value(&v).unwrap();
     crate::parse_params::<IssuedParams>(Some(&raw))

@@ -18,9 +18,17 @@
 //!   request: if identity answers, the guard is up to date before it decides; if identity
 //!   is unreachable, no revocation can be made either, so the list it holds is complete
 //!   and it serves with it.
+//! - In cluster mode a revocation can be made on another node while this one is cut
+//!   off, so "serves with the list it holds" is bounded: each answer from identity says
+//!   how long ago identity last confirmed contact with etcd, and past the cluster's
+//!   `max_staleness` the guard refuses protected requests UNAVAILABLE ("cut off from the
+//!   cluster for N s; limit L s") unless one fresh poll shows identity current again
+//!   ([`freshness`]). Its long polls wait at most half the limit.
 //!
 //! Not here: what a service does with a capability once authorized (fs's path prefix, its
 //! handles), and auditing (services record their own denials).
+
+mod freshness;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -65,6 +73,8 @@ pub struct Guard {
     revoked_tx: broadcast::Sender<CapId>,
     sync: SyncState,
     source: Option<Source>,
+    /// Cluster mode: how current the list is, and the limit.
+    cluster: freshness::ClusterView,
 }
 
 struct Source {
@@ -146,6 +156,7 @@ impl Guard {
             revoked_tx,
             sync: SyncState::default(),
             source,
+            cluster: freshness::ClusterView::default(),
         }
     }
 
@@ -162,6 +173,7 @@ impl Guard {
         if !self.sync.live.load(Ordering::SeqCst) || !self.sync.synced_once.load(Ordering::SeqCst) {
             self.catch_up().await?;
         }
+        self.within_staleness().await?;
         let ctx = AuthContext::new(&self.clock, &self.revoked, &self.limiter);
         self.verifier
             .authorize_request(token, method, &ctx)
@@ -224,7 +236,49 @@ impl Guard {
             "trusted_keys".into(),
             self.verifier.keys().keys().len().into(),
         );
+        self.cluster.facts(std::time::Instant::now(), &mut m);
         m
+    }
+
+    /// Cluster mode, past `max_staleness`: one fresh poll (unless another started since
+    /// this request arrived); still past it (or identity unreachable), UNAVAILABLE with
+    /// the cut-off message.
+    async fn within_staleness(&self) -> Result<(), ErrorBody> {
+        let asked = std::time::Instant::now();
+        if self.cluster.stale_at(asked).is_none() {
+            return Ok(());
+        }
+        if let Some(source) = &self.source {
+            let _one_at_a_time = source.catch_up.lock().await;
+            if self.cluster.claim_refresh(asked) {
+                let mut client = Client::new(source.endpoint.clone());
+                client.set_timeout(CATCH_UP_TIMEOUT);
+                let deadline = tokio::time::Instant::now() + CATCH_UP_LOAD_TIMEOUT;
+                loop {
+                    let sent = std::time::Instant::now();
+                    match client
+                        .call::<Revocations>(&self.poll_params(source, 0))
+                        .await
+                    {
+                        // More pages: ask again at once, within the deadline.
+                        Ok(result) => {
+                            if !self.apply(result, sent) || tokio::time::Instant::now() >= deadline
+                            {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "identity unreachable while cut off from the cluster");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        match self.cluster.stale_at(std::time::Instant::now()) {
+            None => Ok(()),
+            Some(message) => Err(ErrorBody::new(ErrorCode::Unavailable, message)),
+        }
     }
 
     /// Before a request while the subscription is down or the list not loaded yet: ask
@@ -243,12 +297,13 @@ impl Guard {
         client.set_timeout(CATCH_UP_TIMEOUT);
         let deadline = tokio::time::Instant::now() + CATCH_UP_LOAD_TIMEOUT;
         loop {
+            let sent = std::time::Instant::now();
             let answer = client
                 .call::<Revocations>(&self.poll_params(source, 0))
                 .await;
             match answer {
                 Ok(result) => {
-                    if !self.apply(result) {
+                    if !self.apply(result, sent) {
                         return Ok(());
                     }
                     if tokio::time::Instant::now() >= deadline {
@@ -301,10 +356,11 @@ impl Guard {
         self.sync.store_id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply one answer from identity: keys first (so a new kid is trusted before any
-    /// token signed with it could be seen), then revocations, then the cursor. Returns
-    /// whether more pages follow; the guard is synced once an answer says none do.
-    fn apply(&self, result: RevocationsResult) -> bool {
+    /// Apply one answer from identity to a poll sent at `sent`: keys first (so a new kid
+    /// is trusted before any token signed with it could be seen), then revocations, then
+    /// the cursor, then (complete answers only) the cluster freshness. Returns whether
+    /// more pages follow; the guard is synced once an answer says none do.
+    fn apply(&self, result: RevocationsResult, sent: std::time::Instant) -> bool {
         if let Some(keys) = &result.keys {
             match trusted_keys(keys) {
                 Ok(trusted) => {
@@ -333,6 +389,9 @@ impl Guard {
         }
         *self.lock_store_id() = Some(result.store_id);
         self.sync.seq.store(result.seq, Ordering::SeqCst);
+        if !result.more {
+            self.cluster.record(sent, result.cluster.as_ref());
+        }
         if !result.more && !self.sync.synced_once.swap(true, Ordering::SeqCst) {
             tracing::info!(
                 count = self.revoked.len(),
@@ -368,12 +427,13 @@ async fn subscribe(guard: Arc<Guard>) {
         let wait = if more {
             0
         } else {
-            POLL_WAIT.as_millis() as u64
+            guard.cluster.poll_wait(POLL_WAIT).as_millis() as u64
         };
         let params = guard.poll_params(source, wait);
+        let sent = std::time::Instant::now();
         match client.call::<Revocations>(&params).await {
             Ok(result) => {
-                more = guard.apply(result);
+                more = guard.apply(result, sent);
                 guard.sync.live.store(true, Ordering::SeqCst);
                 backoff = Duration::from_millis(20);
                 if pruned_at.elapsed() >= PRUNE_EVERY {
@@ -397,6 +457,9 @@ async fn subscribe(guard: Arc<Guard>) {
         }
     }
 }
+
+#[cfg(test)]
+mod staleness_tests;
 
 #[cfg(test)]
 mod tests {

@@ -38,9 +38,17 @@
   # A single node: no etcd, no TLS, no TCP listener. The prefix and lease TTL are the
   # supervisor's own defaults, and only given to it in cluster mode.
   cluster = {
-    etcd.endpoints = [ ];
+    etcd = {
+      endpoints = [ ];
+      caFile = null;
+      certFile = null;
+      keyFile = null;
+      user = null;
+      passwordFile = null;
+    };
     prefix = "/strata";
     leaseTtl = 10;
+    maxStaleness = "30s";
     tls = {
       caFile = null;
       certFile = null;

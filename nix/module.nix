@@ -17,6 +17,7 @@ let
     attrValues
     concatMap
     concatStringsSep
+    filter
     filterAttrs
     hasPrefix
     last
@@ -81,6 +82,16 @@ let
     tls.keyFile
   ];
   hasTls = all (f: f != null) tlsFiles;
+  # TLS and authentication to etcd (crates/cluster/src/config/access.rs checks the same).
+  etcd = cluster.etcd;
+  etcdHttps = any (hasPrefix "https://") etcd.endpoints;
+  etcdHttp = any (hasPrefix "http://") etcd.endpoints;
+  etcdFiles = filter (f: f != null) [
+    etcd.caFile
+    etcd.certFile
+    etcd.keyFile
+    etcd.passwordFile
+  ];
   # The mutual-TLS listeners: fs's from `cluster.fsListen`, and any manifest service's own
   # `tcp` key.
   tcpListeners = unique (
@@ -128,7 +139,9 @@ let
 
   underHome = p: any (h: p == h || hasPrefix "${h}/" p) [ "/home" "/root" "/run/user" ];
   # Files services read from under those trees: ProtectHome must leave them visible.
-  readsUnderHome = any underHome (cfg.fs.exportRoots ++ (if hasTls then tlsFiles else [ ]));
+  readsUnderHome = any underHome (
+    cfg.fs.exportRoots ++ (if hasTls then tlsFiles else [ ]) ++ etcdFiles
+  );
 
   inRun = hasPrefix "/run/" cfg.runtimeDir;
   inVarLib = hasPrefix "/var/lib/" cfg.stateDir;
@@ -349,15 +362,80 @@ in
         type = types.listOf (types.strMatching "https?://[^,[:space:]]+");
         default = defaults.cluster.etcd.endpoints;
         example = [
-          "http://10.0.0.1:2379"
-          "http://10.0.0.2:2379"
+          "https://10.0.0.1:2379"
+          "https://10.0.0.2:2379"
         ];
         description = ''
           etcd (v3 API) client URLs; setting any turns cluster mode on
           (STRATA_ETCD_ENDPOINTS, comma-separated). Empty: the node runs alone and nothing
-          leaves the machine. Only http:// URLs: this build does not speak TLS to etcd
-          (https:// is refused), so keep etcd on a network only the nodes reach. Also
-          allows AF_INET and AF_INET6 in the unit.
+          leaves the machine. All https:// (with `caFile`) or all http://; over plain
+          http:// anyone on that network can read and change the cluster's state
+          (docs/OPERATIONS.md, "Running a cluster"). Also allows AF_INET and AF_INET6 in
+          the unit.
+        '';
+      };
+
+      etcd.caFile = mkOption {
+        type = types.nullOr absolutePath;
+        default = defaults.cluster.etcd.caFile;
+        example = "/etc/strata/etcd/ca.crt";
+        description = ''
+          The CA certificate (PEM) that signed etcd's server certificate (STRATA_ETCD_CA);
+          needed for https:// endpoints, refused with http:// ones. It may be the cluster
+          CA. The only root trusted for etcd.
+        '';
+      };
+
+      etcd.certFile = mkOption {
+        type = types.nullOr absolutePath;
+        default = defaults.cluster.etcd.certFile;
+        example = "/etc/strata/etcd/node.crt";
+        description = ''
+          This node's TLS client certificate for etcd, PEM (STRATA_ETCD_CERT), for an
+          etcd run with --client-cert-auth. Goes with `keyFile`.
+        '';
+      };
+
+      etcd.keyFile = mkOption {
+        type = types.nullOr absolutePath;
+        default = defaults.cluster.etcd.keyFile;
+        example = "/etc/strata/etcd/node.key";
+        description = ''
+          The private key of `certFile`, PEM (STRATA_ETCD_KEY): mode 0600 or stricter and
+          out of the store (a path string).
+        '';
+      };
+
+      etcd.user = mkOption {
+        type = types.nullOr (types.strMatching "[^[:space:]]{1,128}");
+        default = defaults.cluster.etcd.user;
+        example = "strata-node-a";
+        description = ''
+          The etcd user this node authenticates as (STRATA_ETCD_USER); its role should
+          grant readwrite on the cluster prefix only. Goes with `passwordFile`.
+        '';
+      };
+
+      etcd.passwordFile = mkOption {
+        type = types.nullOr absolutePath;
+        default = defaults.cluster.etcd.passwordFile;
+        example = "/run/secrets/strata-etcd-password";
+        description = ''
+          A file holding the etcd user's password (STRATA_ETCD_PASSWORD_FILE): a regular
+          file of mode 0600 or stricter, at most 4 KiB, a trailing newline not part of
+          it. A path string, so the password never enters the store.
+        '';
+      };
+
+      maxStaleness = mkOption {
+        type = types.strMatching "off|[0-9]{1,9}(ms|s|m|h)";
+        default = defaults.cluster.maxStaleness;
+        example = "10s";
+        description = ''
+          How long the node may go without confirming it is current with etcd before its
+          verifiers refuse protected requests (STRATA_CLUSTER_MAX_STALENESS, in cluster
+          mode): a duration from 1s to 1h, or "off" (a cut-off node then honours tokens
+          revoked elsewhere for as long as the cut lasts).
         '';
       };
 
@@ -490,12 +568,28 @@ in
 
     assertions = [
       {
-        assertion = !any (hasPrefix "https://") cluster.etcd.endpoints;
+        assertion = !(etcdHttps && etcdHttp);
+        message = "services.strata.cluster.etcd.endpoints: the endpoints mix http:// and https://; use https:// for every one.";
+      }
+      {
+        assertion = !etcdHttps || etcd.caFile != null;
         message = ''
-          services.strata.cluster.etcd.endpoints: https:// is refused; this build of Strata
-          speaks only plain http:// to etcd. Use http:// URLs on a network only the nodes
-          reach.
+          services.strata.cluster.etcd.endpoints are https://, so
+          services.strata.cluster.etcd.caFile must name the CA certificate that signed
+          etcd's server certificate (it may be the cluster CA).
         '';
+      }
+      {
+        assertion = etcdHttps || all (f: f == null) [ etcd.caFile etcd.certFile etcd.keyFile ];
+        message = "services.strata.cluster.etcd.{caFile,certFile,keyFile} need https:// etcd endpoints.";
+      }
+      {
+        assertion = (etcd.certFile == null) == (etcd.keyFile == null);
+        message = "services.strata.cluster.etcd: certFile and keyFile go together: set both or neither.";
+      }
+      {
+        assertion = (etcd.user == null) == (etcd.passwordFile == null);
+        message = "services.strata.cluster.etcd: user and passwordFile go together: set both or neither.";
       }
       {
         assertion = all (f: f == null) tlsFiles || hasTls;
@@ -566,6 +660,18 @@ in
         STRATA_ETCD_ENDPOINTS = concatStringsSep "," cluster.etcd.endpoints;
         STRATA_CLUSTER_PREFIX = cluster.prefix;
         STRATA_LEASE_TTL_SECS = toString cluster.leaseTtl;
+        STRATA_CLUSTER_MAX_STALENESS = cluster.maxStaleness;
+      }
+      // optionalAttrs (clustered && etcd.caFile != null) {
+        STRATA_ETCD_CA = etcd.caFile;
+      }
+      // optionalAttrs (clustered && etcd.certFile != null) {
+        STRATA_ETCD_CERT = etcd.certFile;
+        STRATA_ETCD_KEY = etcd.keyFile;
+      }
+      // optionalAttrs (clustered && etcd.user != null) {
+        STRATA_ETCD_USER = etcd.user;
+        STRATA_ETCD_PASSWORD_FILE = etcd.passwordFile;
       }
       // optionalAttrs hasTls {
         STRATA_TLS_CA = tls.caFile;

@@ -117,13 +117,13 @@ fn hint(text: &str) -> &'static str {
     let lower = text.to_ascii_lowercase();
     let has = |needle: &str| lower.contains(needle);
     if has("authentication failed") {
-        "etcd refused this node's etcd user or password (authentication failed): check --etcd-user and --etcd-password-file"
+        "etcd refused the etcd user or password given (authentication failed): check --etcd-user and --etcd-password-file"
     } else if has("permission denied") {
-        "etcd denied the request to this node's etcd user (permission denied): its role needs readwrite on the cluster prefix (see OPERATIONS.md, \"Running a cluster\")"
+        "etcd denied the request to the etcd user given (permission denied): its role needs readwrite on the cluster prefix (see OPERATIONS.md, \"Running a cluster\")"
     } else if has("authentication is not enabled") {
-        "etcd has authentication off, yet this node was given an etcd user: enable it (`etcdctl auth enable`) or drop --etcd-user"
+        "etcd has authentication off, yet an etcd user was given: enable it (`etcdctl auth enable`) or drop --etcd-user"
     } else if has("user name is empty") || has("user name not found") {
-        "etcd has authentication on and this node gave no etcd user: set --etcd-user and --etcd-password-file"
+        "etcd has authentication on and no etcd user was given: set --etcd-user and --etcd-password-file"
     } else if has("certificaterequired")
         || has("certificate required")
         || has("bad certificate")
@@ -131,7 +131,7 @@ fn hint(text: &str) -> &'static str {
         || has("unknown ca")
         || has("unknownca")
     {
-        "etcd refused this node's TLS client certificate (etcd runs with --client-cert-auth): set --etcd-cert and --etcd-key to a certificate etcd's --trusted-ca-file signed"
+        "etcd refused this client's TLS client certificate (etcd runs with --client-cert-auth): set --etcd-cert and --etcd-key to a certificate etcd's --trusted-ca-file signed"
     } else if has("invalid peer certificate") || has("unknownissuer") || has("notvalidforname") {
         "etcd's TLS server certificate is not trusted: --etcd-ca must be the CA that signed it, for the host name or address in the endpoint"
     } else if has("handshake") || has("tls") && has("alert") || has("corrupt message") {
@@ -380,7 +380,7 @@ impl Etcd {
         if self.members.tls_without_client_cert && message.contains("connection closed") {
             message = format!(
                 "etcd closed the TLS connection: if etcd runs with --client-cert-auth, etcd refused \
-                 this node's TLS client certificate (none was given: set --etcd-cert and --etcd-key) ({message})"
+                 this client's TLS client certificate (none was given: set --etcd-cert and --etcd-key) ({message})"
             );
         }
         Err(ClusterError::Unavailable(message))
@@ -393,7 +393,7 @@ impl Etcd {
         match ClusterError::from(e) {
             ClusterError::Invalid(m) if self.members.auth.is_none() && m.contains("permission denied") => {
                 ClusterError::Invalid(format!(
-                    "etcd has authentication on and this node gave no etcd user: set --etcd-user and --etcd-password-file ({m})"
+                    "etcd has authentication on and no etcd user was given: set --etcd-user and --etcd-password-file ({m})"
                 ))
             }
             other => other,

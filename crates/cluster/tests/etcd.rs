@@ -272,7 +272,7 @@ async fn wrong_credentials_are_refused_with_a_message_naming_the_cause() {
     .unwrap();
     let err = etcd.get(key).await.unwrap_err().to_string();
     assert!(
-        err.contains("etcd refused this node's etcd user or password")
+        err.contains("etcd refused the etcd user or password given")
             && err.contains("--etcd-password-file"),
         "{err}"
     );
@@ -291,7 +291,7 @@ async fn wrong_credentials_are_refused_with_a_message_naming_the_cause() {
     .unwrap();
     let err = etcd.get(key).await.unwrap_err().to_string();
     assert!(
-        err.contains("etcd refused this node's TLS client certificate")
+        err.contains("etcd refused this client's TLS client certificate")
             && err.contains("--etcd-cert"),
         "{err}"
     );

@@ -149,6 +149,8 @@ pub enum Command {
             default_value = "/strata"
         )]
         cluster_prefix: String,
+        #[command(flatten)]
+        etcd_access: EtcdAccessArgs,
     },
     /// Print a shell completion script.
     Completions {
@@ -380,6 +382,45 @@ pub struct EtcdArgs {
         default_value = "/strata"
     )]
     pub prefix: String,
+    #[command(flatten)]
+    pub access: EtcdAccessArgs,
+}
+
+/// How to reach etcd over TLS and as which etcd user: the supervisor's flags of the same
+/// names (files are read and checked before etcd is asked anything).
+#[derive(Args, Debug, Clone, Default)]
+pub struct EtcdAccessArgs {
+    /// The CA certificate (PEM) that signed etcd's server certificate; needed for
+    /// https:// endpoints.
+    #[arg(long, value_name = "FILE", env = "STRATA_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A TLS client certificate for etcd (PEM), when etcd runs with --client-cert-auth.
+    #[arg(long, value_name = "FILE", env = "STRATA_ETCD_CERT")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM, mode 0600).
+    #[arg(long, value_name = "FILE", env = "STRATA_ETCD_KEY")]
+    pub etcd_key: Option<PathBuf>,
+    /// The etcd user to authenticate as (with --etcd-password-file).
+    #[arg(long, value_name = "USER", env = "STRATA_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// A file (mode 0600 or stricter) holding the etcd user's password.
+    #[arg(long, value_name = "FILE", env = "STRATA_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdAccessArgs {
+    /// The value of the `STRATA_ETCD_*` variable `name` these flags stand for.
+    pub fn var(&self, name: &str) -> Option<String> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match name {
+            strata_cluster::ENV_ETCD_CA => path(&self.etcd_ca),
+            strata_cluster::ENV_ETCD_CERT => path(&self.etcd_cert),
+            strata_cluster::ENV_ETCD_KEY => path(&self.etcd_key),
+            strata_cluster::ENV_ETCD_USER => self.etcd_user.clone(),
+            strata_cluster::ENV_ETCD_PASSWORD_FILE => path(&self.etcd_password_file),
+            _ => None,
+        }
+    }
 }
 
 /// Accept the original client's single-dash `-token`.

@@ -24,9 +24,16 @@ use strata_pki::{Overwrite, PkiError};
 
 pub async fn run(cmd: Cluster, global: &Global) -> Result<ExitCode, Failure> {
     match cmd {
-        Cluster::Nodes { etcd } => nodes(&etcd.etcd, &etcd.prefix, global).await,
+        Cluster::Nodes { etcd } => {
+            nodes(
+                &etcd_config(&etcd.etcd, &etcd.prefix, &etcd.access)?,
+                global,
+            )
+            .await
+        }
         Cluster::RemoveNode { node, etcd } => {
-            remove_node(&node, &etcd.etcd, &etcd.prefix, global).await
+            let config = etcd_config(&etcd.etcd, &etcd.prefix, &etcd.access)?;
+            remove_node(&node, &config, global).await
         }
         Cluster::Init { dir, name } => init(&dir, &name, global),
         Cluster::AddNode {
@@ -84,15 +91,32 @@ pub struct Records {
     pub removed: Vec<(String, Vec<u8>)>,
 }
 
-async fn connect(etcd: &str, prefix: &str) -> Result<strata_cluster::Etcd, Failure> {
-    let endpoints = etcd.split(',').map(|e| e.trim().to_owned()).collect();
-    // The id only names a lease this command never takes.
-    let mut config = strata_cluster::ClusterConfig::new("strata-ctl", endpoints)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
-    config.prefix = prefix.to_owned();
-    strata_cluster::Etcd::connect(&config)
-        .await
-        .map_err(|e| Failure::Unreachable(format!("cannot reach etcd at {etcd}: {e}")))
+/// The settings to reach etcd at `etcd` (comma-separated URLs) under `prefix`, with
+/// `access` (TLS, user): parsed and checked as a node's are, files read.
+pub fn etcd_config(
+    etcd: &str,
+    prefix: &str,
+    access: &crate::cli::EtcdAccessArgs,
+) -> Result<strata_cluster::ClusterConfig, Failure> {
+    let var = |name: &str| match name {
+        "STRATA_ETCD_ENDPOINTS" => Some(etcd.to_owned()),
+        // The id only names a lease this command never takes.
+        "STRATA_NODE_ID" => Some("strata-ctl".to_owned()),
+        "STRATA_CLUSTER_PREFIX" => Some(prefix.to_owned()),
+        other => access.var(other),
+    };
+    strata_cluster::ClusterConfig::from_lookup(var)
+        .map_err(|e| Failure::Usage(e.to_string()))?
+        .ok_or_else(|| Failure::Usage("--etcd names no endpoint".into()))
+}
+
+async fn connect(config: &strata_cluster::ClusterConfig) -> Result<strata_cluster::Etcd, Failure> {
+    strata_cluster::Etcd::connect(config).await.map_err(|e| {
+        Failure::Unreachable(format!(
+            "cannot reach etcd at {}: {e}",
+            config.etcd.join(",")
+        ))
+    })
 }
 
 /// Read the four directories of the cluster's record from etcd.
@@ -171,14 +195,17 @@ pub fn node_views(records: &Records, trust_prefix: &str) -> Vec<NodeView> {
 }
 
 /// Connect to etcd and read the nodes' views (for `cluster nodes` and the console).
-pub async fn read_nodes(etcd: &str, prefix: &str) -> Result<Vec<NodeView>, Failure> {
-    let etcd = connect(etcd, prefix).await?;
+pub async fn read_nodes(config: &strata_cluster::ClusterConfig) -> Result<Vec<NodeView>, Failure> {
+    let etcd = connect(config).await?;
     let records = read_records(&etcd).await?;
     Ok(node_views(&records, &etcd.key(&["trust", ""])))
 }
 
-async fn nodes(etcd: &str, prefix: &str, global: &Global) -> Result<ExitCode, Failure> {
-    let views = read_nodes(etcd, prefix).await?;
+async fn nodes(
+    config: &strata_cluster::ClusterConfig,
+    global: &Global,
+) -> Result<ExitCode, Failure> {
+    let views = read_nodes(config).await?;
     let format = global.format();
     match format {
         Format::Json => output::json(&json!({ "nodes": views })),
@@ -233,11 +260,10 @@ async fn nodes(etcd: &str, prefix: &str, global: &Global) -> Result<ExitCode, Fa
 
 async fn remove_node(
     node: &str,
-    etcd: &str,
-    prefix: &str,
+    config: &strata_cluster::ClusterConfig,
     global: &Global,
 ) -> Result<ExitCode, Failure> {
-    let etcd = connect(etcd, prefix).await?;
+    let etcd = connect(config).await?;
     let keys = strata_cluster::remove_node(&etcd, node)
         .await
         .map_err(|e| match e {

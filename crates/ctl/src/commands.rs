@@ -39,14 +39,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             state_dir,
             etcd,
             cluster_prefix,
+            etcd_access,
         } => {
+            let etcd = etcd
+                .map(|e| crate::cluster::etcd_config(&e, &cluster_prefix, &etcd_access))
+                .transpose()?;
             crate::console::run(
                 g,
                 crate::console::Options {
                     listen,
                     allow_remote,
                     state_dir,
-                    etcd: etcd.map(|e| (e, cluster_prefix)),
+                    etcd,
                 },
             )
             .await

@@ -34,10 +34,32 @@ struct Args {
     /// This node's id, passed to services as STRATA_NODE_ID.
     #[arg(long, env = "STRATA_NODE_ID", default_value = "local-0")]
     node_id: String,
-    /// Cluster mode: etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379).
-    /// Without them the node runs alone and nothing leaves the machine.
+    /// Cluster mode: etcd client URLs, comma-separated (e.g. https://10.0.0.1:2379), all
+    /// https:// or all http:// (plain: anyone on the network can read and forge the
+    /// cluster's state). Without them the node runs alone and nothing leaves the machine.
     #[arg(long, env = "STRATA_ETCD_ENDPOINTS", value_name = "URLS")]
     etcd: Option<String>,
+    /// The CA certificate (PEM) that signed etcd's server certificate (may be the cluster
+    /// CA); needed for https:// endpoints, and the only root trusted for them.
+    #[arg(long, env = "STRATA_ETCD_CA", value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// This node's TLS client certificate for etcd (PEM), for etcd's --client-cert-auth.
+    #[arg(long, env = "STRATA_ETCD_CERT", value_name = "FILE")]
+    etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM, mode 0600).
+    #[arg(long, env = "STRATA_ETCD_KEY", value_name = "FILE")]
+    etcd_key: Option<PathBuf>,
+    /// The etcd user this node authenticates as (with --etcd-password-file).
+    #[arg(long, env = "STRATA_ETCD_USER", value_name = "USER")]
+    etcd_user: Option<String>,
+    /// A file (mode 0600 or stricter, at most 4 KiB) holding the etcd user's password;
+    /// a trailing newline is not part of it.
+    #[arg(long, env = "STRATA_ETCD_PASSWORD_FILE", value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+    /// Cluster mode: how long the node may go without confirming it is current with
+    /// etcd before its verifiers refuse protected requests (`off`, or 1s..1h; default 30s).
+    #[arg(long, env = "STRATA_CLUSTER_MAX_STALENESS", value_name = "DURATION")]
+    max_staleness: Option<String>,
     /// Cluster mode: the etcd key prefix shared by the cluster's nodes.
     #[arg(long, env = "STRATA_CLUSTER_PREFIX", value_name = "PREFIX")]
     cluster_prefix: Option<String>,
@@ -173,6 +195,8 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     put("STRATA_ETCD_ENDPOINTS", args.etcd.clone());
     put("STRATA_CLUSTER_PREFIX", args.cluster_prefix.clone());
     put("STRATA_LEASE_TTL_SECS", args.lease_ttl.clone());
+    put("STRATA_CLUSTER_MAX_STALENESS", args.max_staleness.clone());
+    put("STRATA_ETCD_USER", args.etcd_user.clone());
     let path = |p: &Option<PathBuf>| {
         p.as_ref().map(|p| {
             std::path::absolute(p)
@@ -184,6 +208,10 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     put("STRATA_TLS_CA", path(&args.tls_ca));
     put("STRATA_TLS_CERT", path(&args.tls_cert));
     put("STRATA_TLS_KEY", path(&args.tls_key));
+    put("STRATA_ETCD_CA", path(&args.etcd_ca));
+    put("STRATA_ETCD_CERT", path(&args.etcd_cert));
+    put("STRATA_ETCD_KEY", path(&args.etcd_key));
+    put("STRATA_ETCD_PASSWORD_FILE", path(&args.etcd_password_file));
     put("STRATA_NODE_ID", Some(args.node_id.clone()));
     let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let cluster = strata_cluster::ClusterConfig::from_lookup(lookup)?;
@@ -202,7 +230,18 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
              --tls-key (from `strata-ctl cluster add-node {}`)",
             cluster.node
         );
-        tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, "cluster mode");
+        // Never the password or the key: only whether they are used.
+        tracing::info!(
+            node = %cluster.node,
+            etcd = ?cluster.etcd,
+            etcd_tls = cluster.access.tls.is_some(),
+            etcd_client_cert = cluster.access.tls.as_ref().is_some_and(|t| t.client.is_some()),
+            etcd_user = cluster.access.auth.as_ref().map(|a| a.user.as_str()),
+            "cluster mode"
+        );
+        if cluster.access.tls.is_none() {
+            tracing::warn!("etcd is reached over plain http://: anyone on that network can read and change the cluster's state; see OPERATIONS.md, \"Running a cluster\"");
+        }
     }
     vars.retain(|(k, _)| k != "STRATA_NODE_ID");
     Ok(vars)

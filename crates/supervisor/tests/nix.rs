@@ -192,7 +192,17 @@ fn every_variable_the_unit_sets_is_one_the_supervisor_reads() {
                     .all(|c| c.is_ascii_uppercase() || c == '_')
         })
         .collect();
-    for expected in ["STRATA_CONFIG", "STRATA_ETCD_ENDPOINTS", "STRATA_TLS_KEY"] {
+    for expected in [
+        "STRATA_CONFIG",
+        "STRATA_ETCD_ENDPOINTS",
+        "STRATA_TLS_KEY",
+        "STRATA_ETCD_CA",
+        "STRATA_ETCD_CERT",
+        "STRATA_ETCD_KEY",
+        "STRATA_ETCD_USER",
+        "STRATA_ETCD_PASSWORD_FILE",
+        "STRATA_CLUSTER_MAX_STALENESS",
+    ] {
         assert!(set.contains(&expected), "{expected} not among {set:?}");
     }
     let out = Command::new(SUPERVISOR)
@@ -425,7 +435,15 @@ const FULL_NODE: &str = r#"
     } ];
     fs.exportRoots = [ "/srv/data" ];
     cluster = {
-      etcd.endpoints = [ "http://10.0.0.1:2379" "http://10.0.0.2:2379" ];
+      etcd = {
+        endpoints = [ "https://10.0.0.1:2379" "https://10.0.0.2:2379" ];
+        caFile = "/etc/strata/etcd/ca.crt";
+        certFile = "/etc/strata/etcd/node.crt";
+        keyFile = "/etc/strata/etcd/node.key";
+        user = "strata-node-a";
+        passwordFile = "/run/secrets/etcd-password";
+      };
+      maxStaleness = "10s";
       tls = { caFile = "/etc/strata/tls/ca.crt"; certFile = "/etc/strata/tls/node.crt"; keyFile = "/etc/strata/tls/node.key"; };
       fsListen = "10.0.0.5:7101";
     };
@@ -540,9 +558,15 @@ fn the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit() {
             "STRATA_STATE_DIR": "/var/lib/strata",
             "STRATA_NODE_ID": "node-a",
             "STRATA_SOCKET_GROUP": "strata",
-            "STRATA_ETCD_ENDPOINTS": "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "STRATA_ETCD_ENDPOINTS": "https://10.0.0.1:2379,https://10.0.0.2:2379",
+            "STRATA_ETCD_CA": "/etc/strata/etcd/ca.crt",
+            "STRATA_ETCD_CERT": "/etc/strata/etcd/node.crt",
+            "STRATA_ETCD_KEY": "/etc/strata/etcd/node.key",
+            "STRATA_ETCD_USER": "strata-node-a",
+            "STRATA_ETCD_PASSWORD_FILE": "/run/secrets/etcd-password",
             "STRATA_CLUSTER_PREFIX": "/strata",
             "STRATA_LEASE_TTL_SECS": "10",
+            "STRATA_CLUSTER_MAX_STALENESS": "10s",
             "STRATA_TLS_CA": "/etc/strata/tls/ca.crt",
             "STRATA_TLS_CERT": "/etc/strata/tls/node.crt",
             "STRATA_TLS_KEY": "/etc/strata/tls/node.key",
@@ -676,8 +700,24 @@ fn the_module_refuses_what_the_supervisor_would() {
         &lib,
         &[
             (
-                "https",
+                "httpsWithoutCa",
                 r#"{ enable = true; checkManifest = false; cluster.etcd.endpoints = [ "https://10.0.0.1:2379" ]; }"#,
+            ),
+            (
+                "mixed",
+                r#"{ enable = true; checkManifest = false; cluster.etcd = { endpoints = [ "https://10.0.0.1:2379" "http://10.0.0.2:2379" ]; caFile = "/e/ca.crt"; }; }"#,
+            ),
+            (
+                "caWithHttp",
+                r#"{ enable = true; checkManifest = false; cluster.etcd = { endpoints = [ "http://10.0.0.1:2379" ]; caFile = "/e/ca.crt"; }; }"#,
+            ),
+            (
+                "certWithoutKey",
+                r#"{ enable = true; checkManifest = false; cluster.etcd = { endpoints = [ "https://10.0.0.1:2379" ]; caFile = "/e/ca.crt"; certFile = "/e/n.crt"; }; }"#,
+            ),
+            (
+                "userWithoutPassword",
+                r#"{ enable = true; checkManifest = false; cluster.etcd = { endpoints = [ "https://10.0.0.1:2379" ]; caFile = "/e/ca.crt"; user = "strata"; }; }"#,
             ),
             (
                 "listenerWithoutTls",
@@ -686,7 +726,11 @@ fn the_module_refuses_what_the_supervisor_would() {
         ],
     );
     for (case, expected) in [
-        ("https", "https:// is refused"),
+        ("httpsWithoutCa", "services.strata.cluster.etcd.caFile must name the CA"),
+        ("mixed", "mix http:// and https://"),
+        ("caWithHttp", "need https:// etcd endpoints"),
+        ("certWithoutKey", "certFile and keyFile go together"),
+        ("userWithoutPassword", "user and passwordFile go together"),
         ("listenerWithoutTls", "needs\nservices.strata.cluster.tls"),
     ] {
         let failed = out[case]["failedAssertions"].to_string();

@@ -395,10 +395,10 @@ async fn cluster(console: &Console) -> Response<Body> {
     if let (Value::Object(a), Value::Object(s)) = (&mut answer, registry_staleness(console).await) {
         a.extend(s);
     }
-    if let Some((endpoints, prefix)) = &console.etcd {
+    if let Some(config) = &console.etcd {
         let read = tokio::time::timeout(
             std::time::Duration::from_secs_f64(console.caller.global.timeout.clamp(1.0, 10.0)),
-            crate::cluster::read_nodes(endpoints, prefix),
+            crate::cluster::read_nodes(config),
         );
         match read.await {
             Ok(Ok(nodes)) => answer["nodes"] = json!(nodes),

@@ -49,8 +49,9 @@ pub struct Options {
     pub allow_remote: bool,
     /// The state directory holding `audit.log`.
     pub state_dir: Option<PathBuf>,
-    /// etcd endpoints and the cluster prefix, for the cluster page's node list.
-    pub etcd: Option<(String, String)>,
+    /// How to reach etcd (endpoints, prefix, TLS and user), for the cluster page's node
+    /// list.
+    pub etcd: Option<strata_cluster::ClusterConfig>,
 }
 
 /// Who the console calls the services as: the global options and the token (kept here,
@@ -87,8 +88,8 @@ pub struct Console {
     /// `<state dir>/audit.log`, or why there is none.
     audit_log: Result<PathBuf, String>,
     rates: Mutex<metrics::Rates>,
-    /// etcd endpoints and the cluster prefix (`--etcd`, `--cluster-prefix`).
-    etcd: Option<(String, String)>,
+    /// How to reach etcd (`--etcd`, `--cluster-prefix`, `--etcd-ca`…).
+    etcd: Option<strata_cluster::ClusterConfig>,
 }
 
 /// Run the console until SIGINT or SIGTERM.

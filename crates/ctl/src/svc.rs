@@ -15,8 +15,11 @@ use strata_proto::methods::supervisor::{
     self as sup, LogLine, SvcLogsParams, SvcLogsResult, SvcNameParams, SvcRestartParams,
     SvcStopParams,
 };
+use strata_proto::methods::sys::Health;
 use strata_proto::methods::NoParams;
 use strata_proto::{ErrorCode, ServiceName};
+
+mod contact;
 
 /// How many recent lines each `svc logs -f` poll looks at (the supervisor allows 10,000).
 const FOLLOW_WINDOW: usize = 1000;
@@ -87,6 +90,15 @@ impl Session {
         ));
         if x["shutting_down"] == true {
             pairs.push(("shutting down", "yes".into()));
+        }
+        // Cluster mode: identity's confirmed contact with etcd (skipped if it is down).
+        if let Ok(mut client) = self.client("identity").await {
+            client.set_timeout(Duration::from_secs(2));
+            if let Ok(h) = client.call::<Health>(&NoParams {}).await {
+                if let Some(line) = contact::line(&h.extra["cluster"]) {
+                    pairs.push(("cluster", line));
+                }
+            }
         }
         // Anything newer the supervisor reports, if it fits in a cell.
         let known = [

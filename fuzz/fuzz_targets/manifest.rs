@@ -1,4 +1,5 @@
-//! Supervisor manifest parsing (`strata_supervisor::Manifest::parse`) on arbitrary text.
+//! Supervisor manifest parsing (`strata_manifest::Manifest::parse`, which the supervisor
+//! re-exports as `strata_supervisor::Manifest`) on arbitrary text.
 //!
 //! Must hold: no panic (TOML syntax, field types, names, limits, dependency cycles); an
 //! accepted manifest validates again, has unique valid names, and its dependencies all
@@ -7,8 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
-use strata_supervisor::manifest::check_name;
-use strata_supervisor::Manifest;
+use strata_manifest::{check_name, Manifest};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -1,5 +1,6 @@
-//! Issuance-policy parsing (`strata_identity::policy::Policy::parse`) on arbitrary text,
-//! then the policy's decision for a few callers and requests.
+//! Issuance-policy parsing (`strata_issuance_policy::Policy::parse`, identity's
+//! `strata_identity::policy`) on arbitrary text, then the policy's decision for a few
+//! callers and requests.
 //!
 //! Must hold: no panic; an accepted policy names a uid or gid and a positive TTL in every
 //! grant; a caller no grant names is refused everything.
@@ -7,8 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use strata_cap::{PathPrefix, RateLimit, Right};
-use strata_identity::policy::{Policy, Request};
 use strata_ipc::PeerCred;
+use strata_issuance_policy::{Policy, Request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

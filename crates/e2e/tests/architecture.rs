@@ -47,6 +47,22 @@ const IO_CRATES: &[&str] = &[
     "strata-guard",
 ];
 
+/// The parsers of operator files, kept apart from their services so that their fuzz
+/// targets (fuzz/) build without etcd, gRPC, the database or the HTTP server: the
+/// supervisor's manifest and identity's issuance policy.
+const PARSER_CRATES: &[&str] = &["strata-manifest", "strata-issuance-policy"];
+
+/// What a parser crate must not pull in (the bulk of a service's build).
+const HEAVY_CRATES: &[&str] = &[
+    "strata-cluster",
+    "etcd-client",
+    "tonic",
+    "prost",
+    "redb",
+    "hyper",
+    "prometheus-client",
+];
+
 /// One crate's declared (non-dev) dependencies, by name.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
@@ -122,6 +138,13 @@ fn violations(graph: &Graph) -> Vec<String> {
         &mut RUNTIME_CRATES.iter().copied(),
         "pki depends on no runtime or socket crate (files and certificates only)",
     );
+    for parser in PARSER_CRATES {
+        forbid(
+            parser,
+            &mut HEAVY_CRATES.iter().copied(),
+            "a parser crate depends on no etcd, database or HTTP crate (its fuzz target builds it)",
+        );
+    }
     forbid(
         "strata-ctl",
         &mut SERVICES.iter().copied(),
@@ -174,6 +197,7 @@ fn the_workspace_keeps_its_layers() {
     for krate in SERVICES
         .iter()
         .chain(&["strata-proto", "strata-cap", "strata-ctl"])
+        .chain(PARSER_CRATES)
     {
         assert!(
             graph.contains_key(*krate),
@@ -203,6 +227,8 @@ fn each_forbidden_edge_is_reported() {
         ),
         ("strata-ipc", "strata-registry", "library crate"),
         ("strata-pki", "tokio", "pki depends on no runtime"),
+        ("strata-manifest", "strata-cluster", "parser crate"),
+        ("strata-issuance-policy", "redb", "parser crate"),
     ];
     for (from, to, rule) in cases {
         let mut graph = real.clone();

@@ -41,11 +41,9 @@ pub mod cgroup;
 mod command;
 pub mod control;
 pub mod error;
-pub mod graph;
 pub mod journal;
 pub mod landlock;
 pub mod logs;
-pub mod manifest;
 pub mod metrics;
 pub mod orphans;
 mod prepare;
@@ -61,13 +59,16 @@ mod spawner;
 pub mod state;
 mod status;
 pub mod supervisor;
-pub mod units;
 
+// The manifest, its units and its dependency graph live in `strata-manifest` (which
+// builds without the supervisor's runtime); re-exported here under their old paths.
 pub use control::Control;
 pub use error::{ControlError, StartError};
 pub use manifest::{Manifest, ManifestError, ServiceSpec};
 pub use orphans::OrphanGuard;
 pub use sd_notify::ServiceManager;
+pub use strata_manifest as manifest;
+pub use strata_manifest::{graph, units};
 pub use strata_proto::methods::supervisor::ReloadReport;
 pub use supervisor::{Supervisor, SupervisorConfig};
 

@@ -1,15 +1,19 @@
-//! The service manifest: what to run and how to keep it running.
+//! The supervisor's service manifest: what to run and how to keep it running, parsed and
+//! validated. A crate of its own, apart from `strata-supervisor`, so that the manifest
+//! fuzz target builds without the supervisor's runtime (etcd, metrics, processes); the
+//! supervisor re-exports it as `strata_supervisor::{manifest, units, graph}`.
 //!
-//! A manifest is TOML (see the crate README for every field). The built-in graph that
-//! `strata-supervisor` runs without `--config` is a manifest too ([`Manifest::builtin`]),
+//! A manifest is TOML (see strata-supervisor's README for every field). The built-in graph
+//! that `strata-supervisor` runs without `--config` is a manifest too ([`Manifest::builtin`]),
 //! so both go through the same validation and the same code at run time.
 //!
 //! Parsing refuses unknown keys; [`Manifest::validate`] refuses bad names, duplicate
 //! names, unknown dependencies and cycles, each with a message naming the service (and
 //! the cycle's path). Validation does not look for binaries: a missing binary is a
 //! start-up failure of that one service, reported by the supervisor, not a manifest error.
+//! [`units`]: sizes, durations, signals and modes as written in a manifest; [`graph`]:
+//! the dependency order.
 
-use crate::graph;
 use crate::units::{ByteSize, CpuMax, HumanDuration, Mode, Signal};
 pub use capability::CapabilitySpec;
 use serde::{Deserialize, Serialize};
@@ -685,6 +689,8 @@ impl Manifest {
 }
 
 pub mod capability;
+pub mod graph;
+pub mod units;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,10 @@
 //! which capabilities. Root and identity's own uid are admins and may obtain anything
 //! (within the global maximum lifetime). With no policy file, only admins may issue.
 //!
+//! A crate of its own, apart from `strata-identity` (which re-exports it as
+//! `strata_identity::policy`), so that the policy fuzz target builds without identity's
+//! runtime (etcd, redb, certificates).
+//!
 //! ```toml
 //! [[grant]]
 //! uids = [1000]                 # and/or gids = [100] (the caller's primary gid)

@@ -4,7 +4,7 @@
 //! dependency before its dependents and otherwise keeps declaration order, so the same
 //! manifest always starts (and, reversed, stops) the same way.
 
-use crate::manifest::{ManifestError, ServiceSpec};
+use crate::{ManifestError, ServiceSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, PartialEq)]

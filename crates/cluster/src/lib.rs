@@ -26,6 +26,7 @@
 //! Not here: what the services do with these (registry, identity), certificates
 //! (strata-pki) and TLS (strata-ipc).
 
+mod batch;
 mod config;
 mod etcd;
 pub mod freshness;
@@ -33,15 +34,18 @@ mod lease;
 mod mirror;
 mod records;
 
+pub use batch::MAX_TXN_OPS;
 pub use config::{
     ClientCert, ClusterConfig, ConfigError, EtcdAccess, EtcdAuth, EtcdTls, ENV_ETCD_CA,
     ENV_ETCD_CERT, ENV_ETCD_KEY, ENV_ETCD_PASSWORD_FILE, ENV_ETCD_USER,
 };
 pub use etcd::{ClusterError, Etcd};
-pub use lease::NodeLease;
 pub use freshness::Freshness;
+pub use lease::NodeLease;
 pub use mirror::{Mirror, MirrorEvent, MirrorProgress, MirrorState};
-pub use records::{NodeRecord, RegistryRecord, RemovedRecord, RevocationRecord, TrustRecord};
+pub use records::{
+    LineageRecord, NodeRecord, RegistryRecord, RemovedRecord, RevocationRecord, TrustRecord,
+};
 
 /// Removes `node` from the cluster: records a tombstone (a removed node id is never
 /// trusted again), deletes its trust-bundle keys, revokes its lease (its registrations

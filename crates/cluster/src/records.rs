@@ -85,6 +85,69 @@ impl TrustRecord {
     }
 }
 
+/// `lineage/<cap_id>`: the ancestry of a capability a node delegated, so that the holder
+/// of an ancestor can revoke it on any node. Signed with the delegating node's
+/// certificate (like [`TrustRecord`]), so that writing etcd is not enough to make a
+/// token count as another capability's ancestor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageRecord {
+    /// The delegated capability's id.
+    pub cap_id: String,
+    /// The node whose identity delegated it (and signed this record).
+    pub node: String,
+    /// Its ancestors' ids, root first (the token's `parents`).
+    pub parents: Vec<String>,
+    /// Unix seconds when the capability expires.
+    pub expires: i64,
+    /// The node's certificate, DER in standard base64.
+    pub cert: String,
+    /// ECDSA P-256/SHA-256 signature (ASN.1 DER, standard base64) over
+    /// [`LineageRecord::signed_message`].
+    pub signature: String,
+}
+
+impl LineageRecord {
+    /// The largest value accepted from etcd, in bytes: [`LineageRecord::MAX_PARENTS`]
+    /// ids, a certificate and a signature fit with room to spare.
+    pub const MAX_BYTES: usize = 8 * 1024;
+    /// The most ancestors a record may name: the delegation depth limit
+    /// (`strata_cap::Claims::MAX_PARENTS`).
+    pub const MAX_PARENTS: usize = 32;
+
+    /// What the delegating node signs: every field but the certificate and signature.
+    pub fn signed_message(cap_id: &str, node: &str, parents: &[String], expires: i64) -> Vec<u8> {
+        format!(
+            "strata-lineage-v1\n{node}\n{cap_id}\n{expires}\n{}",
+            parents.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// Parses a value read from etcd, refusing one larger than
+    /// [`LineageRecord::MAX_BYTES`] or naming more than [`LineageRecord::MAX_PARENTS`]
+    /// ancestors before looking further.
+    pub fn parse(bytes: &[u8]) -> Result<LineageRecord, String> {
+        if bytes.len() > Self::MAX_BYTES {
+            return Err(format!(
+                "a lineage record of {} bytes is more than the {} accepted",
+                bytes.len(),
+                Self::MAX_BYTES
+            ));
+        }
+        let record: LineageRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a lineage record: {e}"))?;
+        if record.parents.len() > Self::MAX_PARENTS {
+            return Err(format!(
+                "a lineage record naming {} ancestors is more than the {} a delegation may have",
+                record.parents.len(),
+                Self::MAX_PARENTS
+            ));
+        }
+        Ok(record)
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -41,6 +41,8 @@ pub struct ClusterLink {
     /// checks what the other nodes published.
     tls: Arc<NodeIdentity>,
     removed: Mirror<RemovedRecord>,
+    /// Publishes delegations' lineage (`lineage/`): [`lineage`].
+    lineage: lineage::Lineage,
     /// Wakes the publisher (own keys, unpublished revocations).
     publish: Arc<Notify>,
     /// The whole revocation prefix has been recorded in the store (so this node's
@@ -238,6 +240,7 @@ impl Identity {
         );
         let link = ClusterLink {
             node: config.node.clone(),
+            lineage: lineage::Lineage::start(etcd.clone()),
             etcd,
             revocations,
             trust,
@@ -656,5 +659,6 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 mod freshness;
+mod lineage;
 #[cfg(test)]
 mod tests;

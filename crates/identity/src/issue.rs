@@ -201,6 +201,9 @@ impl Identity {
         let issued = self
             .mint_counted(peer, Some(*claims.lineage_root()), &claims)
             .await?;
+        // Cluster mode: answered only once etcd has its lineage, so its ancestors' holders
+        // can revoke it on any node.
+        self.share_lineage(&claims).await?;
         self.audit.record(
             "cap.delegated",
             Some(peer),

@@ -1,5 +1,6 @@
 //! Forgetting what capabilities that expired long enough ago left behind: their
-//! revocations (in memory, on disk and, in cluster mode, in etcd) and issuance records.
+//! revocations (in memory, on disk and, in cluster mode, in etcd), issuance records and
+//! (cluster mode) the lineage records of delegated capabilities in etcd.
 
 use crate::{store, Identity};
 use std::sync::Arc;
@@ -47,7 +48,8 @@ impl Identity {
             }
         };
         let shared = match self.cluster.get() {
-            Some(link) => link.prune_expired(cutoff).await,
+            // Revocations, and delegations' lineage records (`cluster::lineage`).
+            Some(link) => link.prune_expired(cutoff).await + link.prune_lineage(cutoff).await,
             None => 0,
         };
         if in_memory + stored.revocations + stored.caps + shared > 0 {

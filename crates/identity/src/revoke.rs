@@ -1,7 +1,10 @@
 //! `identity.revoke`: durable first (redb, fsync'd), then enforced here, fed to this
 //! node's verifiers and (in cluster mode) published to etcd; answered once the trusted
 //! verifiers acknowledged it or [`ACK_TIMEOUT`](crate::ACK_TIMEOUT) passed. Non-admin
-//! callers are held to the [`RevocationQuota`].
+//! callers are held to the [`RevocationQuota`]. A non-admin may revoke the capability it
+//! presents or a descendant of it: known from this node's issuance records or, for one
+//! delegated on another node, from the lineage record that node signed in etcd
+//! (`cluster::lineage`).
 
 use crate::revoke_quota::RevocationQuota;
 use crate::{store, Identity, IdentityError};
@@ -29,6 +32,9 @@ impl Identity {
         // then lapses with it even when identity has no record of the capability (a root
         // issue lost in a crash, or a capability another node issued).
         let mut own_expiry = None;
+        // The expiry from the lineage another node recorded in etcd, when that is what
+        // authorized a holder of an ancestor.
+        let mut shared_expiry = None;
         if !self.is_admin(peer) {
             let Some(token) = call.token() else {
                 return Err(self.deny(
@@ -40,9 +46,19 @@ impl Identity {
             };
             let holder = self.check_token(token)?;
             let is_self = holder.jti == cap;
-            let is_ancestor = known
+            let holder_id = holder.jti.to_string();
+            let mut is_ancestor = known
                 .as_ref()
-                .is_some_and(|k| k.parents.iter().any(|a| *a == holder.jti.to_string()));
+                .is_some_and(|k| k.parents.contains(&holder_id));
+            if !is_self && known.is_none() {
+                // Delegated on another node: its lineage as that node recorded it in etcd.
+                if let Some(shared) = self.shared_lineage(&cap).await? {
+                    if shared.parents.contains(&holder_id) {
+                        is_ancestor = true;
+                        shared_expiry = Some(shared.expires);
+                    }
+                }
+            }
             if !is_self && !is_ancestor {
                 return Err(self.deny(
                     peer,
@@ -60,7 +76,7 @@ impl Identity {
                 own: is_self,
             });
         }
-        let expires = known.map(|k| k.expires).or(own_expiry);
+        let expires = known.map(|k| k.expires).or(shared_expiry).or(own_expiry);
         let record = self.record_revocation(peer, &cap, expires, by)?;
         self.revoked
             .insert(cap, expires.map(Timestamp::from_unix_seconds));

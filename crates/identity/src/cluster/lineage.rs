@@ -1,0 +1,272 @@
+//! Lineage shared through etcd: who may revoke a delegated capability on a node that did
+//! not delegate it.
+//!
+//! A node that delegates a capability in cluster mode records its ancestry at
+//! `lineage/<cap_id>` (a [`LineageRecord`] signed with the node's certificate, checked
+//! like a trust-bundle entry) and answers the delegation only once etcd has it: records
+//! that queue up while a transaction is in flight go together in the next one (group
+//! commit), so a burst of delegations costs a few etcd round trips, not one each. Root
+//! issues (no parents) record nothing. An index key `lineage-expiry/<expires>/<cap_id>`
+//! (empty value, written in the same transaction) lets the pruner find expired records
+//! without reading them all.
+//!
+//! `identity.revoke` of a capability this node has no record of reads its lineage record
+//! (one linearizable get) and lets the holder of an ancestor revoke it only if a live
+//! node's certificate signed the record for itself.
+
+use super::{b64, ClusterLink};
+use crate::{Identity, IdentityError};
+use strata_cap::{CapId, Claims};
+use strata_cluster::{ClusterError, Etcd, LineageRecord, MAX_TXN_OPS};
+use strata_pki::NodeIdentity;
+use tokio::sync::{mpsc, oneshot};
+
+/// Delegations waiting for their lineage record to reach etcd, at most: past it a
+/// delegation waits for room (the mint quota bounds how many come at all).
+const QUEUE: usize = 4096;
+
+/// Index keys deleted per pruning transaction (each with its record: two operations).
+const PRUNE_PAGE: usize = MAX_TXN_OPS / 2;
+
+/// Pages pruned per pass at most; what is left goes in the next pass.
+const PRUNE_PAGES: usize = 64;
+
+/// A lineage record on its way to etcd, and who waits for it.
+struct Pending {
+    key: String,
+    index: String,
+    value: Vec<u8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The lineage publisher: a queue and the task committing it.
+pub(crate) struct Lineage {
+    queue: mpsc::Sender<Pending>,
+    committer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lineage {
+    fn drop(&mut self) {
+        self.committer.abort();
+    }
+}
+
+impl Lineage {
+    /// Starts the committer on `etcd`.
+    pub(crate) fn start(etcd: Etcd) -> Lineage {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        Lineage {
+            queue,
+            committer: tokio::spawn(commit(etcd, pending)),
+        }
+    }
+}
+
+/// Commits whatever has queued up in one transaction, until the queue closes.
+async fn commit(etcd: Etcd, mut queue: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while queue.recv_many(&mut batch, MAX_TXN_OPS / 2).await > 0 {
+        let entries: Vec<(String, Vec<u8>)> = batch
+            .iter()
+            .flat_map(|p| {
+                [
+                    (p.key.clone(), p.value.clone()),
+                    (p.index.clone(), Vec::new()),
+                ]
+            })
+            .collect();
+        let result = etcd
+            .put_all(&entries)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, count = batch.len(), "cannot record delegations' lineage in etcd");
+        }
+        for p in batch.drain(..) {
+            let _ = p.done.send(result.clone());
+        }
+    }
+}
+
+/// `lineage-expiry/<expires, 20 digits>/<cap_id>`: sorts by expiry.
+fn index_key(etcd: &Etcd, expires: i64, cap_id: &str) -> String {
+    etcd.key(&["lineage-expiry", &format!("{:020}", expires.max(0)), cap_id])
+}
+
+impl ClusterLink {
+    /// Records the lineage of the delegated capability `claims` in etcd; Ok once etcd
+    /// acknowledged it.
+    async fn share_lineage(&self, claims: &Claims) -> Result<(), String> {
+        let cap_id = claims.jti.to_string();
+        let parents: Vec<String> = claims.parents.iter().map(ToString::to_string).collect();
+        let expires = claims.exp.unix_seconds();
+        let signature = self.tls.sign(&LineageRecord::signed_message(
+            &cap_id, &self.node, &parents, expires,
+        ));
+        let record = LineageRecord {
+            cap_id: cap_id.clone(),
+            node: self.node.clone(),
+            parents,
+            expires,
+            cert: b64(self.tls.certificate()),
+            signature: b64(&signature),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+        let (done, answer) = oneshot::channel();
+        let pending = Pending {
+            key: self.etcd.key(&["lineage", &cap_id]),
+            index: index_key(&self.etcd, expires, &cap_id),
+            value,
+            done,
+        };
+        self.lineage
+            .queue
+            .send(pending)
+            .await
+            .map_err(|_| "the lineage publisher stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the lineage publisher stopped".to_owned())?
+    }
+
+    /// The verified lineage record of `cap`, if etcd holds one a live node signed
+    /// (a record that does not verify is logged and counts as none). Err when etcd
+    /// cannot be read.
+    async fn lineage_of(&self, cap: &CapId) -> Result<Option<LineageRecord>, ClusterError> {
+        let Some(bytes) = self
+            .etcd
+            .get(&self.etcd.key(&["lineage", &cap.to_string()]))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let removed = self.removed.entries();
+        match verify(&self.tls, cap, &bytes, |node| removed.contains_key(node)) {
+            Ok(record) => Ok(Some(record)),
+            Err(e) => {
+                tracing::error!(cap_id = %cap, error = %e, "ignoring a lineage record not signed by its node");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Deletes the lineage records (and their index keys) of capabilities that expired
+    /// before `cutoff` (unix seconds); how many went. Every node prunes (a removed node's
+    /// records go too); deleting twice is harmless.
+    pub(crate) async fn prune_lineage(&self, cutoff: i64) -> usize {
+        let from = self.etcd.key(&["lineage-expiry", ""]);
+        let to = self
+            .etcd
+            .key(&["lineage-expiry", &format!("{:020}", cutoff.max(0))]);
+        let mut deleted = 0;
+        for _ in 0..PRUNE_PAGES {
+            let keys = match self.etcd.keys_in_range(&from, &to, PRUNE_PAGE as i64).await {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot prune expired lineage records from etcd yet");
+                    break;
+                }
+            };
+            let doomed: Vec<String> = keys
+                .iter()
+                .flat_map(|index| {
+                    let cap_id = index.rsplit('/').next().unwrap_or_default();
+                    [self.etcd.key(&["lineage", cap_id]), index.clone()]
+                })
+                .collect();
+            if let Err(e) = self.etcd.delete_all(&doomed).await {
+                tracing::warn!(error = %e, "cannot prune expired lineage records from etcd yet");
+                break;
+            }
+            deleted += keys.len();
+            if keys.len() < PRUNE_PAGE {
+                break;
+            }
+        }
+        deleted
+    }
+}
+
+impl Identity {
+    /// In cluster mode, records the lineage of the delegated capability `claims` in etcd
+    /// (Ok once etcd has it); nothing for a root capability or on a single node.
+    pub(crate) async fn share_lineage(&self, claims: &Claims) -> Result<(), IdentityError> {
+        let Some(link) = self.cluster.get() else {
+            return Ok(());
+        };
+        if claims.parents.is_empty() {
+            return Ok(());
+        }
+        link.share_lineage(claims).await.map_err(|e| {
+            IdentityError::Unavailable(format!(
+                "the capability's lineage could not be recorded in etcd, so the delegation is \
+                 not answered (the child would not be revocable by its ancestors' holders on \
+                 other nodes): {e}; try again"
+            ))
+        })
+    }
+
+    /// In cluster mode, the lineage another node recorded for `cap` in etcd, verified;
+    /// `None` on a single node or when there is none. UNAVAILABLE when etcd cannot be
+    /// read: whether the caller holds an ancestor is then unknown, not refused.
+    pub(crate) async fn shared_lineage(
+        &self,
+        cap: &CapId,
+    ) -> Result<Option<LineageRecord>, IdentityError> {
+        let Some(link) = self.cluster.get() else {
+            return Ok(None);
+        };
+        link.lineage_of(cap).await.map_err(|e| {
+            IdentityError::Unavailable(format!(
+                "cannot read the capability's lineage from etcd to check the presented token \
+                 is an ancestor of it: {e}; try again"
+            ))
+        })
+    }
+}
+
+/// Checks a lineage record read at `lineage/<cap>`: within bounds, about `cap`, naming
+/// only capability ids, from a node not removed (`removed`), and signed by a node
+/// certificate from the cluster CA for the node it names (a user certificate never
+/// counts: [`NodeIdentity::verify`]).
+fn verify(
+    tls: &NodeIdentity,
+    cap: &CapId,
+    bytes: &[u8],
+    removed: impl Fn(&str) -> bool,
+) -> Result<LineageRecord, String> {
+    use ct_codecs::{Base64, Decoder};
+    let record = LineageRecord::parse(bytes)?;
+    if record.cap_id != cap.to_string() {
+        return Err(format!(
+            "the record is about `{}`, not the capability it is filed under",
+            record.cap_id
+        ));
+    }
+    if record.parents.is_empty() || record.parents.iter().any(|p| p.parse::<CapId>().is_err()) {
+        return Err("the record's parents are not a list of capability ids".into());
+    }
+    if removed(&record.node) {
+        return Err(format!(
+            "node `{}` was removed from the cluster",
+            record.node
+        ));
+    }
+    let cert =
+        Base64::decode_to_vec(&record.cert, None).map_err(|_| "certificate is not base64")?;
+    let signature =
+        Base64::decode_to_vec(&record.signature, None).map_err(|_| "signature is not base64")?;
+    let message = LineageRecord::signed_message(
+        &record.cap_id,
+        &record.node,
+        &record.parents,
+        record.expires,
+    );
+    tls.verify(&record.node, &cert, &message, &signature)
+        .map_err(|e| e.to_string())?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests;

@@ -95,7 +95,9 @@ fn make_certs_with(dir: &Path, ca: &str, nodes: &[(&str, &str)]) {
 
 impl Cluster {
     fn start(test: &str) -> Option<Cluster> {
-        let etcd = Etcd::start_or_skip(test)?;
+        // As production should run it: TLS only, client certificates required, auth on;
+        // the nodes reach it over https:// with a client certificate and an etcd user.
+        let etcd = Etcd::start_secure_or_skip(test)?;
         let certs = tempfile::tempdir().unwrap();
         make_certs(
             certs.path(),
@@ -109,14 +111,17 @@ impl Cluster {
         let b_tcp = free_port("127.0.0.2");
         let endpoint = etcd.endpoint();
         let node = |node: &'static str, fs_tcp: SocketAddr| {
-            Stack::start_cluster(&ClusterNode {
+            let mut env = ClusterNode {
                 node,
                 etcd: &endpoint,
                 tls_dir: &certs.path().join(node),
                 fs_tcp,
                 lease_ttl_secs: LEASE_TTL,
                 export: &export,
-            })
+            }
+            .env();
+            env.extend(etcd.client_env());
+            Stack::start_with_env(env)
         };
         let a = node("a", a_tcp);
         let b = node("b", b_tcp);
@@ -162,11 +167,43 @@ impl Cluster {
         }
     }
 
-    /// A plain etcd client for the cluster's etcd, as a test's own "node".
+    /// An etcd client for the cluster's etcd, as a test's own "node" (with the nodes'
+    /// etcd credentials).
     fn etcd_client(&self, rt: &tokio::runtime::Runtime) -> strata_cluster::Etcd {
-        let config =
-            strata_cluster::ClusterConfig::new("tester", vec![self.etcd.endpoint()]).unwrap();
-        rt.block_on(strata_cluster::Etcd::connect(&config)).unwrap()
+        rt.block_on(strata_cluster::Etcd::connect(&self.etcd_config("tester")))
+            .unwrap()
+    }
+
+    /// Settings for a client of the cluster's etcd named `node`, from the same
+    /// variables a node gets.
+    fn etcd_config(&self, node: &str) -> strata_cluster::ClusterConfig {
+        let mut env = self.etcd.client_env();
+        env.push(("STRATA_NODE_ID".into(), node.into()));
+        strata_cluster::ClusterConfig::from_lookup(|k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    /// `strata-ctl`'s flags for the cluster's etcd: `--etcd` and its credentials.
+    fn etcd_flags(&self) -> Vec<String> {
+        let files = self.etcd.secure().expect("a secure etcd");
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            "--etcd".into(),
+            self.etcd.endpoint(),
+            "--etcd-ca".into(),
+            path(&files.ca),
+            "--etcd-cert".into(),
+            path(&files.cert),
+            "--etcd-key".into(),
+            path(&files.key),
+            "--etcd-user".into(),
+            files.user.clone(),
+            "--etcd-password-file".into(),
+            path(&files.password_file),
+        ]
     }
 
     fn write(&self, name: &str, bytes: &[u8]) {
@@ -642,15 +679,15 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
         read_local(&c.b, &a_token, "r.txt").is_ok()
     });
     // `cluster nodes`: what etcd records of each node (lease, services, keys).
+    let etcd_flags = c.etcd_flags();
+    let with_etcd = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(etcd_flags.iter().cloned());
+        all
+    };
     let nodes = || -> Vec<Value> {
-        let out = ctl(&[
-            "cluster",
-            "nodes",
-            "--etcd",
-            &c.etcd.endpoint(),
-            "-o",
-            "json",
-        ]);
+        let args = with_etcd(&["cluster", "nodes", "-o", "json"]);
+        let out = ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let v: Value = serde_json::from_str(&ok(out, "cluster nodes")).unwrap();
         v["nodes"].as_array().unwrap().clone()
     };
@@ -675,7 +712,39 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
             })
         },
     );
-    let out = ctl(&["cluster", "remove-node", "a", "--etcd", &c.etcd.endpoint()]);
+    // Without the etcd user's password (a wrong one), or without the client certificate,
+    // etcd refuses strata-ctl, and it says why.
+    let mut wrong = with_etcd(&["cluster", "remove-node", "a"]);
+    let pw = wrong
+        .iter()
+        .position(|a| a == "--etcd-password-file")
+        .unwrap();
+    let files = c.etcd.secure().unwrap();
+    wrong[pw + 1] = files.wrong_password_file.display().to_string();
+    let out = ctl(&wrong.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("authentication failed") && err.contains("--etcd-password-file"),
+        "{err}"
+    );
+    let mut no_cert = with_etcd(&["cluster", "remove-node", "a"]);
+    let at = no_cert.iter().position(|a| a == "--etcd-cert").unwrap();
+    no_cert.drain(at..at + 4);
+    let out = ctl(&no_cert.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("TLS client certificate") && err.contains("--etcd-cert"),
+        "{err}"
+    );
+    assert_eq!(
+        status_of(&nodes(), "a")["status"],
+        "alive",
+        "nothing was removed"
+    );
+    let args = with_etcd(&["cluster", "remove-node", "a"]);
+    let out = ctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let text = ok(out, "remove-node");
     assert!(text.contains("removed"), "{text}");
     let list = nodes();
@@ -739,8 +808,8 @@ fn removing_a_node_invalidates_its_tokens_cluster_wide() {
     let forged = token_signed_by(&stolen, "mallory", &c.export);
     let from_zed = token_signed_by(&zed_key, "zed", &c.export);
     runtime().block_on(async {
-        let config =
-            strata_cluster::ClusterConfig::new("mallory", vec![c.etcd.endpoint()]).unwrap();
+        // With a node's etcd credentials: the attack assumes write access to etcd.
+        let config = c.etcd_config("mallory");
         let etcd = strata_cluster::Etcd::connect(&config).await.unwrap();
         let publish = |node: &'static str, key: &strata_cap::SigningKey, signer: &NodeIdentity| {
             let info = strata_proto::methods::identity::KeyInfo {
@@ -904,6 +973,24 @@ fn cluster_settings_are_checked_before_anything_starts() {
     assert!(!ok && err.contains("STRATA_NODE_ID"), "{err}");
     let (ok, err) = run(&[("STRATA_TLS_CA", "/x")]);
     assert!(!ok && err.contains("go together"), "{err}");
+    // The etcd credentials are checked too: a user without a password file, and a
+    // password file others may read.
+    let (ok, err) = run(&[
+        etcd,
+        ("STRATA_NODE_ID", "a"),
+        ("STRATA_ETCD_USER", "strata"),
+    ]);
+    assert!(!ok && err.contains("--etcd-password-file"), "{err}");
+    let open = sb.root().join("etcd-password");
+    std::fs::write(&open, "pw\n").unwrap();
+    let open = open.display().to_string();
+    let (ok, err) = run(&[
+        etcd,
+        ("STRATA_NODE_ID", "a"),
+        ("STRATA_ETCD_USER", "strata"),
+        ("STRATA_ETCD_PASSWORD_FILE", &open),
+    ]);
+    assert!(!ok && err.contains("chmod 600"), "{err}");
     assert!(!sb.socket("supervisor").exists(), "nothing was started");
 }
 
@@ -1094,7 +1181,7 @@ fn a_starting_identity_feeds_its_verifiers_every_revocation_from_its_first_answe
     let tls = c.tls("c");
     let sb = strata_testkit::Sandbox::new();
     let mut cmd = sb.command("strata-identity");
-    cmd.env("STRATA_ETCD_ENDPOINTS", c.etcd.endpoint())
+    cmd.envs(c.etcd.client_env())
         .env("STRATA_NODE_ID", "c")
         .env("STRATA_TLS_CA", &tls.ca)
         .env("STRATA_TLS_CERT", &tls.cert)

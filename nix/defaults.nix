@@ -49,6 +49,7 @@
     prefix = "/strata";
     leaseTtl = 10;
     maxStaleness = "30s";
+    maxClockSkew = "5s";
     tls = {
       caFile = null;
       certFile = null;

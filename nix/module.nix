@@ -439,6 +439,17 @@ in
         '';
       };
 
+      maxClockSkew = mkOption {
+        type = types.strMatching "[0-9]{1,9}(ms|s|m)";
+        default = defaults.cluster.maxClockSkew;
+        example = "2s";
+        description = ''
+          The most two nodes' clocks may differ (STRATA_CLUSTER_MAX_CLOCK_SKEW, in cluster
+          mode, 1ms to 5m): verifiers count a token as expired that long before its exp, and
+          issuance refuses a ttl of twice this or less. Keep the nodes on NTP.
+        '';
+      };
+
       prefix = mkOption {
         type = types.strMatching "/[^[:space:]]*[^/[:space:]]";
         default = defaults.cluster.prefix;
@@ -661,6 +672,7 @@ in
         STRATA_CLUSTER_PREFIX = cluster.prefix;
         STRATA_LEASE_TTL_SECS = toString cluster.leaseTtl;
         STRATA_CLUSTER_MAX_STALENESS = cluster.maxStaleness;
+        STRATA_CLUSTER_MAX_CLOCK_SKEW = cluster.maxClockSkew;
       }
       // optionalAttrs (clustered && etcd.caFile != null) {
         STRATA_ETCD_CA = etcd.caFile;

@@ -60,6 +60,10 @@ struct Args {
     /// etcd before its verifiers refuse protected requests (`off`, or 1s..1h; default 30s).
     #[arg(long, env = "STRATA_CLUSTER_MAX_STALENESS", value_name = "DURATION")]
     max_staleness: Option<String>,
+    /// Cluster mode: the most two nodes' clocks may differ; verifiers count a token as
+    /// expired that long before its `exp` (1ms..5m; default 5s).
+    #[arg(long, env = "STRATA_CLUSTER_MAX_CLOCK_SKEW", value_name = "DURATION")]
+    max_clock_skew: Option<String>,
     /// Cluster mode: the etcd key prefix shared by the cluster's nodes.
     #[arg(long, env = "STRATA_CLUSTER_PREFIX", value_name = "PREFIX")]
     cluster_prefix: Option<String>,
@@ -196,6 +200,7 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     put("STRATA_CLUSTER_PREFIX", args.cluster_prefix.clone());
     put("STRATA_LEASE_TTL_SECS", args.lease_ttl.clone());
     put("STRATA_CLUSTER_MAX_STALENESS", args.max_staleness.clone());
+    put(strata_cap::ENV_MAX_CLOCK_SKEW, args.max_clock_skew.clone());
     put("STRATA_ETCD_USER", args.etcd_user.clone());
     let path = |p: &Option<PathBuf>| {
         p.as_ref().map(|p| {
@@ -215,6 +220,11 @@ fn cluster_env(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
     put("STRATA_NODE_ID", Some(args.node_id.clone()));
     let lookup = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let cluster = strata_cluster::ClusterConfig::from_lookup(lookup)?;
+    if let Some(skew) = lookup(strata_cap::ENV_MAX_CLOCK_SKEW) {
+        strata_cap::parse_max_clock_skew(&skew).map_err(|e| {
+            anyhow::anyhow!("--max-clock-skew ({}): {e}", strata_cap::ENV_MAX_CLOCK_SKEW)
+        })?;
+    }
     let tls = vars
         .iter()
         .filter(|(k, _)| k.starts_with("STRATA_TLS_"))

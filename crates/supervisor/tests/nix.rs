@@ -202,6 +202,7 @@ fn every_variable_the_unit_sets_is_one_the_supervisor_reads() {
         "STRATA_ETCD_USER",
         "STRATA_ETCD_PASSWORD_FILE",
         "STRATA_CLUSTER_MAX_STALENESS",
+        "STRATA_CLUSTER_MAX_CLOCK_SKEW",
     ] {
         assert!(set.contains(&expected), "{expected} not among {set:?}");
     }
@@ -567,6 +568,7 @@ fn the_module_evaluated_by_the_nixos_module_system_makes_the_documented_unit() {
             "STRATA_CLUSTER_PREFIX": "/strata",
             "STRATA_LEASE_TTL_SECS": "10",
             "STRATA_CLUSTER_MAX_STALENESS": "10s",
+            "STRATA_CLUSTER_MAX_CLOCK_SKEW": "5s",
             "STRATA_TLS_CA": "/etc/strata/tls/ca.crt",
             "STRATA_TLS_CERT": "/etc/strata/tls/node.crt",
             "STRATA_TLS_KEY": "/etc/strata/tls/node.key",
@@ -726,7 +728,10 @@ fn the_module_refuses_what_the_supervisor_would() {
         ],
     );
     for (case, expected) in [
-        ("httpsWithoutCa", "services.strata.cluster.etcd.caFile must name the CA"),
+        (
+            "httpsWithoutCa",
+            "services.strata.cluster.etcd.caFile must name the CA",
+        ),
         ("mixed", "mix http:// and https://"),
         ("caWithHttp", "need https:// etcd endpoints"),
         ("certWithoutKey", "certFile and keyFile go together"),

@@ -22,25 +22,26 @@ impl Etcd {
         .await
     }
 
-    /// Deletes every key in `keys` in one transaction (a missing key is not an error);
-    /// at most [`MAX_TXN_OPS`].
-    pub async fn delete_all(&self, keys: &[String]) -> Result<i64, ClusterError> {
+    /// Deletes every key in `keys` (raw bytes: a key need not be UTF-8) in one
+    /// transaction (a missing key is not an error); at most [`MAX_TXN_OPS`].
+    pub async fn delete_all<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<i64, ClusterError> {
         self.txn_of("delete", keys.len(), || {
             keys.iter()
-                .map(|k| TxnOp::delete(k.as_str(), None))
+                .map(|k| TxnOp::delete(k.as_ref(), None))
                 .collect()
         })
         .await
     }
 
-    /// Up to `limit` keys (not values) from `from` (inclusive) to `to` (exclusive), in
-    /// key order, read linearizably.
+    /// Up to `limit` keys (not values, raw bytes: a key need not be UTF-8) from `from`
+    /// (inclusive) to `to` (exclusive), in key order, read linearizably. The next page
+    /// starts at [`Etcd::key_after`] the last key returned.
     pub async fn keys_in_range(
         &self,
-        from: &str,
-        to: &str,
+        from: &[u8],
+        to: &[u8],
         limit: i64,
-    ) -> Result<Vec<String>, ClusterError> {
+    ) -> Result<Vec<Vec<u8>>, ClusterError> {
         let options = GetOptions::new()
             .with_range(to)
             .with_keys_only()
@@ -51,11 +52,20 @@ impl Etcd {
                 async move { client.get(from, Some(options)).await }
             })
             .await?;
-        Ok(response
-            .kvs()
-            .iter()
-            .filter_map(|kv| kv.key_str().ok().map(str::to_owned))
-            .collect())
+        Ok(response.kvs().iter().map(|kv| kv.key().to_vec()).collect())
+    }
+
+    /// The smallest key after `key`: where the next page of a range starts.
+    pub fn key_after(key: &[u8]) -> Vec<u8> {
+        let mut next = key.to_vec();
+        next.push(0);
+        next
+    }
+
+    /// How long one etcd operation may take before it fails: what a queue of writes
+    /// waiting for the one in flight should wait at most.
+    pub fn op_timeout() -> std::time::Duration {
+        crate::etcd::OP_TIMEOUT
     }
 
     async fn txn_of(

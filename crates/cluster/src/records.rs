@@ -135,8 +135,16 @@ impl LineageRecord {
                 Self::MAX_BYTES
             ));
         }
-        let record: LineageRecord =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a lineage record: {e}"))?;
+        // serde's message may quote the value's text (an unknown field's name): only
+        // where it failed is kept, never what the writer chose.
+        let record: LineageRecord = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "not a lineage record ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
         if record.parents.len() > Self::MAX_PARENTS {
             return Err(format!(
                 "a lineage record naming {} ancestors is more than the {} a delegation may have",

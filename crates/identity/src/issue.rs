@@ -198,12 +198,11 @@ impl Identity {
         if let Err(widening) = strata_cap::attenuates(&parent, &claims) {
             return Err(refuse(widening.reason().to_owned()));
         }
+        // Cluster mode: answered only once etcd has its lineage, so its ancestors' holders
+        // can revoke it on any node (recorded in `mint_counted`, before the issuance).
         let issued = self
             .mint_counted(peer, Some(*claims.lineage_root()), &claims)
             .await?;
-        // Cluster mode: answered only once etcd has its lineage, so its ancestors' holders
-        // can revoke it on any node.
-        self.share_lineage(&claims).await?;
         self.audit.record(
             "cap.delegated",
             Some(peer),
@@ -283,7 +282,8 @@ impl Identity {
         })
     }
 
-    /// Sign and record `claims`, counted against the caller's quota (and the lineage's,
+    /// Sign, share the lineage of (a delegation, in cluster mode) and record `claims`,
+    /// counted against the caller's quota (and the lineage's,
     /// for a delegation) unless the caller is an admin: RESOURCE_EXHAUSTED past it (see
     /// [`mint_quota`]). A capability counts until its record is pruned (expiry plus the
     /// retention). A record that fails to commit (or whose commit panicked on this
@@ -297,6 +297,7 @@ impl Identity {
     ) -> Result<IssueResult, IdentityError> {
         let token = self.sign(claims)?;
         if self.is_admin(peer) {
+            self.share_lineage(claims).await?;
             return self.record_minted(claims, token, None).await;
         }
         let until = self.kept_until(claims.exp.unix_seconds());
@@ -309,6 +310,13 @@ impl Identity {
             lineage,
             until,
         };
+        // A delegation's lineage reaches etcd (cluster mode) before its issuance is
+        // recorded: one that cannot be shared leaves no place used and no record (a
+        // lineage record with no capability behind it is harmless, and pruned).
+        if let Err(e) = self.share_lineage(claims).await {
+            place.cancel();
+            return Err(e);
+        }
         let outcome = self.record_minted(claims, token, Some(peer.uid)).await;
         if outcome.is_err() {
             place.cancel();

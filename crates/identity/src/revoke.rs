@@ -50,10 +50,17 @@ impl Identity {
             let mut is_ancestor = known
                 .as_ref()
                 .is_some_and(|k| k.parents.contains(&holder_id));
-            if !is_self && known.is_none() {
+            // Only the issuing node delegates, so every descendant of a token issued here
+            // is in this node's store: etcd is read only for another node's token, and a
+            // record counts only from the node that issued the holder's token (a node
+            // vouches for the lineage of its own tokens alone).
+            let holder_node = holder.iss.strip_prefix("identity@");
+            if !is_self && known.is_none() && holder_node.is_some_and(|n| n != self.node_id) {
                 // Delegated on another node: its lineage as that node recorded it in etcd.
                 if let Some(shared) = self.shared_lineage(&cap).await? {
-                    if shared.parents.contains(&holder_id) {
+                    if Some(shared.node.as_str()) == holder_node
+                        && shared.parents.contains(&holder_id)
+                    {
                         is_ancestor = true;
                         shared_expiry = Some(shared.expires);
                     }

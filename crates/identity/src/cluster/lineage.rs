@@ -20,22 +20,23 @@ use strata_cap::{CapId, Claims};
 use strata_cluster::{ClusterError, Etcd, LineageRecord, MAX_TXN_OPS};
 use strata_pki::NodeIdentity;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Delegations waiting for their lineage record to reach etcd, at most: past it a
-/// delegation waits for room (the mint quota bounds how many come at all).
+/// delegation is answered UNAVAILABLE at once (etcd is not keeping up).
 const QUEUE: usize = 4096;
 
 /// Index keys deleted per pruning transaction (each with its record: two operations).
 const PRUNE_PAGE: usize = MAX_TXN_OPS / 2;
-
-/// Pages pruned per pass at most; what is left goes in the next pass.
-const PRUNE_PAGES: usize = 64;
 
 /// A lineage record on its way to etcd, and who waits for it.
 struct Pending {
     key: String,
     index: String,
     value: Vec<u8>,
+    /// When it was queued: one that waited longer than an etcd operation may take fails
+    /// unsent (etcd is away), so a delegation never waits behind a long queue.
+    queued: Instant,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -66,6 +67,19 @@ impl Lineage {
 async fn commit(etcd: Etcd, mut queue: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::new();
     while queue.recv_many(&mut batch, MAX_TXN_OPS / 2).await > 0 {
+        let stale = Etcd::op_timeout();
+        batch.retain_mut(|p| {
+            if p.queued.elapsed() < stale {
+                return true;
+            }
+            let (done, _) = oneshot::channel();
+            let _ = std::mem::replace(&mut p.done, done)
+                .send(Err("waited too long for etcd".to_owned()));
+            false
+        });
+        if batch.is_empty() {
+            continue;
+        }
         let entries: Vec<(String, Vec<u8>)> = batch
             .iter()
             .flat_map(|p| {
@@ -94,6 +108,26 @@ fn index_key(etcd: &Etcd, expires: i64, cap_id: &str) -> String {
     etcd.key(&["lineage-expiry", &format!("{:020}", expires.max(0)), cap_id])
 }
 
+/// `s` (written by whoever can write etcd) fit for a log line: at most `max` characters,
+/// control characters escaped, in double quotes.
+fn quoted(s: &str, max: usize) -> String {
+    let mut out = String::from('"');
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
+/// Field values quoted in errors about a record.
+const FIELD_CHARS: usize = 64;
+/// An error about a record, as logged.
+const ERROR_CHARS: usize = 256;
+
 impl ClusterLink {
     /// Records the lineage of the delegated capability `claims` in etcd; Ok once etcd
     /// acknowledged it.
@@ -118,13 +152,15 @@ impl ClusterLink {
             key: self.etcd.key(&["lineage", &cap_id]),
             index: index_key(&self.etcd, expires, &cap_id),
             value,
+            queued: Instant::now(),
             done,
         };
-        self.lineage
-            .queue
-            .send(pending)
-            .await
-            .map_err(|_| "the lineage publisher stopped".to_owned())?;
+        self.lineage.queue.try_send(pending).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                format!("{QUEUE} delegations are already waiting for etcd")
+            }
+            mpsc::error::TrySendError::Closed(_) => "the lineage publisher stopped".to_owned(),
+        })?;
         answer
             .await
             .map_err(|_| "the lineage publisher stopped".to_owned())?
@@ -145,7 +181,7 @@ impl ClusterLink {
         match verify(&self.tls, cap, &bytes, |node| removed.contains_key(node)) {
             Ok(record) => Ok(Some(record)),
             Err(e) => {
-                tracing::error!(cap_id = %cap, error = %e, "ignoring a lineage record not signed by its node");
+                tracing::warn!(cap_id = %cap, error = %quoted(&e, ERROR_CHARS), "ignoring a lineage record not signed by its node");
                 Ok(None)
             }
         }
@@ -155,24 +191,37 @@ impl ClusterLink {
     /// before `cutoff` (unix seconds); how many went. Every node prunes (a removed node's
     /// records go too); deleting twice is harmless.
     pub(crate) async fn prune_lineage(&self, cutoff: i64) -> usize {
-        let from = self.etcd.key(&["lineage-expiry", ""]);
+        let prefix = self.etcd.key(&["lineage-expiry", ""]);
+        let mut from = prefix.clone().into_bytes();
         let to = self
             .etcd
             .key(&["lineage-expiry", &format!("{:020}", cutoff.max(0))]);
         let mut deleted = 0;
-        for _ in 0..PRUNE_PAGES {
-            let keys = match self.etcd.keys_in_range(&from, &to, PRUNE_PAGE as i64).await {
+        // Page after page until a short one: each page starts past the last key of the
+        // one before (raw bytes), so a key that is not ours (not UTF-8, no capability id)
+        // is deleted like the others and never holds a page up.
+        loop {
+            let keys = match self
+                .etcd
+                .keys_in_range(&from, to.as_bytes(), PRUNE_PAGE as i64)
+                .await
+            {
                 Ok(keys) => keys,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot prune expired lineage records from etcd yet");
                     break;
                 }
             };
-            let doomed: Vec<String> = keys
+            let doomed: Vec<Vec<u8>> = keys
                 .iter()
                 .flat_map(|index| {
-                    let cap_id = index.rsplit('/').next().unwrap_or_default();
-                    [self.etcd.key(&["lineage", cap_id]), index.clone()]
+                    let record = std::str::from_utf8(index)
+                        .ok()
+                        .and_then(|k| k.strip_prefix(prefix.as_str()))
+                        .and_then(|rest| rest.rsplit('/').next())
+                        .filter(|id| id.parse::<CapId>().is_ok())
+                        .map(|id| self.etcd.key(&["lineage", id]).into_bytes());
+                    record.into_iter().chain([index.clone()])
                 })
                 .collect();
             if let Err(e) = self.etcd.delete_all(&doomed).await {
@@ -180,9 +229,11 @@ impl ClusterLink {
                 break;
             }
             deleted += keys.len();
-            if keys.len() < PRUNE_PAGE {
-                break;
+            match keys.last() {
+                Some(last) if keys.len() == PRUNE_PAGE => from = Etcd::key_after(last),
+                _ => break,
             }
+            tokio::task::yield_now().await;
         }
         deleted
     }
@@ -199,11 +250,14 @@ impl Identity {
             return Ok(());
         }
         link.share_lineage(claims).await.map_err(|e| {
-            IdentityError::Unavailable(format!(
+            // The detail (etcd endpoints, its errors) goes to the log, not to the caller.
+            tracing::warn!(cap_id = %claims.jti, error = %e, "delegation refused: its lineage is not in etcd");
+            IdentityError::Unavailable(
                 "the capability's lineage could not be recorded in etcd, so the delegation is \
                  not answered (the child would not be revocable by its ancestors' holders on \
-                 other nodes): {e}; try again"
-            ))
+                 other nodes); try again"
+                    .into(),
+            )
         })
     }
 
@@ -218,10 +272,12 @@ impl Identity {
             return Ok(None);
         };
         link.lineage_of(cap).await.map_err(|e| {
-            IdentityError::Unavailable(format!(
+            tracing::warn!(cap_id = %cap, error = %e, "cannot read a capability's lineage from etcd");
+            IdentityError::Unavailable(
                 "cannot read the capability's lineage from etcd to check the presented token \
-                 is an ancestor of it: {e}; try again"
-            ))
+                 is an ancestor of it; try again"
+                    .into(),
+            )
         })
     }
 }
@@ -240,8 +296,8 @@ fn verify(
     let record = LineageRecord::parse(bytes)?;
     if record.cap_id != cap.to_string() {
         return Err(format!(
-            "the record is about `{}`, not the capability it is filed under",
-            record.cap_id
+            "the record is about {}, not the capability it is filed under",
+            quoted(&record.cap_id, FIELD_CHARS)
         ));
     }
     if record.parents.is_empty() || record.parents.iter().any(|p| p.parse::<CapId>().is_err()) {
@@ -249,8 +305,8 @@ fn verify(
     }
     if removed(&record.node) {
         return Err(format!(
-            "node `{}` was removed from the cluster",
-            record.node
+            "node {} was removed from the cluster",
+            quoted(&record.node, FIELD_CHARS)
         ));
     }
     let cert =

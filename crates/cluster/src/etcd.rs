@@ -9,17 +9,15 @@
 //! a client of its own; requests go to the endpoint in use and move on to the next one
 //! when the connection fails, and the endpoint that answered is kept for what follows.
 
-use crate::ClusterConfig;
-use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, Identity, PutOptions,
-    TlsOptions, WatchOptions, WatchStream,
-};
+use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, WatchOptions, WatchStream};
 use serde::Serialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod connect;
 
 /// How long one etcd request may take, failover included, before it counts as etcd being
 /// unreachable. The client connects lazily and a request to a down cluster would
@@ -173,62 +171,6 @@ impl std::fmt::Debug for Etcd {
 }
 
 impl Etcd {
-    /// Prepares a connection to `config.etcd`, with TLS and etcd authentication when
-    /// `config.access` sets them. Does not wait for etcd to be up: the first request does
-    /// (and fails after its deadline if it is not).
-    ///
-    /// With a user, each endpoint's client logs in (etcd `Authenticate`) before its first
-    /// request rather than here (etcd-client would do it here, and so fail while etcd is
-    /// down); an expired token is renewed by etcd-client when etcd refuses it.
-    pub async fn connect(config: &ClusterConfig) -> Result<Etcd, ClusterError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(OP_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
-            // No pings on a connection with nothing open: etcd counts those against the
-            // client whatever their interval (it does not permit pings without a stream),
-            // and a unary request has its own deadline.
-            .with_keep_alive_while_idle(false)
-            .with_auto_token_refresh(config.access.auth.is_some());
-        if let Some(tls) = &config.access.tls {
-            // Only the given CA is trusted (no system or bundled roots are compiled in).
-            let mut tls_options =
-                TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
-            if let Some(client) = &tls.client {
-                tls_options =
-                    tls_options.identity(Identity::from_pem(&client.cert_pem, &client.key_pem));
-            }
-            options = options.with_tls(tls_options);
-        }
-        let mut clients = Vec::with_capacity(config.etcd.len());
-        for endpoint in &config.etcd {
-            let client = Client::connect([endpoint], Some(options.clone()))
-                .await
-                .map_err(|e| ClusterError::Invalid(format!("etcd endpoint {endpoint}: {e}")))?;
-            clients.push((endpoint.clone(), client));
-        }
-        if clients.is_empty() {
-            return Err(ClusterError::Invalid("no etcd endpoints".into()));
-        }
-        let logged_in = clients
-            .iter()
-            .map(|_| tokio::sync::Mutex::new(false))
-            .collect();
-        Ok(Etcd {
-            members: Arc::new(Members {
-                clients,
-                current: AtomicUsize::new(0),
-                auth: config.access.auth.clone(),
-                logged_in,
-                tls_without_client_cert: config
-                    .access
-                    .tls
-                    .as_ref()
-                    .is_some_and(|tls| tls.client.is_none()),
-            }),
-            prefix: config.prefix.clone(),
-        })
-    }
-
     /// Runs `request` on the endpoint in use and answers with the first endpoint's answer.
     /// It is *hedged*: when that endpoint has not answered within its share of the time
     /// left (a stopped or blackholed member keeps the connection open and says nothing),

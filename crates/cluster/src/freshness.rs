@@ -3,19 +3,24 @@
 //!
 //! A connected watch is not proof of freshness (a blackholed connection stays "up" until
 //! the keep-alive gives up on it, and etcd may be partitioned from its quorum). So every
-//! poll period a confirmation round runs ([`confirm_round`]): note the instant `S`, read
-//! each mirrored prefix linearizably (its store revision `R` and the newest modification
-//! `M` under it), ask every mirror's watch for a progress notification, and wait until
-//! each mirror has applied revision `R` (by events or progress) and every write up to `M`
-//! (by events: etcd 3.4 before 3.4.25 can send a progress notification ahead of events it
-//! covers). Then everything acknowledged by etcd before `S` is in the mirrors:
+//! poll period a confirmation round runs ([`confirm_round`]): note the instant `S`, make one
+//! cheap linearizable read (a single key; its header revision `R` is store-wide, as in
+//! Kubernetes KEP-2340), ask every mirror's watch for a progress notification, and wait
+//! until each mirror has applied revision `R` (by events or progress). On etcd before
+//! 3.4.25 / 3.5.8 a progress notification may come ahead of events it covers (etcd#15220),
+//! so there a round also asks, per prefix, for any key modified after what the mirror
+//! applied by events (keys only, one key, unsorted) and waits for it (deletions are not
+//! covered by that check; OPERATIONS recommends a fixed etcd). A mirror that stays behind
+//! for two rounds in a row reopens its watch (etcd-client's `require_leader` also cancels a
+//! watch on a member without a leader).
+//! Then everything acknowledged by etcd before `S` is in the mirrors:
 //! `confirmed_at = S`. The age is `now - confirmed_at` on the monotonic clock, counted from
 //! start before the first confirmation; past the limit the node refuses protected
 //! requests ([`Freshness::check_at`]) until a round confirms again.
 
 use crate::mirror::MirrorProgress;
 use crate::{ClusterError, Etcd};
-use etcd_client::{GetOptions, SortOrder, SortTarget};
+use etcd_client::GetOptions;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,52 +122,107 @@ impl Freshness {
     }
 }
 
+/// Whether the etcd server may send a progress notification ahead of events it covers
+/// (etcd#15220, fixed in 3.4.25 and 3.5.8 by etcd#15237): then a round also checks, by
+/// events, that no write under a prefix is newer than what its mirror applied. Unknown
+/// or unparsable versions count as affected (the check costs time, never safety).
+pub fn progress_may_skip_events(version: &str) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u64>().ok());
+    let (Some(Some(major)), Some(Some(minor)), Some(Some(patch))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return true;
+    };
+    match (major, minor) {
+        (3, 4) => patch < 25,
+        (3, 5) => patch < 8,
+        (3, m) => m < 4,
+        (m, _) => m < 3,
+    }
+}
+
+/// How many rounds in a row a mirror may stay behind a mark etcd answered for before its
+/// watch is dropped and reopened (a watch on a member that fell behind, or one whose
+/// stream stopped delivering, never catches up by itself).
+const BEHIND_ROUNDS_BEFORE_RESTART: u32 = 2;
+
 /// One confirmation round over `mirrors`: returns the instant the round started once every
 /// mirror holds everything etcd acknowledged before it, or why it could not (etcd did not
-/// answer, or a mirror did not catch up within `catch_up`).
+/// answer, or a mirror did not catch up within `catch_up`). Asks etcd for its version
+/// first ([`keep_confirming`] does that once).
 pub async fn confirm_round(
     etcd: &Etcd,
     mirrors: &[MirrorProgress],
     catch_up: Duration,
 ) -> Result<Instant, ClusterError> {
+    let old = progress_may_skip_events(&etcd.server_version().await?);
+    round(etcd, mirrors, catch_up, old)
+        .await
+        .map_err(|(e, _)| e)
+}
+
+/// A round; on failure also which mirrors stayed behind a mark etcd did answer for.
+async fn round(
+    etcd: &Etcd,
+    mirrors: &[MirrorProgress],
+    catch_up: Duration,
+    old_server: bool,
+) -> Result<Instant, (ClusterError, Vec<usize>)> {
     let sent = Instant::now();
-    let mut marks = Vec::with_capacity(mirrors.len());
-    for mirror in mirrors {
-        marks.push(etcd.prefix_mark(&mirror.prefix).await?);
-    }
+    // One cheap linearizable read: its header revision is store-wide, so it covers every
+    // prefix (Kubernetes KEP-2340's consistent reads from cache).
+    let mark = etcd.store_revision().await.map_err(|e| (e, Vec::new()))?;
     for mirror in mirrors {
         mirror.request_progress();
     }
+    let deadline = tokio::time::Instant::now() + catch_up.max(MIN_CATCH_UP);
     let wait_all = async {
-        for (mirror, mark) in mirrors.iter().zip(&marks) {
-            mirror.wait_for(*mark).await;
+        for mirror in mirrors {
+            mirror.wait_for((mark, 0)).await;
+            if old_server {
+                // etcd#15220: the progress may have come ahead of queued events. Any key
+                // modified (at or before the mark) after what the mirror applied by
+                // events means it has not applied them yet: wait for it, and look again.
+                loop {
+                    let events = mirror.revisions().1;
+                    match etcd.modified_after(&mirror.prefix, events, mark).await? {
+                        None => break,
+                        Some(m) => mirror.wait_for((mark, m)).await,
+                    }
+                }
+            }
         }
+        Ok::<(), ClusterError>(())
     };
-    match tokio::time::timeout(catch_up.max(MIN_CATCH_UP), wait_all).await {
-        Ok(()) => Ok(sent),
+    match tokio::time::timeout_at(deadline, wait_all).await {
+        Ok(Ok(())) => Ok(sent),
+        Ok(Err(e)) => Err((e, Vec::new())),
         Err(_) => {
-            let behind: Vec<String> = mirrors
-                .iter()
-                .zip(&marks)
-                .filter(|(m, mark)| {
-                    let (r, e) = m.revisions();
-                    r < mark.0 || e < mark.1
-                })
-                .map(|(m, mark)| {
-                    format!("{} (at {:?}, etcd at {:?})", m.prefix, m.revisions(), mark)
-                })
+            let behind: Vec<usize> = (0..mirrors.len())
+                .filter(|&i| mirrors[i].revisions().0 < mark)
                 .collect();
-            Err(ClusterError::Unavailable(format!(
-                "the watches did not confirm progress in time: {}",
-                behind.join(", ")
-            )))
+            let names: Vec<String> = mirrors
+                .iter()
+                .map(|m| format!("{} (at {:?}, etcd at {mark})", m.prefix, m.revisions()))
+                .collect();
+            Err((
+                ClusterError::Unavailable(format!(
+                    "the watches did not confirm progress in time: {}",
+                    names.join(", ")
+                )),
+                behind,
+            ))
         }
     }
 }
 
 /// Runs confirmation rounds over `mirrors` every [`poll_period`] forever, recording each
 /// confirmed one in `freshness` once `settle` (what the caller must have done with what
-/// the mirrors applied, e.g. record it durably) has finished.
+/// the mirrors applied, e.g. record it durably) has finished. A mirror that stayed
+/// behind a mark etcd answered for [`BEHIND_ROUNDS_BEFORE_RESTART`] rounds in a row is
+/// told to reopen its watch.
 pub async fn keep_confirming<F, Fut>(
     etcd: Etcd,
     mirrors: Vec<MirrorProgress>,
@@ -176,10 +236,26 @@ pub async fn keep_confirming<F, Fut>(
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut old_server: Option<bool> = None;
+    let mut behind_rounds = vec![0u32; mirrors.len()];
     loop {
         ticks.tick().await;
-        match confirm_round(&etcd, &mirrors, period).await {
+        if old_server.is_none() {
+            match etcd.server_version().await {
+                Ok(v) => {
+                    let old = progress_may_skip_events(&v);
+                    if old {
+                        tracing::warn!(version = %v, "etcd before 3.4.25/3.5.8: each freshness round also scans the mirrored prefixes (upgrade etcd to make rounds O(1))");
+                    }
+                    old_server = Some(old);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the etcd version yet"),
+            }
+        }
+        // Until the version is known, rounds take the careful path.
+        match round(&etcd, &mirrors, period, old_server.unwrap_or(true)).await {
             Ok(sent) => {
+                behind_rounds.iter_mut().for_each(|n| *n = 0);
                 settle().await;
                 freshness.confirm(sent);
                 if failing {
@@ -187,7 +263,19 @@ pub async fn keep_confirming<F, Fut>(
                 }
                 failing = false;
             }
-            Err(e) => {
+            Err((e, behind)) => {
+                for (i, n) in behind_rounds.iter_mut().enumerate() {
+                    if behind.contains(&i) {
+                        *n += 1;
+                        if *n >= BEHIND_ROUNDS_BEFORE_RESTART {
+                            tracing::warn!(prefix = %mirrors[i].prefix, "a watch stayed behind etcd for {n} rounds; reopening it");
+                            mirrors[i].restart();
+                            *n = 0;
+                        }
+                    } else {
+                        *n = 0;
+                    }
+                }
                 if !failing {
                     tracing::warn!(error = %e, age_ms = freshness.age().as_millis() as u64, "cannot confirm contact with the cluster");
                 }
@@ -198,13 +286,35 @@ pub async fn keep_confirming<F, Fut>(
 }
 
 impl Etcd {
-    /// A linearizable read of `prefix`: the store revision it was read at, and the newest
-    /// modification revision under the prefix (0 when empty).
-    pub(crate) async fn prefix_mark(&self, prefix: &str) -> Result<(i64, i64), ClusterError> {
+    /// The store revision, by one linearizable read of a single key that need not exist
+    /// (count only: nothing is sent back but the header).
+    pub(crate) async fn store_revision(&self) -> Result<i64, ClusterError> {
+        let key = self.key(&["freshness"]);
+        let options = GetOptions::new().with_count_only();
+        let response = self
+            .call("get", |mut client| {
+                let options = options.clone();
+                let key = key.clone();
+                async move { client.get(key, Some(options)).await }
+            })
+            .await?;
+        Ok(response.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// The modification revision of some key under `prefix` modified after `after` (and
+    /// at or before `at`), if any: a keys-only range of one key, not sorted (etcd 3.4
+    /// scans the prefix for it, but sorting would also read every match).
+    pub(crate) async fn modified_after(
+        &self,
+        prefix: &str,
+        after: i64,
+        at: i64,
+    ) -> Result<Option<i64>, ClusterError> {
         let options = GetOptions::new()
             .with_prefix()
             .with_keys_only()
-            .with_sort(SortTarget::Mod, SortOrder::Descend)
+            .with_min_mod_revision(after + 1)
+            .with_revision(at)
             .with_limit(1);
         let response = self
             .call("get", |mut client| {
@@ -212,13 +322,15 @@ impl Etcd {
                 async move { client.get(prefix, Some(options)).await }
             })
             .await?;
-        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        let newest = response
-            .kvs()
-            .first()
-            .map(|kv| kv.mod_revision())
-            .unwrap_or(0);
-        Ok((revision, newest))
+        Ok(response.kvs().first().map(|kv| kv.mod_revision()))
+    }
+
+    /// The version of the etcd server answering (e.g. `3.4.23`).
+    pub(crate) async fn server_version(&self) -> Result<String, ClusterError> {
+        let status = self
+            .call("status", |mut client| async move { client.status().await })
+            .await?;
+        Ok(status.version().to_owned())
     }
 }
 
@@ -256,6 +368,16 @@ mod tests {
         f.confirm(t0 + s(4));
         assert_eq!(f.confirmed_at(), Some(t0 + s(6)));
         assert!(f.is_cut_off_at(t0 + s(12)));
+    }
+
+    #[test]
+    fn only_servers_before_the_progress_fix_need_the_event_check() {
+        for old in ["3.4.23", "3.4.24", "3.5.7", "3.3.27", "2.3.8", "", "weird"] {
+            assert!(progress_may_skip_events(old), "{old}");
+        }
+        for fixed in ["3.4.25", "3.4.34", "3.5.8", "3.5.17", "3.6.0", "4.0.1"] {
+            assert!(!progress_may_skip_events(fixed), "{fixed}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct MirrorState<T> {
     /// to it has been applied (and handed to the event handler). Set by a load (its
     /// snapshot's revision), an event (its revision) and a progress notification (its
     /// header revision: no event for the prefix is pending up to there). 0 before the
-    /// first load.
+    /// first load and while the watch is down (a disconnected copy confirms nothing).
     pub revision: i64,
     /// Like `revision`, but advanced by loads and events only, never by a progress
     /// notification: every write under the prefix up to it has been applied. etcd 3.4
@@ -68,6 +68,7 @@ type Handler<T> = Arc<dyn Fn(MirrorEvent<'_, T>) + Send + Sync>;
 pub struct Mirror<T> {
     state: watch::Receiver<MirrorState<T>>,
     progress: Arc<Notify>,
+    restart: Arc<Notify>,
     prefix: String,
     task: tokio::task::JoinHandle<()>,
     revisions: watch::Receiver<(i64, i64)>,
@@ -79,6 +80,7 @@ struct Link<T> {
     tx: watch::Sender<MirrorState<T>>,
     revisions: watch::Sender<(i64, i64)>,
     progress: Arc<Notify>,
+    restart: Arc<Notify>,
 }
 
 impl<T> Link<T> {
@@ -107,9 +109,16 @@ pub struct MirrorProgress {
     pub prefix: String,
     revisions: watch::Receiver<(i64, i64)>,
     progress: Arc<Notify>,
+    restart: Arc<Notify>,
 }
 
 impl MirrorProgress {
+    /// Tells the mirror's task to drop its watch and open a new one (on the next etcd
+    /// member), reloading the prefix: its stream stayed behind etcd.
+    pub fn restart(&self) {
+        self.restart.notify_one();
+    }
+
     /// Asks the mirror's watch for a progress notification (the mirror's task sends the
     /// request on its stream; a no-op while the watch is down).
     pub fn request_progress(&self) {
@@ -158,16 +167,19 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
             events_revision: 0,
         });
         let progress = Arc::new(Notify::new());
+        let restart = Arc::new(Notify::new());
         let (revisions_tx, revisions_rx) = watch::channel((0, 0));
         let link = Link {
             tx,
             revisions: revisions_tx,
             progress: Arc::clone(&progress),
+            restart: Arc::clone(&restart),
         };
         let task = tokio::spawn(run(etcd, prefix.clone(), link, Arc::new(handler)));
         Mirror {
             state: rx,
             progress,
+            restart,
             prefix,
             task,
             revisions: revisions_rx,
@@ -180,6 +192,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
             prefix: self.prefix.clone(),
             revisions: self.revisions.clone(),
             progress: Arc::clone(&self.progress),
+            restart: Arc::clone(&self.restart),
         }
     }
 
@@ -214,6 +227,8 @@ async fn run<T: DeserializeOwned + Clone + Send + Sync + 'static>(
     let mut backoff = Duration::from_millis(50);
     loop {
         let error = follow(&etcd, &prefix, &link, &handler, &mut backoff).await;
+        // Nothing is known current while the watch is down.
+        link.applied(0, 0);
         let was_connected = link.tx.borrow().connected;
         link.tx.send_modify(|s| {
             s.connected = false;
@@ -283,6 +298,10 @@ async fn follow<T: DeserializeOwned + Clone>(
                     return format!("cannot ask the watch for progress: {e}");
                 }
                 continue;
+            }
+            () = link.restart.notified() => {
+                etcd.broken(endpoint);
+                return "the watch stayed behind etcd; reopening it".to_owned();
             }
         };
         let response = match message {

@@ -442,8 +442,11 @@ impl Identity {
             _ = self.feed.wait_past(since, p.keys_epoch, wait) => {}
             _ = call.stopping() => {}
         }
-        // The newest sequence number first, then the page: the page holds everything up
-        // to it that fits.
+        // The freshness first (everything etcd acknowledged before its confirmed round is
+        // in the store by then), then the newest sequence number, then the page: the page
+        // holds everything up to it that fits, so the answer never claims freshness for
+        // revocations it does not hold.
+        let cluster = self.cluster_freshness();
         let (seq, epoch) = self.feed.position();
         let limit = p.limit.unwrap_or(MAX_REVOCATIONS_PAGE) as usize;
         let mut page = self.store.revocations_page(since, limit + 1)?;
@@ -469,7 +472,7 @@ impl Identity {
                 .collect(),
             more,
             keys_epoch: epoch,
-            cluster: self.cluster_freshness(),
+            cluster,
             keys: (epoch != p.keys_epoch)
                 .then(|| self.key_infos())
                 .transpose()?,

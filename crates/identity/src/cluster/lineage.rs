@@ -67,16 +67,7 @@ impl Lineage {
 async fn commit(etcd: Etcd, mut queue: mpsc::Receiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::new();
     while queue.recv_many(&mut batch, MAX_TXN_OPS / 2).await > 0 {
-        let stale = Etcd::op_timeout();
-        batch.retain_mut(|p| {
-            if p.queued.elapsed() < stale {
-                return true;
-            }
-            let (done, _) = oneshot::channel();
-            let _ = std::mem::replace(&mut p.done, done)
-                .send(Err("waited too long for etcd".to_owned()));
-            false
-        });
+        fail_stale(&mut batch, Etcd::op_timeout());
         if batch.is_empty() {
             continue;
         }
@@ -101,6 +92,31 @@ async fn commit(etcd: Etcd, mut queue: mpsc::Receiver<Pending>) {
             let _ = p.done.send(result.clone());
         }
     }
+}
+
+/// Answers (with an error, unsent) every entry of `batch` queued longer than `max_wait`
+/// ago: etcd is not answering, and its delegation should not wait for the rest.
+fn fail_stale(batch: &mut Vec<Pending>, max_wait: std::time::Duration) {
+    let (fresh, stale): (Vec<Pending>, Vec<Pending>) =
+        batch.drain(..).partition(|p| p.queued.elapsed() < max_wait);
+    for p in stale {
+        let _ = p.done.send(Err("waited too long for etcd".to_owned()));
+    }
+    *batch = fresh;
+}
+
+/// Queues `pending` for the committer, or refuses it at once when [`QUEUE`] entries
+/// already wait (or the committer stopped).
+fn enqueue(queue: &mpsc::Sender<Pending>, pending: Pending) -> Result<(), String> {
+    queue.try_send(pending).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => {
+            format!(
+                "{} delegations are already waiting for etcd",
+                queue.max_capacity()
+            )
+        }
+        mpsc::error::TrySendError::Closed(_) => "the lineage publisher stopped".to_owned(),
+    })
 }
 
 /// `lineage-expiry/<expires, 20 digits>/<cap_id>`: sorts by expiry.
@@ -155,12 +171,7 @@ impl ClusterLink {
             queued: Instant::now(),
             done,
         };
-        self.lineage.queue.try_send(pending).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                format!("{QUEUE} delegations are already waiting for etcd")
-            }
-            mpsc::error::TrySendError::Closed(_) => "the lineage publisher stopped".to_owned(),
-        })?;
+        enqueue(&self.lineage.queue, pending)?;
         answer
             .await
             .map_err(|_| "the lineage publisher stopped".to_owned())?

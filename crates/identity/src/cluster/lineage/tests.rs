@@ -148,9 +148,76 @@ fn oversized_records_are_refused_before_parsing() {
     })
     .unwrap_err();
     assert!(e.contains("not a lineage record"), "{e}");
+    // ... without echoing what the writer chose (an unknown field's name).
+    let mut value = serde_json::to_value(&ok).unwrap();
+    value["forged\nline"] = "x".into();
+    let e = verify(&c.here, &cap, &serde_json::to_vec(&value).unwrap(), |_| {
+        false
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("not a lineage record") && !e.contains("forged"),
+        "{e}"
+    );
 }
 
 #[test]
 fn the_delegation_depth_limit_bounds_a_records_parents() {
     assert_eq!(LineageRecord::MAX_PARENTS, Claims::MAX_PARENTS);
+}
+
+#[test]
+fn record_fields_in_errors_are_bounded_and_escaped() {
+    let c = cluster();
+    let [cap, parent] = ids(2).try_into().unwrap();
+    let mut odd = record("a", &cap, &[parent], &c.node_a);
+    odd.cap_id = format!("x\n{}", "y".repeat(1000));
+    let e = check(&c, &cap, &odd).unwrap_err();
+    assert!(
+        !e.contains('\n') && e.contains("x\\n") && e.len() < 200,
+        "{e}"
+    );
+
+    let gone = record("gone", &cap, &[parent], &c.node_a);
+    let e = check(&c, &cap, &gone).unwrap_err();
+    assert!(e.contains("\"gone\""), "{e}");
+
+    let q = quoted(&format!("a\u{1b}[31m{}", "z".repeat(500)), FIELD_CHARS);
+    assert!(
+        q.starts_with("\"a\\u{1b}") && q.ends_with("...\"") && q.len() < 90,
+        "{q}"
+    );
+}
+
+fn pending(queued: Instant) -> (Pending, oneshot::Receiver<Result<(), String>>) {
+    let (done, answer) = oneshot::channel();
+    let p = Pending {
+        key: "k".into(),
+        index: "i".into(),
+        value: Vec::new(),
+        queued,
+        done,
+    };
+    (p, answer)
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once() {
+    let (queue, _receiver) = mpsc::channel(1);
+    enqueue(&queue, pending(Instant::now()).0).unwrap();
+    let e = enqueue(&queue, pending(Instant::now()).0).unwrap_err();
+    assert!(e.contains("already waiting"), "{e}");
+}
+
+#[tokio::test]
+async fn entries_queued_longer_than_an_etcd_operation_fail_unsent() {
+    let max_wait = std::time::Duration::from_secs(2);
+    let (old, old_answer) = pending(Instant::now() - max_wait * 2);
+    let (new, mut new_answer) = pending(Instant::now());
+    let mut batch = vec![old, new];
+    fail_stale(&mut batch, max_wait);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].key, "k");
+    assert!(old_answer.await.unwrap().unwrap_err().contains("too long"));
+    assert!(new_answer.try_recv().is_err());
 }

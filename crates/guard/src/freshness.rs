@@ -70,11 +70,12 @@ impl ClusterView {
         (age > limit).then(|| strata_cluster_message(age, limit))
     }
 
-    /// How long a background poll may wait at identity: at most half the limit in
-    /// cluster mode, so `fresh_at` is renewed well within it.
+    /// How long a background poll may wait at identity: in cluster mode at most identity's
+    /// confirmation period, so `fresh_at` (the poll's send instant less identity's age, up
+    /// to about one period) stays within the limit without the synchronous refresh.
     pub(crate) fn poll_wait(&self, default: Duration) -> Duration {
         match self.get().limit {
-            Some(limit) => default.min(limit / 2),
+            Some(limit) => default.min(poll_period(limit)),
             None => default,
         }
     }
@@ -126,6 +127,12 @@ impl View {
             None => Some(Duration::MAX),
         }
     }
+}
+
+/// Identity's confirmation period for a limit: a fifth of it within 200 ms..5 s (a copy of
+/// `strata_cluster::freshness::poll_period`; the guard does not depend on the cluster crate).
+fn poll_period(limit: Duration) -> Duration {
+    (limit / 5).clamp(Duration::from_millis(200), Duration::from_secs(5))
 }
 
 /// The cut-off message, in the same form as identity's
@@ -180,12 +187,16 @@ mod tests {
     }
 
     #[test]
-    fn long_polls_wait_at_most_half_the_limit_in_cluster_mode() {
+    fn long_polls_wait_at_most_one_confirmation_period_in_cluster_mode() {
         let v = ClusterView::default();
         let wait = Duration::from_secs(25);
         assert_eq!(v.poll_wait(wait), wait);
         v.record(Instant::now(), Some(&answer(0, Some(5000))));
-        assert_eq!(v.poll_wait(wait), Duration::from_millis(2500));
+        assert_eq!(v.poll_wait(wait), Duration::from_secs(1));
+        v.record(Instant::now(), Some(&answer(0, Some(60_000))));
+        assert_eq!(v.poll_wait(wait), Duration::from_secs(5));
+        v.record(Instant::now(), Some(&answer(0, Some(500))));
+        assert_eq!(v.poll_wait(wait), Duration::from_millis(200));
         v.record(Instant::now(), Some(&answer(0, None)));
         assert_eq!(v.poll_wait(wait), wait);
     }

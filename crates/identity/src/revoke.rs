@@ -104,9 +104,13 @@ impl Identity {
                    "cluster": match &published { Ok(()) => "recorded".to_owned(), Err(e) => format!("not recorded: {e}") }}),
         );
         if let Err(e) = published {
+            // The detail (etcd endpoints, its errors) is in the log and the audit record,
+            // not in the answer.
+            tracing::warn!(cap_id = %cap, error = %e, "revocation not yet recorded in etcd");
             return Err(IdentityError::Unavailable(format!(
-                "revoked and enforced on node `{}`, but NOT yet cluster-wide: {e}. It will be \
-                 published when etcd is reachable again; repeat the revocation to confirm",
+                "revoked and enforced on node `{}`, but NOT yet cluster-wide: etcd did not \
+                 record it. It will be published when etcd is reachable again; repeat the \
+                 revocation to confirm",
                 self.node_id
             )));
         }

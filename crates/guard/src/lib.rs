@@ -23,7 +23,8 @@
 //!   how long ago identity last confirmed contact with etcd, and past the cluster's
 //!   `max_staleness` the guard refuses protected requests UNAVAILABLE ("cut off from the
 //!   cluster for N s; limit L s") unless one fresh poll shows identity current again
-//!   ([`freshness`]). Its long polls wait at most half the limit.
+//!   ([`freshness`]). Its long polls wait at most identity's confirmation
+//!   period (limit/5 within 200 ms..5 s).
 //!
 //! Not here: what a service does with a capability once authorized (fs's path prefix, its
 //! handles), and auditing (services record their own denials).
@@ -90,10 +91,33 @@ struct SyncState {
     synced_once: AtomicBool,
     /// The background poll is connected and its last answer succeeded.
     live: AtomicBool,
+    /// Identity's last answer said it is up but has not loaded the cluster from etcd yet
+    /// (UNAVAILABLE with `details.waiting_for_cluster`); cleared by any other answer.
+    identity_waiting_for_cluster: AtomicBool,
     /// The feed's cursor: everything up to it has been applied.
     seq: AtomicU64,
     keys_epoch: AtomicU64,
     store_id: Mutex<Option<String>>,
+}
+
+/// The `details` key identity's `identity.revocations` sets on its UNAVAILABLE while its
+/// node has not loaded the cluster from etcd yet (api/protocol.md; identity's
+/// `feed::WAITING_FOR_CLUSTER`: the guard does not depend on identity).
+const WAITING_FOR_CLUSTER: &str = "waiting_for_cluster";
+
+/// Whether `e` is identity answering that it is up but waiting for the cluster.
+fn is_waiting_for_cluster(e: &strata_ipc::ClientError) -> bool {
+    matches!(e, strata_ipc::ClientError::Server(body)
+        if body.code == ErrorCode::Unavailable
+            && body.details.get(WAITING_FOR_CLUSTER) == Some(&serde_json::Value::Bool(true)))
+}
+
+impl SyncState {
+    /// Records what identity's last feed answer said: `None` an answer, else its error.
+    fn note_answer(&self, error: Option<&strata_ipc::ClientError>) {
+        self.identity_waiting_for_cluster
+            .store(error.is_some_and(is_waiting_for_cluster), Ordering::SeqCst);
+    }
 }
 
 /// Test control for an offline guard: plays identity's revocation feed.
@@ -205,8 +229,17 @@ impl Guard {
     /// from identity at least once. A service passes this to
     /// [`strata_ipc::Router::health_check`], so its `sys.health` is not ok (and the
     /// supervisor does not mark it healthy) before that.
+    ///
+    /// Also Ok while identity answers that it is waiting for the cluster (a node started
+    /// while etcd is down): the service is as healthy as identity, which is up; protected
+    /// requests are still refused until the list is loaded.
     pub fn ready(&self) -> Result<(), String> {
-        if self.sync.synced_once.load(Ordering::SeqCst) {
+        if self.sync.synced_once.load(Ordering::SeqCst)
+            || self
+                .sync
+                .identity_waiting_for_cluster
+                .load(Ordering::SeqCst)
+        {
             Ok(())
         } else {
             Err(format!(
@@ -232,6 +265,13 @@ impl Guard {
             self.sync.seq.load(Ordering::SeqCst).into(),
         );
         m.insert("revocations".into(), self.revoked.len().into());
+        if self
+            .sync
+            .identity_waiting_for_cluster
+            .load(Ordering::SeqCst)
+        {
+            m.insert(WAITING_FOR_CLUSTER.into(), true.into());
+        }
         m.insert(
             "trusted_keys".into(),
             self.verifier.keys().keys().len().into(),
@@ -301,6 +341,7 @@ impl Guard {
             let answer = client
                 .call::<Revocations>(&self.poll_params(source, 0))
                 .await;
+            self.sync.note_answer(answer.as_ref().err());
             match answer {
                 Ok(result) => {
                     if !self.apply(result, sent) {
@@ -433,6 +474,7 @@ async fn subscribe(guard: Arc<Guard>) {
         let sent = std::time::Instant::now();
         match client.call::<Revocations>(&params).await {
             Ok(result) => {
+                guard.sync.note_answer(None);
                 more = guard.apply(result, sent);
                 guard.sync.live.store(true, Ordering::SeqCst);
                 backoff = Duration::from_millis(20);
@@ -445,6 +487,7 @@ async fn subscribe(guard: Arc<Guard>) {
                 }
             }
             Err(e) => {
+                guard.sync.note_answer(Some(&e));
                 let was_live = guard.sync.live.swap(false, Ordering::SeqCst);
                 if was_live {
                     tracing::warn!(error = %e, "lost identity; will catch up before each request until it is back");

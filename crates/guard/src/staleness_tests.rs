@@ -128,3 +128,47 @@ fn an_offline_guard_has_no_cut_off() {
     assert!(rt.block_on(guard.within_staleness()).is_ok());
     assert!(guard.status().get("cluster_contact_age_ms").is_none());
 }
+
+#[test]
+fn ready_while_identity_answers_it_waits_for_the_cluster_not_while_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = guard_at(dir.path());
+    guard.sync.synced_once.store(false, Ordering::SeqCst);
+    assert!(guard.ready().is_err(), "never synced");
+    let waiting = strata_ipc::ClientError::Server(
+        ErrorBody::new(ErrorCode::Unavailable, "not loaded yet")
+            .with_details(serde_json::json!({ "waiting_for_cluster": true })),
+    );
+    guard.sync.note_answer(Some(&waiting));
+    assert!(guard.ready().is_ok(), "identity is up, waiting for etcd");
+    assert_eq!(guard.status()["waiting_for_cluster"], true);
+    // Any other refusal, or identity unreachable, is not that.
+    let other = strata_ipc::ClientError::Server(ErrorBody::new(
+        ErrorCode::Unavailable,
+        "waiting_for_cluster",
+    ));
+    guard.sync.note_answer(Some(&other));
+    assert!(guard.ready().is_err());
+    assert!(!guard.status().contains_key("waiting_for_cluster"));
+    guard.sync.note_answer(Some(&waiting));
+    guard.sync.note_answer(None);
+    assert!(
+        guard.ready().is_err(),
+        "an answer clears it; only the sync makes it ready"
+    );
+}
+
+#[tokio::test]
+async fn a_guard_waiting_for_the_cluster_still_refuses_protected_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = guard_at(dir.path());
+    guard.sync.synced_once.store(false, Ordering::SeqCst);
+    guard
+        .sync
+        .identity_waiting_for_cluster
+        .store(true, Ordering::SeqCst);
+    assert!(guard.ready().is_ok());
+    // identity (absent here) cannot be reached: never synced, so refused.
+    let e = guard.catch_up().await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unavailable);
+}

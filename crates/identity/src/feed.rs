@@ -26,6 +26,7 @@ use strata_ipc::Call;
 use strata_proto::methods::identity::{
     Revocation, RevocationsParams, RevocationsResult, MAX_REVOCATIONS_PAGE,
 };
+use strata_proto::ErrorBody;
 use tokio::sync::{watch, Notify};
 
 /// Most subscribers one ordinary uid may have tracked at once.
@@ -45,6 +46,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// A verifier that has not polled for this long is no longer waited for.
 const SUBSCRIBER_GRACE: Duration = Duration::from_secs(1);
 /// The longest a long poll is held open.
+/// The `details` key of `identity.revocations`' UNAVAILABLE while this node has not loaded
+/// the cluster from etcd yet (api/protocol.md).
+pub const WAITING_FOR_CLUSTER: &str = "waiting_for_cluster";
 const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 
 /// The revocation feed's state: where it is (latest revocation seq, key epoch), who follows
@@ -398,6 +402,32 @@ impl Subscribers {
 }
 
 impl Identity {
+    /// [`Identity::revocations`] as the wire answers it: a node in cluster mode that has
+    /// not loaded the cluster yet refuses UNAVAILABLE with the details
+    /// `{"waiting_for_cluster": true}`, so a verifier can tell "identity is up, waiting for
+    /// etcd" from identity being unreachable or failing.
+    pub async fn revocations_answer(
+        &self,
+        call: &Call,
+        p: RevocationsParams,
+    ) -> Result<RevocationsResult, ErrorBody> {
+        if let Some(link) = self.cluster.get() {
+            if !link.is_loaded() {
+                let wait = Duration::from_millis(p.wait_ms).min(MAX_POLL_WAIT);
+                tokio::select! {
+                    _ = tokio::time::timeout(wait, link.wait_loaded()) => {}
+                    _ = call.stopping() => {}
+                }
+            }
+        }
+        if let Err(e) = self.cluster_loaded() {
+            return Err(
+                ErrorBody::from(e).with_details(serde_json::json!({ (WAITING_FOR_CLUSTER): true }))
+            );
+        }
+        self.revocations(call, p).await.map_err(ErrorBody::from)
+    }
+
     /// `identity.revocations`: answer at once if the caller is behind, else hold the poll
     /// until something changes or `wait_ms` passes. Polling with `since = n` acknowledges
     /// everything up to `n`. An answer is one page of at most `limit` entries (at most

@@ -59,7 +59,9 @@ pub fn router(identity: Arc<Identity>) -> Router {
         .method::<Issued, _, _, _>(
             |i, call, p| async move { i.issued(&local_caller(&call)?, p).await },
         )
-        .method::<Revocations, _, _, _>(|i, call, p| async move { i.revocations(&call, p).await })
+        .method::<Revocations, _, _, _>(
+            |i, call, p| async move { i.revocations_answer(&call, p).await },
+        )
         .into_router()
 }
 

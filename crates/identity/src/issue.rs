@@ -461,6 +461,13 @@ fn parse_rate(r: Option<&str>) -> Result<Option<RateLimit>, IdentityError> {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// Unit tests on a single node: delegations on this thread fail as if etcd did not
+    /// record their lineage.
+    pub(crate) static FAIL_SHARE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{identity, CALLER, ROOT, T0};
@@ -606,6 +613,39 @@ mod tests {
             field(identity.issue(&ROOT, ask(Some(0))).await.unwrap_err()),
             "ttl_seconds"
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_delegation_whose_lineage_is_not_shared_uses_no_quota_and_leaves_no_record() {
+        use super::FAIL_SHARE;
+        let limits = crate::mint_quota::MintLimits {
+            per_uid: 2,
+            ..Default::default()
+        };
+        let (identity, _clock, _dir) =
+            crate::testing::identity_with(Duration::from_secs(60), limits);
+        let parent = identity.issue(&CALLER, ask(Some(600))).await.unwrap();
+        let delegate = || {
+            identity.delegate(
+                &CALLER,
+                DelegateParams {
+                    token: parent.token.clone(),
+                    ..DelegateParams::default()
+                },
+            )
+        };
+        FAIL_SHARE.with(|f| f.set(true));
+        for _ in 0..3 {
+            assert!(matches!(
+                delegate().await,
+                Err(IdentityError::Unavailable(_))
+            ));
+        }
+        FAIL_SHARE.with(|f| f.set(false));
+        assert_eq!(identity.store.live_minted_caps(0).unwrap().len(), 1);
+        // The one place left is still there.
+        delegate().await.unwrap();
+        assert!(matches!(delegate().await, Err(IdentityError::Exhausted(_))));
     }
 
     #[tokio::test]

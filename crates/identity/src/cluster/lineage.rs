@@ -254,6 +254,12 @@ impl Identity {
     /// In cluster mode, records the lineage of the delegated capability `claims` in etcd
     /// (Ok once etcd has it); nothing for a root capability or on a single node.
     pub(crate) async fn share_lineage(&self, claims: &Claims) -> Result<(), IdentityError> {
+        #[cfg(test)]
+        if !claims.parents.is_empty() && crate::issue::FAIL_SHARE.with(std::cell::Cell::get) {
+            return Err(IdentityError::Unavailable(
+                "lineage not recorded (test)".into(),
+            ));
+        }
         let Some(link) = self.cluster.get() else {
             return Ok(());
         };

@@ -218,12 +218,14 @@ impl Identity {
         let trust = Mirror::start(etcd.clone(), etcd.key(&["trust", ""]));
         let removed = Mirror::start(etcd.clone(), etcd.key(&["removed", ""]));
         let bundle_applied = watch::Sender::new(false);
+        let bundle = freshness::BundleProgress::new(trust.subscribe(), removed.subscribe());
         let follower = tokio::spawn(follow_bundle(
             Weak::clone(&weak),
             Arc::clone(&tls),
             trust.subscribe(),
             removed.subscribe(),
             bundle_applied.clone(),
+            Arc::clone(&bundle),
         ));
         let publisher = tokio::spawn(publisher(
             Weak::clone(&weak),
@@ -237,6 +239,7 @@ impl Identity {
             vec![revocations.progress(), trust.progress(), removed.progress()],
             Arc::clone(&freshness),
             learn,
+            bundle,
         );
         let link = ClusterLink {
             node: config.node.clone(),
@@ -500,6 +503,7 @@ async fn follow_bundle(
     mut trust: tokio::sync::watch::Receiver<MirrorState<TrustRecord>>,
     mut removed: tokio::sync::watch::Receiver<MirrorState<RemovedRecord>>,
     applied: tokio::sync::watch::Sender<bool>,
+    progress: Arc<freshness::BundleProgress>,
 ) {
     loop {
         {
@@ -511,6 +515,7 @@ async fn follow_bundle(
                     return;
                 };
                 identity.apply_bundle(&tls, &t.entries, &r.entries);
+                progress.applied(t.generation, r.generation);
                 if !applied.send_replace(true) {
                     // The first time: the publisher may have been woken by the revocations'
                     // load before this, and found the node not loaded yet.

@@ -14,7 +14,7 @@ use crate::{Identity, IdentityError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_cluster::{Etcd, Freshness, MirrorProgress};
+use strata_cluster::{Etcd, Freshness, MirrorProgress, MirrorState, RemovedRecord, TrustRecord};
 use strata_proto::methods::identity::ClusterFreshness;
 use tokio::sync::watch;
 
@@ -51,21 +51,64 @@ impl LearnProgress {
     }
 }
 
+/// Which generations of the trust and removed-node mirrors the bundle follower has
+/// applied (to the node's TLS and key set), against the mirrors' current ones.
+pub(super) struct BundleProgress {
+    applied: watch::Sender<(u64, u64)>,
+    trust: watch::Receiver<MirrorState<TrustRecord>>,
+    removed: watch::Receiver<MirrorState<RemovedRecord>>,
+}
+
+impl BundleProgress {
+    pub(super) fn new(
+        trust: watch::Receiver<MirrorState<TrustRecord>>,
+        removed: watch::Receiver<MirrorState<RemovedRecord>>,
+    ) -> Arc<BundleProgress> {
+        Arc::new(BundleProgress {
+            applied: watch::Sender::new((0, 0)),
+            trust,
+            removed,
+        })
+    }
+
+    /// The follower applied the mirrors as of these generations.
+    pub(super) fn applied(&self, trust: u64, removed: u64) {
+        self.applied.send_replace((trust, removed));
+    }
+
+    /// Waits until the follower has applied the mirrors' generations of now.
+    pub(super) async fn settled(&self) {
+        let target = (
+            self.trust.borrow().generation,
+            self.removed.borrow().generation,
+        );
+        let _ = self
+            .applied
+            .subscribe()
+            .wait_for(|(t, r)| *t >= target.0 && *r >= target.1)
+            .await;
+    }
+}
+
 /// Starts the confirmation rounds over `mirrors`, recording each in `freshness` once the
-/// learner caught up.
+/// learner and the bundle follower caught up with what the round's mirrors applied.
 pub(super) fn start(
     etcd: Etcd,
     mirrors: Vec<MirrorProgress>,
     freshness: Arc<Freshness>,
     learn: Arc<LearnProgress>,
+    bundle: Arc<BundleProgress>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(strata_cluster::freshness::keep_confirming(
         etcd,
         mirrors,
         freshness,
         move || {
-            let learn = Arc::clone(&learn);
-            async move { learn.settled().await }
+            let (learn, bundle) = (Arc::clone(&learn), Arc::clone(&bundle));
+            async move {
+                learn.settled().await;
+                bundle.settled().await;
+            }
         },
     ))
 }
@@ -169,6 +212,40 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), waiting)
             .await
             .expect("settled once recorded")
+            .unwrap();
+    }
+
+    fn state<T>(generation: u64) -> MirrorState<T> {
+        MirrorState {
+            entries: Arc::new(Default::default()),
+            loaded: true,
+            connected: true,
+            generation,
+            revision: 1,
+            events_revision: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_round_waits_for_the_bundle_follower_to_apply_the_mirrors_generations() {
+        let (trust_tx, trust) = watch::channel(state::<TrustRecord>(3));
+        let (_removed_tx, removed) = watch::channel(state::<RemovedRecord>(2));
+        let bundle = BundleProgress::new(trust, removed);
+        bundle.applied(3, 2);
+        tokio::time::timeout(Duration::from_secs(20), bundle.settled())
+            .await
+            .expect("applied already");
+        trust_tx.send_modify(|s| s.generation = 4);
+        let waiting = tokio::spawn({
+            let bundle = Arc::clone(&bundle);
+            async move { bundle.settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "generation 4 not applied yet");
+        bundle.applied(4, 2);
+        tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("settled once applied")
             .unwrap();
     }
 }

@@ -14,16 +14,17 @@
 //! for two rounds in a row reopens its watch (etcd-client's `require_leader` also cancels a
 //! watch on a member without a leader).
 //! Then everything acknowledged by etcd before `S` is in the mirrors:
-//! `confirmed_at = S`. The age is `now - confirmed_at` on the monotonic clock, counted from
+//! `confirmed_at = S`. The age is `now - confirmed_at` on `CLOCK_BOOTTIME` ([`BootInstant`]: it keeps counting through a suspend), counted from
 //! start before the first confirmation; past the limit the node refuses protected
 //! requests ([`Freshness::check_at`]) until a round confirms again.
 
+use crate::boot_clock::BootInstant;
 use crate::mirror::MirrorProgress;
 use crate::{ClusterError, Etcd};
 use etcd_client::GetOptions;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The least and most time between two confirmation rounds.
 const MIN_PERIOD: Duration = Duration::from_millis(200);
@@ -53,18 +54,18 @@ pub fn cut_off_message(age: Duration, limit: Duration) -> String {
 #[derive(Debug)]
 pub struct Freshness {
     limit: Option<Duration>,
-    started: Instant,
-    confirmed: Mutex<Option<Instant>>,
+    started: BootInstant,
+    confirmed: Mutex<Option<BootInstant>>,
 }
 
 impl Freshness {
     /// No confirmation yet; the age counts from now.
     pub fn new(limit: Option<Duration>) -> Freshness {
-        Freshness::starting_at(limit, Instant::now())
+        Freshness::starting_at(limit, BootInstant::now())
     }
 
     /// No confirmation yet; the age counts from `started` (tests inject instants).
-    pub fn starting_at(limit: Option<Duration>, started: Instant) -> Freshness {
+    pub fn starting_at(limit: Option<Duration>, started: BootInstant) -> Freshness {
         Freshness {
             limit,
             started,
@@ -79,7 +80,7 @@ impl Freshness {
 
     /// A round that started (sent its reads) at `sent` confirmed the mirrors. An older
     /// instant than the one held changes nothing.
-    pub fn confirm(&self, sent: Instant) {
+    pub fn confirm(&self, sent: BootInstant) {
         let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
         if confirmed.is_none_or(|c| c < sent) {
             *confirmed = Some(sent);
@@ -87,27 +88,27 @@ impl Freshness {
     }
 
     /// The instant the last confirmed round started, if any.
-    pub fn confirmed_at(&self) -> Option<Instant> {
+    pub fn confirmed_at(&self) -> Option<BootInstant> {
         *self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How long ago contact was last confirmed (from start before the first), at `now`.
-    pub fn age_at(&self, now: Instant) -> Duration {
+    pub fn age_at(&self, now: BootInstant) -> Duration {
         now.saturating_duration_since(self.confirmed_at().unwrap_or(self.started))
     }
 
     /// [`Freshness::age_at`] now.
     pub fn age(&self) -> Duration {
-        self.age_at(Instant::now())
+        self.age_at(BootInstant::now())
     }
 
     /// Whether the node is past its limit at `now`.
-    pub fn is_cut_off_at(&self, now: Instant) -> bool {
+    pub fn is_cut_off_at(&self, now: BootInstant) -> bool {
         self.limit.is_some_and(|limit| self.age_at(now) > limit)
     }
 
     /// Ok while within the limit (always, with no limit); else the refusal's message.
-    pub fn check_at(&self, now: Instant) -> Result<(), String> {
+    pub fn check_at(&self, now: BootInstant) -> Result<(), String> {
         match self.limit {
             Some(limit) if self.age_at(now) > limit => {
                 Err(cut_off_message(self.age_at(now), limit))
@@ -118,7 +119,7 @@ impl Freshness {
 
     /// [`Freshness::check_at`] now.
     pub fn check(&self) -> Result<(), String> {
-        self.check_at(Instant::now())
+        self.check_at(BootInstant::now())
     }
 }
 
@@ -156,7 +157,7 @@ pub async fn confirm_round(
     etcd: &Etcd,
     mirrors: &[MirrorProgress],
     catch_up: Duration,
-) -> Result<Instant, ClusterError> {
+) -> Result<BootInstant, ClusterError> {
     let old = progress_may_skip_events(&etcd.server_version().await?);
     round(etcd, mirrors, catch_up, old)
         .await
@@ -169,8 +170,8 @@ async fn round(
     mirrors: &[MirrorProgress],
     catch_up: Duration,
     old_server: bool,
-) -> Result<Instant, (ClusterError, Vec<usize>)> {
-    let sent = Instant::now();
+) -> Result<BootInstant, (ClusterError, Vec<usize>)> {
+    let sent = BootInstant::now();
     // One cheap linearizable read: its header revision is store-wide, so it covers every
     // prefix (Kubernetes KEP-2340's consistent reads from cache).
     let mark = etcd.store_revision().await.map_err(|e| (e, Vec::new()))?;
@@ -351,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_age_counts_from_start_then_from_the_last_confirmed_round() {
-        let t0 = Instant::now();
+        let t0 = BootInstant::now();
         let s = Duration::from_secs;
         let f = Freshness::starting_at(Some(s(5)), t0);
         assert_eq!(f.age_at(t0 + s(3)), s(3));
@@ -382,7 +383,7 @@ mod tests {
 
     #[test]
     fn no_limit_never_cuts_off() {
-        let t0 = Instant::now();
+        let t0 = BootInstant::now();
         let f = Freshness::starting_at(None, t0);
         assert!(f.check_at(t0 + Duration::from_secs(3600)).is_ok());
         assert!(!f.is_cut_off_at(t0 + Duration::from_secs(3600)));

@@ -27,6 +27,7 @@
 //! (strata-pki) and TLS (strata-ipc).
 
 mod batch;
+pub mod boot_clock;
 mod config;
 mod etcd;
 pub mod freshness;
@@ -35,6 +36,7 @@ mod mirror;
 mod records;
 
 pub use batch::MAX_TXN_OPS;
+pub use boot_clock::BootInstant;
 pub use config::{
     ClientCert, ClusterConfig, ConfigError, EtcdAccess, EtcdAuth, EtcdTls, ENV_ETCD_CA,
     ENV_ETCD_CERT, ENV_ETCD_KEY, ENV_ETCD_PASSWORD_FILE, ENV_ETCD_USER,

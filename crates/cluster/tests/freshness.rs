@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_cluster::freshness::{confirm_round, keep_confirming};
-use strata_cluster::{ClusterConfig, Etcd, Freshness, Mirror, RevocationRecord, TrustRecord};
+use strata_cluster::{
+    BootInstant, ClusterConfig, Etcd, Freshness, Mirror, RevocationRecord, TrustRecord,
+};
 use strata_testkit::etcd::Etcd as EtcdServer;
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.
@@ -77,7 +79,7 @@ async fn confirmation_advances_while_etcd_answers_and_stops_while_it_is_frozen()
     assert!(freshness.check().is_ok());
 
     let paused = server.pause();
-    let paused_at = Instant::now();
+    let paused_at = BootInstant::now();
     // No round started while frozen can confirm: it gets no read answered.
     assert!(confirm_round(&etcd, &mirrors, limit).await.is_err());
     assert!(freshness.confirmed_at().unwrap() < paused_at);
@@ -89,7 +91,7 @@ async fn confirmation_advances_while_etcd_answers_and_stops_while_it_is_frozen()
     assert!(refusal.ends_with("; limit 1 s"), "{refusal}");
 
     drop(paused);
-    let resumed_at = Instant::now();
+    let resumed_at = BootInstant::now();
     eventually("a confirmation after etcd resumed", long, || {
         freshness.confirmed_at().is_some_and(|c| c > resumed_at)
     })

@@ -135,7 +135,7 @@ pub(super) fn facts(freshness: &Freshness, m: &mut serde_json::Map<String, serde
     );
     m.insert(
         "cluster_cut_off".into(),
-        freshness.is_cut_off_at(std::time::Instant::now()).into(),
+        freshness.is_cut_off_at(strata_cluster::BootInstant::now()).into(),
     );
 }
 
@@ -160,7 +160,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+    use strata_cluster::BootInstant as Instant;
 
     #[test]
     fn past_the_limit_identity_refuses_with_the_cut_off_message() {

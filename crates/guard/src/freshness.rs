@@ -10,8 +10,9 @@
 //! fresh poll brings `fresh_at` back; a single node (answers without `cluster`) has no
 //! cut-off.
 
+use crate::boot_clock::BootInstant as Instant;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use strata_proto::methods::identity::ClusterFreshness;
 
 /// What the guard knows of the cluster's freshness.

@@ -29,8 +29,10 @@
 //! Not here: what a service does with a capability once authorized (fs's path prefix, its
 //! handles), and auditing (services record their own denials).
 
+mod boot_clock;
 mod freshness;
 
+use boot_clock::BootInstant;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -276,7 +278,7 @@ impl Guard {
             "trusted_keys".into(),
             self.verifier.keys().keys().len().into(),
         );
-        self.cluster.facts(std::time::Instant::now(), &mut m);
+        self.cluster.facts(BootInstant::now(), &mut m);
         m
     }
 
@@ -284,7 +286,7 @@ impl Guard {
     /// this request arrived); still past it (or identity unreachable), UNAVAILABLE with
     /// the cut-off message.
     async fn within_staleness(&self) -> Result<(), ErrorBody> {
-        let asked = std::time::Instant::now();
+        let asked = BootInstant::now();
         if self.cluster.stale_at(asked).is_none() {
             return Ok(());
         }
@@ -295,7 +297,7 @@ impl Guard {
                 client.set_timeout(CATCH_UP_TIMEOUT);
                 let deadline = tokio::time::Instant::now() + CATCH_UP_LOAD_TIMEOUT;
                 loop {
-                    let sent = std::time::Instant::now();
+                    let sent = BootInstant::now();
                     match client
                         .call::<Revocations>(&self.poll_params(source, 0))
                         .await
@@ -315,7 +317,7 @@ impl Guard {
                 }
             }
         }
-        match self.cluster.stale_at(std::time::Instant::now()) {
+        match self.cluster.stale_at(BootInstant::now()) {
             None => Ok(()),
             Some(message) => Err(ErrorBody::new(ErrorCode::Unavailable, message)),
         }
@@ -337,7 +339,7 @@ impl Guard {
         client.set_timeout(CATCH_UP_TIMEOUT);
         let deadline = tokio::time::Instant::now() + CATCH_UP_LOAD_TIMEOUT;
         loop {
-            let sent = std::time::Instant::now();
+            let sent = BootInstant::now();
             let answer = client
                 .call::<Revocations>(&self.poll_params(source, 0))
                 .await;
@@ -401,7 +403,7 @@ impl Guard {
     /// is trusted before any token signed with it could be seen), then revocations, then
     /// the cursor, then (complete answers only) the cluster freshness. Returns whether
     /// more pages follow; the guard is synced once an answer says none do.
-    fn apply(&self, result: RevocationsResult, sent: std::time::Instant) -> bool {
+    fn apply(&self, result: RevocationsResult, sent: BootInstant) -> bool {
         if let Some(keys) = &result.keys {
             match trusted_keys(keys) {
                 Ok(trusted) => {
@@ -471,7 +473,7 @@ async fn subscribe(guard: Arc<Guard>) {
             guard.cluster.poll_wait(POLL_WAIT).as_millis() as u64
         };
         let params = guard.poll_params(source, wait);
-        let sent = std::time::Instant::now();
+        let sent = BootInstant::now();
         match client.call::<Revocations>(&params).await {
             Ok(result) => {
                 guard.sync.note_answer(None);

@@ -2,8 +2,8 @@
 //! or still stale, lift it on a fresh answer, and never on a single node.
 
 use super::*;
+use crate::boot_clock::BootInstant as Instant;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
 use strata_ipc::{Router, Server, ServerConfig};
 use strata_proto::methods::identity::ClusterFreshness;
 

@@ -135,7 +135,9 @@ pub(super) fn facts(freshness: &Freshness, m: &mut serde_json::Map<String, serde
     );
     m.insert(
         "cluster_cut_off".into(),
-        freshness.is_cut_off_at(strata_cluster::BootInstant::now()).into(),
+        freshness
+            .is_cut_off_at(strata_cluster::BootInstant::now())
+            .into(),
     );
 }
 

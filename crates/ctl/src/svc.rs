@@ -95,7 +95,8 @@ impl Session {
         if let Ok(mut client) = self.client("identity").await {
             client.set_timeout(Duration::from_secs(2));
             if let Ok(h) = client.call::<Health>(&NoParams {}).await {
-                if let Some(line) = contact::line(&h.extra["cluster"]) {
+                // `extra` is a map: indexing a missing key would panic (single node).
+                if let Some(line) = h.extra.get("cluster").and_then(contact::line) {
                     pairs.push(("cluster", line));
                 }
             }

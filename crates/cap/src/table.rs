@@ -2,8 +2,11 @@
 //! verified-token cache.
 //!
 //! A key's hash picks one set of `W` slots; the set has its own mutex. Lookups and inserts
-//! touch only that set, so every operation is O(W) = O(1), memory is fixed at construction,
-//! and two requests contend only if they land in the same set. When a set is full, an
+//! touch only that set, so every operation is O(W) = O(1), the most memory the table can
+//! use is fixed at construction, and two requests contend only if they land in the same
+//! set. A set's slots are allocated (all `W` at once) when its first value arrives, so an
+//! idle table costs one small header per set, not its full size: a process that never
+//! sees traffic does not pay for the tables sized for a busy one. When a set is full, an
 //! insert replaces its least recently used slot: the table never refuses a new key, so one
 //! busy key cannot starve the others out of it. Keys must be hashed with a keyed hash so
 //! that nobody can aim many keys at one set.
@@ -17,7 +20,9 @@ pub(crate) struct SetTable<T, const W: usize> {
 pub(crate) struct Set<T, const W: usize> {
     /// Bumped on every access; a slot's `used` is the tick of its last access.
     tick: u64,
-    slots: [Option<Slot<T>>; W],
+    /// At most `W` slots, in no particular order; empty (no allocation) until the first
+    /// insert, which reserves all `W`.
+    slots: Vec<Slot<T>>,
 }
 
 struct Slot<T> {
@@ -35,7 +40,7 @@ impl<T, const W: usize> SetTable<T, W> {
                 .map(|_| {
                     Mutex::new(Set {
                         tick: 0,
-                        slots: std::array::from_fn(|_| None),
+                        slots: Vec::new(),
                     })
                 })
                 .collect(),
@@ -58,11 +63,11 @@ impl<T, const W: usize> SetTable<T, W> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Empties every set.
+    /// Empties every set and gives its slots' memory back.
     pub(crate) fn clear(&self) {
         for set in self.sets.iter() {
             let mut set = set.lock().unwrap_or_else(PoisonError::into_inner);
-            set.slots.iter_mut().for_each(|slot| *slot = None);
+            set.slots = Vec::new();
         }
     }
 
@@ -72,7 +77,7 @@ impl<T, const W: usize> SetTable<T, W> {
             .iter()
             .map(|set| {
                 let set = set.lock().unwrap_or_else(PoisonError::into_inner);
-                set.slots.iter().filter(|slot| slot.is_some()).count()
+                set.slots.len()
             })
             .sum()
     }
@@ -83,7 +88,7 @@ impl<T, const W: usize> Set<T, W> {
     pub(crate) fn find(&mut self, mut matches: impl FnMut(&T) -> bool) -> Option<&mut T> {
         self.tick += 1;
         let tick = self.tick;
-        self.slots.iter_mut().flatten().find_map(|slot| {
+        self.slots.iter_mut().find_map(|slot| {
             if matches(&slot.value) {
                 slot.used = tick;
                 Some(&mut slot.value)
@@ -96,29 +101,27 @@ impl<T, const W: usize> Set<T, W> {
     /// Stores `value` in a free slot, or in place of the least recently used one.
     pub(crate) fn insert(&mut self, value: T) -> &mut T {
         self.tick += 1;
-        let victim = self
-            .slots
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or_else(|| {
-                (0..W)
-                    .min_by_key(|&i| self.slots[i].as_ref().map_or(0, |slot| slot.used))
-                    .unwrap_or(0)
-            });
-        let slot = self.slots[victim].insert(Slot {
+        let slot = Slot {
             used: self.tick,
             value,
-        });
-        &mut slot.value
+        };
+        let index = if self.slots.len() < W {
+            if self.slots.capacity() == 0 {
+                self.slots.reserve_exact(W);
+            }
+            self.slots.push(slot);
+            self.slots.len() - 1
+        } else {
+            let victim = (0..W).min_by_key(|&i| self.slots[i].used).unwrap_or(0);
+            self.slots[victim] = slot;
+            victim
+        };
+        &mut self.slots[index].value
     }
 
     /// Removes every value for which `matches` holds.
     pub(crate) fn remove(&mut self, mut matches: impl FnMut(&T) -> bool) {
-        for slot in self.slots.iter_mut() {
-            if slot.as_ref().is_some_and(|s| matches(&s.value)) {
-                *slot = None;
-            }
-        }
+        self.slots.retain(|slot| !matches(&slot.value));
     }
 }
 
@@ -159,6 +162,31 @@ mod tests {
         assert_eq!(table.len(), 64);
         table.clear();
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_set_allocates_its_slots_on_first_insert_and_never_more() {
+        let table = SetTable::<u64, 4>::new(1024);
+        assert!(
+            table
+                .sets
+                .iter()
+                .all(|set| set.lock().unwrap().slots.capacity() == 0),
+            "an unused table holds no slots"
+        );
+        let mut set = table.lock(42);
+        for v in 0..100 {
+            set.insert(v);
+        }
+        assert_eq!(set.slots.capacity(), 4, "a set reserves exactly W slots");
+        assert_eq!(set.slots.len(), 4);
+        drop(set);
+        let used = table
+            .sets
+            .iter()
+            .filter(|set| set.lock().unwrap().slots.capacity() > 0)
+            .count();
+        assert_eq!(used, 1, "only the set written to holds slots");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 # Runs every fuzz target in fuzz/ for a bounded time and fails if any finds a crash.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 60 s, every target)
+#   scripts/fuzz.sh --build-only                         (build every target, run none)
 #
 # Installs cargo-fuzz if it is missing. cargo-fuzz passes nightly-only flags (-Z, the
 # sanitizer); on a stable toolchain RUSTC_BOOTSTRAP=1 allows them. Each target starts
@@ -17,6 +18,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=false
+if [ "${1:-}" = "--build-only" ]; then
+    build_only=true
+    shift
+fi
 secs="${1:-60}"
 shift || true
 if ! [ "$secs" -gt 0 ] 2>/dev/null; then
@@ -40,6 +46,9 @@ jobs=()
 # 16 codegen units: a much shorter build on two cores for a slightly slower fuzzer.
 cargo fuzz build --sanitizer "$sanitizer" --codegen-units 16 "${jobs[@]}"
 echo "fuzz: built every target in $(( $(date +%s) - build_start )) s" >&2
+if $build_only; then
+    exit 0
+fi
 
 mkdir -p "$log_dir"
 failed=()

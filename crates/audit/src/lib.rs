@@ -8,8 +8,11 @@
 //! A line is written with a single `write` on an `O_APPEND` descriptor before `record`
 //! returns, so it is visible at once, lines from several services sharing the file never
 //! interleave, and a crash of the process loses nothing. A background thread calls
-//! `fdatasync` after writes (coalescing bursts), so lines reach the disk within moments;
-//! [`Audit::flush`] syncs now.
+//! `fdatasync` after writes, at most once per [`SYNC_INTERVAL`] (100 ms): a line reaches
+//! the disk at the latest [`SYNC_INTERVAL`] plus one `fdatasync` after it was written, so
+//! a power loss (or a kernel crash) loses at most the lines of about the last 100 ms plus
+//! that sync, whatever the load, and a busy writer pays for ten syncs a second, not one
+//! per line. [`Audit::flush`] syncs now.
 //!
 //! A crash can only tear the last line (a `write` cut short by the kernel, or a disk that
 //! lost the tail). Opening a log whose last byte is not `\n` ends that torn line first and
@@ -55,6 +58,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use strata_ipc::PeerCred;
@@ -63,9 +67,9 @@ mod limiter;
 mod rotation;
 use limiter::{Class, EventLimiter};
 pub use rotation::{
-    prepare_files, Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, FREE_MARGIN, KEEP_ENV, MAX_BACKOFF,
-    MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES, ROTATION_WAIT, ROTATOR_LOCK_WAIT, ROTATOR_MAX_HOLD,
-    WRITER_LOCK_WAIT,
+    prepare_files, Rotation, DEFAULT_KEEP, DEFAULT_MAX_BYTES, FOLLOW_EVERY, FREE_MARGIN, KEEP_ENV,
+    MAX_BACKOFF, MAX_BYTES_ENV, MAX_KEEP, MIN_MAX_BYTES, ROTATION_WAIT, ROTATOR_LOCK_WAIT,
+    ROTATOR_MAX_HOLD, WRITER_LOCK_WAIT,
 };
 use rotation::{LogFile, Rotator};
 
@@ -90,6 +94,11 @@ pub const MAX_EVENT_LEN: usize = 8 * 1024;
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Callers tracked at once; beyond that, new callers share one bucket.
 pub const MAX_TRACKED_CALLERS: usize = 1024;
+/// The shortest time between two of the syncer's `fdatasync`s (counted from the start of
+/// the first): lines written meanwhile wait for the next one, so a writer makes at most
+/// about ten syncs a second however many lines it writes, and a line is on disk at most
+/// this plus one sync after it was written ([`Audit::flush`] syncs at once).
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A handle to a service's audit log. Cheap to clone.
 #[derive(Clone)]
@@ -104,6 +113,19 @@ struct Inner {
     writer: Mutex<Writer>,
     wake: Condvar,
     limiter: Mutex<EventLimiter>,
+    /// `fdatasync`s the syncer made.
+    syncs: AtomicU64,
+    /// The syncer is resting after a sync (see [`SYNC_INTERVAL`]): lines written now wait
+    /// for its next one. For tests to observe.
+    resting: AtomicBool,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: sync what the syncer still owes (it may be resting).
+    fn drop(&mut self) {
+        let writer = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        Writer::sync_before_switch(&mut writer.dirty, &writer.log.current.file, &self.path);
+    }
 }
 
 struct Writer {
@@ -133,6 +155,16 @@ impl Audit {
 
     /// [`Audit::open`] with these rotation settings, whatever the environment says.
     pub fn open_with(state_dir: &Path, source: &str, rotation: Rotation) -> std::io::Result<Audit> {
+        Audit::open_syncing_every(state_dir, source, rotation, SYNC_INTERVAL)
+    }
+
+    /// [`Audit::open_with`], the syncer resting `interval` after each sync (tests).
+    fn open_syncing_every(
+        state_dir: &Path,
+        source: &str,
+        rotation: Rotation,
+        interval: Duration,
+    ) -> std::io::Result<Audit> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -146,17 +178,25 @@ impl Audit {
             writer: Mutex::new(Writer { log, dirty: false }),
             wake: Condvar::new(),
             limiter: Mutex::new(EventLimiter::new()),
+            syncs: AtomicU64::new(0),
+            resting: AtomicBool::new(false),
         });
         let syncer = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name(format!("{source}-audit"))
-            .spawn(move || sync_when_dirty(syncer, rotator))?;
+            .spawn(move || sync_when_dirty(syncer, rotator, interval))?;
         Ok(Audit { inner })
     }
 
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// How many `fdatasync`s the background syncer has made (not counting
+    /// [`Audit::flush`]): at most about one per [`SYNC_INTERVAL`].
+    pub fn background_syncs(&self) -> u64 {
+        self.inner.syncs.load(Ordering::SeqCst)
     }
 
     /// Lines this handle wrote without the shared lock on `audit.lock`, because someone
@@ -286,9 +326,12 @@ impl Audit {
         let Writer { log, dirty, .. } = &mut *writer;
         let path = &self.inner.path;
         let written = log.append(&bytes, |old| Writer::sync_before_switch(dirty, old, path));
-        // Even after an error a line may be in the file now. The syncer also rotates.
-        *dirty = true;
-        self.inner.wake.notify_one();
+        // Even after an error a line may be in the file now. The syncer also rotates. It
+        // waits for a line only while nothing is owed, so only the first line owed wakes
+        // it (the others are synced with it, or after its rest).
+        if !std::mem::replace(dirty, true) {
+            self.inner.wake.notify_one();
+        }
         match written {
             Ok(()) => {}
             Err(e) => {
@@ -379,16 +422,17 @@ fn end_torn_line(mut file: &File, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sync after writes, at most one sync in flight, and rotate the log when it is due
-/// (never holding the writer mutex meanwhile); exits when the log is dropped.
-fn sync_when_dirty(inner: std::sync::Weak<Inner>, mut rotator: Rotator) {
+/// Sync after writes, at most one sync in flight and at most one per `interval` (see
+/// [`SYNC_INTERVAL`]), and rotate the log when it is due (never holding the writer mutex
+/// meanwhile); exits when the log is dropped.
+fn sync_when_dirty(weak: std::sync::Weak<Inner>, mut rotator: Rotator, interval: Duration) {
     // The last rotation attempt failed (reported once per run of failures, apart from
     // write errors: the lines themselves were written).
     let mut rotation_failing = false;
     let mut unlocked_reported = 0;
     let mut unguarded_reported = 0;
     loop {
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(inner) = weak.upgrade() else { return };
         Audit {
             inner: Arc::clone(&inner),
         }
@@ -425,8 +469,29 @@ fn sync_when_dirty(inner: std::sync::Weak<Inner>, mut rotator: Rotator) {
             writer.dirty = false;
             Arc::clone(&writer.log.current.file)
         };
+        let synced_at = Instant::now();
         if let Err(e) = file.sync_data() {
             tracing::error!(path = %inner.path.display(), error = %e, "cannot sync the audit log");
+        }
+        inner.syncs.fetch_add(1, Ordering::SeqCst);
+        // Rest, holding no reference: lines written meanwhile are visible at once and
+        // wait for the next sync; a dropped log ends the rest within a second (and its
+        // drop syncs what is owed).
+        inner.resting.store(true, Ordering::SeqCst);
+        drop((inner, file));
+        let rest_until = synced_at + interval;
+        loop {
+            let left = rest_until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_secs(1)));
+            if weak.strong_count() == 0 {
+                return;
+            }
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.resting.store(false, Ordering::SeqCst);
         }
     }
 }

@@ -121,6 +121,12 @@ pub const WRITER_LOCK_WAIT: Duration = Duration::from_millis(100);
 pub const ROTATION_WAIT: Duration = Duration::from_secs(5);
 /// How often a waiter tries a lock again.
 const POLL: Duration = Duration::from_millis(2);
+/// How often a writer looks up the log's path to see whether it still names the file it
+/// writes (a log renamed by hand is followed this long after; the lines written meanwhile
+/// are in the renamed file). Whether that file was removed is checked on every line, on
+/// the descriptor, so no line goes to a removed file. Rotation never changes the file
+/// (copy and truncate), so it needs neither check.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 /// Default size past which the audit log is rotated: 64 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
@@ -269,6 +275,9 @@ pub(crate) struct LogFile {
     /// The last wait for a possible rotator timed out: until a lock is had again, it is
     /// not waited for (a stopped holder stalls this process once, not every line).
     stuck: bool,
+    /// When the path was last looked up, and how often it is ([`FOLLOW_EVERY`]).
+    followed_at: std::cell::Cell<Instant>,
+    pub(crate) follow_every: Duration,
 }
 
 /// The descriptor written to, and which file it is.
@@ -469,12 +478,28 @@ impl LogFile {
             unguarded: 0,
             contended: false,
             stuck: false,
+            followed_at: std::cell::Cell::new(Instant::now()),
+            follow_every: FOLLOW_EVERY,
         })
     }
 
     /// The path written to.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file written to is no longer `audit.log`: removed (its last link gone,
+    /// seen on the descriptor, cheaply, every line) or, looked up at most every
+    /// [`FOLLOW_EVERY`], no longer what the path names.
+    fn moved(&self) -> io::Result<bool> {
+        if rustix::fs::fstat(&*self.current.file)?.st_nlink == 0 {
+            return Ok(true);
+        }
+        if self.followed_at.get().elapsed() < self.follow_every {
+            return Ok(false);
+        }
+        self.followed_at.set(Instant::now());
+        Ok(!matches!(stat(&self.path)?, Some((id, _)) if id == self.current.id))
     }
 
     /// Append `bytes` (one whole line) with one `write` to the file that is `audit.log`
@@ -507,13 +532,10 @@ impl LogFile {
         if matches!(held, Guard::Unguarded) {
             self.unguarded += 1;
         }
-        match stat(&self.path)? {
-            Some((id, _)) if id == self.current.id => {}
+        if self.moved()? {
             // Moved or removed by hand (or by another tool): follow the path.
-            _ => {
-                before_switch(&self.current.file);
-                self.current.reopen(&self.path)?;
-            }
+            before_switch(&self.current.file);
+            self.current.reopen(&self.path)?;
         }
         (&*self.current.file).write_all(bytes)?;
         drop(held);

@@ -1,5 +1,6 @@
 use super::*;
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 #[test]
 fn lines_are_json_with_caller_and_fields_and_the_file_is_private() {
@@ -290,4 +291,66 @@ fn reopening_appends() {
     }
     let text = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
     assert_eq!(text.lines().count(), 3);
+}
+
+/// Polls `done` until it holds, failing after a generous deadline (a loaded machine may
+/// not run the syncer for a while).
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn owed(audit: &Audit) -> bool {
+    audit.inner.writer.lock().unwrap().dirty
+}
+
+#[test]
+fn after_a_sync_the_syncer_rests_and_lines_written_meanwhile_wait_for_the_next() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    // A rest longer than any test: what is written during it stays owed.
+    let audit = Audit::open_syncing_every(
+        dir.path(),
+        "identity",
+        Rotation::default(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    audit.record("cap.issued", None, serde_json::json!({"n": 0}));
+    wait_for("the first sync and the rest after it", || {
+        audit.background_syncs() == 1 && audit.inner.resting.load(SeqCst)
+    });
+    for n in 1..100 {
+        audit.record("cap.issued", None, serde_json::json!({ "n": n }));
+    }
+    // Every line is in the file at once; none of them cost a sync.
+    assert_eq!(lines(&audit).len(), 100);
+    assert_eq!(audit.background_syncs(), 1);
+    assert!(owed(&audit));
+    // flush does not wait for the syncer.
+    audit.flush();
+    assert!(!owed(&audit));
+    assert_eq!(audit.background_syncs(), 1);
+}
+
+#[test]
+fn lines_written_during_the_rest_are_synced_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Audit::open_syncing_every(
+        dir.path(),
+        "identity",
+        Rotation::default(),
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    audit.record("cap.issued", None, serde_json::json!({"n": 0}));
+    wait_for("the first sync", || audit.background_syncs() >= 1);
+    let before = audit.background_syncs();
+    audit.record("cap.issued", None, serde_json::json!({"n": 1}));
+    wait_for("the line to be synced", || {
+        audit.background_syncs() > before && !owed(&audit)
+    });
 }

@@ -137,20 +137,51 @@ fn a_writer_keeps_its_descriptor_across_a_rotation_made_by_another() {
 }
 
 #[test]
-fn a_log_moved_away_is_followed_to_its_path() {
+fn a_log_moved_away_is_followed_to_its_path_and_no_line_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let audit = Audit::open_with(dir.path(), "fs", Rotation::default()).unwrap();
-    audit.record("fs.open", None, serde_json::json!({"n": 1}));
+    audit.record("fs.open", None, serde_json::json!({"n": 0}));
     let moved = dir.path().join("moved.log");
     std::fs::rename(audit.path(), &moved).unwrap();
-    audit.record("fs.open", None, serde_json::json!({"n": 2}));
+    // The path is looked up every FOLLOW_EVERY: until then lines go on to the moved file.
+    let mut n = 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !audit.path().exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the move was never followed"
+        );
+        audit.record("fs.open", None, serde_json::json!({ "n": n }));
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let old = std::fs::read_to_string(&moved).unwrap();
     let new = std::fs::read_to_string(audit.path()).unwrap();
-    assert!(new.contains("\"n\":2") && !new.contains("\"n\":1"), "{new}");
+    assert_eq!(new.lines().count(), 1, "{new}");
+    assert!(new.contains(&format!("\"n\":{}", n - 1)), "{new}");
+    assert_eq!(
+        old.lines().count() + 1,
+        n,
+        "every line is in one of the two: {old}"
+    );
     let mode = std::fs::metadata(audit.path())
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_log_removed_by_hand_is_followed_at_the_next_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Audit::open_with(dir.path(), "fs", Rotation::default()).unwrap();
+    // The path is never looked up here: the removal is seen on the descriptor.
+    audit.inner.writer.lock().unwrap().log.follow_every = std::time::Duration::MAX;
+    audit.record("fs.open", None, serde_json::json!({"n": 1}));
+    std::fs::remove_file(audit.path()).unwrap();
+    audit.record("fs.open", None, serde_json::json!({"n": 2}));
+    let new = std::fs::read_to_string(audit.path()).unwrap();
+    assert!(new.contains("\"n\":2") && !new.contains("\"n\":1"), "{new}");
 }
 
 /// A log of `lines` whole lines, as bytes.

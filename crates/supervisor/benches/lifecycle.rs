@@ -4,14 +4,19 @@
 //!   (as seen through `supervisor.svc.list`), median over N runs;
 //! - crash to Healthy: SIGKILL the registry (zero backoff) until a new registry is
 //!   Healthy, median over N crashes;
-//! - resident memory of the supervisor (and of its orphan guard).
+//! - resident memory of the supervisor (and of its orphan guard);
+//! - cold start scaling: exec to all Healthy with 1, 10 and 100 services in a manifest,
+//!   once with trivial services (`sleep infinity`, `readiness = "started"`) and once
+//!   with Strata-protocol ones (strata-registry instances, each on its own runtime dir
+//!   and socket, `readiness = "health"`: Healthy once `sys.health` answers ok), median
+//!   over M runs (10; 3 with `--quick`).
 //!
 //! The graph is the built-in one (registry, identity, fs after identity) when the
 //! identity and fs binaries build; otherwise three registry instances with the same
 //! shape (c after b), and the output says which.
 //!
 //! Run: `cargo bench -p strata-supervisor --bench lifecycle` (`STRATA_BENCH_RUNS`
-//! overrides N = 30).
+//! overrides N = 30); `-- --scale` runs only the cold start scaling table.
 
 // Unsafe: kill(2) and friends on the test services' pids, which std cannot signal.
 #![allow(unsafe_code)]
@@ -30,6 +35,12 @@ enum Graph {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--scale") {
+        cold_start_scaling(quick);
+        return;
+    }
     let runs: usize = std::env::var("STRATA_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -115,6 +126,80 @@ fn main() {
         rss_kib(proc.pid())
     );
     stop(proc);
+    cold_start_scaling(quick);
+}
+
+/// The services of a scaling manifest.
+#[derive(Clone, Copy)]
+enum Kind {
+    Started,
+    Registries,
+}
+
+/// A manifest of `n` services of `kind`.
+fn scaling_manifest(sandbox: &Sandbox, kind: Kind, n: usize, registry: &Path) -> PathBuf {
+    let root = sandbox.root();
+    let mut text = String::new();
+    for i in 0..n {
+        match kind {
+            Kind::Started => text.push_str(&format!(
+                "[[service]]\nname = \"s{i}\"\nexec = \"sleep\"\nargs = [\"infinity\"]\nreadiness = \"started\"\n"
+            )),
+            // The first is the node's registry (the others register with it).
+            Kind::Registries if i == 0 => text.push_str(&format!(
+                "[[service]]\nname = \"registry\"\nexec = \"{}\"\n",
+                registry.display()
+            )),
+            Kind::Registries => text.push_str(&format!(
+                "[[service]]\nname = \"r{i}\"\nexec = \"{1}\"\n\
+                 env = {{ STRATA_RUNTIME_DIR = \"{0}/r{i}\" }}\nsocket = \"{0}/r{i}/registry.sock\"\n",
+                root.display(),
+                registry.display()
+            )),
+        }
+    }
+    let path = root.join("scale.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Cold start (exec of the supervisor to every service Healthy) by manifest size.
+fn cold_start_scaling(quick: bool) {
+    let runs = if quick { 3 } else { 10 };
+    let registry = binary("strata-registry");
+    println!(
+        "cold start scaling, exec to all Healthy, median of {runs} runs, {} CPUs",
+        cpus()
+    );
+    println!(
+        "{:>9} | {:>30} | {:>30}",
+        "services", "readiness = \"started\"", "strata-registry (health)"
+    );
+    for n in [1, 10, 100] {
+        let mut row = Vec::new();
+        for kind in [Kind::Started, Kind::Registries] {
+            let mut samples = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let sandbox = Sandbox::new();
+                let manifest = scaling_manifest(&sandbox, kind, n, &registry);
+                let mut cmd = base_command(&sandbox);
+                cmd.arg("--config").arg(&manifest);
+                let started = Instant::now();
+                let proc = Proc::spawn("strata-supervisor", &mut cmd);
+                wait_healthy_every(&sandbox.socket("supervisor"), n, Duration::from_micros(500));
+                samples.push(started.elapsed());
+                stop(proc);
+            }
+            samples.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            row.push(format!(
+                "median {:>7.1} ms (max {:>6.1})",
+                ms(samples[samples.len() / 2]),
+                ms(samples[samples.len() - 1])
+            ));
+        }
+        println!("{n:>9} | {:>30} | {:>30}", row[0], row[1]);
+    }
 }
 
 fn cpus() -> usize {
@@ -180,14 +265,18 @@ fn registry_pid(socket: &Path) -> i32 {
 }
 
 fn wait_all_healthy(socket: &Path, services: usize) {
-    let until = Instant::now() + Duration::from_secs(20);
+    wait_healthy_every(socket, services, Duration::from_micros(200));
+}
+
+fn wait_healthy_every(socket: &Path, services: usize, poll: Duration) {
+    let until = Instant::now() + Duration::from_secs(60);
     loop {
         let l = list(socket);
         if l.len() == services && l.iter().all(|s| s["state"] == "Healthy") {
             return;
         }
         assert!(Instant::now() < until, "graph not Healthy: {l:?}");
-        std::thread::sleep(Duration::from_micros(200));
+        std::thread::sleep(poll);
     }
 }
 

@@ -85,3 +85,9 @@ echo "== identity.issue with N capabilities on record (strata-bench --mode ident
 issued=(--issued 1000 --issued 100000 --issued 1000000)
 [ ${#quick[@]} -gt 0 ] && issued=(--issued 1000 --issued 10000)
 ./target/release/strata-bench --mode identity.issue.scale "${issued[@]}" --duration "$secs"
+
+echo "== scaling: Guard::authorize p50 and guard memory with 1k/100k/1M revocations held (crates/guard/benches/authorize.rs)"
+cargo bench --quiet -p strata-guard --bench authorize "${quick[@]}" 2>/dev/null
+echo "== scaling: a verifier's full revocation load after an identity restart, 1k/100k/1M revoked (--quick: to 100k) (crates/identity/benches/revocation_load.rs)"
+STRATA_LOG=error cargo bench --quiet -p strata-identity --bench revocation_load "${quick[@]}" 2>/dev/null
+echo "== scaling: cold start with 1/10/100 services is in the supervisor lifecycle output above (or: cargo bench -p strata-supervisor --bench lifecycle -- --scale)"

@@ -203,6 +203,16 @@ impl ServiceCgroup {
             .open(self.dir.join("cgroup.procs"))
     }
 
+    /// The cgroup's directory, opened to create a child inside it (`CLONE_INTO_CGROUP`;
+    /// the kernel checks the opener's right to write its `cgroup.procs`).
+    pub fn dir_for_clone(&self) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)
+    }
+
     /// SIGKILL every process in the cgroup: `cgroup.kill` where the kernel has it (5.14+),
     /// else each listed pid.
     pub fn kill_all(&self) {
@@ -262,7 +272,7 @@ fn read_words(path: &Path) -> Vec<String> {
 }
 
 /// The (root within the file system, mount point) of the first cgroup2 mount.
-fn find_cgroup2_mount(mountinfo: &str) -> Option<(String, PathBuf)> {
+pub(crate) fn find_cgroup2_mount(mountinfo: &str) -> Option<(String, PathBuf)> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         if right.split_whitespace().next()? != "cgroup2" {

@@ -77,9 +77,12 @@ pub(crate) fn prepare(shared: &Shared, spec: &ServiceSpec) -> Result<Prepared, S
             };
             limits.insert("cpu_max".into(), via);
         }
-        let cgroup_procs = match &cgroup {
-            Some(cg) => Some(cg.procs_for_join().map_err(SpawnError::Cgroup)?),
-            None => None,
+        let (cgroup_procs, cgroup_dir) = match &cgroup {
+            Some(cg) => (
+                Some(cg.procs_for_join().map_err(SpawnError::Cgroup)?),
+                Some(cg.dir_for_clone().map_err(SpawnError::Cgroup)?),
+            ),
+            None => (None, None),
         };
         let notify = if spec.readiness == Readiness::Notify {
             let path = notify_socket_path(&shared.notify_dir(), &spec.name);
@@ -127,6 +130,7 @@ pub(crate) fn prepare(shared: &Shared, spec: &ServiceSpec) -> Result<Prepared, S
             credentials: credentials.clone(),
             rlimits: rlimits.clone(),
             cgroup_procs,
+            cgroup_dir,
             namespaces,
             no_new_privs: spec.sandbox.no_new_privs,
             landlock,

@@ -3,7 +3,8 @@
 //! users, where a program is).
 //!
 //! Order in the child, and why:
-//! 1. join the service's cgroup (while still privileged),
+//! 1. join the service's cgroup (while still privileged; where the kernel has
+//!    `CLONE_INTO_CGROUP` the child is created in it instead, see [`spawn`]),
 //! 2. rlimits (only lowered, so any order works, but before the drop is simplest),
 //! 3. new namespaces (need CAP_SYS_ADMIN, so before the drop),
 //! 4. drop supplementary groups, gid, uid (done here rather than with `CommandExt::uid`
@@ -30,6 +31,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+mod clone;
 
 /// Why a service process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -383,8 +386,11 @@ pub struct SpawnPlan {
     pub credentials: Option<Credentials>,
     /// The rlimits standing in for missing cgroup controllers.
     pub rlimits: Vec<Rlimit>,
-    /// The service cgroup's `cgroup.procs`, opened by the supervisor.
+    /// The service cgroup's `cgroup.procs`, opened by the supervisor (for kernels without
+    /// `CLONE_INTO_CGROUP`).
     pub cgroup_procs: Option<File>,
+    /// The service cgroup's directory, opened by the supervisor, to create the child in.
+    pub cgroup_dir: Option<File>,
     /// `CLONE_NEW*` flags for unshare(2).
     pub namespaces: libc::c_int,
     /// Whether to set `PR_SET_NO_NEW_PRIVS`.
@@ -405,7 +411,19 @@ pub struct Spawned {
 }
 
 /// Start the process. The caller reaps it (by pid); the returned pipes carry its output.
+///
+/// With a cgroup, the child is created inside it by `clone3(CLONE_INTO_CGROUP)` (Linux
+/// 5.7+, see the `clone` module): moving a running process into a cgroup by writing
+/// `cgroup.procs` waits for an RCU grace period (7–18 ms measured on the 2-core machine,
+/// against 0.2–0.4 ms for the clone), and the supervisor waits for each exec in turn.
+/// Kernels without it get fork and exec through std, the child joining by `cgroup.procs`.
 pub fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
+    let steps = ChildSteps::new(&plan);
+    if let Some(dir) = &plan.cgroup_dir {
+        if let Some(spawned) = clone::spawn_into_cgroup(&plan, dir.as_raw_fd(), &steps)? {
+            return Ok(spawned);
+        }
+    }
     let mut cmd = Command::new(&plan.program);
     cmd.args(&plan.args)
         .env_clear()
@@ -415,90 +433,16 @@ pub fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-
-    // Everything the child needs, captured as plain values before fork.
-    // SAFETY: getpid has no preconditions.
-    let supervisor_pid = unsafe { libc::getpid() };
-    let procs_fd = plan.cgroup_procs.as_ref().map(|f| f.as_raw_fd());
-    let rlimits = plan.rlimits.clone();
-    let namespaces = plan.namespaces;
-    let creds = plan.credentials.clone();
-    let no_new_privs = plan.no_new_privs;
-    let landlock_fd = plan.landlock.as_ref().map(|r| r.raw_fd());
-
-    let child_setup = move || -> io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        // SAFETY (whole block): only async-signal-safe system calls on values captured
-        // before fork; no allocation, no locks. Descriptors are ours and still open.
-        unsafe {
-            if let Some(fd) = procs_fd {
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                if written < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            for limit in &rlimits {
-                let (resource, value) = match *limit {
-                    Rlimit::AddressSpace(v) => (libc::RLIMIT_AS, v),
-                    Rlimit::Processes(v) => (libc::RLIMIT_NPROC, v),
-                };
-                let lim = libc::rlimit {
-                    rlim_cur: value as libc::rlim_t,
-                    rlim_max: value as libc::rlim_t,
-                };
-                check(libc::setrlimit(resource, &lim))?;
-            }
-            if namespaces != 0 {
-                check(libc::unshare(namespaces))?;
-            }
-            if let Some(c) = &creds {
-                check(libc::setgroups(c.groups.len(), c.groups.as_ptr()))?;
-                check(libc::setresgid(c.gid, c.gid, c.gid))?;
-                check(libc::setresuid(c.uid, c.uid, c.uid))?;
-            }
-            // prctl is variadic: pass every argument at the kernel's width.
-            let zero: libc::c_ulong = 0;
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                zero,
-                zero,
-                zero,
-            ))?;
-            if libc::getppid() != supervisor_pid {
-                // The supervisor died before the death signal was armed.
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            if no_new_privs {
-                check(libc::prctl(
-                    libc::PR_SET_NO_NEW_PRIVS,
-                    1 as libc::c_ulong,
-                    zero,
-                    zero,
-                    zero,
-                ))?;
-            }
-        }
-        if let Some(fd) = landlock_fd {
-            landlock::restrict_self(fd)?;
-        }
-        Ok(())
-    };
-    // SAFETY: the closure above only makes async-signal-safe system calls.
+    let join = plan.cgroup_procs.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: `ChildSteps::run` only makes async-signal-safe system calls.
     unsafe {
-        cmd.pre_exec(child_setup);
+        cmd.pre_exec(move || steps.run(join));
     }
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
         program: plan.program.clone(),
         source,
     })?;
-    // The plan's descriptors (cgroup.procs, Landlock ruleset) close when it drops here.
+    // The plan's descriptors (cgroup, Landlock ruleset) close when it drops here.
     drop(plan);
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
@@ -507,6 +451,108 @@ pub fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         stdout: stdout.into(),
         stderr: stderr.into(),
     })
+}
+
+/// Steps 2–7 of the module's list (and step 1 on the std path), as plain values captured
+/// before fork.
+struct ChildSteps {
+    supervisor_pid: libc::pid_t,
+    rlimits: Vec<Rlimit>,
+    namespaces: libc::c_int,
+    creds: Option<Credentials>,
+    no_new_privs: bool,
+    landlock_fd: Option<std::os::fd::RawFd>,
+}
+
+impl ChildSteps {
+    fn new(plan: &SpawnPlan) -> ChildSteps {
+        ChildSteps {
+            // SAFETY: getpid has no preconditions.
+            supervisor_pid: unsafe { libc::getpid() },
+            rlimits: plan.rlimits.clone(),
+            namespaces: plan.namespaces,
+            creds: plan.credentials.clone(),
+            no_new_privs: plan.no_new_privs,
+            landlock_fd: plan.landlock.as_ref().map(|r| r.raw_fd()),
+        }
+    }
+
+    /// Runs in the child between fork and exec: joins the cgroup by `join` (its
+    /// `cgroup.procs`) if given, then the rest. Only async-signal-safe system calls on
+    /// values captured before fork: no allocation, no locks. Groups and ids are set by
+    /// raw system calls, which act on this thread alone: glibc's wrappers would try to
+    /// signal the parent's other threads, which a `clone3` child does not have.
+    fn run(&self, join: Option<std::os::fd::RawFd>) -> io::Result<()> {
+        let check = |rc: libc::c_long| {
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY (whole block): plain system calls on values captured before fork, and
+        // descriptors that are ours and still open.
+        unsafe {
+            if let Some(fd) = join {
+                check(libc::write(fd, b"0".as_ptr().cast(), 1) as libc::c_long)?;
+            }
+            for limit in &self.rlimits {
+                let (resource, value) = match *limit {
+                    Rlimit::AddressSpace(v) => (libc::RLIMIT_AS, v),
+                    Rlimit::Processes(v) => (libc::RLIMIT_NPROC, v),
+                };
+                let lim = libc::rlimit {
+                    rlim_cur: value as libc::rlim_t,
+                    rlim_max: value as libc::rlim_t,
+                };
+                check(libc::setrlimit(resource, &lim).into())?;
+            }
+            if self.namespaces != 0 {
+                check(libc::unshare(self.namespaces).into())?;
+            }
+            if let Some(c) = &self.creds {
+                check(libc::syscall(
+                    libc::SYS_setgroups,
+                    c.groups.len(),
+                    c.groups.as_ptr(),
+                ))?;
+                check(libc::syscall(libc::SYS_setresgid, c.gid, c.gid, c.gid))?;
+                check(libc::syscall(libc::SYS_setresuid, c.uid, c.uid, c.uid))?;
+            }
+            // prctl is variadic: pass every argument at the kernel's width.
+            let zero: libc::c_ulong = 0;
+            check(
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    zero,
+                    zero,
+                    zero,
+                )
+                .into(),
+            )?;
+            if libc::getppid() != self.supervisor_pid {
+                // The supervisor died before the death signal was armed.
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            if self.no_new_privs {
+                check(
+                    libc::prctl(
+                        libc::PR_SET_NO_NEW_PRIVS,
+                        1 as libc::c_ulong,
+                        zero,
+                        zero,
+                        zero,
+                    )
+                    .into(),
+                )?;
+            }
+        }
+        if let Some(fd) = self.landlock_fd {
+            landlock::restrict_self(fd)?;
+        }
+        Ok(())
+    }
 }
 
 /// Send `sig` to a whole process group; false if there is no such group.

@@ -13,7 +13,9 @@
 //! itself), then a fresh child process (this binary with `--child-load RUNTIME_DIR`)
 //! starts a guard exactly as a service does ([`strata_guard::Guard::start`], on a
 //! current-thread runtime) and times it from start to [`strata_guard::Guard::ready`]. The
-//! child reports its VmRSS before the guard starts and its VmHWM (peak) once loaded.
+//! child reports its VmRSS before the guard starts, its VmHWM (peak) once loaded, and its
+//! CPU time; "identity CPU" is what identity's threads ran meanwhile (serving the pages).
+//! The CPU columns hold up on a busy machine better than the wall time does.
 
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -37,9 +39,22 @@ fn status_kib(pid: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: a guard as a service starts it; prints "millis revocations before_kib peak_kib".
+/// CPU time (ns) the process's live threads have run, from /proc/PID/task/*/schedstat.
+fn cpu_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Child mode: a guard as a service starts it; prints "millis revocations before_kib
+/// peak_kib cpu_ns" (cpu: the child's own, from before the guard started).
 fn child_load(runtime_dir: PathBuf) {
     let before = status_kib("self", "VmRSS:");
+    let cpu_before = cpu_ns("self");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +73,11 @@ fn child_load(runtime_dir: PathBuf) {
         let took = started.elapsed();
         let held = guard.status()["revocations"].as_u64().unwrap_or(0);
         let peak = status_kib("self", "VmHWM:");
-        println!("{:.1} {held} {before} {peak}", took.as_secs_f64() * 1000.0);
+        let cpu = cpu_ns("self").saturating_sub(cpu_before);
+        println!(
+            "{:.1} {held} {before} {peak} {cpu}",
+            took.as_secs_f64() * 1000.0
+        );
     });
 }
 
@@ -115,7 +134,7 @@ fn stop(mut proc: Proc) {
         .expect("identity exits");
 }
 
-fn guard_load(runtime_dir: &Path) -> (f64, u64, u64, u64) {
+fn guard_load(runtime_dir: &Path) -> (f64, u64, u64, u64, u64) {
     let out = Command::new(std::env::current_exe().unwrap())
         .arg("--child-load")
         .arg(runtime_dir)
@@ -130,6 +149,7 @@ fn guard_load(runtime_dir: &Path) -> (f64, u64, u64, u64) {
         v[1].parse().unwrap(),
         v[2].parse().unwrap(),
         v[3].parse().unwrap(),
+        v[4].parse().unwrap(),
     )
 }
 
@@ -153,12 +173,14 @@ fn main() {
 
     println!("verifier's full revocation load after an identity restart (real strata-identity, paged identity.revocations)");
     println!(
-        "{:>10} | {:>8} | {:>14} {:>12} | {:>10} {:>13} {:>13}",
+        "{:>10} | {:>8} | {:>14} {:>12} | {:>10} {:>10} {:>12} {:>13} {:>13}",
         "revoked",
         "fill s",
         "identity start",
         "identity RSS",
         "guard load",
+        "guard CPU",
+        "identity CPU",
         "guard base",
         "guard peak"
     );
@@ -171,12 +193,23 @@ fn main() {
         held = n;
         let (identity, start_ms) = start_identity(&sandbox);
         let identity_rss = status_kib(&identity.pid().to_string(), "VmRSS:");
-        let (load_ms, loaded, base, peak) = guard_load(&sandbox.runtime_dir());
+        let identity_pid = identity.pid().to_string();
+        let identity_cpu = cpu_ns(&identity_pid);
+        let (load_ms, loaded, base, peak, guard_cpu) = guard_load(&sandbox.runtime_dir());
+        let identity_cpu = cpu_ns(&identity_pid).saturating_sub(identity_cpu);
         assert_eq!(loaded as usize, n, "the guard holds every revocation");
         stop(identity);
         println!(
-            "{:>10} | {:>8.1} | {:>11.1} ms {:>8} KiB | {:>7.1} ms {:>9} KiB {:>9} KiB",
-            n, filled, start_ms, identity_rss, load_ms, base, peak
+            "{:>10} | {:>8.1} | {:>11.1} ms {:>8} KiB | {:>7.1} ms {:>7.1} ms {:>9.1} ms {:>9} KiB {:>9} KiB",
+            n,
+            filled,
+            start_ms,
+            identity_rss,
+            load_ms,
+            guard_cpu as f64 / 1e6,
+            identity_cpu as f64 / 1e6,
+            base,
+            peak
         );
     }
 }

@@ -6,6 +6,8 @@
 //! text with nothing to escape, so [`push_escaped`] checks eight bytes at a time and
 //! copies whole runs.
 
+use serde_json::value::RawValue;
+
 /// Bytes `b` takes inside a JSON string as serde_json writes it.
 pub(crate) fn byte_len(b: u8) -> usize {
     match b {
@@ -18,6 +20,33 @@ pub(crate) fn byte_len(b: u8) -> usize {
 /// Bytes `s` takes inside a JSON string (without the quotes).
 pub(crate) fn string_len(s: &[u8]) -> usize {
     s.iter().map(|&b| byte_len(b)).sum()
+}
+
+/// `json`, which fs wrote itself, as a [`RawValue`] without parsing it again.
+///
+/// [`RawValue::from_string`] validates the whole text (for a 4 KiB `fs.read` answer that
+/// scan cost more than writing it). serde_json's own [`serde_json::value::to_raw_value`]
+/// does not validate: it serializes, and a struct named with serde_json's raw-value marker
+/// is written verbatim. Only text this module's writers produced is passed here; the
+/// tests of `fs.read` and `fs.list` compare it with serde's encoding byte for byte, which
+/// would also catch serde_json ever changing the marker (the text would come back wrapped
+/// in an object).
+pub(crate) fn trusted_raw(json: &str) -> Result<Box<RawValue>, serde_json::Error> {
+    serde_json::value::to_raw_value(&Verbatim(json))
+}
+
+/// The marker serde_json's serializer writes verbatim (its `RawValue`'s own).
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+struct Verbatim<'a>(&'a str);
+
+impl serde::Serialize for Verbatim<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        s.serialize_field(RAW_VALUE_TOKEN, self.0)?;
+        s.end()
+    }
 }
 
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
@@ -84,6 +113,15 @@ pub(crate) fn push_escaped(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_text_is_passed_through_unchanged() {
+        for json in [r#"{"a":[1,"x\"y"],"b":null}"#, r#""\u00e9""#, "[]"] {
+            let raw = trusted_raw(json).unwrap();
+            assert_eq!(raw.get(), json);
+            assert_eq!(raw.get(), RawValue::from_string(json.into()).unwrap().get());
+        }
+    }
 
     #[test]
     fn lengths_match_serde_json() {

@@ -27,11 +27,11 @@ use crate::error::FsError;
 use crate::json;
 use crate::path::RequestPath;
 use crate::read::reply_room;
-use crate::roots::{lookup_error, open_beneath};
+use crate::roots::{lookup_error, open_beneath_with};
 use crate::service::{Caller, FsService};
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder, Encoder};
 use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{statat, AtFlags, FileType, OFlags, RawDir};
+use rustix::fs::{statat, AtFlags, FileType, OFlags, RawDir, ResolveFlags};
 use rustix::io::Errno;
 use select::SmallestNames;
 use serde_json::value::RawValue;
@@ -76,6 +76,29 @@ thread_local! {
     });
 }
 
+/// Whether a listing runs on the blocking pool or inline on an async worker.
+#[derive(Clone, Copy)]
+enum Mode {
+    Pool,
+    Inline,
+}
+
+/// What one page may hold and read.
+#[derive(Clone, Copy)]
+struct Page {
+    /// Entries at most.
+    limit: usize,
+    /// Response bytes for the entries.
+    room: usize,
+    /// Directory entries read at most (`.` and `..` included) before giving up.
+    scan_max: usize,
+}
+
+/// An inline listing reads at most this many directory entries (`.` and `..` included)
+/// before handing the request to the blocking pool: with one `fstatat` per listed entry
+/// that bounds the time an async worker spends on it to well under a millisecond.
+pub const INLINE_SCAN_MAX: usize = 512;
+
 /// One listed entry, as [`FsService::list_each`] hands it over.
 struct Listed<'a> {
     name: &'a [u8],
@@ -93,13 +116,15 @@ impl FsService {
         room: usize,
     ) -> Result<ListResult, FsError> {
         let mut entries = Vec::new();
-        let next_cursor = self.list_each(caller, params, room, |e| {
-            entries.push(DirEntry {
-                name: String::from_utf8_lossy(e.name).into_owned(),
-                is_dir: e.is_dir,
-                size: e.size,
-            })
-        })?;
+        let next_cursor = self
+            .list_each(caller, params, room, Mode::Pool, |e| {
+                entries.push(DirEntry {
+                    name: String::from_utf8_lossy(e.name).into_owned(),
+                    is_dir: e.is_dir,
+                    size: e.size,
+                })
+            })?
+            .unwrap_or_default();
         Ok(ListResult {
             entries,
             next_cursor,
@@ -114,10 +139,47 @@ impl FsService {
         params: &ListParams,
         room: usize,
     ) -> Result<Box<RawValue>, FsError> {
+        self.list_json_in(caller, params, room, Mode::Pool)?
+            .ok_or_else(|| FsError::Internal(std::io::Error::other("listing not finished")))
+    }
+
+    /// [`FsService::list_json`] on the calling thread (an async worker), when that is safe
+    /// and bounded: the prefix's export root is local with nothing mounted beneath it and
+    /// the mount table is unchanged ([`crate::mounts`]), the directory is reached without
+    /// crossing a mount (`RESOLVE_NO_XDEV`), and it holds at most [`INLINE_SCAN_MAX`]
+    /// entries. `None`: not so (nothing was answered); run [`FsService::list_json`] on the
+    /// blocking pool instead. The answer, when there is one, is the pool path's.
+    pub fn list_json_inline(
+        &self,
+        caller: &Caller,
+        params: &ListParams,
+        room: usize,
+    ) -> Option<Result<Box<RawValue>, FsError>> {
+        let prefix = caller.claims.path_prefix()?;
+        if !self.roots.lists_inline(prefix) {
+            return None;
+        }
+        match self.list_json_in(caller, params, room, Mode::Inline) {
+            Ok(Some(json)) => Some(Ok(json)),
+            Ok(None) => None,
+            // EXDEV under RESOLVE_NO_XDEV may be a mount on the way: the pool decides.
+            Err(FsError::Escapes { .. } | FsError::PrefixThroughSymlink { .. }) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The page as JSON; `None` if `mode` is inline and the directory is too large for it.
+    fn list_json_in(
+        &self,
+        caller: &Caller,
+        params: &ListParams,
+        room: usize,
+        mode: Mode,
+    ) -> Result<Option<Box<RawValue>>, FsError> {
         let mut json = String::with_capacity(4096);
         json.push_str("{\"entries\":[");
         let mut first = true;
-        let next_cursor = self.list_each(caller, params, room, |e| {
+        let listed = self.list_each(caller, params, room, mode, |e| {
             if !first {
                 json.push(',');
             }
@@ -131,6 +193,9 @@ impl FsService {
             });
             let _ = write!(json, "{}}}", e.size);
         })?;
+        let Some(next_cursor) = listed else {
+            return Ok(None);
+        };
         json.push(']');
         if let Some(cursor) = next_cursor {
             // base64url: nothing to escape.
@@ -139,17 +204,22 @@ impl FsService {
             json.push('"');
         }
         json.push('}');
-        RawValue::from_string(json).map_err(|e| FsError::Internal(std::io::Error::other(e)))
+        json::trusted_raw(&json)
+            .map(Some)
+            .map_err(|e| FsError::Internal(std::io::Error::other(e)))
     }
 
-    /// The page's entries, in order, to `emit`; returns the `next_cursor`.
+    /// The page's entries, in order, to `emit`; returns the `next_cursor`, or `None` if
+    /// `mode` is inline and the directory has more than [`INLINE_SCAN_MAX`] entries
+    /// (nothing emitted then).
     fn list_each(
         &self,
         caller: &Caller,
         params: &ListParams,
         room: usize,
+        mode: Mode,
         mut emit: impl FnMut(Listed<'_>),
-    ) -> Result<Option<String>, FsError> {
+    ) -> Result<Option<Option<String>>, FsError> {
         let limit = match params.limit {
             None => DEFAULT_LIST_LIMIT,
             Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => n,
@@ -162,15 +232,22 @@ impl FsService {
         } as usize;
         let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
         let path = RequestPath::parse(&params.path)?;
-        let dir = self.open_listed_dir(caller, &path)?;
+        let (extra, scan_max) = match mode {
+            Mode::Pool => (ResolveFlags::empty(), usize::MAX),
+            Mode::Inline => (ResolveFlags::NO_XDEV, INLINE_SCAN_MAX),
+        };
+        let dir = self.open_listed_dir(caller, &path, extra)?;
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let Scratch { dir_buffer, names } = &mut *scratch;
             let outcome = list_dir(
                 &dir,
                 after.as_deref(),
-                limit,
-                room,
+                Page {
+                    limit,
+                    room,
+                    scan_max,
+                },
                 dir_buffer,
                 names,
                 &mut emit,
@@ -181,18 +258,28 @@ impl FsService {
     }
 
     /// The directory to list, opened readable: the prefix itself, or `path` beneath it.
-    fn open_listed_dir(&self, caller: &Caller, path: &RequestPath) -> Result<OwnedFd, FsError> {
+    /// `extra` resolve rules apply to both lookups (`RESOLVE_NO_XDEV` inline).
+    fn open_listed_dir(
+        &self,
+        caller: &Caller,
+        path: &RequestPath,
+        extra: ResolveFlags,
+    ) -> Result<OwnedFd, FsError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK;
         let prefix = caller.claims.path_prefix().ok_or(FsError::NoPrefix)?;
         if path.is_prefix_itself() {
-            return self.roots.open_prefix_as(prefix, flags);
+            return self.roots.open_prefix_with(prefix, flags, extra);
         }
-        let prefix_dir = self.roots.open_prefix(prefix)?;
-        open_beneath(prefix_dir.as_fd(), path.as_kernel_path(), flags).map_err(|e| match e {
-            Errno::NOTDIR => FsError::NotDirectory {
-                path: path.as_str().to_owned(),
-            },
-            other => lookup_error(other, path.as_str()),
+        let prefix_dir =
+            self.roots
+                .open_prefix_with(prefix, OFlags::PATH | OFlags::DIRECTORY, extra)?;
+        open_beneath_with(prefix_dir.as_fd(), path.as_kernel_path(), flags, extra).map_err(|e| {
+            match e {
+                Errno::NOTDIR => FsError::NotDirectory {
+                    path: path.as_str().to_owned(),
+                },
+                other => lookup_error(other, path.as_str()),
+            }
         })
     }
 }
@@ -202,20 +289,29 @@ impl FsService {
 fn list_dir(
     dir: &OwnedFd,
     after: Option<&[u8]>,
-    limit: usize,
-    room: usize,
+    page: Page,
     dir_buffer: &mut Vec<MaybeUninit<u8>>,
     names: &mut SmallestNames,
     emit: &mut impl FnMut(Listed<'_>),
-) -> Result<Option<String>, FsError> {
+) -> Result<Option<Option<String>>, FsError> {
+    let Page {
+        limit,
+        room,
+        scan_max,
+    } = page;
     if dir_buffer.len() < DIR_BUFFER {
         dir_buffer.resize(DIR_BUFFER, MaybeUninit::uninit());
     }
     // The `limit + 1` smallest names after the cursor; the extra one says "more".
     names.reset(limit + 1);
     let mut entries = RawDir::new(dir.as_fd(), dir_buffer);
+    let mut scanned = 0usize;
     while let Some(entry) = entries.next() {
         let entry = entry.map_err(|e| FsError::Internal(e.into()))?;
+        scanned += 1;
+        if scanned > scan_max {
+            return Ok(None);
+        }
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." || after.is_some_and(|after| name <= after) {
             continue;
@@ -264,12 +360,16 @@ fn list_dir(
             reason: "is too long to leave room for any entry in the response".into(),
         });
     }
-    Ok(if more { last.map(encode_cursor) } else { None })
+    Ok(Some(if more { last.map(encode_cursor) } else { None }))
 }
 
 /// The bytes `name` takes in the response: shown as text, each invalid UTF-8 sequence
 /// replaced by U+FFFD (as `String::from_utf8_lossy` does), escaped as JSON.
 fn shown_json_len(name: &[u8]) -> usize {
+    // Almost every name is UTF-8: one validation pass, no chunking.
+    if let Ok(text) = std::str::from_utf8(name) {
+        return json::string_len(text.as_bytes());
+    }
     name.utf8_chunks()
         .map(|chunk| {
             let valid: usize = chunk.valid().bytes().map(json::byte_len).sum();
@@ -281,6 +381,9 @@ fn shown_json_len(name: &[u8]) -> usize {
 /// Append `name` shown as text (see [`shown_json_len`]) inside a JSON string, escaped
 /// exactly as serde_json escapes.
 fn push_shown_name(out: &mut String, name: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(name) {
+        return json::push_escaped(out, text);
+    }
     for chunk in name.utf8_chunks() {
         json::push_escaped(out, chunk.valid());
         if !chunk.invalid().is_empty() {

@@ -177,8 +177,8 @@ impl FsService {
 ///
 /// `data_b64` is most of every response and base64 never needs escaping, but serde_json
 /// checks every byte of every string it writes; writing the field as is, and `data`
-/// through [`json::push_escaped`], then letting `RawValue` validate the whole (a fast
-/// scan) costs a fraction of serde's encoding.
+/// through [`json::push_escaped`], costs a fraction of serde's encoding; the text is handed
+/// on without being parsed again ([`json::trusted_raw`]).
 fn encode_json(bytes: &[u8], eof: bool, text: Option<&str>) -> Result<Box<RawValue>, FsError> {
     let text_len = text.map_or(0, |t| t.len() + 16);
     let mut out = String::with_capacity(base64::encoded_len(bytes.len()) + text_len + 80);
@@ -197,7 +197,7 @@ fn encode_json(bytes: &[u8], eof: bool, text: Option<&str>) -> Result<Box<RawVal
         out.push('"');
     }
     out.push('}');
-    RawValue::from_string(out).map_err(|e| FsError::Internal(std::io::Error::other(e)))
+    json::trusted_raw(&out).map_err(|e| FsError::Internal(std::io::Error::other(e)))
 }
 
 /// Fill `buf` from `offset` with positional reads (the file offset is never used, so

@@ -16,6 +16,7 @@
 //! nested in another root must be reachable from it without symlinks (checked at start).
 
 use crate::error::FsError;
+use crate::mounts::MountWatch;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{openat2, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -44,12 +45,22 @@ pub(crate) fn open_beneath(
     path: &str,
     flags: OFlags,
 ) -> Result<OwnedFd, Errno> {
+    open_beneath_with(dir, path, flags, ResolveFlags::empty())
+}
+
+/// [`open_beneath`] with `extra` resolve rules (`RESOLVE_NO_XDEV` for inline listings).
+pub(crate) fn open_beneath_with(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    extra: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
     let flags = if flags.contains(OFlags::PATH) {
         flags | OFlags::CLOEXEC
     } else {
         flags | OFlags::CLOEXEC | OFlags::NOCTTY
     };
-    open_with(dir, path, flags, beneath())
+    open_with(dir, path, flags, beneath() | extra)
 }
 
 fn open_with(
@@ -110,6 +121,9 @@ pub(crate) fn kind_name(file_type: FileType) -> &'static str {
 struct ExportRoot {
     path: PathPrefix,
     dir: OwnedFd,
+    /// Whether listings beneath it may run inline: the root is on a local file system
+    /// and nothing was mounted beneath it at start-up ([`crate::mounts`]).
+    lists_inline: bool,
 }
 
 /// The set of directories fs may serve from. A token's prefix must lie beneath one of them.
@@ -117,6 +131,8 @@ struct ExportRoot {
 pub struct ExportRoots {
     /// Longest path first, so the most specific root containing a prefix is found first.
     roots: Vec<ExportRoot>,
+    /// Whether the mount table changed since the roots were opened.
+    mounts: MountWatch,
 }
 
 impl ExportRoots {
@@ -125,6 +141,9 @@ impl ExportRoots {
     /// (or more) than the operator meant.
     pub fn open(paths: &[PathBuf]) -> Result<ExportRoots, FsError> {
         let mut roots = Vec::with_capacity(paths.len());
+        // Watch first, then read: a mount made in between shows as a change.
+        let mounts = MountWatch::open();
+        let mount_points = crate::mounts::mount_points();
         for path in paths {
             let bad = |reason: String| FsError::ExportRoot {
                 path: path.clone(),
@@ -142,7 +161,17 @@ impl ExportRoots {
                 Mode::empty(),
             )
             .map_err(|e| bad(format!("cannot open it as a directory: {e}")))?;
-            roots.push(ExportRoot { path: prefix, dir });
+            // The mount table names real paths: compare with the root's, symlinks resolved.
+            let lists_inline = crate::blocking::is_local_fs(&dir)
+                && match (&mount_points, std::fs::canonicalize(prefix.as_path())) {
+                    (Some(mounts), Ok(real)) => !crate::mounts::any_beneath(mounts, &real),
+                    _ => false,
+                };
+            roots.push(ExportRoot {
+                path: prefix,
+                dir,
+                lists_inline,
+            });
         }
         roots.sort_by_key(|r| std::cmp::Reverse(r.path.as_str().len()));
         roots.dedup_by(|a, b| a.path == b.path);
@@ -178,7 +207,7 @@ impl ExportRoots {
                 }
             }
         }
-        Ok(ExportRoots { roots })
+        Ok(ExportRoots { roots, mounts })
     }
 
     /// No roots: every request is refused.
@@ -212,6 +241,31 @@ impl ExportRoots {
     /// are always added, and `O_NOCTTY` unless `flags` has `O_PATH`): `fs.list` of the
     /// prefix itself opens it readable at once.
     pub fn open_prefix_as(&self, prefix: &PathPrefix, flags: OFlags) -> Result<OwnedFd, FsError> {
+        self.open_prefix_with(prefix, flags, ResolveFlags::empty())
+    }
+
+    /// Whether a listing beneath `prefix` may run inline now: its root lists inline (see
+    /// [`crate::mounts`]) and the mount table has not changed since start-up.
+    pub(crate) fn lists_inline(&self, prefix: &PathPrefix) -> bool {
+        self.root_of(prefix)
+            .is_some_and(|(root, _)| root.lists_inline)
+            && self.mounts.unchanged()
+    }
+
+    fn root_of<'a>(&'a self, prefix: &'a PathPrefix) -> Option<(&'a ExportRoot, &'a Path)> {
+        self.roots.iter().find_map(|root| {
+            let rest = prefix.as_path().strip_prefix(root.path.as_path()).ok()?;
+            Some((root, rest))
+        })
+    }
+
+    /// [`ExportRoots::open_prefix_as`] with `extra` resolve rules on top of the prefix's.
+    pub(crate) fn open_prefix_with(
+        &self,
+        prefix: &PathPrefix,
+        flags: OFlags,
+        extra: ResolveFlags,
+    ) -> Result<OwnedFd, FsError> {
         let flags = if flags.contains(OFlags::PATH) {
             flags | OFlags::DIRECTORY | OFlags::CLOEXEC
         } else {
@@ -220,30 +274,25 @@ impl ExportRoots {
         let not_exported = || FsError::NotExported {
             prefix: prefix.as_str().to_owned(),
         };
-        let (root, rest) = self
-            .roots
-            .iter()
-            .find_map(|root| {
-                let rest = prefix.as_path().strip_prefix(root.path.as_path()).ok()?;
-                Some((root, rest))
-            })
-            .ok_or_else(not_exported)?;
+        let (root, rest) = self.root_of(prefix).ok_or_else(not_exported)?;
         // `rest` is made of normal components only: PathPrefix refuses `.`, `..` and `//`.
         let rest = match rest.to_str() {
             Some("") => ".",
             Some(s) => s,
             None => return Err(not_exported()),
         };
-        open_with(root.dir.as_fd(), rest, flags, prefix_rules()).map_err(|errno| match errno {
-            Errno::NOENT | Errno::NOTDIR => FsError::PrefixMissing {
-                prefix: prefix.as_str().to_owned(),
+        open_with(root.dir.as_fd(), rest, flags, prefix_rules() | extra).map_err(
+            |errno| match errno {
+                Errno::NOENT | Errno::NOTDIR => FsError::PrefixMissing {
+                    prefix: prefix.as_str().to_owned(),
+                },
+                // ELOOP: a symlink in the prefix (RESOLVE_NO_SYMLINKS). EXDEV: out of the root.
+                Errno::XDEV | Errno::LOOP => FsError::PrefixThroughSymlink {
+                    prefix: prefix.as_str().to_owned(),
+                },
+                other => lookup_error(other, prefix.as_str()),
             },
-            // ELOOP: a symlink in the prefix (RESOLVE_NO_SYMLINKS). EXDEV: out of the root.
-            Errno::XDEV | Errno::LOOP => FsError::PrefixThroughSymlink {
-                prefix: prefix.as_str().to_owned(),
-            },
-            other => lookup_error(other, prefix.as_str()),
-        })
+        )
     }
 }
 
@@ -362,6 +411,21 @@ mod tests {
             none.open_prefix(&prefix("/")).unwrap_err().code(),
             ErrorCode::PermissionDenied
         );
+    }
+
+    #[test]
+    fn only_roots_with_nothing_mounted_beneath_list_inline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("sub")).unwrap();
+        let roots = ExportRoots::open(&[base.clone(), PathBuf::from("/")]).unwrap();
+        // The temp dir (ext4 or tmpfs, nothing mounted inside) lists inline, and so does
+        // a prefix beneath it; `/` has /proc and more mounted beneath it.
+        assert!(roots.lists_inline(&prefix(base.to_str().unwrap())));
+        assert!(roots.lists_inline(&prefix(base.join("sub").to_str().unwrap())));
+        assert!(!roots.lists_inline(&prefix("/")));
+        assert!(!roots.lists_inline(&prefix("/etc")));
+        assert!(!ExportRoots::none().lists_inline(&prefix("/")));
     }
 
     #[test]

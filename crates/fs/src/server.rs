@@ -10,7 +10,8 @@
 //! The work of every method runs on the bounded blocking pool ([`crate::blocking`]), so a
 //! file system that hangs `open(2)` or `read(2)` (a dead NFS server, a stuck FUSE daemon)
 //! costs its callers their slots and nobody else anything; only small reads and closes of
-//! handles on local file systems run inline. The maintenance tasks close descriptors on
+//! handles on local file systems, and listings of small directories beneath local export
+//! roots with nothing mounted beneath them ([`FsService::list_json_inline`]), run inline. The maintenance tasks close descriptors on
 //! blocking threads too.
 
 use crate::error::FsError;
@@ -18,6 +19,7 @@ use crate::list::list_room;
 use crate::read::reply_room;
 use crate::sandbox::LandlockState;
 use crate::service::{Caller, FsService, RevocationCheck};
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_cap::Claims;
@@ -71,30 +73,71 @@ impl Served {
         R: Send + 'static,
         W: FnOnce(&FsService, &Caller) -> Result<R, FsError> + Send + 'static,
     {
-        let claims = match self.guard.authorize(&call, right).await {
-            Ok(claims) => claims,
-            Err(denied) => {
-                if is_denial(denied.code) {
-                    self.fs.audit_denial(&call, None, &denied);
-                }
-                return Err(denied);
-            }
-        };
-        let caller = Caller::of(claims, &call);
+        let caller = self.authorized(&call, right).await?;
         let outcome = match place {
             Place::Inline => work(&self.fs, &caller),
-            Place::Pool => {
-                let (service, worker) = (Arc::clone(&self.fs), caller.clone());
-                self.fs
-                    .blocking
-                    .run(&caller.holder, move || work(&service, &worker))
+            Place::Pool => self.on_pool(&caller, work).await,
+        };
+        self.finish(&call, &caller, outcome)
+    }
+
+    /// `fs.list`: inline when [`FsService::list_json_inline`] may answer it, else on the
+    /// pool.
+    async fn serve_list(
+        &self,
+        call: Call,
+        params: fs::ListParams,
+        room: usize,
+    ) -> Result<Box<RawValue>, ErrorBody> {
+        let caller = self.authorized(&call, "fs.list").await?;
+        let outcome = match self.fs.list_json_inline(&caller, &params, room) {
+            Some(answer) => answer,
+            None => {
+                self.on_pool(&caller, move |fs, c| fs.list_json(c, &params, room))
                     .await
             }
         };
+        self.finish(&call, &caller, outcome)
+    }
+
+    /// The verified caller of `call`, once the guard has authorized it for `right`;
+    /// a denial is audited.
+    async fn authorized(&self, call: &Call, right: &str) -> Result<Caller, ErrorBody> {
+        match self.guard.authorize(call, right).await {
+            Ok(claims) => Ok(Caller::of(claims, call)),
+            Err(denied) => {
+                if is_denial(denied.code) {
+                    self.fs.audit_denial(call, None, &denied);
+                }
+                Err(denied)
+            }
+        }
+    }
+
+    /// Run `work` on the bounded blocking pool.
+    async fn on_pool<R, W>(&self, caller: &Caller, work: W) -> Result<R, FsError>
+    where
+        R: Send + 'static,
+        W: FnOnce(&FsService, &Caller) -> Result<R, FsError> + Send + 'static,
+    {
+        let (service, worker) = (Arc::clone(&self.fs), caller.clone());
+        self.fs
+            .blocking
+            .run(&caller.holder, move || work(&service, &worker))
+            .await
+    }
+
+    /// The answer to `call`, with a refusal by fs audited.
+    fn finish<R>(
+        &self,
+        call: &Call,
+        caller: &Caller,
+        outcome: Result<R, FsError>,
+    ) -> Result<R, ErrorBody> {
         outcome.map_err(|e| {
             let body = ErrorBody::from(e);
             if is_denial(body.code) {
-                self.fs.audit_denial(&call, Some(&caller.claims), &body);
+                self.fs.audit_denial(call, Some(&caller.claims), &body);
             }
             body
         })
@@ -145,12 +188,7 @@ pub fn router(fs: Arc<FsService>, guard: Arc<Guard>, landlock: LandlockState) ->
         })
         .method_encoded::<fs::List, _, _, _>(|s, call, p| {
             let room = list_room(&call.req_id);
-            async move {
-                s.serve(call, "fs.list", Place::Pool, move |fs, c| {
-                    fs.list_json(c, &p, room)
-                })
-                .await
-            }
+            async move { s.serve_list(call, p, room).await }
         })
         .method::<fs::Stat, _, _, _>(|s, call, p| async move {
             s.serve(call, "fs.stat", Place::Pool, move |fs, c| fs.stat(c, &p))

@@ -181,7 +181,84 @@ fn page_both_ways(
     let page = f.fs.list(c, p, usize::MAX).unwrap();
     let json = f.fs.list_json(c, p, usize::MAX).unwrap();
     assert_eq!(json.get(), serde_json::to_string(&page).unwrap());
+    if let Some(inline) = f.fs.list_json_inline(c, p, usize::MAX) {
+        assert_eq!(inline.unwrap().get(), json.get());
+    }
     page
+}
+
+#[test]
+fn inline_listing_answers_as_the_pool_does_and_hands_big_directories_over() {
+    use std::os::unix::fs::symlink;
+    let f = Fixture::new();
+    f.write("b.txt", b"12345");
+    f.write("a.txt", b"1");
+    f.write("sub/inner", b"xy");
+    f.write("q\"uote\\", b"");
+    std::fs::write(f.prefix().join(std::ffi::OsStr::from_bytes(b"z\xff")), b"").unwrap();
+    symlink("sub", f.prefix().join("link")).unwrap();
+    symlink("../../outside", f.prefix().join("out")).unwrap();
+    let c = f.caller();
+    let pool = |p: &ListParams| {
+        f.fs.list_json(&c, p, usize::MAX)
+            .map(|j| j.get().to_owned())
+    };
+    let inline = |p: &ListParams| {
+        f.fs.list_json_inline(&c, p, usize::MAX)
+            .expect("a small local directory lists inline")
+            .map(|j| j.get().to_owned())
+    };
+    // Every page, paged two at a time, of the prefix, a subdirectory and one through a
+    // symlink beneath the prefix.
+    for path in ["", ".", "sub", "link"] {
+        let mut cursor = None;
+        loop {
+            let p = params(path, Some(2), cursor);
+            let (want, got) = (pool(&p).unwrap(), inline(&p).unwrap());
+            assert_eq!(got, want, "{path}");
+            let page: strata_proto::methods::fs::ListResult = serde_json::from_str(&got).unwrap();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    // Refusals are the same too.
+    for path in ["nope", "a.txt", "../x", "/etc"] {
+        let p = params(path, None, None);
+        let (want, got) = (pool(&p).unwrap_err(), inline(&p).unwrap_err());
+        assert_eq!(got.code(), want.code(), "{path}");
+    }
+    // A symlink out of the prefix: EXDEV under RESOLVE_NO_XDEV could be a mount on the way,
+    // so the pool answers, and refuses.
+    let out = params("out", None, None);
+    assert!(f.fs.list_json_inline(&c, &out, usize::MAX).is_none());
+    assert_eq!(pool(&out).unwrap_err().code(), ErrorCode::PermissionDenied);
+    let e = inline(&params("", Some(0), None)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    // A directory with more entries than an inline listing reads goes to the pool,
+    // whatever the page size.
+    let dir = f.prefix().join("many");
+    std::fs::create_dir(&dir).unwrap();
+    for i in 0..strata_fs::INLINE_SCAN_MAX {
+        std::fs::write(dir.join(format!("f{i:04}")), b"").unwrap();
+    }
+    for limit in [1, 1000] {
+        assert!(f
+            .fs
+            .list_json_inline(&c, &params("many", Some(limit), None), usize::MAX)
+            .is_none());
+    }
+    let page =
+        f.fs.list(&c, &params("many", Some(1000), None), usize::MAX)
+            .unwrap();
+    assert_eq!(page.entries.len(), strata_fs::INLINE_SCAN_MAX);
+    // A caller without a prefix is the pool's to refuse.
+    let none = f.caller_for(None);
+    assert!(f
+        .fs
+        .list_json_inline(&none, &params("", None, None), usize::MAX)
+        .is_none());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Supervisor benchmarks with real processes (no harness):
 //!
 //! - cold start: from exec of `strata-supervisor` to every service of the graph Healthy
-//!   (as seen through `supervisor.svc.list`), median over N runs;
+//!   (as seen through `supervisor.svc.list`), median over N runs, on a fresh state dir (a
+//!   first boot: identity makes its key and store) and on the state an earlier boot left;
 //! - crash to Healthy: SIGKILL the registry (zero backoff) until a new registry is
 //!   Healthy, median over N crashes;
 //! - resident memory of the supervisor (and of its orphan guard);
@@ -84,8 +85,30 @@ fn main() {
         }
         stop(proc);
     }
-    report("cold start to all Healthy", &mut cold);
+    report(
+        "cold start to all Healthy, first boot (fresh state)",
+        &mut cold,
+    );
     println!("supervisor RSS after boot: {rss_after_boot} KiB (orphan guard: {guard_rss} KiB)");
+
+    // The same, booting on the state the first boot left (keys and store exist), as a
+    // node does after a reboot.
+    let kept = Sandbox::new();
+    let mut restart = Vec::with_capacity(runs);
+    for run in 0..=runs {
+        let mut cmd = command(&kept, &graph, &registry);
+        let started = Instant::now();
+        let proc = Proc::spawn("strata-supervisor", &mut cmd);
+        wait_all_healthy(&kept.socket("supervisor"), 3);
+        if run > 0 {
+            restart.push(started.elapsed());
+        }
+        stop(proc);
+    }
+    report(
+        "cold start to all Healthy, state kept from an earlier boot",
+        &mut restart,
+    );
 
     // Crash to Healthy, zero backoff.
     let sandbox = Sandbox::new();

@@ -7,7 +7,8 @@
 //! One exception keeps the common case cheap: a read of at most 64 KiB, or a close, of a
 //! handle whose file is on a local disk or memory file system ([`is_local_fs`], decided
 //! once at open) runs inline: it cannot hang on a server, and the thread hop would cost
-//! more than the read.
+//! more than the read. Listings of small directories beneath a local export root with
+//! nothing mounted beneath it run inline as well ([`crate::FsService::list_json_inline`]).
 //!
 //! A call that would take a caller past [`BlockingLimits::per_caller`] is refused at once
 //! (RESOURCE_EXHAUSTED): a caller whose calls are stuck cannot queue more behind them. Past

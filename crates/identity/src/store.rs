@@ -211,28 +211,10 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(err)?;
-        let txn = db.begin_write().map_err(err)?;
-        let store_id = {
-            // Create every table so readers never meet a missing one.
-            txn.open_table(REVOCATIONS).map_err(err)?;
-            txn.open_table(REVOKED_INDEX).map_err(err)?;
-            txn.open_table(CAPS).map_err(err)?;
-            txn.open_table(RETIRED_KEYS).map_err(err)?;
-            let mut meta = txn.open_table(META).map_err(err)?;
-            let existing = meta
-                .get("store_id")
-                .map_err(err)?
-                .map(|v| v.value().to_owned());
-            match existing {
-                Some(id) => id,
-                None => {
-                    let id = CapId::random().map_err(err)?.to_string();
-                    meta.insert("store_id", id.as_str()).map_err(err)?;
-                    id
-                }
-            }
+        let store_id = match schema::created_id(&db)? {
+            Some(id) => id,
+            None => schema::create_tables(&db)?,
         };
-        txn.commit().map_err(err)?;
         Ok(Store {
             db,
             store_id,
@@ -670,6 +652,8 @@ fn next_epoch(meta: &mut redb::Table<'_, &str, &str>) -> Result<u64, StoreError>
         .map_err(err)?;
     Ok(epoch)
 }
+
+mod schema;
 
 #[cfg(test)]
 mod tests;

@@ -339,3 +339,29 @@ fn records_in_the_old_format_decode_with_the_new_fields_absent() {
         r#"{"parents":["0123456789abcdef0123456789abcdef"],"expires":50,"minted_for":7}"#
     );
 }
+
+#[test]
+fn a_store_missing_a_table_gets_it_at_open() {
+    // An id but no other table: what a store from before a table was added looks like.
+    // The open must not take the id as "every table created" and skip creating them.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("store_id", "an-old-store")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.store_id(), "an-old-store");
+    assert!(store.revocations_since(0).unwrap().is_empty());
+    assert_eq!(store.last_seq().unwrap(), 0);
+    // And once created, a reopen finds them all.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.store_id(), "an-old-store");
+    assert!(store.revocations_since(0).unwrap().is_empty());
+}

@@ -82,10 +82,24 @@ pub struct RequestError {
 /// most [`MAX_METHOD_LEN`]; a refused one's `req_id` is the request's when that is within
 /// the bound, else empty. So nothing a caller sends is echoed without a bound.
 pub fn parse_request(frame: &[u8]) -> Result<Request, RequestError> {
+    // Plain serde first: tracking the path of every field costs on every request, and it
+    // is only needed to explain a refusal, so a refused frame is parsed a second time.
     let mut de = serde_json::Deserializer::from_slice(frame);
-    let req: Request = match serde_path_to_error::deserialize(&mut de) {
+    let req = match Request::deserialize(&mut de) {
         Ok(req) => req,
-        Err(typed) => return Err(explain_bad_envelope(frame, typed)),
+        Err(_) => {
+            let mut again = serde_json::Deserializer::from_slice(frame);
+            return Err(
+                match serde_path_to_error::deserialize::<_, Request>(&mut again) {
+                    Err(typed) => explain_bad_envelope(frame, typed),
+                    // Cannot happen (the same input, the same types); refused all the same.
+                    Ok(_) => RequestError {
+                        req_id: String::new(),
+                        error: ErrorBody::new(ErrorCode::InvalidArgument, "invalid request"),
+                    },
+                },
+            );
+        }
     };
     // First, so that no later error echoes an over-long req_id.
     if req.req_id.len() > MAX_REQ_ID_LEN {
@@ -214,8 +228,15 @@ pub fn parse_params<P: DeserializeOwned>(raw: Option<&RawValue>) -> Result<P, Er
         None | Some("null") => "{}",
         Some(t) => t,
     };
+    // As in `parse_request`: the field's path is worked out only for a refusal.
+    if let Ok(params) = serde_json::from_str(text) {
+        return Ok(params);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| field_error("invalid params", &e))
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(params) => Ok(params),
+        Err(e) => Err(field_error("invalid params", &e)),
+    }
 }
 
 /// A response as it travels on the wire. `result` is present exactly when `ok` is true,

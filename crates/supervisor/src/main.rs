@@ -99,6 +99,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    strata_supervisor::process::fill_standard_descriptors();
     let args = Args::parse();
     if let Some(file) = &args.check_config {
         return check_config(file);

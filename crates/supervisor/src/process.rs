@@ -34,6 +34,11 @@ use std::process::{Command, Stdio};
 
 mod clone;
 
+// The ids are set by raw system calls (see `ChildSteps::run`); on 32-bit x86 and ARM those
+// numbers are the legacy 16-bit calls, which would truncate a uid above 65535.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("the supervisor's raw setresuid/setresgid/setgroups calls assume a 64-bit target");
+
 /// Why a service process could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -552,6 +557,21 @@ impl ChildSteps {
             landlock::restrict_self(fd)?;
         }
         Ok(())
+    }
+}
+
+/// Open `/dev/null` on any of descriptors 0–2 the supervisor was started without, so that
+/// no descriptor it opens later (a cgroup's `cgroup.procs`, a Landlock ruleset) can be one
+/// of them and be overwritten by a child's stdio set-up. Call first thing in `main`.
+pub fn fill_standard_descriptors() {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only asks whether `fd` is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            continue;
+        }
+        // SAFETY: open with a NUL-terminated path; the lowest free descriptor, which is
+        // `fd` (the lower ones are open), is kept open for the process's life.
+        unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
     }
 }
 

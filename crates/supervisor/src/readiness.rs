@@ -1,7 +1,7 @@
 //! Readiness and liveness probes (SPEC §5.8: readiness means the service *answers*).
 //!
 //! - `health`: the service's socket answers `sys.health` with `status: "ok"`. Polled every
-//!   millisecond for the first 200 ms, then at a pause doubling up to 25 ms, so a fast
+//!   millisecond for the first 50 ms, then at a pause doubling up to 25 ms, so a fast
 //!   service is seen within a millisecond of answering (a doubling pause from the start
 //!   could see a service ready at 8 ms only at 15) and a slow one costs no busy loop.
 //! - `notify`: the service sends a datagram containing the line `READY=1` to the socket
@@ -101,8 +101,9 @@ pub async fn wait_healthy(
 /// resolution). A probe before the socket exists is one `stat`, one after it a connect
 /// and a `sys.health`, so 1 ms costs the service next to nothing.
 const FAST_POLL: Duration = Duration::from_millis(1);
-/// How long readiness is polled every [`FAST_POLL`] before the pause doubles.
-const FAST_POLL_FOR: Duration = Duration::from_millis(200);
+/// How long readiness is polled every [`FAST_POLL`] before the pause doubles (short, so a
+/// big manifest starting at once does not spend the CPU its services need on probes).
+const FAST_POLL_FOR: Duration = Duration::from_millis(50);
 /// The longest pause between readiness probes of a slow service.
 const SLOW_POLL: Duration = Duration::from_millis(25);
 

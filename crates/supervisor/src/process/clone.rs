@@ -15,6 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h), as the 64-bit flag `clone3` takes.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+/// `CLONE_CLEAR_SIGHAND` (5.5+): the child starts with the supervisor's signal handlers
+/// reset to their defaults (ignored signals stay ignored), as they would be after exec.
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+/// How long the supervisor waits for a child to exec. Between its uid change and exec a
+/// child can be stopped (SIGSTOP) by any process of the service's uid; without a bound
+/// that would hold the supervisor's spawning thread for good.
+const EXEC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Set once the kernel has refused `clone3` or `CLONE_INTO_CGROUP`: every later spawn goes
 /// the std way without trying again.
@@ -82,7 +90,7 @@ pub(super) fn spawn_into_cgroup(
     let status_fd = status_w.as_raw_fd();
 
     let mut clone_args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: CLONE_INTO_CGROUP | CLONE_CLEAR_SIGHAND,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup_dir as u64,
         ..CloneArgs::default()
@@ -111,12 +119,16 @@ pub(super) fn spawn_into_cgroup(
                 tracing::debug!(error = %e, "clone3(CLONE_INTO_CGROUP) unavailable; services join their cgroup after fork");
                 Ok(None)
             }
+            // A seccomp filter that refuses syscalls it does not know (as container
+            // runtimes' defaults did for clone3) says EPERM: the std path may still work,
+            // and reports a real refusal itself.
+            Some(libc::EPERM) => Ok(None),
             _ => Err(exec_err(e)),
         };
     }
     let pid = pid as libc::pid_t;
     drop((null, out_w, err_w, status_w));
-    match read_status(&status_r) {
+    match read_status(&status_r, EXEC_WAIT) {
         Ok(None) => Ok(Some(Spawned {
             pid,
             stdout: out_r,
@@ -233,11 +245,37 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// What the child reported: `None` once its exec closed the pipe, else its errno.
-fn read_status(pipe: &OwnedFd) -> io::Result<Option<i32>> {
+/// What the child reported: `None` once its exec closed the pipe, else its errno; an
+/// error if it did neither within `within`.
+fn read_status(pipe: &OwnedFd, within: std::time::Duration) -> io::Result<Option<i32>> {
+    let deadline = std::time::Instant::now() + within;
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < buf.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut poll = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll on one valid pollfd.
+        match unsafe { libc::poll(&mut poll, 1, ms) } {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("it did not exec within {} s", within.as_secs()),
+                ))
+            }
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            _ => {}
+        }
         // SAFETY: read into the rest of a local buffer.
         let n = unsafe {
             libc::read(
@@ -360,6 +398,19 @@ mod tests {
         );
         assert!(out.contains("env=clone3\n/\n"), "{out}");
         assert_eq!(err, "oops\n");
+    }
+
+    #[test]
+    fn a_child_that_never_reports_is_given_up_on_at_the_bound() {
+        let (r, w) = pipe().unwrap();
+        let err = read_status(&r, std::time::Duration::from_millis(200)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        // Closed without a report: the exec succeeded.
+        drop(w);
+        assert_eq!(
+            read_status(&r, std::time::Duration::from_secs(5)).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ thread_local! {
 }
 
 /// Whether a listing runs on the blocking pool or inline on an async worker.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Pool,
     Inline,
@@ -96,7 +96,16 @@ struct Page {
     room: usize,
     /// Directory entries read at most (`.` and `..` included) before giving up.
     scan_max: usize,
+    /// When to give up (inline only): a slow disk (a cold cache, a failing sector) hands
+    /// the listing to the pool rather than hold an async worker.
+    deadline: Option<std::time::Instant>,
 }
+
+/// The longest an inline listing works on an async worker before it hands the request to
+/// the blocking pool (checked every [`BUDGET_CHECK_EVERY`] entries), where the whole page
+/// is done again. A warm 50-entry page takes about 0.1 ms.
+pub const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_millis(1);
+const BUDGET_CHECK_EVERY: usize = 16;
 
 /// An inline listing reads at most this many directory entries (`.` and `..` included)
 /// before handing the request to the blocking pool: with one `fstatat` per listed entry
@@ -214,8 +223,8 @@ impl FsService {
     }
 
     /// The page's entries, in order, to `emit`; returns the `next_cursor`, or `None` if
-    /// `mode` is inline and the directory has more than [`INLINE_SCAN_MAX`] entries
-    /// (nothing emitted then).
+    /// `mode` is inline and the directory has more than [`INLINE_SCAN_MAX`] entries or the
+    /// page took longer than [`INLINE_BUDGET`] (what was emitted is then to be dropped).
     fn list_each(
         &self,
         caller: &Caller,
@@ -251,6 +260,8 @@ impl FsService {
                     limit,
                     room,
                     scan_max,
+                    deadline: (mode == Mode::Inline)
+                        .then(|| std::time::Instant::now() + INLINE_BUDGET),
                 },
                 dir_buffer,
                 names,
@@ -302,7 +313,12 @@ fn list_dir(
         limit,
         room,
         scan_max,
+        deadline,
     } = page;
+    let over_budget = |i: usize| {
+        i % BUDGET_CHECK_EVERY == BUDGET_CHECK_EVERY - 1
+            && deadline.is_some_and(|d| std::time::Instant::now() > d)
+    };
     if dir_buffer.len() < DIR_BUFFER {
         dir_buffer.resize(DIR_BUFFER, MaybeUninit::uninit());
     }
@@ -313,7 +329,7 @@ fn list_dir(
     while let Some(entry) = entries.next() {
         let entry = entry.map_err(|e| FsError::Internal(e.into()))?;
         scanned += 1;
-        if scanned > scan_max {
+        if scanned > scan_max || over_budget(scanned) {
             return Ok(None);
         }
         let name = entry.file_name().to_bytes();
@@ -327,6 +343,9 @@ fn list_dir(
     let mut used = 0;
     let mut last: Option<&[u8]> = None;
     for i in 0..names.len().min(limit) {
+        if over_budget(i) {
+            return Ok(None);
+        }
         let name = names.get(i);
         // The entry itself, never what a symlink points to.
         let stat = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {

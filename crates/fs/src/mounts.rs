@@ -15,6 +15,7 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
@@ -25,6 +26,9 @@ pub(crate) struct MountWatch {
     fd: Option<OwnedFd>,
     /// Sticky: once a change is seen, it stays seen.
     changed: AtomicBool,
+    /// Held across a poll and the store of what it saw: the poll that sees a change
+    /// consumes the kernel's flag, so another thread polling in between would see none.
+    polling: Mutex<()>,
 }
 
 impl Default for MountWatch {
@@ -32,6 +36,7 @@ impl Default for MountWatch {
         MountWatch {
             fd: None,
             changed: AtomicBool::new(true),
+            polling: Mutex::new(()),
         }
     }
 }
@@ -44,6 +49,7 @@ impl MountWatch {
             Ok(fd) => MountWatch {
                 fd: Some(fd),
                 changed: AtomicBool::new(false),
+                polling: Mutex::new(()),
             },
             Err(_) => MountWatch::default(),
         }
@@ -55,6 +61,10 @@ impl MountWatch {
         let Some(fd) = &self.fd else {
             return false;
         };
+        if self.changed.load(Ordering::Acquire) {
+            return false;
+        }
+        let _polling = self.polling.lock().unwrap_or_else(PoisonError::into_inner);
         if self.changed.load(Ordering::Acquire) {
             return false;
         }
